@@ -1,0 +1,96 @@
+# spindle: one binary embedding Lua 5.4 on a libuv reactor.
+#
+#   make          build build/spindle (installs Debian packages first as root)
+#   make run      build and run the seed's Deferred examples
+#   make test     busted suite under build/spindle, then under the ASan+UBSan build
+#   make test-asan   the sanitizer run alone
+#   make bench    the benchmarks in bench/
+
+PKGS     := lua5.4 libuv libssl libcrypto libedit
+DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
+            libssl-dev libedit-dev lua-busted socat netcat-openbsd \
+            python3 python3-twisted lua-luv valgrind openssl
+
+CC      ?= cc
+OPT     ?= -O2
+CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -ldl -lpthread
+LDFLAGS += -Wl,-E
+
+SRC     := $(wildcard runtime/*.c)
+HDR     := $(wildcard runtime/*.h)
+LUASRC  := $(wildcard lua/spindle/*.lua)
+
+BUILD   ?= build
+OBJ     := $(SRC:runtime/%.c=$(BUILD)/obj/%.o) \
+           $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o
+
+ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+              -fno-sanitize-recover=undefined
+
+BUSTED_ARGS ?=
+
+.PHONY: all deps run test test-plain test-asan asan bench bench-net clean
+
+all: deps $(BUILD)/spindle
+
+# Install what is missing, as root, with apt-get; print what to install otherwise.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	      || { echo "apt-get install failed:$$missing"; exit 1; }; \
+	  else echo "missing Debian packages (run as root or install):$$missing"; \
+	    exit 1; fi; fi
+
+$(BUILD)/spindle: $(OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
+
+$(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+
+$(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+
+# The Lua files under lua/ are compiled into the binary.
+$(BUILD)/gen/luafiles.c: $(LUASRC) tools/embed.sh | $(BUILD)/gen
+	sh tools/embed.sh luafiles $(LUASRC) > $@
+
+# Every luaopen_spindle_* function in runtime/ becomes a preloaded module.
+$(BUILD)/gen/modules.c: $(SRC) tools/embed.sh | $(BUILD)/gen
+	sh tools/embed.sh modules $(SRC) > $@
+
+$(BUILD)/obj $(BUILD)/gen:
+	mkdir -p $@
+
+run: all
+	@for s in scripts/defer_*.lua scripts/reactor_*.lua; do \
+	  [ -f "$$s" ] || continue; echo "== $$s"; $(BUILD)/spindle $$s || exit 1; done
+	@echo "== scripts/defer_basic.lua call_error"; \
+	  $(BUILD)/spindle scripts/defer_basic.lua call_error
+
+test: all
+	$(MAKE) test-plain
+	$(MAKE) test-asan
+
+test-plain: all
+	busted --lua=$(BUILD)/spindle $(BUSTED_ARGS) spec
+
+asan: deps
+	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-Wl,-E -fsanitize=address,undefined" build-asan/spindle
+
+test-asan: asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  busted --lua=build-asan/spindle $(BUSTED_ARGS) spec
+
+bench: all
+	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
+
+clean:
+	rm -rf build build-asan

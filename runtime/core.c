@@ -1,0 +1,239 @@
+/*
+** core.c: helpers shared by every runtime file (see core.h), the module
+** searcher for Lua files compiled into the binary, and spindle._core.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+
+#include "core.h"
+#include "embed.h"
+#include "failure.h"
+
+lua_State *sp_mainstate = NULL;
+
+#define SP_MAX_HOOKS 16
+static void (*shutdown_hooks[SP_MAX_HOOKS])(lua_State *L);
+static int nshutdown_hooks = 0;
+
+void sp_on_shutdown(void (*fn)(lua_State *L)) {
+  for (int i = 0; i < nshutdown_hooks; i++)
+    if (shutdown_hooks[i] == fn) return;
+  if (nshutdown_hooks < SP_MAX_HOOKS) shutdown_hooks[nshutdown_hooks++] = fn;
+}
+
+void sp_shutdown(lua_State *L) {
+  while (nshutdown_hooks > 0) shutdown_hooks[--nshutdown_hooks](L);
+}
+
+void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
+                  const luaL_Reg *meta) {
+  luaL_newmetatable(L, name);
+  if (meta != NULL) luaL_setfuncs(L, meta, 0);
+  if (methods != NULL) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
+
+void *sp_class_check(lua_State *L, int idx, const char *name) {
+  return luaL_checkudata(L, idx, name);
+}
+
+int sp_pcall(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;
+  int status;
+  lua_pushcfunction(L, sp_errhandler);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  return status;
+}
+
+void sp_log_failure(lua_State *L, int idx, const char *why) {
+  idx = lua_absindex(L, idx);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.log");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+    lua_getfield(L, -1, "err");
+    lua_pushvalue(L, idx);
+    if (why != NULL) lua_pushstring(L, why); else lua_pushnil(L);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+      lua_pop(L, 1);
+      return;
+    }
+  }
+  /* Logging itself failed: say both things on stderr, raise nothing. */
+  fprintf(stderr, "spindle: logging failed (%s) while logging: %s %s\n",
+          luaL_tolstring(L, -1, NULL), why ? why : "",
+          luaL_tolstring(L, idx, NULL));
+  lua_pop(L, 3);
+}
+
+void sp_checkcallable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_typeerror(L, idx, "callable");
+}
+
+/* Edit distance between a and b, ignoring case, capped at 8. */
+static int name_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), i, j;
+  int row[64], prev, tmp;
+  if (la >= 63 || lb >= 63) return 8;
+  for (j = 0; j <= lb; j++) row[j] = (int)j;
+  for (i = 1; i <= la; i++) {
+    prev = row[0];
+    row[0] = (int)i;
+    for (j = 1; j <= lb; j++) {
+      int cost = tolower((unsigned char)a[i - 1]) !=
+                 tolower((unsigned char)b[j - 1]);
+      int best = prev + cost;
+      if (row[j] + 1 < best) best = row[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      tmp = row[j];
+      row[j] = best;
+      prev = tmp;
+    }
+  }
+  return row[lb] > 8 ? 8 : row[lb];
+}
+
+/* __index of a strict module: upvalue 1 is the module's name, upvalue 2 a
+** table of getters for dynamic fields (reactor.running). */
+static int strict_index(lua_State *L) {
+  const char *key, *best = NULL;
+  int bestd = 8;
+  if (lua_type(L, 2) == LUA_TSTRING &&
+      lua_getfield(L, lua_upvalueindex(2), lua_tostring(L, 2)) != LUA_TNIL) {
+    lua_call(L, 0, 1);
+    return 1;
+  }
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return luaL_error(L, "%s has no field '%s'",
+                      lua_tostring(L, lua_upvalueindex(1)),
+                      luaL_tolstring(L, 2, NULL));
+  key = lua_tostring(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      int d = name_distance(key, lua_tostring(L, -2));
+      if (d < bestd) { bestd = d; best = lua_tostring(L, -2); }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, lua_upvalueindex(2)) != 0) {
+    int d = name_distance(key, lua_tostring(L, -2));
+    if (d < bestd) { bestd = d; best = lua_tostring(L, -2); }
+    lua_pop(L, 1);
+  }
+  if (best != NULL && (bestd <= 2 || (size_t)bestd * 3 <= strlen(key)))
+    return luaL_error(L, "%s has no field '%s' (did you mean '%s'?)",
+                      lua_tostring(L, lua_upvalueindex(1)), key, best);
+  return luaL_error(L, "%s has no field '%s'",
+                    lua_tostring(L, lua_upvalueindex(1)), key);
+}
+
+void sp_strict(lua_State *L, int idx, const char *name) {
+  idx = lua_absindex(L, idx);
+  if (!lua_getmetatable(L, idx)) lua_newtable(L);
+  lua_pushstring(L, name);
+  if (lua_getfield(L, -2, "__getters") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  lua_pushcclosure(L, strict_index, 2);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, idx);
+}
+
+/* spindle._core.strict(name, t [, getters]) -> t
+** Make module table t strict (see sp_strict); getters maps field names to
+** functions called for dynamic read-only fields. */
+static int core_strict(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_getmetatable(L, 2)) lua_newtable(L);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "__getters");
+    lua_setmetatable(L, 2);
+  }
+  sp_strict(L, 2, name);
+  lua_settop(L, 2);
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  {"strict", core_strict},
+  {NULL, NULL}
+};
+
+int luaopen_spindle__core(lua_State *L) {
+  luaL_newlib(L, core_funcs);
+  return 1;
+}
+
+/* Searcher for modules compiled into the binary; SPINDLE_LUA_PATH (a
+** package.path-style template) is tried first so that developers can edit
+** lua/ without rebuilding. */
+static int embedded_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *devpath = getenv("SPINDLE_LUA_PATH");
+  const sp_luafile *f;
+  if (devpath != NULL && *devpath != '\0') {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_pushvalue(L, 1);
+    lua_pushstring(L, devpath);
+    lua_call(L, 2, 1);
+    if (lua_isstring(L, -1)) {
+      const char *path = lua_tostring(L, -1);
+      if (luaL_loadfile(L, path) != LUA_OK)
+        return luaL_error(L, "error loading module '%s' from '%s':\n\t%s",
+                          name, path, lua_tostring(L, -1));
+      lua_pushstring(L, path);
+      return 2;
+    }
+    lua_settop(L, 1);
+  }
+  for (f = sp_luafiles; f->name != NULL; f++) {
+    if (strcmp(f->name, name) != 0) continue;
+    if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
+      return luaL_error(L, "error loading embedded module '%s':\n\t%s",
+                        name, lua_tostring(L, -1));
+    lua_pushstring(L, f->chunk + 1);
+    return 2;
+  }
+  lua_pushfstring(L, "no embedded module '%s'", name);
+  return 1;
+}
+
+void sp_openlibs(lua_State *L) {
+  const luaL_Reg *m;
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (m = sp_cmodules; m->name != NULL; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
+  /* Insert our searcher right after the preload one. */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");
+  lua_pushcfunction(L, embedded_searcher);
+  for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
+    lua_geti(L, -2, i);
+    lua_seti(L, -3, i + 1);
+  }
+  lua_seti(L, -2, 2);
+  lua_pop(L, 2);
+}

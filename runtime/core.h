@@ -1,0 +1,58 @@
+/*
+** core.h: helpers every runtime file shares: classes (metatables built
+** from luaL_Reg arrays), protected calls that turn errors into Failures,
+** the bridge to spindle.log, and strict module tables.
+*/
+#ifndef SP_CORE_H
+#define SP_CORE_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+/* The main Lua state, the one the reactor's callbacks run in. Set by
+** main.c before any module loads; pool threads have states of their own. */
+extern lua_State *sp_mainstate;
+
+/* [-0, +0, m] Create the metatable `name` (what users see in errors:
+** "spindle.Deferred") with `methods` under __index and `meta` as
+** metamethods. Either array may be NULL. */
+void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
+                  const luaL_Reg *meta);
+
+/* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
+void *sp_class_check(lua_State *L, int idx, const char *name);
+
+/* [-(nargs+1), +(nresults|1), -] lua_pcall with sp_errhandler as message
+** handler: on error the one value left is a Failure whose traceback was
+** taken where the error was raised. Returns the lua_pcall status. */
+int sp_pcall(lua_State *L, int nargs, int nresults);
+
+/* [-0, +0, -] Log the value at idx (a Failure or any error value) through
+** spindle.log.err, with `why` as the context line ("Unhandled error in
+** Deferred:"). Never raises: if logging itself fails it writes to stderr. */
+void sp_log_failure(lua_State *L, int idx, const char *why);
+
+/* [-0, +0, m] Make the module table at idx strict: reading a missing field
+** raises "<name> has no field 'x' (did you mean 'y'?)". */
+void sp_strict(lua_State *L, int idx, const char *name);
+
+/* [-0, +0, e] Raise a bad-argument error unless idx is callable (a function
+** or a value whose metatable has __call). */
+void sp_checkcallable(lua_State *L, int idx);
+
+/* Install the module searcher for the Lua files compiled into the binary
+** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
+void sp_openlibs(lua_State *L);
+
+/* Register fn to run when the process ends normally, before lua_close
+** (the reactor closes its handles there). Hooks run last-registered first. */
+void sp_on_shutdown(void (*fn)(lua_State *L));
+
+/* Run the shutdown hooks; main.c calls it once. */
+void sp_shutdown(lua_State *L);
+
+/* Protected call with main.c's message handler (a traceback string). */
+int sp_main_docall(lua_State *L, int narg, int nres);
+
+#endif

@@ -1,0 +1,23 @@
+/*
+** defer.h: Deferreds for the other C files (spindle.defer is defer.c).
+*/
+#ifndef SP_DEFER_H
+#define SP_DEFER_H
+
+#include <lua.h>
+
+/* [-0, +1, m] Push a new unfired Deferred with no canceller. */
+void sp_deferred_new(lua_State *L);
+
+/* [-0, +0, -] Is the value at idx a Deferred? */
+int sp_deferred_is(lua_State *L, int idx);
+
+/* [-0, +0, e] d:callback(value) for the Deferred at d and value at v;
+** raises AlreadyCalledError as the Lua method does. */
+void sp_deferred_callback(lua_State *L, int d, int v);
+
+/* [-0, +0, e] d:errback(f) for the Deferred at d and the Failure or error
+** value at f (wrapped in a Failure). */
+void sp_deferred_errback(lua_State *L, int d, int f);
+
+#endif
