@@ -436,8 +436,19 @@ void sp_errortype_export(lua_State *L, int idx, const char *prefix) {
   }
 }
 
+/* failure.builtinErrorTypes(prefix) -> {name = T, ...}
+** The built-in error types of one module ("defer", "reactor", "ssl",
+** "threads"), as the module tables export them. */
+static int failure_builtinErrorTypes(lua_State *L) {
+  const char *prefix = luaL_checkstring(L, 1);
+  lua_newtable(L);
+  sp_errortype_export(L, -1, prefix);
+  return 1;
+}
+
 static const luaL_Reg failure_funcs[] = {
   {"Failure", failure_new},
+  {"builtinErrorTypes", failure_builtinErrorTypes},
   {"errorType", failure_errorType},
   {NULL, NULL}
 };

@@ -1,0 +1,134 @@
+--- spindle.protocol: Protocol, Factory, ServerFactory, ClientFactory and
+-- DatagramProtocol, as in twisted.internet.protocol. Subclass them with
+-- Class:extend{...}; the reactor calls their methods on the loop thread.
+local Object = require("spindle.class").Object
+
+local M = {}
+
+--- BaseProtocol: the connection half every stream protocol shares.
+local BaseProtocol = Object:extend({__name = "BaseProtocol"})
+BaseProtocol.connected = 0
+BaseProtocol.transport = nil
+
+--- p:makeConnection(transport): attach the transport and call
+-- connectionMade(). Follows twisted BaseProtocol.makeConnection.
+function BaseProtocol:makeConnection(transport)
+  self.connected = 1
+  self.transport = transport
+  self:connectionMade()
+end
+
+--- p:connectionMade(): called once the connection is up. Override it.
+function BaseProtocol:connectionMade() end
+
+--- Protocol: a stream protocol (TCP, TLS, Unix sockets).
+local Protocol = BaseProtocol:extend({__name = "Protocol"})
+Protocol.factory = nil
+
+--- p:dataReceived(data): bytes arrived (a string; any split of the stream).
+function Protocol:dataReceived(data) end -- luacheck: ignore
+
+--- p:connectionLost(reason): the connection closed; reason is a Failure,
+-- ConnectionDone for a clean close, ConnectionLost otherwise.
+function Protocol:connectionLost(reason) end -- luacheck: ignore
+
+--- Factory: makes a protocol instance per connection.
+local Factory = Object:extend({__name = "Factory"})
+Factory.protocol = nil
+Factory.numPorts = 0
+
+--- Factory.forProtocol(P, ...) -> a factory of this class whose protocol
+-- is P; the other arguments go to the factory's __init.
+function Factory.forProtocol(cls, P, ...)
+  local factory = cls(...)
+  factory.protocol = P
+  return factory
+end
+
+--- f:doStart(): called by each port or connector that starts using the
+-- factory; calls startFactory() on the first. twisted Factory.doStart.
+function Factory:doStart()
+  if self.numPorts == 0 then self:startFactory() end
+  self.numPorts = self.numPorts + 1
+end
+
+--- f:doStop(): the reverse of doStart; calls stopFactory() on the last.
+function Factory:doStop()
+  if self.numPorts == 0 then return end
+  self.numPorts = self.numPorts - 1
+  if self.numPorts == 0 then self:stopFactory() end
+end
+
+--- f:startFactory(), f:stopFactory(): override for set-up and tear-down.
+function Factory:startFactory() end
+function Factory:stopFactory() end
+
+--- f:buildProtocol(addr) -> protocol or nil: an instance of f.protocol with
+-- its factory set; nil refuses the connection. twisted Factory.buildProtocol.
+function Factory:buildProtocol(addr) -- luacheck: ignore addr
+  local P = self.protocol
+  if P == nil then
+    error("Factory.buildProtocol: factory has no 'protocol' set", 2)
+  end
+  local p = P()
+  p.factory = self
+  return p
+end
+
+local ServerFactory = Factory:extend({__name = "ServerFactory"})
+
+--- ClientFactory: a Factory told about connection attempts.
+local ClientFactory = Factory:extend({__name = "ClientFactory"})
+
+--- cf:startedConnecting(connector): a connection attempt began.
+function ClientFactory:startedConnecting(connector) end -- luacheck: ignore
+--- cf:clientConnectionFailed(connector, reason): the attempt failed.
+function ClientFactory:clientConnectionFailed(connector, reason) end -- luacheck: ignore
+--- cf:clientConnectionLost(connector, reason): an established connection
+-- was lost.
+function ClientFactory:clientConnectionLost(connector, reason) end -- luacheck: ignore
+
+--- DatagramProtocol: a UDP protocol; one instance per port.
+local DatagramProtocol = Object:extend({__name = "DatagramProtocol"})
+DatagramProtocol.transport = nil
+DatagramProtocol.numPorts = 0
+
+--- dp:makeConnection(transport): attach the port; calls doStart().
+function DatagramProtocol:makeConnection(transport)
+  self.transport = transport
+  self:doStart()
+end
+
+--- dp:doStart() / dp:doStop(): startProtocol() on the first port,
+-- stopProtocol() after the last. twisted AbstractDatagramProtocol.
+function DatagramProtocol:doStart()
+  if self.numPorts == 0 then self:startProtocol() end
+  self.numPorts = self.numPorts + 1
+end
+
+function DatagramProtocol:doStop()
+  if self.numPorts == 0 then return end
+  self.numPorts = self.numPorts - 1
+  self.transport = nil
+  if self.numPorts == 0 then self:stopProtocol() end
+end
+
+--- dp:startProtocol(), dp:stopProtocol(): override for set-up, tear-down.
+function DatagramProtocol:startProtocol() end
+function DatagramProtocol:stopProtocol() end
+
+--- dp:datagramReceived(data, addr): a datagram arrived from
+-- addr = {host = "127.0.0.1", port = 9999}.
+function DatagramProtocol:datagramReceived(data, addr) end -- luacheck: ignore
+
+--- dp:connectionRefused(): a connected port's peer refused (ICMP).
+function DatagramProtocol:connectionRefused() end
+
+M.BaseProtocol = BaseProtocol
+M.Protocol = Protocol
+M.Factory = Factory
+M.ServerFactory = ServerFactory
+M.ClientFactory = ClientFactory
+M.DatagramProtocol = DatagramProtocol
+
+return require("spindle._core").strict("protocol", M)

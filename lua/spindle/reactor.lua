@@ -1,0 +1,26 @@
+--- spindle.reactor: the one reactor, assembled from the C parts that run
+-- on its libuv loop. Each part is a module whose functions become the
+-- reactor's; a part's __getters table adds dynamic read-only fields
+-- (reactor.running). See API.md's spindle.reactor section.
+local parts = {
+  "spindle._loop",   -- run, stop, callLater, system events (loop.c)
+}
+
+local M = {}
+local getters = {}
+
+for _, name in ipairs(parts) do
+  for k, v in pairs(require(name)) do
+    if k == "__getters" then
+      for gk, gv in pairs(v) do getters[gk] = gv end
+    else
+      M[k] = v
+    end
+  end
+end
+
+for name, T in pairs(require("spindle.failure").builtinErrorTypes("reactor")) do
+  M[name] = T
+end
+
+return require("spindle._core").strict("reactor", M, getters)
