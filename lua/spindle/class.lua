@@ -18,7 +18,7 @@ Object.__name = "Object"
 local classMeta = {}
 classMeta.__call = function(cls, ...) return cls:new(...) end
 classMeta.__tostring = function(cls)
-  return "<class " .. tostring(rawget(cls, "__name") or "?") .. ">"
+  return "<class " .. tostring(cls.__name or "?") .. ">"
 end
 
 setmetatable(Object, classMeta)
