@@ -586,6 +586,21 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
 }
 
+/* Run stream_drained on a later loop turn, as Twisted's startWriting
+** does: an empty uv_write completes in the next turn, and whatever the
+** protocol writes meanwhile still goes out before the close. */
+static void schedule_drain(lua_State *L, sp_stream *s) {
+  static char empty[1];
+  if (s->flags & SF_INFLIGHT) return; /* its callback drains */
+  if (s->plen > 0) {
+    flush_pending(L, s);
+    return;
+  }
+  s->inflight = uv_buf_init(empty, 0);
+  s->flags &= ~SF_ANCHOR;
+  start_write(L, s);
+}
+
 /* -------------------------------------------------- opening, addresses */
 
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
@@ -680,7 +695,7 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
     /* A client whose factory built no protocol: close cleanly, as
     ** twisted tcp.BaseClient._connectDone does. */
     s->flags |= SF_DISCONNECTING;
-    stream_drained(L, s);
+    schedule_drain(L, s);
   } else {
     reading_update(s);
     push_transport(L, s);
@@ -776,7 +791,7 @@ static int transport_loseConnection(lua_State *L) {
   }
   s->flags |= SF_DISCONNECTING;
   reading_update(s);
-  if (sp_stream_queued(s) == 0) stream_drained(L, s);
+  schedule_drain(L, s);
   return 0;
 }
 
@@ -788,7 +803,7 @@ static int transport_loseWriteConnection(lua_State *L) {
   if (s == NULL || (s->flags & (SF_WDISCONNECTING | SF_WDISCONNECTED)))
     return 0;
   s->flags |= SF_WDISCONNECTING;
-  if (sp_stream_queued(s) == 0) stream_drained(L, s);
+  schedule_drain(L, s);
   return 0;
 }
 
@@ -941,7 +956,9 @@ static int transport_unregisterProducer(lua_State *L) {
   lua_setiuservalue(L, 1, UV_PRODUCER);
   if (s == NULL) return 0;
   s->flags &= ~(SF_PRODUCER | SF_STREAMING | SF_PPAUSED);
-  if (s->state == ST_OPEN && sp_stream_queued(s) == 0) stream_drained(L, s);
+  if (s->state == ST_OPEN &&
+      (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)))
+    schedule_drain(L, s);
   return 0;
 }
 

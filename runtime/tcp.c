@@ -986,6 +986,7 @@ static int tcp_connectTCP(lua_State *L) {
   connector *c;
   int port;
   double timeout;
+  lua_settop(L, 5);
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
