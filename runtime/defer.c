@@ -9,18 +9,19 @@
 ** user fields. No registry refs: the garbage collector sees every cycle.
 **
 ** Steps live in the slots table, an array written from d->tail and read
-** from d->head. A step is a header integer (kind, callback argument count,
-** errback argument count) followed by the callback (false: pass through),
-** the errback (false: pass through) and the bound arguments, nils kept:
+** from d->head. A step is a header integer (kind, which of callback and
+** errback it has, callback and errback argument counts) followed by the
+** functions it has (a missing one passes the result through) and the
+** bound arguments, nils kept:
 **
 **   [header][callback][errback][cb arg 1..ncb][eb arg 1..neb]
 **
-** A STEP_SHARED step (addBoth) stores one argument list for both. A
-** STEP_CONTINUE step ([header][outer Deferred][false]) is what an inner
-** Deferred carries for an outer one waiting on it (Twisted's
-** _continuation). Consumed slots are set to nil; an empty queue starts
-** again at slot 1, so a Deferred allocates one table however many
-** callbacks run through it.
+** so addCallback(f) takes two slots. A STEP_SHARED step (addBoth) stores
+** one function and one argument list for both. A STEP_CONTINUE step
+** ([header][outer Deferred]) is what an inner Deferred carries for an
+** outer one waiting on it (Twisted's _continuation). Consumed slots are
+** cleared when a run settles; an empty queue starts again at slot 1, so a
+** Deferred allocates one table however many callbacks run through it.
 **
 ** The runner (deferred_run, Twisted's _runCallbacks) is a loop with an
 ** explicit stack of chained Deferreds in a Lua table: a chain of any
@@ -45,13 +46,44 @@ enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS };
 #define UV_COUNT UV_ATTRS
 
 enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2 };
+#define STEP_HASCB 4
+#define STEP_HASEB 8
 #define STEP_KIND(h) ((int)((h) & 3))
-#define STEP_NCB(h) ((int)(((h) >> 2) & 0x3fffffff))
-#define STEP_NEB(h) ((int)((h) >> 32))
+#define STEP_NCB(h) ((int)(((h) >> 4) & 0x3fffffff))
+#define STEP_NEB(h) ((int)((h) >> 34))
+
+/* Where a step's parts are, from its header at slot h. */
+typedef struct StepLayout {
+  lua_Integer cb, eb;   /* slots of the functions, 0: pass through */
+  lua_Integer ca, ea;   /* first slot of each argument list */
+  int ncb, neb;         /* argument counts */
+  lua_Integer size;     /* slots used, header included */
+} StepLayout;
+
+static void step_layout(lua_Integer h, lua_Integer hdr, StepLayout *s) {
+  lua_Integer p = h + 1;
+  int kind = STEP_KIND(hdr);
+  s->cb = (hdr & STEP_HASCB) ? p++ : 0;
+  s->ncb = STEP_NCB(hdr);
+  if (kind == STEP_SHARED) {
+    s->eb = s->cb;
+    s->ca = s->ea = p;
+    s->neb = s->ncb;
+    p += s->ncb;
+  } else {
+    s->eb = (hdr & STEP_HASEB) ? p++ : 0;
+    s->neb = STEP_NEB(hdr);
+    s->ca = p;
+    s->ea = p + s->ncb;
+    p += s->ncb + s->neb;
+  }
+  s->size = p - h;
+}
 
 typedef struct Deferred {
   lua_Integer head;        /* slot of the next step's header */
   lua_Integer tail;        /* first free slot */
+  lua_Integer clean;       /* slots below it and below head are nil */
   int paused;              /* pause() count, plus one while waiting */
   unsigned char called;    /* callback or errback happened */
   unsigned char running;   /* a callback of this Deferred is on the stack */
@@ -97,6 +129,21 @@ static Deferred *deferred_check(lua_State *L, int idx) {
   Deferred *d = deferred_test(L, idx);
   if (d == NULL) luaL_typeerror(L, idx, "Deferred");
   return d;
+}
+
+/* [-0, +0, e] The Deferred at idx, checked against the metatables in
+** upvalues 1 and 2 (the methods' fast path: no registry lookup). */
+static Deferred *deferred_self(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(1)) ||
+        lua_rawequal(L, -1, lua_upvalueindex(2))) {
+      lua_pop(L, 1);
+      return (Deferred *)lua_touserdata(L, idx);
+    }
+    lua_pop(L, 1);
+  }
+  luaL_typeerror(L, idx, "Deferred");
+  return NULL;
 }
 
 /* [-0, +0, -] Is the value at idx a Failure? Non-tables are answered
@@ -150,7 +197,7 @@ static void debug_pushinfo(lua_State *L, int idx) {
 static Deferred *deferred_push(lua_State *L, int canceller) {
   Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
   memset(d, 0, sizeof *d);
-  d->head = d->tail = 1;
+  d->head = d->tail = d->clean = 1;
   meta_push(L);
   lua_setmetatable(L, -2);
   if (canceller) {
@@ -166,7 +213,7 @@ static Deferred *deferred_push(lua_State *L, int canceller) {
 static void slots_push(lua_State *L, int idx) {
   if (lua_getiuservalue(L, idx, UV_SLOTS) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_createtable(L, 12, 0);
+  lua_createtable(L, 20, 0);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, UV_SLOTS);
 }
@@ -174,22 +221,26 @@ static void slots_push(lua_State *L, int idx) {
 /* [-0, +0, m] Append a step to the Deferred at idx. cb and eb are stack
 ** indexes of the callback and errback (0: pass through); the callback's
 ** nca arguments start at stack index ca, the errback's nea at ea. A
-** STEP_SHARED step uses the callback's arguments for both. */
+** STEP_SHARED step has the callback and its arguments only. */
 static void step_append(lua_State *L, int idx, int kind, int cb, int eb,
                         int ca, int nca, int ea, int nea) {
   Deferred *d = (Deferred *)lua_touserdata(L, idx);
   lua_Integer t = d->tail;
   int i;
-  if (kind == STEP_SHARED) nea = 0;
+  if (kind != STEP_PLAIN) eb = nea = 0;
   slots_push(L, idx);
-  lua_pushinteger(L, (lua_Integer)kind | ((lua_Integer)nca << 2) |
-                         ((lua_Integer)nea << 32));
-  lua_rawseti(L, -2, t);
-  if (cb) lua_pushvalue(L, cb); else lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, t + 1);
-  if (eb) lua_pushvalue(L, eb); else lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, t + 2);
-  t += 3;
+  lua_pushinteger(L, (lua_Integer)kind | (cb ? STEP_HASCB : 0) |
+                         (eb ? STEP_HASEB : 0) | ((lua_Integer)nca << 4) |
+                         ((lua_Integer)nea << 34));
+  lua_rawseti(L, -2, t++);
+  if (cb) {
+    lua_pushvalue(L, cb);
+    lua_rawseti(L, -2, t++);
+  }
+  if (eb) {
+    lua_pushvalue(L, eb);
+    lua_rawseti(L, -2, t++);
+  }
   for (i = 0; i < nca; i++) {
     lua_pushvalue(L, ca + i);
     lua_rawseti(L, -2, t++);
@@ -234,8 +285,9 @@ static void result_steal(lua_State *L) {
 }
 
 /* [-0, +0, m] Set `n` slots from h to nil. */
-static void slots_clear(lua_State *L, int slots, lua_Integer h, int n) {
-  for (int i = 0; i < n; i++) {
+static void slots_clear(lua_State *L, int slots, lua_Integer h,
+                        lua_Integer n) {
+  for (lua_Integer i = 0; i < n; i++) {
     lua_pushnil(L);
     lua_rawseti(L, slots, h + i);
   }
@@ -246,8 +298,7 @@ static void slots_clear(lua_State *L, int slots, lua_Integer h, int n) {
 static void step_continue(lua_State *L, int cur, int slots, lua_Integer h) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur), *outer;
   lua_rawgeti(L, slots, h + 1);
-  slots_clear(L, slots, h, 3);
-  d->head = h + 3;
+  d->head = h + 2;
   outer = (Deferred *)lua_touserdata(L, -1);
   lua_getiuservalue(L, cur, UV_RESULT);
   lua_setiuservalue(L, -2, UV_RESULT);
@@ -296,40 +347,29 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
   lua_getiuservalue(L, cur, UV_SLOTS);
   lua_replace(L, slots);
   while (d->head < d->tail) {
-    lua_Integer h = d->head, hdr;
-    int kind, ncb, neb, size, fn, arg, n, status, i;
+    lua_Integer h = d->head, hdr, fn, arg;
+    StepLayout st;
+    int n, status, i;
     lua_rawgeti(L, slots, h);
     hdr = lua_tointeger(L, -1);
     lua_pop(L, 1);
-    kind = STEP_KIND(hdr);
-    if (kind == STEP_CONTINUE) {
+    if (STEP_KIND(hdr) == STEP_CONTINUE) {
       step_continue(L, cur, slots, h);
       return 1;
     }
-    ncb = STEP_NCB(hdr);
-    neb = kind == STEP_SHARED ? 0 : STEP_NEB(hdr);
-    size = 3 + ncb + neb;
+    step_layout(h, hdr, &st);
+    d->head = h + st.size;
     lua_getiuservalue(L, cur, UV_RESULT);
-    if (is_failure(L, -1)) {
-      fn = 2;
-      arg = kind == STEP_SHARED ? 3 : 3 + ncb;
-      n = kind == STEP_SHARED ? ncb : neb;
-    } else {
-      fn = 1;
-      arg = 3;
-      n = ncb;
-    }
-    if (lua_rawgeti(L, slots, h + fn) == LUA_TBOOLEAN) {
-      lua_pop(L, 2); /* pass through: the result stays */
-      slots_clear(L, slots, h, size);
-      d->head = h + size;
+    if (is_failure(L, -1)) fn = st.eb, arg = st.ea, n = st.neb;
+    else fn = st.cb, arg = st.ca, n = st.ncb;
+    if (fn == 0) { /* pass through: the result stays */
+      lua_pop(L, 1);
       continue;
     }
+    lua_rawgeti(L, slots, fn);
     lua_insert(L, -2);
     luaL_checkstack(L, n, "too many callback arguments");
-    for (i = 0; i < n; i++) lua_rawgeti(L, slots, h + arg + i);
-    slots_clear(L, slots, h, size);
-    d->head = h + size;
+    for (i = 0; i < n; i++) lua_rawgeti(L, slots, arg + i);
     d->running = 1;
     status = lua_pcall(L, 1 + n, 1, eh);
     d->running = 0;
@@ -341,7 +381,7 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
 /* [-0, +0, m] A run of the Deferred at cur is over for now: note whether
 ** it holds an unhandled Failure (switching to the __gc metatable), and
 ** start the slots again at 1 if no step is left. */
-static void deferred_settle(lua_State *L, int cur) {
+static void deferred_settle(lua_State *L, int cur, int slots) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
   lua_getiuservalue(L, cur, UV_RESULT);
   d->unhandled = (unsigned char)is_failure(L, -1);
@@ -351,7 +391,23 @@ static void deferred_settle(lua_State *L, int cur) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &gcmt_key);
     lua_setmetatable(L, cur);
   }
-  if (d->head == d->tail) d->head = d->tail = 1;
+  if (d->head == d->tail && d->tail > 1) {
+    /* All used: a big table goes to the collector, a small one is kept. */
+    if (d->tail > 25) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, cur, UV_SLOTS);
+    } else {
+      lua_getiuservalue(L, cur, UV_SLOTS);
+      lua_replace(L, slots);
+      slots_clear(L, slots, d->clean, d->tail - d->clean);
+    }
+    d->head = d->tail = d->clean = 1;
+  } else if (d->clean < d->head) {
+    lua_getiuservalue(L, cur, UV_SLOTS);
+    lua_replace(L, slots);
+    slots_clear(L, slots, d->clean, d->head - d->clean);
+    d->clean = d->head;
+  }
 }
 
 /* [-0, +0, m] Run the callbacks of the fired Deferred at idx as far as
@@ -384,7 +440,7 @@ static void deferred_run(lua_State *L, int idx) {
       lua_replace(L, cur);
       continue;
     }
-    deferred_settle(L, cur);
+    deferred_settle(L, cur, slots);
     if (depth == 0) break;
     lua_rawgeti(L, chain, depth);
     lua_replace(L, cur);
@@ -452,7 +508,7 @@ static int add_step(lua_State *L, int kind, int cb, int eb, int ca, int nca,
   Deferred *d = (Deferred *)lua_touserdata(L, 1);
   step_append(L, 1, kind, cb, eb, ca, nca, ea, nea);
   if (d->called) deferred_run(L, 1);
-  lua_settop(L, 1);
+  lua_pushvalue(L, 1);
   return 1;
 }
 
@@ -461,7 +517,7 @@ static int add_step(lua_State *L, int kind, int cb, int eb, int ca, int nca,
 ** through. Bound arguments keep nils. Deferred.addCallback. */
 static int deferred_addCallback(lua_State *L) {
   int n = lua_gettop(L);
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   sp_checkcallable(L, 2);
   return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
 }
@@ -471,7 +527,7 @@ static int deferred_addCallback(lua_State *L) {
 ** through. Deferred.addErrback. */
 static int deferred_addErrback(lua_State *L) {
   int n = lua_gettop(L);
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   sp_checkcallable(L, 2);
   return add_step(L, STEP_PLAIN, 0, 2, 0, 0, 3, n - 2);
 }
@@ -480,7 +536,7 @@ static int deferred_addErrback(lua_State *L) {
 ** Append a step that calls f(result or failure, ...). Deferred.addBoth. */
 static int deferred_addBoth(lua_State *L) {
   int n = lua_gettop(L);
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   sp_checkcallable(L, 2);
   return add_step(L, STEP_SHARED, 2, 2, 3, n - 2, 0, 0);
 }
@@ -506,7 +562,7 @@ static int args_unpack(lua_State *L, int idx) {
 ** Deferred.addCallbacks. */
 static int deferred_addCallbacks(lua_State *L) {
   int nca, nea;
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   sp_checkcallable(L, 2);
   if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
   lua_settop(L, 5);
@@ -528,8 +584,8 @@ static int chained_fire(lua_State *L) {
 ** d's result (success or failure) fires d2, which then has nil as d's
 ** result. One way: firing d2 does not touch d. Deferred.chainDeferred. */
 static int deferred_chainDeferred(lua_State *L) {
-  deferred_check(L, 1);
-  deferred_check(L, 2);
+  deferred_self(L, 1);
+  deferred_self(L, 2);
   lua_settop(L, 2);
   lua_pushcfunction(L, chained_fire);
   return add_step(L, STEP_SHARED, 3, 3, 2, 1, 0, 0);
@@ -541,7 +597,7 @@ static int deferred_chainDeferred(lua_State *L) {
 ** cancel() without canceller, which is ignored); a Deferred as result is
 ** a bad argument. Deferred.callback. */
 static int deferred_callback(lua_State *L) {
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   lua_settop(L, 2);
   if (deferred_test(L, 2) != NULL)
     return luaL_argerror(L, 2, "a Deferred cannot be a result (return it "
@@ -555,7 +611,7 @@ static int deferred_callback(lua_State *L) {
 ** a Failure whose traceback is taken here); without it, a Failure with the
 ** message "errback() called without a failure". Deferred.errback. */
 static int deferred_errback(lua_State *L) {
-  deferred_check(L, 1);
+  deferred_self(L, 1);
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) {
     lua_pushliteral(L, "errback() called without a failure");
@@ -569,7 +625,7 @@ static int deferred_errback(lua_State *L) {
 /* d:pause(): no callback runs until a matching unpause(). Counted.
 ** Deferred.pause. */
 static int deferred_pause(lua_State *L) {
-  Deferred *d = deferred_check(L, 1);
+  Deferred *d = deferred_self(L, 1);
   d->paused++;
   return 0;
 }
@@ -577,7 +633,7 @@ static int deferred_pause(lua_State *L) {
 /* d:unpause(): undo one pause(); at zero, run the callbacks added
 ** meanwhile if d has fired. Extra unpauses are ignored. Deferred.unpause. */
 static int deferred_unpause(lua_State *L) {
-  Deferred *d = deferred_check(L, 1);
+  Deferred *d = deferred_self(L, 1);
   if (d->paused <= 0) return 0;
   if (--d->paused == 0 && d->called) deferred_run(L, 1);
   return 0;
@@ -589,7 +645,7 @@ static int deferred_unpause(lua_State *L) {
 ** cancel that one (followed iteratively down a chain of waits). Fired:
 ** nothing. Deferred.cancel. */
 static int deferred_cancel(lua_State *L) {
-  Deferred *d = deferred_check(L, 1);
+  Deferred *d = deferred_self(L, 1);
   lua_settop(L, 1);
   while (d->called && d->waiting) {
     lua_getiuservalue(L, 1, UV_RESULT);
@@ -645,7 +701,6 @@ static int deferred_tostring(lua_State *L) {
 static int deferred_index(lua_State *L) {
   Deferred *d = (Deferred *)lua_touserdata(L, 1);
   const char *k;
-  lua_settop(L, 2);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   if (lua_type(L, 2) == LUA_TSTRING) {
@@ -771,10 +826,15 @@ static const luaL_Reg deferred_methods[] = {
 /* [-0, +0, m] Make the two Deferred metatables, sharing one methods
 ** table. Users see "spindle.Deferred" as the name of both. */
 static void meta_init(lua_State *L) {
+  int gc;
+  luaL_newmetatable(L, DEFERRED_MT);
+  luaL_newmetatable(L, DEFERRED_GCMT);
   lua_newtable(L);
-  luaL_setfuncs(L, deferred_methods, 0);
-  for (int gc = 0; gc <= 1; gc++) {
-    luaL_newmetatable(L, gc ? DEFERRED_GCMT : DEFERRED_MT);
+  lua_pushvalue(L, -3);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, deferred_methods, 2);
+  for (gc = 0; gc <= 1; gc++) {
+    lua_pushvalue(L, -3 + gc);
     lua_pushliteral(L, DEFERRED_MT);
     lua_setfield(L, -2, "__name");
     lua_pushvalue(L, -2);
@@ -793,7 +853,7 @@ static void meta_init(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
     lua_rawsetp(L, LUA_REGISTRYINDEX, gc ? &gcmt_key : &mt_key);
   }
-  lua_pop(L, 1);
+  lua_pop(L, 3);
 }
 
 void sp_deferred_new(lua_State *L) { deferred_push(L, 0); }
