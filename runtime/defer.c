@@ -346,7 +346,10 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
   d->waiting = 0;
   lua_getiuservalue(L, cur, UV_SLOTS);
   lua_replace(L, slots);
-  while (d->head < d->tail) {
+  /* Unlike Twisted, which checks `paused` only between Deferreds, a
+  ** pause() inside a callback stops the run at once (API.md: while paused
+  ** no callback runs). */
+  while (d->head < d->tail && d->paused <= 0) {
     lua_Integer h = d->head, hdr, fn, arg;
     StepLayout st;
     int n, status, i;
