@@ -21,9 +21,7 @@ local servers = {
   -- ["scripts/echo_server.lua"] = "serves until killed",
 }
 
-local function shellQuote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shellQuote = require("spec.support.process").quote
 
 local function listScripts()
   local list = {}

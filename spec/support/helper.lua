@@ -32,7 +32,8 @@
 --
 -- Subprocesses:
 --   H.SPINDLE                   the spindle binary running these specs
---                               (build/spindle, or build-asan/spindle).
+--                               (build/spindle, or build-asan/spindle);
+--                               spec.support.process runs it with options.
 --   H.runScript(source[, args]) -> stdout, stderr, code: run Lua source as
 --                               a script in a new spindle process.
 --
@@ -41,6 +42,7 @@ local reactor = require("spindle.reactor")
 local defer = require("spindle.defer")
 local log = require("spindle.log")
 local failure = require("spindle.failure")
+local process = require("spec.support.process")
 
 local H = {}
 
@@ -49,8 +51,8 @@ H.reactor = reactor
 H.defer = defer
 H.task = require("spindle.task")
 
--- The binary busted was started with (busted --lua=...): arg[-1].
-H.SPINDLE = (arg and arg[-1]) or "build/spindle"
+-- The binary busted was started with (busted --lua=...).
+H.SPINDLE = process.bin
 
 -- Nesting depth of H.loggedErrors: inside it, logged errors are returned
 -- instead of failing the test.
@@ -170,32 +172,19 @@ function H.counter(...)
   end})
 end
 
-local function readAll(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 --- H.runScript(source[, args]) -> stdout, stderr, exit code: run the Lua
--- source in a new spindle process (args: a list of strings).
+-- source in a new spindle process (args: a list of strings), through
+-- spec.support.process.
 function H.runScript(source, args)
   local script = os.tmpname()
-  local errfile = os.tmpname()
   local f = assert(io.open(script, "w"))
   f:write(source)
   f:close()
-  local cmd = {H.SPINDLE, script}
-  for _, a in ipairs(args or {}) do cmd[#cmd + 1] = a end
-  for i, a in ipairs(cmd) do cmd[i] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>" .. errfile))
-  local out = p:read("a")
-  local _, _, code = p:close()
-  local err = readAll(errfile)
+  local argv = {script}
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local r = process.run(argv)
   os.remove(script)
-  os.remove(errfile)
-  return out, err, code
+  return r.stdout, r.stderr, r.status
 end
 
 return H
