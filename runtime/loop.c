@@ -353,6 +353,7 @@ static void dcall_move(dcall *c, double time) {
 static int dcall_reset(lua_State *L) {
   dcall *c = dcall_check(L);
   double s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
   dcall_checkpending(L, c, "reset");
   dcall_move(c, sp_loop_seconds() + s);
   return 0;
@@ -363,6 +364,7 @@ static int dcall_reset(lua_State *L) {
 static int dcall_delay(lua_State *L) {
   dcall *c = dcall_check(L);
   double s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
   dcall_checkpending(L, c, "delay");
   dcall_move(c, c->time + s);
   return 0;

@@ -524,6 +524,20 @@ describe("DelayedCall", function()
     dc:cancel()
   end)
 
+  it("reset() and delay() raise on a NaN", function()
+    local dc = reactor.callLater(1, print)
+    local ok, err = pcall(function() dc:reset(0 / 0) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'reset' (number expected, " ..
+      "got NaN)", 1, true), err)
+    ok, err = pcall(function() dc:delay(0 / 0) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("'delay' (number expected, got NaN)", 1, true),
+      err)
+    assert.is_true(dc:active())
+    dc:cancel()
+  end)
+
   it("prints as a DelayedCall", function()
     local dc = reactor.callLater(1, print)
     assert.truthy(tostring(dc):find("^<DelayedCall"))
