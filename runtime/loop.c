@@ -273,19 +273,17 @@ static dcall *dcall_schedule(lua_State *L, double delay, int fidx,
 /* Run one due DelayedCall (already off the heap); an error is logged. */
 static void dcall_fire(lua_State *L, dcall *c) {
   int top = lua_gettop(L), ud;
-  if (!lua_checkstack(L, c->nargs + 8)) {
-    fprintf(stderr, "spindle: stack overflow running a DelayedCall\n");
-    return;
-  }
   lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
   lua_rawgeti(L, -1, c->ref);
   ud = lua_gettop(L);
   dcall_unanchor(L, c);
   c->state = DC_CALLED;
-  for (int i = 1; i <= c->nargs + 1; i++) lua_getiuservalue(L, ud, i);
-  if (sp_pcall(L, c->nargs, 0) != LUA_OK) {
+  if (!lua_checkstack(L, c->nargs + 8)) {
+    lua_pushliteral(L, "stack overflow: too many arguments to callLater");
     sp_log_failure(L, -1, NULL);
-    lua_pop(L, 1);
+  } else {
+    for (int i = 1; i <= c->nargs + 1; i++) lua_getiuservalue(L, ud, i);
+    if (sp_pcall(L, c->nargs, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
   }
   dcall_release(L, ud, c);
   lua_settop(L, top);
