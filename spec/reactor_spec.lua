@@ -20,6 +20,9 @@ local function runUntilStopped()
   return errors
 end
 
+-- No test may leave timers behind for the next one.
+after_each(H.assertNoDelayedCalls)
+
 local function assertErrorType(T, substring, ok, err)
   assert.is_false(ok)
   assert.are.equal(T, getmetatable(err),

@@ -24,6 +24,9 @@
 --                               capture:text() (each event as the log
 --                               would print it), capture:stop().
 --
+--   H.assertNoDelayedCalls()   fail if reactor.callLater calls are pending
+--                               (a test that leaves timers behind).
+--
 -- Counting calls:
 --   H.counter([result]) -> c    a callable: each call appends its packed
 --                               arguments to c.args and bumps c.calls;
@@ -157,6 +160,17 @@ function H.loggedErrors(fn, ...)
   for _, o in ipairs(saved) do log.addObserver(o) end
   if not results[1] then error(results[2], 0) end
   return capture.errors(), table.unpack(results, 2, results.n)
+end
+
+--- H.assertNoDelayedCalls(): fail, cancelling them, if DelayedCalls of
+-- the reactor are still pending.
+function H.assertNoDelayedCalls()
+  local pending = reactor.getDelayedCalls()
+  for _, dc in ipairs(pending) do dc:cancel() end
+  if #pending > 0 then
+    error(string.format("%d DelayedCall(s) left pending: %s", #pending,
+      tostring(pending[1])), 2)
+  end
 end
 
 --- H.counter([result]) -> a callable counting its calls.
