@@ -166,11 +166,11 @@ end
 -- the reactor are still pending.
 function H.assertNoDelayedCalls()
   local pending = reactor.getDelayedCalls()
+  if #pending == 0 then return end
+  local first = tostring(pending[1])
   for _, dc in ipairs(pending) do dc:cancel() end
-  if #pending > 0 then
-    error(string.format("%d DelayedCall(s) left pending: %s", #pending,
-      tostring(pending[1])), 2)
-  end
+  error(string.format("%d DelayedCall(s) left pending: %s", #pending, first),
+    2)
 end
 
 --- H.counter([result]) -> a callable counting its calls.
