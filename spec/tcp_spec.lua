@@ -3,10 +3,11 @@
 local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
-local log = require("spindle.log")
+local H = require("spec.support.helper")
 
+-- Run the reactor until d fires (failing if an error was logged meanwhile).
 local function wait(d, timeout)
-  return reactor.runUntilComplete(d, timeout or 10)
+  return H.wait(d, timeout or 10)
 end
 
 -- Write a python3 program to a temporary file; returns its path.
@@ -753,11 +754,6 @@ print(s.recv(100))
 
   it("logs an error in dataReceived with its traceback and drops only that " ..
     "connection", function()
-      local logged = {}
-      local observer = function(e)
-        if e.isError then logged[#logged + 1] = e.failure:getTraceback() end
-      end
-      log.addObserver(observer)
       local S = protocol.Protocol:extend({})
       local lost = {}
       function S:dataReceived(d)
@@ -769,36 +765,37 @@ print(s.recv(100))
         "127.0.0.1")
       local n = port:getHost().port
       local bad = collector(function(c) c.transport:write("boom") end)
-      reactor.connectTCP("127.0.0.1", n, bad)
       local good = collector(function(c) c.transport:write("fine") end)
       good.protocol.dataReceived = function(self, d)
         self.chunks[#self.chunks + 1] = d
         self.transport:loseConnection()
       end
-      reactor.connectTCP("127.0.0.1", n, good)
-      wait(bad.done)
-      assert.equal("fine", wait(good.done))
-      log.removeObserver(observer)
-      assert.equal(1, #logged)
-      assert.matches("exploded in dataReceived", logged[1], 1, true)
-      assert.matches("tcp_spec.lua", logged[1], 1, true)
-      assert.is_truthy(lost[1].value and
-        tostring(lost[1].value):find("exploded in dataReceived", 1, true))
+      local errors, got = H.loggedErrors(function()
+        reactor.connectTCP("127.0.0.1", n, bad)
+        reactor.connectTCP("127.0.0.1", n, good)
+        wait(bad.done)
+        return wait(good.done)
+      end)
+      assert.equal("fine", got)
+      assert.equal(1, #errors)
+      local tb = errors[1].failure:getTraceback()
+      assert.matches("exploded in dataReceived", tb, 1, true)
+      assert.matches("tcp_spec.lua", tb, 1, true)
+      assert.matches("exploded in dataReceived", tostring(lost[1].value), 1,
+        true)
       wait(port:stopListening())
     end)
 
   it("logs an error in connectionMade and drops the connection", function()
-    local logged = 0
-    local observer = function(e)
-      if e.isError then logged = logged + 1 end
-    end
-    log.addObserver(observer)
     local S = protocol.Protocol:extend({
       connectionMade = function() error("no thanks") end})
-    local port, cf = pair(S)
-    wait(cf.done)
-    log.removeObserver(observer)
-    assert.equal(1, logged)
+    local port, cf
+    local errors = H.loggedErrors(function()
+      port, cf = pair(S)
+      wait(cf.done)
+    end)
+    assert.equal(1, #errors)
+    assert.matches("no thanks", errors[1].failure:getTraceback(), 1, true)
     wait(port:stopListening())
   end)
 end)
