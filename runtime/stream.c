@@ -55,7 +55,11 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_READING 0x800       /* uv_read_start is in effect */
 
 /* User values of the transport userdata. */
-enum { UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER, UV_N };
+enum {
+  UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER,
+  UV_PEER, UV_HOST, /* the addresses, kept here once the stream is freed */
+  UV_N
+};
 _Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
 
 typedef struct transport_ud {
@@ -276,6 +280,10 @@ static void closed_cb(uv_handle_t *h) {
   t = lua_touserdata(L, tr);
   t->s = NULL;
   s->state = ST_CLOSED;
+  sp_stream_pushaddr(L, s, 1);
+  lua_setiuservalue(L, tr, UV_PEER);
+  sp_stream_pushaddr(L, s, 0);
+  lua_setiuservalue(L, tr, UV_HOST);
   lua_getiuservalue(L, tr, UV_REASON);
   reason = lua_gettop(L);
   if (lua_getiuservalue(L, tr, UV_PRODUCER) != LUA_TNIL) {
@@ -822,19 +830,16 @@ static int transport_abortConnection(lua_State *L) {
 /* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
 ** port = 1234} or {type = "UNIX", name = path}; they still answer after
 ** the connection is closed. */
-static int transport_getPeer(lua_State *L) {
+static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
-  sp_stream_pushaddr(L, t->s, 1);
+  if (t->s != NULL) sp_stream_pushaddr(L, t->s, peer);
+  else lua_getiuservalue(L, 1, peer ? UV_PEER : UV_HOST);
   return 1;
 }
 
-static int transport_getHost(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
-  sp_stream_pushaddr(L, t->s, 0);
-  return 1;
-}
+static int transport_getPeer(lua_State *L) { return transport_addr(L, 1); }
+
+static int transport_getHost(lua_State *L) { return transport_addr(L, 0); }
 
 static sp_stream *check_tcp(lua_State *L) {
   sp_stream *s = check_open(L);
