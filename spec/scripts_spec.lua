@@ -27,6 +27,10 @@ local expected = {
 
 local servers = {
   -- ["scripts/echo_server.lua"] = "serves until killed",
+  ["scripts/echo_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/echo_client.lua"] = "needs a server: run by tcp_spec.lua",
+  ["scripts/chat_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote

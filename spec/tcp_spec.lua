@@ -844,3 +844,53 @@ print("echoed", ok)
     os.remove(py)
   end)
 end)
+
+describe("scripts/", function()
+  it("echo_client.lua talks to echo_server.lua --once; both exit", function()
+    local srv = spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_server.lua 0 --once --timeout 8")
+    local n = srv:read("l"):match(":(%d+)$")
+    local out = finish(spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_client.lua 127.0.0.1 " .. n))
+    assert.equal("receive: Hello, world!\nreceive: What a fine day it is.\n" ..
+      "receive: Bye-bye!\nconnection lost: Connection was closed cleanly.\n",
+      out)
+    assert.equal("", finish(srv))
+  end)
+
+  it("echo_client.lua reports a refused connection", function()
+    local out = finish(spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_client.lua 127.0.0.1 " .. freePort()))
+    assert.matches("^connection failed: Connection was refused by other " ..
+      "side: connecting to 127%.0%.0%.1:%d+", out)
+  end)
+
+  it("chat_server.lua relays each line to every other client", function()
+    local srv = spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/chat_server.lua 0 --timeout 2")
+    local n = tonumber(srv:read("l"):match(":(%d+)$"))
+    local py = pyfile(([[
+import socket, time
+def conn(name):
+    s = socket.create_connection(("127.0.0.1", %d))
+    s.settimeout(5)
+    f = s.makefile("rb")
+    assert f.readline() == b"What's your name?\r\n"
+    s.sendall(name + b"\n")
+    assert f.readline() == b"Welcome, " + name + b"!\r\n"
+    return s, f
+a, fa = conn(b"alice")
+b, fb = conn(b"bob")
+c, fc = conn(b"carol")
+a.sendall(b"hi all\r\n")
+print(fb.readline().decode().strip(), "|", fc.readline().decode().strip())
+b.sendall(b"hello alice\n")
+print(fa.readline().decode().strip(), "|", fc.readline().decode().strip())
+]]):format(n))
+    local out = finish(spawn("python3 " .. py))
+    assert.equal("<alice> hi all | <alice> hi all\n" ..
+      "<bob> hello alice | <bob> hello alice\n", out)
+    assert.equal("", finish(srv))
+    os.remove(py)
+  end)
+end)
