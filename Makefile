@@ -31,7 +31,7 @@ ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 BUSTED_ARGS ?=
 
-.PHONY: all deps run test test-plain test-asan asan bench bench-net clean
+.PHONY: all deps run test test-plain test-asan asan bench bench-net bench-deferred clean
 
 all: deps $(BUILD)/spindle
 
@@ -91,6 +91,9 @@ test-asan: asan
 
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
+
+bench-deferred: all
+	sh bench/deferred.sh
 
 clean:
 	rm -rf build build-asan
