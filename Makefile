@@ -31,7 +31,7 @@ ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 BUSTED_ARGS ?=
 
-.PHONY: all deps run test test-plain test-asan asan bench bench-net bench-deferred clean
+.PHONY: all deps run test test-plain test-asan asan bench bench-net clean
 
 all: deps $(BUILD)/spindle
 
@@ -92,6 +92,7 @@ test-asan: asan
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
 
+.PHONY: bench-deferred
 bench-deferred: all
 	sh bench/deferred.sh
 
