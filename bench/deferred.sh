@@ -19,14 +19,16 @@ for round in 1 2 3; do
   plain=$(best "$plain" \
     "$($bin bench/deferred_plain.lua "$secs" | awk '{print $2}')")
   if [ $havetw = yes ]; then
-    tw=$(best "$tw" "$($py bench/deferred_twisted.py "$secs" | awk '{print $2}')")
+    tw=$(best "$tw" \
+      "$($py bench/deferred_twisted.py "$secs" | awk '{print $2}')")
   fi
 done
 echo "== Deferred chains/second (a Deferred, ten callbacks, fired)"
 printf '%-26s %12s\n' "spindle (C Deferred)" "$c"
 printf '%-26s %12s\n' "plain Lua Deferred" "$plain"
 if [ -n "$tw" ]; then
-  printf '%-26s %12s\n' "Twisted $($py -c 'import twisted; print(twisted.__version__)')" "$tw"
+  twv=$($py -c 'import twisted; print(twisted.__version__)')
+  printf '%-26s %12s\n' "Twisted $twv" "$tw"
 else
   printf '%-26s %12s\n' "Twisted" "(python3-twisted missing)"
 fi
