@@ -67,6 +67,13 @@ local function background(cmd)
   local done = out .. ".done"
   os.execute("( (" .. cmd .. ") > " .. out .. " 2>&1; touch " .. done ..
     " ) &")
+  local function peek()
+    local o = io.open(out)
+    if not o then return "" end
+    local text = o:read("a")
+    o:close()
+    return text
+  end
   return function()
     local f = io.open(done)
     if not f then return nil end
@@ -77,10 +84,11 @@ local function background(cmd)
     os.remove(out)
     os.remove(done)
     return text
-  end
+  end, peek
 end
 
--- Deferred fired with the output of a background command.
+-- Deferred fired with the first non-nil result of poll(), polled on the
+-- reactor (the output of a background command, say).
 local function whenDone(poll, timeout)
   local d = defer.Deferred()
   local deadline = reactor.seconds() + (timeout or TIMEOUT)
@@ -418,5 +426,26 @@ describe("multicast", function()
     assert.is_true(port:getBroadcastAllowed())
     port:setBroadcastAllowed(false)
     assert.is_false(port:getBroadcastAllowed())
+  end)
+end)
+
+describe("scripts/udp_echo.lua", function()
+  it("prints ': started', echoes datagrams and exits by itself", function()
+    local spindle = (arg and arg[-1]) or "build/spindle"
+    local poll, peek = background(spindle ..
+      " scripts/udp_echo.lua 0 1.5")
+    local n = tonumber(wait(whenDone(function()
+      return peek():match("listening on UDP port (%d+)")
+    end)))
+    local p = Recorder()
+    local port = listen(0, p, "127.0.0.1")
+    local got = p:next()
+    port:write("echo me\n", {"127.0.0.1", n})
+    assert.equal("echo me\n", wait(got))
+    local out = wait(whenDone(poll))
+    assert.truthy(out:match("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d : started\n"),
+      out)
+    assert.truthy(out:find('received "echo me\\n" from 127.0.0.1:' ..
+      port:getHost().port, 1, true), out)
   end)
 end)
