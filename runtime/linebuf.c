@@ -47,6 +47,7 @@ typedef struct framer {
   size_t extlen, extpos;  /* pending bytes are ext[extpos, extlen) */
   size_t nodelim;         /* leading pending bytes where no delimiter starts */
   size_t expected;        /* netstring: payload length being waited for */
+  const char *delim;      /* last delimiter, anchored in the user value */
   int busy;               /* inside a processing loop: new data only appends */
   int raw;                /* LineReceiver raw mode */
   int paused;             /* pauseProducing() was called */
@@ -56,6 +57,29 @@ typedef struct framer {
 
 /* Registry-free key for the framer inside a protocol instance. */
 static const char framer_key = 0;
+
+/* Field names every module function has as upvalues, so the hot path
+** indexes with ready Lua strings (lua_getfield would hash and look up its
+** C string each time). */
+enum {
+  K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
+  K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
+  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE
+};
+
+static const char *const key_names[K_NKEYS] = {
+  "transport", "disconnecting", "MAX_LENGTH", "delimiter", "lineReceived",
+  "rawDataReceived", "lineLengthExceeded", "stringReceived",
+  "lengthLimitExceeded", "write"
+};
+
+/* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
+** the K_ names. Only in functions registered by luaopen_spindle__linebuf. */
+static int getk(lua_State *L, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  lua_pushvalue(L, lua_upvalueindex(key));
+  return lua_gettable(L, idx);
+}
 
 /* ---- buffer ---------------------------------------------------------- */
 
@@ -209,9 +233,9 @@ static int framer_begin(lua_State *L, framer *f) {
 ** after each line.) */
 static int transport_disconnecting(lua_State *L) {
   int yes = 0;
-  if (lua_getfield(L, 1, "transport") == LUA_TTABLE ||
+  if (getk(L, 1, K_TRANSPORT) == LUA_TTABLE ||
       lua_type(L, -1) == LUA_TUSERDATA) {
-    lua_getfield(L, -1, "disconnecting");
+    getk(L, -1, K_DISCONNECTING);
     yes = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
@@ -229,9 +253,9 @@ static void framer_call(lua_State *L, framer *f, int nargs, int eh) {
   }
 }
 
-/* [-0, +1, e] Push self's method `name` and self, ready for arguments. */
-static void push_method(lua_State *L, const char *name) {
-  lua_getfield(L, 1, name);
+/* [-0, +2, e] Push self's method `key` and self, ready for arguments. */
+static void push_method(lua_State *L, int key) {
+  getk(L, 1, key);
   lua_pushvalue(L, 1);
 }
 
@@ -239,7 +263,7 @@ static void push_method(lua_State *L, const char *name) {
 static size_t get_maxlen(lua_State *L) {
   lua_Integer m;
   int isnum;
-  lua_getfield(L, 1, "MAX_LENGTH");
+  getk(L, 1, K_MAX_LENGTH);
   m = lua_tointegerx(L, -1, &isnum);
   lua_pop(L, 1);
   if (!isnum || m < 0)
@@ -254,20 +278,20 @@ static size_t get_maxlen(lua_State *L) {
 static const char *get_delimiter(lua_State *L, framer *f, int fidx,
                                  size_t *dlen) {
   const char *d;
-  lua_getfield(L, 1, "delimiter");
-  d = lua_tolstring(L, -1, dlen);
+  getk(L, 1, K_DELIMITER);
+  d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
   if (d == NULL || *dlen == 0) {
     lua_pop(L, 1);
     framer_finish(f);
     luaL_error(L, "delimiter must be a non-empty string");
   }
-  lua_getiuservalue(L, fidx, 1);
-  if (lua_tostring(L, -1) != d) {
+  if (d != f->delim) {
     f->nodelim = 0;
-    lua_pushvalue(L, -2);
+    f->delim = d;
+    lua_pushvalue(L, -1);
     lua_setiuservalue(L, fidx, 1);
   }
-  lua_pop(L, 2); /* anchored by the framer */
+  lua_pop(L, 1); /* anchored by the framer */
   return d;
 }
 
@@ -276,9 +300,18 @@ static const char *find_delimiter(const framer *f, const char *d,
                                   size_t dlen) {
   const char *p = pending_ptr(f);
   size_t n = pending_len(f);
+  const char *q, *end = p + n;
   if (f->nodelim >= n) return NULL;
-  if (dlen == 1) return memchr(p + f->nodelim, d[0], n - f->nodelim);
-  return memmem(p + f->nodelim, n - f->nodelim, d, dlen);
+  /* memchr for the first byte, then compare the rest: faster than memmem
+  ** for the short delimiters and short lines of line protocols. */
+  for (q = p + f->nodelim; (size_t)(end - q) >= dlen; q++) {
+    q = memchr(q, d[0], (size_t)(end - q) - dlen + 1);
+    if (q == NULL) return NULL;
+    if (dlen == 1 || (q[1] == d[1] &&
+                      (dlen == 2 || memcmp(q + 2, d + 2, dlen - 2) == 0)))
+      return q;
+  }
+  return NULL;
 }
 
 /* One step in line mode. Returns 1 to go on, 0 to stop with the value
@@ -292,7 +325,7 @@ static int line_step(lua_State *L, framer *f, int fidx, int eh) {
   if (hit == NULL) {
     len = pending_len(f);
     if (len >= maxlen + dlen) {
-      push_method(L, "lineLengthExceeded");
+      push_method(L, K_LINELENGTHEXCEEDED);
       pending_take(L, f);
       framer_call(L, f, 2, eh);
       return 0;
@@ -304,12 +337,12 @@ static int line_step(lua_State *L, framer *f, int fidx, int eh) {
   len = (size_t)(hit - p);
   if (len > maxlen) {
     /* Twisted passes the line, the delimiter and everything after it. */
-    push_method(L, "lineLengthExceeded");
+    push_method(L, K_LINELENGTHEXCEEDED);
     pending_take(L, f);
     framer_call(L, f, 2, eh);
     return 0;
   }
-  push_method(L, "lineReceived");
+  push_method(L, K_LINERECEIVED);
   lua_pushlstring(L, p, len);
   pending_consume(f, len + dlen);
   framer_call(L, f, 2, eh);
@@ -320,7 +353,7 @@ static int line_step(lua_State *L, framer *f, int fidx, int eh) {
 
 /* One step in raw mode: everything pending goes to rawDataReceived. */
 static int raw_step(lua_State *L, framer *f, int eh) {
-  push_method(L, "rawDataReceived");
+  push_method(L, K_RAWDATARECEIVED);
   if (f->ext != NULL && f->extpos == 0)
     lua_pushvalue(L, 2); /* the whole chunk: no copy */
   else
@@ -404,11 +437,11 @@ static int line_sendLine(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checkstring(L, 2);
   lua_settop(L, 2);
-  lua_getfield(L, 1, "transport");
-  lua_getfield(L, -1, "write");
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
   lua_insert(L, -2);
   lua_pushvalue(L, 2);
-  lua_getfield(L, 1, "delimiter");
+  getk(L, 1, K_DELIMITER);
   luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
                 "delimiter must be a string");
   lua_concat(L, 2);
@@ -499,7 +532,7 @@ static int netstring_dataReceived(lua_State *L) {
         f->broken = 1;
         break;
       }
-      push_method(L, "stringReceived");
+      push_method(L, K_STRINGRECEIVED);
       lua_pushlstring(L, p, f->expected);
       pending_consume(f, f->expected + 1);
       f->nsstate = NS_LENGTH;
@@ -530,8 +563,8 @@ static int netstring_sendString(lua_State *L) {
   const char *s;
   luaL_checktype(L, 1, LUA_TTABLE);
   s = luaL_checklstring(L, 2, &n);
-  lua_getfield(L, 1, "transport");
-  lua_getfield(L, -1, "write");
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
   lua_insert(L, -2);
   lua_pushfstring(L, "%I:", (lua_Integer)n);
   lua_pushvalue(L, 2);
@@ -583,14 +616,14 @@ static int int_dataReceived(lua_State *L) {
     size_t len = decode_prefix(p, plen);
     if (len > maxlen) {
       pending_clear(f);
-      push_method(L, "lengthLimitExceeded");
+      push_method(L, K_LENGTHLIMITEXCEEDED);
       lua_pushinteger(L, (lua_Integer)len);
       framer_call(L, f, 2, eh);
       lua_pop(L, 1);
       break;
     }
     if (pending_len(f) < (size_t)plen + len) break;
-    push_method(L, "stringReceived");
+    push_method(L, K_STRINGRECEIVED);
     lua_pushlstring(L, (const char *)p + plen, len);
     pending_consume(f, (size_t)plen + len);
     framer_call(L, f, 2, eh);
@@ -617,8 +650,8 @@ static int int_sendString(lua_State *L) {
                               (lua_Integer)1 << (8 * plen));
   for (int i = 0; i < plen; i++)
     prefix[i] = (char)((n >> (8 * (plen - 1 - i))) & 0xff);
-  lua_getfield(L, 1, "transport");
-  lua_getfield(L, -1, "write");
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
   lua_insert(L, -2);
   lua_pushlstring(L, prefix, (size_t)plen);
   lua_pushvalue(L, 2);
@@ -652,7 +685,9 @@ static const luaL_Reg linebuf_funcs[] = {
 /* spindle._linebuf: the C half of spindle.basic (see basic.lua). */
 int luaopen_spindle__linebuf(lua_State *L) {
   sp_class_new(L, FRAMER_MT, NULL, framer_meta);
-  luaL_newlib(L, linebuf_funcs);
+  luaL_newlibtable(L, linebuf_funcs);
+  for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
+  luaL_setfuncs(L, linebuf_funcs, K_NKEYS);
   sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
                         NULL);
   lua_setfield(L, -2, "StringTooLongError");
