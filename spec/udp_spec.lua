@@ -229,6 +229,23 @@ for i in range(3):
     assert.equal(0, p.started)
   end)
 
+  it("raises what startProtocol raises and closes the port", function()
+    local Bad = Recorder:extend()
+    function Bad:startProtocol() error("cannot start") end
+    local p = Bad()
+    local ok, err = pcall(reactor.listenUDP, 0, p, "127.0.0.1")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("cannot start", 1, true))
+    -- The port is closed: its close callback runs on the next iteration.
+    wait(defer.succeed(nil))
+    local d = defer.Deferred()
+    reactor.callLater(0.01, function() d:callback(nil) end)
+    wait(d)
+    assert.equal("<UDP port (closed)>", tostring(p.transport))
+    assert.has_error(function() p.transport:getHost() end,
+      "attempt to use a closed transport")
+  end)
+
   it("logs an error in datagramReceived and keeps the port running",
     function()
     local Bad = Recorder:extend()
