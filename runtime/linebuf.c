@@ -64,7 +64,8 @@ static const char framer_key = 0;
 enum {
   K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
   K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
-  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE
+  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE,
+  K_LINELOOP /* not a key: the line_loop closure */
 };
 
 static const char *const key_names[K_NKEYS] = {
@@ -280,11 +281,8 @@ static const char *get_delimiter(lua_State *L, framer *f, int fidx,
   const char *d;
   getk(L, 1, K_DELIMITER);
   d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
-  if (d == NULL || *dlen == 0) {
-    lua_pop(L, 1);
-    framer_finish(f);
+  if (d == NULL || *dlen == 0)
     luaL_error(L, "delimiter must be a non-empty string");
-  }
   if (d != f->delim) {
     f->nodelim = 0;
     f->delim = d;
@@ -314,9 +312,9 @@ static const char *find_delimiter(const framer *f, const char *d,
   return NULL;
 }
 
-/* One step in line mode. Returns 1 to go on, 0 to stop with the value
-** on top of the stack (nothing pushed when it returns 1). */
-static int line_step(lua_State *L, framer *f, int fidx, int eh) {
+/* One step in line mode, inside line_loop. Returns 1 to go on, 0 to stop
+** with the value on top of the stack (nothing pushed when it returns 1). */
+static int line_step(lua_State *L, framer *f, int fidx) {
   size_t dlen, maxlen, len;
   const char *d = get_delimiter(L, f, fidx, &dlen);
   const char *p = pending_ptr(f);
@@ -327,7 +325,7 @@ static int line_step(lua_State *L, framer *f, int fidx, int eh) {
     if (len >= maxlen + dlen) {
       push_method(L, K_LINELENGTHEXCEEDED);
       pending_take(L, f);
-      framer_call(L, f, 2, eh);
+      lua_call(L, 2, 1);
       return 0;
     }
     f->nodelim = len >= dlen ? len - dlen + 1 : 0;
@@ -339,30 +337,44 @@ static int line_step(lua_State *L, framer *f, int fidx, int eh) {
     /* Twisted passes the line, the delimiter and everything after it. */
     push_method(L, K_LINELENGTHEXCEEDED);
     pending_take(L, f);
-    framer_call(L, f, 2, eh);
+    lua_call(L, 2, 1);
     return 0;
   }
   push_method(L, K_LINERECEIVED);
   lua_pushlstring(L, p, len);
   pending_consume(f, len + dlen);
-  framer_call(L, f, 2, eh);
+  lua_call(L, 2, 1);
   if (lua_toboolean(L, -1) || transport_disconnecting(L)) return 0;
   lua_pop(L, 1);
   return 1;
 }
 
 /* One step in raw mode: everything pending goes to rawDataReceived. */
-static int raw_step(lua_State *L, framer *f, int eh) {
+static int raw_step(lua_State *L, framer *f) {
   push_method(L, K_RAWDATARECEIVED);
   if (f->ext != NULL && f->extpos == 0)
     lua_pushvalue(L, 2); /* the whole chunk: no copy */
   else
     lua_pushlstring(L, pending_ptr(f), pending_len(f));
   pending_clear(f);
-  framer_call(L, f, 2, eh);
+  lua_call(L, 2, 1);
   if (lua_toboolean(L, -1)) return 0;
   lua_pop(L, 1);
   return 1;
+}
+
+/* line_loop(self, data, framer) -> why: the body of line_dataReceived,
+** run under one lua_pcall per chunk (not one per line); callbacks are
+** plain calls whose errors unwind to it. */
+static int line_loop(lua_State *L) {
+  framer *f = lua_touserdata(L, 3);
+  for (;;) {
+    if (pending_len(f) == 0 || f->paused) {
+      lua_pushnil(L);
+      return 1;
+    }
+    if (!(f->raw ? raw_step(L, f) : line_step(L, f, 3))) return 1;
+  }
 }
 
 /* lr:dataReceived(data) -> why
@@ -371,26 +383,23 @@ static int raw_step(lua_State *L, framer *f, int eh) {
 ** a true value (returned), when self.transport.disconnecting becomes true,
 ** or while paused. A line longer than MAX_LENGTH, or MAX_LENGTH +
 ** #delimiter bytes without a delimiter, go to self:lineLengthExceeded(rest)
-** with all pending bytes. Raises what a callback raises (its Failure), and
-** "delimiter must be a non-empty string". Loop thread only.
+** with all pending bytes. Raises what a callback raises (as a Failure with
+** the traceback of the raise), and "delimiter must be a non-empty
+** string". Loop thread only.
 ** Follows twisted.protocols.basic.LineReceiver.dataReceived. */
 static int line_dataReceived(lua_State *L) {
   framer *f = framer_get(L);
-  int fidx, eh;
+  int status;
   if (!framer_begin(L, f)) return 0;
   lua_settop(L, 2);
-  lua_rawgetp(L, 1, &framer_key);
-  fidx = 3;
   lua_pushcfunction(L, sp_errhandler);
-  eh = 4;
-  for (;;) {
-    if (pending_len(f) == 0 || f->paused) {
-      lua_pushnil(L);
-      break;
-    }
-    if (!(f->raw ? raw_step(L, f, eh) : line_step(L, f, fidx, eh))) break;
-  }
+  lua_pushvalue(L, lua_upvalueindex(K_LINELOOP));
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawgetp(L, 1, &framer_key);
+  status = lua_pcall(L, 3, 1, 3);
   framer_finish(f);
+  if (status != LUA_OK) return lua_error(L);
   return 1;
 }
 
@@ -687,7 +696,9 @@ int luaopen_spindle__linebuf(lua_State *L) {
   sp_class_new(L, FRAMER_MT, NULL, framer_meta);
   luaL_newlibtable(L, linebuf_funcs);
   for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
-  luaL_setfuncs(L, linebuf_funcs, K_NKEYS);
+  for (int k = 0; k < K_NKEYS; k++) lua_pushvalue(L, -K_NKEYS);
+  lua_pushcclosure(L, line_loop, K_NKEYS);
+  luaL_setfuncs(L, linebuf_funcs, K_LINELOOP);
   sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
                         NULL);
   lua_setfield(L, -2, "StringTooLongError");
