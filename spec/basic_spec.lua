@@ -468,3 +468,199 @@ describe("Int16StringReceiver and Int8StringReceiver", function()
     assert.truthy(tostring(err):find("maximum is 256", 1, true))
   end)
 end)
+
+-- Over real TCP (needs reactor.listenTCP from the tcp branch), with python3
+-- as the peer.
+describe("spindle.basic over TCP", function()
+  local reactor = require("spindle.reactor")
+  local defer = require("spindle.defer")
+  local log = require("spindle.log")
+  local protocol = require("spindle.protocol")
+  local haveTCP = pcall(function() return reactor.listenTCP end)
+  local TIMEOUT = 5
+  local ports = {}
+
+  after_each(function()
+    for _, port in ipairs(ports) do
+      local d = port:stopListening()
+      if d then reactor.runUntilComplete(d, TIMEOUT) end
+    end
+    ports = {}
+  end)
+
+  -- Listen on 127.0.0.1 with a factory of P; returns the port number.
+  local function serve(P)
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(P), nil,
+      "127.0.0.1")
+    ports[#ports + 1] = port
+    return port:getHost().port
+  end
+
+  -- Run python3 code (with PORT set) in the background; a Deferred fires
+  -- with its output once it exits.
+  local function python(code, port)
+    local out = os.tmpname()
+    local script = out .. ".py"
+    local f = assert(io.open(script, "w"))
+    f:write("import socket, struct, sys, time\nPORT = ", port, "\n", code)
+    f:close()
+    os.execute(("(python3 %s > %s 2>&1; touch %s.done) &")
+      :format(script, out, out))
+    local d = defer.Deferred()
+    local deadline = reactor.seconds() + TIMEOUT
+    local function poll()
+      local done = io.open(out .. ".done")
+      if done then
+        done:close()
+        local o = io.open(out)
+        local text = o:read("a")
+        o:close()
+        os.remove(out); os.remove(out .. ".done"); os.remove(script)
+        return d:callback(text)
+      end
+      if reactor.seconds() > deadline then
+        return d:errback("python3 peer timed out")
+      end
+      reactor.callLater(0.02, poll)
+    end
+    poll()
+    return d
+  end
+
+  local function wait(d) return reactor.runUntilComplete(d, TIMEOUT) end
+
+  local function skipWithoutTCP()
+    if not haveTCP then
+      pending("reactor.listenTCP is not on this branch yet")
+      return true
+    end
+  end
+
+  it("echoes pipelined lines sent in odd pieces", function()
+    if skipWithoutTCP() then return end
+    local Echo = basic.LineReceiver:extend({delimiter = "\n"})
+    function Echo:lineReceived(line) self:sendLine("<" .. line .. ">") end
+    local n = serve(Echo)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+data = b"".join(b"line %d\n" % i for i in range(500))
+for i in range(0, len(data), 7):
+    s.sendall(data[i:i + 7])
+want = b"".join(b"<line %d>\n" % i for i in range(500))
+got = b""
+s.settimeout(4)
+while len(got) < len(want):
+    b = s.recv(65536)
+    if not b: break
+    got += b
+print("ok" if got == want else "mismatch %r" % got[:200])
+]], n))
+    assert.equal("ok\n", out)
+  end)
+
+  it("disconnects a peer sending 10 MiB without a delimiter", function()
+    if skipWithoutTCP() then return end
+    local exceeded = 0
+    local P = basic.LineReceiver:extend()
+    function P:lineReceived() end
+    function P:lineLengthExceeded(line)
+      exceeded = exceeded + 1
+      self.maxSeen = #line
+      return basic.LineReceiver.lineLengthExceeded(self, line)
+    end
+    local n = serve(P)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+sent = 0
+try:
+    chunk = b"x" * 65536
+    while sent < 10 * 1024 * 1024:
+        s.sendall(chunk)
+        sent += len(chunk)
+    r = s.recv(10)
+    print("closed" if r == b"" else "data")
+except (ConnectionResetError, BrokenPipeError):
+    print("closed")
+]], n))
+    assert.equal("closed\n", out)
+    assert.is_true(exceeded >= 1)
+  end)
+
+  it("logs an error in lineReceived and drops the connection", function()
+    if skipWithoutTCP() then return end
+    local errors = {}
+    local function observer(e) if e.isError then errors[#errors + 1] = e end end
+    local saved = log.observers()
+    for _, o in ipairs(saved) do log.removeObserver(o) end
+    log.addObserver(observer)
+    local P = basic.LineReceiver:extend()
+    function P:lineReceived(line)
+      if line == "bad" then error("lineReceived blew up") end
+      self:sendLine("ok " .. line)
+    end
+    local n = serve(P)
+    local ok, out = pcall(wait, python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+s.sendall(b"a\r\nbad\r\nc\r\n")
+got = b""
+while True:
+    b = s.recv(100)
+    if not b: break
+    got += b
+print(got)
+]], n))
+    log.removeObserver(observer)
+    for _, o in ipairs(saved) do log.addObserver(o) end
+    assert.is_true(ok, out)
+    assert.equal("b'ok a\\r\\n'\n", out)
+    assert.equal(1, #errors)
+    assert.truthy(errors[1].failure:getTraceback():find("lineReceived blew up",
+      1, true))
+  end)
+
+  it("drops a netstring peer with a bad length prefix", function()
+    if skipWithoutTCP() then return end
+    local got = {}
+    local P = basic.NetstringReceiver:extend()
+    function P:stringReceived(s) got[#got + 1] = s; self:sendString(s) end
+    local n = serve(P)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+s.sendall(b"5:hello,x:bad,")
+got = b""
+while True:
+    b = s.recv(100)
+    if not b: break
+    got += b
+print(got)
+]], n))
+    assert.equal("b'5:hello,'\n", out)
+    assert.same({"hello"}, got)
+  end)
+
+  it("round-trips Int32 strings", function()
+    if skipWithoutTCP() then return end
+    local P = basic.Int32StringReceiver:extend()
+    function P:stringReceived(s) self:sendString(s:reverse()) end
+    local n = serve(P)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+msgs = [b"", b"abc", b"x" * 70000]
+wire = b"".join(struct.pack("!I", len(m)) + m for m in msgs)
+for i in range(0, len(wire), 1000):
+    s.sendall(wire[i:i + 1000])
+want = b"".join(struct.pack("!I", len(m)) + m[::-1] for m in msgs)
+got = b""
+while len(got) < len(want):
+    b = s.recv(65536)
+    if not b: break
+    got += b
+print("ok" if got == want else "mismatch")
+]], n))
+    assert.equal("ok\n", out)
+  end)
+end)
