@@ -315,11 +315,10 @@ static const char *find_delimiter(const framer *f, const char *d,
 /* One step in line mode, inside line_loop. Returns 1 to go on, 0 to stop
 ** with the value on top of the stack (nothing pushed when it returns 1). */
 static int line_step(lua_State *L, framer *f, int fidx) {
-  size_t dlen, maxlen, len;
+  size_t dlen, len, maxlen = get_maxlen(L);
   const char *d = get_delimiter(L, f, fidx, &dlen);
   const char *p = pending_ptr(f);
   const char *hit = find_delimiter(f, d, dlen);
-  maxlen = get_maxlen(L);
   if (hit == NULL) {
     len = pending_len(f);
     if (len >= maxlen + dlen) {
