@@ -331,8 +331,16 @@ static int port_open(udpport *p, const struct sockaddr *sa, unsigned flags) {
 /* Shared body of listenUDP and listenMulticast. */
 static int listen_common(lua_State *L, int multicast) {
   int portnum = check_portnum(L, 1);
-  const char *iface = luaL_optstring(L, 3, "");
-  lua_Integer maxp = luaL_optinteger(L, 4, 8192);
+  const char *iface;
+  lua_Integer maxp;
+  /* listenUDP(port, protocol, maxPacketSize): each optional argument may
+  ** be left out on its own, as API.md's "[, interface][, maxPacketSize]". */
+  if (lua_type(L, 3) == LUA_TNUMBER && lua_isnoneornil(L, 4)) {
+    lua_pushnil(L);
+    lua_insert(L, 3);
+  }
+  iface = luaL_optstring(L, 3, "");
+  maxp = luaL_optinteger(L, 4, 8192);
   int reuse = multicast && lua_toboolean(L, 5);
   struct sockaddr_storage ss;
   portbox *b;
@@ -388,7 +396,8 @@ static int listen_common(lua_State *L, int multicast) {
 ** `interface` (an IPv4 or IPv6 literal; default "" = every IPv4 address,
 ** "::" for every IPv6 one), then call protocol:makeConnection(port), which
 ** calls protocol:startProtocol(). Datagrams longer than maxPacketSize
-** (bytes, default 8192) are truncated to it. Raises CannotListenError
+** (bytes, default 8192; may be the third argument when interface is left
+** out) are truncated to it. Raises CannotListenError
 ** (with `code`, e.g. "EADDRINUSE") when the bind fails,
 ** InvalidAddressError for an interface that is not an IP address, and
 ** bad-argument errors. Loop thread only.

@@ -189,6 +189,13 @@ for i in range(3):
     assert.equal(pa:getHost().port, b.addrs[1].port)
   end)
 
+  it("takes maxPacketSize as third argument when interface is left out",
+    function()
+    local port = listen(0, Recorder(), 512)
+    assert.equal(512, port.maxPacketSize)
+    assert.equal("0.0.0.0", port:getHost().host)
+  end)
+
   it("truncates datagrams longer than maxPacketSize", function()
     local a, b = Recorder(), Recorder()
     local pa = listen(0, a, "127.0.0.1")
@@ -220,7 +227,8 @@ for i in range(3):
       "bad argument #1 to 'listenUDP' (port out of range)")
     assert.has_error(function() reactor.listenUDP(0, nil) end,
       "bad argument #2 to 'listenUDP' (protocol expected, got nil)")
-    assert.has_error(function() reactor.listenUDP(0, p, 5) end)
+    assert.has_error(function() reactor.listenUDP(0, p, {}) end,
+      "bad argument #3 to 'listenUDP' (string expected, got table)")
     assert.has_error(function() reactor.listenUDP(0, p, nil, 0) end,
       "bad argument #4 to 'listenUDP' (maxPacketSize out of range)")
     local ok, err = pcall(reactor.listenUDP, 0, p, "localhost")
