@@ -31,6 +31,8 @@ local servers = {
   ["scripts/echo_client.lua"] = "needs a server: run by tcp_spec.lua",
   ["scripts/chat_server.lua"] = "needs clients: run by tcp_spec.lua",
   ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
+  ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
+    "run by spec/udp_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote
