@@ -1021,6 +1021,29 @@ static const luaL_Reg transport_methods[] = {
   {NULL, NULL}
 };
 
+/* __index: a method (upvalue 1 is the method table), else one of the
+** state fields Twisted's transports have: `connected` (open),
+** `disconnecting` (loseConnection was called, or the connection is lost;
+** spindle.basic stops delivering lines then) and `disconnected`. */
+static int transport_index(lua_State *L) {
+  transport_ud *t = lua_touserdata(L, 1);
+  const char *key;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  key = lua_tostring(L, 2);
+  if (key == NULL) return 1;
+  if (strcmp(key, "disconnecting") == 0)
+    lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
+                           (t->s->flags & SF_DISCONNECTING));
+  else if (strcmp(key, "connected") == 0)
+    lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
+  else if (strcmp(key, "disconnected") == 0)
+    lua_pushboolean(L, t->s == NULL);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
 static const luaL_Reg transport_meta[] = {
   {"__tostring", transport_tostring},
   {NULL, NULL}
@@ -1036,5 +1059,10 @@ void sp_stream_init(lua_State *L) {
   sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
                         "reactor.ConnectionLost");
   lua_pop(L, 1);
-  sp_class_new(L, SP_TRANSPORT_MT, transport_methods, transport_meta);
+  sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
+  luaL_getmetatable(L, SP_TRANSPORT_MT);
+  luaL_newlib(L, transport_methods);
+  lua_pushcclosure(L, transport_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
 }

@@ -894,3 +894,30 @@ print(fa.readline().decode().strip(), "|", fc.readline().decode().strip())
     os.remove(py)
   end)
 end)
+
+describe("transport state fields", function()
+  it("reports connected, disconnecting and disconnected as Twisted does",
+    function()
+      local seen = {}
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        local t = self.transport
+        seen[1] = {t.connected, t.disconnecting, t.disconnected}
+        t:loseConnection()
+        seen[2] = {t.connected, t.disconnecting, t.disconnected}
+      end
+      function S:connectionLost()
+        local t = self.transport
+        seen[3] = {t.connected, t.disconnecting, t.disconnected}
+        lost:callback(nil)
+      end
+      local f = protocol.Factory.forProtocol(S)
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      reactor.connectTCP("127.0.0.1", port:getHost().port, collector())
+      wait(lost)
+      assert.same({{true, false, false}, {true, true, false},
+        {false, true, true}}, seen)
+      wait(port:stopListening())
+    end)
+end)
