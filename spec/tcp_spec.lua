@@ -921,3 +921,22 @@ describe("transport state fields", function()
       wait(port:stopListening())
     end)
 end)
+
+describe("reactor.resolve", function()
+  it("resolves a name to an IPv4 address without blocking", function()
+    local d = reactor.resolve("localhost")
+    assert.is_false(d.called)
+    assert.equal("127.0.0.1", wait(d))
+  end)
+
+  it("returns an IP literal as it is", function()
+    assert.equal("::1", wait(reactor.resolve("::1")))
+  end)
+
+  it("fails with DNSLookupError naming the name", function()
+    local name = ("y"):rep(64) .. ".invalid"
+    local f = H.waitForFailure(reactor.resolve(name))
+    assert.is_truthy(f:check(reactor.DNSLookupError))
+    assert.matches(name, f:getErrorMessage(), 1, true)
+  end)
+end)
