@@ -53,6 +53,13 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_ANCHOR 0x200        /* ... pointing into an anchored string */
 #define SF_FINISHED 0x400      /* filter->finish was called */
 #define SF_READING 0x800       /* uv_read_start is in effect */
+#define SF_THROTTLED 0x1000    /* not reading: the write queue is too long */
+
+/* Past this many queued bytes the transport stops reading from the peer
+** until its queue drains: a peer that sends without ever reading (to an
+** echo-like protocol) cannot grow our memory without bound. Twisted has no
+** such limit; it is far above what any producer-driven writer queues. */
+#define READ_THROTTLE (64 * 1024 * 1024)
 
 /* User values of the transport userdata. */
 enum {
@@ -317,7 +324,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
 static void reading_update(sp_stream *s) {
   int want = s->state == ST_OPEN &&
-             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING));
+             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING |
+                           SF_THROTTLED));
   if (want && !(s->flags & SF_READING)) {
     if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
       s->flags |= SF_READING;
@@ -394,6 +402,10 @@ static void producer_call(lua_State *L, sp_stream *s, const char *name) {
 }
 
 static void check_highwater(lua_State *L, sp_stream *s) {
+  if (!(s->flags & SF_THROTTLED) && sp_stream_queued(s) > READ_THROTTLE) {
+    s->flags |= SF_THROTTLED;
+    reading_update(s);
+  }
   if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
           (SF_PRODUCER | SF_STREAMING) &&
       sp_stream_queued(s) > s->highwater) {
@@ -579,6 +591,10 @@ static void stream_finish(lua_State *L, sp_stream *s) {
 ** empties, resume the producer, or finish a close or half-close. */
 static void stream_drained(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
+  if (s->flags & SF_THROTTLED) {
+    s->flags &= ~SF_THROTTLED;
+    reading_update(s);
+  }
   if ((s->flags & SF_PRODUCER) &&
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
     s->flags &= ~SF_PPAUSED;
@@ -1024,7 +1040,8 @@ static const luaL_Reg transport_methods[] = {
 /* __index: a method (upvalue 1 is the method table), else one of the
 ** state fields Twisted's transports have: `connected` (open),
 ** `disconnecting` (loseConnection was called, or the connection is lost;
-** spindle.basic stops delivering lines then) and `disconnected`. */
+** spindle.basic stops delivering lines then), `disconnected`, and
+** `protocol`. */
 static int transport_index(lua_State *L) {
   transport_ud *t = lua_touserdata(L, 1);
   const char *key;
@@ -1039,6 +1056,8 @@ static int transport_index(lua_State *L) {
     lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
   else if (strcmp(key, "disconnected") == 0)
     lua_pushboolean(L, t->s == NULL);
+  else if (strcmp(key, "protocol") == 0)
+    lua_getiuservalue(L, 1, UV_PROTO);
   else
     lua_pushnil(L);
   return 1;

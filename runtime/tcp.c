@@ -76,6 +76,7 @@ typedef struct listener listener;
 typedef struct port_ud {
   int kind;          /* SP_STREAM_TCP or SP_STREAM_UNIX */
   int backlog;
+  int mode;          /* Unix: permission bits of the socket file */
   int ref;           /* registry ref while listening or closing */
   listener *ls;      /* the listening handle, NULL when not listening */
   struct sockaddr_storage want;  /* TCP: the address asked for */
@@ -201,7 +202,7 @@ static void port_listen(lua_State *L, int idx) {
     int len = sizeof pu->bound;
     uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
   } else {
-    chmod(path, 0666); /* twisted unix.Port's default mode */
+    chmod(path, (mode_t)pu->mode);
   }
   ls->port = pu;
   ls->live.shutdown = listener_shutdown;
@@ -399,16 +400,20 @@ static int tcp_listenTCP(lua_State *L) {
   return 1;
 }
 
-/* reactor.listenUNIX(path, factory[, backlog]) -> Port
-** Listen on a Unix socket at path (made mode 0666, removed by
-** stopListening). Raises CannotListenError ("EADDRINUSE" if the path
-** exists). twisted IReactorUNIX.listenUNIX. */
+/* reactor.listenUNIX(path, factory[, backlog][, mode]) -> Port
+** Listen on a Unix socket at path, whose file gets permission bits mode
+** (default 0666 = 438, as Twisted) and is removed by stopListening.
+** Raises CannotListenError ("EADDRINUSE" if the path exists).
+** twisted IReactorUNIX.listenUNIX. */
 static int tcp_listenUNIX(lua_State *L) {
   int backlog;
+  lua_Integer mode;
   luaL_checkstring(L, 1);
   check_factory(L, 2);
   backlog = check_backlog(L, 3);
-  port_new(L, SP_STREAM_UNIX, 2, backlog);
+  mode = luaL_optinteger(L, 4, 0666);
+  luaL_argcheck(L, mode >= 0 && mode <= 07777, 4, "mode must be in 0..4095");
+  port_new(L, SP_STREAM_UNIX, 2, backlog)->mode = (int)mode;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, PV_PATH);
   port_listen(L, lua_gettop(L));

@@ -77,6 +77,14 @@ local function collector(onMade)
   return cf
 end
 
+-- Resident memory of this process, in bytes.
+local function rss()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmRSS:%s+(%d+)")
+    if kb then return tonumber(kb) * 1024 end
+  end
+end
+
 describe("reactor.listenTCP", function()
   it("answers an outside python3 client as an echo server", function()
     local f = echoFactory()
@@ -456,12 +464,6 @@ print(n, "OK" if got.hexdigest() == want else "BAD")
 
   it("keeps memory bounded under a streaming producer writing 256 MiB",
     function()
-      local function rss()
-        for line in io.lines("/proc/self/status") do
-          local kb = line:match("^VmRSS:%s+(%d+)")
-          if kb then return tonumber(kb) * 1024 end
-        end
-      end
       local total = 256 * 1024 * 1024
       local chunk = ("0123456789abcdef"):rep(4096) -- 64 KiB
       local lost = defer.Deferred()
@@ -526,6 +528,45 @@ print(n)
       assert.is_true(after - before < 64 * 1024 * 1024,
         "RSS grew by " .. (after - before))
       assert.is_true(stats.peak < 32 * 1024 * 1024, "queue peak " .. stats.peak)
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
+  it("stops reading from a peer that sends without reading once 64 MiB " ..
+    "are queued", function()
+      local f = protocol.Factory.forProtocol(protocol.Protocol:extend({
+        dataReceived = function(self, d) self.transport:write(d) end,
+        connectionLost = function() end,
+      }))
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      collectgarbage()
+      local before = rss()
+      local py = pyfile(([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.settimeout(2)
+chunk, sent = b"x" * (1 << 20), 0
+try:
+    while sent < (300 << 20):
+        sent += s.send(chunk)
+except socket.timeout:
+    pass
+print("blocked" if sent < (300 << 20) else "sent all", flush=True)
+import time; time.sleep(0.5)
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local d = defer.Deferred()
+      local peak = 0
+      local function poll()
+        peak = math.max(peak, rss() - before)
+        if not d.called then reactor.callLater(0.05, poll) end
+      end
+      poll()
+      reactor.callLater(3, function() d:callback(nil) end)
+      wait(d)
+      assert.equal("blocked\n", finish(p))
+      assert.is_true(peak < 100 * 1024 * 1024, "RSS grew by " .. peak)
       os.remove(py)
       wait(port:stopListening())
     end)
