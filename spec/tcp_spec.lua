@@ -548,11 +548,11 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 s.settimeout(2)
 chunk, sent = b"x" * (1 << 20), 0
 try:
-    while sent < (300 << 20):
+    while sent < (400 << 20):
         sent += s.send(chunk)
 except socket.timeout:
     pass
-print("blocked" if sent < (300 << 20) else "sent all", flush=True)
+print("blocked" if sent < (400 << 20) else "sent all", flush=True)
 import time; time.sleep(0.5)
 ]]):format(port:getHost().port))
       local p = spawn("python3 " .. py)
@@ -566,7 +566,8 @@ import time; time.sleep(0.5)
       reactor.callLater(3, function() d:callback(nil) end)
       wait(d)
       assert.equal("blocked\n", finish(p))
-      assert.is_true(peak < 100 * 1024 * 1024, "RSS grew by " .. peak)
+      -- 64 MiB queued, plus garbage strings of the reads not yet collected.
+      assert.is_true(peak < 200 * 1024 * 1024, "RSS grew by " .. peak)
       os.remove(py)
       wait(port:stopListening())
     end)
