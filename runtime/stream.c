@@ -204,24 +204,51 @@ static void set_uv(lua_State *L, sp_stream *s, int n) {
   lua_pop(L, 1);
 }
 
-/* [-0, +0, -] Call obj:method(...) where obj is at objidx and the nargs
-** arguments are on top of the stack, protected; an error is logged and
-** returns nonzero, leaving the Failure on the stack. A missing method does
-** nothing (returns 0). Pops the arguments. */
+/* Trampoline of sp_stream_callmethod: (obj, name, args...) -> found,
+** result. */
+static int method_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, 2);
+  if (lua_gettable(L, 1) == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, obj, args... */
+  lua_call(L, n - 1, 1);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
+}
+
+int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
+                         int nargs) {
+  int found;
+  objidx = lua_absindex(L, objidx);
+  lua_pushcfunction(L, method_tramp);
+  lua_pushvalue(L, objidx);
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 2) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    return SP_CALL_ERROR;
+  }
+  found = lua_toboolean(L, -2);
+  lua_remove(L, -2);
+  return found ? SP_CALL_OK : SP_CALL_MISSING;
+}
+
+/* [-nargs, +(0|1), -] sp_stream_callmethod, keeping only a Failure: returns
+** 1 with the Failure on top after an error, else 0 with nothing pushed. */
 static int call_method(lua_State *L, int objidx, const char *method,
                        int nargs) {
-  objidx = lua_absindex(L, objidx);
-  if (lua_getfield(L, objidx, method) == LUA_TNIL) {
-    lua_pop(L, nargs + 1);
-    return 0;
-  }
-  lua_insert(L, -nargs - 1);
-  lua_pushvalue(L, objidx);
-  lua_insert(L, -nargs - 1);
-  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
+  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR)
     return 1;
-  }
+  lua_pop(L, 1);
   return 0;
 }
 
@@ -335,13 +362,20 @@ static void reading_update(sp_stream *s) {
   }
 }
 
+/* (protocol, data): protocol:dataReceived(data), looked up on each read
+** (inside the protected call) so that replacing the method works. */
+static int deliver_tramp(lua_State *L) {
+  lua_getfield(L, 1, "dataReceived");
+  lua_insert(L, 1);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
                       size_t len) {
   if (s->state != ST_OPEN) return -1;
+  lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
-  /* Looked up on each read so that replacing the method works. */
-  lua_getfield(L, -1, "dataReceived");
-  lua_insert(L, -2);
   lua_pushlstring(L, data, len);
   if (sp_pcall(L, 2, 0) != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
@@ -356,14 +390,15 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
 static void stream_eof(lua_State *L, sp_stream *s) {
   int top = lua_gettop(L);
   push_uv(L, s, UV_PROTO);
-  if (lua_type(L, -1) != LUA_TNIL &&
-      lua_getfield(L, -1, "readConnectionLost") != LUA_TNIL) {
-    lua_pop(L, 1);
-    s->flags |= SF_READ_EOF;
-    reading_update(s);
-    if (call_method(L, -1, "readConnectionLost", 0)) stream_close(L, s);
-  } else {
-    stream_done(L, s);
+  s->flags |= SF_READ_EOF;
+  reading_update(s);
+  switch (sp_stream_callmethod(L, -1, "readConnectionLost", 0)) {
+    case SP_CALL_ERROR:
+      stream_close(L, s);
+      break;
+    case SP_CALL_MISSING:
+      stream_done(L, s);
+      break;
   }
   lua_settop(L, top);
 }

@@ -161,6 +161,18 @@ sp_stream *sp_stream_check(lua_State *L, int idx);
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
                               int *port);
 
+/* Results of sp_stream_callmethod. */
+enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
+
+/* [-nargs, +1, -] obj:name(args...) for obj at objidx and the nargs
+** arguments on top, protected, the method lookup included (an object's
+** __index may raise). Pushes the method's first result (SP_CALL_OK), nil
+** when obj has no such method (SP_CALL_MISSING), or the Failure of an
+** error, which is logged (SP_CALL_ERROR). For libuv callbacks, which must
+** never raise. */
+int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
+                         int nargs);
+
 /* [-0, +0, m] Register the transport metatable (done by luaopen). */
 void sp_stream_init(lua_State *L);
 

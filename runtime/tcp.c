@@ -124,13 +124,9 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   lua_getiuservalue(L, -1, PV_FACTORY);
-  lua_getfield(L, -1, "buildProtocol");
-  lua_insert(L, -2);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_pcall(L, 2, 1) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    sp_stream_discard(s);
-  } else if (lua_isnil(L, -1)) {
+  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
+      lua_isnil(L, -1)) {
     sp_stream_discard(s);
   } else {
     sp_stream_open(L, s);
@@ -240,10 +236,7 @@ static void port_closed_cb(uv_handle_t *h) {
     lua_pop(L, 1);
   }
   lua_getiuservalue(L, pidx, PV_FACTORY);
-  if (lua_getfield(L, -1, "doStop") != LUA_TNIL) {
-    lua_insert(L, -2);
-    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  sp_stream_callmethod(L, -1, "doStop", 0);
   lua_settop(L, pidx);
   lua_getiuservalue(L, pidx, PV_WAITERS);
   lua_pushnil(L);
@@ -539,20 +532,13 @@ static void conn_failed(lua_State *L, connector *c) {
   sp_failure_new(L, top + 1, NULL, 0);
   lua_getiuservalue(L, cidx, CV_FACTORY);
   fidx = lua_gettop(L);
-  if (lua_getfield(L, fidx, "clientConnectionFailed") != LUA_TNIL) {
-    lua_pushvalue(L, fidx);
-    lua_pushvalue(L, cidx);
-    lua_pushvalue(L, cidx + 1);
-    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  lua_pushvalue(L, cidx);
+  lua_pushvalue(L, cidx + 1);
+  sp_stream_callmethod(L, fidx, "clientConnectionFailed", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
-      lua_pushvalue(L, fidx);
-      if (sp_pcall(L, 1, 0) != LUA_OK)
-        sp_log_failure(L, -1, "Unhandled Error");
-    }
+    sp_stream_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, top);
 }
@@ -604,20 +590,13 @@ static void conn_lost(sp_stream *s, lua_State *L) {
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   lua_getiuservalue(L, cidx, CV_FACTORY);
   fidx = lua_gettop(L);
-  if (lua_getfield(L, fidx, "clientConnectionLost") != LUA_TNIL) {
-    lua_pushvalue(L, fidx);
-    lua_pushvalue(L, cidx);
-    lua_pushvalue(L, reason);
-    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  lua_pushvalue(L, cidx);
+  lua_pushvalue(L, reason);
+  sp_stream_callmethod(L, fidx, "clientConnectionLost", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
-      lua_pushvalue(L, fidx);
-      if (sp_pcall(L, 1, 0) != LUA_OK)
-        sp_log_failure(L, -1, "Unhandled Error");
-    }
+    sp_stream_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, reason);
 }
@@ -642,14 +621,14 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   lua_getiuservalue(L, cidx, CV_FACTORY);
-  lua_getfield(L, -1, "buildProtocol");
-  lua_insert(L, -2);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_pcall(L, 2, 1) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    sp_stream_lose(L, s, -1, 0);
-  } else {
+  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
     sp_stream_connect_protocol(L, s);
+  } else {
+    if (lua_isnil(L, -1))
+      sp_errortype_make(L, "reactor.ConnectError",
+                        "the factory has no buildProtocol method");
+    sp_stream_lose(L, s, -1, 0);
   }
   lua_settop(L, top);
 }

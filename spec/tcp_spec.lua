@@ -828,6 +828,25 @@ print(s.recv(100))
       wait(port:stopListening())
     end)
 
+  it("survives a protocol whose method lookup raises", function()
+    local f = protocol.Factory()
+    function f:buildProtocol()
+      return setmetatable({
+        makeConnection = function(p, t) rawset(p, "transport", t) end,
+      }, {__index = function(_, k) error("strict protocol: no " .. k) end})
+    end
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local cf = collector(function(c) c.transport:write("data") end)
+    local errors = H.loggedErrors(function()
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      wait(cf.done)
+    end)
+    assert.is_true(#errors >= 1)
+    assert.matches("strict protocol: no dataReceived",
+      errors[1].failure:getTraceback(), 1, true)
+    wait(port:stopListening())
+  end)
+
   it("logs an error in connectionMade and drops the connection", function()
     local S = protocol.Protocol:extend({
       connectionMade = function() error("no thanks") end})
