@@ -252,8 +252,9 @@ static int call_method(lua_State *L, int objidx, const char *method,
   return 0;
 }
 
-/* [-0, +0, m] Push an error value of type `key` whose message is msg
-** followed, if code != 0, by the libuv error; sets its `code` field. */
+/* [-0, +1, m] Push an error value of type `key` whose message is msg (a
+** sentence without its final period) followed, if code != 0, by the
+** libuv error, whose name also goes in its `code` field. */
 static void push_error(lua_State *L, const char *key, const char *msg,
                        int code) {
   if (code != 0) {
@@ -264,7 +265,9 @@ static void push_error(lua_State *L, const char *key, const char *msg,
     lua_pushstring(L, uv_err_name(code));
     lua_setfield(L, -2, "code");
   } else {
-    sp_errortype_make(L, key, msg);
+    lua_pushfstring(L, "%s.", msg);
+    sp_errortype_make(L, key, lua_tostring(L, -1));
+    lua_remove(L, -2);
   }
 }
 
@@ -297,8 +300,7 @@ void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
 }
 
 static void stream_done(lua_State *L, sp_stream *s) {
-  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly.",
-             0);
+  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly", 0);
   stream_close(L, s);
 }
 
@@ -423,6 +425,14 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---------------------------------------------------------- writing */
 
+/* uv_buf_init takes an unsigned int length; strings may be longer. */
+static uv_buf_t mkbuf(char *base, size_t len) {
+  uv_buf_t b;
+  b.base = base;
+  b.len = len;
+  return b;
+}
+
 static void write_cb(uv_write_t *req, int status);
 static void stream_drained(lua_State *L, sp_stream *s);
 
@@ -474,7 +484,7 @@ static int flush_pending(lua_State *L, sp_stream *s) {
   s->icap = s->pcap;
   s->pbuf = b;
   s->pcap = c;
-  s->inflight = uv_buf_init(s->ibuf, (unsigned)s->plen);
+  s->inflight = mkbuf(s->ibuf, s->plen);
   s->plen = 0;
   s->flags &= ~SF_ANCHOR;
   return start_write(L, s);
@@ -547,11 +557,11 @@ int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 static int write_string(lua_State *L, sp_stream *s, int idx) {
   size_t len;
   const char *p = lua_tolstring(L, idx, &len);
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  uv_buf_t b = mkbuf((char *)p, len);
   int r;
   if (s->filter != NULL && s->filter->write != NULL)
     return s->filter->write(L, s, &b, 1);
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || len > UINT32_MAX)
+  if ((s->flags & SF_INFLIGHT) || s->plen > 0)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {
@@ -561,7 +571,7 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   if ((size_t)r == len) return 0;
   lua_pushvalue(L, idx);
   lua_setiuservalue(L, 1, UV_ANCHOR);
-  s->inflight = uv_buf_init((char *)p + r, (unsigned)(len - (size_t)r));
+  s->inflight = mkbuf((char *)p + r, len - (size_t)r);
   s->flags |= SF_ANCHOR;
   r = start_write(L, s);
   if (r == 0) check_highwater(L, s);
@@ -820,7 +830,7 @@ static int transport_writeSequence(lua_State *L) {
     p = lua_tolstring(L, -1, &len);
     lua_pop(L, 1); /* the table keeps the string alive */
     if (len == 0) continue;
-    bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+    bufs[nb++] = mkbuf((char *)p, len);
     if (nb == 64 || i == n) {
       if (s->filter != NULL && s->filter->write != NULL)
         s->filter->write(L, s, bufs, nb);
@@ -873,7 +883,7 @@ static int transport_abortConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;
   push_error(L, "reactor.ConnectionAborted",
-             "Connection was aborted locally using abortConnection.", 0);
+             "Connection was aborted locally using abortConnection", 0);
   stream_close(L, s);
   return 0;
 }

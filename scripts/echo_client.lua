@@ -36,12 +36,12 @@ end
 local EchoClientFactory = protocol.ClientFactory:extend({})
 EchoClientFactory.protocol = EchoClient
 
-function EchoClientFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionFailed(_, reason)
   print("connection failed: " .. reason:getErrorMessage())
   reactor.stop()
 end
 
-function EchoClientFactory:clientConnectionLost(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionLost(_, reason)
   print("connection lost: " .. reason:getErrorMessage())
   reactor.stop()
 end
