@@ -33,6 +33,7 @@
 #include "failure.h"
 #include "loop.h"
 #include "stream.h"
+#include "tcp.h"
 
 #define PORT_MT "spindle.Port"
 #define CONNECTOR_MT "spindle.Connector"
@@ -81,11 +82,29 @@ typedef struct port_ud {
   listener *ls;      /* the listening handle, NULL when not listening */
   struct sockaddr_storage want;  /* TCP: the address asked for */
   struct sockaddr_storage bound; /* TCP: the address bound */
+  sp_tcp_setup_fn setup;         /* per-connection hook (TLS), or NULL */
 } port_ud;
 
 /* User values of a Port: the factory, the Deferreds of stopListening,
-** the socket path (Unix). */
-enum { PV_FACTORY = 1, PV_WAITERS, PV_PATH, PV_N };
+** the socket path (Unix), the setup hook's value. */
+enum { PV_FACTORY = 1, PV_WAITERS, PV_PATH, PV_SETUP, PV_N };
+
+/* [-0, +0, -] Run a setup hook on the just-opened stream s whose
+** transport's owner (Port or Connector) is at oidx and whose hook value is
+** its user value uvn. Returns 0, or nonzero after losing the connection. */
+static int run_setup(lua_State *L, sp_tcp_setup_fn setup, sp_stream *s,
+                     int oidx, int uvn) {
+  int top = lua_gettop(L), r;
+  if (setup == NULL) return 0;
+  lua_getiuservalue(L, oidx, uvn);
+  r = setup(L, s, lua_gettop(L));
+  if (r != 0) {
+    if (lua_gettop(L) == top + 1) lua_pushliteral(L, "connection setup failed");
+    sp_stream_lose(L, s, -1, 0);
+  }
+  lua_settop(L, top);
+  return r;
+}
 
 struct listener {
   union {
@@ -131,7 +150,8 @@ static void on_connection(uv_stream_t *server, int status) {
   } else {
     sp_stream_open(L, s);
     lua_pop(L, 1);
-    sp_stream_connect_protocol(L, s);
+    if (run_setup(L, pu->setup, s, top + 1, PV_SETUP) == 0)
+      sp_stream_connect_protocol(L, s);
   }
   lua_settop(L, top);
 }
@@ -378,6 +398,10 @@ static int check_backlog(lua_State *L, int idx) {
 ** libuv error name in `code`: "EADDRINUSE", "EACCES") and argument errors.
 ** twisted IReactorTCP.listenTCP. */
 static int tcp_listenTCP(lua_State *L) {
+  return sp_tcp_listen(L, NULL, 0);
+}
+
+int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   int portnum = check_portnum(L, 1);
   int backlog;
   const char *iface;
@@ -385,10 +409,16 @@ static int tcp_listenTCP(lua_State *L) {
   check_factory(L, 2);
   backlog = check_backlog(L, 3);
   iface = luaL_optstring(L, 4, "");
+  if (setup != NULL) arg = lua_absindex(L, arg);
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
   if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
     return luaL_argerror(
         L, 4, lua_pushfstring(L, "IP address expected, got '%s'", iface));
+  if (setup != NULL) {
+    pu->setup = setup;
+    lua_pushvalue(L, arg);
+    lua_setiuservalue(L, -2, PV_SETUP);
+  }
   port_listen(L, lua_gettop(L));
   return 1;
 }
@@ -446,10 +476,12 @@ struct connector {
   sp_stream *attempt;  /* connect in flight */
   sp_stream *stream;   /* connected stream */
   struct addrinfo *ai, *ai_next;
+  sp_tcp_setup_fn setup; /* per-connection hook (TLS), or NULL */
 };
 
-/* User values of a Connector: factory, transport, host or path. */
-enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_N };
+/* User values of a Connector: factory, transport, host or path, the
+** setup hook's value. */
+enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_SETUP, CV_N };
 
 static void op_timer_free(uv_handle_t *h) { free(h->data); }
 
@@ -620,6 +652,10 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   lua_pushvalue(L, cidx);
   lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
+  if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) {
+    lua_settop(L, top);
+    return;
+  }
   lua_getiuservalue(L, cidx, CV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
   if (sp_stream_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
@@ -967,10 +1003,15 @@ static void check_bind(lua_State *L, int idx, connector *c) {
 ** ConnectionRefusedError, DNSLookupError, TimeoutError or ConnectError,
 ** whose messages name the address. twisted IReactorTCP.connectTCP. */
 static int tcp_connectTCP(lua_State *L) {
+  lua_settop(L, 5);
+  return sp_tcp_connect(L, NULL, 0);
+}
+
+int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   connector *c;
   int port;
   double timeout;
-  lua_settop(L, 5);
+  if (setup != NULL) arg = lua_absindex(L, arg);
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
@@ -979,6 +1020,11 @@ static int tcp_connectTCP(lua_State *L) {
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
   c->port = port;
   if (!lua_isnoneornil(L, 5)) check_bind(L, 5, c);
+  if (setup != NULL) {
+    c->setup = setup;
+    lua_pushvalue(L, arg);
+    lua_setiuservalue(L, -2, CV_SETUP);
+  }
   conn_start(L, c, lua_gettop(L));
   return 1;
 }
