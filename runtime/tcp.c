@@ -18,6 +18,7 @@
 ** and a connecting Connector hold a registry reference to their userdata;
 ** a connected Connector is kept alive by its transport.
 */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +84,7 @@ typedef struct port_ud {
   struct sockaddr_storage want;  /* TCP: the address asked for */
   struct sockaddr_storage bound; /* TCP: the address bound */
   sp_tcp_setup_fn setup;         /* per-connection hook (TLS), or NULL */
+  int reuseport;                 /* TCP: SO_REUSEPORT before bind */
 } port_ud;
 
 /* User values of a Port: the factory, the Deferreds of stopListening,
@@ -179,7 +181,24 @@ static void port_listen(lua_State *L, int idx) {
   int portnum;
   if (ls == NULL) luaL_error(L, "not enough memory");
   ls->h.handle.data = ls;
-  if (pu->kind == SP_STREAM_TCP) {
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+    /* uv_tcp_init_ex makes the socket now, so the option can precede
+    ** bind (libuv 1.44 has no UV_TCP_REUSEPORT flag). */
+    r = uv_tcp_init_ex(sp_loop(), &ls->h.tcp, pu->want.ss_family);
+    if (r == 0) {
+      uv_os_fd_t fd;
+      int one = 1;
+      uv_fileno(&ls->h.handle, &fd);
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        r = uv_translate_sys_error(errno);
+      if (r < 0) {
+        uv_close(&ls->h.handle, listener_free_cb);
+        sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                           "Couldn't set SO_REUSEPORT: %s (%s).",
+                           uv_strerror(r), uv_err_name(r));
+      }
+    }
+  } else if (pu->kind == SP_STREAM_TCP) {
     r = uv_tcp_init(sp_loop(), &ls->h.tcp);
   } else {
     lua_getiuservalue(L, idx, PV_PATH);
@@ -390,30 +409,58 @@ static int check_backlog(lua_State *L, int idx) {
   return (int)b;
 }
 
-/* reactor.listenTCP(port, factory[, backlog][, interface]) -> Port
+/* reactor.listenTCP(port, factory[, backlog][, interface][, options])
+**   -> Port
 ** Listen on TCP `port` (0 picks a free one; port:getHost() tells which)
 ** of `interface` (an IPv4 or IPv6 literal; default "" = every IPv4
-** address, "::" every address); backlog defaults to 50. Each connection
-** gets factory:buildProtocol(addr). Raises CannotListenError (with the
-** libuv error name in `code`: "EADDRINUSE", "EACCES") and argument errors.
-** twisted IReactorTCP.listenTCP. */
+** address, "::" every address); backlog defaults to 50. The last argument
+** may be an options table {backlog = n, interface = ip, reusePort = true}
+** (reusePort: SO_REUSEPORT, so that several processes share the port; see
+** DESIGN.md). Each connection gets factory:buildProtocol(addr). Raises
+** CannotListenError (with the libuv error name in `code`: "EADDRINUSE",
+** "EACCES") and argument errors. twisted IReactorTCP.listenTCP. */
 static int tcp_listenTCP(lua_State *L) {
   return sp_tcp_listen(L, NULL, 0);
 }
 
 int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   int portnum = check_portnum(L, 1);
-  int backlog;
+  int backlog, opts = 0, reuse = 0, i;
   const char *iface;
   port_ud *pu;
   check_factory(L, 2);
-  backlog = check_backlog(L, 3);
-  iface = luaL_optstring(L, 4, "");
   if (setup != NULL) arg = lua_absindex(L, arg);
+  for (i = 3; i <= 5 && opts == 0; i++)
+    if (lua_type(L, i) == LUA_TTABLE) opts = i;
+  if (opts == 3) {
+    lua_Integer b = DEFAULT_BACKLOG;
+    int isint = 1;
+    if (lua_getfield(L, opts, "backlog") != LUA_TNIL)
+      b = lua_tointegerx(L, -1, &isint);
+    luaL_argcheck(L, isint && b > 0 && b <= 65535, opts,
+                  "backlog must be a positive integer");
+    backlog = (int)b;
+  } else {
+    backlog = check_backlog(L, 3);
+  }
+  if (opts == 3 || opts == 4) {
+    int t = lua_getfield(L, opts, "interface");
+    luaL_argcheck(L, t == LUA_TNIL || t == LUA_TSTRING, opts,
+                  "interface must be a string");
+    iface = t == LUA_TNIL ? "" : lua_tostring(L, -1);
+  } else {
+    iface = luaL_optstring(L, 4, "");
+  }
+  if (opts != 0) {
+    lua_getfield(L, opts, "reusePort");
+    reuse = lua_toboolean(L, -1);
+  }
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
+  pu->reuseport = reuse;
   if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
     return luaL_argerror(
-        L, 4, lua_pushfstring(L, "IP address expected, got '%s'", iface));
+        L, opts == 3 || opts == 4 ? opts : 4,
+        lua_pushfstring(L, "IP address expected, got '%s'", iface));
   if (setup != NULL) {
     pu->setup = setup;
     lua_pushvalue(L, arg);

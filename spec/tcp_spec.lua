@@ -1001,3 +1001,28 @@ describe("reactor.resolve", function()
     assert.matches(name, f:getErrorMessage(), 1, true)
   end)
 end)
+
+describe("reactor.listenTCP options", function()
+  it("lets two ports share a port number with reusePort", function()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    local p1 = reactor.listenTCP(0, f, {interface = "127.0.0.1",
+      reusePort = true})
+    local n = p1:getHost().port
+    local p2 = reactor.listenTCP(n, f, nil, "127.0.0.1", {reusePort = true})
+    assert.equal(n, p2:getHost().port)
+    H.assertErrorType(reactor.CannotListenError, "EADDRINUSE",
+      pcall(reactor.listenTCP, n, f, nil, "127.0.0.1"))
+    wait(p1:stopListening())
+    wait(p2:stopListening())
+  end)
+
+  it("rejects bad option values naming the argument", function()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    assert.has_error(function()
+      reactor.listenTCP(0, f, {backlog = "x"})
+    end, "bad argument #3 to 'listenTCP' (backlog must be a positive integer)")
+    assert.has_error(function()
+      reactor.listenTCP(0, f, 5, {interface = "nope"})
+    end, "bad argument #4 to 'listenTCP' (IP address expected, got 'nope')")
+  end)
+end)
