@@ -878,38 +878,6 @@ describe("defer module", function()
   end)
 end)
 
-describe("scripts/defer_*.lua", function()
-  -- The interpreter running this spec (busted --lua=build/spindle).
-  local function interpreter()
-    local i = -1
-    while arg[i - 1] ~= nil do i = i - 1 end
-    return arg[i]
-  end
-
-  local function run(script, ...)
-    local cmd = interpreter() .. " " .. script
-    for _, a in ipairs({...}) do cmd = cmd .. " " .. a end
-    local p = assert(io.popen(cmd .. " 2>&1"))
-    local out = p:read("a")
-    local ok = p:close()
-    return out, ok
-  end
-
-  it("print what the seed's Twisted examples print", function()
-    assert.same({"Square of 4 is 16\n", true},
-      {run("scripts/defer_basic.lua")})
-    assert.same({"error when process \n", true},
-      {run("scripts/defer_basic.lua", "call_error")})
-    assert.same({"Square of 5 is 25\nTwice of 5 is 10\n", true},
-      {run("scripts/defer_chain.lua")})
-    local out = run("scripts/defer_chaindeferred.lua")
-    assert.matches("D2 got hello", out, 1, true)
-    assert.matches("D3 called: false, D4 called: true", out, 1, true)
-    out = run("scripts/defer_addcallback_args.lua")
-    assert.matches("process(10, 1, 2) = 13", out, 1, true)
-  end)
-end)
-
 -- Ported from Twisted's twisted/test/test_defer.py (names kept).
 describe("Deferred chaining, as Twisted's test_defer", function()
   local function append(list) return function(r) list[#list + 1] = r end end
