@@ -64,14 +64,15 @@ static const char framer_key = 0;
 enum {
   K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
   K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
-  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE,
+  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_ISCLOSED,
+  K_NKEYS = K_ISCLOSED,
   K_LINELOOP /* not a key: the line_loop closure */
 };
 
 static const char *const key_names[K_NKEYS] = {
   "transport", "disconnecting", "MAX_LENGTH", "delimiter", "lineReceived",
   "rawDataReceived", "lineLengthExceeded", "stringReceived",
-  "lengthLimitExceeded", "write"
+  "lengthLimitExceeded", "write", "isClosed"
 };
 
 /* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
@@ -230,14 +231,22 @@ static int framer_begin(lua_State *L, framer *f) {
   return 1;
 }
 
-/* [-0, +0, -] Is self.transport.disconnecting true? (Twisted checks it
-** after each line.) */
+/* [-0, +0, e] Is self.transport.disconnecting true? (Twisted checks it
+** after each line.) A transport without that field (the TCP one) is asked
+** transport:isClosed() instead. */
 static int transport_disconnecting(lua_State *L) {
-  int yes = 0;
-  if (getk(L, 1, K_TRANSPORT) == LUA_TTABLE ||
-      lua_type(L, -1) == LUA_TUSERDATA) {
-    getk(L, -1, K_DISCONNECTING);
-    yes = lua_toboolean(L, -1);
+  int yes = 0, t = getk(L, 1, K_TRANSPORT);
+  if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
+    if (getk(L, -1, K_DISCONNECTING) != LUA_TNIL) {
+      yes = lua_toboolean(L, -1);
+    } else if (getk(L, -2, K_ISCLOSED) == LUA_TFUNCTION) {
+      lua_pushvalue(L, -3);
+      lua_call(L, 1, 1);
+      yes = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);

@@ -558,6 +558,39 @@ print("ok" if got == want else "mismatch %r" % got[:200])
     assert.equal("ok\n", out)
   end)
 
+  it("delivers no line after loseConnection in lineReceived", function()
+    if skipWithoutTCP() then return end
+    local lines, flag = {}, nil
+    local P = basic.LineReceiver:extend()
+    function P:lineReceived(line)
+      lines[#lines + 1] = line
+      if line == "quit" then
+        self:sendLine("bye")
+        self.transport:loseConnection()
+        flag = self.transport.disconnecting
+      end
+    end
+    local n = serve(P)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+s.sendall(b"a\r\nquit\r\nb\r\nc\r\n")
+got = b""
+while True:
+    b = s.recv(100)
+    if not b: break
+    got += b
+print(got)
+]], n))
+    assert.equal("b'bye\\r\\n'\n", out)
+    if flag == nil then
+      pending("the TCP transport has no 'disconnecting' field yet, so " ..
+        "lines after loseConnection() in one chunk are still delivered")
+      return
+    end
+    assert.same({"a", "quit"}, lines)
+  end)
+
   it("disconnects a peer sending 10 MiB without a delimiter", function()
     if skipWithoutTCP() then return end
     local exceeded = 0
