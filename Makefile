@@ -92,5 +92,9 @@ test-asan: asan
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
 
+.PHONY: bench-deferred
+bench-deferred: all
+	sh bench/deferred.sh
+
 clean:
 	rm -rf build build-asan

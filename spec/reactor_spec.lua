@@ -23,14 +23,7 @@ end
 -- No test may leave timers behind for the next one.
 after_each(H.assertNoDelayedCalls)
 
-local function assertErrorType(T, substring, ok, err)
-  assert.is_false(ok)
-  assert.are.equal(T, getmetatable(err),
-    "expected a " .. tostring(T) .. ", got " .. tostring(err))
-  if substring then
-    assert.truthy(tostring(err):find(substring, 1, true), tostring(err))
-  end
-end
+local assertErrorType = H.assertErrorType
 
 describe("reactor", function()
   it("is strict about field names", function()

@@ -5,13 +5,7 @@ local task = require("spindle.task")
 local reactor = require("spindle.reactor")
 local defer = require("spindle.defer")
 
-local function assertErrorType(T, substring, ok, err)
-  assert.is_false(ok)
-  assert.are.equal(T, getmetatable(err), tostring(err))
-  if substring then
-    assert.truthy(tostring(err):find(substring, 1, true), tostring(err))
-  end
-end
+local assertErrorType = H.assertErrorType
 
 -- The result of a fired Deferred, or raises if it has not fired.
 local function resultOf(d)

@@ -109,7 +109,9 @@ end
 -- error value, wrapped). twisted.internet.defer.fail.
 function M.fail(f)
   local d = Deferred()
-  if f ~= nil and not isFailure(f) then f = Failure(f) end
+  if f ~= nil and not isFailure(f) then
+    f = Failure(f, debug.traceback(nil, 2))
+  end
   d:errback(f)
   return d
 end
@@ -277,7 +279,9 @@ function M.inlineCallbacks(fn)
   checkCallable(fn, 1, "inlineCallbacks")
   return function(...)
     local args = pack(...)
-    local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+    local co = coroutine.create(function()
+      return fn(unpack(args, 1, args.n))
+    end)
     local status = {}
     local function cancel(outer)
       local awaited = status.waitingOn

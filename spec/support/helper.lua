@@ -27,6 +27,11 @@
 --   H.assertNoDelayedCalls()   fail if reactor.callLater calls are pending
 --                               (a test that leaves timers behind).
 --
+-- Checking errors:
+--   H.assertErrorType(T, substring, pcall(f, ...)): the call failed with
+--                               an error value of type T whose text holds
+--                               substring (nil: any text).
+--
 -- Counting calls:
 --   H.counter([result]) -> c    a callable: each call appends its packed
 --                               arguments to c.args and bumps c.calls;
@@ -171,6 +176,20 @@ function H.assertNoDelayedCalls()
   for _, dc in ipairs(pending) do dc:cancel() end
   error(string.format("%d DelayedCall(s) left pending: %s", #pending, first),
     2)
+end
+
+--- H.assertErrorType(T, substring, ok, err): assert that a pcall failed
+-- with an error of type T (an error type such as reactor.AlreadyCalled)
+-- whose tostring contains substring (skipped when nil).
+function H.assertErrorType(T, substring, ok, err)
+  assert(not ok, "expected an error of type " .. tostring(T) ..
+    ", but the call succeeded")
+  assert(getmetatable(err) == T, "expected an error of type " ..
+    tostring(T) .. ", got " .. tostring(err))
+  if substring ~= nil then
+    assert(tostring(err):find(substring, 1, true), "error '" ..
+      tostring(err) .. "' does not contain '" .. substring .. "'")
+  end
 end
 
 --- H.counter([result]) -> a callable counting its calls.
