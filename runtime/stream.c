@@ -971,7 +971,8 @@ static int transport_getBufferSize(lua_State *L) {
 
 /* t:isClosed() -> boolean: the connection is lost or being closed. */
 static int transport_isClosed(lua_State *L) {
-  lua_pushboolean(L, sp_stream_check(L, 1) == NULL);
+  sp_stream *s = sp_stream_check(L, 1);
+  lua_pushboolean(L, s == NULL || (s->flags & SF_DISCONNECTING));
   return 1;
 }
 
