@@ -53,6 +53,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_ANCHOR 0x200        /* ... pointing into an anchored string */
 #define SF_FINISHED 0x400      /* filter->finish was called */
 #define SF_READING 0x800       /* uv_read_start is in effect */
+#define SF_CORKED 0x1000       /* inside dataReceived: writes are batched */
 
 /* User values of the transport userdata. */
 enum { UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER, UV_N };
@@ -319,19 +320,54 @@ static void reading_update(sp_stream *s) {
   }
 }
 
+static int flush_pending(lua_State *L, sp_stream *s);
+static int pull_producer(const sp_stream *s);
+static void stream_drained(lua_State *L, sp_stream *s);
+
+/* After a corked dataReceived: hand the batch to the kernel with
+** uv_try_write (no write request, no completion callback, as a raw libuv
+** server does) and queue only what it refuses. */
+static void flush_corked(lua_State *L, sp_stream *s) {
+  uv_buf_t b = uv_buf_init(s->pbuf, (unsigned)s->plen);
+  int w = pull_producer(s) || s->plen > UINT32_MAX
+              ? 0 : uv_try_write(&s->h.stream, &b, 1);
+  if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
+  if (w < 0) {
+    sp_stream_lose(L, s, 0, w);
+    return;
+  }
+  if ((size_t)w < s->plen) {
+    memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
+    s->plen -= (size_t)w;
+    flush_pending(L, s);
+    return;
+  }
+  s->plen = 0;
+  if (s->flags & SF_PPAUSED) stream_drained(L, s);
+}
+
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
                       size_t len) {
+  int r;
   if (s->state != ST_OPEN) return -1;
   push_uv(L, s, UV_PROTO);
   /* Looked up on each read so that replacing the method works. */
   lua_getfield(L, -1, "dataReceived");
   lua_insert(L, -2);
   lua_pushlstring(L, data, len);
-  if (sp_pcall(L, 2, 0) != LUA_OK) {
+  /* Writes made by dataReceived (a LineReceiver's sendLine per line) are
+  ** copied to the pending buffer and go out as one write after it
+  ** returns, as Twisted's transport writes on the next reactor turn. */
+  s->flags |= SF_CORKED;
+  r = sp_pcall(L, 2, 0);
+  s->flags &= ~SF_CORKED;
+  if (r != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
     stream_close(L, s);
     return -1;
   }
+  if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
+    flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
 }
 
@@ -454,7 +490,7 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
     s->plen += len - skip;
     skip = 0;
   }
-  if (!(s->flags & SF_INFLIGHT)) return flush_pending(L, s);
+  if (!(s->flags & (SF_INFLIGHT | SF_CORKED))) return flush_pending(L, s);
   return 0;
 }
 
@@ -462,7 +498,9 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 ** a negative error other than EAGAIN. */
 static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
   int r;
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || pull_producer(s)) return 0;
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      pull_producer(s))
+    return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
   return r;
@@ -496,7 +534,8 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   int r;
   if (s->filter != NULL && s->filter->write != NULL)
     return s->filter->write(L, s, &b, 1);
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || len > UINT32_MAX)
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      len > UINT32_MAX)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {

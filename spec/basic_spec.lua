@@ -644,7 +644,9 @@ print(got)
     log.removeObserver(observer)
     for _, o in ipairs(saved) do log.addObserver(o) end
     assert.is_true(ok, out)
-    assert.equal("b'ok a\\r\\n'\n", out)
+    -- The connection is dropped at once, as Twisted does: what was written
+    -- in the same dataReceived may be lost with it, "c" is never seen.
+    assert.truthy(out == "b''\n" or out == "b'ok a\\r\\n'\n", out)
     assert.equal(1, #errors)
     assert.truthy(errors[1].failure:getTraceback():find("lineReceived blew up",
       1, true))
