@@ -1061,6 +1061,22 @@ static const luaL_Reg transport_meta[] = {
   {NULL, NULL}
 };
 
+/* The transport metatable, to recognise transports without a registry
+** lookup (sp_stream_disconnecting). */
+static const void *transport_mt = NULL;
+
+int sp_stream_disconnecting(lua_State *L, int idx) {
+  const transport_ud *t;
+  const void *mt;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return -1;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return -1;
+  t = lua_touserdata(L, idx);
+  return t->s == NULL || t->s->state != ST_OPEN ||
+         (t->s->flags & SF_DISCONNECTING) != 0;
+}
+
 void sp_stream_init(lua_State *L) {
   static int hooked = 0;
   if (!hooked) {
@@ -1072,4 +1088,7 @@ void sp_stream_init(lua_State *L) {
                         "reactor.ConnectionLost");
   lua_pop(L, 1);
   sp_class_new(L, SP_TRANSPORT_MT, transport_methods, transport_meta);
+  luaL_getmetatable(L, SP_TRANSPORT_MT);
+  transport_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
 }

@@ -157,6 +157,13 @@ void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
 ** if idx is not a transport. */
 sp_stream *sp_stream_check(lua_State *L, int idx);
 
+/* [-0, +0, -] For the value at idx: 1 if it is a stream transport that is
+** closed or closing (loseConnection() was called: Twisted's
+** transport.disconnecting), 0 if it is an open one, -1 if it is not a
+** stream transport. No registry lookup: spindle.basic asks it after
+** every line. */
+int sp_stream_disconnecting(lua_State *L, int idx);
+
 /* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
                               int *port);
