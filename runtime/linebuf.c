@@ -26,6 +26,7 @@
 ** before an error is passed on to the caller (the transport logs it and
 ** drops the connection, as Twisted's reactor does).
 */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -481,20 +482,31 @@ static int line_clearLineBuffer(lua_State *L) {
   return 1;
 }
 
-/* lr:sendLine(line) -> what transport:write returns: write line and the
-** delimiter, as one write. Raises for a non-string line.
+/* lr:sendLine(line): write line and the delimiter, as one write. Raises
+** for a non-string line. On a TCP or Unix transport the two go straight
+** to its buffer without building their concatenation.
 ** Follows twisted LineReceiver.sendLine. */
 static int line_sendLine(lua_State *L) {
+  size_t n, dlen;
+  const char *line, *d;
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checkstring(L, 2);
+  line = luaL_checklstring(L, 2, &n);
   lua_settop(L, 2);
   getk(L, 1, K_TRANSPORT);
-  getk(L, -1, K_WRITE);
-  lua_insert(L, -2);
-  lua_pushvalue(L, 2);
   getk(L, 1, K_DELIMITER);
-  luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
+  luaL_argcheck(L, lua_type(L, 4) == LUA_TSTRING, 1,
                 "delimiter must be a string");
+  d = lua_tolstring(L, 4, &dlen);
+  if (lua_type(L, 3) == LUA_TUSERDATA) {
+    uv_buf_t b[2];
+    b[0] = uv_buf_init((char *)line, (unsigned)n);
+    b[1] = uv_buf_init((char *)d, (unsigned)dlen);
+    if (n <= UINT32_MAX && sp_stream_write_fast(L, 3, b, 2)) return 0;
+  }
+  getk(L, 3, K_WRITE);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 4);
   lua_concat(L, 2);
   lua_call(L, 2, 1);
   return 1;

@@ -761,8 +761,21 @@ static sp_stream *check_open(lua_State *L) {
 ** before. Raises if data is not a string; after the connection is lost
 ** (or the write half shut down) it does nothing, as in Twisted.
 ** twisted.internet.abstract.FileDescriptor.write. */
+static const void *transport_mt;
+
+/* luaL_checkudata for the hot path: the metatable is recognised by its
+** address (luaL_checkudata looks its name up in the registry each call). */
+static transport_ud *transport_check_fast(lua_State *L) {
+  if (lua_getmetatable(L, 1)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == transport_mt) return lua_touserdata(L, 1);
+  }
+  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+}
+
 static int transport_write(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
   if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
@@ -1062,7 +1075,7 @@ static const luaL_Reg transport_meta[] = {
 };
 
 /* The transport metatable, to recognise transports without a registry
-** lookup (sp_stream_disconnecting). */
+** lookup (transport_write, sp_stream_disconnecting). */
 static const void *transport_mt = NULL;
 
 int sp_stream_disconnecting(lua_State *L, int idx) {
@@ -1075,6 +1088,24 @@ int sp_stream_disconnecting(lua_State *L, int idx) {
   t = lua_touserdata(L, idx);
   return t->s == NULL || t->s->state != ST_OPEN ||
          (t->s->flags & SF_DISCONNECTING) != 0;
+}
+
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs) {
+  const transport_ud *t;
+  const void *mt;
+  sp_stream *s;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return 0;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return 0;
+  t = lua_touserdata(L, idx);
+  s = t->s;
+  if (s != NULL && s->filter != NULL) return 0;
+  if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
+    return 1;
+  sp_stream_write_raw(L, s, bufs, nbufs);
+  return 1;
 }
 
 void sp_stream_init(lua_State *L) {

@@ -164,6 +164,14 @@ sp_stream *sp_stream_check(lua_State *L, int idx);
 ** every line. */
 int sp_stream_disconnecting(lua_State *L, int idx);
 
+/* [-0, +0, -] transport:write(b1 .. b2 ...) for the value at idx without
+** building the string, when it is a stream transport with no filter (TLS
+** keeps the Lua call): returns 1 when done (nothing is written once the
+** transport is closed or half-closed, as transport:write), 0 when the
+** caller must call transport:write itself. */
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs);
+
 /* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
                               int *port);
