@@ -326,6 +326,19 @@ describe("LineReceiver", function()
   end)
 end)
 
+describe("LineOnlyReceiver", function()
+  it("is a LineReceiver", function()
+    local P = basic.LineOnlyReceiver:extend()
+    function P:__init() self.lines = {} end
+    function P:lineReceived(line) self.lines[#self.lines + 1] = line end
+    local p = connect(P)
+    p:dataReceived("x\r\ny\r")
+    p:dataReceived("\n")
+    assert.same({"x", "y"}, p.lines)
+    assert.is_true(basic.LineReceiver:isinstance(p))
+  end)
+end)
+
 -- A NetstringReceiver that records strings.
 local NS = basic.NetstringReceiver:extend({__name = "NS"})
 function NS:__init() self.strings = {} end
