@@ -1,7 +1,7 @@
 --- spindle.basic: line and length-prefix framing over a stream transport,
 -- as twisted.protocols.basic: LineReceiver, LineOnlyReceiver,
--- NetstringReceiver,
--- Int32StringReceiver, Int16StringReceiver, Int8StringReceiver.
+-- NetstringReceiver, Int32StringReceiver, Int16StringReceiver,
+-- Int8StringReceiver.
 -- Subclass them with Class:extend{...} and override lineReceived /
 -- stringReceived. The scanning (dataReceived) is done in C
 -- (spindle._linebuf): pending bytes live in a C buffer with a read offset,
