@@ -725,8 +725,7 @@ static int deferred_tostring(lua_State *L) {
 static int deferred_index(lua_State *L) {
   Deferred *d = (Deferred *)lua_touserdata(L, 1);
   const char *k;
-  lua_settop(L, 2);
-  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 2); /* the VM calls __index with exactly (d, key) */
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   if (lua_type(L, 2) == LUA_TSTRING) {
     k = lua_tostring(L, 2);
