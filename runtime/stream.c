@@ -64,6 +64,10 @@ typedef struct transport_ud {
   int kind;
 } transport_ud;
 
+/* The transport metatable (set by sp_stream_init), to recognise
+** transports without a registry lookup on hot paths. */
+static const void *transport_mt = NULL;
+
 /* ---------------------------------------------------------------- pool */
 
 #define READBUF_SIZE (64 * 1024)
@@ -757,12 +761,6 @@ static sp_stream *check_open(lua_State *L) {
   return s;
 }
 
-/* t:write(data): send a string to the peer, after everything written
-** before. Raises if data is not a string; after the connection is lost
-** (or the write half shut down) it does nothing, as in Twisted.
-** twisted.internet.abstract.FileDescriptor.write. */
-static const void *transport_mt;
-
 /* luaL_checkudata for the hot path: the metatable is recognised by its
 ** address (luaL_checkudata looks its name up in the registry each call). */
 static transport_ud *transport_check_fast(lua_State *L) {
@@ -774,6 +772,10 @@ static transport_ud *transport_check_fast(lua_State *L) {
   return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
 }
 
+/* t:write(data): send a string to the peer, after everything written
+** before. Raises if data is not a string; after the connection is lost
+** (or the write half shut down) it does nothing, as in Twisted.
+** twisted.internet.abstract.FileDescriptor.write. */
 static int transport_write(lua_State *L) {
   transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
@@ -1073,10 +1075,6 @@ static const luaL_Reg transport_meta[] = {
   {"__tostring", transport_tostring},
   {NULL, NULL}
 };
-
-/* The transport metatable, to recognise transports without a registry
-** lookup (transport_write, sp_stream_disconnecting). */
-static const void *transport_mt = NULL;
 
 int sp_stream_disconnecting(lua_State *L, int idx) {
   const transport_ud *t;
