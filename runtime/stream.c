@@ -60,6 +60,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 ** echo-like protocol) cannot grow our memory without bound. Twisted has no
 ** such limit; it is far above what any producer-driven writer queues. */
 #define READ_THROTTLE (64 * 1024 * 1024)
+#define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
 
 /* User values of the transport userdata. */
 enum {
@@ -73,6 +74,10 @@ typedef struct transport_ud {
   sp_stream *s;
   int kind;
 } transport_ud;
+
+/* The transport metatable (set by sp_stream_init), to recognise
+** transports without a registry lookup on hot paths. */
+static const void *transport_mt = NULL;
 
 /* ---------------------------------------------------------------- pool */
 
@@ -373,17 +378,52 @@ static int deliver_tramp(lua_State *L) {
   return 0;
 }
 
+static int flush_pending(lua_State *L, sp_stream *s);
+static int pull_producer(const sp_stream *s);
+static void stream_drained(lua_State *L, sp_stream *s);
+
+/* After a corked dataReceived: hand the batch to the kernel with
+** uv_try_write (no write request, no completion callback, as a raw libuv
+** server does) and queue only what it refuses. */
+static void flush_corked(lua_State *L, sp_stream *s) {
+  uv_buf_t b = uv_buf_init(s->pbuf, (unsigned)s->plen);
+  int w = pull_producer(s) || s->plen > UINT32_MAX
+              ? 0 : uv_try_write(&s->h.stream, &b, 1);
+  if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
+  if (w < 0) {
+    sp_stream_lose(L, s, 0, w);
+    return;
+  }
+  if ((size_t)w < s->plen) {
+    memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
+    s->plen -= (size_t)w;
+    flush_pending(L, s);
+    return;
+  }
+  s->plen = 0;
+  if (s->flags & SF_PPAUSED) stream_drained(L, s);
+}
+
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
                       size_t len) {
+  int r;
   if (s->state != ST_OPEN) return -1;
   lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
   lua_pushlstring(L, data, len);
-  if (sp_pcall(L, 2, 0) != LUA_OK) {
+  /* Writes made by dataReceived (a LineReceiver's sendLine per line) are
+  ** copied to the pending buffer and go out as one write after it
+  ** returns, as Twisted's transport writes on the next reactor turn. */
+  s->flags |= SF_CORKED;
+  r = sp_pcall(L, 2, 0);
+  s->flags &= ~SF_CORKED;
+  if (r != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
     stream_close(L, s);
     return -1;
   }
+  if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
+    flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
 }
 
@@ -519,7 +559,7 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
     s->plen += len - skip;
     skip = 0;
   }
-  if (!(s->flags & SF_INFLIGHT)) return flush_pending(L, s);
+  if (!(s->flags & (SF_INFLIGHT | SF_CORKED))) return flush_pending(L, s);
   return 0;
 }
 
@@ -527,7 +567,9 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 ** a negative error other than EAGAIN. */
 static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
   int r;
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || pull_producer(s)) return 0;
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      pull_producer(s))
+    return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
   return r;
@@ -561,7 +603,8 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   int r;
   if (s->filter != NULL && s->filter->write != NULL)
     return s->filter->write(L, s, &b, 1);
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0)
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      len > UINT32_MAX)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {
@@ -787,12 +830,23 @@ static sp_stream *check_open(lua_State *L) {
   return s;
 }
 
+/* luaL_checkudata for the hot path: the metatable is recognised by its
+** address (luaL_checkudata looks its name up in the registry each call). */
+static transport_ud *transport_check_fast(lua_State *L) {
+  if (lua_getmetatable(L, 1)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == transport_mt) return lua_touserdata(L, 1);
+  }
+  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+}
+
 /* t:write(data): send a string to the peer, after everything written
 ** before. Raises if data is not a string; after the connection is lost
 ** (or the write half shut down) it does nothing, as in Twisted.
 ** twisted.internet.abstract.FileDescriptor.write. */
 static int transport_write(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
   if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
@@ -1037,7 +1091,8 @@ static int transport_getBufferSize(lua_State *L) {
 
 /* t:isClosed() -> boolean: the connection is lost or being closed. */
 static int transport_isClosed(lua_State *L) {
-  lua_pushboolean(L, sp_stream_check(L, 1) == NULL);
+  sp_stream *s = sp_stream_check(L, 1);
+  lua_pushboolean(L, s == NULL || (s->flags & SF_DISCONNECTING));
   return 1;
 }
 
@@ -1113,6 +1168,36 @@ static const luaL_Reg transport_meta[] = {
   {NULL, NULL}
 };
 
+int sp_stream_disconnecting(lua_State *L, int idx) {
+  const transport_ud *t;
+  const void *mt;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return -1;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return -1;
+  t = lua_touserdata(L, idx);
+  return t->s == NULL || t->s->state != ST_OPEN ||
+         (t->s->flags & SF_DISCONNECTING) != 0;
+}
+
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs) {
+  const transport_ud *t;
+  const void *mt;
+  sp_stream *s;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return 0;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return 0;
+  t = lua_touserdata(L, idx);
+  s = t->s;
+  if (s != NULL && s->filter != NULL) return 0;
+  if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
+    return 1;
+  sp_stream_write_raw(L, s, bufs, nbufs);
+  return 1;
+}
+
 void sp_stream_init(lua_State *L) {
   static int hooked = 0;
   if (!hooked) {
@@ -1125,6 +1210,7 @@ void sp_stream_init(lua_State *L) {
   lua_pop(L, 1);
   sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
   luaL_getmetatable(L, SP_TRANSPORT_MT);
+  transport_mt = lua_topointer(L, -1);
   luaL_newlib(L, transport_methods);
   lua_pushcclosure(L, transport_index, 1);
   lua_setfield(L, -2, "__index");
