@@ -1,0 +1,858 @@
+/*
+** marshal.c: copying Lua values between Lua states by value, for the
+** thread pool (pool.c), and spindle._marshal, its test hook.
+**
+** A message is one flat buffer: a tag byte per value, followed by its
+** payload. Tables and Lua functions get ids in the order they are first
+** met; meeting one again writes a reference, so shared references and
+** cycles come out as they went in. A Lua function travels as its bytecode
+** (lua_dump, debug information kept for tracebacks) followed by its
+** upvalues, each copied as a value, or as a reference to an upvalue
+** already sent when two closures share it (lua_upvalueid), joined again
+** on arrival (lua_upvaluejoin).
+**
+** Some values travel by name, not by value, since each state has its
+** own: the sender's globals table (so an `_ENV` upvalue is bound to the
+** receiver's globals), tables in package.loaded (modules: `local reactor
+** = require("spindle.reactor")` arrives as the receiver's spindle.reactor),
+** the functions and tables that are fields of a module (`string.format`,
+** `reactor.callFromThread`: C functions travel only this way) and error
+** types (built-in ones by their key, others by name: a state keeps the
+** first type it sent or received under a name). A Failure keeps its
+** metatable; other tables take a copy of theirs.
+**
+** Anything else (userdata, coroutines, C functions that are no module's
+** field) raises threads.TransferError naming the argument and the path
+** inside it. Packing writes into a userdata-owned buffer, so an error
+** frees it; unpacking trusts the buffer, which only pack writes.
+*/
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "failure.h"
+#include "marshal.h"
+
+/* failure.c's opener, for states made here and in pool.c. */
+int luaopen_spindle_failure(lua_State *L);
+
+#define BOX_MT "spindle.MarshalBuffer"
+#define FAILURE_MT "spindle.Failure"
+#define ERRORTYPE_MT "spindle.ErrorType"
+
+/* How deep tables and functions may nest; each level costs C stack. */
+#define MAX_DEPTH 200
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_FAILURE, T_FUNC,
+  T_REF, T_UPREF, T_GLOBALS, T_MODULE, T_ERRKEY, T_ERRNAME, T_END
+};
+
+/* Registry keys: addresses of these variables. */
+static const char index_key = 'I';    /* {index table, package.loaded count} */
+static const char builtin_key = 'B';  /* built-in error type -> key */
+static const char named_key = 'N';    /* name -> error type */
+
+typedef struct box {
+  char *data;
+  size_t len, cap;
+} box;
+
+typedef struct enc {
+  lua_State *L;
+  box *b;
+  int seen;         /* stack index: value or upvalue id -> id */
+  int index;        /* stack index of the module index, 0 until needed */
+  int nextid;
+  int depth;
+  int rebuilt;      /* the index was rebuilt during this pack */
+  const char *what;
+  int argn;
+  size_t pathlen;
+  char path[200];
+} enc;
+
+/* ---------------------------------------------------------------- */
+/* The buffer                                                          */
+
+static int box_gc(lua_State *L) {
+  box *b = lua_touserdata(L, 1);
+  free(b->data);
+  b->data = NULL;
+  return 0;
+}
+
+/* [-0, +1, m] A new empty buffer, freed by the collector unless taken. */
+static box *box_new(lua_State *L) {
+  box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->data = NULL;
+  b->len = b->cap = 0;
+  if (luaL_newmetatable(L, BOX_MT)) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+static void put(enc *e, const void *p, size_t n) {
+  box *b = e->b;
+  if (b->cap - b->len < n) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *d;
+    while (cap - b->len < n) cap *= 2;
+    d = realloc(b->data, cap);
+    if (d == NULL) luaL_error(e->L, "not enough memory");
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static void put_tag(enc *e, int tag) {
+  unsigned char c = (unsigned char)tag;
+  put(e, &c, 1);
+}
+
+static void put_int(enc *e, lua_Integer i) {
+  put(e, &i, sizeof i);
+}
+
+static void put_str(enc *e, const char *s, size_t n) {
+  put(e, &n, sizeof n);
+  put(e, s, n);
+}
+
+/* ---------------------------------------------------------------- */
+/* Paths and errors                                                    */
+
+static void path_add(enc *e, const char *fmt, const char *s) {
+  size_t room = sizeof e->path - e->pathlen;
+  int n;
+  if (room <= 4) {
+    memcpy(e->path + sizeof e->path - 4, "...", 4);
+    e->pathlen = sizeof e->path - 1;
+    return;
+  }
+  n = snprintf(e->path + e->pathlen, room, fmt, s);
+  if (n < 0 || (size_t)n >= room) {
+    memcpy(e->path + sizeof e->path - 4, "...", 4);
+    e->pathlen = sizeof e->path - 1;
+  } else {
+    e->pathlen += (size_t)n;
+  }
+}
+
+static int is_name(const char *s, size_t n) {
+  if (n == 0 || n > 40 || (s[0] >= '0' && s[0] <= '9')) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9')))
+      return 0;
+  }
+  return 1;
+}
+
+/* [-0, +0, -] Add the table key at idx to the path. */
+static void path_key(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t n;
+  char num[48];
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      const char *s = lua_tolstring(L, idx, &n);
+      if (is_name(s, n)) path_add(e, ".%s", s);
+      else if (n <= 40 && strlen(s) == n) path_add(e, "[\"%s\"]", s);
+      else path_add(e, "%s", "[<string>]");
+      break;
+    }
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
+      else
+        snprintf(num, sizeof num, "%.14g", lua_tonumber(L, idx));
+      path_add(e, "[%s]", num);
+      break;
+    case LUA_TBOOLEAN:
+      path_add(e, "[%s]", lua_toboolean(L, idx) ? "true" : "false");
+      break;
+    default:
+      path_add(e, "[<%s>]", luaL_typename(L, idx));
+  }
+}
+
+/* [-0, +0, e] Raise TransferError for the value at idx. */
+static void transfer_error(enc *e, int idx, const char *why) {
+  lua_State *L = e->L;
+  const char *t = luaL_typename(L, idx);
+  char tname[80];
+  if (lua_iscfunction(L, idx)) {
+    t = "C function";
+  } else if (lua_type(L, idx) == LUA_TUSERDATA &&
+             luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) {
+    snprintf(tname, sizeof tname, "userdata (%s)", lua_tostring(L, -1));
+    t = tname;
+    lua_pop(L, 1);
+  }
+  e->path[e->pathlen] = '\0';
+  sp_errortype_raise(L, "threads.TransferError", NULL,
+                     "cannot copy %s to another thread%s: %s #%d%s%s", t,
+                     why, e->what, e->argn, e->pathlen ? " " : "",
+                     e->path);
+}
+
+/* ---------------------------------------------------------------- */
+/* Values that travel by name                                          */
+
+/* [-0, +0, m] index[value at v] = name at n, unless already indexed. */
+static void index_add(lua_State *L, int index, int v, int n) {
+  lua_pushvalue(L, v);
+  if (lua_rawget(L, index) == LUA_TNIL) {
+    lua_pushvalue(L, v);
+    lua_pushvalue(L, n);
+    lua_rawset(L, index);
+  }
+  lua_pop(L, 1);
+}
+
+/* [-0, +1, m] Build the module index: each module table in
+** package.loaded -> "name", and each function or table field of one ->
+** "name\0key" (for _G, C functions only: other globals are the user's
+** own data, not a library's). */
+static void index_build(lua_State *L, int loaded) {
+  int index;
+  lua_newtable(L);
+  index = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE)
+      index_add(L, index, lua_gettop(L), lua_gettop(L) - 1);
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, loaded) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+      const char *mod = lua_tostring(L, -2);
+      int isG = strcmp(mod, "_G") == 0, m = lua_gettop(L);
+      lua_pushnil(L);
+      while (lua_next(L, m) != 0) {
+        int t = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING &&
+            (isG ? lua_iscfunction(L, -1)
+                 : (t == LUA_TFUNCTION || t == LUA_TTABLE))) {
+          lua_pushstring(L, mod);
+          lua_pushlstring(L, "", 1);
+          lua_pushvalue(L, -4);
+          lua_concat(L, 3);
+          index_add(L, index, lua_gettop(L) - 1, lua_gettop(L));
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* [-0, +0, m] Make e->index the module index, cached in the registry and
+** rebuilt when package.loaded has a different number of entries (or
+** when `force`). */
+static void index_get(enc *e, int force) {
+  lua_State *L = e->L;
+  lua_Integer count = 0;
+  int loaded;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  loaded = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded) != 0) {
+    count++;
+    lua_pop(L, 1);
+  }
+  if (!force && lua_rawgetp(L, LUA_REGISTRYINDEX, &index_key) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 2);
+    if (lua_tointeger(L, -1) == count) {
+      lua_pop(L, 1);
+      lua_rawgeti(L, -1, 1);
+      lua_replace(L, loaded);
+      lua_pop(L, 1);
+      goto done;
+    }
+    lua_pop(L, 1);
+  }
+  if (!force) lua_pop(L, 1);
+  index_build(L, loaded);
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, count);
+  lua_rawseti(L, -2, 2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &index_key);
+  lua_replace(L, loaded);
+done:
+  if (e->index) lua_replace(L, e->index);
+  else e->index = lua_gettop(L);
+}
+
+/* [-0, +0, e] Write the value at idx as a module reference if it is one;
+** returns 0 otherwise. */
+static int put_module(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t n;
+  const char *name;
+  if (!e->index) index_get(e, 0);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->index) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  name = lua_tolstring(L, -1, &n);
+  put_tag(e, T_MODULE);
+  put_str(e, name, n);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* [-0, +1, m] The table of built-in error types -> key, made once. */
+static void builtin_push(lua_State *L) {
+  static const char *const prefixes[] = {"defer", "reactor", "ssl",
+                                         "threads", NULL};
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &builtin_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  for (int i = 0; prefixes[i] != NULL; i++) {
+    lua_newtable(L);
+    sp_errortype_export(L, -1, prefixes[i]);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      lua_pushfstring(L, "%s.%s", prefixes[i], lua_tostring(L, -2));
+      lua_rawset(L, -5);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &builtin_key);
+}
+
+/* [-0, +0, -] Is the table at idx's metatable the one registered as
+** `mt`? */
+static int has_registered_mt(lua_State *L, int idx, const char *mt) {
+  int r;
+  if (!lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, mt);
+  r = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return r;
+}
+
+static void put_value(enc *e, int idx);
+
+/* [-0, +0, e] Write the error type at idx: by key if built in, else by
+** its name and parent. */
+static void put_errortype(enc *e, int idx, lua_Integer id) {
+  lua_State *L = e->L;
+  size_t n;
+  const char *s;
+  builtin_push(L);
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    s = lua_tolstring(L, -1, &n);
+    put_tag(e, T_ERRKEY);
+    put_str(e, s, n);
+    put_int(e, id);
+    lua_pop(L, 2);
+    return;
+  }
+  lua_pop(L, 2);
+  lua_getfield(L, idx, "__name");
+  s = luaL_tolstring(L, -1, &n);
+  put_tag(e, T_ERRNAME);
+  put_str(e, s, n);
+  /* The sender keeps this type under its name, so that values of it
+  ** that come back are of this same type. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, (const char *)&named_key);
+  lua_pushvalue(L, -2);
+  if (lua_rawget(L, -2) == LUA_TNIL) {
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, idx);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 4);
+  lua_getfield(L, idx, "__parent");
+  put_value(e, lua_gettop(L));
+  lua_pop(L, 1);
+  put_int(e, id);
+}
+
+/* ---------------------------------------------------------------- */
+/* Packing                                                             */
+
+/* [-0, +0, e] If the table or function at idx was met before, write a
+** reference and return 1; else give it the next id, write `tag` and it. */
+static int put_ref(enc *e, int idx, int tag) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+    put_tag(e, T_REF);
+    put_int(e, lua_tointeger(L, -1));
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, ++e->nextid);
+  lua_rawset(L, e->seen);
+  put_tag(e, tag);
+  put_int(e, e->nextid);
+  return 0;
+}
+
+static void put_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  int isfailure = has_registered_mt(L, idx, FAILURE_MT);
+  size_t saved = e->pathlen;
+  if (put_ref(e, idx, isfailure ? T_FAILURE : T_TABLE)) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int k = lua_gettop(L) - 1;
+    path_add(e, "%s", "<key>");
+    put_value(e, k);
+    e->pathlen = saved;
+    path_key(e, k);
+    put_value(e, k + 1);
+    e->pathlen = saved;
+    lua_pop(L, 1);
+  }
+  put_tag(e, T_END);
+  if (isfailure) return;
+  if (lua_getmetatable(L, idx)) {
+    path_add(e, "%s", " <metatable>");
+    put_value(e, lua_gettop(L));
+    e->pathlen = saved;
+    lua_pop(L, 1);
+  } else {
+    put_tag(e, T_NIL);
+  }
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  put(ud, p, n);
+  return 0;
+}
+
+/* [-0, +0, e] A Lua function: bytecode, then its upvalues. */
+static void put_function(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t lenat, start, saved = e->pathlen;
+  lua_Integer myid;
+  int i;
+  if (put_ref(e, idx, T_FUNC)) return;
+  myid = e->nextid;
+  lenat = e->b->len;
+  put(e, &lenat, sizeof lenat);
+  start = e->b->len;
+  lua_pushvalue(L, idx);
+  lua_dump(L, dump_writer, e, 0);
+  lua_pop(L, 1);
+  lenat = e->b->len - start;
+  memcpy(e->b->data + start - sizeof lenat, &lenat, sizeof lenat);
+  for (i = 1; lua_getupvalue(L, idx, i) != NULL; i++) lua_pop(L, 1);
+  put_tag(e, i - 1);
+  for (i = 1; i < 256; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    if (name == NULL) break;
+    lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+    if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+      lua_Integer code = lua_tointeger(L, -1);
+      put_tag(e, T_UPREF);
+      put_int(e, code);
+    } else {
+      lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
+      lua_pushinteger(L, myid * 256 + i);
+      lua_rawset(L, e->seen);
+      path_add(e, " upvalue '%s'", *name ? name : "?");
+      put_value(e, lua_gettop(L) - 1);
+      e->pathlen = saved;
+    }
+    lua_pop(L, 2);
+  }
+}
+
+static void put_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: put_tag(e, T_NIL); return;
+    case LUA_TBOOLEAN:
+      put_tag(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+      return;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        put_tag(e, T_INT);
+        put_int(e, lua_tointeger(L, idx));
+      } else {
+        lua_Number d = lua_tonumber(L, idx);
+        put_tag(e, T_FLT);
+        put(e, &d, sizeof d);
+      }
+      return;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      put_tag(e, T_STR);
+      put_str(e, s, n);
+      return;
+    }
+    case LUA_TTABLE:
+    case LUA_TFUNCTION:
+      break;
+    default:
+      transfer_error(e, idx, "");
+  }
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    if (lua_rawequal(L, -1, idx)) {
+      lua_pop(L, 1);
+      put_tag(e, T_GLOBALS);
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  if (put_module(e, idx)) return;
+  if (lua_iscfunction(L, idx)) {
+    /* Maybe a module changed since the index was built: look again. */
+    if (!e->rebuilt) {
+      e->rebuilt = 1;
+      index_get(e, 1);
+      if (put_module(e, idx)) return;
+    }
+    transfer_error(e, idx, " (only the functions of modules can)");
+  }
+  if (e->depth >= MAX_DEPTH) {
+    char why[64];
+    snprintf(why, sizeof why, " (nested more than %d levels deep)",
+             MAX_DEPTH);
+    transfer_error(e, idx, why);
+  }
+  luaL_checkstack(L, 16, "value nested too deeply to copy");
+  e->depth++;
+  if (lua_type(L, idx) == LUA_TFUNCTION) put_function(e, idx);
+  else if (has_registered_mt(L, idx, ERRORTYPE_MT)) {
+    if (!put_ref(e, idx, T_ERRNAME)) {
+      lua_Integer id = e->nextid;
+      e->b->len -= 1 + sizeof(lua_Integer);  /* put_errortype's tag */
+      put_errortype(e, idx, id);
+    }
+  } else put_table(e, idx);
+  e->depth--;
+}
+
+void sp_marshal_pack(lua_State *L, int idx, int n, const char *what,
+                     int first, sp_packed *out) {
+  enc e;
+  int top;
+  idx = lua_absindex(L, idx);
+  luaL_checkstack(L, 24, NULL);
+  memset(&e, 0, sizeof e);
+  e.L = L;
+  e.what = what;
+  e.b = box_new(L);
+  top = lua_gettop(L);
+  lua_newtable(L);
+  e.seen = lua_gettop(L);
+  for (int i = 0; i < n; i++) {
+    e.argn = first + i;
+    e.pathlen = 0;
+    put_value(&e, idx + i);
+  }
+  out->data = e.b->data;
+  out->len = e.b->len;
+  out->n = n;
+  e.b->data = NULL;
+  lua_settop(L, top - 1);
+}
+
+void sp_marshal_free(sp_packed *p) {
+  free(p->data);
+  p->data = NULL;
+  p->len = 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Unpacking                                                           */
+
+typedef struct dec {
+  lua_State *L;
+  const char *p, *end;
+  int refs;         /* stack index: id -> value */
+} dec;
+
+static void get(dec *d, void *out, size_t n) {
+  if ((size_t)(d->end - d->p) < n) luaL_error(d->L, "corrupt message");
+  memcpy(out, d->p, n);
+  d->p += n;
+}
+
+static int get_tag(dec *d) {
+  unsigned char c;
+  get(d, &c, 1);
+  return c;
+}
+
+static lua_Integer get_int(dec *d) {
+  lua_Integer i;
+  get(d, &i, sizeof i);
+  return i;
+}
+
+static const char *get_str(dec *d, size_t *n) {
+  const char *s;
+  get(d, n, sizeof *n);
+  if ((size_t)(d->end - d->p) < *n) luaL_error(d->L, "corrupt message");
+  s = d->p;
+  d->p += *n;
+  return s;
+}
+
+static void get_value(dec *d, int tag);
+
+static void set_ref(dec *d, lua_Integer id) {
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->refs, id);
+}
+
+static void get_table(dec *d, int isfailure) {
+  lua_State *L = d->L;
+  int t, tag;
+  lua_newtable(L);
+  t = lua_gettop(L);
+  set_ref(d, get_int(d));
+  while ((tag = get_tag(d)) != T_END) {
+    get_value(d, tag);
+    get_value(d, get_tag(d));
+    lua_rawset(L, t);
+  }
+  if (isfailure) {
+    luaL_setmetatable(L, FAILURE_MT);
+    return;
+  }
+  get_value(d, get_tag(d));
+  if (lua_isnil(L, -1)) lua_pop(L, 1);
+  else lua_setmetatable(L, t);
+}
+
+typedef struct chunk {
+  const char *p;
+  size_t n;
+} chunk;
+
+static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
+  chunk *c = ud;
+  (void)L;
+  *size = c->n;
+  c->n = 0;
+  return *size ? c->p : NULL;
+}
+
+static void get_function(dec *d) {
+  lua_State *L = d->L;
+  lua_Integer id = get_int(d);
+  chunk c;
+  int f, nup;
+  c.p = get_str(d, &c.n);
+  if (lua_load(L, chunk_reader, &c, "=(copied function)", "b") != LUA_OK)
+    lua_error(L);
+  f = lua_gettop(L);
+  set_ref(d, id);
+  nup = get_tag(d);
+  for (int i = 1; i <= nup; i++) {
+    int tag = get_tag(d);
+    if (tag == T_UPREF) {
+      lua_Integer code = get_int(d);
+      lua_rawgeti(L, d->refs, code / 256);
+      lua_upvaluejoin(L, f, i, -1, (int)(code % 256));
+      lua_pop(L, 1);
+    } else {
+      get_value(d, tag);
+      if (lua_setupvalue(L, f, i) == NULL) lua_pop(L, 1);
+    }
+  }
+}
+
+/* [-0, +1, e] require(mod)[key] for a "mod\0key" or "mod" name. */
+static void get_module(dec *d) {
+  lua_State *L = d->L;
+  size_t n, ml;
+  const char *s = get_str(d, &n);
+  ml = strnlen(s, n);
+  lua_getglobal(L, "require");
+  lua_pushlstring(L, s, ml);
+  lua_call(L, 1, 1);
+  if (ml < n) {
+    lua_pushlstring(L, s + ml + 1, n - ml - 1);
+    lua_gettable(L, -2);
+    lua_remove(L, -2);
+  }
+}
+
+/* [-0, +1, e] An error type by name: this state's type of that name, or
+** a new one (its parent follows in the message). */
+static void get_errname(dec *d) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *s = get_str(d, &n);
+  int named;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, (const char *)&named_key);
+  named = lua_gettop(L);
+  lua_pushlstring(L, s, n);
+  get_value(d, get_tag(d));                 /* the parent */
+  lua_pushvalue(L, -2);
+  if (lua_rawget(L, named) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "spindle.failure");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "errorType");
+    lua_remove(L, -2);
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -3);
+    lua_call(L, 2, 1);
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, named);
+  }
+  lua_replace(L, named);
+  lua_settop(L, named);
+  set_ref(d, get_int(d));
+}
+
+static void get_value(dec *d, int tag) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *s;
+  luaL_checkstack(L, 16, "value nested too deeply to copy");
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT: lua_pushinteger(L, get_int(d)); break;
+    case T_FLT: {
+      lua_Number x;
+      get(d, &x, sizeof x);
+      lua_pushnumber(L, x);
+      break;
+    }
+    case T_STR:
+      s = get_str(d, &n);
+      lua_pushlstring(L, s, n);
+      break;
+    case T_TABLE: get_table(d, 0); break;
+    case T_FAILURE: get_table(d, 1); break;
+    case T_FUNC: get_function(d); break;
+    case T_REF: lua_rawgeti(L, d->refs, get_int(d)); break;
+    case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
+    case T_MODULE: get_module(d); break;
+    case T_ERRKEY:
+      s = get_str(d, &n);
+      lua_pushlstring(L, s, n);
+      sp_errortype_push(L, lua_tostring(L, -1));
+      lua_remove(L, -2);
+      set_ref(d, get_int(d));
+      break;
+    case T_ERRNAME: get_errname(d); break;
+    default: luaL_error(L, "corrupt message");
+  }
+}
+
+int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
+  dec d;
+  int base;
+  luaL_checkstack(L, p->n + 16, "too many values to copy");
+  d.L = L;
+  d.p = p->data;
+  d.end = p->data + p->len;
+  lua_newtable(L);
+  d.refs = base = lua_gettop(L);
+  for (int i = 0; i < p->n; i++) get_value(&d, get_tag(&d));
+  lua_remove(L, base);
+  return p->n;
+}
+
+/* ---------------------------------------------------------------- */
+/* spindle._marshal: the test hook                                     */
+
+typedef struct scratch {
+  sp_packed in, out;
+} scratch;
+
+/* In the scratch state: standard libraries, spindle.failure, then
+** unpack sc->in, call it if asked, pack the results into sc->out. */
+static int scratch_run(lua_State *S) {
+  scratch *sc = lua_touserdata(S, 1);
+  int m;
+  lua_settop(S, 0);
+  luaL_openlibs(S);
+  luaL_requiref(S, "spindle.failure", luaopen_spindle_failure, 0);
+  lua_settop(S, 0);
+  m = sp_marshal_unpack(S, &sc->in);
+  if (m >= 2 && lua_type(S, 1) == LUA_TSTRING &&
+      strcmp(lua_tostring(S, 1), "call") == 0) {
+    lua_call(S, m - 2, LUA_MULTRET);
+    lua_remove(S, 1);
+    m = lua_gettop(S);
+  }
+  sp_marshal_pack(S, 1, m, "result", 1, &sc->out);
+  return 0;
+}
+
+/* _marshal.roundtrip(...) -> ...: copy the arguments into a new Lua
+** state (standard libraries and spindle.failure only) and back, as a
+** pool call does. If the first value is "call", the second is called
+** there with the rest and its results come back instead. Raises
+** threads.TransferError as a pool call would; an error in the scratch
+** state is raised as its message. Main thread; for the specs. */
+static int marshal_roundtrip(lua_State *L) {
+  scratch sc;
+  lua_State *S;
+  int m;
+  memset(&sc, 0, sizeof sc);
+  sp_marshal_pack(L, 1, lua_gettop(L), "arg", 1, &sc.in);
+  S = luaL_newstate();
+  if (S == NULL) {
+    sp_marshal_free(&sc.in);
+    return luaL_error(L, "not enough memory");
+  }
+  lua_pushcfunction(S, scratch_run);
+  lua_pushlightuserdata(S, &sc);
+  if (lua_pcall(S, 1, 0, 0) != LUA_OK) {
+    const char *msg = lua_tostring(S, -1);
+    lua_pushstring(L, msg ? msg : "error in the scratch state");
+    sp_marshal_free(&sc.in);
+    sp_marshal_free(&sc.out);
+    lua_close(S);
+    return lua_error(L);
+  }
+  lua_close(S);
+  sp_marshal_free(&sc.in);
+  lua_settop(L, 0);
+  /* Unpacking in L may raise: hand the buffer to a box first. */
+  {
+    box *b = box_new(L);
+    b->data = sc.out.data;   /* the box frees it from now on */
+    m = sp_marshal_unpack(L, &sc.out);
+    lua_remove(L, 1);
+  }
+  return m;
+}
+
+static const luaL_Reg marshal_funcs[] = {
+  {"roundtrip", marshal_roundtrip},
+  {NULL, NULL}
+};
+
+int luaopen_spindle__marshal(lua_State *L) {
+  luaL_newlib(L, marshal_funcs);
+  return 1;
+}
