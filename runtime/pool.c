@@ -1,0 +1,923 @@
+/*
+** pool.c: the thread pool: reactor.callInThread, suggestThreadPoolSize,
+** getThreadPool (spindle._pool, a reactor part) and deferToThread,
+** blockingCallFromThread (spindle._threads, behind spindle.threads).
+** Follows twisted.python.threadpool.ThreadPool and
+** twisted.internet.threads. Two openers, because the reactor takes every
+** field of its parts and the threads functions are not the reactor's.
+**
+** Work crosses threads by value (marshal.c): the main thread packs the
+** function and its arguments into one buffer, queues it, and a worker
+** unpacks it into its own lua_State, which it keeps for its life, runs
+** it, and packs the outcome into a reply that it posts to the loop's
+** inbox (sp_loop_post); the loop thread unpacks it and fires the
+** Deferred, logs the error, or runs the function (callFromThread from a
+** worker). blockingCallFromThread posts the same way and then waits on
+** a condition for the answer.
+**
+** Threads start lazily, one when work is queued and no worker is idle,
+** up to `max` (10 by default, Twisted's); a worker beyond a lowered max
+** ends when it next looks for work. Workers live until the pool stops
+** (Twisted's ThreadPool keeps them too); min is 0.
+**
+** LOCKING RULE: one mutex, pool.lock, guards every field of `pool`, the
+** queue, every worker's fields and every bcall's fields. It is held only
+** to move pointers and counters and to wait on or signal a condition:
+** never while running Lua, packing or unpacking, joining a thread or
+** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
+** order pool.lock -> inbox lock never happens). The main Lua state is
+** touched only on the loop thread; a worker's state only by its worker.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "defer.h"
+#include "embed.h"
+#include "failure.h"
+#include "loop.h"
+#include "marshal.h"
+#include "pool.h"
+
+int luaopen_spindle_failure(lua_State *L);
+int luaopen_spindle__core(lua_State *L);
+
+#define DEFAULT_MAX 10
+#define BCALL_MT "spindle.BlockingCall"
+
+typedef enum { W_CALL, W_DEFER } work_kind;
+
+/* A queued call: callInThread or deferToThread. */
+typedef struct work {
+  struct work *next;
+  work_kind kind;
+  int ref;              /* W_DEFER: the Deferred, main registry ref */
+  sp_packed call;       /* the function, then its arguments */
+} work;
+
+/* A blockingCallFromThread in flight: the worker waits on `cond` until
+** the loop thread sets done (with ok and the packed outcome) or dropped
+** (the reactor shut down first), or the pool stops. Freed by whichever
+** of its two holders (the worker, the main side) lets go last. */
+typedef struct bcall {
+  uv_cond_t cond;
+  int refs;
+  int done, ok, dropped;
+  sp_packed out;
+} bcall;
+
+typedef struct worker {
+  struct worker *next;
+  uv_thread_t tid;
+  int exited;           /* the thread has left its loop: join it */
+  bcall *waiting;       /* its blockingCallFromThread, if any */
+} worker;
+
+static struct {
+  uv_mutex_t lock;
+  uv_cond_t cond;       /* work queued, max lowered, or stopping */
+  work *head, *tail;
+  int queued, max, workers, busy;
+  int stopping, ready;
+  worker *all;
+} pool;
+
+/* The worker a thread is (NULL on the others). */
+static _Thread_local worker *self = NULL;
+
+/* A message for the loop thread. */
+typedef enum { R_RESULT, R_CALL, R_BCALL, R_LOG, R_ERR } reply_kind;
+typedef struct reply {
+  sp_loop_msg m;        /* first: the inbox links it */
+  reply_kind kind;
+  int ref, ok;          /* R_RESULT: the Deferred and how f ended */
+  bcall *bc;            /* R_BCALL */
+  sp_packed p;
+} reply;
+
+int sp_pool_inworker(void) {
+  return self != NULL;
+}
+
+/* ---------------------------------------------------------------- */
+/* bcall                                                               */
+
+static void bcall_release(bcall *bc) {
+  int last;
+  uv_mutex_lock(&pool.lock);
+  last = --bc->refs == 0;
+  uv_mutex_unlock(&pool.lock);
+  if (!last) return;
+  uv_cond_destroy(&bc->cond);
+  sp_marshal_free(&bc->out);
+  free(bc);
+}
+
+/* The main side's answer (out is taken), or dropped when out is NULL;
+** then the main side lets go. Any thread. */
+static void bcall_answer(bcall *bc, int ok, sp_packed *out) {
+  uv_mutex_lock(&pool.lock);
+  if (out != NULL) {
+    bc->done = 1;
+    bc->ok = ok;
+    bc->out = *out;
+    out->data = NULL;
+  } else {
+    bc->dropped = 1;
+  }
+  uv_cond_signal(&bc->cond);
+  uv_mutex_unlock(&pool.lock);
+  bcall_release(bc);
+}
+
+/* ---------------------------------------------------------------- */
+/* Packing outcomes                                                    */
+
+static int pack_cf(lua_State *L) {
+  sp_packed *out = lua_touserdata(L, 1);
+  const char *what = lua_tostring(L, 2);
+  int n = lua_gettop(L) - 2;
+  sp_marshal_pack(L, 3, n, what, 1, out);
+  return 0;
+}
+
+/* [-0, +0, -] Pack n values from idx, catching errors: returns LUA_OK or
+** leaves nothing and pushes the error as a Failure. */
+static int pack_protected(lua_State *L, int idx, int n, const char *what,
+                          sp_packed *out) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, pack_cf);
+  lua_pushlightuserdata(L, out);
+  lua_pushstring(L, what);
+  for (int i = 0; i < n; i++) lua_pushvalue(L, idx + i);
+  return sp_pcall(L, n + 2, 0);
+}
+
+/* [-0, +0, -] Pack a Failure for the error at idx, and `why` (may be
+** NULL). An error value that cannot be copied goes as its text, with
+** the same traceback. Never raises (memory errors are reported). */
+static void pack_failure(lua_State *L, int idx, const char *why,
+                         sp_packed *out) {
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  sp_failure_new(L, idx, NULL, 0);
+  if (why) lua_pushstring(L, why);
+  else lua_pushnil(L);
+  if (pack_protected(L, top + 1, 2, "error", out) != LUA_OK) {
+    lua_settop(L, top + 2);
+    lua_getfield(L, top + 1, "value");
+    luaL_tolstring(L, -1, NULL);
+    lua_getfield(L, top + 1, "_tb");
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "value");
+    lua_pushliteral(L, "string");
+    lua_setfield(L, -2, "type");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "_tb");
+    luaL_setmetatable(L, "spindle.Failure");
+    lua_pushvalue(L, top + 2);
+    if (pack_protected(L, -2, 2, "error", out) != LUA_OK) {
+      out->data = NULL;
+      out->len = 0;
+      out->n = 0;
+      fprintf(stderr, "spindle: cannot pass an error between threads\n");
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* [-0, +0, -] Pack the outcome of a call: its result at idx if ok, else
+** the Failure at idx. A result that cannot be copied becomes a
+** TransferError Failure. Returns whether it is a success. */
+static int pack_outcome(lua_State *L, int ok, int idx, sp_packed *out) {
+  if (ok) {
+    if (pack_protected(L, idx, 1, "result", out) == LUA_OK) return 1;
+    pack_failure(L, -1, NULL, out);
+    lua_pop(L, 1);
+    return 0;
+  }
+  pack_failure(L, idx, NULL, out);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Replies, on the loop thread                                         */
+
+/* [-0, +n, e] Unpack a reply's values. */
+static int unpack_cf(lua_State *L) {
+  return sp_marshal_unpack(L, lua_touserdata(L, 1));
+}
+
+/* [-0, +1, -] Require module `name` and push its field `field`. */
+static void push_modfield(lua_State *L, const char *name, const char *field) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, field);
+  lua_remove(L, -2);
+}
+
+static int bcall_handle_gc(lua_State *L);
+
+/* Added to the Deferred a blockingCallFromThread's function returned
+** (upvalue 1: the handle): answer the worker with its result. */
+static int bcall_fired(lua_State *L) {
+  bcall **h = lua_touserdata(L, lua_upvalueindex(1));
+  sp_packed out;
+  int ok;
+  lua_settop(L, 1);
+  if (*h == NULL) return 1;
+  ok = pack_outcome(L, !sp_failure_is(L, 1), 1, &out);
+  bcall_answer(*h, ok, &out);
+  *h = NULL;
+  if (sp_failure_is(L, 1)) return 0;  /* handled: it went to the worker */
+  return 1;
+}
+
+/* [-0, +0, e] Run a blockingCallFromThread's function (unpacked on the
+** stack from idx, n values) and answer, now or when its Deferred fires. */
+static void bcall_run(lua_State *L, reply *r, int idx, int n) {
+  sp_packed out;
+  int ok = sp_pcall(L, n - 1, 1) == LUA_OK;
+  (void)idx;
+  if (ok && sp_deferred_is(L, -1)) {
+    bcall **h = lua_newuserdatauv(L, sizeof *h, 0);
+    *h = r->bc;
+    r->bc = NULL;
+    if (luaL_newmetatable(L, BCALL_MT)) {
+      lua_pushcfunction(L, bcall_handle_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_getfield(L, -2, "addBoth");
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, bcall_fired, 1);
+    lua_call(L, 2, 0);
+    lua_pop(L, 2);
+    return;
+  }
+  ok = pack_outcome(L, ok, -1, &out);
+  lua_pop(L, 1);
+  bcall_answer(r->bc, ok, &out);
+  r->bc = NULL;
+}
+
+/* A handle collected before its Deferred fired: the worker is told the
+** call was dropped. */
+static int bcall_handle_gc(lua_State *L) {
+  bcall **h = lua_touserdata(L, 1);
+  if (*h != NULL) bcall_answer(*h, 0, NULL);
+  *h = NULL;
+  return 0;
+}
+
+/* [-0, +0, e] Deliver reply r (lightuserdata at 1) on the loop thread. */
+static int reply_deliver(lua_State *L) {
+  reply *r = lua_touserdata(L, 1);
+  int n, base;
+  lua_settop(L, 0);
+  if (r->kind == R_RESULT) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);        /* 1: the Deferred */
+    luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    r->ref = LUA_NOREF;
+    lua_pushcfunction(L, unpack_cf);
+    lua_pushlightuserdata(L, &r->p);
+    if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    if (r->ok) sp_deferred_callback(L, 1, 2);
+    else sp_deferred_errback(L, 1, 2);
+    return 0;
+  }
+  base = lua_gettop(L) + 1;
+  n = sp_marshal_unpack(L, &r->p);
+  switch (r->kind) {
+    case R_CALL:
+      if (sp_pcall(L, n - 1, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
+      break;
+    case R_BCALL:
+      bcall_run(L, r, base, n);
+      break;
+    case R_LOG:
+      push_modfield(L, "spindle.log", "msg");
+      lua_insert(L, base);
+      lua_call(L, n, 0);
+      break;
+    case R_ERR:
+      sp_log_failure(L, base, n > 1 ? lua_tostring(L, base + 1) : NULL);
+      break;
+    default:
+      break;
+  }
+  return 0;
+}
+
+/* The inbox runs it: deliver on the loop thread (L set), or just free
+** (L NULL, at shutdown, maybe on the posting thread). */
+static void reply_run(lua_State *L, sp_loop_msg *m) {
+  reply *r = (reply *)m;
+  if (L != NULL) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, reply_deliver);
+    lua_pushlightuserdata(L, r);
+    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
+    lua_settop(L, top);
+  }
+  if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
+  sp_marshal_free(&r->p);
+  free(r);
+}
+
+/* Post a reply of `kind` with packed values p (taken); 0 if out of
+** memory (p is then freed). Any thread. */
+static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
+                      bcall *bc) {
+  reply *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    sp_marshal_free(p);
+    return 0;
+  }
+  r->m.run = reply_run;
+  r->kind = kind;
+  r->p = *p;
+  r->ref = ref;
+  r->ok = ok;
+  r->bc = bc;
+  p->data = NULL;
+  sp_loop_post(&r->m);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* The workers                                                         */
+
+/* [-0, +0, e] Worker side: unpack and call the work (lightuserdata at
+** 1), leaving its first result. */
+static int work_call(lua_State *L) {
+  work *job = lua_touserdata(L, 1);
+  int n;
+  lua_settop(L, 0);
+  n = sp_marshal_unpack(L, &job->call);
+  lua_call(L, n - 1, 1);
+  return 1;
+}
+
+/* Run one job in the worker's state and post its outcome. */
+static void work_run(lua_State *L, work *job) {
+  sp_packed out;
+  int ok;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, work_call);
+  lua_pushlightuserdata(L, job);
+  ok = sp_pcall(L, 1, 1) == LUA_OK;
+  if (job->kind == W_DEFER) {
+    ok = pack_outcome(L, ok, -1, &out);
+    if (!reply_post(R_RESULT, &out, job->ref, ok, NULL))
+      fprintf(stderr, "spindle: out of memory returning a thread result\n");
+  } else if (!ok) {
+    pack_failure(L, -1, NULL, &out);
+    reply_post(R_ERR, &out, LUA_NOREF, 0, NULL);
+  }
+  lua_settop(L, 0);
+  sp_marshal_free(&job->call);
+  free(job);
+}
+
+static lua_State *worker_state(void);
+
+static void worker_main(void *arg) {
+  worker *w = arg;
+  lua_State *L;
+  self = w;
+  L = worker_state();
+  uv_mutex_lock(&pool.lock);
+  while (L != NULL) {
+    work *job;
+    while (!pool.stopping && pool.head == NULL && pool.workers <= pool.max)
+      uv_cond_wait(&pool.cond, &pool.lock);
+    if (pool.stopping || pool.workers > pool.max) break;
+    job = pool.head;
+    pool.head = job->next;
+    if (pool.head == NULL) pool.tail = NULL;
+    pool.queued--;
+    pool.busy++;
+    uv_mutex_unlock(&pool.lock);
+    work_run(L, job);
+    uv_mutex_lock(&pool.lock);
+    pool.busy--;
+  }
+  if (L == NULL)
+    fprintf(stderr, "spindle: cannot make a Lua state for a pool thread\n");
+  pool.workers--;
+  w->exited = 1;
+  uv_mutex_unlock(&pool.lock);
+  if (L != NULL) lua_close(L);
+  self = NULL;
+}
+
+/* Start one worker (pool.workers already counts it). */
+static void worker_start(void) {
+  worker *w = calloc(1, sizeof *w);
+  int r = w == NULL ? UV_ENOMEM : 0;
+  if (w != NULL) {
+    uv_mutex_lock(&pool.lock);
+    w->next = pool.all;
+    pool.all = w;
+    uv_mutex_unlock(&pool.lock);
+    r = uv_thread_create(&w->tid, worker_main, w);
+  }
+  if (r == 0) return;
+  fprintf(stderr, "spindle: cannot start a pool thread: %s\n",
+          uv_strerror(r));
+  uv_mutex_lock(&pool.lock);
+  pool.workers--;
+  if (w != NULL) w->exited = 2;   /* never ran: free, do not join */
+  uv_mutex_unlock(&pool.lock);
+}
+
+/* With pool.lock held: how many workers to start for the queue. */
+static int pool_wanted(void) {
+  int n = 0;
+  while (pool.queued > pool.workers - pool.busy && pool.workers < pool.max) {
+    pool.workers++;
+    n++;
+  }
+  return n;
+}
+
+/* Join and free the workers that have exited. Main thread. */
+static void pool_reap(void) {
+  worker *dead = NULL, **pp, *w;
+  uv_mutex_lock(&pool.lock);
+  for (pp = &pool.all; (w = *pp) != NULL;) {
+    if (w->exited) {
+      *pp = w->next;
+      w->next = dead;
+      dead = w;
+    } else {
+      pp = &w->next;
+    }
+  }
+  uv_mutex_unlock(&pool.lock);
+  for (; dead != NULL; dead = w) {
+    w = dead->next;
+    if (dead->exited == 1) uv_thread_join(&dead->tid);
+    free(dead);
+  }
+}
+
+/* Queue job and start a worker if none is idle. Main thread. */
+static void pool_submit(work *job) {
+  int start;
+  job->next = NULL;
+  uv_mutex_lock(&pool.lock);
+  if (pool.tail != NULL) pool.tail->next = job;
+  else pool.head = job;
+  pool.tail = job;
+  pool.queued++;
+  start = pool_wanted();
+  uv_cond_signal(&pool.cond);
+  uv_mutex_unlock(&pool.lock);
+  pool_reap();
+  while (start-- > 0) worker_start();
+}
+
+void sp_pool_stop(void) {
+  work *job, *next;
+  worker *w;
+  if (!pool.ready) return;
+  uv_mutex_lock(&pool.lock);
+  pool.stopping = 1;
+  job = pool.head;
+  pool.head = pool.tail = NULL;
+  pool.queued = 0;
+  uv_cond_broadcast(&pool.cond);
+  for (w = pool.all; w != NULL; w = w->next)
+    if (w->waiting != NULL) uv_cond_signal(&w->waiting->cond);
+  uv_mutex_unlock(&pool.lock);
+  /* Work not started is dropped, as Twisted's ThreadPool.stop does; its
+  ** Deferreds never fire (the main state is closing). */
+  for (; job != NULL; job = next) {
+    next = job->next;
+    sp_marshal_free(&job->call);
+    free(job);
+  }
+  /* Running work ends first: every worker leaves its loop. */
+  for (w = pool.all; w != NULL; w = w->next)
+    if (w->exited != 2) uv_thread_join(&w->tid);
+  for (w = pool.all; w != NULL; w = pool.all) {
+    pool.all = w->next;
+    free(w);
+  }
+}
+
+/* ---------------------------------------------------------------- */
+/* The thread-safe part of spindle, in a worker's state                */
+
+/* reactor.callFromThread(f, ...) in a pool thread: copy f and its
+** arguments to the loop thread, where f(...) runs, FIFO with the other
+** calls; never blocks. Raises threads.TransferError at the call.
+** twisted IReactorThreads.callFromThread. */
+static int worker_callFromThread(lua_State *L) {
+  sp_packed p;
+  sp_checkcallable(L, 1);
+  sp_marshal_pack(L, 1, lua_gettop(L), "arg", 1, &p);
+  if (!reply_post(R_CALL, &p, LUA_NOREF, 1, NULL))
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+/* threads.blockingCallFromThread(f, ...) -> result, in a pool thread:
+** run f(...) on the loop thread and wait; if it returns a Deferred, wait
+** for that to fire. Returns f's result (copied back) or raises its error
+** value. Raises if the reactor shuts down first.
+** twisted.internet.threads.blockingCallFromThread. */
+static int worker_blockingCallFromThread(lua_State *L) {
+  sp_packed p;
+  bcall *bc;
+  int done, ok, n;
+  sp_checkcallable(L, 1);
+  sp_marshal_pack(L, 1, lua_gettop(L), "arg", 1, &p);
+  bc = calloc(1, sizeof *bc);
+  if (bc == NULL || uv_cond_init(&bc->cond) != 0) {
+    free(bc);
+    sp_marshal_free(&p);
+    return luaL_error(L, "not enough memory");
+  }
+  bc->refs = 2;
+  if (!reply_post(R_BCALL, &p, LUA_NOREF, 1, bc)) {
+    uv_cond_destroy(&bc->cond);
+    free(bc);
+    return luaL_error(L, "not enough memory");
+  }
+  uv_mutex_lock(&pool.lock);
+  self->waiting = bc;
+  while (!bc->done && !bc->dropped && !pool.stopping)
+    uv_cond_wait(&bc->cond, &pool.lock);
+  self->waiting = NULL;
+  done = bc->done;
+  ok = bc->ok;
+  p = bc->out;
+  bc->out.data = NULL;
+  uv_mutex_unlock(&pool.lock);
+  bcall_release(bc);
+  if (!done)
+    return luaL_error(L, "blockingCallFromThread: the reactor shut down "
+                         "before the call returned");
+  /* Unpacking may raise: the buffer goes into a full userdata's care. */
+  {
+    sp_packed *held = lua_newuserdatauv(L, sizeof *held, 0);
+    *held = p;
+    lua_pushcfunction(L, unpack_cf);
+    lua_pushlightuserdata(L, held);
+    n = sp_pcall(L, 1, 1);
+    sp_marshal_free(held);
+    if (n != LUA_OK) return lua_error(L);
+  }
+  if (ok) return 1;
+  if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
+  return lua_error(L);
+}
+
+/* log.msg(...) in a pool thread: its arguments, as text, go to the main
+** thread's spindle.log.msg. twisted.python.log.msg. */
+static int worker_log_msg(lua_State *L) {
+  int n = lua_gettop(L);
+  sp_packed p;
+  for (int i = 1; i <= n; i++) luaL_tolstring(L, i, NULL);
+  sp_marshal_pack(L, n + 1, n, "arg", 1, &p);
+  if (!reply_post(R_LOG, &p, LUA_NOREF, 1, NULL))
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+/* log.err([failure[, why]]) in a pool thread: the error (a Failure or any
+** error value, wrapped in a Failure with the traceback from here) goes to
+** the main thread's spindle.log.err with `why`; a value that cannot be
+** copied goes as its text. twisted.python.log.err. */
+static int worker_log_err(lua_State *L) {
+  sp_packed p;
+  const char *why = luaL_optstring(L, 2, NULL);
+  if (lua_isnoneornil(L, 1)) {
+    lua_pushliteral(L, "log.err() called without an error");
+    lua_replace(L, 1);
+  }
+  if (!sp_failure_is(L, 1)) {
+    sp_failure_new(L, 1, L, 1);
+    lua_replace(L, 1);
+  }
+  pack_failure(L, 1, why, &p);
+  if (!reply_post(R_ERR, &p, LUA_NOREF, 0, NULL))
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+/* threads.deferToThread and friends in a pool thread: refused. */
+static int worker_mainonly(lua_State *L) {
+  return luaL_error(L, "%s can only be called on the reactor thread",
+                    lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* [-0, +1, m] A strict module table from funcs, named `name`. */
+static void worker_module(lua_State *L, const luaL_Reg *funcs,
+                          const char *name) {
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  sp_strict(L, -1, name);
+}
+
+static int worker_open_reactor(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"callFromThread", worker_callFromThread},
+    {NULL, NULL}
+  };
+  worker_module(L, funcs, "reactor (in a pool thread)");
+  return 1;
+}
+
+static int worker_open_threads(lua_State *L) {
+  static const char *const mainonly[] = {"deferToThread",
+                                         "callMultipleInThread", NULL};
+  static const luaL_Reg funcs[] = {
+    {"blockingCallFromThread", worker_blockingCallFromThread},
+    {NULL, NULL}
+  };
+  luaL_newlib(L, funcs);
+  for (int i = 0; mainonly[i] != NULL; i++) {
+    lua_pushfstring(L, "threads.%s", mainonly[i]);
+    lua_pushcclosure(L, worker_mainonly, 1);
+    lua_setfield(L, -2, mainonly[i]);
+  }
+  sp_errortype_export(L, -1, "threads");
+  sp_strict(L, -1, "threads (in a pool thread)");
+  return 1;
+}
+
+static int worker_open_log(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"msg", worker_log_msg},
+    {"err", worker_log_err},
+    {NULL, NULL}
+  };
+  worker_module(L, funcs, "log (in a pool thread)");
+  return 1;
+}
+
+/* The pure Lua modules a worker may load from the binary. */
+static const char *const worker_luamods[] = {"spindle.class", NULL};
+
+/* Searcher, before the path searchers: spindle's modules other than the
+** thread-safe ones are refused with a clear error instead of "not found"
+** (they drive the reactor, which lives on the main thread). */
+static int worker_searcher(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  if (strcmp(name, "spindle") != 0 && strncmp(name, "spindle.", 8) != 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  for (int i = 0; worker_luamods[i] != NULL; i++) {
+    const sp_luafile *f;
+    if (strcmp(worker_luamods[i], name) != 0) continue;
+    for (f = sp_luafiles; f->name != NULL; f++) {
+      if (strcmp(f->name, name) != 0) continue;
+      if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
+        return lua_error(L);
+      lua_pushstring(L, f->chunk + 1);
+      return 2;
+    }
+  }
+  return luaL_error(L, "module '%s' is not available in a pool thread "
+                       "(there: spindle.reactor.callFromThread, "
+                       "spindle.threads.blockingCallFromThread, spindle.log, "
+                       "spindle.failure, spindle.class)", name);
+}
+
+/* [-0, +0, e] Open a worker's state. */
+static int worker_open(lua_State *L) {
+  static const luaL_Reg preloads[] = {
+    {"spindle.failure", luaopen_spindle_failure},
+    {"spindle._core", luaopen_spindle__core},
+    {"spindle.reactor", worker_open_reactor},
+    {"spindle.threads", worker_open_threads},
+    {"spindle.log", worker_open_log},
+    {NULL, NULL}
+  };
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  luaL_setfuncs(L, preloads, 0);
+  lua_pop(L, 1);
+  luaL_requiref(L, "spindle.failure", luaopen_spindle_failure, 0);
+  lua_pop(L, 1);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "searchers");
+  lua_pushcfunction(L, worker_searcher);
+  for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
+    lua_geti(L, -2, i);
+    lua_seti(L, -3, i + 1);
+  }
+  lua_seti(L, -2, 2);
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* A new worker state, or NULL if it cannot be made. */
+static lua_State *worker_state(void) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL) return NULL;
+  lua_pushcfunction(L, worker_open);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
+}
+
+/* ---------------------------------------------------------------- */
+/* The main thread's functions                                         */
+
+static void pool_checkopen(lua_State *L) {
+  if (pool.stopping) luaL_error(L, "the thread pool has stopped");
+}
+
+/* [-0, +0, e] Pack the n values from idx and queue them as `kind` work
+** (ref: the Deferred, for W_DEFER); `first` numbers the first value. */
+static void pool_queue(lua_State *L, int idx, int n, int first,
+                       work_kind kind, int ref) {
+  work *job;
+  sp_packed p;
+  pool_checkopen(L);
+  sp_marshal_pack(L, idx, n, "arg", first, &p);
+  job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    sp_marshal_free(&p);
+    luaL_error(L, "not enough memory");
+  }
+  job->kind = kind;
+  job->ref = ref;
+  job->call = p;
+  pool_submit(job);
+}
+
+/* reactor.callInThread(f, ...): run f(...) on a pool thread. f and its
+** arguments are copied (threads.TransferError at the call if one cannot
+** be); an error in f is logged with its traceback on the main thread.
+** Main thread. twisted IReactorThreads.callInThread. */
+static int pool_callInThread(lua_State *L) {
+  sp_checkcallable(L, 1);
+  pool_queue(L, 1, lua_gettop(L), 1, W_CALL, LUA_NOREF);
+  return 0;
+}
+
+/* reactor.suggestThreadPoolSize(n): at most n (an integer >= 0) pool
+** threads from now on; more start at once if work is waiting, extra ones
+** end when idle. Main thread.
+** twisted ReactorBase.suggestThreadPoolSize. */
+static int pool_suggestThreadPoolSize(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  int start;
+  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "size must be in 0..4096");
+  uv_mutex_lock(&pool.lock);
+  pool.max = (int)n;
+  start = pool.stopping ? 0 : pool_wanted();
+  uv_cond_broadcast(&pool.cond);
+  uv_mutex_unlock(&pool.lock);
+  while (start-- > 0) worker_start();
+  return 0;
+}
+
+/* reactor.getThreadPool() -> {min, max, workers, busy, queued}: the
+** pool's bounds, its threads (started, not ended), those running work,
+** and the work waiting. Any fields are a snapshot. Main thread.
+** Like twisted ReactorBase.getThreadPool, as numbers. */
+static int pool_getThreadPool(lua_State *L) {
+  int v[4];
+  uv_mutex_lock(&pool.lock);
+  v[0] = pool.max;
+  v[1] = pool.workers;
+  v[2] = pool.busy;
+  v[3] = pool.queued;
+  uv_mutex_unlock(&pool.lock);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, 0);
+  lua_setfield(L, -2, "min");
+  lua_pushinteger(L, v[0]);
+  lua_setfield(L, -2, "max");
+  lua_pushinteger(L, v[1]);
+  lua_setfield(L, -2, "workers");
+  lua_pushinteger(L, v[2]);
+  lua_setfield(L, -2, "busy");
+  lua_pushinteger(L, v[3]);
+  lua_setfield(L, -2, "queued");
+  return 1;
+}
+
+/* threads.deferToThread(f, ...) -> Deferred: run f(...) on a pool
+** thread; the Deferred fires on the main thread with f's first result
+** (copied back), or a Failure with f's error message and traceback (a
+** result that cannot be copied fails with threads.TransferError). Raises
+** TransferError at the call for arguments. Main thread.
+** twisted.internet.threads.deferToThread. */
+static int threads_deferToThread(lua_State *L) {
+  int n = lua_gettop(L), ref;
+  sp_packed p;
+  work *job;
+  sp_checkcallable(L, 1);
+  pool_checkopen(L);
+  sp_deferred_new(L);
+  lua_pushvalue(L, -1);
+  ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (pack_protected(L, 1, n, "arg", &p) != LUA_OK) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, "value");
+    return lua_error(L);
+  }
+  job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    sp_marshal_free(&p);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    return luaL_error(L, "not enough memory");
+  }
+  job->kind = W_DEFER;
+  job->ref = ref;
+  job->call = p;
+  pool_submit(job);
+  return 1;
+}
+
+/* threads.blockingCallFromThread on the main thread: refused, since the
+** main thread would wait for itself. */
+static int threads_blockingCallFromThread(lua_State *L) {
+  return luaL_error(L, "blockingCallFromThread must be called from a pool "
+                       "thread: on the reactor thread it would wait for "
+                       "itself (call the function directly)");
+}
+
+/* _threads.callMultiple(runner, list): run runner(list) on one pool
+** thread; values in list are named arg #1 in errors (callMultipleInThread
+** in threads.lua). */
+static int threads_callMultiple(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  pool_queue(L, 1, 2, 0, W_CALL, LUA_NOREF);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Set-up and shutdown                                                 */
+
+static void pool_shutdown(lua_State *L) {
+  (void)L;
+  sp_pool_stop();
+}
+
+/* __gc of a registry sentinel: os.exit(code, true) closes the state
+** without the shutdown hooks; stop the pool then too. */
+static int pool_sentinel_gc(lua_State *L) {
+  (void)L;
+  sp_pool_stop();
+  return 0;
+}
+
+static void pool_init(lua_State *L) {
+  static const char sentinel_key = 'S';
+  if (pool.ready) return;
+  if (uv_mutex_init(&pool.lock) != 0 || uv_cond_init(&pool.cond) != 0)
+    luaL_error(L, "cannot set up the thread pool");
+  pool.max = DEFAULT_MAX;
+  pool.ready = 1;
+  sp_loop();  /* its shutdown hook first, so that ours runs before it */
+  sp_on_shutdown(pool_shutdown);
+  lua_newuserdatauv(L, 0, 0);
+  lua_newtable(L);
+  lua_pushcfunction(L, pool_sentinel_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &sentinel_key);
+}
+
+/* spindle._pool: the reactor's thread functions (a part of reactor.lua). */
+int luaopen_spindle__pool(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"callInThread", pool_callInThread},
+    {"suggestThreadPoolSize", pool_suggestThreadPoolSize},
+    {"getThreadPool", pool_getThreadPool},
+    {NULL, NULL}
+  };
+  pool_init(L);
+  luaL_newlib(L, funcs);
+  return 1;
+}
+
+/* spindle._threads: the C half of spindle.threads. */
+int luaopen_spindle__threads(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"deferToThread", threads_deferToThread},
+    {"blockingCallFromThread", threads_blockingCallFromThread},
+    {"callMultiple", threads_callMultiple},
+    {NULL, NULL}
+  };
+  pool_init(L);
+  luaL_newlib(L, funcs);
+  return 1;
+}
