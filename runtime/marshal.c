@@ -7,7 +7,8 @@
 ** met; meeting one again writes a reference, so shared references and
 ** cycles come out as they went in. A Lua function travels as its bytecode
 ** (lua_dump, debug information kept for tracebacks) followed by its
-** upvalues, each copied as a value, or as a reference to an upvalue
+** upvalues: `_ENV` is bound to the receiver's globals, others are copied
+** as values, or as a reference to an upvalue
 ** already sent when two closures share it (lua_upvalueid), joined again
 ** on arrival (lua_upvaluejoin).
 **
@@ -200,8 +201,8 @@ static void transfer_error(enc *e, int idx, const char *why) {
   e->path[e->pathlen] = '\0';
   sp_errortype_raise(L, "threads.TransferError", NULL,
                      "cannot copy %s to another thread%s: %s #%d%s%s", t,
-                     why, e->what, e->argn, e->pathlen ? " " : "",
-                     e->path);
+                     why, e->what, e->argn,
+                     e->pathlen && e->path[0] != ' ' ? " " : "", e->path);
 }
 
 /* ---------------------------------------------------------------- */
@@ -464,6 +465,13 @@ static void put_function(enc *e, int idx) {
   for (i = 1; i < 256; i++) {
     const char *name = lua_getupvalue(L, idx, i);
     if (name == NULL) break;
+    if (strcmp(name, "_ENV") == 0) {
+      /* Whatever the sender's environment was (busted gives spec files
+      ** their own), the function runs in the receiver's globals. */
+      put_tag(e, T_GLOBALS);
+      lua_pop(L, 1);
+      continue;
+    }
     lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
     if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
       lua_Integer code = lua_tointeger(L, -1);
@@ -520,6 +528,15 @@ static void put_value(enc *e, int idx) {
     }
     lua_pop(L, 1);
   }
+  if (lua_type(L, idx) == LUA_TTABLE && has_registered_mt(L, idx,
+                                                           ERRORTYPE_MT)) {
+    if (!put_ref(e, idx, T_ERRNAME)) {
+      lua_Integer id = e->nextid;
+      e->b->len -= 1 + sizeof(lua_Integer);  /* put_errortype's tag */
+      put_errortype(e, idx, id);
+    }
+    return;
+  }
   if (put_module(e, idx)) return;
   if (lua_iscfunction(L, idx)) {
     /* Maybe a module changed since the index was built: look again. */
@@ -539,13 +556,7 @@ static void put_value(enc *e, int idx) {
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   e->depth++;
   if (lua_type(L, idx) == LUA_TFUNCTION) put_function(e, idx);
-  else if (has_registered_mt(L, idx, ERRORTYPE_MT)) {
-    if (!put_ref(e, idx, T_ERRNAME)) {
-      lua_Integer id = e->nextid;
-      e->b->len -= 1 + sizeof(lua_Integer);  /* put_errortype's tag */
-      put_errortype(e, idx, id);
-    }
-  } else put_table(e, idx);
+  else put_table(e, idx);
   e->depth--;
 }
 

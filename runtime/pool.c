@@ -627,9 +627,17 @@ static void worker_module(lua_State *L, const luaL_Reg *funcs,
   sp_strict(L, -1, name);
 }
 
+/* reactor.seconds() -> seconds in a pool thread: the reactor's monotonic
+** clock. twisted IReactorTime.seconds. */
+static int worker_seconds(lua_State *L) {
+  lua_pushnumber(L, sp_loop_seconds());
+  return 1;
+}
+
 static int worker_open_reactor(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"callFromThread", worker_callFromThread},
+    {"seconds", worker_seconds},
     {NULL, NULL}
   };
   worker_module(L, funcs, "reactor (in a pool thread)");
@@ -688,7 +696,7 @@ static int worker_searcher(lua_State *L) {
     }
   }
   return luaL_error(L, "module '%s' is not available in a pool thread "
-                       "(there: spindle.reactor.callFromThread, "
+                       "(there: spindle.reactor's callFromThread and seconds, "
                        "spindle.threads.blockingCallFromThread, spindle.log, "
                        "spindle.failure, spindle.class)", name);
 }
