@@ -18,8 +18,8 @@
 ** = require("spindle.reactor")` arrives as the receiver's spindle.reactor),
 ** the functions and tables that are fields of a module (`string.format`,
 ** `reactor.callFromThread`: C functions travel only this way) and error
-** types (built-in ones by their key, others by name: a state keeps the
-** first type it sent or received under a name). A Failure keeps its
+** types (built-in ones by their key, others by name: a state maps a name
+** to the last type of that name it sent, or the first it received). A Failure keeps its
 ** metatable; other tables take a copy of theirs.
 **
 ** Anything else (userdata, coroutines, C functions that are no module's
@@ -258,41 +258,65 @@ static void index_build(lua_State *L, int loaded) {
   }
 }
 
-/* [-0, +0, m] Make e->index the module index, cached in the registry and
-** rebuilt when package.loaded has a different number of entries (or
+/* [-0, +0, -] Does the snapshot at snap ({name = module}) still match
+** package.loaded at loaded, entry for entry? (busted unloads and
+** reloads modules between spec files, so counting is not enough.) */
+static int snapshot_matches(lua_State *L, int snap, int loaded) {
+  lua_Integer n = 0, m = 0;
+  lua_pushnil(L);
+  while (lua_next(L, loaded) != 0) {
+    n++;
+    lua_pushvalue(L, -2);
+    lua_rawget(L, snap);
+    if (!lua_rawequal(L, -1, -2)) {
+      lua_pop(L, 3);
+      return 0;
+    }
+    lua_pop(L, 2);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, snap) != 0) {
+    m++;
+    lua_pop(L, 1);
+  }
+  return n == m;
+}
+
+/* [-0, +0, m] Make e->index the module index, cached in the registry
+** with a snapshot of package.loaded, and rebuilt when that changed (or
 ** when `force`). */
 static void index_get(enc *e, int force) {
   lua_State *L = e->L;
-  lua_Integer count = 0;
-  int loaded;
+  int loaded, cache;
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   loaded = lua_gettop(L);
-  lua_pushnil(L);
-  while (lua_next(L, loaded) != 0) {
-    count++;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &index_key) != LUA_TTABLE) {
     lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &index_key);
   }
-  if (!force && lua_rawgetp(L, LUA_REGISTRYINDEX, &index_key) == LUA_TTABLE) {
-    lua_rawgeti(L, -1, 2);
-    if (lua_tointeger(L, -1) == count) {
-      lua_pop(L, 1);
-      lua_rawgeti(L, -1, 1);
-      lua_replace(L, loaded);
-      lua_pop(L, 1);
-      goto done;
+  cache = lua_gettop(L);
+  lua_rawgeti(L, cache, 2);
+  if (force || !lua_istable(L, -1) ||
+      !snapshot_matches(L, lua_gettop(L), loaded)) {
+    lua_pop(L, 1);
+    lua_newtable(L);                 /* the new snapshot */
+    lua_pushnil(L);
+    while (lua_next(L, loaded) != 0) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
     }
+    lua_rawseti(L, cache, 2);
+    index_build(L, loaded);
+    lua_rawseti(L, cache, 1);
+  } else {
     lua_pop(L, 1);
   }
-  if (!force) lua_pop(L, 1);
-  index_build(L, loaded);
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, 1);
-  lua_pushinteger(L, count);
-  lua_rawseti(L, -2, 2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &index_key);
+  lua_rawgeti(L, cache, 1);
   lua_replace(L, loaded);
-done:
+  lua_settop(L, loaded);
   if (e->index) lua_replace(L, e->index);
   else e->index = lua_gettop(L);
 }
@@ -348,6 +372,15 @@ static int has_registered_mt(lua_State *L, int idx, const char *mt) {
   return r;
 }
 
+/* [-0, +1, m] The table of error types by name, made once. */
+static void named_push(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &named_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &named_key);
+}
+
 static void put_value(enc *e, int idx);
 
 /* [-0, +0, e] Write the error type at idx: by key if built in, else by
@@ -372,15 +405,12 @@ static void put_errortype(enc *e, int idx, lua_Integer id) {
   put_tag(e, T_ERRNAME);
   put_str(e, s, n);
   /* The sender keeps this type under its name, so that values of it
-  ** that come back are of this same type. */
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, (const char *)&named_key);
+  ** that come back are of this same type (the last one sent wins). */
+  named_push(L);
   lua_pushvalue(L, -2);
-  if (lua_rawget(L, -2) == LUA_TNIL) {
-    lua_pushvalue(L, -3);
-    lua_pushvalue(L, idx);
-    lua_rawset(L, -4);
-  }
-  lua_pop(L, 4);
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 3);
   lua_getfield(L, idx, "__parent");
   put_value(e, lua_gettop(L));
   lua_pop(L, 1);
@@ -715,7 +745,7 @@ static void get_errname(dec *d) {
   size_t n;
   const char *s = get_str(d, &n);
   int named;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, (const char *)&named_key);
+  named_push(L);
   named = lua_gettop(L);
   lua_pushlstring(L, s, n);
   get_value(d, get_tag(d));                 /* the parent */

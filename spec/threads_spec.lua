@@ -1,0 +1,384 @@
+-- spindle.threads and the reactor's thread entry points, on real pool
+-- threads (runtime/pool.c). A function sent to a thread is a copy: it
+-- can reach the main thread's values only through globals or modules
+-- looked up when it runs there, so results here come back through the
+-- Deferreds or through the `sink` module below.
+local H = require("spec.support.helper")
+local reactor = require("spindle.reactor")
+local defer = require("spindle.defer")
+local failure = require("spindle.failure")
+local threads = require("spindle.threads")
+
+-- The main thread's collector: code sent back with callFromThread finds
+-- it with require (looked up when it runs, on the main thread).
+local sink = {events = {}}
+function sink.add(...) sink.events[#sink.events + 1] = table.pack(...) end
+package.loaded["threads_spec.sink"] = sink
+
+local TE = threads.TransferError
+
+before_each(function()
+  sink.events = {}
+  reactor.suggestThreadPoolSize(10)
+end)
+
+after_each(function()
+  reactor.suggestThreadPoolSize(10)
+  H.assertNoDelayedCalls()
+end)
+
+-- Wait for every Deferred in list; returns the seconds it took.
+local function timed(list)
+  local t0 = reactor.seconds()
+  H.wait(defer.gatherResults(list), 10)
+  return reactor.seconds() - t0
+end
+
+local function sleeper(seconds)
+  return function() os.execute("sleep " .. seconds) return true end
+end
+
+describe("threads.deferToThread", function()
+  it("fires with f's first result, on the main thread", function()
+    local d = threads.deferToThread(function(a, b)
+      return a + b, "dropped"
+    end, 2, 3)
+    assert.are.equal(5, H.wait(d))
+  end)
+
+  it("copies arguments and results by value, tables included", function()
+    local arg = {list = {1, 2, 3}}
+    arg.self = arg
+    local r = H.wait(threads.deferToThread(function(t)
+      t.list[4] = 4
+      return {list = t.list, same = t.self == t}
+    end, arg))
+    assert.are.same({1, 2, 3, 4}, r.list)
+    assert.is_true(r.same)
+    assert.are.equal(3, #arg.list)     -- the caller's table is untouched
+  end)
+
+  it("fails with f's error message and traceback", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      error("boom in thread")
+    end))
+    assert.truthy(f:getErrorMessage():find("boom in thread", 1, true))
+    local tb = f:getTraceback()
+    assert.truthy(tb:find("stack traceback", 1, true), tb)
+    assert.truthy(tb:find("threads_spec.lua", 1, true), tb)
+  end)
+
+  it("keeps the type of an error raised in the thread", function()
+    local MyError = failure.errorType("MyError")
+    local f = H.waitForFailure(threads.deferToThread(function()
+      error(MyError("typed"))
+    end))
+    assert.are.equal(MyError, f:check(MyError))
+    assert.are.equal("typed", f:getErrorMessage())
+  end)
+
+  it("fails with TransferError when the result cannot be copied", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      return {out = io.stdout}
+    end))
+    assert.are.equal(TE, f:check(TE))
+    assert.truthy(f:getErrorMessage():find("result #1 .out", 1, true),
+      f:getErrorMessage())
+  end)
+
+  it("raises TransferError at the call, naming the argument", function()
+    H.assertErrorType(TE, "arg #2 .conn", pcall(threads.deferToThread,
+      function() end, {conn = io.stdout}))
+    local out = io.stdout
+    H.assertErrorType(TE, "arg #1 upvalue 'out'", pcall(
+      threads.deferToThread, function() return out end))
+    local co = coroutine.create(print)
+    H.assertErrorType(TE, "arg #3 [1]", pcall(threads.deferToThread,
+      function() end, 1, {co}))
+  end)
+
+  it("raises on a non-callable", function()
+    local ok, err = pcall(threads.deferToThread, 42)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("callable expected", 1, true), err)
+  end)
+
+  it("runs calls in parallel up to the pool size", function()
+    reactor.suggestThreadPoolSize(4)
+    local list = {}
+    for i = 1, 4 do list[i] = threads.deferToThread(sleeper(0.3)) end
+    local took = timed(list)
+    -- Serially this takes 1.2 s.
+    assert.is_true(took < 0.9, "4 sleeps of 0.3 s took " .. took)
+  end)
+
+  it("runs them one after another with suggestThreadPoolSize(1)", function()
+    reactor.suggestThreadPoolSize(1)
+    local list = {}
+    for i = 1, 3 do list[i] = threads.deferToThread(sleeper(0.2)) end
+    local took = timed(list)
+    assert.is_true(took >= 0.55, "3 sleeps of 0.2 s took " .. took)
+  end)
+
+  it("keeps each thread's Lua state for its life", function()
+    reactor.suggestThreadPoolSize(1)
+    local function count()
+      counter = (counter or 0) + 1   -- a global of the worker's state
+      return counter
+    end
+    local a = H.wait(threads.deferToThread(count))
+    local b = H.wait(threads.deferToThread(count))
+    assert.are.equal(a + 1, b)
+    assert.is_nil(rawget(_G, "counter"))
+  end)
+end)
+
+describe("reactor.callInThread", function()
+  it("runs f on a pool thread with copied arguments", function()
+    reactor.suggestThreadPoolSize(1)
+    reactor.callInThread(function(t)
+      require("spindle.reactor").callFromThread(function(v)
+        require("threads_spec.sink").add(v)
+      end, t.x * 2)
+    end, {x = 21})
+    -- Same thread, so this runs after it; its reply comes after f's.
+    H.wait(threads.deferToThread(function() end))
+    assert.are.equal(1, #sink.events)
+    assert.are.equal(42, sink.events[1][1])
+  end)
+
+  it("logs an error in f with its traceback on the main thread", function()
+    reactor.suggestThreadPoolSize(1)
+    local errors = H.loggedErrors(function()
+      reactor.callInThread(function() error("callInThread boom") end)
+      H.wait(threads.deferToThread(function() end))
+    end)
+    assert.are.equal(1, #errors)
+    local tb = errors[1].failure:getTraceback()
+    assert.truthy(tb:find("callInThread boom", 1, true), tb)
+    assert.truthy(tb:find("threads_spec.lua", 1, true), tb)
+  end)
+
+  it("raises TransferError at the call", function()
+    H.assertErrorType(TE, "arg #2 .conn", pcall(reactor.callInThread,
+      function() end, {conn = io.stderr}))
+  end)
+end)
+
+describe("reactor.callFromThread from a pool thread", function()
+  it("runs the calls on the main thread in FIFO order", function()
+    H.wait(threads.deferToThread(function()
+      local r = require("spindle.reactor")
+      local function add(i) require("threads_spec.sink").add(i) end
+      for i = 1, 200 do r.callFromThread(add, i) end
+    end))
+    assert.are.equal(200, #sink.events)
+    for i = 1, 200 do assert.are.equal(i, sink.events[i][1]) end
+  end)
+
+  it("raises TransferError in the thread", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      require("spindle.reactor").callFromThread(print, io.stdout)
+    end))
+    assert.are.equal(TE, f:check(TE))
+    assert.truthy(f:getErrorMessage():find("arg #2", 1, true))
+  end)
+end)
+
+describe("threads.blockingCallFromThread", function()
+  it("runs f on the main thread and returns its result", function()
+    local r = H.wait(threads.deferToThread(function(x)
+      local T = require("spindle.threads")
+      return T.blockingCallFromThread(function(y)
+        -- On the main thread: the spec's own modules are here.
+        require("threads_spec.sink").add("main", y)
+        return {y * 10}
+      end, x)
+    end, 4))
+    assert.are.same({40}, r)
+    assert.are.same({n = 2, "main", 4}, sink.events[1])
+  end)
+
+  it("waits for a Deferred that f returns", function()
+    local r = H.wait(threads.deferToThread(function()
+      return require("spindle.threads").blockingCallFromThread(function()
+        local d = require("spindle.defer").Deferred()
+        require("spindle.reactor").callLater(0.05, function()
+          d:callback("later")
+        end)
+        return d
+      end)
+    end))
+    assert.are.equal("later", r)
+  end)
+
+  it("raises f's error in the thread", function()
+    local r = H.wait(threads.deferToThread(function()
+      local ok, err = pcall(require("spindle.threads").blockingCallFromThread,
+        function() error("main side failed") end)
+      return {ok = ok, err = tostring(err)}
+    end))
+    assert.is_false(r.ok)
+    assert.truthy(r.err:find("main side failed", 1, true), r.err)
+  end)
+
+  it("raises the error of a Deferred that fails", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      return require("spindle.threads").blockingCallFromThread(function()
+        return require("spindle.defer").fail("deferred failed")
+      end)
+    end))
+    assert.truthy(f:getErrorMessage():find("deferred failed", 1, true))
+  end)
+
+  it("raises a clear error on the main thread", function()
+    local ok, err = pcall(threads.blockingCallFromThread, print)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("pool thread", 1, true), err)
+  end)
+end)
+
+describe("threads.callMultipleInThread", function()
+  it("runs the calls in order on one thread", function()
+    reactor.suggestThreadPoolSize(1)
+    local function add(a, b)
+      require("spindle.reactor").callFromThread(function(x, y)
+        require("threads_spec.sink").add(x, y)
+      end, a, b)
+    end
+    threads.callMultipleInThread({{add, 1, "a"}, {add, 2, nil, n = 3},
+      {add, 3, "c"}})
+    H.wait(threads.deferToThread(function() end))
+    assert.are.equal(3, #sink.events)
+    assert.are.same({n = 2, 1, "a"}, sink.events[1])
+    assert.are.same({n = 2, 2, nil}, sink.events[2])
+    assert.are.same({n = 2, 3, "c"}, sink.events[3])
+  end)
+
+  it("raises on an entry without a callable", function()
+    local ok, err = pcall(threads.callMultipleInThread, {{42}})
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("entry 1", 1, true), err)
+    H.assertErrorType(TE, "arg #1 [1][2]", pcall(
+      threads.callMultipleInThread, {{print, io.stdout}}))
+  end)
+end)
+
+describe("reactor.getThreadPool", function()
+  it("counts workers, busy ones and queued work", function()
+    local p = reactor.getThreadPool()
+    assert.are.equal(0, p.min)
+    assert.are.equal(10, p.max)
+    reactor.suggestThreadPoolSize(1)
+    local list = {}
+    for i = 1, 3 do list[i] = threads.deferToThread(sleeper(0.1)) end
+    p = reactor.getThreadPool()
+    assert.are.equal(1, p.max)
+    assert.are.equal(1, p.workers)
+    assert.are.equal(3, p.busy + p.queued)
+    timed(list)
+    p = reactor.getThreadPool()
+    assert.are.equal(0, p.busy)
+    assert.are.equal(0, p.queued)
+  end)
+end)
+
+describe("reactor.suggestThreadPoolSize", function()
+  it("takes effect at once for waiting work", function()
+    reactor.suggestThreadPoolSize(1)
+    local list = {}
+    for i = 1, 2 do list[i] = threads.deferToThread(sleeper(0.4)) end
+    reactor.suggestThreadPoolSize(2)
+    local took = timed(list)
+    assert.is_true(took < 0.75, "2 sleeps of 0.4 s took " .. took)
+  end)
+
+  it("ends threads beyond a lowered size when they are idle", function()
+    reactor.suggestThreadPoolSize(3)
+    local list = {}
+    for i = 1, 3 do list[i] = threads.deferToThread(sleeper(0.1)) end
+    timed(list)
+    reactor.suggestThreadPoolSize(1)
+    local t0 = reactor.seconds()
+    while reactor.getThreadPool().workers > 1 and
+        reactor.seconds() - t0 < 2 do
+      H.runFor(0.02)
+    end
+    assert.are.equal(1, reactor.getThreadPool().workers)
+  end)
+
+  it("raises on a bad size", function()
+    assert.has_error(function() reactor.suggestThreadPoolSize(-1) end)
+    assert.has_error(function() reactor.suggestThreadPoolSize("x") end)
+  end)
+end)
+
+describe("pool threads' spindle", function()
+  it("forwards spindle.log messages and errors to the main thread", function()
+    local errors, capture
+    errors = H.loggedErrors(function()
+      capture = H.captureLog()
+      H.wait(threads.deferToThread(function()
+        local log = require("spindle.log")
+        log.msg("from", "a thread", 7)
+        log.err("thread trouble", "while testing")
+      end))
+      capture.stop()
+    end)
+    assert.truthy(capture.text():find("from a thread 7", 1, true),
+      capture.text())
+    assert.are.equal(1, #errors)
+    assert.are.equal("while testing", errors[1].why)
+    assert.truthy(errors[1].failure:getTraceback():find("thread trouble", 1,
+      true))
+  end)
+
+  it("refuses the modules that drive the reactor", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      return require("spindle.defer")
+    end))
+    assert.truthy(f:getErrorMessage():find("not available in a pool thread",
+      1, true), f:getErrorMessage())
+  end)
+
+  it("lends modules by name: the thread's reactor", function()
+    local r = reactor   -- an upvalue: arrives as the thread's own reactor
+    local t = H.wait(threads.deferToThread(function()
+      local ok, err = pcall(function() return r.listenTCP end)
+      return {type(r.callFromThread), type(r.seconds()), ok, tostring(err)}
+    end))
+    assert.are.equal("function", t[1])
+    assert.are.equal("number", t[2])
+    assert.is_false(t[3])
+    assert.truthy(t[4]:find("has no field 'listenTCP'", 1, true), t[4])
+  end)
+end)
+
+describe("the pool at exit", function()
+  it("waits for running work, drops queued work, exits clean", function()
+    local out, err, code = H.runScript([[
+      local reactor = require("spindle.reactor")
+      reactor.suggestThreadPoolSize(2)
+      reactor.callInThread(function()
+        os.execute("sleep 0.3")
+        io.stdout:write("running work finished\n")
+      end)
+      reactor.callInThread(function()
+        local T = require("spindle.threads")
+        local ok, e = pcall(T.blockingCallFromThread, function() end)
+        io.stdout:write("blocked call: ", tostring(ok), " ",
+          tostring(e):match("reactor shut down") or tostring(e), "\n")
+      end)
+      reactor.callInThread(function() io.stdout:write("never\n") end)
+      os.execute("sleep 0.1")
+      io.stdout:write("main exits\n")
+    ]])
+    assert.are.equal(0, code)
+    assert.are.equal("", err)
+    assert.truthy(out:find("main exits\n", 1, true), out)
+    assert.truthy(out:find("running work finished\n", 1, true), out)
+    assert.truthy(out:find("blocked call: false reactor shut down", 1, true),
+      out)
+    assert.falsy(out:find("never", 1, true), out)
+  end)
+end)
