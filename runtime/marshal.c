@@ -41,6 +41,7 @@ int luaopen_spindle_failure(lua_State *L);
 #define BOX_MT "spindle.MarshalBuffer"
 #define FAILURE_MT "spindle.Failure"
 #define ERRORTYPE_MT "spindle.ErrorType"
+#define ABSENT_MT "spindle.AbsentModule"
 
 /* How deep tables and functions may nest; each level costs C stack. */
 #define MAX_DEPTH 200
@@ -546,6 +547,19 @@ static void put_value(enc *e, int idx) {
     case LUA_TTABLE:
     case LUA_TFUNCTION:
       break;
+    case LUA_TUSERDATA:
+      if (has_registered_mt(L, idx, ABSENT_MT)) {
+        size_t n;
+        const char *s;
+        lua_getiuservalue(L, idx, 1);
+        s = lua_tolstring(L, -1, &n);
+        put_tag(e, T_MODULE);
+        put_str(e, s, n);
+        lua_pop(L, 1);
+        return;
+      }
+      transfer_error(e, idx, "");
+      return;
     default:
       transfer_error(e, idx, "");
   }
@@ -722,7 +736,62 @@ static void get_function(dec *d) {
   }
 }
 
-/* [-0, +1, e] require(mod)[key] for a "mod\0key" or "mod" name. */
+/* An absent module: what a module (or a module's field) that cannot be
+** required here arrives as. Using it raises; sent on, it goes by its name
+** again, so a function can carry another thread's function through a
+** thread that lacks its modules (a pool thread carrying a callback that
+** uses spindle.defer back to the main thread). A userdata whose user
+** value is the name, "mod" or "mod\0key". */
+
+/* [-0, +1, m] The name of absent module idx as "mod" or "mod.key". */
+static void absent_pushname(lua_State *L, int idx) {
+  size_t n, ml;
+  const char *s;
+  lua_getiuservalue(L, idx, 1);
+  s = lua_tolstring(L, -1, &n);
+  ml = strnlen(s, n);
+  if (ml < n) {
+    lua_pushlstring(L, s, ml);
+    lua_pushliteral(L, ".");
+    lua_pushlstring(L, s + ml + 1, n - ml - 1);
+    lua_concat(L, 3);
+    lua_remove(L, -2);
+  }
+}
+
+static int absent_use(lua_State *L) {
+  absent_pushname(L, 1);
+  return luaL_error(L, "'%s' is not available in this thread (it came "
+                    "from another thread, where it is a module)",
+                    lua_tostring(L, -1));
+}
+
+static int absent_tostring(lua_State *L) {
+  absent_pushname(L, 1);
+  lua_pushfstring(L, "<%s, absent in this thread>", lua_tostring(L, -1));
+  return 1;
+}
+
+/* [-1, +1, m] Wrap the name at -1 in an absent module. */
+static void absent_new(lua_State *L) {
+  lua_newuserdatauv(L, 0, 1);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, 1);
+  if (luaL_newmetatable(L, ABSENT_MT)) {
+    lua_pushcfunction(L, absent_use);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, absent_use);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, absent_use);
+    lua_setfield(L, -2, "__call");
+    lua_pushcfunction(L, absent_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_setmetatable(L, -2);
+}
+
+/* [-0, +1, e] require(mod)[key] for a "mod\0key" or "mod" name, or an
+** absent module if that cannot be required here. */
 static void get_module(dec *d) {
   lua_State *L = d->L;
   size_t n, ml;
@@ -730,7 +799,12 @@ static void get_module(dec *d) {
   ml = strnlen(s, n);
   lua_getglobal(L, "require");
   lua_pushlstring(L, s, ml);
-  lua_call(L, 1, 1);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, s, n);
+    absent_new(L);
+    return;
+  }
   if (ml < n) {
     lua_pushlstring(L, s + ml + 1, n - ml - 1);
     lua_gettable(L, -2);

@@ -613,10 +613,13 @@ static int worker_log_err(lua_State *L) {
   return 0;
 }
 
-/* threads.deferToThread and friends in a pool thread: refused. */
+/* reactor.stop, threads.deferToThread and the like in a pool thread:
+** refused, with the way round. */
 static int worker_mainonly(lua_State *L) {
-  return luaL_error(L, "%s can only be called on the reactor thread",
-                    lua_tostring(L, lua_upvalueindex(1)));
+  const char *name = lua_tostring(L, lua_upvalueindex(1));
+  return luaL_error(L, "%s can only be called on the reactor thread (from "
+                    "a pool thread: reactor.callFromThread(%s, ...))",
+                    name, name);
 }
 
 /* [-0, +1, m] A strict module table from funcs, named `name`. */
@@ -634,13 +637,37 @@ static int worker_seconds(lua_State *L) {
   return 1;
 }
 
+/* [-0, +0, m] In module table at -1, a stub for each name that raises
+** "<prefix>.<name> can only be called on the reactor thread". A stub is
+** a field of the module, so passed to callFromThread it arrives on the
+** main thread as the real function of that name (marshal.c), as in
+** Twisted's reactor.callFromThread(reactor.stop). */
+static void worker_stubs(lua_State *L, const char *prefix,
+                         const char *const *names) {
+  for (int i = 0; names[i] != NULL; i++) {
+    lua_pushfstring(L, "%s.%s", prefix, names[i]);
+    lua_pushcclosure(L, worker_mainonly, 1);
+    lua_setfield(L, -2, names[i]);
+  }
+}
+
 static int worker_open_reactor(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"callFromThread", worker_callFromThread},
     {"seconds", worker_seconds},
     {NULL, NULL}
   };
-  worker_module(L, funcs, "reactor (in a pool thread)");
+  static const char *const mainonly[] = {
+    "run", "stop", "runUntilComplete", "callWhenRunning", "callLater",
+    "addSystemEventTrigger", "removeSystemEventTrigger", "getDelayedCalls",
+    "listenTCP", "connectTCP", "listenUNIX", "connectUNIX", "listenUDP",
+    "listenMulticast", "listenSSL", "connectSSL", "resolve", "callInThread",
+    "suggestThreadPoolSize", "getThreadPool", NULL
+  };
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  worker_stubs(L, "reactor", mainonly);
+  sp_strict(L, -1, "reactor (in a pool thread)");
   return 1;
 }
 
@@ -652,11 +679,7 @@ static int worker_open_threads(lua_State *L) {
     {NULL, NULL}
   };
   luaL_newlib(L, funcs);
-  for (int i = 0; mainonly[i] != NULL; i++) {
-    lua_pushfstring(L, "threads.%s", mainonly[i]);
-    lua_pushcclosure(L, worker_mainonly, 1);
-    lua_setfield(L, -2, mainonly[i]);
-  }
+  worker_stubs(L, "threads", mainonly);
   sp_errortype_export(L, -1, "threads");
   sp_strict(L, -1, "threads (in a pool thread)");
   return 1;

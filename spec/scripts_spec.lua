@@ -23,6 +23,11 @@ local expected = {
   {script = "scripts/reactor_calllater.lua",
    stdout = "Square of 5 is 25\nTwice of 5 is 10\n"},
   {script = "scripts/reactor_stop.lua", stdout = "Program finished!\n"},
+  {script = "scripts/threads_callfromthread.lua",
+   stdout = "the run of must_run_in_main_thread() has been finished!\n"},
+  {script = "scripts/threads_pool_size.lua",
+   stdout = "suggestThreadPoolSize(10): at most 10 pool threads\n" ..
+     "12 calls: 10 ran at once, 2 waited for a free thread\n"},
 }
 
 local servers = {
@@ -33,6 +38,8 @@ local servers = {
   ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
   ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
     "run by spec/udp_spec.lua",
+  ["scripts/threads_udp_long_operation.lua"] = "timestamped output, UDP " ..
+    "port 8007 by default: run by spec/threads_spec.lua on port 0",
 }
 
 local shellQuote = require("spec.support.process").quote

@@ -341,16 +341,53 @@ describe("pool threads' spindle", function()
       1, true), f:getErrorMessage())
   end)
 
+  it("carries main-thread modules it lacks, usable back there", function()
+    -- `defer` is an upvalue of main; the thread has no spindle.defer.
+    local function main()
+      local d = defer.Deferred()
+      reactor.callLater(0, d.callback, d, "via an absent module")
+      return d
+    end
+    local r = H.wait(threads.deferToThread(function()
+      local ok, err = pcall(function() return defer.succeed end)
+      return {require("spindle.threads").blockingCallFromThread(main),
+        ok, tostring(err)}
+    end))
+    assert.are.equal("via an absent module", r[1])
+    assert.is_false(r[2])
+    assert.truthy(r[3]:find("'spindle.defer' is not available in this " ..
+      "thread", 1, true), r[3])
+  end)
+
   it("lends modules by name: the thread's reactor", function()
     local r = reactor   -- an upvalue: arrives as the thread's own reactor
     local t = H.wait(threads.deferToThread(function()
-      local ok, err = pcall(function() return r.listenTCP end)
+      local ok, err = pcall(r.listenTCP, 0, {})
       return {type(r.callFromThread), type(r.seconds()), ok, tostring(err)}
     end))
     assert.are.equal("function", t[1])
     assert.are.equal("number", t[2])
     assert.is_false(t[3])
-    assert.truthy(t[4]:find("has no field 'listenTCP'", 1, true), t[4])
+    assert.truthy(t[4]:find("reactor.listenTCP can only be called on the " ..
+      "reactor thread", 1, true), t[4])
+  end)
+
+  it("sends the reactor's functions back by name", function()
+    -- Twisted's idiom: reactor.callFromThread(reactor.stop) from a thread.
+    reactor.callInThread(function()
+      local r = require("spindle.reactor")
+      r.callFromThread(r.stop)
+    end)
+    local watchdog
+    local errors, took = H.loggedErrors(function()
+      watchdog = reactor.callLater(H.TIMEOUT, reactor.stop)
+      local t0 = reactor.seconds()
+      reactor.run()
+      return reactor.seconds() - t0
+    end)
+    if watchdog:active() then watchdog:cancel() end
+    assert.are.equal(0, #errors)
+    assert.is_true(took < H.TIMEOUT - 1, "stopped by the watchdog")
   end)
 end)
 
@@ -380,5 +417,21 @@ describe("the pool at exit", function()
     assert.truthy(out:find("blocked call: false reactor shut down", 1, true),
       out)
     assert.falsy(out:find("never", 1, true), out)
+  end)
+end)
+
+describe("scripts/threads_udp_long_operation.lua", function()
+  it("prints started, then the long operation's line, and exits", function()
+    local r = require("spec.support.process").run(
+      {"scripts/threads_udp_long_operation.lua", "0"})
+    assert.are.equal(0, r.status, r.stderr)
+    assert.are.equal("", r.stderr)
+    local stamp = "%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d"
+    local lines = {}
+    for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(2, #lines, r.stdout)
+    assert.truthy(lines[1]:match("^" .. stamp .. " : started$"), lines[1])
+    assert.truthy(lines[2]:match("^" .. stamp .. ": The protocol Echo.* " ..
+      "has been started for 5 seconds%.$"), lines[2])
   end)
 end)
