@@ -19,8 +19,10 @@
 ** the functions and tables that are fields of a module (`string.format`,
 ** `reactor.callFromThread`: C functions travel only this way) and error
 ** types (built-in ones by their key, others by name: a state maps a name
-** to the last type of that name it sent, or the first it received). A Failure keeps its
-** metatable; other tables take a copy of theirs.
+** to the last type of that name it sent, or the first it received). A
+** Failure keeps its metatable; other tables take a copy of theirs. A
+** module the receiver cannot require arrives as an absent module, which
+** raises when used and goes by name again when sent on.
 **
 ** Anything else (userdata, coroutines, C functions that are no module's
 ** field) raises threads.TransferError naming the argument and the path

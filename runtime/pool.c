@@ -236,12 +236,12 @@ static int bcall_fired(lua_State *L) {
   return 1;
 }
 
-/* [-0, +0, e] Run a blockingCallFromThread's function (unpacked on the
-** stack from idx, n values) and answer, now or when its Deferred fires. */
-static void bcall_run(lua_State *L, reply *r, int idx, int n) {
+/* [-n, +0, e] Run a blockingCallFromThread's function (unpacked at the
+** top, n values with the function first) and answer the worker, now or
+** when the Deferred it returns fires. */
+static void bcall_run(lua_State *L, reply *r, int n) {
   sp_packed out;
   int ok = sp_pcall(L, n - 1, 1) == LUA_OK;
-  (void)idx;
   if (ok && sp_deferred_is(L, -1)) {
     bcall **h = lua_newuserdatauv(L, sizeof *h, 0);
     *h = r->bc;
@@ -297,7 +297,7 @@ static int reply_deliver(lua_State *L) {
       if (sp_pcall(L, n - 1, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
       break;
     case R_BCALL:
-      bcall_run(L, r, base, n);
+      bcall_run(L, r, n);
       break;
     case R_LOG:
       push_modfield(L, "spindle.log", "msg");
@@ -321,7 +321,18 @@ static void reply_run(lua_State *L, sp_loop_msg *m) {
     int top = lua_gettop(L);
     lua_pushcfunction(L, reply_deliver);
     lua_pushlightuserdata(L, r);
-    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
+    if (sp_pcall(L, 1, 0) != LUA_OK) {
+      if (r->bc != NULL) {
+        /* The call could not even start (unpacking failed): the worker
+        ** raises this error. */
+        sp_packed out;
+        pack_failure(L, -1, NULL, &out);
+        bcall_answer(r->bc, 0, &out);
+        r->bc = NULL;
+      } else {
+        sp_log_failure(L, -1, NULL);
+      }
+    }
     lua_settop(L, top);
   }
   if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
@@ -563,8 +574,9 @@ static int worker_blockingCallFromThread(lua_State *L) {
   uv_mutex_unlock(&pool.lock);
   bcall_release(bc);
   if (!done)
-    return luaL_error(L, "blockingCallFromThread: the reactor shut down "
-                         "before the call returned");
+    return luaL_error(L, "blockingCallFromThread: the call was dropped "
+                         "before it returned (the reactor shut down, or "
+                         "the Deferred it returned was never fired)");
   /* Unpacking may raise: the buffer goes into a full userdata's care. */
   {
     sp_packed *held = lua_newuserdatauv(L, sizeof *held, 0);

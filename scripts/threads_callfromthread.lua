@@ -30,7 +30,9 @@ local MyProtocol = Protocol:extend({__name = "MyProtocol"})
 -- A transport that keeps what is written.
 local written = {}
 protocol = MyProtocol()                         -- a global, as in Python
-protocol.transport = {write = function(_, data) written[#written + 1] = data end}
+protocol.transport = {
+  write = function(_, data) written[#written + 1] = data end,
+}
 
 local function must_run_in_main_thread(message)
   protocol.send = true

@@ -85,7 +85,10 @@ describe("marshal", function()
     end)
 
     it("copies recursive local functions", function()
-      local function fact(k) if k <= 1 then return 1 end return k * fact(k - 1) end
+      local function fact(k)
+        if k <= 1 then return 1 end
+        return k * fact(k - 1)
+      end
       assert.are.equal(120, roundtrip("call", fact, 5))
     end)
 
