@@ -443,8 +443,13 @@ static void worker_start(void) {
           uv_strerror(r));
   uv_mutex_lock(&pool.lock);
   pool.workers--;
-  if (w != NULL) w->exited = 2;   /* never ran: free, do not join */
+  if (w != NULL) {
+    worker **pp = &pool.all;   /* never ran: unlink it, nothing to join */
+    while (*pp != w) pp = &(*pp)->next;
+    *pp = w->next;
+  }
   uv_mutex_unlock(&pool.lock);
+  free(w);
 }
 
 /* With pool.lock held: how many workers to start for the queue. */
@@ -473,7 +478,7 @@ static void pool_reap(void) {
   uv_mutex_unlock(&pool.lock);
   for (; dead != NULL; dead = w) {
     w = dead->next;
-    if (dead->exited == 1) uv_thread_join(&dead->tid);
+    uv_thread_join(&dead->tid);
     free(dead);
   }
 }
@@ -515,8 +520,7 @@ void sp_pool_stop(void) {
     free(job);
   }
   /* Running work ends first: every worker leaves its loop. */
-  for (w = pool.all; w != NULL; w = w->next)
-    if (w->exited != 2) uv_thread_join(&w->tid);
+  for (w = pool.all; w != NULL; w = w->next) uv_thread_join(&w->tid);
   for (w = pool.all; w != NULL; w = pool.all) {
     pool.all = w->next;
     free(w);
