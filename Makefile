@@ -80,7 +80,7 @@ test: all
 	$(MAKE) test-asan
 
 test-plain: all
-	busted --lua=$(BUILD)/spindle $(BUSTED_ARGS) spec
+	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS) spec
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-Wl,-E -fsanitize=address,undefined" build-asan/spindle
@@ -88,7 +88,7 @@ asan: deps
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  busted --lua=build-asan/spindle $(BUSTED_ARGS) spec
+	  sh tools/busted.sh build-asan/spindle $(BUSTED_ARGS) spec
 
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
