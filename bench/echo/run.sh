@@ -12,7 +12,10 @@
 # CPU (utime+stime from /proc/<pid>/stat over the measured window) and
 # messages per CPU-second, and both as ratios of the raw C server's.
 # Environment: WARMUP (s, default 1), DURATION (s, default 5), CONNS (50),
-# SPINDLE (binary, default build/spindle), LUA (default lua5.4).
+# SPINDLE (binary, default build/spindle), LUA (default lua5.4),
+# PERF (a server name: raw, spindle or luv; records `perf record -g` of that
+# server during both modes into build/bench-echo/NAME.perf.data; see with
+# `perf report -i build/bench-echo/NAME.perf.data --no-children`).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -116,8 +119,15 @@ measure() {
 run_server() {
   name=$1; shift
   if start_server "$name" "$@"; then
+    perf=""
+    if [ "${PERF:-}" = "$name" ] && [ -n "$server" ]; then
+      perf record -q -g -p "$server" -o "$out/$name.perf.data" \
+        2> "$out/$name.perf.err" &
+      perf=$!
+    fi
     measure "$name" echo
     measure "$name" lines
+    if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf"; fi
   else
     why=$(head -c 200 "$out/$name.err" | tr '\n' ' ')
     for mode in echo lines; do
