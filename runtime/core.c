@@ -141,6 +141,19 @@ static int strict_index(lua_State *L) {
                     lua_tostring(L, lua_upvalueindex(1)), key);
 }
 
+/* __newindex of a strict module: dynamic (getter) fields are read-only;
+** other fields are set as usual, so users may still add their own. */
+static int strict_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING &&
+      lua_getfield(L, lua_upvalueindex(2), lua_tostring(L, 2)) != LUA_TNIL)
+    return luaL_error(L, "%s.%s is read-only",
+                      lua_tostring(L, lua_upvalueindex(1)),
+                      lua_tostring(L, 2));
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
 void sp_strict(lua_State *L, int idx, const char *name) {
   idx = lua_absindex(L, idx);
   if (!lua_getmetatable(L, idx)) lua_newtable(L);
@@ -149,6 +162,10 @@ void sp_strict(lua_State *L, int idx, const char *name) {
     lua_pop(L, 1);
     lua_newtable(L);
   }
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, strict_newindex, 2);
+  lua_setfield(L, -4, "__newindex");
   lua_pushcclosure(L, strict_index, 2);
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, idx);

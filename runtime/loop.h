@@ -1,5 +1,6 @@
 /*
-** loop.h: the reactor's libuv loop, for the files that add handles to it.
+** loop.h: the reactor's libuv loop, for the files that add handles to it,
+** and the cross-thread inbox that feeds the loop thread (loop.c).
 */
 #ifndef SP_LOOP_H
 #define SP_LOOP_H
@@ -7,7 +8,40 @@
 #include <uv.h>
 #include <lua.h>
 
-/* The one loop every handle lives on (uv_default_loop). */
+/* The one loop every handle lives on (uv_default_loop). The first call
+** (on the main thread; opening spindle._loop makes it) also sets up the
+** reactor's own handles and its shutdown hook. */
 uv_loop_t *sp_loop(void);
+
+/* The Lua state that loop callbacks must call into: the thread that
+** called reactor.run() while it runs (a coroutine, maybe), else
+** sp_mainstate. Loop thread only. */
+lua_State *sp_loop_state(void);
+
+/* Monotonic time in seconds (uv_hrtime), the clock of reactor.seconds()
+** and of DelayedCall times. Any thread. */
+double sp_loop_seconds(void);
+
+/* Is the reactor running (reactor.running)? Loop thread only. */
+int sp_loop_running(void);
+
+/* A message for the loop thread. Embed it as the first member of your
+** own struct (a pool result: marshalled buffer, Deferred id, ...). */
+typedef struct sp_loop_msg sp_loop_msg;
+struct sp_loop_msg {
+  sp_loop_msg *next;  /* owned by the inbox while queued */
+  /* Runs on the loop thread with the loop's Lua state and must free m.
+  ** It must not raise: call Lua with sp_pcall and log failures. At
+  ** shutdown, messages never run are dropped with run(NULL, m), which
+  ** only frees (possibly on the posting thread, if posted after). */
+  void (*run)(lua_State *L, sp_loop_msg *m);
+};
+
+/* Queue m for the loop thread, FIFO among messages, and wake the loop
+** (uv_async_send). Any thread; never blocks beyond a short mutex hold;
+** m must not be touched by the caller afterwards. The reactor calls it
+** for callFromThread; pool threads use it to hand back results.
+** Follows twisted's reactor.callFromThread / threadCallQueue. */
+void sp_loop_post(sp_loop_msg *m);
 
 #endif

@@ -192,3 +192,12 @@ describe("spindle.class", function()
       "bad argument #1 to 'extend' (table expected, got number)")
   end)
 end)
+
+describe("strict modules' dynamic fields", function()
+  it("are read-only", function()
+    local reactor = require("spindle.reactor")
+    assert.has_error(function() reactor.running = true end,
+      "reactor.running is read-only")
+    assert.is_false(reactor.running)
+  end)
+end)

@@ -37,9 +37,22 @@ local Factory = Object:extend({__name = "Factory"})
 Factory.protocol = nil
 Factory.numPorts = 0
 
---- Factory.forProtocol(P, ...) -> a factory of this class whose protocol
+local function isFactoryClass(cls)
+  while type(cls) == "table" do
+    if cls == Factory then return true end
+    cls = rawget(cls, "super")
+  end
+  return false
+end
+
+--- Factory.forProtocol(P, ...) or FactoryClass:forProtocol(P, ...) -> a
+-- factory of that class (Factory when called with a dot) whose protocol
 -- is P; the other arguments go to the factory's __init.
+-- twisted Factory.forProtocol (a classmethod).
 function Factory.forProtocol(cls, P, ...)
+  if not isFactoryClass(cls) then
+    return Factory.forProtocol(Factory, cls, P, ...)
+  end
   local factory = cls(...)
   factory.protocol = P
   return factory

@@ -4,6 +4,7 @@
 -- (reactor.running). See API.md's spindle.reactor section.
 local parts = {
   "spindle._loop",   -- run, stop, callLater, system events (loop.c)
+  "spindle._tcp",    -- listenTCP, connectTCP, listenUNIX, connectUNIX (tcp.c)
 }
 
 local M = {}

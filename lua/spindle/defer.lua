@@ -1,0 +1,448 @@
+--- spindle.defer: Deferred and its helpers, after twisted.internet.defer.
+-- The Deferred itself and its chain runner are C (spindle._defer, in
+-- runtime/defer.c); this file adds addTimeout, succeed, fail,
+-- maybeDeferred, DeferredList, gatherResults, inlineCallbacks/await,
+-- DeferredLock, DeferredSemaphore, DeferredQueue and the error types.
+-- Everything here runs on the reactor thread.
+local C = require("spindle._defer")
+local failure = require("spindle.failure")
+local Object = require("spindle.class").Object
+
+local Deferred = C.Deferred
+local isDeferred = C.isDeferred
+local isFailure = failure.isFailure
+local Failure = failure.Failure
+local errhandler = C.errhandler
+local pack, unpack = table.pack, table.unpack
+
+local M = {}
+
+M.Deferred = Deferred
+M.setDebugging = C.setDebugging
+M.getDebugging = C.getDebugging
+M.errorType = failure.errorType
+for name, T in pairs(failure.builtinErrorTypes("defer")) do M[name] = T end
+
+local CancelledError, TimeoutError = M.CancelledError, M.TimeoutError
+local FirstError = M.FirstError
+
+local function checkCallable(f, n, fname)
+  local mt = type(f) ~= "function" and getmetatable(f)
+  if type(f) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    error(("bad argument #%d to '%s' (callable expected, got %s)")
+      :format(n, fname, type(f)), 3)
+  end
+end
+
+local function checkDeferred(d, n, fname)
+  if not isDeferred(d) then
+    error(("bad argument #%d to '%s' (Deferred expected, got %s)")
+      :format(n, fname, type(d)), 3)
+  end
+end
+
+--- The default onTimeoutCancel of addTimeout: a CancelledError Failure
+-- becomes a TimeoutError; any other Failure is raised again; a success
+-- passes. twisted.internet.defer._cancelledToTimedOutError.
+local function cancelledToTimedOutError(value, timeout)
+  if isFailure(value) then
+    value:trap(CancelledError)
+    error(TimeoutError(("Deferred timed out after %s seconds")
+      :format(timeout), {timeout = timeout}))
+  end
+  return value
+end
+
+--- d:addTimeout(seconds[, clock][, onTimeoutCancel]) -> d
+-- Cancel d if it has not fired after `seconds` (a number, seconds); the
+-- failure is then defer.TimeoutError unless onTimeoutCancel(value,
+-- seconds) says otherwise. clock has callLater (default: the reactor;
+-- task.Clock in tests). The timeout covers the callbacks added before
+-- this call. twisted.internet.defer.Deferred.addTimeout.
+function C.methods.addTimeout(self, seconds, clock, onTimeoutCancel)
+  checkDeferred(self, 1, "addTimeout")
+  if type(seconds) ~= "number" then
+    error(("bad argument #1 to 'addTimeout' (number expected, got %s)")
+      :format(type(seconds)), 2)
+  end
+  if onTimeoutCancel == nil and type(clock) == "function" then
+    clock, onTimeoutCancel = nil, clock
+  end
+  local reactor = package.loaded["spindle.reactor"]
+  if clock == nil then
+    reactor = require("spindle.reactor")
+    clock = reactor
+  end
+  local timedOut = false
+  local function timeItOut()
+    timedOut = true
+    self:cancel()
+  end
+  local delayedCall
+  if clock == reactor then
+    delayedCall = clock.callLater(seconds, timeItOut)
+  else
+    delayedCall = clock:callLater(seconds, timeItOut)
+  end
+  self:addBoth(function(value)
+    if timedOut then
+      return (onTimeoutCancel or cancelledToTimedOutError)(value, seconds)
+    end
+    return value
+  end)
+  self:addBoth(function(result)
+    if delayedCall:active() then delayedCall:cancel() end
+    return result
+  end)
+  return self
+end
+
+--- defer.succeed(value) -> a Deferred that has fired with value.
+-- twisted.internet.defer.succeed.
+function M.succeed(value)
+  local d = Deferred()
+  d:callback(value)
+  return d
+end
+
+--- defer.fail(f) -> a Deferred that has failed with f (a Failure or any
+-- error value, wrapped). twisted.internet.defer.fail.
+function M.fail(f)
+  local d = Deferred()
+  if f ~= nil and not isFailure(f) then f = Failure(f) end
+  d:errback(f)
+  return d
+end
+
+--- defer.maybeDeferred(f, ...) -> Deferred
+-- Call f(...): a Deferred it returns is returned as is, a Failure or a
+-- raised error becomes a failed Deferred (with the traceback of the raise
+-- point), any other value a fired one. twisted...defer.maybeDeferred.
+function M.maybeDeferred(f, ...)
+  checkCallable(f, 1, "maybeDeferred")
+  local ok, result = xpcall(f, errhandler, ...)
+  if not ok then
+    local d = Deferred()
+    d:errback(result)
+    return d
+  end
+  if isDeferred(result) then return result end
+  if isFailure(result) then return M.fail(result) end
+  return M.succeed(result)
+end
+
+--- defer.DeferredList(list[, options]) -> Deferred
+-- Fires when every Deferred in list has fired, with a list of
+-- {success, value} pairs in list order. options (a table, may be nil):
+-- fireOnOneCallback fires with {value, index} at the first success;
+-- fireOnOneErrback fails with a FirstError (fields subFailure, index) at
+-- the first failure; consumeErrors turns the failures of the list's
+-- Deferreds into nil results for their later callbacks. Indexes are
+-- 1-based. Cancelling it cancels every Deferred in list.
+-- twisted.internet.defer.DeferredList.
+function M.DeferredList(list, options)
+  if type(list) ~= "table" then
+    error(("bad argument #1 to 'DeferredList' (table expected, got %s)")
+      :format(type(list)), 2)
+  end
+  if options ~= nil and type(options) ~= "table" then
+    error(("bad argument #2 to 'DeferredList' (table expected, got %s)")
+      :format(type(options)), 2)
+  end
+  options = options or {}
+  local n = list.n or #list
+  for i = 1, n do
+    if not isDeferred(list[i]) then
+      error(("bad argument #1 to 'DeferredList' (element %d is a %s, " ..
+        "not a Deferred)"):format(i, type(list[i])), 2)
+    end
+  end
+  local fireOnOneCallback = options.fireOnOneCallback
+  local fireOnOneErrback = options.fireOnOneErrback
+  local consumeErrors = options.consumeErrors
+  local resultList, finished = {}, 0
+  local dl = Deferred(function()
+    for i = 1, n do
+      local ok, e = xpcall(list[i].cancel, errhandler, list[i])
+      if not ok then
+        require("spindle.log").err(e,
+          "Exception raised from user supplied canceller")
+      end
+    end
+  end)
+  if n == 0 and not fireOnOneCallback then dl:callback(resultList) end
+
+  local function gotResult(result, index, succeeded)
+    resultList[index] = {succeeded, result}
+    finished = finished + 1
+    if not dl.called then
+      if succeeded and fireOnOneCallback then
+        dl:callback({result, index})
+      elseif not succeeded and fireOnOneErrback then
+        dl:errback(Failure(FirstError(("[#%d, %s]")
+          :format(index, tostring(result.value)),
+          {subFailure = result, index = index})))
+      elseif finished == n then
+        dl:callback(resultList)
+      end
+    end
+    if not succeeded and consumeErrors then return nil end
+    return result
+  end
+
+  for i = 1, n do
+    list[i]:addCallbacks(gotResult, gotResult, {i, true}, {i, false})
+  end
+  return dl
+end
+
+--- defer.gatherResults(list[, consumeErrors]) -> Deferred
+-- Fires with the list of results of the Deferreds in list, or fails with
+-- FirstError at the first failure. twisted.internet.defer.gatherResults.
+function M.gatherResults(list, consumeErrors)
+  local n = type(list) == "table" and (list.n or #list) or 0
+  local dl = M.DeferredList(list, {fireOnOneErrback = true,
+    consumeErrors = consumeErrors})
+  return dl:addCallback(function(resultList)
+    local values = {}
+    for i = 1, n do values[i] = resultList[i][2] end
+    return values
+  end)
+end
+
+--- Coroutines (inlineCallbacks / await).
+-- running[co] is the status of each inlineCallbacks coroutine: its
+-- Deferred and the Deferred it waits on (Twisted's _CancellationStatus).
+local running = setmetatable({}, {__mode = "k"})
+
+local resume
+
+-- A Deferred yielded by the coroutine: wait for it. While it has a result
+-- already, go on without waiting (Twisted's `waiting` flag), so a loop of
+-- awaits on fired Deferreds does not grow the stack.
+local function waitFor(co, status, d)
+  local sync, done, value = true, false, nil
+  d:addBoth(function(r)
+    if sync then
+      done, value = true, r
+    else
+      status.waitingOn = nil
+      resume(co, status, r)
+    end
+    return nil
+  end)
+  sync = false
+  if done then return true, value end
+  status.waitingOn = d
+  return false
+end
+
+-- Run co with `value` until it waits on a Deferred or ends; its end fires
+-- status.deferred (an error keeps the traceback of its raise point).
+resume = function(co, status, value)
+  while true do
+    local ok, r = coroutine.resume(co, value)
+    if coroutine.status(co) == "dead" then
+      running[co] = nil
+      local d = status.deferred
+      if d.called then return end -- cancelled and not waiting on anything
+      if not ok then
+        if not isFailure(r) then r = Failure(r, debug.traceback(co)) end
+        d:errback(r)
+      elseif isDeferred(r) then
+        C.adopt(d, r)
+      else
+        d:callback(r)
+      end
+      return
+    end
+    if not isDeferred(r) then
+      value = r
+    else
+      local ready
+      ready, value = waitFor(co, status, r)
+      if not ready then return end
+    end
+  end
+end
+
+--- defer.inlineCallbacks(fn) -> function(...) -> Deferred
+-- The returned function runs fn(...) in a new coroutine, in which
+-- defer.await(d) suspends until d fires, and returns a Deferred of fn's
+-- return value (or of its error, as a Failure with the traceback of the
+-- raise point). Cancelling that Deferred cancels the one fn awaits; fn
+-- sees CancelledError raised by await and may go on.
+-- twisted.internet.defer.inlineCallbacks.
+function M.inlineCallbacks(fn)
+  checkCallable(fn, 1, "inlineCallbacks")
+  return function(...)
+    local args = pack(...)
+    local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+    local status = {}
+    local function cancel(outer)
+      local awaited = status.waitingOn
+      if awaited == nil then return end
+      -- As Twisted: the outer Deferred now waits on a fresh one that the
+      -- coroutine's end will fire; the awaited one gets the cancel.
+      status.deferred = Deferred(cancel)
+      C.adopt(outer, status.deferred)
+      awaited:cancel()
+    end
+    status.deferred = Deferred(cancel)
+    local outer = status.deferred
+    running[co] = status
+    resume(co, status, nil)
+    return outer
+  end
+end
+
+--- defer.await(d) -> result
+-- Inside an inlineCallbacks function: wait until d fires; return its
+-- result, or raise its Failure (the Failure object itself, so f:trap()
+-- works under pcall). A non-Deferred is returned as it is. Raises an
+-- error when called outside an inlineCallbacks coroutine.
+function M.await(d)
+  local co = coroutine.running()
+  if running[co] == nil then
+    error("await() called outside an inlineCallbacks function " ..
+      "(wrap the caller in defer.inlineCallbacks)", 2)
+  end
+  if not isDeferred(d) then return d end
+  local r = coroutine.yield(d)
+  if isFailure(r) then error(r, 0) end
+  return r
+end
+
+--- Lock, semaphore and queue (twisted.internet.defer's).
+
+-- Shared by DeferredLock and DeferredSemaphore: run(f, ...) acquires,
+-- calls f(...) (which may return a Deferred), releases when it is done.
+local function runLocked(self, f, ...)
+  checkCallable(f, 1, "run")
+  local args = pack(...)
+  return self:acquire():addCallback(function()
+    return M.maybeDeferred(f, unpack(args, 1, args.n)):addBoth(function(r)
+      self:release()
+      return r
+    end)
+  end)
+end
+
+local function removeWaiting(waiting, d)
+  for i = 1, #waiting do
+    if waiting[i] == d then
+      table.remove(waiting, i)
+      return
+    end
+  end
+end
+
+--- defer.DeferredLock(): a lock for event-driven code. lock:acquire() ->
+-- Deferred fired with the lock once it is ours; lock:release();
+-- lock:run(f, ...); lock.locked. twisted.internet.defer.DeferredLock.
+local DeferredLock = Object:extend({__name = "DeferredLock"})
+
+function DeferredLock:__init()
+  self.locked = false
+  self.waiting = {}
+end
+
+function DeferredLock:acquire()
+  local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
+  if self.locked then
+    self.waiting[#self.waiting + 1] = d
+  else
+    self.locked = true
+    d:callback(self)
+  end
+  return d
+end
+
+function DeferredLock:release()
+  if not self.locked then error("Tried to release an unlocked lock", 2) end
+  self.locked = false
+  if #self.waiting > 0 then
+    self.locked = true
+    table.remove(self.waiting, 1):callback(self)
+  end
+end
+
+DeferredLock.run = runLocked
+
+--- defer.DeferredSemaphore(tokens): at most `tokens` (an integer >= 1)
+-- holders at once. acquire(), release(), run(f, ...), tokens, limit.
+-- twisted.internet.defer.DeferredSemaphore.
+local DeferredSemaphore = Object:extend({__name = "DeferredSemaphore"})
+
+function DeferredSemaphore:__init(tokens)
+  if math.type(tokens) ~= "integer" or tokens < 1 then
+    error("DeferredSemaphore requires tokens >= 1", 3)
+  end
+  self.tokens = tokens
+  self.limit = tokens
+  self.waiting = {}
+end
+
+function DeferredSemaphore:acquire()
+  local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
+  if self.tokens == 0 then
+    self.waiting[#self.waiting + 1] = d
+  else
+    self.tokens = self.tokens - 1
+    d:callback(self)
+  end
+  return d
+end
+
+function DeferredSemaphore:release()
+  if self.tokens >= self.limit then
+    error("Someone released me too many times: too many tokens!", 2)
+  end
+  self.tokens = self.tokens + 1
+  if #self.waiting > 0 then
+    self.tokens = self.tokens - 1
+    table.remove(self.waiting, 1):callback(self)
+  end
+end
+
+DeferredSemaphore.run = runLocked
+
+--- defer.DeferredQueue([size[, backlog]]): an event-driven queue.
+-- put(obj) raises QueueOverflow past `size` pending objects; get() ->
+-- Deferred of the next object, raises QueueUnderflow past `backlog`
+-- waiting gets (nil: no limit). twisted.internet.defer.DeferredQueue.
+local DeferredQueue = Object:extend({__name = "DeferredQueue"})
+
+function DeferredQueue:__init(size, backlog)
+  self.waiting = {}
+  self.pending = {}
+  self.size = size
+  self.backlog = backlog
+end
+
+function DeferredQueue:put(obj)
+  if #self.waiting > 0 then
+    table.remove(self.waiting, 1):callback(obj)
+  elseif self.size == nil or #self.pending < self.size then
+    self.pending[#self.pending + 1] = obj
+  else
+    error(M.QueueOverflow("queue is full"), 2)
+  end
+end
+
+function DeferredQueue:get()
+  if #self.pending > 0 then
+    return M.succeed(table.remove(self.pending, 1))
+  elseif self.backlog == nil or #self.waiting < self.backlog then
+    local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
+    self.waiting[#self.waiting + 1] = d
+    return d
+  end
+  error(M.QueueUnderflow("too many gets waiting"), 2)
+end
+
+M.DeferredLock = DeferredLock
+M.DeferredSemaphore = DeferredSemaphore
+M.DeferredQueue = DeferredQueue
+
+return require("spindle._core").strict("defer", M)

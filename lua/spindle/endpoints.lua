@@ -1,0 +1,311 @@
+--- spindle.endpoints: server and client endpoints, as
+-- twisted.internet.endpoints: an endpoint knows where to listen or
+-- connect; endpoint:listen(factory) gives a Deferred of the Port,
+-- endpoint:connect(factory) a Deferred of the connected protocol.
+--
+--   local ep = endpoints.serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
+--   ep:listen(factory):addCallback(function(port) ... end)
+--   local cp = endpoints.clientFromString(reactor, "tcp:host=127.0.0.1:port=8080")
+--   cp:connect(factory):addCallback(function(proto) ... end)
+--
+-- Strings follow Twisted's syntax: "type:arg:key=value:...", with "\:"
+-- for a colon inside a value. Types: tcp, tcp6 and unix (ssl/tls are not
+-- available yet and raise an error saying so).
+local Object = require("spindle.class").Object
+local protocol = require("spindle.protocol")
+local defer = require("spindle.defer")
+
+local M = {}
+
+local function checkReactor(reactor, fname)
+  if reactor == nil then
+    error("bad argument #1 to '" .. fname .. "' (reactor expected, got nil)",
+      3)
+  end
+end
+
+--- _WrappingFactory: the ClientFactory an endpoint's connect() hands to
+-- the reactor; it fires `d` with the protocol the user's factory built,
+-- after that protocol's connectionMade, or errbacks on failure.
+-- twisted.internet.endpoints._WrappingFactory.
+local WrappingFactory = protocol.ClientFactory:extend({
+  __name = "_WrappingFactory"})
+
+function WrappingFactory:__init(wrapped)
+  self.wrappedFactory = wrapped
+  self.onConnection = defer.Deferred(function(d)
+    d:errback(require("spindle.reactor").ConnectingCancelledError(
+      "connecting was cancelled"))
+    if self.connector ~= nil and self.connector.state == "connecting" then
+      self.connector:stopConnecting()
+    end
+  end)
+end
+
+function WrappingFactory:doStart()
+  if self.wrappedFactory.doStart then self.wrappedFactory:doStart() end
+end
+
+function WrappingFactory:doStop()
+  if self.wrappedFactory.doStop then self.wrappedFactory:doStop() end
+end
+
+function WrappingFactory:startedConnecting(connector)
+  self.connector = connector
+end
+
+--- Build the user's protocol; the Deferred fires once its makeConnection
+-- (and so connectionMade) has run. The protocol is not wrapped: the
+-- instance's makeConnection is overridden once, then removed, so that
+-- reads cost nothing extra.
+function WrappingFactory:buildProtocol(addr)
+  local d = self.onConnection
+  local ok, proto = pcall(self.wrappedFactory.buildProtocol,
+    self.wrappedFactory, addr)
+  if not ok then
+    if not d.called then d:errback(proto) end
+    error(proto, 0)
+  end
+  if proto == nil then
+    if not d.called then
+      d:errback(require("spindle.reactor").ConnectError(
+        "the factory built no protocol (buildProtocol returned nil)"))
+    end
+    return nil
+  end
+  rawset(proto, "makeConnection", function(p, transport)
+    rawset(p, "makeConnection", nil)
+    p:makeConnection(transport)
+    if not d.called then d:callback(p) end
+  end)
+  return proto
+end
+
+function WrappingFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore connector
+  if not self.onConnection.called then self.onConnection:errback(reason) end
+end
+
+local function connectWith(connectfn)
+  local ok, err = pcall(connectfn)
+  if not ok then return defer.fail(err) end
+end
+
+--- TCP4ServerEndpoint(reactor, port[, backlog][, interface]): listens on
+-- a TCP port. twisted TCP4ServerEndpoint.
+local TCP4ServerEndpoint = Object:extend({__name = "TCP4ServerEndpoint"})
+
+function TCP4ServerEndpoint:__init(reactor, port, backlog, interface)
+  checkReactor(reactor, "TCP4ServerEndpoint")
+  self.reactor, self.port = reactor, port
+  self.backlog, self.interface = backlog or 50, interface or ""
+end
+
+--- ep:listen(factory) -> Deferred of the Port (or a CannotListenError
+-- Failure).
+function TCP4ServerEndpoint:listen(factory)
+  return defer.maybeDeferred(self.reactor.listenTCP, self.port, factory,
+    self.backlog, self.interface)
+end
+
+--- TCP6ServerEndpoint(reactor, port[, backlog][, interface = "::"]).
+local TCP6ServerEndpoint = TCP4ServerEndpoint:extend({
+  __name = "TCP6ServerEndpoint"})
+
+function TCP6ServerEndpoint:__init(reactor, port, backlog, interface)
+  TCP4ServerEndpoint.__init(self, reactor, port, backlog, interface or "::")
+end
+
+--- TCP4ClientEndpoint(reactor, host, port[, timeout][, bindAddress]):
+-- connects over TCP. twisted TCP4ClientEndpoint.
+local TCP4ClientEndpoint = Object:extend({__name = "TCP4ClientEndpoint"})
+
+function TCP4ClientEndpoint:__init(reactor, host, port, timeout, bindAddress)
+  checkReactor(reactor, "TCP4ClientEndpoint")
+  self.reactor, self.host, self.port = reactor, host, port
+  self.timeout, self.bindAddress = timeout or 30, bindAddress
+end
+
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade; a failed connection errbacks it with the
+-- reactor's error (ConnectionRefusedError, ...); cancelling it stops the
+-- attempt with ConnectingCancelledError.
+function TCP4ClientEndpoint:connect(factory)
+  local wf = WrappingFactory(factory)
+  return connectWith(function()
+    self.reactor.connectTCP(self.host, self.port, wf, self.timeout,
+      self.bindAddress)
+  end) or wf.onConnection
+end
+
+local TCP6ClientEndpoint = TCP4ClientEndpoint:extend({
+  __name = "TCP6ClientEndpoint"})
+
+--- UNIXServerEndpoint(reactor, address[, backlog]): listens on a Unix
+-- socket. twisted UNIXServerEndpoint.
+local UNIXServerEndpoint = Object:extend({__name = "UNIXServerEndpoint"})
+
+function UNIXServerEndpoint:__init(reactor, address, backlog)
+  checkReactor(reactor, "UNIXServerEndpoint")
+  self.reactor, self.address, self.backlog = reactor, address, backlog or 50
+end
+
+function UNIXServerEndpoint:listen(factory)
+  return defer.maybeDeferred(self.reactor.listenUNIX, self.address, factory,
+    self.backlog)
+end
+
+--- UNIXClientEndpoint(reactor, path[, timeout]): connects to a Unix
+-- socket. twisted UNIXClientEndpoint.
+local UNIXClientEndpoint = Object:extend({__name = "UNIXClientEndpoint"})
+
+function UNIXClientEndpoint:__init(reactor, path, timeout)
+  checkReactor(reactor, "UNIXClientEndpoint")
+  self.reactor, self.path, self.timeout = reactor, path, timeout or 30
+end
+
+function UNIXClientEndpoint:connect(factory)
+  local wf = WrappingFactory(factory)
+  return connectWith(function()
+    self.reactor.connectUNIX(self.path, wf, self.timeout)
+  end) or wf.onConnection
+end
+
+-- Parsing ------------------------------------------------------------------
+
+--- Split a description into its type, positional args and key=value
+-- args, as twisted.internet.endpoints._parse: ':' separates, '\' escapes
+-- the next character, the first '=' of a field splits key and value.
+local function parse(description)
+  local fields, cur, key = {}, {}, nil
+  local i, n = 1, #description
+  local function finish()
+    local value = table.concat(cur)
+    fields[#fields + 1] = key and {key = key, value = value} or {value = value}
+    cur, key = {}, nil
+  end
+  while i <= n do
+    local c = description:sub(i, i)
+    if c == "\\" and i < n then
+      i = i + 1
+      cur[#cur + 1] = description:sub(i, i)
+    elseif c == ":" then
+      finish()
+    elseif c == "=" and key == nil then
+      key = table.concat(cur)
+      cur = {}
+    else
+      cur[#cur + 1] = c
+    end
+    i = i + 1
+  end
+  finish()
+  local kind = table.remove(fields, 1)
+  local args, kwargs = {}, {}
+  for _, f in ipairs(fields) do
+    if f.key then kwargs[f.key] = f.value else args[#args + 1] = f.value end
+  end
+  return kind.key and (kind.key .. "=" .. kind.value) or kind.value, args,
+    kwargs
+end
+
+local supported = "supported: tcp, tcp6, unix"
+
+local function badType(kind, description)
+  if kind == "ssl" or kind == "tls" then
+    error(("endpoint type '%s' in %q is not available yet (TLS endpoints " ..
+      "come with spindle.ssl); %s"):format(kind, description, supported), 3)
+  end
+  error(("Unknown endpoint type: '%s' in %q (%s)"):format(
+    tostring(kind), description, supported), 3)
+end
+
+local function toint(value, what, description)
+  local v = tonumber(value)
+  if v == nil or v ~= math.floor(v) then
+    error(("bad %s %q in endpoint description %q"):format(what,
+      tostring(value), description), 4)
+  end
+  return math.tointeger(v)
+end
+
+local function tonum(value, what, description)
+  local v = tonumber(value)
+  if v == nil then
+    error(("bad %s %q in endpoint description %q"):format(what,
+      tostring(value), description), 4)
+  end
+  return v
+end
+
+local function checkDescription(description, fname)
+  if type(description) ~= "string" then
+    error(("bad argument #2 to '%s' (string expected, got %s)"):format(
+      fname, type(description)), 3)
+  end
+end
+
+--- endpoints.serverFromString(reactor, description) -> server endpoint.
+-- "tcp:PORT[:interface=IP][:backlog=N]" (also "tcp:port=PORT"),
+-- "tcp6:PORT[...]" (interface "::"), "unix:PATH[:backlog=N]" (also
+-- "unix:address=PATH"); a bare "PORT" means tcp. Raises on an unknown
+-- type or a bad value, naming it. twisted endpoints.serverFromString.
+function M.serverFromString(reactor, description)
+  checkReactor(reactor, "serverFromString")
+  checkDescription(description, "serverFromString")
+  if description:match("^%d+$") or description:match("^%d+:") then
+    description = "tcp:" .. description
+  end
+  local kind, args, kw = parse(description)
+  if kind == "tcp" or kind == "tcp6" then
+    local port = toint(kw.port or args[1], "port", description)
+    local backlog = toint(kw.backlog or args[3] or 50, "backlog", description)
+    local Class = kind == "tcp" and TCP4ServerEndpoint or TCP6ServerEndpoint
+    return Class(reactor, port, backlog, kw.interface or args[2])
+  elseif kind == "unix" then
+    local address = kw.address or args[1]
+    if address == nil or address == "" then
+      error(("missing socket path in %q"):format(description), 2)
+    end
+    return UNIXServerEndpoint(reactor, address,
+      toint(kw.backlog or 50, "backlog", description))
+  end
+  badType(kind, description)
+end
+
+--- endpoints.clientFromString(reactor, description) -> client endpoint.
+-- "tcp:host=HOST:port=PORT[:timeout=S][:bindAddress=IP]" (or
+-- "tcp:HOST:PORT"), "tcp6:..." likewise, "unix:path=PATH[:timeout=S]"
+-- (or "unix:PATH"). twisted endpoints.clientFromString.
+function M.clientFromString(reactor, description)
+  checkReactor(reactor, "clientFromString")
+  checkDescription(description, "clientFromString")
+  local kind, args, kw = parse(description)
+  if kind == "tcp" or kind == "tcp6" then
+    local host = kw.host or args[1]
+    if host == nil or host == "" then
+      error(("missing host in %q"):format(description), 2)
+    end
+    local port = toint(kw.port or args[2], "port", description)
+    local timeout = tonum(kw.timeout or 30, "timeout", description)
+    local bind = kw.bindAddress and {kw.bindAddress, 0} or nil
+    local Class = kind == "tcp" and TCP4ClientEndpoint or TCP6ClientEndpoint
+    return Class(reactor, host, port, timeout, bind)
+  elseif kind == "unix" then
+    local path = kw.path or args[1]
+    if path == nil or path == "" then
+      error(("missing socket path in %q"):format(description), 2)
+    end
+    return UNIXClientEndpoint(reactor, path,
+      tonum(kw.timeout or 30, "timeout", description))
+  end
+  badType(kind, description)
+end
+
+M.TCP4ServerEndpoint = TCP4ServerEndpoint
+M.TCP6ServerEndpoint = TCP6ServerEndpoint
+M.TCP4ClientEndpoint = TCP4ClientEndpoint
+M.TCP6ClientEndpoint = TCP6ClientEndpoint
+M.UNIXServerEndpoint = UNIXServerEndpoint
+M.UNIXClientEndpoint = UNIXClientEndpoint
+
+return require("spindle._core").strict("endpoints", M)

@@ -1,0 +1,911 @@
+/*
+** defer.c: Deferred and its iterative chain runner (spindle._defer;
+** lua/spindle/defer.lua is the public face, spindle.defer).
+** Follows twisted.internet.defer.Deferred.
+**
+** A Deferred is a userdata (struct Deferred) with five user values: the
+** current result, the slots table, the canceller, a debug table (where it
+** was made and first fired, when defer.setDebugging(true)) and a table of
+** user fields. No registry refs: the garbage collector sees every cycle.
+**
+** Steps live in the slots table, an array written from d->tail and read
+** from d->head. A step is a header integer (kind, which of callback and
+** errback it has, callback and errback argument counts) followed by the
+** functions it has (a missing one passes the result through) and the
+** bound arguments, nils kept:
+**
+**   [header][callback][errback][cb arg 1..ncb][eb arg 1..neb]
+**
+** so addCallback(f) takes two slots. A STEP_SHARED step (addBoth) stores
+** one function and one argument list for both. A STEP_CONTINUE step
+** ([header][outer Deferred]) is what an inner Deferred carries for an
+** outer one waiting on it (Twisted's _continuation). Consumed slots are
+** cleared when a run settles; an empty queue starts again at slot 1, so a
+** Deferred allocates one table however many callbacks run through it.
+**
+** The runner (deferred_run, Twisted's _runCallbacks) is a loop with an
+** explicit stack of chained Deferreds in a Lua table: a chain of any
+** length costs heap, never C or Lua stack.
+**
+** Deferreds start with a metatable without __gc. One that ends a run with
+** a Failure as its result is switched to an identical metatable with
+** __gc, which logs "Unhandled error in Deferred:" if the Failure is still
+** there when it is collected (Twisted's DebugInfo.__del__). Finalizers are
+** costly, so the millions of Deferreds that succeed never get one.
+*/
+#include <string.h>
+
+#include "core.h"
+#include "defer.h"
+#include "failure.h"
+
+#define DEFERRED_MT "spindle.Deferred"
+#define DEFERRED_GCMT "spindle.Deferred(gc)"
+
+enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS };
+#define UV_COUNT UV_ATTRS
+
+enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2 };
+#define STEP_HASCB 4
+#define STEP_HASEB 8
+#define STEP_KIND(h) ((int)((h) & 3))
+#define STEP_NCB(h) ((int)(((h) >> 4) & 0x3fffffff))
+#define STEP_NEB(h) ((int)((h) >> 34))
+
+/* Where a step's parts are, from its header at slot h. */
+typedef struct StepLayout {
+  lua_Integer cb, eb;   /* slots of the functions, 0: pass through */
+  lua_Integer ca, ea;   /* first slot of each argument list */
+  int ncb, neb;         /* argument counts */
+  lua_Integer size;     /* slots used, header included */
+} StepLayout;
+
+static void step_layout(lua_Integer h, lua_Integer hdr, StepLayout *s) {
+  lua_Integer p = h + 1;
+  int kind = STEP_KIND(hdr);
+  s->cb = (hdr & STEP_HASCB) ? p++ : 0;
+  s->ncb = STEP_NCB(hdr);
+  if (kind == STEP_SHARED) {
+    s->eb = s->cb;
+    s->ca = s->ea = p;
+    s->neb = s->ncb;
+    p += s->ncb;
+  } else {
+    s->eb = (hdr & STEP_HASEB) ? p++ : 0;
+    s->neb = STEP_NEB(hdr);
+    s->ca = p;
+    s->ea = p + s->ncb;
+    p += s->ncb + s->neb;
+  }
+  s->size = p - h;
+}
+
+typedef struct Deferred {
+  lua_Integer head;        /* slot of the next step's header */
+  lua_Integer tail;        /* first free slot */
+  lua_Integer clean;       /* slots below it and below head are nil */
+  int paused;              /* pause() count, plus one while waiting */
+  unsigned char called;    /* callback or errback happened */
+  unsigned char running;   /* a callback of this Deferred is on the stack */
+  unsigned char suppress;  /* cancelled without canceller: eat a late fire */
+  unsigned char unhandled; /* ended a run with a Failure as result */
+  unsigned char waiting;   /* the result is an inner Deferred we wait on */
+  unsigned char gcmarked;  /* has the metatable with __gc */
+} Deferred;
+
+static const char mt_key = 'M';   /* registry: plain metatable */
+static const char gcmt_key = 'G'; /* registry: metatable with __gc */
+static int debugging = 0;         /* defer.setDebugging */
+
+static void meta_init(lua_State *L);
+
+/* [-0, +1, m] Push the plain Deferred metatable, made on first use (C
+** callers may make Deferreds before spindle.defer is required). */
+static void meta_push(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  meta_init(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+}
+
+/* [-0, +0, -] The Deferred at idx, or NULL if it is something else. */
+static Deferred *deferred_test(lua_State *L, int idx) {
+  int ok;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
+  ok = lua_rawequal(L, -1, -2);
+  if (!ok) {
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &gcmt_key);
+    ok = lua_rawequal(L, -1, -2);
+  }
+  lua_pop(L, 2);
+  return ok ? (Deferred *)lua_touserdata(L, idx) : NULL;
+}
+
+/* [-0, +0, e] The Deferred at idx; raises a bad-argument error if not. */
+static Deferred *deferred_check(lua_State *L, int idx) {
+  Deferred *d = deferred_test(L, idx);
+  if (d == NULL) luaL_typeerror(L, idx, "Deferred");
+  return d;
+}
+
+/* [-0, +0, e] The Deferred at idx, checked against the metatables in
+** upvalues 1 and 2 (the methods' fast path: no registry lookup). */
+static Deferred *deferred_self(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(1)) ||
+        lua_rawequal(L, -1, lua_upvalueindex(2))) {
+      lua_pop(L, 1);
+      return (Deferred *)lua_touserdata(L, idx);
+    }
+    lua_pop(L, 1);
+  }
+  luaL_typeerror(L, idx, "Deferred");
+  return NULL;
+}
+
+/* [-0, +0, -] Is the value at idx a Failure? Non-tables are answered
+** without touching the registry: this runs once per callback. */
+static int is_failure(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TTABLE && sp_failure_is(L, idx);
+}
+
+/* [-0, +0, m] Store a traceback of L under `field` in the Deferred at
+** idx's debug table (made on demand). */
+static void debug_record(lua_State *L, int idx, const char *field) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, UV_DEBUG) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, UV_DEBUG);
+  }
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 1);
+}
+
+/* [-0, +1, m] Push the debug text of the Deferred at idx in Twisted's
+** format (" C: Deferred was created:\n C:..." and " I: First Invoker
+** was:\n I:..."), or "" when nothing was recorded. */
+static void debug_pushinfo(lua_State *L, int idx) {
+  static const char *const fields[2][3] = {
+    {"creator", " C: Deferred was created:\n C:", "\n C:"},
+    {"invoker", " I: First Invoker was:\n I:", "\n I:"}};
+  int n = 0, t, i;
+  idx = lua_absindex(L, idx);
+  lua_getiuservalue(L, idx, UV_DEBUG);
+  t = lua_gettop(L);
+  for (i = 0; i < 2 && lua_type(L, t) == LUA_TTABLE; i++) {
+    if (lua_getfield(L, t, fields[i][0]) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushstring(L, fields[i][1]);
+    luaL_gsub(L, lua_tostring(L, -2), "\n", fields[i][2]);
+    lua_pushliteral(L, "\n");
+    lua_remove(L, -4);
+    n += 3;
+  }
+  lua_concat(L, n);
+  lua_remove(L, t);
+}
+
+/* [-0, +1, m] Push a new unfired Deferred; canceller at idx (0: none). */
+static Deferred *deferred_push(lua_State *L, int canceller) {
+  Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
+  memset(d, 0, sizeof *d);
+  d->head = d->tail = d->clean = 1;
+  meta_push(L);
+  lua_setmetatable(L, -2);
+  if (canceller) {
+    lua_pushvalue(L, canceller);
+    lua_setiuservalue(L, -2, UV_CANCELLER);
+  }
+  if (debugging) debug_record(L, -1, "creator");
+  return d;
+}
+
+/* [-0, +1, m] Push the slots table of the Deferred at idx, made on
+** demand. */
+static void slots_push(lua_State *L, int idx) {
+  if (lua_getiuservalue(L, idx, UV_SLOTS) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 20, 0);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, UV_SLOTS);
+}
+
+/* [-0, +0, m] Append a step to the Deferred at idx. cb and eb are stack
+** indexes of the callback and errback (0: pass through); the callback's
+** nca arguments start at stack index ca, the errback's nea at ea. A
+** STEP_SHARED step has the callback and its arguments only. */
+static void step_append(lua_State *L, int idx, int kind, int cb, int eb,
+                        int ca, int nca, int ea, int nea) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  lua_Integer t = d->tail;
+  int i;
+  if (kind != STEP_PLAIN) eb = nea = 0;
+  slots_push(L, idx);
+  lua_pushinteger(L, (lua_Integer)kind | (cb ? STEP_HASCB : 0) |
+                         (eb ? STEP_HASEB : 0) | ((lua_Integer)nca << 4) |
+                         ((lua_Integer)nea << 34));
+  lua_rawseti(L, -2, t++);
+  if (cb) {
+    lua_pushvalue(L, cb);
+    lua_rawseti(L, -2, t++);
+  }
+  if (eb) {
+    lua_pushvalue(L, eb);
+    lua_rawseti(L, -2, t++);
+  }
+  for (i = 0; i < nca; i++) {
+    lua_pushvalue(L, ca + i);
+    lua_rawseti(L, -2, t++);
+  }
+  for (i = 0; i < nea; i++) {
+    lua_pushvalue(L, ea + i);
+    lua_rawseti(L, -2, t++);
+  }
+  lua_pop(L, 1);
+  d->tail = t;
+}
+
+/* [-0, +0, m] Make the Deferred at outer wait for the unfinished inner
+** Deferred at inner (Twisted: pause, _chainedTo, _continuation). */
+static void deferred_wait(lua_State *L, int outer, int inner) {
+  Deferred *d = (Deferred *)lua_touserdata(L, outer);
+  outer = lua_absindex(L, outer);
+  inner = lua_absindex(L, inner);
+  lua_pushvalue(L, inner);
+  lua_setiuservalue(L, outer, UV_RESULT);
+  d->paused++;
+  d->waiting = 1;
+  step_append(L, inner, STEP_CONTINUE, outer, 0, 0, 0, 0, 0);
+}
+
+/* [-0, +0, -] Can the result of Deferred d be taken now (Twisted: it has
+** a result that is not a Deferred, and is not paused)? */
+static int deferred_ready(Deferred *d) {
+  return d->called && !d->waiting && d->paused == 0;
+}
+
+/* [-1, +1, m] The value on top is a step's result. If it is a Deferred
+** with a result, replace it by that result, which the inner Deferred
+** gives up (Twisted steals it). */
+static void result_steal(lua_State *L) {
+  Deferred *inner = (Deferred *)lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, UV_RESULT);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -3, UV_RESULT);
+  inner->unhandled = 0;
+  lua_remove(L, -2);
+}
+
+/* [-0, +0, m] Set `n` slots from h to nil. */
+static void slots_clear(lua_State *L, int slots, lua_Integer h,
+                        lua_Integer n) {
+  for (lua_Integer i = 0; i < n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, slots, h + i);
+  }
+}
+
+/* [-0, +(0|1), m] Hand the result of the Deferred at cur to the outer
+** Deferred of a STEP_CONTINUE step at h; push that outer Deferred. */
+static void step_continue(lua_State *L, int cur, int slots, lua_Integer h) {
+  Deferred *d = (Deferred *)lua_touserdata(L, cur), *outer;
+  lua_rawgeti(L, slots, h + 1);
+  d->head = h + 2;
+  outer = (Deferred *)lua_touserdata(L, -1);
+  lua_getiuservalue(L, cur, UV_RESULT);
+  lua_setiuservalue(L, -2, UV_RESULT);
+  lua_pushnil(L);
+  lua_setiuservalue(L, cur, UV_RESULT);
+  d->unhandled = 0;
+  outer->paused--;
+  outer->waiting = 0;
+}
+
+/* [-0, +0, m] Store the value on top (a step's return value or error)
+** as the result of the Deferred at cur. Returns 1 if it is an unfinished
+** Deferred, which cur now waits on (the run of cur stops there). */
+static int step_result(lua_State *L, int cur, int status) {
+  Deferred *d = (Deferred *)lua_touserdata(L, cur), *inner;
+  if (status != LUA_OK) {
+    if (!sp_failure_is(L, -1)) {
+      sp_failure_new(L, -1, NULL, 0);
+      lua_remove(L, -2);
+    }
+  } else if ((inner = deferred_test(L, -1)) != NULL) {
+    if (inner == d) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "callback returned the Deferred it was attached to");
+      sp_failure_new(L, -1, NULL, 0);
+      lua_remove(L, -2);
+    } else if (!deferred_ready(inner)) {
+      deferred_wait(L, cur, -1);
+      lua_pop(L, 1);
+      return 1;
+    } else {
+      result_steal(L);
+    }
+  }
+  lua_setiuservalue(L, cur, UV_RESULT);
+  return 0;
+}
+
+/* [-0, +(0|1), m] Run the steps of the Deferred at cur (its slots table
+** is put at `slots`; eh is the message handler). Returns 1 with an outer
+** Deferred pushed when a STEP_CONTINUE step hands it our result, else 0
+** (steps used up, or waiting on an inner Deferred). */
+static int run_steps(lua_State *L, int cur, int slots, int eh) {
+  Deferred *d = (Deferred *)lua_touserdata(L, cur);
+  d->waiting = 0;
+  lua_getiuservalue(L, cur, UV_SLOTS);
+  lua_replace(L, slots);
+  /* Unlike Twisted, which checks `paused` only between Deferreds, a
+  ** pause() inside a callback stops the run at once (API.md: while paused
+  ** no callback runs). */
+  while (d->head < d->tail && d->paused <= 0) {
+    lua_Integer h = d->head, hdr, fn, arg;
+    StepLayout st;
+    int n, status, i;
+    lua_rawgeti(L, slots, h);
+    hdr = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (STEP_KIND(hdr) == STEP_CONTINUE) {
+      step_continue(L, cur, slots, h);
+      return 1;
+    }
+    step_layout(h, hdr, &st);
+    d->head = h + st.size;
+    lua_getiuservalue(L, cur, UV_RESULT);
+    if (is_failure(L, -1)) fn = st.eb, arg = st.ea, n = st.neb;
+    else fn = st.cb, arg = st.ca, n = st.ncb;
+    if (fn == 0) { /* pass through: the result stays */
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_rawgeti(L, slots, fn);
+    lua_insert(L, -2);
+    luaL_checkstack(L, n, "too many callback arguments");
+    for (i = 0; i < n; i++) lua_rawgeti(L, slots, arg + i);
+    d->running = 1;
+    status = lua_pcall(L, 1 + n, 1, eh);
+    d->running = 0;
+    if (step_result(L, cur, status)) return 0;
+  }
+  return 0;
+}
+
+/* [-0, +0, m] A run of the Deferred at cur is over for now: note whether
+** it holds an unhandled Failure (switching to the __gc metatable), and
+** start the slots again at 1 if no step is left. */
+static void deferred_settle(lua_State *L, int cur, int slots) {
+  Deferred *d = (Deferred *)lua_touserdata(L, cur);
+  lua_getiuservalue(L, cur, UV_RESULT);
+  d->unhandled = (unsigned char)is_failure(L, -1);
+  lua_pop(L, 1);
+  if (d->unhandled && !d->gcmarked) {
+    d->gcmarked = 1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &gcmt_key);
+    lua_setmetatable(L, cur);
+  }
+  if (d->head == d->tail && d->tail > 1) {
+    /* All used: a big table goes to the collector, a small one is kept. */
+    if (d->tail > 25) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, cur, UV_SLOTS);
+    } else {
+      lua_getiuservalue(L, cur, UV_SLOTS);
+      lua_replace(L, slots);
+      slots_clear(L, slots, d->clean, d->tail - d->clean);
+    }
+    d->head = d->tail = d->clean = 1;
+  } else if (d->clean < d->head) {
+    lua_getiuservalue(L, cur, UV_SLOTS);
+    lua_replace(L, slots);
+    slots_clear(L, slots, d->clean, d->head - d->clean);
+    d->clean = d->head;
+  }
+}
+
+/* [-0, +0, m] Run the callbacks of the fired Deferred at idx as far as
+** they can go. Follows Twisted's Deferred._runCallbacks: an outer
+** Deferred that an inner one hands its result to is pushed on `chain`
+** and run next; when it is done we go back to the inner one. Unlike
+** Twisted, a paused Deferred met in the chain is skipped, not the end of
+** the whole run, so the Deferred that handed it the result still runs
+** its own remaining steps. */
+static void deferred_run(lua_State *L, int idx) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  int base = lua_gettop(L), eh, cur, slots, chain;
+  lua_Integer depth = 0;
+  if (d->running) return; /* the run below us on the stack goes on */
+  luaL_checkstack(L, 8, NULL);
+  lua_pushcfunction(L, sp_errhandler);
+  lua_pushvalue(L, idx);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  eh = base + 1, cur = base + 2, slots = base + 3, chain = base + 4;
+  for (;;) {
+    d = (Deferred *)lua_touserdata(L, cur);
+    if (d->paused <= 0 && !d->running && run_steps(L, cur, slots, eh)) {
+      if (lua_isnil(L, chain)) {
+        lua_newtable(L);
+        lua_replace(L, chain);
+      }
+      lua_pushvalue(L, cur);
+      lua_rawseti(L, chain, ++depth);
+      lua_replace(L, cur);
+      continue;
+    }
+    deferred_settle(L, cur, slots);
+    if (depth == 0) break;
+    lua_rawgeti(L, chain, depth);
+    lua_replace(L, cur);
+    lua_pushnil(L);
+    lua_rawseti(L, chain, depth--);
+  }
+  lua_settop(L, base);
+}
+
+/* [-0, +0, e] Raise AlreadyCalledError for the Deferred at idx; with
+** debugging on, the message names where it was made and first fired. */
+static int raise_already_called(lua_State *L, int idx) {
+  if (debugging) {
+    lua_pushliteral(L, "Deferred has already been called\n");
+    debug_pushinfo(L, idx);
+    lua_concat(L, 2);
+  } else {
+    lua_pushliteral(L, "Deferred has already been called "
+                       "(defer.setDebugging(true) tells where)");
+  }
+  sp_errortype_make(L, "defer.AlreadyCalledError", lua_tostring(L, -1));
+  return lua_error(L);
+}
+
+/* [-0, +0, e] Fire the Deferred at idx with the value at v (Twisted's
+** _startRunCallbacks). */
+static void deferred_start(lua_State *L, int idx, int v) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  idx = lua_absindex(L, idx);
+  if (d->called) {
+    if (d->suppress) {
+      d->suppress = 0;
+      return;
+    }
+    raise_already_called(L, idx);
+  }
+  if (debugging) debug_record(L, idx, "invoker");
+  d->called = 1;
+  lua_pushvalue(L, v);
+  lua_setiuservalue(L, idx, UV_RESULT);
+  deferred_run(L, idx);
+}
+
+/* [-0, +0, e] Replace the value at idx with a Failure wrapping it (its
+** traceback taken here), unless it is one. */
+static void to_failure(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (sp_failure_is(L, idx)) return;
+  sp_failure_new(L, idx, L, 1);
+  lua_replace(L, idx);
+}
+
+/* defer.Deferred([canceller]) -> Deferred
+** A new unfired Deferred. canceller(d), if given, is called by d:cancel()
+** to stop the work d stands for. twisted.internet.defer.Deferred. */
+static int deferred_new(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) sp_checkcallable(L, 1);
+  deferred_push(L, lua_isnoneornil(L, 1) ? 0 : 1);
+  return 1;
+}
+
+/* [-0, +0, e] Append a step and run it at once if d has fired. */
+static int add_step(lua_State *L, int kind, int cb, int eb, int ca, int nca,
+                    int ea, int nea) {
+  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  step_append(L, 1, kind, cb, eb, ca, nca, ea, nea);
+  if (d->called) deferred_run(L, 1);
+  lua_pushvalue(L, 1);
+  return 1;
+}
+
+/* d:addCallback(f, ...) -> d
+** Append a step that calls f(result, ...) on success and passes failures
+** through. Bound arguments keep nils. Deferred.addCallback. */
+static int deferred_addCallback(lua_State *L) {
+  int n = lua_gettop(L);
+  deferred_self(L, 1);
+  sp_checkcallable(L, 2);
+  return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
+}
+
+/* d:addErrback(f, ...) -> d
+** Append a step that calls f(failure, ...) on failure and passes success
+** through. Deferred.addErrback. */
+static int deferred_addErrback(lua_State *L) {
+  int n = lua_gettop(L);
+  deferred_self(L, 1);
+  sp_checkcallable(L, 2);
+  return add_step(L, STEP_PLAIN, 0, 2, 0, 0, 3, n - 2);
+}
+
+/* d:addBoth(f, ...) -> d
+** Append a step that calls f(result or failure, ...). Deferred.addBoth. */
+static int deferred_addBoth(lua_State *L) {
+  int n = lua_gettop(L);
+  deferred_self(L, 1);
+  sp_checkcallable(L, 2);
+  return add_step(L, STEP_SHARED, 2, 2, 3, n - 2, 0, 0);
+}
+
+/* [-0, +n, e] Push the elements of the argument table at idx (nil: none);
+** its length is t.n when set, else #t. Returns how many. */
+static int args_unpack(lua_State *L, int idx) {
+  lua_Integer n, i;
+  if (lua_isnoneornil(L, idx)) return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  if (lua_getfield(L, idx, "n") == LUA_TNUMBER) n = lua_tointeger(L, -1);
+  else n = luaL_len(L, idx);
+  lua_pop(L, 1);
+  luaL_argcheck(L, n >= 0 && n < 10000, idx, "bad argument count");
+  luaL_checkstack(L, (int)n, "too many callback arguments");
+  for (i = 1; i <= n; i++) lua_geti(L, idx, i);
+  return (int)n;
+}
+
+/* d:addCallbacks(callback, errback, callbackArgs, errbackArgs) -> d
+** Append one step with both functions; errback nil passes failures
+** through; the argument tables (table.pack-style or lists) may be nil.
+** Deferred.addCallbacks. */
+static int deferred_addCallbacks(lua_State *L) {
+  int nca, nea;
+  deferred_self(L, 1);
+  sp_checkcallable(L, 2);
+  if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
+  lua_settop(L, 5);
+  nca = args_unpack(L, 4);
+  nea = args_unpack(L, 5);
+  return add_step(L, STEP_PLAIN, 2, lua_isnil(L, 3) ? 0 : 3, 6, nca,
+                  6 + nca, nea);
+}
+
+/* The step chainDeferred adds: chained_fire(result, d2) fires d2 with the
+** result (success or Failure) and returns nothing. */
+static int chained_fire(lua_State *L) {
+  deferred_check(L, 2);
+  deferred_start(L, 2, 1);
+  return 0;
+}
+
+/* d:chainDeferred(d2) -> d
+** d's result (success or failure) fires d2, which then has nil as d's
+** result. One way: firing d2 does not touch d. Deferred.chainDeferred. */
+static int deferred_chainDeferred(lua_State *L) {
+  deferred_self(L, 1);
+  deferred_self(L, 2);
+  lua_settop(L, 2);
+  lua_pushcfunction(L, chained_fire);
+  return add_step(L, STEP_SHARED, 3, 3, 2, 1, 0, 0);
+}
+
+/* d:callback(result)
+** Fire the success chain with result (nil if absent). Raises
+** AlreadyCalledError if d has fired (except the first late fire after a
+** cancel() without canceller, which is ignored); a Deferred as result is
+** a bad argument. Deferred.callback. */
+static int deferred_callback(lua_State *L) {
+  deferred_self(L, 1);
+  lua_settop(L, 2);
+  if (deferred_test(L, 2) != NULL)
+    return luaL_argerror(L, 2, "a Deferred cannot be a result (return it "
+                               "from a callback to chain it)");
+  deferred_start(L, 1, 2);
+  return 0;
+}
+
+/* d:errback([fail])
+** Fire the failure chain. fail is a Failure or any error value (wrapped in
+** a Failure whose traceback is taken here); without it, a Failure with the
+** message "errback() called without a failure". Deferred.errback. */
+static int deferred_errback(lua_State *L) {
+  deferred_self(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "errback() called without a failure");
+    lua_replace(L, 2);
+  }
+  to_failure(L, 2);
+  deferred_start(L, 1, 2);
+  return 0;
+}
+
+/* d:pause(): no callback runs until a matching unpause(). Counted.
+** Deferred.pause. */
+static int deferred_pause(lua_State *L) {
+  Deferred *d = deferred_self(L, 1);
+  d->paused++;
+  return 0;
+}
+
+/* d:unpause(): undo one pause(); at zero, run the callbacks added
+** meanwhile if d has fired. Extra unpauses are ignored. Deferred.unpause. */
+static int deferred_unpause(lua_State *L) {
+  Deferred *d = deferred_self(L, 1);
+  if (d->paused <= 0) return 0;
+  if (--d->paused == 0 && d->called) deferred_run(L, 1);
+  return 0;
+}
+
+/* d:cancel()
+** Unfired: call the canceller (errors it raises propagate), then errback
+** with CancelledError if still unfired. Waiting on an inner Deferred:
+** cancel that one (followed iteratively down a chain of waits). Fired:
+** nothing. Deferred.cancel. */
+static int deferred_cancel(lua_State *L) {
+  Deferred *d = deferred_self(L, 1);
+  lua_settop(L, 1);
+  while (d->called && d->waiting) {
+    lua_getiuservalue(L, 1, UV_RESULT);
+    lua_replace(L, 1);
+    d = (Deferred *)lua_touserdata(L, 1);
+  }
+  if (d->called) return 0;
+  if (lua_getiuservalue(L, 1, UV_CANCELLER) != LUA_TNIL) {
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 0);
+  } else {
+    lua_pop(L, 1);
+    d->suppress = 1;
+  }
+  if (!d->called) {
+    sp_errortype_make(L, "defer.CancelledError", "Deferred was cancelled");
+    to_failure(L, -1);
+    deferred_start(L, 1, -1);
+  }
+  return 0;
+}
+
+/* [-0, +1, m] Push a Lua-style repr of the value at idx: strings quoted
+** as Twisted's repr does, the rest as tostring. */
+static void repr_push(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING)
+    lua_pushfstring(L, "'%s'", lua_tostring(L, idx));
+  else
+    luaL_tolstring(L, idx, NULL);
+}
+
+/* tostring(d) -> "<Deferred at 0x...>", with " current result: 4" once
+** fired, or " waiting on Deferred at 0x..." while it waits on another.
+** Deferred.__str__. */
+static int deferred_tostring(lua_State *L) {
+  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  lua_getiuservalue(L, 1, UV_RESULT);
+  if (!d->called) {
+    lua_pushfstring(L, "<Deferred at %p>", (void *)d);
+  } else if (d->waiting) {
+    lua_pushfstring(L, "<Deferred at %p waiting on Deferred at %p>",
+                    (void *)d, lua_touserdata(L, -1));
+  } else {
+    repr_push(L, -1);
+    lua_pushfstring(L, "<Deferred at %p current result: %s>", (void *)d,
+                    lua_tostring(L, -1));
+  }
+  return 1;
+}
+
+/* __index: methods, then the read-only fields called (boolean), paused
+** (count) and result, then fields a user set. Upvalue 1: methods. */
+static int deferred_index(lua_State *L) {
+  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  const char *k;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    k = lua_tostring(L, 2);
+    if (strcmp(k, "called") == 0) {
+      lua_pushboolean(L, d->called);
+      return 1;
+    } else if (strcmp(k, "paused") == 0) {
+      lua_pushinteger(L, d->paused);
+      return 1;
+    } else if (strcmp(k, "result") == 0) {
+      lua_getiuservalue(L, 1, UV_RESULT);
+      return 1;
+    }
+  }
+  if (lua_getiuservalue(L, 1, UV_ATTRS) != LUA_TTABLE) return 1;
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+/* __newindex: methods and called/paused/result are read-only; other
+** fields are kept for the user (Python code sets attributes on
+** Deferreds). Upvalue 1: methods. */
+static int deferred_newindex(lua_State *L) {
+  lua_settop(L, 3);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL ||
+      (lua_type(L, 2) == LUA_TSTRING &&
+       (strcmp(lua_tostring(L, 2), "called") == 0 ||
+        strcmp(lua_tostring(L, 2), "paused") == 0 ||
+        strcmp(lua_tostring(L, 2), "result") == 0)))
+    return luaL_error(L, "Deferred field '%s' is read-only",
+                      luaL_tolstring(L, 2, NULL));
+  if (lua_getiuservalue(L, 1, UV_ATTRS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, UV_ATTRS);
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* __gc of Deferreds that ended a run with a Failure: if the Failure is
+** still their result, log "Unhandled error in Deferred:" with its
+** traceback, once (Twisted's DebugInfo.__del__). */
+static int deferred_gc(lua_State *L) {
+  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  if (!d->unhandled) return 0;
+  d->unhandled = 0;
+  lua_getiuservalue(L, 1, UV_RESULT);
+  if (!sp_failure_is(L, -1)) return 0;
+  lua_pushliteral(L, "Unhandled error in Deferred:");
+  debug_pushinfo(L, 1);
+  if (lua_rawlen(L, -1) > 0) {
+    lua_pushliteral(L, "\n(debug:\n");
+    lua_insert(L, -2);
+    lua_pushliteral(L, ")");
+    lua_concat(L, 4);
+  } else {
+    lua_pop(L, 1);
+  }
+  sp_log_failure(L, 2, lua_tostring(L, -1));
+  return 0;
+}
+
+/* defer.setDebugging(on): record where each new Deferred is made and
+** first fired, for AlreadyCalledError and unhandled-error reports.
+** twisted.internet.defer.setDebugging. */
+static int defer_setDebugging(lua_State *L) {
+  debugging = lua_toboolean(L, 1);
+  return 0;
+}
+
+/* defer.getDebugging() -> boolean. twisted...defer.getDebugging. */
+static int defer_getDebugging(lua_State *L) {
+  lua_pushboolean(L, debugging);
+  return 1;
+}
+
+/* _defer.isDeferred(v) -> boolean: for spindle's own Lua code. */
+static int defer_isDeferred(lua_State *L) {
+  lua_pushboolean(L, deferred_test(L, 1) != NULL);
+  return 1;
+}
+
+/* _defer.adopt(d, inner): fire the unfired d with inner's result, as if
+** a callback of d had returned inner (rule 3): d waits for inner if inner
+** has no result yet. inlineCallbacks' cancellation uses it, as Twisted's
+** _cancellableInlineCallbacks makes its Deferred wait on a fresh one. */
+static int defer_adopt(lua_State *L) {
+  Deferred *d = deferred_check(L, 1), *inner = deferred_check(L, 2);
+  lua_settop(L, 2);
+  luaL_argcheck(L, d != inner, 2, "a Deferred cannot wait on itself");
+  if (d->called) raise_already_called(L, 1);
+  if (deferred_ready(inner)) {
+    result_steal(L);
+    deferred_start(L, 1, 2);
+    return 0;
+  }
+  d->called = 1;
+  deferred_wait(L, 1, 2);
+  return 0;
+}
+
+static const luaL_Reg deferred_methods[] = {
+  {"addCallback", deferred_addCallback},
+  {"addErrback", deferred_addErrback},
+  {"addBoth", deferred_addBoth},
+  {"addCallbacks", deferred_addCallbacks},
+  {"chainDeferred", deferred_chainDeferred},
+  {"callback", deferred_callback},
+  {"errback", deferred_errback},
+  {"pause", deferred_pause},
+  {"unpause", deferred_unpause},
+  {"cancel", deferred_cancel},
+  {NULL, NULL}
+};
+
+/* [-0, +0, m] Make the two Deferred metatables, sharing one methods
+** table. Users see "spindle.Deferred" as the name of both. */
+static void meta_init(lua_State *L) {
+  int gc;
+  luaL_newmetatable(L, DEFERRED_MT);
+  luaL_newmetatable(L, DEFERRED_GCMT);
+  lua_newtable(L);
+  lua_pushvalue(L, -3);
+  lua_pushvalue(L, -3);
+  luaL_setfuncs(L, deferred_methods, 2);
+  for (gc = 0; gc <= 1; gc++) {
+    lua_pushvalue(L, -3 + gc);
+    lua_pushliteral(L, DEFERRED_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, deferred_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, deferred_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, deferred_tostring);
+    lua_setfield(L, -2, "__tostring");
+    if (gc) {
+      lua_pushcfunction(L, deferred_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_pushliteral(L, "Deferred");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, gc ? &gcmt_key : &mt_key);
+  }
+  lua_pop(L, 3);
+}
+
+void sp_deferred_new(lua_State *L) { deferred_push(L, 0); }
+
+int sp_deferred_is(lua_State *L, int idx) {
+  return deferred_test(L, idx) != NULL;
+}
+
+void sp_deferred_callback(lua_State *L, int d, int v) {
+  d = lua_absindex(L, d);
+  v = lua_absindex(L, v);
+  deferred_check(L, d);
+  if (deferred_test(L, v) != NULL)
+    luaL_error(L, "a Deferred cannot be a Deferred's result");
+  deferred_start(L, d, v);
+}
+
+void sp_deferred_errback(lua_State *L, int d, int f) {
+  d = lua_absindex(L, d);
+  f = lua_absindex(L, f);
+  deferred_check(L, d);
+  if (sp_failure_is(L, f)) {
+    deferred_start(L, d, f);
+  } else {
+    sp_failure_new(L, f, NULL, 0);
+    deferred_start(L, d, -1);
+    lua_pop(L, 1);
+  }
+}
+
+static const luaL_Reg defer_funcs[] = {
+  {"Deferred", deferred_new},
+  {"setDebugging", defer_setDebugging},
+  {"getDebugging", defer_getDebugging},
+  {"isDeferred", defer_isDeferred},
+  {"adopt", defer_adopt},
+  {NULL, NULL}
+};
+
+/* spindle._defer: the C half of spindle.defer. Its `methods` field is the
+** Deferred methods table, so that defer.lua can add addTimeout. */
+int luaopen_spindle__defer(lua_State *L) {
+  luaL_newlib(L, defer_funcs);
+  meta_push(L);
+  lua_getfield(L, -1, "__index");
+  lua_getupvalue(L, -1, 1);
+  lua_setfield(L, -4, "methods");
+  lua_pop(L, 2);
+  lua_pushcfunction(L, sp_errhandler);
+  lua_setfield(L, -2, "errhandler");
+  return 1;
+}

@@ -1,0 +1,1033 @@
+/*
+** loop.c: the reactor core (spindle._loop): run/stop, system event
+** triggers, callLater's DelayedCalls, runUntilComplete, and the
+** cross-thread inbox behind callFromThread. Follows
+** twisted.internet.base.ReactorBase and twisted.internet.base.DelayedCall.
+**
+** Timers: one uv_timer armed for the earliest entry of a binary heap of
+** DelayedCalls ordered by (time, scheduling sequence), so same-time calls
+** run in the order scheduled. A DelayedCall is a userdata whose function
+** and arguments are its user values (nil holes kept); while pending it is
+** anchored by a ref in a registry table, so firing allocates nothing.
+**
+** Shutdown, as Twisted does it: stop() schedules the 'shutdown' event for
+** the next timer pass; its 'before' triggers run and any Deferreds they
+** return are waited on; then `running` turns false, the 'during' and
+** 'after' triggers run, and uv_stop ends run(). Triggers are one-shot: an
+** event's triggers are detached when it fires, so triggers added while it
+** fires wait for the next time (a later run()).
+**
+** Handles (timer, async, signals) live in malloc'd memory freed in their
+** close callbacks; the shutdown hook closes every handle left on the loop
+** and runs it until they are closed, so lua_close ends clean.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+
+#include "core.h"
+#include "defer.h"
+#include "failure.h"
+#include "loop.h"
+
+#define DCALL_MT "spindle.DelayedCall"
+
+/* Registry keys: addresses of these variables. */
+static const char anchor_key = 'A'; /* ref -> pending DelayedCall */
+static const char events_key = 'E'; /* event -> {before=,during=,after=} */
+static const char fifo_key = 'F';   /* callFromThread's main-thread FIFO */
+
+typedef enum { DC_PENDING, DC_CALLED, DC_CANCELLED } dcall_state;
+
+typedef struct dcall {
+  double time;       /* when due, in sp_loop_seconds() */
+  uint64_t seq;      /* scheduling order, breaks ties on time */
+  int heapidx;       /* index in timers.heap; -1 when not scheduled */
+  int ref;           /* anchor ref while pending, else LUA_NOREF */
+  int nargs;         /* user values: 1 the function, 2.. its arguments */
+  dcall_state state;
+} dcall;
+
+static struct {
+  dcall **heap;
+  int n, cap;
+  uint64_t nextseq;
+  uv_timer_t *handle;
+  int inpass;        /* inside timer_cb: arm once at its end */
+} timers;
+
+/* The reactor's state: S_RUNNING from run() to stop(), S_STOPPING while
+** the shutdown event fires, S_STOPPED once run() should return. */
+static enum { S_IDLE, S_RUNNING, S_STOPPING, S_STOPPED } state = S_IDLE;
+static int running = 0;            /* reactor.running, as Twisted's */
+static int initialized = 0, closed = 0;
+static lua_State *runL = NULL;     /* the thread that called run() */
+
+/* The cross-thread inbox: a locked singly linked list. */
+static struct {
+  uv_mutex_t lock;
+  uv_async_t *async;
+  sp_loop_msg *head, *tail;
+  int closed;
+} inbox;
+
+static lua_Integer fifo_head = 0, fifo_tail = 0;
+
+static const int signums[] = {SIGINT, SIGTERM};
+#define NSIGNALS 2
+static uv_signal_t *signals[NSIGNALS];
+
+/* Marks the handles this file owns (handle->data), freed on close. */
+static char owned_marker;
+
+/* ---------------------------------------------------------------- */
+/* Shared helpers                                                      */
+
+double sp_loop_seconds(void) {
+  return (double)uv_hrtime() / 1e9;
+}
+
+int sp_loop_running(void) {
+  return running;
+}
+
+lua_State *sp_loop_state(void) {
+  return runL != NULL ? runL : sp_mainstate;
+}
+
+/* [-0, +0, -] log.msg(text), never raising. */
+static void log_msg(lua_State *L, const char *text) {
+  int top = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.log");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK &&
+      lua_getfield(L, -1, "msg") == LUA_TFUNCTION) {
+    lua_pushstring(L, text);
+    lua_pcall(L, 1, 0, 0);
+  }
+  lua_settop(L, top);
+}
+
+/* [-(nargs+1), +1, -] Call f with nargs arguments under sp_pcall; leave
+** its first result, or nil after logging its error as `why`. */
+static void call_logged(lua_State *L, int nargs, const char *why) {
+  if (sp_pcall(L, nargs, 1) != LUA_OK) {
+    sp_log_failure(L, -1, why);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+}
+
+static void handle_free(uv_handle_t *h) {
+  free(h);
+}
+
+/* ---------------------------------------------------------------- */
+/* The timer heap                                                      */
+
+static int dcall_before(const dcall *a, const dcall *b) {
+  return a->time < b->time || (a->time == b->time && a->seq < b->seq);
+}
+
+static void heap_set(int i, dcall *c) {
+  timers.heap[i] = c;
+  c->heapidx = i;
+}
+
+static void heap_up(int i) {
+  dcall *c = timers.heap[i];
+  while (i > 0) {
+    int parent = (i - 1) / 2;
+    if (!dcall_before(c, timers.heap[parent])) break;
+    heap_set(i, timers.heap[parent]);
+    i = parent;
+  }
+  heap_set(i, c);
+}
+
+static void heap_down(int i) {
+  dcall *c = timers.heap[i];
+  for (;;) {
+    int child = 2 * i + 1;
+    if (child >= timers.n) break;
+    if (child + 1 < timers.n &&
+        dcall_before(timers.heap[child + 1], timers.heap[child]))
+      child++;
+    if (!dcall_before(timers.heap[child], c)) break;
+    heap_set(i, timers.heap[child]);
+    i = child;
+  }
+  heap_set(i, c);
+}
+
+/* Room for one more entry; 0 when out of memory. */
+static int heap_reserve(void) {
+  if (timers.n < timers.cap) return 1;
+  int cap = timers.cap ? timers.cap * 2 : 64;
+  dcall **h = realloc(timers.heap, (size_t)cap * sizeof *h);
+  if (h == NULL) return 0;
+  timers.heap = h;
+  timers.cap = cap;
+  return 1;
+}
+
+static void heap_push(dcall *c) {
+  timers.heap[timers.n] = c;
+  c->heapidx = timers.n++;
+  heap_up(c->heapidx);
+}
+
+static void heap_remove(dcall *c) {
+  int i = c->heapidx;
+  dcall *last;
+  if (i < 0) return;
+  c->heapidx = -1;
+  last = timers.heap[--timers.n];
+  if (i == timers.n) return;
+  heap_set(i, last);
+  heap_up(i);
+  heap_down(last->heapidx);
+}
+
+/* A changed time: move c to its place. */
+static void heap_fix(dcall *c) {
+  heap_up(c->heapidx);
+  heap_down(c->heapidx);
+}
+
+static void timer_cb(uv_timer_t *h);
+
+/* Arm the uv_timer for the earliest DelayedCall (ms, rounded up; an early
+** wake-up only re-arms). */
+static void timers_arm(void) {
+  double dt;
+  uint64_t ms;
+  if (timers.inpass || closed || timers.handle == NULL) return;
+  if (timers.n == 0) {
+    uv_timer_stop(timers.handle);
+    return;
+  }
+  dt = timers.heap[0]->time - sp_loop_seconds();
+  if (!(dt > 0)) ms = 0;
+  else if (dt > 1e12) ms = UINT64_C(1000000000000000);
+  else ms = (uint64_t)ceil(dt * 1000.0);
+  uv_update_time(sp_loop());
+  uv_timer_start(timers.handle, timer_cb, ms, 0);
+}
+
+/* ---------------------------------------------------------------- */
+/* DelayedCall                                                         */
+
+/* [-0, +0, -] Drop the function and arguments of the DelayedCall at idx
+** so that what they hold can be collected. */
+static void dcall_release(lua_State *L, int idx, dcall *c) {
+  idx = lua_absindex(L, idx);
+  for (int i = 1; i <= c->nargs + 1; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, idx, i);
+  }
+}
+
+/* [-0, +0, -] Drop the anchor of a DelayedCall leaving the heap. */
+static void dcall_unanchor(lua_State *L, dcall *c) {
+  if (c->ref == LUA_NOREF) return;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
+  luaL_unref(L, -1, c->ref);
+  lua_pop(L, 1);
+  c->ref = LUA_NOREF;
+}
+
+/* [-0, +1, m] Schedule the function at fidx with the nargs values after it
+** to run in `delay` seconds; push the DelayedCall. */
+static dcall *dcall_schedule(lua_State *L, double delay, int fidx,
+                             int nargs) {
+  dcall *c;
+  fidx = lua_absindex(L, fidx);
+  if (closed) luaL_error(L, "the reactor has shut down");
+  c = lua_newuserdatauv(L, sizeof *c, nargs + 1);
+  c->heapidx = -1;
+  c->ref = LUA_NOREF;
+  c->nargs = nargs;
+  c->state = DC_CANCELLED;
+  luaL_setmetatable(L, DCALL_MT);
+  for (int i = 0; i <= nargs; i++) {
+    lua_pushvalue(L, fidx + i);
+    lua_setiuservalue(L, -2, i + 1);
+  }
+  if (!heap_reserve()) luaL_error(L, "not enough memory");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
+  lua_pushvalue(L, -2);
+  c->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  c->time = sp_loop_seconds() + delay;
+  c->seq = timers.nextseq++;
+  c->state = DC_PENDING;
+  heap_push(c);
+  if (c->heapidx == 0) timers_arm();
+  return c;
+}
+
+/* Run one due DelayedCall (already off the heap); an error is logged. */
+static void dcall_fire(lua_State *L, dcall *c) {
+  int top = lua_gettop(L), ud;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
+  lua_rawgeti(L, -1, c->ref);
+  ud = lua_gettop(L);
+  dcall_unanchor(L, c);
+  c->state = DC_CALLED;
+  if (!lua_checkstack(L, c->nargs + 8)) {
+    lua_pushliteral(L, "stack overflow: too many arguments to callLater");
+    sp_log_failure(L, -1, NULL);
+  } else {
+    for (int i = 1; i <= c->nargs + 1; i++) lua_getiuservalue(L, ud, i);
+    if (sp_pcall(L, c->nargs, 0) != LUA_OK) sp_log_failure(L, -1, NULL);
+  }
+  dcall_release(L, ud, c);
+  lua_settop(L, top);
+}
+
+/* Run the DelayedCalls due now, in (time, seq) order. Calls scheduled
+** during this pass wait for the next one, as in Twisted's
+** runUntilCurrent, so a callLater(0) loop cannot starve the loop. */
+static void timer_cb(uv_timer_t *h) {
+  lua_State *L = sp_loop_state();
+  double now = sp_loop_seconds();
+  uint64_t limit = timers.nextseq;
+  (void)h;
+  timers.inpass = 1;
+  while (timers.n > 0) {
+    dcall *c = timers.heap[0];
+    if (c->time > now || c->seq >= limit) break;
+    heap_remove(c);
+    dcall_fire(L, c);
+  }
+  timers.inpass = 0;
+  timers_arm();
+}
+
+static dcall *dcall_check(lua_State *L) {
+  return luaL_checkudata(L, 1, DCALL_MT);
+}
+
+/* Raise AlreadyCalled / AlreadyCancelled unless c is pending; `verb`
+** names the attempted action. */
+static void dcall_checkpending(lua_State *L, dcall *c, const char *verb) {
+  if (c->state == DC_CALLED)
+    sp_errortype_raise(L, "reactor.AlreadyCalled", NULL,
+                       "Tried to %s an already-called event.", verb);
+  if (c->state == DC_CANCELLED)
+    sp_errortype_raise(L, "reactor.AlreadyCancelled", NULL,
+                       "Tried to %s an already-cancelled event.", verb);
+}
+
+/* dc:cancel(): unschedule the call. Raises AlreadyCalled if it ran,
+** AlreadyCancelled if it was cancelled. twisted DelayedCall.cancel. */
+static int dcall_cancel(lua_State *L) {
+  dcall *c = dcall_check(L);
+  int wastop;
+  dcall_checkpending(L, c, "cancel");
+  wastop = c->heapidx == 0;
+  heap_remove(c);
+  c->state = DC_CANCELLED;
+  dcall_unanchor(L, c);
+  dcall_release(L, 1, c);
+  if (wastop) timers_arm();
+  return 0;
+}
+
+/* [-0, +0, -] Give c a new due time and its place in the heap. */
+static void dcall_move(dcall *c, double time) {
+  c->time = time;
+  c->seq = timers.nextseq++;
+  heap_fix(c);
+  timers_arm();
+}
+
+/* dc:reset(secondsFromNow): run the call secondsFromNow seconds from now
+** instead. Raises as cancel() does. twisted DelayedCall.reset. */
+static int dcall_reset(lua_State *L) {
+  dcall *c = dcall_check(L);
+  double s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
+  dcall_checkpending(L, c, "reset");
+  dcall_move(c, sp_loop_seconds() + s);
+  return 0;
+}
+
+/* dc:delay(seconds): push the call `seconds` later (earlier if
+** negative). Raises as cancel() does. twisted DelayedCall.delay. */
+static int dcall_delay(lua_State *L) {
+  dcall *c = dcall_check(L);
+  double s = luaL_checknumber(L, 2);
+  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
+  dcall_checkpending(L, c, "delay");
+  dcall_move(c, c->time + s);
+  return 0;
+}
+
+/* dc:active() -> boolean: neither called nor cancelled. */
+static int dcall_active(lua_State *L) {
+  lua_pushboolean(L, dcall_check(L)->state == DC_PENDING);
+  return 1;
+}
+
+/* dc:getTime() -> seconds: when the call is due, in reactor.seconds(). */
+static int dcall_getTime(lua_State *L) {
+  lua_pushnumber(L, dcall_check(L)->time);
+  return 1;
+}
+
+static int dcall_tostring(lua_State *L) {
+  dcall *c = dcall_check(L);
+  char in[32];
+  snprintf(in, sizeof in, "%.3f", c->time - sp_loop_seconds());
+  lua_pushfstring(L, "<DelayedCall %p [%ss] called=%d cancelled=%d>",
+                  (void *)c, in, c->state == DC_CALLED,
+                  c->state == DC_CANCELLED);
+  return 1;
+}
+
+/* __index: methods (upvalue 1), then the read-only fields `called`,
+** `cancelled` and `time`, as Twisted's DelayedCall has them. */
+static int dcall_index(lua_State *L) {
+  dcall *c = dcall_check(L);
+  const char *k = lua_tostring(L, 2);
+  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL)
+    return 1;
+  if (k == NULL) return 1;
+  if (strcmp(k, "called") == 0) lua_pushboolean(L, c->state == DC_CALLED);
+  else if (strcmp(k, "cancelled") == 0)
+    lua_pushboolean(L, c->state == DC_CANCELLED);
+  else if (strcmp(k, "time") == 0) lua_pushnumber(L, c->time);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static const luaL_Reg dcall_methods[] = {
+  {"cancel", dcall_cancel},
+  {"reset", dcall_reset},
+  {"delay", dcall_delay},
+  {"active", dcall_active},
+  {"getTime", dcall_getTime},
+  {NULL, NULL}
+};
+
+/* ---------------------------------------------------------------- */
+/* System events                                                       */
+
+static const char *const phases[] = {"before", "during", "after", NULL};
+
+/* [-0, +1, m] The table of event triggers. */
+static void events_push(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &events_key);
+}
+
+/* [-0, +1, -] Call trigger entry {f, args..., n = nargs} at idx; push its
+** result (nil after logging an error). */
+static void trigger_call(lua_State *L, int idx) {
+  int n;
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (!lua_checkstack(L, n + 8)) {
+    lua_pushnil(L);
+    return;
+  }
+  for (int i = 1; i <= n + 1; i++) lua_rawgeti(L, idx, i);
+  call_logged(L, n, NULL);
+}
+
+/* [-0, +0, -] Run the triggers of one phase of detached event e. */
+static void event_phase(lua_State *L, int e, const char *phase) {
+  if (lua_getfield(L, e, phase) == LUA_TTABLE) {
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      trigger_call(L, -1);
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* [-0, +0, -] The 'before' triggers are done: run 'during' and 'after';
+** end run() after shutdown. Twisted's _ThreePhaseEvent._continueFiring. */
+static void event_continue(lua_State *L, int e) {
+  int shutdown;
+  e = lua_absindex(L, e);
+  lua_getfield(L, e, "event");
+  shutdown = strcmp(lua_tostring(L, -1), "shutdown") == 0;
+  if (strcmp(lua_tostring(L, -1), "startup") == 0) running = 1;
+  if (shutdown) running = 0;
+  lua_pop(L, 1);
+  event_phase(L, e, "during");
+  event_phase(L, e, "after");
+  if (shutdown && state == S_STOPPING) {
+    state = S_STOPPED;
+    uv_stop(sp_loop());
+  }
+}
+
+/* [-0, +0, -] One waited-on thing is done: count down e.pending and
+** continue the event at zero. */
+static void event_countdown(lua_State *L, int e) {
+  lua_Integer left;
+  lua_getfield(L, e, "pending");
+  left = lua_tointeger(L, -1) - 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, left);
+  lua_setfield(L, e, "pending");
+  if (left == 0) event_continue(L, e);
+}
+
+/* Callback added to each Deferred a 'before' trigger returned (upvalue 1:
+** the event); passes its result on, as DeferredList leaves it. */
+static int event_deferred_done(lua_State *L) {
+  lua_settop(L, 1);
+  event_countdown(L, lua_upvalueindex(1));
+  return 1;
+}
+
+/* [-0, +0, -] Wait for the Deferred at d before continuing event e. */
+static void event_wait(lua_State *L, int e, int d) {
+  lua_getfield(L, e, "pending");
+  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+  lua_setfield(L, e, "pending");
+  lua_pop(L, 1);
+  lua_getfield(L, d, "addBoth");
+  lua_pushvalue(L, d);
+  lua_pushvalue(L, e);
+  lua_pushcclosure(L, event_deferred_done, 1);
+  if (sp_pcall(L, 2, 0) != LUA_OK) {
+    sp_log_failure(L, -1, "while waiting on a 'before' trigger:");
+    lua_pop(L, 1);
+    event_countdown(L, e);
+  }
+}
+
+/* [-0, +0, -] Fire system event `name`: detach its triggers, run the
+** 'before' ones, wait for the Deferreds they return, then continue.
+** Twisted's ReactorBase.fireSystemEvent and _ThreePhaseEvent.fireEvent. */
+static void event_fire(lua_State *L, const char *name) {
+  int top = lua_gettop(L), e;
+  events_push(L);
+  if (lua_getfield(L, -1, name) == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_setfield(L, -3, name);
+  } else {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  e = lua_gettop(L);
+  lua_pushstring(L, name);
+  lua_setfield(L, e, "event");
+  /* One count for this loop, so Deferreds that fired already cannot
+  ** continue the event before all 'before' triggers ran. */
+  lua_pushinteger(L, 1);
+  lua_setfield(L, e, "pending");
+  if (lua_getfield(L, e, "before") == LUA_TTABLE) {
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      trigger_call(L, -1);
+      if (sp_deferred_is(L, -1)) event_wait(L, e, lua_absindex(L, -1));
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 1);
+  event_countdown(L, e);
+  lua_settop(L, top);
+}
+
+/* reactor.addSystemEventTrigger(phase, event, f, ...) -> id
+** Call f(...) at `phase` ("before", "during", "after") of `event`
+** ("startup", "shutdown"). A 'before shutdown' trigger may return a
+** Deferred: shutdown waits for it. Each trigger fires once. Returns an
+** opaque id for removeSystemEventTrigger. Raises on a bad phase or a
+** non-callable f. twisted IReactorCore.addSystemEventTrigger. */
+static int loop_addSystemEventTrigger(lua_State *L) {
+  int p = luaL_checkoption(L, 1, NULL, phases);
+  int top = lua_gettop(L), entry;
+  luaL_checkstring(L, 2);
+  sp_checkcallable(L, 3);
+  lua_createtable(L, top - 2, 3);
+  entry = lua_gettop(L);
+  for (int i = 3; i <= top; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, entry, i - 2);
+  }
+  lua_pushinteger(L, top - 3);
+  lua_setfield(L, entry, "n");
+  lua_pushstring(L, phases[p]);
+  lua_setfield(L, entry, "phase");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, entry, "event");
+  events_push(L);
+  luaL_getsubtable(L, -1, lua_tostring(L, 2));
+  luaL_getsubtable(L, -1, phases[p]);
+  lua_pushvalue(L, entry);
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  lua_settop(L, entry);
+  return 1;
+}
+
+/* reactor.removeSystemEventTrigger(id): remove a trigger that has not
+** fired. Raises if id is not a pending trigger.
+** twisted IReactorCore.removeSystemEventTrigger. */
+static int loop_removeSystemEventTrigger(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  events_push(L);
+  lua_getfield(L, 1, "event");
+  if (lua_type(L, -1) == LUA_TSTRING &&
+      lua_gettable(L, 2) == LUA_TTABLE) {
+    lua_getfield(L, 1, "phase");
+    if (lua_type(L, -1) == LUA_TSTRING &&
+        lua_gettable(L, 3) == LUA_TTABLE) {
+      lua_Integer n = luaL_len(L, 4);
+      for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 4, i);
+        if (lua_rawequal(L, -1, 1)) {
+          for (; i < n; i++) {
+            lua_rawgeti(L, 4, i + 1);
+            lua_rawseti(L, 4, i);
+          }
+          lua_pushnil(L);
+          lua_rawseti(L, 4, n);
+          return 0;
+        }
+        lua_pop(L, 1);
+      }
+    }
+  }
+  return luaL_argerror(L, 1, "not a pending system event trigger");
+}
+
+/* ---------------------------------------------------------------- */
+/* run / stop                                                          */
+
+static int loop_fireShutdown(lua_State *L) {
+  event_fire(L, "shutdown");
+  return 0;
+}
+
+/* [-0, +0, m] Begin shutdown: the 'shutdown' event fires on the next
+** timer pass, so stop() returns at once. */
+static void loop_beginstop(lua_State *L) {
+  state = S_STOPPING;
+  lua_pushcfunction(L, loop_fireShutdown);
+  dcall_schedule(L, 0.0, -1, 0);
+  lua_pop(L, 2);
+}
+
+/* reactor.stop(): stop the reactor: returns at once; the loop then fires
+** the 'before shutdown' triggers (waiting on Deferreds they return), the
+** 'during' and 'after' ones, and run() returns. Raises ReactorNotRunning
+** if the reactor is not running or already stopping.
+** twisted ReactorBase.stop. */
+static int loop_stop(lua_State *L) {
+  if (state != S_RUNNING)
+    return sp_errortype_raise(L, "reactor.ReactorNotRunning", NULL,
+                              "Can't stop reactor that isn't running.");
+  loop_beginstop(L);
+  return 0;
+}
+
+/* SIGINT / SIGTERM while running: stop, so shutdown triggers run, as
+** Twisted's _SignalReactorMixin does. A second signal while stopping is
+** ignored. */
+static void signal_cb(uv_signal_t *h, int signum) {
+  lua_State *L = sp_loop_state();
+  char text[64];
+  (void)h;
+  if (state != S_RUNNING) return;
+  snprintf(text, sizeof text, "Received %s, shutting down.",
+           signum == SIGINT ? "SIGINT" : "SIGTERM");
+  log_msg(L, text);
+  lua_pushcfunction(L, loop_stop);
+  if (sp_pcall(L, 0, 0) != LUA_OK) {
+    sp_log_failure(L, -1, NULL);
+    lua_pop(L, 1);
+  }
+}
+
+static void signals_start(lua_State *L) {
+  for (int i = 0; i < NSIGNALS; i++) {
+    int r = uv_signal_start(signals[i], signal_cb, signums[i]);
+    if (r != 0) luaL_error(L, "uv_signal_start: %s", uv_strerror(r));
+  }
+}
+
+static void signals_stop(void) {
+  for (int i = 0; i < NSIGNALS; i++) uv_signal_stop(signals[i]);
+}
+
+/* [-0, +0, e] Run the loop from startup until shutdown has finished,
+** then collect garbage so that unhandled failed Deferreds get logged. */
+static void loop_runloop(lua_State *L) {
+  lua_State *prevL = runL;
+  if (closed) luaL_error(L, "the reactor has shut down");
+  sp_loop();
+  signals_start(L);
+  state = S_RUNNING;
+  runL = L;
+  event_fire(L, "startup");
+  while (state != S_STOPPED) uv_run(sp_loop(), UV_RUN_DEFAULT);
+  signals_stop();
+  runL = prevL;
+  running = 0;
+  state = S_IDLE;
+  lua_gc(L, LUA_GCCOLLECT);
+}
+
+/* reactor.run(): run the loop until stop() has finished. Fires the
+** 'startup' triggers first. Raises ReactorAlreadyRunning if the reactor
+** is running; unlike Twisted's, it may run again after it returned.
+** twisted ReactorBase.run. */
+static int loop_run(lua_State *L) {
+  if (state != S_IDLE)
+    return sp_errortype_raise(L, "reactor.ReactorAlreadyRunning", NULL,
+                              "reactor is already running");
+  loop_runloop(L);
+  return 0;
+}
+
+/* reactor.callWhenRunning(f, ...) -> id or nil: call f(...) once the
+** reactor runs ('after startup' trigger; its id is returned), or at once
+** if it is running. twisted ReactorBase.callWhenRunning. */
+static int loop_callWhenRunning(lua_State *L) {
+  sp_checkcallable(L, 1);
+  if (running) {
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+  }
+  lua_pushcfunction(L, loop_addSystemEventTrigger);
+  lua_insert(L, 1);
+  lua_pushliteral(L, "after");
+  lua_insert(L, 2);
+  lua_pushliteral(L, "startup");
+  lua_insert(L, 3);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* The reactor's functions also work as methods (reactor:callLater(...),
+** reactor:seconds()), so the reactor can stand where a task.Clock is
+** expected, as in Twisted. Drops a leading table argument. */
+static void drop_self(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) lua_remove(L, 1);
+}
+
+/* reactor.seconds() -> seconds: monotonic time as a float.
+** twisted IReactorTime.seconds. */
+static int loop_seconds(lua_State *L) {
+  lua_pushnumber(L, sp_loop_seconds());
+  return 1;
+}
+
+/* reactor.callLater(delay, f, ...) -> DelayedCall: call f(...) in `delay`
+** seconds (a float >= 0). Same-time calls run in the order scheduled; an
+** error in f is logged with its traceback and the reactor keeps running.
+** twisted IReactorTime.callLater. */
+static int loop_callLater(lua_State *L) {
+  double delay;
+  drop_self(L);
+  delay = luaL_checknumber(L, 1);
+  luaL_argcheck(L, delay >= 0, 1, "delay must be >= 0");
+  sp_checkcallable(L, 2);
+  dcall_schedule(L, delay, 2, lua_gettop(L) - 2);
+  return 1;
+}
+
+/* reactor.getDelayedCalls() -> {DelayedCall, ...}: the pending calls, in
+** no particular order. twisted IReactorTime.getDelayedCalls. */
+static int loop_getDelayedCalls(lua_State *L) {
+  lua_createtable(L, timers.n, 0);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
+  for (int i = 0; i < timers.n; i++) {
+    lua_rawgeti(L, -1, timers.heap[i]->ref);
+    lua_rawseti(L, -3, i + 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* runUntilComplete                                                    */
+
+/* Added to the awaited Deferred (upvalue 1: the holder): record the
+** result and stop. A Failure is consumed (runUntilComplete raises it),
+** a success passes on. */
+static int ruc_done(lua_State *L) {
+  int holder = lua_upvalueindex(1);
+  lua_settop(L, 1);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, holder, "done");
+  lua_pushvalue(L, 1);
+  lua_setfield(L, holder, "result");
+  if (state == S_RUNNING) loop_beginstop(L);
+  if (sp_failure_is(L, 1)) return 0;
+  return 1;
+}
+
+static int ruc_timeout(lua_State *L) {
+  lua_pushboolean(L, 1);
+  lua_setfield(L, lua_upvalueindex(1), "timedout");
+  if (state == S_RUNNING) loop_beginstop(L);
+  return 0;
+}
+
+/* [-0, +0, e] The result in holder (index 2): return it or raise it. */
+static int ruc_finish(lua_State *L, double timeout) {
+  if (lua_getfield(L, 2, "done") == LUA_TBOOLEAN) {
+    lua_getfield(L, 2, "result");
+    if (sp_failure_is(L, -1)) return lua_error(L);
+    return 1;
+  }
+  if (lua_getfield(L, 2, "timedout") == LUA_TBOOLEAN)
+    return sp_errortype_raise(L, "reactor.TimeoutError", NULL,
+                              "Deferred did not fire within %f seconds",
+                              timeout);
+  return sp_errortype_raise(L, "reactor.ReactorNotRunning", NULL,
+                            "reactor stopped before the Deferred fired");
+}
+
+/* reactor.runUntilComplete(d[, timeout]) -> result
+** Run the reactor until Deferred d has fired (then stop it, shutdown
+** triggers included) and return d's result, or raise its Failure (the
+** same Failure object, never wrapped again). If d has fired already the
+** loop does not run. After `timeout` seconds (float, optional) raises
+** reactor.TimeoutError; d is left as it is. Raises ReactorAlreadyRunning
+** if the reactor runs, ReactorNotRunning if it was stopped before d
+** fired. For tests and scripts, like asyncio's run_until_complete. */
+static int loop_runUntilComplete(lua_State *L) {
+  double timeout = luaL_optnumber(L, 2, -1);
+  dcall *tc = NULL;
+  if (!sp_deferred_is(L, 1)) return luaL_typeerror(L, 1, "Deferred");
+  luaL_argcheck(L, lua_isnoneornil(L, 2) || timeout >= 0, 2,
+                "timeout must be >= 0");
+  if (state != S_IDLE)
+    return sp_errortype_raise(L, "reactor.ReactorAlreadyRunning", NULL,
+                              "reactor is already running");
+  lua_settop(L, 1);
+  lua_newtable(L);                                   /* 2: holder */
+  lua_getfield(L, 1, "addBoth");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, ruc_done, 1);
+  lua_call(L, 2, 0);
+  if (lua_getfield(L, 2, "done") == LUA_TBOOLEAN) return ruc_finish(L, 0);
+  lua_pop(L, 1);
+  if (timeout >= 0) {
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, ruc_timeout, 1);
+    tc = dcall_schedule(L, timeout, -1, 0);           /* 4: the call */
+  }
+  loop_runloop(L);
+  if (tc != NULL && tc->state == DC_PENDING) {
+    lua_pushcfunction(L, dcall_cancel);
+    lua_pushvalue(L, 4);
+    lua_call(L, 1, 0);
+  }
+  return ruc_finish(L, timeout);
+}
+
+/* ---------------------------------------------------------------- */
+/* callFromThread and the inbox                                        */
+
+void sp_loop_post(sp_loop_msg *m) {
+  m->next = NULL;
+  uv_mutex_lock(&inbox.lock);
+  if (inbox.closed) {
+    uv_mutex_unlock(&inbox.lock);
+    m->run(NULL, m);
+    return;
+  }
+  if (inbox.tail != NULL) inbox.tail->next = m;
+  else inbox.head = m;
+  inbox.tail = m;
+  /* Sent under the lock: the shutdown hook closes the handle only after
+  ** taking it and marking the inbox closed. */
+  uv_async_send(inbox.async);
+  uv_mutex_unlock(&inbox.lock);
+}
+
+/* [-0, +0, -] Run the main-thread FIFO up to its tail at entry; calls
+** queued meanwhile wait for the next wake-up (already signalled). */
+static void fifo_drain(lua_State *L) {
+  lua_Integer last = fifo_tail;
+  int top = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &fifo_key);
+  while (fifo_head < last) {
+    lua_rawgeti(L, top + 1, ++fifo_head);
+    lua_pushnil(L);
+    lua_rawseti(L, top + 1, fifo_head);
+    trigger_call(L, -1);
+    lua_settop(L, top + 1);
+  }
+  /* Emptied: reuse the same array slots from 1 again. */
+  if (fifo_head == fifo_tail) fifo_head = fifo_tail = 0;
+  lua_settop(L, top);
+}
+
+static void async_cb(uv_async_t *h) {
+  lua_State *L = sp_loop_state();
+  sp_loop_msg *m, *next;
+  (void)h;
+  uv_mutex_lock(&inbox.lock);
+  m = inbox.head;
+  inbox.head = inbox.tail = NULL;
+  uv_mutex_unlock(&inbox.lock);
+  for (; m != NULL; m = next) {
+    next = m->next;
+    m->run(L, m);
+  }
+  fifo_drain(L);
+}
+
+/* reactor.callFromThread(f, ...): queue f(...) to run on the main thread
+** (FIFO; never blocks); an error in f is logged. Only the main thread's
+** Lua can call this function; pool threads reach the same inbox through
+** sp_loop_post. twisted IReactorThreads.callFromThread. */
+static int loop_callFromThread(lua_State *L) {
+  int n = lua_gettop(L);
+  sp_checkcallable(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &fifo_key);
+  lua_createtable(L, n, 1);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, n - 1);
+  lua_setfield(L, -2, "n");
+  lua_rawseti(L, -2, ++fifo_tail);
+  uv_async_send(inbox.async);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Set-up and shutdown                                                 */
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (uv_is_closing(h)) return;
+  uv_close(h, h->data == &owned_marker ? handle_free : NULL);
+}
+
+/* The shutdown hook: drop undelivered messages, close every handle left
+** on the loop and run it until they are closed, then close the loop. */
+static void loop_shutdown(lua_State *L) {
+  sp_loop_msg *m, *next;
+  (void)L;
+  uv_mutex_lock(&inbox.lock);
+  inbox.closed = 1;
+  m = inbox.head;
+  inbox.head = inbox.tail = NULL;
+  uv_mutex_unlock(&inbox.lock);
+  for (; m != NULL; m = next) {
+    next = m->next;
+    m->run(NULL, m);
+  }
+  closed = 1;
+  for (int i = 0; i < timers.n; i++) {
+    timers.heap[i]->heapidx = -1;
+    timers.heap[i]->state = DC_CANCELLED;
+  }
+  timers.n = 0;
+  free(timers.heap);
+  timers.heap = NULL;
+  timers.cap = 0;
+  uv_walk(uv_default_loop(), walk_close, NULL);
+  uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+  if (uv_loop_close(uv_default_loop()) != 0)
+    fprintf(stderr, "spindle: the loop still had open handles at exit\n");
+  timers.handle = NULL;
+  inbox.async = NULL;
+}
+
+/* Allocate and init one handle of the loop's own; aborts on failure, as
+** nothing works without it. */
+static void *handle_new(size_t size) {
+  uv_handle_t *h = calloc(1, size);
+  if (h == NULL) {
+    fprintf(stderr, "spindle: out of memory starting the loop\n");
+    abort();
+  }
+  return h;
+}
+
+uv_loop_t *sp_loop(void) {
+  uv_loop_t *loop = uv_default_loop();
+  if (initialized) return loop;
+  initialized = 1;
+  timers.handle = handle_new(sizeof(uv_timer_t));
+  uv_timer_init(loop, timers.handle);
+  timers.handle->data = &owned_marker;
+  inbox.async = handle_new(sizeof(uv_async_t));
+  uv_mutex_init(&inbox.lock);
+  uv_async_init(loop, inbox.async, async_cb);
+  inbox.async->data = &owned_marker;
+  uv_unref((uv_handle_t *)inbox.async);
+  for (int i = 0; i < NSIGNALS; i++) {
+    signals[i] = handle_new(sizeof(uv_signal_t));
+    uv_signal_init(loop, signals[i]);
+    signals[i]->data = &owned_marker;
+  }
+  sp_on_shutdown(loop_shutdown);
+  return loop;
+}
+
+/* reactor.running, through reactor.lua's __getters. */
+static int loop_getrunning(lua_State *L) {
+  lua_pushboolean(L, running);
+  return 1;
+}
+
+static const luaL_Reg loop_funcs[] = {
+  {"run", loop_run},
+  {"stop", loop_stop},
+  {"runUntilComplete", loop_runUntilComplete},
+  {"callWhenRunning", loop_callWhenRunning},
+  {"addSystemEventTrigger", loop_addSystemEventTrigger},
+  {"removeSystemEventTrigger", loop_removeSystemEventTrigger},
+  {"seconds", loop_seconds},
+  {"callLater", loop_callLater},
+  {"getDelayedCalls", loop_getDelayedCalls},
+  {"callFromThread", loop_callFromThread},
+  {NULL, NULL}
+};
+
+/* [-0, +0, m] The registry tables and the DelayedCall metatable. */
+static void loop_registry_init(lua_State *L) {
+  const void *keys[] = {&anchor_key, &events_key, &fifo_key};
+  for (int i = 0; i < 3; i++) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, keys[i]) == LUA_TNIL) {
+      lua_newtable(L);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, keys[i]);
+    }
+    lua_pop(L, 1);
+  }
+  if (luaL_newmetatable(L, DCALL_MT)) {
+    luaL_newlib(L, dcall_methods);
+    lua_pushcclosure(L, dcall_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, dcall_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}
+
+int luaopen_spindle__loop(lua_State *L) {
+  sp_loop();
+  loop_registry_init(L);
+  luaL_newlib(L, loop_funcs);
+  lua_newtable(L);
+  lua_pushcfunction(L, loop_getrunning);
+  lua_setfield(L, -2, "running");
+  lua_setfield(L, -2, "__getters");
+  return 1;
+}

@@ -1,0 +1,1035 @@
+/*
+** stream.c: the transport over a connected uv_stream_t (see stream.h).
+**
+** Follows twisted.internet.abstract.FileDescriptor and tcp.Connection:
+** write() buffers, loseConnection() closes once the buffer is written,
+** producers are paused past a high-water mark and resumed when the buffer
+** drains, half-close goes to readConnectionLost/writeConnectionLost.
+**
+** Reads: libuv asks alloc_cb for a buffer, which comes from a small pool of
+** 64 KiB buffers reused across reads and connections; the read callback
+** makes one protected call of protocol:dataReceived(string) and gives the
+** buffer back.
+**
+** Writes: while nothing is queued, uv_try_write hands the bytes to the
+** kernel with no copy. What the kernel refuses is either sent by a
+** uv_write that points into the Lua string (kept alive in the transport's
+** user value until the write completes) or, if a write is already in
+** flight, copied to the pending buffer, which goes out as one uv_write
+** when the in-flight one completes (small writes coalesce).
+**
+** Lifetime: the sp_stream is freed in the handle's close callback, which
+** also calls producer:stopProducing(), protocol:connectionLost(reason) and
+** the owner's hook; the transport userdata then answers as closed.
+*/
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <lauxlib.h>
+
+#include "core.h"
+#include "failure.h"
+#include "loop.h"
+#include "stream.h"
+
+/* Stream states. */
+enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
+
+/* Flags. */
+#define SF_PAUSED 0x001        /* pauseProducing(): not reading */
+#define SF_READ_EOF 0x002      /* the peer half-closed; not reading */
+#define SF_DISCONNECTING 0x004 /* loseConnection(): close once drained */
+#define SF_WDISCONNECTING 0x008 /* loseWriteConnection() pending */
+#define SF_WDISCONNECTED 0x010 /* our write half is shut down */
+#define SF_PRODUCER 0x020      /* a producer is registered */
+#define SF_STREAMING 0x040     /* ... and it is a streaming one */
+#define SF_PPAUSED 0x080       /* ... and we paused it */
+#define SF_INFLIGHT 0x100      /* a uv_write is in flight */
+#define SF_ANCHOR 0x200        /* ... pointing into an anchored string */
+#define SF_FINISHED 0x400      /* filter->finish was called */
+#define SF_READING 0x800       /* uv_read_start is in effect */
+
+/* User values of the transport userdata. */
+enum { UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER, UV_N };
+_Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
+
+typedef struct transport_ud {
+  sp_stream *s;
+  int kind;
+} transport_ud;
+
+/* ---------------------------------------------------------------- pool */
+
+#define READBUF_SIZE (64 * 1024)
+#define POOL_MAX 8
+
+static char *pool[POOL_MAX];
+static int npool = 0;
+
+static void pool_free_all(lua_State *L) {
+  (void)L;
+  while (npool > 0) free(pool[--npool]);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  char *b = npool > 0 ? pool[--npool] : malloc(READBUF_SIZE);
+  (void)h;
+  (void)suggested;
+  *buf = uv_buf_init(b, b != NULL ? READBUF_SIZE : 0);
+}
+
+static void pool_put(char *b) {
+  if (b == NULL) return;
+  if (npool < POOL_MAX) pool[npool++] = b;
+  else free(b);
+}
+
+/* ------------------------------------------------------ live handles */
+
+static sp_live live_head = {&live_head, &live_head, NULL};
+
+void sp_live_add(sp_live *n) {
+  n->next = live_head.next;
+  n->prev = &live_head;
+  live_head.next->prev = n;
+  live_head.next = n;
+}
+
+void sp_live_remove(sp_live *n) {
+  if (n->next == NULL) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* The process is ending: close every live handle with its own callback,
+** before the loop's hook (registered earlier, so run later) runs the loop
+** one last time. Runs once, from sp_shutdown. */
+static void live_shutdown(lua_State *L) {
+  sp_live *n, *next;
+  for (n = live_head.next; n != &live_head; n = next) {
+    next = n->next;
+    n->shutdown(L, n);
+  }
+  pool_free_all(L);
+}
+
+/* ------------------------------------------------------- alloc, free */
+
+static void stream_shutdown(lua_State *L, sp_live *n);
+
+sp_stream *sp_stream_alloc(int kind, int *err) {
+  sp_stream *s = calloc(1, sizeof *s);
+  int r;
+  if (s == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  s->kind = kind;
+  s->ref = LUA_NOREF;
+  s->state = ST_CONNECTING;
+  s->highwater = SP_STREAM_HIGHWATER;
+  r = kind == SP_STREAM_TCP ? uv_tcp_init(sp_loop(), &s->h.tcp)
+                            : uv_pipe_init(sp_loop(), &s->h.pipe, 0);
+  if (r < 0) {
+    free(s);
+    *err = r;
+    return NULL;
+  }
+  s->h.handle.data = s;
+  s->live.shutdown = stream_shutdown;
+  sp_live_add(&s->live);
+  return s;
+}
+
+static void stream_free(sp_stream *s) {
+  sp_live_remove(&s->live);
+  if (s->filter != NULL && s->filter->free != NULL) s->filter->free(s);
+  free(s->ibuf);
+  free(s->pbuf);
+  free(s->peerpath);
+  free(s->hostpath);
+  free(s);
+}
+
+static void discarded_cb(uv_handle_t *h) { stream_free(h->data); }
+
+void sp_stream_discard(sp_stream *s) {
+  if (uv_is_closing(&s->h.handle)) return;
+  s->state = ST_CLOSING;
+  uv_close(&s->h.handle, discarded_cb);
+}
+
+size_t sp_stream_queued(const sp_stream *s) {
+  return s->h.stream.write_queue_size + s->plen;
+}
+
+/* ------------------------------------------------------ Lua helpers */
+
+/* [-0, +1, -] Push the transport userdata of an open or closing stream. */
+static void push_transport(lua_State *L, sp_stream *s) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+}
+
+/* [-0, +1, -] Push user value n of the stream's transport. */
+static int push_uv(lua_State *L, sp_stream *s, int n) {
+  int t;
+  push_transport(L, s);
+  t = lua_getiuservalue(L, -1, n);
+  lua_remove(L, -2);
+  return t;
+}
+
+/* [-1, +0, -] Pop the top value into user value n of the transport. */
+static void set_uv(lua_State *L, sp_stream *s, int n) {
+  push_transport(L, s);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, n);
+  lua_pop(L, 1);
+}
+
+/* [-0, +0, -] Call obj:method(...) where obj is at objidx and the nargs
+** arguments are on top of the stack, protected; an error is logged and
+** returns nonzero, leaving the Failure on the stack. A missing method does
+** nothing (returns 0). Pops the arguments. */
+static int call_method(lua_State *L, int objidx, const char *method,
+                       int nargs) {
+  objidx = lua_absindex(L, objidx);
+  if (lua_getfield(L, objidx, method) == LUA_TNIL) {
+    lua_pop(L, nargs + 1);
+    return 0;
+  }
+  lua_insert(L, -nargs - 1);
+  lua_pushvalue(L, objidx);
+  lua_insert(L, -nargs - 1);
+  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    return 1;
+  }
+  return 0;
+}
+
+/* [-0, +0, m] Push an error value of type `key` whose message is msg
+** followed, if code != 0, by the libuv error; sets its `code` field. */
+static void push_error(lua_State *L, const char *key, const char *msg,
+                       int code) {
+  if (code != 0) {
+    lua_pushfstring(L, "%s: %s (%s).", msg, uv_strerror(code),
+                    uv_err_name(code));
+    sp_errortype_make(L, key, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    lua_pushstring(L, uv_err_name(code));
+    lua_setfield(L, -2, "code");
+  } else {
+    sp_errortype_make(L, key, msg);
+  }
+}
+
+/* ---------------------------------------------------------- closing */
+
+static void closed_cb(uv_handle_t *h);
+
+/* [-1, +0, -] Close the stream with the reason on top of the stack (any
+** error value; it becomes a Failure). Later calls are ignored. */
+static void stream_close(lua_State *L, sp_stream *s) {
+  if (s->state != ST_OPEN) {
+    lua_pop(L, 1);
+    return;
+  }
+  sp_failure_new(L, -1, NULL, 0);
+  lua_remove(L, -2);
+  set_uv(L, s, UV_REASON);
+  s->state = ST_CLOSING;
+  uv_close(&s->h.handle, closed_cb);
+}
+
+void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
+  if (idx != 0) lua_pushvalue(L, idx);
+  else
+    push_error(L, "reactor.ConnectionLost",
+               "Connection to the other side was lost in a non-clean "
+               "fashion",
+               code);
+  stream_close(L, s);
+}
+
+static void stream_done(lua_State *L, sp_stream *s) {
+  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly.",
+             0);
+  stream_close(L, s);
+}
+
+/* The handle is closed: tell the producer, the protocol and the owner,
+** then free. */
+static void closed_cb(uv_handle_t *h) {
+  sp_stream *s = h->data;
+  lua_State *L = sp_loop_state();
+  int top = lua_gettop(L), tr, reason;
+  transport_ud *t;
+  push_transport(L, s);
+  tr = lua_gettop(L);
+  t = lua_touserdata(L, tr);
+  t->s = NULL;
+  s->state = ST_CLOSED;
+  lua_getiuservalue(L, tr, UV_REASON);
+  reason = lua_gettop(L);
+  if (lua_getiuservalue(L, tr, UV_PRODUCER) != LUA_TNIL) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, tr, UV_PRODUCER);
+    call_method(L, -1, "stopProducing", 0);
+  }
+  lua_settop(L, reason);
+  if (lua_getiuservalue(L, tr, UV_PROTO) != LUA_TNIL) {
+    lua_pushvalue(L, reason);
+    call_method(L, -2, "connectionLost", 1);
+  }
+  lua_settop(L, reason);
+  if (s->on_lost != NULL) s->on_lost(s, L);
+  lua_settop(L, top);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+  stream_free(s);
+}
+
+/* At exit an open connection is lost (twisted's reactor disconnectAll);
+** an attempt still connecting is dropped. */
+static void stream_shutdown(lua_State *L, sp_live *n) {
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
+  if (s->state == ST_OPEN) sp_stream_lose(L, s, 0, 0);
+  else if (s->state == ST_CONNECTING) sp_stream_discard(s);
+}
+
+/* ---------------------------------------------------------- reading */
+
+static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
+
+static void reading_update(sp_stream *s) {
+  int want = s->state == ST_OPEN &&
+             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING));
+  if (want && !(s->flags & SF_READING)) {
+    if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
+      s->flags |= SF_READING;
+  } else if (!want && (s->flags & SF_READING)) {
+    uv_read_stop(&s->h.stream);
+    s->flags &= ~SF_READING;
+  }
+}
+
+int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
+                      size_t len) {
+  if (s->state != ST_OPEN) return -1;
+  push_uv(L, s, UV_PROTO);
+  /* Looked up on each read so that replacing the method works. */
+  lua_getfield(L, -1, "dataReceived");
+  lua_insert(L, -2);
+  lua_pushlstring(L, data, len);
+  if (sp_pcall(L, 2, 0) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    stream_close(L, s);
+    return -1;
+  }
+  return s->state == ST_OPEN ? 0 : -1;
+}
+
+/* The peer shut down its write half: a protocol with readConnectionLost
+** keeps the connection half open (twisted IHalfCloseableProtocol). */
+static void stream_eof(lua_State *L, sp_stream *s) {
+  int top = lua_gettop(L);
+  push_uv(L, s, UV_PROTO);
+  if (lua_type(L, -1) != LUA_TNIL &&
+      lua_getfield(L, -1, "readConnectionLost") != LUA_TNIL) {
+    lua_pop(L, 1);
+    s->flags |= SF_READ_EOF;
+    reading_update(s);
+    if (call_method(L, -1, "readConnectionLost", 0)) stream_close(L, s);
+  } else {
+    stream_done(L, s);
+  }
+  lua_settop(L, top);
+}
+
+static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
+  sp_stream *s = h->data;
+  lua_State *L = sp_loop_state();
+  if (nread > 0) {
+    if (s->filter != NULL && s->filter->read != NULL) {
+      int r = s->filter->read(L, s, buf->base, (size_t)nread);
+      if (r < 0) sp_stream_lose(L, s, 0, r);
+    } else {
+      sp_stream_deliver(L, s, buf->base, (size_t)nread);
+    }
+  } else if (nread == UV_EOF) {
+    stream_eof(L, s);
+  } else if (nread < 0) {
+    sp_stream_lose(L, s, 0, (int)nread);
+  }
+  pool_put(buf->base);
+}
+
+/* ---------------------------------------------------------- writing */
+
+static void write_cb(uv_write_t *req, int status);
+static void stream_drained(lua_State *L, sp_stream *s);
+
+/* Call the producer's method `name` (pauseProducing, resumeProducing),
+** protected: an error is logged and loses the connection. */
+static void producer_call(lua_State *L, sp_stream *s, const char *name) {
+  int top = lua_gettop(L);
+  push_uv(L, s, UV_PRODUCER);
+  if (lua_type(L, -1) != LUA_TNIL && call_method(L, -1, name, 0))
+    stream_close(L, s);
+  lua_settop(L, top);
+}
+
+static void check_highwater(lua_State *L, sp_stream *s) {
+  if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
+          (SF_PRODUCER | SF_STREAMING) &&
+      sp_stream_queued(s) > s->highwater) {
+    s->flags |= SF_PPAUSED;
+    producer_call(L, s, "pauseProducing");
+  }
+}
+
+/* A pull producer must hear about every drain, so its writes always go
+** through uv_write (whose callback reports the drain). */
+static int pull_producer(const sp_stream *s) {
+  return (s->flags & (SF_PRODUCER | SF_STREAMING)) == SF_PRODUCER;
+}
+
+static int start_write(lua_State *L, sp_stream *s) {
+  int r = uv_write(&s->wreq, &s->h.stream, &s->inflight, 1, write_cb);
+  if (r < 0) {
+    s->flags &= ~(SF_INFLIGHT | SF_ANCHOR);
+    sp_stream_lose(L, s, 0, r);
+    return r;
+  }
+  s->flags |= SF_INFLIGHT;
+  return 0;
+}
+
+/* Send the pending buffer as the next in-flight write. */
+static int flush_pending(lua_State *L, sp_stream *s) {
+  char *b = s->ibuf;
+  size_t c = s->icap;
+  s->ibuf = s->pbuf;
+  s->icap = s->pcap;
+  s->pbuf = b;
+  s->pcap = c;
+  s->inflight = uv_buf_init(s->ibuf, (unsigned)s->plen);
+  s->plen = 0;
+  s->flags &= ~SF_ANCHOR;
+  return start_write(L, s);
+}
+
+/* Append bufs (skipping the first `skip` bytes) to the pending buffer. */
+static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                      unsigned n, size_t skip) {
+  size_t total = 0;
+  unsigned i;
+  for (i = 0; i < n; i++) total += bufs[i].len;
+  total -= skip;
+  if (s->plen + total > s->pcap) {
+    size_t cap = s->pcap ? s->pcap : 4096;
+    char *nb;
+    while (cap < s->plen + total) cap *= 2;
+    nb = realloc(s->pbuf, cap);
+    if (nb == NULL) {
+      sp_stream_lose(L, s, 0, UV_ENOMEM);
+      return UV_ENOMEM;
+    }
+    s->pbuf = nb;
+    s->pcap = cap;
+  }
+  for (i = 0; i < n; i++) {
+    size_t len = bufs[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    memcpy(s->pbuf + s->plen, bufs[i].base + skip, len - skip);
+    s->plen += len - skip;
+    skip = 0;
+  }
+  if (!(s->flags & SF_INFLIGHT)) return flush_pending(L, s);
+  return 0;
+}
+
+/* uv_try_write when nothing is queued; returns bytes taken (0..total) or
+** a negative error other than EAGAIN. */
+static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
+  int r;
+  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || pull_producer(s)) return 0;
+  r = uv_try_write(&s->h.stream, bufs, n);
+  if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
+  return r;
+}
+
+int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                        unsigned nbufs) {
+  size_t total = 0;
+  unsigned i;
+  int r;
+  if (s->state != ST_OPEN) return UV_EPIPE;
+  for (i = 0; i < nbufs; i++) total += bufs[i].len;
+  if (total == 0) return 0;
+  r = try_write(s, bufs, nbufs);
+  if (r < 0) {
+    sp_stream_lose(L, s, 0, r);
+    return r;
+  }
+  if ((size_t)r == total) return 0;
+  r = queue_copy(L, s, bufs, nbufs, (size_t)r);
+  if (r == 0) check_highwater(L, s);
+  return r;
+}
+
+/* Write the Lua string at idx of L (transport at 1): the bytes the kernel
+** refuses go out from the string itself when nothing else is queued. */
+static int write_string(lua_State *L, sp_stream *s, int idx) {
+  size_t len;
+  const char *p = lua_tolstring(L, idx, &len);
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  int r;
+  if (s->filter != NULL && s->filter->write != NULL)
+    return s->filter->write(L, s, &b, 1);
+  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || len > UINT32_MAX)
+    return sp_stream_write_raw(L, s, &b, 1);
+  r = try_write(s, &b, 1);
+  if (r < 0) {
+    sp_stream_lose(L, s, 0, r);
+    return r;
+  }
+  if ((size_t)r == len) return 0;
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, 1, UV_ANCHOR);
+  s->inflight = uv_buf_init((char *)p + r, (unsigned)(len - (size_t)r));
+  s->flags |= SF_ANCHOR;
+  r = start_write(L, s);
+  if (r == 0) check_highwater(L, s);
+  return r;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  sp_stream *s = req->handle->data;
+  lua_State *L = sp_loop_state();
+  s->flags &= ~SF_INFLIGHT;
+  if (s->flags & SF_ANCHOR) {
+    s->flags &= ~SF_ANCHOR;
+    lua_pushnil(L);
+    set_uv(L, s, UV_ANCHOR);
+  }
+  if (s->state != ST_OPEN) return;
+  if (status < 0) {
+    sp_stream_lose(L, s, 0, status);
+    return;
+  }
+  /* Do not keep a huge buffer around once a burst is over. */
+  if (s->icap > 1024 * 1024) {
+    free(s->ibuf);
+    s->ibuf = NULL;
+    s->icap = 0;
+  }
+  if (s->plen > 0) {
+    flush_pending(L, s);
+    return;
+  }
+  stream_drained(L, s);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  sp_stream *s = req->handle->data;
+  lua_State *L = sp_loop_state();
+  int top = lua_gettop(L);
+  if (s->state != ST_OPEN) return;
+  if (status < 0) {
+    sp_stream_lose(L, s, 0, status);
+    return;
+  }
+  push_uv(L, s, UV_PROTO);
+  if (lua_type(L, -1) != LUA_TNIL &&
+      call_method(L, -1, "writeConnectionLost", 0))
+    stream_close(L, s);
+  lua_settop(L, top);
+}
+
+/* Close after loseConnection, once everything (and the filter's last
+** record) is written. */
+static void stream_finish(lua_State *L, sp_stream *s) {
+  if (s->filter != NULL && s->filter->finish != NULL &&
+      !(s->flags & SF_FINISHED)) {
+    s->flags |= SF_FINISHED;
+    if (s->filter->finish(L, s) && sp_stream_queued(s) > 0) return;
+  }
+  if (s->state == ST_OPEN) stream_done(L, s);
+}
+
+/* Nothing is queued: as twisted FileDescriptor.doWrite after the buffer
+** empties, resume the producer, or finish a close or half-close. */
+static void stream_drained(lua_State *L, sp_stream *s) {
+  if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
+  if ((s->flags & SF_PRODUCER) &&
+      (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
+    s->flags &= ~SF_PPAUSED;
+    producer_call(L, s, "resumeProducing");
+  } else if (s->flags & SF_DISCONNECTING) {
+    stream_finish(L, s);
+  } else if (s->flags & SF_WDISCONNECTING) {
+    int r;
+    s->flags &= ~SF_WDISCONNECTING;
+    s->flags |= SF_WDISCONNECTED;
+    r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
+    if (r < 0) sp_stream_lose(L, s, 0, r);
+  }
+}
+
+/* Run stream_drained on a later loop turn, as Twisted's startWriting
+** does: an empty uv_write completes in the next turn, and whatever the
+** protocol writes meanwhile still goes out before the close. */
+static void schedule_drain(lua_State *L, sp_stream *s) {
+  static char empty[1];
+  if (s->flags & SF_INFLIGHT) return; /* its callback drains */
+  if (s->plen > 0) {
+    flush_pending(L, s);
+    return;
+  }
+  s->inflight = uv_buf_init(empty, 0);
+  s->flags &= ~SF_ANCHOR;
+  start_write(L, s);
+}
+
+/* -------------------------------------------------- opening, addresses */
+
+const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
+                              int *port) {
+  buf[0] = '\0';
+  *port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, buf, 64);
+    *port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, buf, 64);
+    *port = ntohs(in6->sin6_port);
+  }
+  return buf;
+}
+
+static char *pipe_name(sp_stream *s, int peer) {
+  char buf[256];
+  size_t len = sizeof buf;
+  int r = peer ? uv_pipe_getpeername(&s->h.pipe, buf, &len)
+               : uv_pipe_getsockname(&s->h.pipe, buf, &len);
+  char *p;
+  if (r < 0 || len == 0) return NULL;
+  p = malloc(len + 1);
+  if (p != NULL) {
+    memcpy(p, buf, len);
+    p[len] = '\0';
+  }
+  return p;
+}
+
+/* Record both addresses while the socket is open. */
+static void fetch_addrs(sp_stream *s) {
+  int len;
+  if (s->kind == SP_STREAM_TCP) {
+    len = sizeof s->peer;
+    uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&s->peer, &len);
+    len = sizeof s->host;
+    uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&s->host, &len);
+  } else {
+    if (s->peerpath == NULL) s->peerpath = pipe_name(s, 1);
+    if (s->hostpath == NULL) s->hostpath = pipe_name(s, 0);
+  }
+}
+
+void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
+  if (s->kind == SP_STREAM_TCP) {
+    char buf[64];
+    int port;
+    if (s->peer.ss_family == 0) fetch_addrs(s);
+    sp_stream_addrstr((struct sockaddr *)(peer ? &s->peer : &s->host), buf,
+                      &port);
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "TCP");
+    lua_setfield(L, -2, "type");
+    lua_pushstring(L, buf);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, port);
+    lua_setfield(L, -2, "port");
+  } else {
+    const char *path = peer ? s->peerpath : s->hostpath;
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "UNIX");
+    lua_setfield(L, -2, "type");
+    if (path != NULL) {
+      lua_pushstring(L, path);
+      lua_setfield(L, -2, "name");
+      lua_pushstring(L, path);
+      lua_setfield(L, -2, "host");
+    }
+  }
+}
+
+void sp_stream_open(lua_State *L, sp_stream *s) {
+  transport_ud *t = lua_newuserdatauv(L, sizeof *t, UV_N - 1);
+  t->s = s;
+  t->kind = s->kind;
+  luaL_setmetatable(L, SP_TRANSPORT_MT);
+  lua_pushvalue(L, -1);
+  s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->state = ST_OPEN;
+  fetch_addrs(s);
+}
+
+void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
+  int top = lua_gettop(L);
+  lua_pushvalue(L, -1);
+  set_uv(L, s, UV_PROTO);
+  if (lua_isnil(L, -1)) {
+    /* A client whose factory built no protocol: close cleanly, as
+    ** twisted tcp.BaseClient._connectDone does. */
+    s->flags |= SF_DISCONNECTING;
+    schedule_drain(L, s);
+  } else {
+    reading_update(s);
+    push_transport(L, s);
+    if (call_method(L, top, "makeConnection", 1)) stream_close(L, s);
+  }
+  lua_settop(L, top - 1);
+}
+
+/* ---------------------------------------------------- Lua methods */
+
+sp_stream *sp_stream_check(lua_State *L, int idx) {
+  transport_ud *t = luaL_checkudata(L, idx, SP_TRANSPORT_MT);
+  if (t->s != NULL && t->s->state == ST_OPEN) return t->s;
+  return NULL;
+}
+
+static sp_stream *check_open(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
+  return s;
+}
+
+/* t:write(data): send a string to the peer, after everything written
+** before. Raises if data is not a string; after the connection is lost
+** (or the write half shut down) it does nothing, as in Twisted.
+** twisted.internet.abstract.FileDescriptor.write. */
+static int transport_write(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  sp_stream *s = t->s;
+  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
+      lua_rawlen(L, 2) == 0)
+    return 0;
+  write_string(L, s, 2);
+  return 0;
+}
+
+/* t:writeSequence(list): write each string of list in order, as one
+** write. Raises naming the index of an element that is not a string.
+** twisted FileDescriptor.writeSequence. */
+static int transport_writeSequence(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  sp_stream *s = t->s;
+  uv_buf_t bufs[64];
+  lua_Integer n, i;
+  unsigned nb = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = luaL_len(L, 2);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, 2, i) != LUA_TSTRING)
+      return luaL_argerror(
+          L, 2,
+          lua_pushfstring(L, "string expected at index %I, got %s",
+                          (LUAI_UACINT)i, luaL_typename(L, -1)));
+    lua_pop(L, 1);
+  }
+  if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
+    return 0;
+  for (i = 1; i <= n && s->state == ST_OPEN; i++) {
+    size_t len;
+    const char *p;
+    lua_rawgeti(L, 2, i);
+    p = lua_tolstring(L, -1, &len);
+    lua_pop(L, 1); /* the table keeps the string alive */
+    if (len == 0) continue;
+    bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+    if (nb == 64 || i == n) {
+      if (s->filter != NULL && s->filter->write != NULL)
+        s->filter->write(L, s, bufs, nb);
+      else
+        sp_stream_write_raw(L, s, bufs, nb);
+      nb = 0;
+    }
+  }
+  if (nb > 0 && s->state == ST_OPEN) {
+    if (s->filter != NULL && s->filter->write != NULL)
+      s->filter->write(L, s, bufs, nb);
+    else
+      sp_stream_write_raw(L, s, bufs, nb);
+  }
+  return 0;
+}
+
+/* t:loseConnection(): close once every queued byte is written;
+** protocol:connectionLost(ConnectionDone) follows. Does nothing on a
+** closed transport. twisted FileDescriptor.loseConnection. */
+static int transport_loseConnection(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL || (s->flags & SF_DISCONNECTING)) return 0;
+  if (s->flags & SF_WDISCONNECTED) {
+    stream_done(L, s);
+    return 0;
+  }
+  s->flags |= SF_DISCONNECTING;
+  reading_update(s);
+  schedule_drain(L, s);
+  return 0;
+}
+
+/* t:loseWriteConnection(): shut down our write half once the queue is
+** written (the peer reads EOF); a protocol with writeConnectionLost() is
+** then told. twisted FileDescriptor.loseWriteConnection. */
+static int transport_loseWriteConnection(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL || (s->flags & (SF_WDISCONNECTING | SF_WDISCONNECTED)))
+    return 0;
+  s->flags |= SF_WDISCONNECTING;
+  schedule_drain(L, s);
+  return 0;
+}
+
+/* t:abortConnection(): close at once, dropping queued data;
+** connectionLost gets ConnectionAborted. twisted
+** tcp.Connection.abortConnection. */
+static int transport_abortConnection(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) return 0;
+  push_error(L, "reactor.ConnectionAborted",
+             "Connection was aborted locally using abortConnection.", 0);
+  stream_close(L, s);
+  return 0;
+}
+
+/* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
+** port = 1234} or {type = "UNIX", name = path}; they still answer after
+** the connection is closed. */
+static int transport_getPeer(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
+  sp_stream_pushaddr(L, t->s, 1);
+  return 1;
+}
+
+static int transport_getHost(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
+  sp_stream_pushaddr(L, t->s, 0);
+  return 1;
+}
+
+static sp_stream *check_tcp(lua_State *L) {
+  sp_stream *s = check_open(L);
+  if (s->kind != SP_STREAM_TCP)
+    luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
+  return s;
+}
+
+/* t:setTcpNoDelay(enabled): TCP_NODELAY (Nagle off). Raises on a closed
+** or non-TCP transport. twisted tcp.Connection.setTcpNoDelay. */
+static int transport_setTcpNoDelay(lua_State *L) {
+  sp_stream *s = check_tcp(L);
+  int r = uv_tcp_nodelay(&s->h.tcp, lua_toboolean(L, 2));
+  if (r < 0) return luaL_error(L, "setTcpNoDelay: %s", uv_strerror(r));
+  return 0;
+}
+
+static int sockopt(lua_State *L, int level, int name, int set) {
+  sp_stream *s = check_tcp(L);
+  uv_os_fd_t fd;
+  int v = lua_toboolean(L, 2);
+  socklen_t len = sizeof v;
+  if (uv_fileno(&s->h.handle, &fd) != 0)
+    return luaL_error(L, "attempt to use a closed transport");
+  if (set) {
+    if (setsockopt(fd, level, name, &v, len) != 0)
+      return luaL_error(L, "setsockopt: %s", strerror(errno));
+    return 0;
+  }
+  if (getsockopt(fd, level, name, &v, &len) != 0)
+    return luaL_error(L, "getsockopt: %s", strerror(errno));
+  lua_pushboolean(L, v != 0);
+  return 1;
+}
+
+/* t:setTcpKeepAlive(enabled): SO_KEEPALIVE with the system's timings,
+** as twisted tcp.Connection.setTcpKeepAlive. */
+static int transport_setTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1);
+}
+
+/* t:getTcpNoDelay(), t:getTcpKeepAlive() -> boolean. */
+static int transport_getTcpNoDelay(lua_State *L) {
+  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
+}
+
+static int transport_getTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
+}
+
+/* t:pauseProducing() / t:resumeProducing(): stop and restart reading
+** from the peer (flow control of the incoming side). No-ops once closed.
+** twisted FileDescriptor.pauseProducing. */
+static int transport_pauseProducing(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) return 0;
+  s->flags |= SF_PAUSED;
+  reading_update(s);
+  return 0;
+}
+
+static int transport_resumeProducing(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) return 0;
+  s->flags &= ~SF_PAUSED;
+  reading_update(s);
+  return 0;
+}
+
+/* t:stopProducing(): the consumer side asked us to stop: lose the
+** connection. twisted FileDescriptor.stopProducing. */
+static int transport_stopProducing(lua_State *L) {
+  return transport_loseConnection(L);
+}
+
+/* t:registerProducer(producer, streaming): producer (an object with
+** pauseProducing/resumeProducing/stopProducing) feeds this transport. A
+** streaming producer is paused when more than 64 KiB wait to be sent and
+** resumed when they are; a pull producer (streaming false) gets
+** resumeProducing() now and each time the queue drains. Raises if a
+** producer is already registered; on a closed transport the producer gets
+** stopProducing(). twisted FileDescriptor.registerProducer. */
+static int transport_registerProducer(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  sp_stream *s = t->s;
+  int streaming = lua_toboolean(L, 3);
+  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2,
+                   "producer");
+  if (s == NULL || s->state != ST_OPEN) {
+    lua_getfield(L, 2, "stopProducing");
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  if (s->flags & SF_PRODUCER)
+    return luaL_error(L, "Cannot register producer %s, because producer %s "
+                         "was never unregistered.",
+                      luaL_tolstring(L, 2, NULL),
+                      (lua_getiuservalue(L, 1, UV_PRODUCER),
+                       luaL_tolstring(L, -1, NULL)));
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, UV_PRODUCER);
+  s->flags |= SF_PRODUCER | (streaming ? SF_STREAMING : 0);
+  s->flags &= ~SF_PPAUSED;
+  if (!streaming) {
+    lua_getfield(L, 2, "resumeProducing");
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
+/* t:unregisterProducer(): forget the producer; a pending loseConnection
+** then completes. twisted FileDescriptor.unregisterProducer. */
+static int transport_unregisterProducer(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  sp_stream *s = t->s;
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, UV_PRODUCER);
+  if (s == NULL) return 0;
+  s->flags &= ~(SF_PRODUCER | SF_STREAMING | SF_PPAUSED);
+  if (s->state == ST_OPEN &&
+      (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)))
+    schedule_drain(L, s);
+  return 0;
+}
+
+/* t:getBufferSize() -> bytes queued and not yet taken by the kernel. */
+static int transport_getBufferSize(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  lua_pushinteger(L, t->s != NULL ? (lua_Integer)sp_stream_queued(t->s) : 0);
+  return 1;
+}
+
+/* t:isClosed() -> boolean: the connection is lost or being closed. */
+static int transport_isClosed(lua_State *L) {
+  lua_pushboolean(L, sp_stream_check(L, 1) == NULL);
+  return 1;
+}
+
+static int transport_tostring(lua_State *L) {
+  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
+  if (t->s == NULL) {
+    lua_pushfstring(L, "<%s transport (closed)>", kind);
+  } else if (t->kind == SP_STREAM_TCP) {
+    char a[64], b[64];
+    int pa, pb;
+    sp_stream_addrstr((struct sockaddr *)&t->s->host, a, &pa);
+    sp_stream_addrstr((struct sockaddr *)&t->s->peer, b, &pb);
+    lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
+  } else {
+    lua_pushfstring(L, "<UNIX transport %s>",
+                    t->s->peerpath ? t->s->peerpath
+                    : t->s->hostpath ? t->s->hostpath : "?");
+  }
+  return 1;
+}
+
+static const luaL_Reg transport_methods[] = {
+  {"write", transport_write},
+  {"writeSequence", transport_writeSequence},
+  {"loseConnection", transport_loseConnection},
+  {"loseWriteConnection", transport_loseWriteConnection},
+  {"abortConnection", transport_abortConnection},
+  {"getPeer", transport_getPeer},
+  {"getHost", transport_getHost},
+  {"setTcpNoDelay", transport_setTcpNoDelay},
+  {"setTcpKeepAlive", transport_setTcpKeepAlive},
+  {"getTcpNoDelay", transport_getTcpNoDelay},
+  {"getTcpKeepAlive", transport_getTcpKeepAlive},
+  {"pauseProducing", transport_pauseProducing},
+  {"resumeProducing", transport_resumeProducing},
+  {"stopProducing", transport_stopProducing},
+  {"registerProducer", transport_registerProducer},
+  {"unregisterProducer", transport_unregisterProducer},
+  {"getBufferSize", transport_getBufferSize},
+  {"isClosed", transport_isClosed},
+  {NULL, NULL}
+};
+
+static const luaL_Reg transport_meta[] = {
+  {"__tostring", transport_tostring},
+  {NULL, NULL}
+};
+
+void sp_stream_init(lua_State *L) {
+  static int hooked = 0;
+  if (!hooked) {
+    sp_loop(); /* its shutdown hook first, so that ours runs before it */
+    sp_on_shutdown(live_shutdown);
+    hooked = 1;
+  }
+  sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
+                        "reactor.ConnectionLost");
+  lua_pop(L, 1);
+  sp_class_new(L, SP_TRANSPORT_MT, transport_methods, transport_meta);
+}

@@ -1,0 +1,1041 @@
+/*
+** tcp.c: spindle._tcp, the reactor's TCP and Unix socket entry points:
+** listenTCP, connectTCP, listenUNIX, connectUNIX, and the Port and
+** Connector objects they return. Connections themselves are stream.c's
+** transports.
+**
+** Follows twisted.internet.tcp (Port, Client, Connector) and
+** twisted.internet.unix, with the factory life cycle Twisted uses:
+** Port: factory:doStart() once listening, factory:doStop() once closed;
+** buildProtocol(addr) per accepted connection (nil refuses it), then
+** protocol:makeConnection(transport).
+** Connector: factory:doStart(), startedConnecting(connector), then either
+** buildProtocol(addr) + makeConnection, later clientConnectionLost, or
+** clientConnectionFailed; then doStop() unless the factory reconnected.
+**
+** Lifetimes: a listening socket and each connection attempt are libuv
+** handles in C memory, freed in their close callbacks. A listening Port
+** and a connecting Connector hold a registry reference to their userdata;
+** a connected Connector is kept alive by its transport.
+*/
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "core.h"
+#include "defer.h"
+#include "failure.h"
+#include "loop.h"
+#include "stream.h"
+
+#define PORT_MT "spindle.Port"
+#define CONNECTOR_MT "spindle.Connector"
+#define DEFAULT_BACKLOG 50
+#define DEFAULT_TIMEOUT 30.0
+
+/* ------------------------------------------------------------ helpers */
+
+/* Raise unless the value at idx is a factory (has buildProtocol). */
+static void check_factory(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+    luaL_typeerror(L, idx, "factory");
+  if (lua_getfield(L, idx, "buildProtocol") == LUA_TNIL)
+    luaL_argerror(L, idx, "factory expected (no buildProtocol method)");
+  lua_pop(L, 1);
+}
+
+static int check_portnum(lua_State *L, int idx) {
+  lua_Integer p;
+  int isnum;
+  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "port number");
+  p = lua_tointegerx(L, idx, &isnum);
+  if (!isnum || p < 0 || p > 65535)
+    luaL_argerror(L, idx, "port number must be an integer in 0..65535");
+  return (int)p;
+}
+
+/* Parse an IP literal into sa; 0 on success. */
+static int parse_ip(const char *host, int port, struct sockaddr_storage *sa) {
+  memset(sa, 0, sizeof *sa);
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)sa) == 0) return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa) == 0) return 0;
+  return -1;
+}
+
+/* ------------------------------------------------------------- Port */
+
+typedef struct listener listener;
+
+typedef struct port_ud {
+  int kind;          /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int backlog;
+  int ref;           /* registry ref while listening or closing */
+  listener *ls;      /* the listening handle, NULL when not listening */
+  struct sockaddr_storage want;  /* TCP: the address asked for */
+  struct sockaddr_storage bound; /* TCP: the address bound */
+} port_ud;
+
+/* User values of a Port: the factory, the Deferreds of stopListening,
+** the socket path (Unix). */
+enum { PV_FACTORY = 1, PV_WAITERS, PV_PATH, PV_N };
+
+struct listener {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  port_ud *port;
+  sp_live live;
+};
+
+static void listener_free_cb(uv_handle_t *h) { free(h->data); }
+
+/* A client connected to a listening port: accept it, build its protocol
+** (twisted tcp.Port.doRead). */
+static void on_connection(uv_stream_t *server, int status) {
+  listener *ls = server->data;
+  lua_State *L = sp_loop_state();
+  port_ud *pu = ls->port;
+  int top = lua_gettop(L), err;
+  sp_stream *s;
+  if (pu == NULL) return;
+  if (status < 0) {
+    lua_pushfstring(L, "Could not accept new connection: %s (%s)",
+                    uv_strerror(status), uv_err_name(status));
+    sp_log_failure(L, -1, "Unhandled Error");
+    lua_settop(L, top);
+    return;
+  }
+  s = sp_stream_alloc(pu->kind, &err);
+  if (s == NULL) return;
+  if (uv_accept(server, &s->h.stream) != 0) {
+    sp_stream_discard(s);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
+  lua_getiuservalue(L, -1, PV_FACTORY);
+  lua_getfield(L, -1, "buildProtocol");
+  lua_insert(L, -2);
+  sp_stream_pushaddr(L, s, 1);
+  if (sp_pcall(L, 2, 1) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    sp_stream_discard(s);
+  } else if (lua_isnil(L, -1)) {
+    sp_stream_discard(s);
+  } else {
+    sp_stream_open(L, s);
+    lua_pop(L, 1);
+    sp_stream_connect_protocol(L, s);
+  }
+  lua_settop(L, top);
+}
+
+static void port_closed_cb(uv_handle_t *h);
+
+/* At exit the listening socket closes as by stopListening. */
+static void listener_shutdown(lua_State *L, sp_live *n) {
+  listener *ls = (listener *)((char *)n - offsetof(listener, live));
+  (void)L;
+  if (ls->port != NULL && ls->port->ls == ls) {
+    ls->port->ls = NULL;
+    uv_close(&ls->h.handle, port_closed_cb);
+  }
+}
+
+/* [-0, +0, e] Open the listening socket of the Port at idx; raises
+** CannotListenError. */
+static void port_listen(lua_State *L, int idx) {
+  port_ud *pu = lua_touserdata(L, idx);
+  listener *ls = calloc(1, sizeof *ls);
+  const char *path = NULL;
+  int r;
+  char host[64];
+  int portnum;
+  if (ls == NULL) luaL_error(L, "not enough memory");
+  ls->h.handle.data = ls;
+  if (pu->kind == SP_STREAM_TCP) {
+    r = uv_tcp_init(sp_loop(), &ls->h.tcp);
+  } else {
+    lua_getiuservalue(L, idx, PV_PATH);
+    path = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the user value keeps it */
+    r = uv_pipe_init(sp_loop(), &ls->h.pipe, 0);
+  }
+  if (r < 0) {
+    free(ls);
+    sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                       "Couldn't listen: %s (%s).", uv_strerror(r),
+                       uv_err_name(r));
+  }
+  if (pu->kind == SP_STREAM_TCP) {
+    r = uv_tcp_bind(&ls->h.tcp, (struct sockaddr *)&pu->want, 0);
+  } else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    r = UV_ENAMETOOLONG;
+  } else {
+    r = uv_pipe_bind(&ls->h.pipe, path);
+  }
+  if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
+  if (r < 0) {
+    uv_close(&ls->h.handle, listener_free_cb);
+    if (pu->kind == SP_STREAM_TCP) {
+      sp_stream_addrstr((struct sockaddr *)&pu->want, host, &portnum);
+      sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                         "Couldn't listen on %s:%d: %s (%s).",
+                         host[0] ? host : "any", portnum, uv_strerror(r),
+                         uv_err_name(r));
+    }
+    sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                       "Couldn't listen on %s: %s (%s).", path,
+                       uv_strerror(r), uv_err_name(r));
+  }
+  if (pu->kind == SP_STREAM_TCP) {
+    int len = sizeof pu->bound;
+    uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
+  } else {
+    chmod(path, 0666); /* twisted unix.Port's default mode */
+  }
+  ls->port = pu;
+  ls->live.shutdown = listener_shutdown;
+  sp_live_add(&ls->live);
+  pu->ls = ls;
+  lua_pushvalue(L, idx);
+  pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* twisted Port.startListening: the factory starts once we listen. */
+  lua_getiuservalue(L, idx, PV_FACTORY);
+  lua_getfield(L, -1, "doStart");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 2);
+  } else {
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  }
+}
+
+/* The listening socket is closed: the factory stops, then the Deferreds
+** of stopListening fire (twisted tcp.Port.connectionLost). */
+static void port_closed_cb(uv_handle_t *h) {
+  listener *ls = h->data;
+  lua_State *L = sp_loop_state();
+  port_ud *pu = ls->port;
+  int top = lua_gettop(L), pidx, n, i;
+  sp_live_remove(&ls->live);
+  free(ls);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
+  pidx = lua_gettop(L);
+  luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
+  pu->ref = LUA_NOREF;
+  if (pu->kind == SP_STREAM_UNIX) {
+    lua_getiuservalue(L, pidx, PV_PATH);
+    unlink(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_getiuservalue(L, pidx, PV_FACTORY);
+  if (lua_getfield(L, -1, "doStop") != LUA_TNIL) {
+    lua_insert(L, -2);
+    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  }
+  lua_settop(L, pidx);
+  lua_getiuservalue(L, pidx, PV_WAITERS);
+  lua_pushnil(L);
+  lua_setiuservalue(L, pidx, PV_WAITERS);
+  n = lua_istable(L, -1) ? (int)lua_rawlen(L, -1) : 0;
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, pidx + 1, i);
+    lua_pushnil(L);
+    sp_deferred_callback(L, -2, -1);
+    lua_pop(L, 2);
+  }
+  lua_settop(L, top);
+}
+
+static port_ud *check_port(lua_State *L) {
+  return luaL_checkudata(L, 1, PORT_MT);
+}
+
+/* port:stopListening() -> Deferred: close the listening socket; the
+** Deferred fires (with nil) once it is closed and factory:doStop() has
+** run. Connections already accepted stay open. On a port that is not
+** listening it returns a fired Deferred. twisted tcp.Port.stopListening. */
+static int port_stopListening(lua_State *L) {
+  port_ud *pu = check_port(L);
+  if (pu->ls == NULL && pu->ref == LUA_NOREF) {
+    sp_deferred_new(L);
+    lua_pushnil(L);
+    sp_deferred_callback(L, -2, -1);
+    lua_pop(L, 1);
+    return 1;
+  }
+  if (lua_getiuservalue(L, 1, PV_WAITERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, PV_WAITERS);
+  }
+  sp_deferred_new(L);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
+  if (pu->ls != NULL) {
+    listener *ls = pu->ls;
+    pu->ls = NULL;
+    uv_close(&ls->h.handle, port_closed_cb);
+  }
+  return 1;
+}
+
+/* port:startListening(): listen again after stopListening (on the port
+** number first asked for). Raises CannotListenError, or an error if the
+** port is still listening or closing. twisted tcp.Port.startListening. */
+static int port_startListening(lua_State *L) {
+  port_ud *pu = check_port(L);
+  if (pu->ls != NULL || pu->ref != LUA_NOREF)
+    return luaL_error(L, "startListening: port is already listening");
+  port_listen(L, 1);
+  return 0;
+}
+
+/* port:getHost() -> {type = "TCP", host = "127.0.0.1", port = 8080} (the
+** real port when 0 was asked for) or {type = "UNIX", name = path}.
+** twisted tcp.Port.getHost. */
+static int port_getHost(lua_State *L) {
+  port_ud *pu = check_port(L);
+  lua_createtable(L, 0, 3);
+  if (pu->kind == SP_STREAM_TCP) {
+    char host[64];
+    int portnum;
+    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
+    lua_pushliteral(L, "TCP");
+    lua_setfield(L, -2, "type");
+    lua_pushstring(L, host);
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, portnum);
+    lua_setfield(L, -2, "port");
+  } else {
+    lua_pushliteral(L, "UNIX");
+    lua_setfield(L, -2, "type");
+    lua_getiuservalue(L, 1, PV_PATH);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "name");
+    lua_setfield(L, -2, "host");
+  }
+  return 1;
+}
+
+static int port_tostring(lua_State *L) {
+  port_ud *pu = check_port(L);
+  const char *state = pu->ls != NULL ? "" : " (not listening)";
+  if (pu->kind == SP_STREAM_TCP) {
+    char host[64];
+    int portnum;
+    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
+    lua_pushfstring(L, "<TCP Port %s:%d%s>", host, portnum, state);
+  } else {
+    lua_getiuservalue(L, 1, PV_PATH);
+    lua_pushfstring(L, "<UNIX Port %s%s>", lua_tostring(L, -1), state);
+  }
+  return 1;
+}
+
+static const luaL_Reg port_methods[] = {
+  {"stopListening", port_stopListening},
+  {"loseConnection", port_stopListening},
+  {"startListening", port_startListening},
+  {"getHost", port_getHost},
+  {NULL, NULL}
+};
+
+static const luaL_Reg port_meta[] = {
+  {"__tostring", port_tostring},
+  {NULL, NULL}
+};
+
+/* [-0, +1, m] A new Port userdata of kind with factory at fidx. */
+static port_ud *port_new(lua_State *L, int kind, int fidx, int backlog) {
+  port_ud *pu = lua_newuserdatauv(L, sizeof *pu, PV_N - 1);
+  memset(pu, 0, sizeof *pu);
+  pu->kind = kind;
+  pu->backlog = backlog;
+  pu->ref = LUA_NOREF;
+  luaL_setmetatable(L, PORT_MT);
+  lua_pushvalue(L, fidx);
+  lua_setiuservalue(L, -2, PV_FACTORY);
+  return pu;
+}
+
+static int check_backlog(lua_State *L, int idx) {
+  lua_Integer b = luaL_optinteger(L, idx, DEFAULT_BACKLOG);
+  luaL_argcheck(L, b > 0 && b <= 65535, idx, "backlog must be positive");
+  return (int)b;
+}
+
+/* reactor.listenTCP(port, factory[, backlog][, interface]) -> Port
+** Listen on TCP `port` (0 picks a free one; port:getHost() tells which)
+** of `interface` (an IPv4 or IPv6 literal; default "" = every IPv4
+** address, "::" every address); backlog defaults to 50. Each connection
+** gets factory:buildProtocol(addr). Raises CannotListenError (with the
+** libuv error name in `code`: "EADDRINUSE", "EACCES") and argument errors.
+** twisted IReactorTCP.listenTCP. */
+static int tcp_listenTCP(lua_State *L) {
+  int portnum = check_portnum(L, 1);
+  int backlog;
+  const char *iface;
+  port_ud *pu;
+  check_factory(L, 2);
+  backlog = check_backlog(L, 3);
+  iface = luaL_optstring(L, 4, "");
+  pu = port_new(L, SP_STREAM_TCP, 2, backlog);
+  if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
+    return luaL_argerror(
+        L, 4, lua_pushfstring(L, "IP address expected, got '%s'", iface));
+  port_listen(L, lua_gettop(L));
+  return 1;
+}
+
+/* reactor.listenUNIX(path, factory[, backlog]) -> Port
+** Listen on a Unix socket at path (made mode 0666, removed by
+** stopListening). Raises CannotListenError ("EADDRINUSE" if the path
+** exists). twisted IReactorUNIX.listenUNIX. */
+static int tcp_listenUNIX(lua_State *L) {
+  int backlog;
+  luaL_checkstring(L, 1);
+  check_factory(L, 2);
+  backlog = check_backlog(L, 3);
+  port_new(L, SP_STREAM_UNIX, 2, backlog);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, PV_PATH);
+  port_listen(L, lua_gettop(L));
+  return 1;
+}
+
+/* -------------------------------------------------------- Connector */
+
+enum { C_DISCONNECTED, C_CONNECTING, C_CONNECTED };
+
+typedef struct connector connector;
+
+/* A libuv request or timer working for a connector; detached (c = NULL)
+** when the attempt is abandoned, then it frees itself when it completes. */
+typedef struct conn_op {
+  union {
+    uv_getaddrinfo_t gai;
+    uv_timer_t timer;
+  } u;
+  connector *c;
+  int code;
+} conn_op;
+
+struct connector {
+  sp_live live;        /* on the live list while connecting */
+  int kind;
+  int state;
+  int ref;             /* registry ref while connecting */
+  int factory_started;
+  int port;
+  double timeout;      /* seconds; <= 0 for none */
+  int has_bind;
+  struct sockaddr_storage bind;
+  conn_op *gai;        /* name resolution in flight */
+  conn_op *timer;      /* connect timeout */
+  conn_op *failop;     /* a failure reported on the next loop turn */
+  sp_stream *attempt;  /* connect in flight */
+  sp_stream *stream;   /* connected stream */
+  struct addrinfo *ai, *ai_next;
+};
+
+/* User values of a Connector: factory, transport, host or path. */
+enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_N };
+
+static void op_timer_free(uv_handle_t *h) { free(h->data); }
+
+/* Abandon every request of the current attempt. */
+static void conn_cleanup(connector *c) {
+  if (c->gai != NULL) {
+    c->gai->c = NULL;
+    uv_cancel((uv_req_t *)&c->gai->u.gai);
+    c->gai = NULL;
+  }
+  if (c->timer != NULL) {
+    uv_close((uv_handle_t *)&c->timer->u.timer, op_timer_free);
+    c->timer = NULL;
+  }
+  if (c->failop != NULL) {
+    uv_close((uv_handle_t *)&c->failop->u.timer, op_timer_free);
+    c->failop = NULL;
+  }
+  if (c->attempt != NULL) {
+    c->attempt->owner = NULL;
+    sp_stream_discard(c->attempt);
+    c->attempt = NULL;
+  }
+  if (c->ai != NULL) {
+    uv_freeaddrinfo(c->ai);
+    c->ai = c->ai_next = NULL;
+  }
+}
+
+/* [-0, +1, m] Push "host:port" or the path the connector aims at. */
+static void push_dest(lua_State *L, connector *c, int cidx) {
+  lua_getiuservalue(L, cidx, CV_HOST);
+  if (c->kind == SP_STREAM_TCP) {
+    lua_pushfstring(L, "%s:%d", lua_tostring(L, -1), c->port);
+    lua_remove(L, -2);
+  }
+}
+
+/* [-0, +1, m] Push the error value for a failed connect with libuv code. */
+static void push_connect_error(lua_State *L, connector *c, int cidx,
+                               int code) {
+  const char *key = "reactor.ConnectError", *what = "An error occurred while "
+                                                    "connecting";
+  push_dest(L, c, cidx);
+  switch (code) {
+    case UV_ECONNREFUSED:
+      key = "reactor.ConnectionRefusedError";
+      what = "Connection was refused by other side";
+      break;
+    case UV_ETIMEDOUT:
+      key = "reactor.TimeoutError";
+      what = "User timeout caused connection failure";
+      break;
+    default:
+      if (code <= UV_EAI_ADDRFAMILY && code >= UV_EAI_SOCKTYPE) {
+        key = "reactor.DNSLookupError";
+        what = "DNS lookup failed";
+      }
+  }
+  lua_pushfstring(L, "%s: connecting to %s: %s (%s).", what,
+                  lua_tostring(L, -1), uv_strerror(code), uv_err_name(code));
+  sp_errortype_make(L, key, lua_tostring(L, -1));
+  lua_pushstring(L, uv_err_name(code));
+  lua_setfield(L, -2, "code");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
+/* [-1, +0, -] The attempt failed with the error value on top: tell the
+** factory (twisted BaseConnector.connectionFailed). */
+static void conn_failed(lua_State *L, connector *c) {
+  int top = lua_gettop(L) - 1, cidx, fidx;
+  conn_cleanup(c);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  cidx = lua_gettop(L);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+  c->ref = LUA_NOREF;
+  c->state = C_DISCONNECTED;
+  sp_live_remove(&c->live);
+  sp_failure_new(L, top + 1, NULL, 0);
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  fidx = lua_gettop(L);
+  if (lua_getfield(L, fidx, "clientConnectionFailed") != LUA_TNIL) {
+    lua_pushvalue(L, fidx);
+    lua_pushvalue(L, cidx);
+    lua_pushvalue(L, cidx + 1);
+    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  }
+  lua_settop(L, fidx);
+  if (c->state == C_DISCONNECTED && c->factory_started) {
+    c->factory_started = 0;
+    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
+      lua_pushvalue(L, fidx);
+      if (sp_pcall(L, 1, 0) != LUA_OK)
+        sp_log_failure(L, -1, "Unhandled Error");
+    }
+  }
+  lua_settop(L, top);
+}
+
+static void conn_fail_code(lua_State *L, connector *c, int code) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  push_connect_error(L, c, lua_gettop(L), code);
+  lua_remove(L, -2);
+  conn_failed(L, c);
+}
+
+static void failop_cb(uv_timer_t *t) {
+  conn_op *op = t->data;
+  connector *c = op->c;
+  c->failop = NULL;
+  uv_close((uv_handle_t *)t, op_timer_free);
+  conn_fail_code(sp_loop_state(), c, op->code);
+}
+
+/* Report a failure found synchronously on the next loop turn, so that the
+** factory hears about it after startedConnecting, as in Twisted. */
+static void conn_fail_later(connector *c, int code) {
+  conn_op *op = calloc(1, sizeof *op);
+  if (op == NULL || c->failop != NULL) {
+    free(op);
+    return;
+  }
+  op->c = c;
+  op->code = code;
+  op->u.timer.data = op;
+  uv_timer_init(sp_loop(), &op->u.timer);
+  uv_timer_start(&op->u.timer, failop_cb, 0, 0);
+  c->failop = op;
+}
+
+/* The stream of a connected connector was lost: clientConnectionLost,
+** then doStop unless the factory reconnected (twisted
+** BaseConnector.connectionLost). The reason is on top of the stack. */
+static void conn_lost(sp_stream *s, lua_State *L) {
+  connector *c = s->owner;
+  int reason = lua_gettop(L), cidx, fidx;
+  if (c == NULL) return;
+  c->stream = NULL;
+  c->state = C_DISCONNECTED;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+  lua_getiuservalue(L, -1, SP_TRANSPORT_UV_OWNER);
+  cidx = lua_gettop(L);
+  lua_pushnil(L);
+  lua_setiuservalue(L, cidx, CV_TRANSPORT);
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  fidx = lua_gettop(L);
+  if (lua_getfield(L, fidx, "clientConnectionLost") != LUA_TNIL) {
+    lua_pushvalue(L, fidx);
+    lua_pushvalue(L, cidx);
+    lua_pushvalue(L, reason);
+    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  }
+  lua_settop(L, fidx);
+  if (c->state == C_DISCONNECTED && c->factory_started) {
+    c->factory_started = 0;
+    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
+      lua_pushvalue(L, fidx);
+      if (sp_pcall(L, 1, 0) != LUA_OK)
+        sp_log_failure(L, -1, "Unhandled Error");
+    }
+  }
+  lua_settop(L, reason);
+}
+
+/* The connect succeeded: make the transport and the protocol (twisted
+** tcp.BaseClient._connectDone). */
+static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
+  int top = lua_gettop(L), cidx;
+  c->attempt = NULL;
+  conn_cleanup(c);
+  c->state = C_CONNECTED;
+  c->stream = s;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  cidx = lua_gettop(L);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+  c->ref = LUA_NOREF;
+  sp_live_remove(&c->live);
+  sp_stream_open(L, s);
+  s->owner = c;
+  s->on_lost = conn_lost;
+  lua_pushvalue(L, cidx);
+  lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
+  lua_setiuservalue(L, cidx, CV_TRANSPORT);
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  lua_getfield(L, -1, "buildProtocol");
+  lua_insert(L, -2);
+  sp_stream_pushaddr(L, s, 1);
+  if (sp_pcall(L, 2, 1) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    sp_stream_lose(L, s, -1, 0);
+  } else {
+    sp_stream_connect_protocol(L, s);
+  }
+  lua_settop(L, top);
+}
+
+static void connect_cb(uv_connect_t *req, int status);
+
+/* Start connecting to sa; 0 or a libuv error. */
+static int conn_attempt(connector *c, const struct sockaddr *sa) {
+  int err, r;
+  sp_stream *s = sp_stream_alloc(SP_STREAM_TCP, &err);
+  if (s == NULL) return err;
+  r = 0;
+  if (c->has_bind) r = uv_tcp_bind(&s->h.tcp, (struct sockaddr *)&c->bind, 0);
+  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, sa, connect_cb);
+  if (r < 0) {
+    sp_stream_discard(s);
+    return r;
+  }
+  s->owner = c;
+  c->attempt = s;
+  return 0;
+}
+
+/* Try the next resolved address; on none left, fail with `code`. */
+static void conn_next(lua_State *L, connector *c, int code) {
+  while (c->ai_next != NULL) {
+    struct addrinfo *ai = c->ai_next;
+    c->ai_next = ai->ai_next;
+    code = conn_attempt(c, ai->ai_addr);
+    if (code == 0) return;
+  }
+  conn_fail_code(L, c, code);
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+  sp_stream *s = req->handle->data;
+  connector *c = s->owner;
+  if (c == NULL || status == UV_ECANCELED) return; /* abandoned */
+  c->attempt = NULL;
+  if (status == 0) {
+    conn_connected(sp_loop_state(), c, s);
+    return;
+  }
+  s->owner = NULL;
+  sp_stream_discard(s);
+  conn_next(sp_loop_state(), c, status);
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  conn_op *op = req->data;
+  connector *c = op->c;
+  free(op);
+  if (c == NULL) {
+    uv_freeaddrinfo(res);
+    return;
+  }
+  c->gai = NULL;
+  if (status < 0) {
+    conn_fail_code(sp_loop_state(), c, status);
+    return;
+  }
+  c->ai = c->ai_next = res;
+  conn_next(sp_loop_state(), c, UV_EAI_NONAME);
+}
+
+static void timeout_cb(uv_timer_t *t) {
+  conn_op *op = t->data;
+  connector *c = op->c;
+  lua_State *L = sp_loop_state();
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  push_dest(L, c, lua_gettop(L));
+  lua_pushfstring(L, "User timeout caused connection failure: connecting "
+                     "to %s took longer than %f seconds.",
+                  lua_tostring(L, -1), (LUAI_UACNUMBER)c->timeout);
+  sp_errortype_make(L, "reactor.TimeoutError", lua_tostring(L, -1));
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  conn_failed(L, c);
+}
+
+/* At exit a connecting connector drops its attempt; the factory is not
+** told (the process is ending). */
+static void conn_shutdown(lua_State *L, sp_live *n) {
+  connector *c = (connector *)((char *)n - offsetof(connector, live));
+  conn_cleanup(c);
+  c->state = C_DISCONNECTED;
+  luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+  c->ref = LUA_NOREF;
+  sp_live_remove(&c->live);
+}
+
+/* [-0, +0, e] Begin an attempt for the Connector at cidx (twisted
+** BaseConnector.connect). */
+static void conn_start(lua_State *L, connector *c, int cidx) {
+  const char *host;
+  int r = 0;
+  c->state = C_CONNECTING;
+  lua_pushvalue(L, cidx);
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->live.shutdown = conn_shutdown;
+  sp_live_add(&c->live);
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  if (!c->factory_started) {
+    c->factory_started = 1;
+    if (lua_getfield(L, -1, "doStart") != LUA_TNIL) {
+      lua_pushvalue(L, -2);
+      lua_call(L, 1, 0);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_getiuservalue(L, cidx, CV_HOST);
+  host = lua_tostring(L, -1);
+  if (c->kind == SP_STREAM_UNIX) {
+    int err;
+    sp_stream *s = sp_stream_alloc(SP_STREAM_UNIX, &err);
+    if (s == NULL) r = err;
+    else if (strlen(host) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+      sp_stream_discard(s);
+      r = UV_ENAMETOOLONG;
+    } else {
+      s->owner = c;
+      c->attempt = s;
+      uv_pipe_connect(&s->creq, &s->h.pipe, host, connect_cb);
+    }
+  } else {
+    struct sockaddr_storage sa;
+    if (parse_ip(host, c->port, &sa) == 0) {
+      r = conn_attempt(c, (struct sockaddr *)&sa);
+    } else {
+      conn_op *op = calloc(1, sizeof *op);
+      struct addrinfo hints;
+      char portstr[16];
+      memset(&hints, 0, sizeof hints);
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      snprintf(portstr, sizeof portstr, "%d", c->port);
+      if (op == NULL) {
+        r = UV_ENOMEM;
+      } else {
+        op->c = c;
+        op->u.gai.data = op;
+        r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr,
+                           &hints);
+        if (r < 0) free(op);
+        else c->gai = op;
+      }
+    }
+  }
+  if (r < 0) conn_fail_later(c, r);
+  if (c->timeout > 0 && r == 0) {
+    conn_op *op = calloc(1, sizeof *op);
+    if (op != NULL) {
+      op->c = c;
+      op->u.timer.data = op;
+      uv_timer_init(sp_loop(), &op->u.timer);
+      uv_timer_start(&op->u.timer, timeout_cb,
+                     (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
+      c->timer = op;
+    }
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, -1, "startedConnecting") != LUA_TNIL) {
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, cidx);
+    lua_call(L, 2, 0);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static connector *check_connector(lua_State *L) {
+  return luaL_checkudata(L, 1, CONNECTOR_MT);
+}
+
+/* connector:connect(): start a new attempt (from clientConnectionLost or
+** clientConnectionFailed to reconnect). Raises unless disconnected.
+** twisted BaseConnector.connect. */
+static int connector_connect(lua_State *L) {
+  connector *c = check_connector(L);
+  if (c->state != C_DISCONNECTED)
+    return luaL_error(L, "can't connect in this state");
+  conn_start(L, c, 1);
+  return 0;
+}
+
+/* connector:stopConnecting(): abandon the attempt in progress; the factory
+** gets clientConnectionFailed with UserError. Raises NotConnectingError
+** unless connecting. twisted BaseConnector.stopConnecting. */
+static int connector_stopConnecting(lua_State *L) {
+  connector *c = check_connector(L);
+  if (c->state != C_CONNECTING)
+    return sp_errortype_raise(L, "reactor.NotConnectingError", NULL,
+                              "we're not trying to connect");
+  sp_errortype_make(L, "reactor.UserError", "User aborted connection.");
+  conn_failed(L, c);
+  return 0;
+}
+
+/* connector:disconnect(): stop connecting, or lose the connection.
+** twisted BaseConnector.disconnect. */
+static int connector_disconnect(lua_State *L) {
+  connector *c = check_connector(L);
+  if (c->state == C_CONNECTING) return connector_stopConnecting(L);
+  if (c->state == C_CONNECTED) {
+    lua_getiuservalue(L, 1, CV_TRANSPORT);
+    lua_getfield(L, -1, "loseConnection");
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  }
+  return 0;
+}
+
+/* connector:getDestination() -> {type = "TCP", host = host, port = port}
+** as given to connectTCP, or {type = "UNIX", name = path}. */
+static int connector_getDestination(lua_State *L) {
+  connector *c = check_connector(L);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, c->kind == SP_STREAM_TCP ? "TCP" : "UNIX");
+  lua_setfield(L, -2, "type");
+  lua_getiuservalue(L, 1, CV_HOST);
+  if (c->kind == SP_STREAM_TCP) {
+    lua_setfield(L, -2, "host");
+    lua_pushinteger(L, c->port);
+    lua_setfield(L, -2, "port");
+  } else {
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "host");
+    lua_setfield(L, -2, "name");
+  }
+  return 1;
+}
+
+/* connector.state -> "disconnected", "connecting" or "connected";
+** connector.factory, connector.transport. */
+static int connector_index(lua_State *L) {
+  connector *c = check_connector(L);
+  const char *key = luaL_checkstring(L, 2);
+  static const char *const states[] = {"disconnected", "connecting",
+                                       "connected"};
+  if (strcmp(key, "state") == 0) {
+    lua_pushstring(L, states[c->state]);
+  } else if (strcmp(key, "factory") == 0) {
+    lua_getiuservalue(L, 1, CV_FACTORY);
+  } else if (strcmp(key, "transport") == 0) {
+    lua_getiuservalue(L, 1, CV_TRANSPORT);
+  } else {
+    luaL_getmetatable(L, CONNECTOR_MT);
+    lua_getfield(L, -1, "methods");
+    lua_getfield(L, -1, key);
+  }
+  return 1;
+}
+
+static int connector_gc(lua_State *L) {
+  connector *c = lua_touserdata(L, 1);
+  conn_cleanup(c);
+  sp_live_remove(&c->live);
+  return 0;
+}
+
+static int connector_tostring(lua_State *L) {
+  connector *c = check_connector(L);
+  push_dest(L, c, 1);
+  lua_pushfstring(L, "<Connector %s>", lua_tostring(L, -1));
+  return 1;
+}
+
+static const luaL_Reg connector_methods[] = {
+  {"connect", connector_connect},
+  {"disconnect", connector_disconnect},
+  {"stopConnecting", connector_stopConnecting},
+  {"getDestination", connector_getDestination},
+  {NULL, NULL}
+};
+
+static const luaL_Reg connector_meta[] = {
+  {"__index", connector_index},
+  {"__gc", connector_gc},
+  {"__tostring", connector_tostring},
+  {NULL, NULL}
+};
+
+/* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
+static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
+                                double timeout) {
+  connector *c = lua_newuserdatauv(L, sizeof *c, CV_N - 1);
+  memset(c, 0, sizeof *c);
+  c->kind = kind;
+  c->ref = LUA_NOREF;
+  c->timeout = timeout;
+  luaL_setmetatable(L, CONNECTOR_MT);
+  lua_pushvalue(L, fidx);
+  lua_setiuservalue(L, -2, CV_FACTORY);
+  lua_pushvalue(L, hidx);
+  lua_setiuservalue(L, -2, CV_HOST);
+  return c;
+}
+
+static double check_timeout(lua_State *L, int idx) {
+  lua_Number t = luaL_optnumber(L, idx, DEFAULT_TIMEOUT);
+  luaL_argcheck(L, t > 0, idx, "timeout must be a positive number of seconds");
+  return t;
+}
+
+/* Read bindAddress {host, port} or {host = h, port = p} at idx into c. */
+static void check_bind(lua_State *L, int idx, connector *c) {
+  const char *host;
+  lua_Integer port;
+  luaL_argexpected(L, lua_istable(L, idx), idx, "table {host, port}");
+  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 1);
+  }
+  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 2);
+  }
+  host = lua_tostring(L, -2);
+  port = lua_isnil(L, -1) ? 0 : lua_tointeger(L, -1);
+  if (host == NULL || port < 0 || port > 65535 ||
+      parse_ip(host, (int)port, &c->bind) != 0)
+    luaL_argerror(L, idx, "bindAddress must be {IP address, port}");
+  c->has_bind = 1;
+  lua_pop(L, 2);
+}
+
+/* reactor.connectTCP(host, port, factory[, timeout][, bindAddress])
+**   -> Connector
+** Connect to host (a name, resolved with getaddrinfo off the loop thread,
+** or an IPv4/IPv6 literal) at port, trying each resolved address in turn.
+** timeout: seconds (default 30), after which the factory gets
+** clientConnectionFailed with reactor.TimeoutError. bindAddress: local
+** {host, port}. Failures reach clientConnectionFailed as
+** ConnectionRefusedError, DNSLookupError, TimeoutError or ConnectError,
+** whose messages name the address. twisted IReactorTCP.connectTCP. */
+static int tcp_connectTCP(lua_State *L) {
+  connector *c;
+  int port;
+  double timeout;
+  lua_settop(L, 5);
+  luaL_checkstring(L, 1);
+  luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
+  port = check_portnum(L, 2);
+  check_factory(L, 3);
+  timeout = check_timeout(L, 4);
+  c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
+  c->port = port;
+  if (!lua_isnoneornil(L, 5)) check_bind(L, 5, c);
+  conn_start(L, c, lua_gettop(L));
+  return 1;
+}
+
+/* reactor.connectUNIX(path, factory[, timeout]) -> Connector
+** Connect to the Unix socket at path; as connectTCP otherwise (a missing
+** path fails with ConnectError code "ENOENT"). twisted
+** IReactorUNIX.connectUNIX. */
+static int tcp_connectUNIX(lua_State *L) {
+  connector *c;
+  double timeout;
+  luaL_checkstring(L, 1);
+  check_factory(L, 2);
+  timeout = check_timeout(L, 3);
+  c = connector_new(L, SP_STREAM_UNIX, 1, 2, timeout);
+  conn_start(L, c, lua_gettop(L));
+  return 1;
+}
+
+static const luaL_Reg tcp_funcs[] = {
+  {"listenTCP", tcp_listenTCP},
+  {"connectTCP", tcp_connectTCP},
+  {"listenUNIX", tcp_listenUNIX},
+  {"connectUNIX", tcp_connectUNIX},
+  {NULL, NULL}
+};
+
+int luaopen_spindle__tcp(lua_State *L) {
+  sp_stream_init(L);
+  sp_class_new(L, PORT_MT, port_methods, port_meta);
+  luaL_newmetatable(L, CONNECTOR_MT);
+  luaL_setfuncs(L, connector_meta, 0);
+  lua_newtable(L);
+  luaL_setfuncs(L, connector_methods, 0);
+  lua_setfield(L, -2, "methods");
+  lua_pop(L, 1);
+  luaL_newlib(L, tcp_funcs);
+  sp_errortype_register(L, "reactor.NotConnectingError",
+                        "NotConnectingError", NULL);
+  lua_setfield(L, -2, "NotConnectingError");
+  sp_errortype_push(L, "reactor.ConnectionAborted");
+  lua_setfield(L, -2, "ConnectionAborted");
+  return 1;
+}

@@ -1,0 +1,872 @@
+-- spec/defer_spec.lua: spindle.defer (API.md, "spindle.defer").
+local defer = require("spindle.defer")
+local failure = require("spindle.failure")
+local log = require("spindle.log")
+
+local Deferred = defer.Deferred
+
+-- A fake clock with Twisted's IReactorTime.callLater shape, until
+-- task.Clock lands: callLater(delay, f, ...) -> call with active()/cancel().
+local function FakeClock()
+  local clock = {now = 0, calls = {}}
+  function clock:callLater(delay, f, ...)
+    local args = table.pack(...)
+    local call = {time = self.now + delay, cancelled = false, called = false}
+    function call.active() return not call.cancelled and not call.called end
+    function call.cancel() call.cancelled = true end
+    call.run = function() call.called = true; f(table.unpack(args, 1, args.n)) end
+    self.calls[#self.calls + 1] = call
+    return call
+  end
+  function clock:advance(s)
+    self.now = self.now + s
+    for _, call in ipairs(self.calls) do
+      if call.active() and call.time <= self.now then call.run() end
+    end
+  end
+  return clock
+end
+
+-- Collect log events while fn runs.
+local function captureLog(fn)
+  local events = {}
+  local function observer(e) events[#events + 1] = e end
+  local saved = log.observers()
+  for _, o in ipairs(saved) do log.removeObserver(o) end
+  log.addObserver(observer)
+  local ok, err = pcall(fn)
+  log.removeObserver(observer)
+  for _, o in ipairs(saved) do log.addObserver(o) end
+  assert(ok, err)
+  return events
+end
+
+-- The message of an error (or of a Failure's value) as a string.
+local function message(e)
+  if failure.isFailure(e) then e = e.value end
+  return tostring(e)
+end
+
+describe("defer.Deferred", function()
+  it("makes an unfired Deferred with read-only state", function()
+    local d = Deferred()
+    assert.is_false(d.called)
+    assert.equal(0, d.paused)
+    assert.is_nil(d.result)
+    assert.has_error(function() d.called = true end,
+      "Deferred field 'called' is read-only")
+    assert.has_error(function() d.result = 1 end)
+  end)
+
+  it("keeps other fields a user sets", function()
+    local d = Deferred()
+    d.label = "mine"
+    assert.equal("mine", d.label)
+    assert.is_nil(d.other)
+  end)
+
+  it("shows its state in tostring like Twisted", function()
+    local d = Deferred()
+    assert.matches("^<Deferred at 0x%x+>$", tostring(d))
+    d:callback(4)
+    assert.matches("^<Deferred at 0x%x+ current result: 4>$", tostring(d))
+    local outer, inner = Deferred(), Deferred()
+    outer:addCallback(function() return inner end)
+    outer:callback(1)
+    assert.matches("^<Deferred at 0x%x+ waiting on Deferred at 0x%x+>$",
+      tostring(outer))
+    assert.matches(tostring(inner):match("0x%x+"), tostring(outer), 1, true)
+  end)
+
+  it("rejects a canceller that is not callable", function()
+    assert.has_error(function() Deferred(42) end)
+  end)
+end)
+
+describe("Deferred:addCallback", function()
+  it("returns the Deferred and passes results down the chain", function()
+    local d = Deferred()
+    assert.equal(d, d:addCallback(function(x) return x + 1 end))
+    d:addCallback(function(x) return x * 10 end)
+    d:callback(1)
+    assert.equal(20, d.result)
+  end)
+
+  it("keeps nil holes in bound arguments", function()
+    local got
+    local d = Deferred()
+    d:addCallback(function(...) got = table.pack(...) end, nil, 2, nil)
+    d:callback(nil)
+    assert.equal(4, got.n)
+    assert.is_nil(got[1]); assert.is_nil(got[2])
+    assert.equal(2, got[3]); assert.is_nil(got[4])
+  end)
+
+  it("makes the result nil when the callback returns nothing", function()
+    local d = Deferred():addCallback(function() end)
+    d:callback(5)
+    assert.is_true(d.called)
+    assert.is_nil(d.result)
+  end)
+
+  it("runs at once when added to a fired Deferred (rule 5)", function()
+    local d = defer.succeed(3)
+    local got
+    d:addCallback(function(x) got = x end)
+    assert.equal(3, got)
+  end)
+
+  it("skips callbacks while the result is a failure (rule 1)", function()
+    local ran = false
+    local d = defer.fail("bad"):addCallback(function() ran = true end)
+    assert.is_false(ran)
+    d:addErrback(function() end)
+  end)
+
+  it("rejects a callback that is not callable", function()
+    assert.has_error(function() Deferred():addCallback(5) end)
+    assert.has_error(function() Deferred.addCallback({}, print) end)
+  end)
+
+  it("accepts a callable table", function()
+    local obj = setmetatable({}, {__call = function(_, x) return x + 1 end})
+    local d = Deferred():addCallback(obj)
+    d:callback(1)
+    assert.equal(2, d.result)
+  end)
+end)
+
+describe("Deferred:addErrback", function()
+  it("gets a Failure and recovers the chain (rule 2)", function()
+    local got
+    local d = Deferred()
+    d:addCallback(function() error("boom") end)
+    d:addErrback(function(f, extra)
+      got = {f, extra}
+      return "recovered"
+    end, "x")
+    d:addCallback(function(r) return r .. "!" end)
+    d:callback(1)
+    assert.is_true(failure.isFailure(got[1]))
+    assert.matches("boom", got[1]:getErrorMessage())
+    assert.equal("x", got[2])
+    assert.equal("recovered!", d.result)
+  end)
+
+  it("keeps failing when the errback returns the Failure", function()
+    local seen = 0
+    local d = Deferred()
+    d:addErrback(function(f) seen = seen + 1; return f end)
+    d:addErrback(function(f) seen = seen + 1; return f end)
+    d:addErrback(function() return "ok" end)
+    d:errback("e")
+    assert.equal(2, seen)
+    assert.equal("ok", d.result)
+  end)
+
+  it("moves to the errback chain when an errback raises", function()
+    local d = Deferred()
+    d:addErrback(function() error("second", 0) end)
+    local msg
+    d:addErrback(function(f) msg = f:getErrorMessage() end)
+    d:errback("first")
+    assert.equal("second", msg)
+  end)
+
+  it("skips errbacks on success", function()
+    local ran = false
+    local d = defer.succeed(1):addErrback(function() ran = true end)
+    assert.is_false(ran)
+    assert.equal(1, d.result)
+  end)
+end)
+
+describe("Deferred:addBoth", function()
+  it("runs on success and on failure with the same arguments", function()
+    local calls = {}
+    local function both(r, tag) calls[#calls + 1] = {r, tag}; return "x" end
+    defer.succeed(1):addBoth(both, "a")
+    defer.fail("e"):addBoth(both, "b")
+    assert.equal(1, calls[1][1]); assert.equal("a", calls[1][2])
+    assert.is_true(failure.isFailure(calls[2][1]))
+    assert.equal("b", calls[2][2])
+  end)
+end)
+
+describe("Deferred:addCallbacks", function()
+  it("adds one step with both functions and argument tables", function()
+    local got
+    local d = Deferred()
+    d:addCallbacks(function(r, a, b, c) got = {r, a, b, c}; error("x") end,
+      function() got = "wrong" end, table.pack(1, nil, 3), {9})
+    local eb
+    d:addCallbacks(function() end, function(f, a) eb = a end, nil, {7})
+    d:callback(0)
+    assert.same({0, 1, nil, 3}, got)
+    assert.equal(7, eb)
+  end)
+
+  it("passes failures through when errback is nil", function()
+    local d = Deferred()
+    d:addCallbacks(function() return 1 end, nil)
+    local f
+    d:addErrback(function(x) f = x end)
+    d:errback("boom")
+    assert.equal("boom", f.value)
+  end)
+end)
+
+describe("Deferred:chainDeferred", function()
+  it("fires the second Deferred with the first's result, one way", function()
+    local d1, d2 = Deferred(), Deferred()
+    local got
+    d2:addCallback(function(r) got = r end)
+    assert.equal(d1, d1:chainDeferred(d2))
+    d1:callback("v")
+    assert.equal("v", got)
+    assert.is_nil(d1.result)
+    local d3, d4 = Deferred(), Deferred()
+    d3:chainDeferred(d4)
+    d4:callback(1)
+    assert.is_false(d3.called)
+  end)
+
+  it("passes failures to the second Deferred's errbacks", function()
+    local d1, d2 = Deferred(), Deferred()
+    d1:chainDeferred(d2)
+    local f
+    d2:addErrback(function(x) f = x end)
+    d1:errback("bad")
+    assert.equal("bad", f.value)
+  end)
+end)
+
+describe("Deferred:callback", function()
+  it("raises AlreadyCalledError on a second fire", function()
+    local d = Deferred()
+    d:callback(1)
+    local ok, e = pcall(d.callback, d, 2)
+    assert.is_false(ok)
+    assert.equal(defer.AlreadyCalledError, getmetatable(e))
+    ok, e = pcall(d.errback, d, "x")
+    assert.is_false(ok)
+    assert.equal(defer.AlreadyCalledError, getmetatable(e))
+  end)
+
+  it("refuses a Deferred as the result", function()
+    assert.has_error(function() Deferred():callback(Deferred()) end)
+  end)
+
+  it("treats a Failure as the result like errback", function()
+    local d = Deferred()
+    local f
+    d:addErrback(function(x) f = x end)
+    local fail = failure.Failure("x")
+    d:callback(fail)
+    assert.equal(fail, f)
+  end)
+
+  it("ignores the first late fire after cancel() without canceller",
+    function()
+      local d = Deferred()
+      d:addErrback(function(f) f:trap(defer.CancelledError) end)
+      d:cancel()
+      d:callback("late") -- ignored, as Twisted's _suppressAlreadyCalled
+      assert.has_error(function() d:callback("again") end)
+    end)
+
+  it("does not ignore a late fire when there was a canceller", function()
+    local d = Deferred(function() end)
+    d:addErrback(function() end)
+    d:cancel()
+    assert.has_error(function() d:callback("late") end)
+  end)
+end)
+
+describe("Deferred:errback", function()
+  it("wraps a non-Failure value in a Failure", function()
+    local f
+    local E = defer.errorType("MyError")
+    Deferred():addErrback(function(x) f = x end):errback(E("m"))
+    assert.is_true(failure.isFailure(f))
+    assert.equal(E, f.type)
+    assert.equal("m", f:getErrorMessage())
+  end)
+
+  it("makes a Failure with a message when called without one", function()
+    local f
+    Deferred():addErrback(function(x) f = x end):errback()
+    assert.equal("errback() called without a failure", f:getErrorMessage())
+  end)
+end)
+
+describe("Deferred:pause", function()
+  it("is counted, and unpause at zero runs what was added", function()
+    local d = Deferred()
+    local ran = 0
+    d:pause(); d:pause()
+    assert.equal(2, d.paused)
+    d:addCallback(function() ran = ran + 1 end)
+    d:callback(1)
+    assert.equal(0, ran)
+    d:unpause()
+    assert.equal(0, ran)
+    d:unpause()
+    assert.equal(1, ran)
+    assert.equal(0, d.paused)
+  end)
+
+  it("stops the chain when called inside a callback", function()
+    local d = Deferred()
+    local order = {}
+    d:addCallback(function(r) order[#order + 1] = "a"; d:pause(); return r end)
+    d:addCallback(function(r) order[#order + 1] = "b"; return r + 1 end)
+    d:callback(1)
+    assert.same({"a"}, order)
+    d:unpause()
+    assert.same({"a", "b"}, order)
+    assert.equal(2, d.result)
+  end)
+end)
+
+describe("Deferred:cancel", function()
+  it("runs the canceller, then errbacks CancelledError", function()
+    local seen
+    local d = Deferred(function(x) seen = x end)
+    local f
+    d:addErrback(function(x) f = x end)
+    d:cancel()
+    assert.equal(d, seen)
+    assert.is_truthy(f:check(defer.CancelledError))
+  end)
+
+  it("lets a canceller fire the Deferred itself", function()
+    local d = Deferred(function(x) x:callback("stopped") end)
+    d:cancel()
+    assert.equal("stopped", d.result)
+  end)
+
+  it("does nothing on a fired Deferred", function()
+    local d = defer.succeed(1)
+    d:cancel()
+    assert.equal(1, d.result)
+  end)
+
+  it("cancels the inner Deferred it waits on", function()
+    local innerCancelled = false
+    local inner = Deferred(function() innerCancelled = true end)
+    local outer = Deferred()
+    outer:addCallback(function() return inner end)
+    local f
+    outer:addErrback(function(x) f = x end)
+    outer:callback(1)
+    outer:cancel()
+    assert.is_true(innerCancelled)
+    assert.is_truthy(f:check(defer.CancelledError))
+    assert.is_nil(inner.result)
+  end)
+
+  it("reaches the innermost of a long chain of waits", function()
+    local ds = {}
+    for i = 1, 1000 do ds[i] = Deferred() end
+    for i = 1, 999 do ds[i]:addCallback(function() return ds[i + 1] end) end
+    for i = 1, 999 do ds[i]:callback(i) end
+    local f
+    ds[1]:addErrback(function(x) f = x end)
+    ds[1]:cancel()
+    assert.is_truthy(f:check(defer.CancelledError))
+  end)
+end)
+
+describe("Deferred:addTimeout", function()
+  it("fails with TimeoutError when the time passes", function()
+    local clock = FakeClock()
+    local d = Deferred()
+    d:addTimeout(2, clock)
+    local f
+    d:addErrback(function(x) f = x end)
+    clock:advance(1)
+    assert.is_false(d.called)
+    clock:advance(1.5)
+    assert.is_truthy(f:check(defer.TimeoutError))
+  end)
+
+  it("cancels the timer when the Deferred fires first", function()
+    local clock = FakeClock()
+    local d = Deferred():addTimeout(2, clock)
+    d:callback("done")
+    assert.is_false(clock.calls[1].active())
+    assert.equal("done", d.result)
+  end)
+
+  it("calls onTimeoutCancel with the value and the timeout", function()
+    local clock = FakeClock()
+    local got
+    local d = Deferred():addTimeout(3, clock, function(v, t)
+      got = t
+      return "converted"
+    end)
+    clock:advance(3)
+    assert.equal(3, got)
+    assert.equal("converted", d.result)
+  end)
+
+  it("rejects a timeout that is not a number", function()
+    assert.has_error(function() Deferred():addTimeout("x", FakeClock()) end,
+      "bad argument #1 to 'addTimeout' (number expected, got string)")
+  end)
+end)
+
+describe("chain rule 3: a step returning a Deferred", function()
+  it("pauses the outer chain until the inner one fires", function()
+    local inner = Deferred()
+    local outer = Deferred()
+    local got
+    outer:addCallback(function() return inner end)
+    outer:addCallback(function(r) got = r; return r end)
+    outer:callback(1)
+    assert.is_nil(got)
+    assert.equal(1, outer.paused)
+    inner:callback("inner")
+    assert.equal("inner", got)
+    assert.is_nil(inner.result)
+    assert.equal(0, outer.paused)
+  end)
+
+  it("continues the outer chain with the inner failure", function()
+    local inner = Deferred()
+    local outer = Deferred()
+    local f
+    outer:addCallback(function() return inner end)
+    outer:addErrback(function(x) f = x; return "handled" end)
+    outer:callback(1)
+    inner:errback("bad")
+    assert.equal("bad", f.value)
+    assert.equal("handled", outer.result)
+    assert.is_nil(inner.result)
+  end)
+
+  it("takes the result of an inner Deferred that has fired", function()
+    local inner = defer.succeed(7)
+    local d = defer.succeed(1):addCallback(function() return inner end)
+    assert.equal(7, d.result)
+    assert.is_nil(inner.result)
+  end)
+
+  it("works when an errback returns a Deferred", function()
+    local inner = Deferred()
+    local outer = defer.fail("x"):addErrback(function() return inner end)
+    assert.is_true(outer.called)
+    inner:callback("again")
+    assert.equal("again", outer.result)
+  end)
+
+  it("turns a callback returning its own Deferred into a failure", function()
+    local d = Deferred()
+    d:addCallback(function() return d end)
+    local f
+    d:addErrback(function(x) f = x end)
+    d:callback(1)
+    assert.matches("returned the Deferred it was attached to",
+      f:getErrorMessage())
+  end)
+end)
+
+describe("chain rule 4: long chains", function()
+  it("runs 100000 Deferreds each waiting on the next", function()
+    local N = 100000
+    local ds = {}
+    for i = 1, N do ds[i] = Deferred() end
+    for i = 1, N - 1 do ds[i]:addCallback(function() return ds[i + 1] end) end
+    local got
+    ds[1]:addCallback(function(r) got = r end)
+    for i = 1, N - 1 do ds[i]:callback(i) end
+    ds[N]:callback("end")
+    assert.equal("end", got)
+  end)
+
+  it("runs 100000 Deferreds each returned already fired", function()
+    local d = Deferred()
+    for i = 1, 100000 do
+      d:addCallback(function(r) return defer.succeed(r + 1) end)
+    end
+    d:callback(0)
+    assert.equal(100000, d.result)
+  end)
+end)
+
+describe("chain rule 6: unhandled errors", function()
+  it("logs a failure left in a collected Deferred, once", function()
+    local events = captureLog(function()
+      local d = Deferred()
+      d:errback("lost error")
+      d = nil -- luacheck: ignore
+      collectgarbage(); collectgarbage()
+    end)
+    local found = 0
+    for _, e in ipairs(events) do
+      if e.isError and e.why == "Unhandled error in Deferred:" then
+        found = found + 1
+        assert.equal("lost error", e.failure.value)
+        assert.matches("lost error", log.textFromEventDict(e))
+      end
+    end
+    assert.equal(1, found)
+  end)
+
+  it("logs nothing when the failure was handled", function()
+    local events = captureLog(function()
+      local d = Deferred()
+      d:errback("handled")
+      d:addErrback(function() end)
+      d = nil -- luacheck: ignore
+      collectgarbage(); collectgarbage()
+    end)
+    for _, e in ipairs(events) do
+      assert.is_not.equal("Unhandled error in Deferred:", e.why)
+    end
+  end)
+
+  it("logs nothing for a failure handed to an outer Deferred", function()
+    local events = captureLog(function()
+      local inner = Deferred()
+      local outer = Deferred()
+      outer:addCallback(function() return inner end)
+      outer:addErrback(function() end)
+      outer:callback(1)
+      inner:errback("passed on")
+      inner, outer = nil, nil -- luacheck: ignore
+      collectgarbage(); collectgarbage()
+    end)
+    for _, e in ipairs(events) do
+      assert.is_not.equal("Unhandled error in Deferred:", e.why)
+    end
+  end)
+end)
+
+describe("defer.setDebugging", function()
+  after_each(function() defer.setDebugging(false) end)
+
+  it("makes AlreadyCalledError name where the Deferred was made and fired",
+    function()
+      defer.setDebugging(true)
+      assert.is_true(defer.getDebugging())
+      local d = Deferred()                  -- made here
+      local madeLine = debug.getinfo(1, "l").currentline - 1
+      d:callback(1)                         -- first fired here
+      local firedLine = debug.getinfo(1, "l").currentline - 1
+      local ok, e = pcall(d.callback, d, 2)
+      assert.is_false(ok)
+      local msg = tostring(e)
+      assert.matches("Deferred was created", msg, 1, true)
+      assert.matches("First Invoker was", msg, 1, true)
+      assert.matches("defer_spec.lua:" .. madeLine .. ":", msg, 1, true)
+      assert.matches("defer_spec.lua:" .. firedLine .. ":", msg, 1, true)
+    end)
+
+  it("leaves the places out when off", function()
+    local d = defer.succeed(1)
+    local _, e = pcall(d.callback, d, 2)
+    assert.is_nil(tostring(e):find("Deferred was created", 1, true))
+  end)
+end)
+
+describe("defer.succeed", function()
+  it("returns a fired Deferred", function()
+    local d = defer.succeed("v")
+    assert.is_true(d.called)
+    assert.equal("v", d.result)
+  end)
+end)
+
+describe("defer.fail", function()
+  it("returns a failed Deferred, wrapping the value", function()
+    local d = defer.fail("e")
+    assert.is_true(failure.isFailure(d.result))
+    assert.equal("e", d.result.value)
+    d:addErrback(function() end)
+  end)
+end)
+
+describe("defer.maybeDeferred", function()
+  it("wraps a plain value, a raise, a Failure and a Deferred", function()
+    assert.equal(3, defer.maybeDeferred(function(a, b) return a + b end,
+      1, 2).result)
+    local d = defer.maybeDeferred(function() error("oops") end)
+    assert.matches("oops", d.result:getErrorMessage())
+    assert.matches("defer_spec.lua", d.result:getTraceback())
+    d:addErrback(function() end)
+    local f = failure.Failure("x")
+    local fd = defer.maybeDeferred(function() return f end)
+    assert.equal(f, fd.result)
+    fd:addErrback(function() end)
+    local inner = Deferred()
+    assert.equal(inner, defer.maybeDeferred(function() return inner end))
+  end)
+
+  it("passes nil arguments", function()
+    local d = defer.maybeDeferred(function(...) return select("#", ...) end,
+      nil, nil)
+    assert.equal(2, d.result)
+  end)
+end)
+
+describe("defer.DeferredList", function()
+  it("fires with {success, value} pairs in order", function()
+    local a, b = Deferred(), Deferred()
+    local dl = defer.DeferredList({a, b})
+    b:callback("b")
+    assert.is_false(dl.called)
+    a:errback("bad")
+    local r = dl.result
+    assert.same({true, "b"}, r[2])
+    assert.is_false(r[1][1])
+    assert.equal("bad", r[1][2].value)
+    a:addErrback(function() end)
+  end)
+
+  it("fires at once with {} for an empty list", function()
+    assert.same({}, defer.DeferredList({}).result)
+  end)
+
+  it("fires with {value, index} on fireOnOneCallback", function()
+    local a, b = Deferred(), Deferred()
+    local dl = defer.DeferredList({a, b}, {fireOnOneCallback = true})
+    b:callback("second")
+    assert.same({"second", 2}, dl.result)
+    a:callback("late")
+  end)
+
+  it("fails with FirstError on fireOnOneErrback", function()
+    local a, b = Deferred(), Deferred()
+    local dl = defer.DeferredList({a, b}, {fireOnOneErrback = true,
+      consumeErrors = true})
+    local f
+    dl:addErrback(function(x) f = x end)
+    b:errback("boom")
+    assert.is_truthy(f:check(defer.FirstError))
+    assert.equal(2, f.value.index)
+    assert.equal("boom", f.value.subFailure.value)
+    assert.is_nil(b.result) -- consumed
+  end)
+
+  it("cancels every Deferred when cancelled", function()
+    local a, b = Deferred(), Deferred()
+    local dl = defer.DeferredList({a, b}, {consumeErrors = true})
+    dl:cancel()
+    assert.is_true(a.called and b.called)
+    assert.is_false(dl.result[1][1])
+    assert.is_truthy(dl.result[1][2]:check(defer.CancelledError))
+  end)
+
+  it("rejects a list with something other than Deferreds", function()
+    assert.has_error(function() defer.DeferredList({1}) end)
+  end)
+end)
+
+describe("defer.gatherResults", function()
+  it("fires with the list of results", function()
+    local a, b = Deferred(), Deferred()
+    local d = defer.gatherResults({a, b})
+    a:callback(1)
+    b:callback(2)
+    assert.same({1, 2}, d.result)
+  end)
+
+  it("fails with FirstError at the first failure", function()
+    local a, b = Deferred(), Deferred()
+    local d = defer.gatherResults({a, b}, true)
+    local f
+    d:addErrback(function(x) f = x end)
+    a:errback("no")
+    assert.equal(1, f.value.index)
+    assert.equal("no", f.value.subFailure.value)
+  end)
+end)
+
+describe("defer.inlineCallbacks", function()
+  it("returns a Deferred of the function's return value", function()
+    local gate = Deferred()
+    local f = defer.inlineCallbacks(function(a, b)
+      local x = defer.await(gate)
+      local y = defer.await(defer.succeed(10))
+      return a + b + x + y
+    end)
+    local d = f(1, 2)
+    assert.is_false(d.called)
+    gate:callback(100)
+    assert.equal(113, d.result)
+  end)
+
+  it("raises the awaited Failure itself so trap works", function()
+    local trapped
+    local E = defer.errorType("E")
+    local f = defer.inlineCallbacks(function()
+      local ok, err = pcall(defer.await, defer.fail(E("x")))
+      assert(not ok)
+      assert(failure.isFailure(err))
+      trapped = err:trap(E)
+      return "after"
+    end)
+    assert.equal("after", f().result)
+    assert.equal(E, trapped)
+  end)
+
+  it("fails with the traceback of the raise point", function()
+    local f = defer.inlineCallbacks(function()
+      defer.await(defer.succeed(1))
+      error("from coroutine")
+    end)
+    local raiseLine = debug.getinfo(1, "l").currentline - 2
+    local d = f()
+    local fl = d.result
+    assert.is_true(failure.isFailure(fl))
+    assert.matches("from coroutine", fl:getErrorMessage())
+    assert.matches("defer_spec.lua:" .. raiseLine .. ":", fl:getTraceback(),
+      1, true)
+    d:addErrback(function() end)
+  end)
+
+  it("cancels the awaited Deferred when the outer one is cancelled",
+    function()
+      local awaitedCancelled = false
+      local awaited = Deferred(function() awaitedCancelled = true end)
+      local f = defer.inlineCallbacks(function()
+        return defer.await(awaited)
+      end)
+      local d = f()
+      local fl
+      d:addErrback(function(x) fl = x end)
+      d:cancel()
+      assert.is_true(awaitedCancelled)
+      assert.is_truthy(fl:check(defer.CancelledError))
+    end)
+
+  it("lets the coroutine catch the cancel and go on", function()
+    local f = defer.inlineCallbacks(function()
+      local ok = pcall(defer.await, Deferred())
+      assert(not ok)
+      return "recovered"
+    end)
+    local d = f()
+    d:cancel()
+    assert.equal("recovered", d.result)
+  end)
+
+  it("loops over many fired Deferreds without growing the stack", function()
+    local f = defer.inlineCallbacks(function()
+      local s = 0
+      for i = 1, 100000 do s = s + defer.await(defer.succeed(i)) end
+      return s
+    end)
+    assert.equal(5000050000, f().result)
+  end)
+end)
+
+describe("defer.await", function()
+  it("raises a clear error outside inlineCallbacks", function()
+    assert.has_error(function() defer.await(defer.succeed(1)) end,
+      "await() called outside an inlineCallbacks function " ..
+      "(wrap the caller in defer.inlineCallbacks)")
+  end)
+
+  it("returns a non-Deferred as it is", function()
+    local f = defer.inlineCallbacks(function() return defer.await(5) end)
+    assert.equal(5, f().result)
+  end)
+end)
+
+describe("defer.DeferredLock", function()
+  it("hands the lock out in order", function()
+    local lock = defer.DeferredLock()
+    local order = {}
+    lock:acquire():addCallback(function(l) order[#order + 1] = 1; return l end)
+    local second = lock:acquire():addCallback(function() order[#order + 1] = 2 end)
+    assert.is_true(lock.locked)
+    assert.same({1}, order)
+    lock:release()
+    assert.same({1, 2}, order)
+    assert.is_true(second.called)
+    lock:release()
+    assert.is_false(lock.locked)
+    assert.has_error(function() lock:release() end)
+  end)
+
+  it("runs a function under the lock and releases after", function()
+    local lock = defer.DeferredLock()
+    local gate = Deferred()
+    local d = lock:run(function(x) return gate:addCallback(function() return x end) end, "v")
+    assert.is_true(lock.locked)
+    gate:callback()
+    assert.equal("v", d.result)
+    assert.is_false(lock.locked)
+  end)
+
+  it("removes a cancelled waiter", function()
+    local lock = defer.DeferredLock()
+    lock:acquire()
+    local w = lock:acquire()
+    w:addErrback(function() end)
+    w:cancel()
+    lock:release()
+    assert.is_false(lock.locked)
+  end)
+end)
+
+describe("defer.DeferredSemaphore", function()
+  it("lets `tokens` holders in at once", function()
+    local sem = defer.DeferredSemaphore(2)
+    local a, b, c = sem:acquire(), sem:acquire(), sem:acquire()
+    assert.is_true(a.called and b.called)
+    assert.is_false(c.called)
+    assert.equal(0, sem.tokens)
+    sem:release()
+    assert.is_true(c.called)
+    assert.equal(2, sem.limit)
+    assert.has_error(function() defer.DeferredSemaphore(0) end,
+      "DeferredSemaphore requires tokens >= 1")
+  end)
+end)
+
+describe("defer.DeferredQueue", function()
+  it("hands out objects in order, to waiting gets first", function()
+    local q = defer.DeferredQueue()
+    local g = q:get()
+    q:put("a")
+    assert.equal("a", g.result)
+    q:put("b"); q:put("c")
+    assert.equal("b", q:get().result)
+    assert.equal("c", q:get().result)
+  end)
+
+  it("raises QueueOverflow and QueueUnderflow past its limits", function()
+    local q = defer.DeferredQueue(1, 1)
+    q:put(1)
+    local ok, e = pcall(q.put, q, 2)
+    assert.is_false(ok)
+    assert.equal(defer.QueueOverflow, getmetatable(e))
+    q:get()
+    q:get()
+    ok, e = pcall(q.get, q)
+    assert.is_false(ok)
+    assert.equal(defer.QueueUnderflow, getmetatable(e))
+  end)
+end)
+
+describe("defer module", function()
+  it("is strict and exports the error types", function()
+    assert.has_error(function() return defer.Deferrd end,
+      "defer has no field 'Deferrd' (did you mean 'Deferred'?)")
+    for _, name in ipairs({"AlreadyCalledError", "CancelledError",
+      "TimeoutError", "FirstError", "QueueOverflow", "QueueUnderflow"}) do
+      assert.is_table(defer[name], name)
+    end
+    assert.equal(failure.errorType, defer.errorType)
+    local T = defer.errorType("MyError")
+    assert.equal("MyError: msg", tostring(T("msg")))
+  end)
+
+  it("gives messages a string form", function()
+    assert.equal("x", message("x"))
+  end)
+end)

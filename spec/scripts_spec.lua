@@ -1,0 +1,96 @@
+-- Smoke test of scripts/: every script that exits by itself runs in its
+-- own spindle process and must print exactly its expected output (that of
+-- its Twisted original) and exit 0 with nothing on stderr.
+--
+-- Adding a script: put an entry in `expected` below (script, args,
+-- stdout, and optionally code and stderr, a substring); a script may have
+-- several entries, one per set of arguments. A script that does not exit
+-- by itself (a server) goes in `servers` with the reason. A script in
+-- neither table fails the spec, so none goes untested by accident.
+local H = require("spec.support.helper")
+
+local expected = {
+  {script = "scripts/defer_addcallback_args.lua",
+   stdout = "process(10, 1, 2) = 13\nbound arguments: 3 (nil, 7, nil)\n"},
+  {script = "scripts/defer_basic.lua", stdout = "Square of 4 is 16\n"},
+  {script = "scripts/defer_basic.lua", args = {"call_error"},
+   stdout = "error when process \n"},
+  {script = "scripts/defer_chain.lua",
+   stdout = "Square of 5 is 25\nTwice of 5 is 10\n"},
+  {script = "scripts/defer_chaindeferred.lua",
+   stdout = "D1 got hello\nD2 got hello\nD1 called: true, D2 called: true\n" ..
+     "D3 called: false, D4 called: true\n"},
+  {script = "scripts/reactor_calllater.lua",
+   stdout = "Square of 5 is 25\nTwice of 5 is 10\n"},
+  {script = "scripts/reactor_stop.lua", stdout = "Program finished!\n"},
+}
+
+local servers = {
+  -- ["scripts/echo_server.lua"] = "serves until killed",
+}
+
+local shellQuote = require("spec.support.process").quote
+
+local function listScripts()
+  local list = {}
+  local p = assert(io.popen("ls scripts/*.lua 2>/dev/null"))
+  for line in p:lines() do list[#list + 1] = line end
+  p:close()
+  table.sort(list)
+  return list
+end
+
+local function readAll(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("scripts/", function()
+  local scripts = listScripts()
+  local covered = {}
+  for _, e in ipairs(expected) do covered[e.script] = true end
+
+  it("has an expectation or a reason for every script", function()
+    assert.is_true(#scripts > 0)
+    for _, s in ipairs(scripts) do
+      assert.is_truthy(covered[s] or servers[s],
+        s .. " is in neither `expected` nor `servers` of scripts_spec.lua")
+    end
+  end)
+
+  -- Start every script at once (each waits on its own timers), then
+  -- collect each one's output: the suite waits for the slowest only.
+  local started = false
+  local function startAll()
+    if started then return end
+    started = true
+    for _, e in ipairs(expected) do
+      local cmd = {shellQuote(H.SPINDLE), shellQuote(e.script)}
+      for _, a in ipairs(e.args or {}) do cmd[#cmd + 1] = shellQuote(a) end
+      e.errfile = os.tmpname()
+      -- timeout bounds a script that hangs.
+      e.pipe = assert(io.popen("timeout 30 " .. table.concat(cmd, " ") ..
+        " 2>" .. e.errfile))
+    end
+  end
+
+  for _, e in ipairs(expected) do
+    local name = table.concat({e.script, table.unpack(e.args or {})}, " ")
+    it(name .. " prints what its Twisted original prints", function()
+      startAll()
+      local out = e.pipe:read("a")
+      local _, _, code = e.pipe:close()
+      local err = readAll(e.errfile)
+      os.remove(e.errfile)
+      assert.are.equal(e.stdout, out)
+      assert.are.equal(e.code or 0, code)
+      if e.stderr then
+        assert.truthy(err:find(e.stderr, 1, true), err)
+      else
+        assert.are.equal("", err)
+      end
+    end)
+  end
+end)

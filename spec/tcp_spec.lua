@@ -1,0 +1,846 @@
+-- reactor.listenTCP / connectTCP and the stream transport, over loopback,
+-- with python3, socat and nc as outside peers.
+local reactor = require("spindle.reactor")
+local protocol = require("spindle.protocol")
+local defer = require("spindle.defer")
+local H = require("spec.support.helper")
+
+-- Run the reactor until d fires (failing if an error was logged meanwhile).
+local function wait(d, timeout)
+  return H.wait(d, timeout or 10)
+end
+
+-- Write a python3 program to a temporary file; returns its path.
+local function pyfile(src)
+  local path = os.tmpname() .. ".py"
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+-- Start a shell command reading nothing; returns a popen handle whose
+-- output is read (blocking) once the reactor has done its part.
+local function spawn(cmd)
+  return assert(io.popen(cmd .. " 2>&1", "r"))
+end
+
+local function finish(p)
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+-- Sleep without the reactor (lets a spawned peer start).
+local function sleep(s) os.execute("sleep " .. s) end
+
+-- A free TCP port on 127.0.0.1, found by binding port 0 and closing.
+local function freePort()
+  local port = reactor.listenTCP(0, protocol.Factory.forProtocol(
+    protocol.Protocol), nil, "127.0.0.1")
+  local n = port:getHost().port
+  wait(port:stopListening())
+  return n
+end
+
+-- A factory whose protocols echo; `lost` fires with the reason the first
+-- time a connection is lost.
+local function echoFactory()
+  local Echo = protocol.Protocol:extend({})
+  local f = protocol.Factory.forProtocol(Echo)
+  f.lost = defer.Deferred()
+  f.count = 0
+  function Echo:connectionMade() f.count = f.count + 1 end
+  function Echo:dataReceived(data) self.transport:write(data) end
+  function Echo:connectionLost(reason)
+    if not f.lost.called then f.lost:callback({reason}) end
+  end
+  return f
+end
+
+-- A client protocol collecting what it reads; `done` fires with the data
+-- when the connection is lost.
+local function collector(onMade)
+  local C = protocol.Protocol:extend({})
+  local cf = protocol.ClientFactory.forProtocol(C)
+  cf.done = defer.Deferred()
+  function C:connectionMade()
+    self.chunks = {}
+    if onMade then onMade(self) end
+  end
+  function C:dataReceived(data) self.chunks[#self.chunks + 1] = data end
+  function C:connectionLost(reason)
+    cf.reason = reason
+    cf.done:callback(table.concat(self.chunks))
+  end
+  function cf:clientConnectionFailed(_, reason) cf.done:errback(reason) end
+  return cf
+end
+
+describe("reactor.listenTCP", function()
+  it("answers an outside python3 client as an echo server", function()
+    local f = echoFactory()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local n = port:getHost().port
+    assert.is_true(n > 0)
+    local py = pyfile(([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+msg = b"hello spindle " * 1000
+s.sendall(msg)
+got = b""
+while len(got) < len(msg):
+    b = s.recv(65536)
+    if not b: break
+    got += b
+print("OK" if got == msg else "BAD %%d" %% len(got))
+s.close()
+]]):format(n))
+    local p = spawn("python3 " .. py)
+    local reason = wait(f.lost)[1]
+    assert.equal("OK\n", finish(p))
+    assert.is_truthy(reason:check(reactor.ConnectionDone))
+    os.remove(py)
+    wait(port:stopListening())
+  end)
+
+  it("answers nc (netcat-openbsd) as an echo server", function()
+    local f = echoFactory()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local p = spawn("printf 'ping-pong' | timeout 5 nc -N 127.0.0.1 " ..
+      port:getHost().port)
+    wait(f.lost)
+    assert.equal("ping-pong", finish(p))
+    wait(port:stopListening())
+  end)
+
+  it("listens on IPv6 loopback and reports the address", function()
+    local f = echoFactory()
+    local ok, port = pcall(reactor.listenTCP, 0, f, 5, "::1")
+    if not ok then return pending("no IPv6 loopback: " .. tostring(port)) end
+    local host = port:getHost()
+    assert.same({type = "TCP", host = "::1", port = host.port}, host)
+    local cf = collector(function(p) p.transport:write("six") end)
+    cf.protocol.dataReceived = function(self, data)
+      self.chunks[#self.chunks + 1] = data
+      self.transport:loseConnection()
+    end
+    reactor.connectTCP("::1", host.port, cf)
+    assert.equal("six", wait(cf.done))
+    wait(port:stopListening())
+  end)
+
+  it("raises CannotListenError with code EADDRINUSE when the port is taken",
+    function()
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local n = port:getHost().port
+      local ok, err = pcall(reactor.listenTCP, n, f, nil, "127.0.0.1")
+      assert.is_false(ok)
+      assert.equal(reactor.CannotListenError, getmetatable(err))
+      assert.equal("EADDRINUSE", err.code)
+      assert.matches("127.0.0.1:" .. n, err.message, 1, true)
+      assert.equal(1, f.numPorts)
+      wait(port:stopListening())
+    end)
+
+  it("rejects bad arguments naming them", function()
+    local f = echoFactory()
+    assert.has_error(function() reactor.listenTCP("80", f) end,
+      "bad argument #1 to 'listenTCP' (port number expected, got string)")
+    assert.has_error(function() reactor.listenTCP(70000, f) end,
+      "bad argument #1 to 'listenTCP' (port number must be an integer " ..
+      "in 0..65535)")
+    assert.has_error(function() reactor.listenTCP(0, nil) end,
+      "bad argument #2 to 'listenTCP' (factory expected, got nil)")
+    assert.has_error(function() reactor.listenTCP(0, {}) end,
+      "bad argument #2 to 'listenTCP' (factory expected (no buildProtocol " ..
+      "method))")
+    assert.has_error(function() reactor.listenTCP(0, f, nil, "localhost") end,
+      "bad argument #4 to 'listenTCP' (IP address expected, got 'localhost')")
+    assert.has_error(function() reactor.listenTCP(0, f, -1) end,
+      "bad argument #3 to 'listenTCP' (backlog must be positive)")
+  end)
+
+  it("calls startFactory once for two ports and stopFactory after both",
+    function()
+      local f = echoFactory()
+      local starts, stops = 0, 0
+      function f:startFactory() starts = starts + 1 end
+      function f:stopFactory() stops = stops + 1 end
+      local p1 = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local p2 = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      assert.equal(1, starts)
+      assert.equal(2, f.numPorts)
+      wait(p1:stopListening())
+      assert.equal(0, stops)
+      local d = p2:stopListening()
+      wait(d)
+      assert.equal(1, stops)
+      assert.equal(0, f.numPorts)
+      -- Stopping again gives a fired Deferred.
+      assert.is_true(p2:stopListening().called)
+    end)
+
+  it("listens again after startListening", function()
+    local f = echoFactory()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    wait(port:stopListening())
+    port:startListening()
+    assert.has_error(function() port:startListening() end,
+      "startListening: port is already listening")
+    local cf = collector(function(p) p.transport:loseConnection() end)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    wait(cf.done)
+    wait(port:stopListening())
+  end)
+
+  it("closes the connection when buildProtocol returns nil", function()
+    local f = protocol.Factory()
+    local asked
+    function f:buildProtocol(addr) asked = addr; return nil end
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local cf = collector()
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    assert.equal("", wait(cf.done))
+    assert.equal("TCP", asked.type)
+    assert.equal("127.0.0.1", asked.host)
+    wait(port:stopListening())
+  end)
+end)
+
+describe("reactor.connectTCP", function()
+  it("talks to a socat echo server", function()
+    local n = freePort()
+    local p = spawn("timeout 10 socat TCP-LISTEN:" .. n ..
+      ",bind=127.0.0.1,reuseaddr EXEC:cat")
+    sleep(0.3)
+    local cf = collector(function(c)
+      c.transport:write("through socat\n")
+    end)
+    cf.protocol.dataReceived = function(self, data)
+      self.chunks[#self.chunks + 1] = data
+      if table.concat(self.chunks):find("\n") then
+        self.transport:loseConnection()
+      end
+    end
+    reactor.connectTCP("127.0.0.1", n, cf)
+    assert.equal("through socat\n", wait(cf.done))
+    finish(p)
+  end)
+
+  it("follows the ClientFactory life cycle in Twisted's order", function()
+    local f = echoFactory()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local calls = {}
+    local C = protocol.Protocol:extend({})
+    function C:makeConnection(t)
+      calls[#calls + 1] = "makeConnection"
+      protocol.Protocol.makeConnection(self, t)
+    end
+    function C:connectionMade()
+      calls[#calls + 1] = "connectionMade"
+      self.transport:loseConnection()
+    end
+    function C:connectionLost() calls[#calls + 1] = "connectionLost" end
+    local cf = protocol.ClientFactory.forProtocol(C)
+    local done = defer.Deferred()
+    function cf:startFactory() calls[#calls + 1] = "startFactory" end
+    function cf:stopFactory()
+      calls[#calls + 1] = "stopFactory"
+      done:callback(nil)
+    end
+    function cf:startedConnecting(c)
+      calls[#calls + 1] = "startedConnecting " .. c.state
+    end
+    function cf:buildProtocol(addr)
+      calls[#calls + 1] = "buildProtocol " .. addr.type .. " " .. addr.port
+      return protocol.ClientFactory.buildProtocol(self, addr)
+    end
+    function cf:clientConnectionLost(c, reason)
+      calls[#calls + 1] = "clientConnectionLost " ..
+        tostring(reason:check(reactor.ConnectionDone) ~= nil) .. " " .. c.state
+    end
+    local n = port:getHost().port
+    local connector = reactor.connectTCP("127.0.0.1", n, cf)
+    assert.same({type = "TCP", host = "127.0.0.1", port = n},
+      connector:getDestination())
+    wait(done)
+    assert.same({"startFactory", "startedConnecting connecting",
+      "buildProtocol TCP " .. n, "makeConnection", "connectionMade",
+      "connectionLost", "clientConnectionLost true disconnected",
+      "stopFactory"}, calls)
+    wait(port:stopListening())
+  end)
+
+  it("resolves names without blocking and reconnects from " ..
+    "clientConnectionLost", function()
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local made, starts = 0, 0
+      local cf = protocol.ClientFactory.forProtocol(protocol.Protocol:extend({
+        connectionMade = function(self)
+          made = made + 1
+          self.transport:loseConnection()
+        end}))
+      local done = defer.Deferred()
+      function cf:startFactory() starts = starts + 1 end
+      function cf:clientConnectionLost(connector)
+        if made < 3 then connector:connect() else done:callback(made) end
+      end
+      reactor.connectTCP("localhost", port:getHost().port, cf)
+      assert.equal(3, wait(done))
+      assert.equal(1, starts)
+      wait(port:stopListening())
+    end)
+
+  it("delivers ConnectionRefusedError naming the address", function()
+    local n = freePort()
+    local cf = collector()
+    reactor.connectTCP("127.0.0.1", n, cf)
+    local ok, f = pcall(wait, cf.done)
+    assert.is_false(ok)
+    assert.is_truthy(f:check(reactor.ConnectionRefusedError))
+    assert.is_truthy(f:check(reactor.ConnectError))
+    assert.equal("ECONNREFUSED", f.value.code)
+    assert.matches("127.0.0.1:" .. n, f:getErrorMessage(), 1, true)
+  end)
+
+  it("delivers DNSLookupError naming the host", function()
+    -- A 64-byte label cannot be put in a DNS query: it fails locally.
+    local host = string.rep("x", 64) .. ".invalid"
+    local cf = collector()
+    reactor.connectTCP(host, 80, cf)
+    local ok, f = pcall(wait, cf.done)
+    assert.is_false(ok)
+    assert.is_truthy(f:check(reactor.DNSLookupError))
+    assert.matches(host, f:getErrorMessage(), 1, true)
+  end)
+
+  it("delivers reactor.TimeoutError when the connect takes too long",
+    function()
+      -- A listener whose accept queue is full drops further SYNs.
+      local py = pyfile([[
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(0)
+fill = []
+for i in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try: c.connect(s.getsockname())
+    except BlockingIOError: pass
+    fill.append(c)
+print(s.getsockname()[1], flush=True)
+time.sleep(1.5)
+]])
+      local p = spawn("python3 " .. py)
+      local n = tonumber(p:read("l"))
+      local cf = collector()
+      local t0 = reactor.seconds()
+      reactor.connectTCP("127.0.0.1", n, cf, 0.5)
+      local ok, f = pcall(wait, cf.done)
+      assert.is_false(ok)
+      assert.is_truthy(f:check(reactor.TimeoutError))
+      assert.matches("127.0.0.1:" .. n, f:getErrorMessage(), 1, true)
+      assert.is_true(reactor.seconds() - t0 < 2)
+      finish(p)
+      os.remove(py)
+    end)
+
+  it("stops connecting with UserError and raises NotConnectingError after",
+    function()
+      local n = freePort()
+      local cf = collector()
+      local c = reactor.connectTCP("127.0.0.1", n, cf)
+      c:stopConnecting()
+      local ok, f = pcall(wait, cf.done)
+      assert.is_false(ok)
+      assert.is_truthy(f:check(reactor.UserError))
+      assert.equal("disconnected", c.state)
+      local ok2, err = pcall(c.stopConnecting, c)
+      assert.is_false(ok2)
+      assert.equal(reactor.NotConnectingError, getmetatable(err))
+    end)
+
+  it("binds to bindAddress", function()
+    local f = echoFactory()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local local_port = freePort()
+    local cf = collector(function(p)
+      cf_host = p.transport:getHost() -- luacheck: ignore
+      p.transport:loseConnection()
+    end)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf, 5,
+      {"127.0.0.1", local_port})
+    wait(cf.done)
+    assert.equal(local_port, cf_host.port) -- luacheck: ignore
+    wait(port:stopListening())
+  end)
+
+  it("rejects bad arguments naming them", function()
+    local cf = collector()
+    assert.has_error(function() reactor.connectTCP(nil, 80, cf) end,
+      "bad argument #1 to 'connectTCP' (string expected, got nil)")
+    assert.has_error(function() reactor.connectTCP("h", "x", cf) end,
+      "bad argument #2 to 'connectTCP' (port number expected, got string)")
+    assert.has_error(function() reactor.connectTCP("h", 80, 5) end,
+      "bad argument #3 to 'connectTCP' (factory expected, got number)")
+    assert.has_error(function() reactor.connectTCP("h", 80, cf, -1) end,
+      "bad argument #4 to 'connectTCP' (timeout must be a positive number " ..
+      "of seconds)")
+  end)
+end)
+
+describe("transport", function()
+  -- Connect a client to a server built from protocol class S; returns the
+  -- port and the client factory (collector).
+  local function pair(S, onMade)
+    local f = protocol.Factory.forProtocol(S)
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local cf = collector(onMade)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    return port, cf
+  end
+
+  it("delivers 64 MiB written then loseConnection complete to a slow reader",
+    function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      all = table.concat(all)
+      local base = all:rep(255) .. all:sub(1, 248)
+      local blocks = {}
+      for k = 0, 1023 do blocks[k + 1] = ("%08d"):format(k) .. base end
+      local data = table.concat(blocks)
+      assert.equal(64 * 1024 * 1024, #data)
+      local f = protocol.Factory()
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({
+        connectionMade = function(self)
+          self.transport:write(data)
+          self.transport:loseConnection()
+          self.transport:write("ignored? no: still queued before close")
+        end,
+        connectionLost = function(_, reason) lost:callback({reason}) end,
+      })
+      f.protocol = S
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local py = pyfile(([[
+import socket, hashlib, time
+base = bytes(range(256)) * 255 + bytes(range(248))
+h = hashlib.sha256()
+for k in range(1024):
+    h.update(b"%%08d" %% k + base)
+h.update(b"ignored? no: still queued before close")
+want = h.hexdigest()
+s = socket.create_connection(("127.0.0.1", %d))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+got = hashlib.sha256()
+n = 0
+while True:
+    b = s.recv(65536)
+    if not b: break
+    got.update(b)
+    n += len(b)
+    if n %% (1 << 20) < len(b): time.sleep(0.002)
+print(n, "OK" if got.hexdigest() == want else "BAD")
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local reason = wait(lost, 60)[1]
+      assert.is_truthy(reason:check(reactor.ConnectionDone))
+      assert.equal(("%d OK\n"):format(64 * 1024 * 1024 + 38), finish(p))
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
+  it("keeps memory bounded under a streaming producer writing 256 MiB",
+    function()
+      local function rss()
+        for line in io.lines("/proc/self/status") do
+          local kb = line:match("^VmRSS:%s+(%d+)")
+          if kb then return tonumber(kb) * 1024 end
+        end
+      end
+      local total = 256 * 1024 * 1024
+      local chunk = ("0123456789abcdef"):rep(4096) -- 64 KiB
+      local lost = defer.Deferred()
+      local stats = {pauses = 0, resumes = 0, peak = 0}
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        self.sent, self.paused = 0, false
+        self.transport:registerProducer(self, true)
+        self:produce()
+      end
+      function S:produce()
+        local t = self.transport
+        local n = 0
+        while not self.paused and self.sent < total and n < 256 do
+          t:write(chunk)
+          self.sent = self.sent + #chunk
+          n = n + 1
+        end
+        local q = t:getBufferSize()
+        if q > stats.peak then stats.peak = q end
+        if self.sent >= total then
+          t:unregisterProducer()
+          t:loseConnection()
+        elseif not self.paused then
+          reactor.callLater(0, self.produce, self)
+        end
+      end
+      function S:pauseProducing()
+        stats.pauses = stats.pauses + 1
+        self.paused = true
+      end
+      function S:resumeProducing()
+        stats.resumes = stats.resumes + 1
+        self.paused = false
+        reactor.callLater(0, self.produce, self)
+      end
+      function S:stopProducing() stats.stopped = true end
+      function S:connectionLost(reason) lost:callback({reason}) end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      collectgarbage()
+      local before = rss()
+      local py = pyfile(([[
+import socket, time
+s = socket.create_connection(("127.0.0.1", %d))
+n, t0 = 0, time.time()
+while True:
+    b = s.recv(65536)
+    if not b: break
+    n += len(b)
+    ahead = n / 150e6 - (time.time() - t0)  # about 150 MB/s
+    if ahead > 0: time.sleep(ahead)
+print(n)
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local reason = wait(lost, 60)[1]
+      local after = rss()
+      assert.is_truthy(reason:check(reactor.ConnectionDone))
+      assert.equal(tostring(total) .. "\n", finish(p))
+      assert.is_true(stats.pauses > 0)
+      assert.is_true(stats.resumes > 0)
+      assert.is_true(after - before < 64 * 1024 * 1024,
+        "RSS grew by " .. (after - before))
+      assert.is_true(stats.peak < 32 * 1024 * 1024, "queue peak " .. stats.peak)
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
+  it("calls a pull producer's resumeProducing each time the queue drains",
+    function()
+      local calls, lost = 0, defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        self.transport:registerProducer(self, false)
+      end
+      function S:resumeProducing()
+        calls = calls + 1
+        if calls <= 5 then
+          self.transport:write(("x"):rep(1000))
+        else
+          self.transport:unregisterProducer()
+          self.transport:loseConnection()
+        end
+      end
+      function S:connectionLost(reason) lost:callback({reason}) end
+      local port, cf = pair(S)
+      wait(lost)
+      assert.equal(6, calls)
+      assert.equal(5000, #wait(cf.done))
+      wait(port:stopListening())
+    end)
+
+  it("stops the producer when the connection is lost", function()
+    local stopped = defer.Deferred()
+    local S = protocol.Protocol:extend({})
+    function S:connectionMade()
+      self.transport:registerProducer({
+        pauseProducing = function() end,
+        resumeProducing = function() end,
+        stopProducing = function() stopped:callback("stopped") end,
+      }, true)
+      assert.has_error(function()
+        self.transport:registerProducer({}, true)
+      end)
+    end
+    local port = pair(S, function(c) c.transport:loseConnection() end)
+    assert.equal("stopped", wait(stopped))
+    wait(port:stopListening())
+  end)
+
+  it("writes sequences, reports peer and host, and sets TCP options",
+    function()
+      local info = {}
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        local t = self.transport
+        t:setTcpNoDelay(true)
+        t:setTcpKeepAlive(true)
+        info.nodelay, info.keepalive = t:getTcpNoDelay(), t:getTcpKeepAlive()
+        info.peer, info.host = t:getPeer(), t:getHost()
+        t:writeSequence({"a", "", "bc", "def"})
+        t:loseConnection()
+      end
+      local port, cf = pair(S)
+      assert.equal("abcdef", wait(cf.done))
+      assert.is_true(info.nodelay)
+      assert.is_true(info.keepalive)
+      assert.same({type = "TCP", host = "127.0.0.1",
+        port = port:getHost().port}, info.host)
+      assert.equal("127.0.0.1", info.peer.host)
+      wait(port:stopListening())
+    end)
+
+  it("raises on bad writes and on closed-transport options, and ignores " ..
+    "writes after the connection is lost", function()
+      local errors = {}
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        local t = self.transport
+        errors[1] = select(2, pcall(function() t:write(42) end))
+        errors[2] = select(2, pcall(function() t:writeSequence({"a", 1}) end))
+        errors[3] = select(2, pcall(function() t:write(nil) end))
+        t:loseConnection()
+        t:write("after loseConnection: still sent, as in Twisted")
+      end
+      function S:connectionLost(reason)
+        local t = self.transport
+        t:write("dropped")
+        t:loseConnection()
+        t:abortConnection()
+        errors[4] = select(2, pcall(function() t:setTcpNoDelay(true) end))
+        lost:callback({reason})
+      end
+      local port, cf = pair(S)
+      wait(lost)
+      assert.equal("after loseConnection: still sent, as in Twisted",
+        wait(cf.done))
+      assert.matches("bad argument #1 to 'write' (string expected, got number)",
+        errors[1], 1, true)
+      assert.matches("bad argument #1 to 'writeSequence' (string expected " ..
+        "at index 2, got number)", errors[2], 1, true)
+      assert.matches("string expected, got nil", errors[3], 1, true)
+      assert.matches("attempt to use a closed transport", errors[4], 1, true)
+      wait(port:stopListening())
+    end)
+
+  it("aborts with ConnectionAborted, dropping queued data", function()
+    local lost = defer.Deferred()
+    local S = protocol.Protocol:extend({})
+    function S:connectionMade()
+      self.transport:write(("z"):rep(8 * 1024 * 1024))
+      self.transport:abortConnection()
+    end
+    function S:connectionLost(reason) lost:callback({reason}) end
+    local port, cf = pair(S)
+    local reason = wait(lost)[1]
+    assert.is_truthy(reason:check(reactor.ConnectionAborted))
+    assert.is_truthy(reason:check(reactor.ConnectionLost))
+    assert.is_true(#wait(cf.done) < 8 * 1024 * 1024)
+    wait(port:stopListening())
+  end)
+
+  it("pauses and resumes reading", function()
+    local S = protocol.Protocol:extend({})
+    local server
+    function S:connectionMade()
+      server = self
+      self.got = {}
+      self.transport:pauseProducing()
+    end
+    function S:dataReceived(d) self.got[#self.got + 1] = d end
+    local port, cf = pair(S, function(c) c.transport:write("held") end)
+    local d = defer.Deferred()
+    reactor.callLater(0.2, function()
+      d:callback(#server.got)
+      server.transport:resumeProducing()
+    end)
+    assert.equal(0, wait(d))
+    local d2 = defer.Deferred()
+    local function poll()
+      if #server.got > 0 then d2:callback(table.concat(server.got))
+      else reactor.callLater(0.01, poll) end
+    end
+    poll()
+    assert.equal("held", wait(d2))
+    server.transport:loseConnection()
+    wait(cf.done)
+    wait(port:stopListening())
+  end)
+
+  it("gives readConnectionLost on EOF to a half-closeable protocol", function()
+    local events = {}
+    local lost = defer.Deferred()
+    local S = protocol.Protocol:extend({})
+    function S:dataReceived(d) events[#events + 1] = "data " .. d end
+    function S:readConnectionLost()
+      events[#events + 1] = "readConnectionLost"
+      self.transport:write("reply after EOF")
+      self.transport:loseConnection()
+    end
+    function S:connectionLost(r)
+      events[#events + 1] = "connectionLost"
+      lost:callback({r})
+    end
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+      "127.0.0.1")
+    local py = pyfile(([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+s.sendall(b"question")
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    b = s.recv(1000)
+    if not b: break
+    got += b
+print(got.decode())
+]]):format(port:getHost().port))
+    local p = spawn("python3 " .. py)
+    wait(lost)
+    assert.equal("reply after EOF\n", finish(p))
+    assert.same({"data question", "readConnectionLost", "connectionLost"},
+      events)
+    os.remove(py)
+    wait(port:stopListening())
+  end)
+
+  it("half-closes with loseWriteConnection and tells writeConnectionLost",
+    function()
+      local events = {}
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        self.transport:write("all I have")
+        self.transport:loseWriteConnection()
+      end
+      function S:writeConnectionLost() events[#events + 1] = "wcl" end
+      function S:dataReceived(d)
+        events[#events + 1] = "data " .. d
+        self.transport:write("not sent")
+      end
+      function S:readConnectionLost()
+        events[#events + 1] = "rcl"
+        self.transport:loseConnection()
+      end
+      function S:connectionLost(r) lost:callback({r}) end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local py = pyfile(([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+got = b""
+while True:
+    b = s.recv(1000)
+    if not b: break
+    got += b
+s.sendall(b"thanks for " + got)
+s.shutdown(socket.SHUT_WR)
+print(s.recv(100))
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local reason = wait(lost)[1]
+      assert.is_truthy(reason:check(reactor.ConnectionDone))
+      assert.equal("b''\n", finish(p))
+      assert.same({"wcl", "data thanks for all I have", "rcl"}, events)
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
+  it("logs an error in dataReceived with its traceback and drops only that " ..
+    "connection", function()
+      local S = protocol.Protocol:extend({})
+      local lost = {}
+      function S:dataReceived(d)
+        if d == "boom" then error("exploded in dataReceived") end
+        self.transport:write(d)
+      end
+      function S:connectionLost(r) lost[#lost + 1] = r end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local n = port:getHost().port
+      local bad = collector(function(c) c.transport:write("boom") end)
+      local good = collector(function(c) c.transport:write("fine") end)
+      good.protocol.dataReceived = function(self, d)
+        self.chunks[#self.chunks + 1] = d
+        self.transport:loseConnection()
+      end
+      local errors, got = H.loggedErrors(function()
+        reactor.connectTCP("127.0.0.1", n, bad)
+        reactor.connectTCP("127.0.0.1", n, good)
+        wait(bad.done)
+        return wait(good.done)
+      end)
+      assert.equal("fine", got)
+      assert.equal(1, #errors)
+      local tb = errors[1].failure:getTraceback()
+      assert.matches("exploded in dataReceived", tb, 1, true)
+      assert.matches("tcp_spec.lua", tb, 1, true)
+      assert.matches("exploded in dataReceived", tostring(lost[1].value), 1,
+        true)
+      wait(port:stopListening())
+    end)
+
+  it("logs an error in connectionMade and drops the connection", function()
+    local S = protocol.Protocol:extend({
+      connectionMade = function() error("no thanks") end})
+    local port, cf
+    local errors = H.loggedErrors(function()
+      port, cf = pair(S)
+      wait(cf.done)
+    end)
+    assert.equal(1, #errors)
+    assert.matches("no thanks", errors[1].failure:getTraceback(), 1, true)
+    wait(port:stopListening())
+  end)
+end)
+
+describe("2,000 concurrent connections", function()
+  it("each echo correctly through scripts/echo_server.lua", function()
+    local py = pyfile([[
+import os, selectors, socket, subprocess, sys, time
+srv = subprocess.Popen([sys.argv[1], "scripts/echo_server.lua", "0",
+                        "--timeout", "60"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
+line = srv.stdout.readline()
+port = int(line.rsplit(":", 1)[1])
+N = 2000
+socks = []
+for i in range(N):
+    s = socket.create_connection(("127.0.0.1", port))
+    socks.append(s)
+sel = selectors.DefaultSelector()
+want, got = {}, {}
+for i, s in enumerate(socks):
+    msg = ("client %d says hello\n" % i).encode()
+    s.sendall(msg)
+    want[s] = msg
+    got[s] = b""
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+left, deadline = N, time.time() + 30
+while left and time.time() < deadline:
+    for key, _ in sel.select(1):
+        s = key.fileobj
+        b = s.recv(4096)
+        got[s] += b
+        if len(got[s]) >= len(want[s]):
+            sel.unregister(s)
+            left -= 1
+ok = sum(1 for s in socks if got[s] == want[s])
+for s in socks: s.close()
+srv.terminate()
+srv.wait()
+print("echoed", ok)
+]])
+    local p = spawn("ulimit -n $(ulimit -Hn); timeout 60 python3 " .. py ..
+      " " .. require("spec.support.process").bin)
+    assert.equal("echoed 2000\n", finish(p))
+    os.remove(py)
+  end)
+end)
