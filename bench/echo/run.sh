@@ -14,8 +14,8 @@
 # Environment: WARMUP (s, default 1), DURATION (s, default 5), CONNS (50),
 # SPINDLE (binary, default build/spindle), LUA (default lua5.4),
 # PERF (a server name: raw, spindle or luv; records `perf record -g` of that
-# server during both modes into build/bench-echo/NAME.perf.data; see with
-# `perf report -i build/bench-echo/NAME.perf.data --no-children`).
+# server into build/bench-echo/NAME.MODE.perf.data; read it with
+# `perf report -i build/bench-echo/NAME.MODE.perf.data --no-children`).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -103,10 +103,17 @@ measure() {
       >> "$results"
     return
   fi
+  perf=""
+  if [ "${PERF:-}" = "$name" ] && [ -n "$server" ]; then
+    perf record -q -g -p "$server" -o "$out/$name.$mode.perf.data" \
+      2> "$out/$name.$mode.perf.err" &
+    perf=$!
+  fi
   # shellcheck disable=SC2086
   line=$(timeout "$limit" $pin_load "$out/loadgen" \
     -p "$port" -m "$mode" -c "$CONNS" -w "$WARMUP" -d "$DURATION" \
     -P "$server" 2> "$out/$name.$mode.err")
+  if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf"; fi
   if [ -n "$line" ]; then
     echo "$name $mode $line" >> "$results"
   else
@@ -119,15 +126,8 @@ measure() {
 run_server() {
   name=$1; shift
   if start_server "$name" "$@"; then
-    perf=""
-    if [ "${PERF:-}" = "$name" ] && [ -n "$server" ]; then
-      perf record -q -g -p "$server" -o "$out/$name.perf.data" \
-        2> "$out/$name.perf.err" &
-      perf=$!
-    fi
     measure "$name" echo
     measure "$name" lines
-    if [ -n "$perf" ]; then kill -INT "$perf"; wait "$perf"; fi
   else
     why=$(head -c 200 "$out/$name.err" | tr '\n' ' ')
     for mode in echo lines; do
