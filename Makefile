@@ -98,5 +98,9 @@ bench: all
 bench-net: all
 	sh bench/echo/run.sh
 
+.PHONY: bench-deferred
+bench-deferred: all
+	sh bench/deferred.sh
+
 clean:
 	rm -rf build build-asan

@@ -44,9 +44,14 @@ void *sp_class_check(lua_State *L, int idx, const char *name) {
 }
 
 int sp_pcall(lua_State *L, int nargs, int nresults) {
+  return sp_pcall_with(L, nargs, nresults, sp_errhandler);
+}
+
+int sp_pcall_with(lua_State *L, int nargs, int nresults,
+                  lua_CFunction handler) {
   int base = lua_gettop(L) - nargs;
   int status;
-  lua_pushcfunction(L, sp_errhandler);
+  lua_pushcfunction(L, handler);
   lua_insert(L, base);
   status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);

@@ -16,7 +16,9 @@
 **
 **   [header][callback][errback][cb arg 1..ncb][eb arg 1..neb]
 **
-** so addCallback(f) takes two slots. A STEP_SHARED step (addBoth) stores
+** The most common step, addCallback(f) without arguments, is stored as
+** the bare callable in one slot (a callable is never an integer, so it
+** cannot be taken for a header). A STEP_SHARED step (addBoth) stores
 ** one function and one argument list for both. A STEP_CONTINUE step
 ** ([header][outer Deferred]) is what an inner Deferred carries for an
 ** outer one waiting on it (Twisted's _continuation). Consumed slots are
@@ -213,7 +215,7 @@ static Deferred *deferred_push(lua_State *L, int canceller) {
 static void slots_push(lua_State *L, int idx) {
   if (lua_getiuservalue(L, idx, UV_SLOTS) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_createtable(L, 20, 0);
+  lua_createtable(L, 12, 0);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, UV_SLOTS);
 }
@@ -353,16 +355,26 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
     lua_Integer h = d->head, hdr, fn, arg;
     StepLayout st;
     int n, status, i;
-    lua_rawgeti(L, slots, h);
+    lua_getiuservalue(L, cur, UV_RESULT);
+    if (lua_rawgeti(L, slots, h) != LUA_TNUMBER) { /* bare callback */
+      d->head = h + 1;
+      if (is_failure(L, -2)) {
+        lua_pop(L, 2);
+        continue;
+      }
+      lua_insert(L, -2);
+      n = 0;
+      goto call;
+    }
     hdr = lua_tointeger(L, -1);
     lua_pop(L, 1);
     if (STEP_KIND(hdr) == STEP_CONTINUE) {
+      lua_pop(L, 1);
       step_continue(L, cur, slots, h);
       return 1;
     }
     step_layout(h, hdr, &st);
     d->head = h + st.size;
-    lua_getiuservalue(L, cur, UV_RESULT);
     if (is_failure(L, -1)) fn = st.eb, arg = st.ea, n = st.neb;
     else fn = st.cb, arg = st.ca, n = st.ncb;
     if (fn == 0) { /* pass through: the result stays */
@@ -371,8 +383,11 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
     }
     lua_rawgeti(L, slots, fn);
     lua_insert(L, -2);
-    luaL_checkstack(L, n, "too many callback arguments");
-    for (i = 0; i < n; i++) lua_rawgeti(L, slots, arg + i);
+    if (n > 0) {
+      luaL_checkstack(L, n, "too many callback arguments");
+      for (i = 0; i < n; i++) lua_rawgeti(L, slots, arg + i);
+    }
+  call:
     d->running = 1;
     status = lua_pcall(L, 1 + n, 1, eh);
     d->running = 0;
@@ -520,9 +535,15 @@ static int add_step(lua_State *L, int kind, int cb, int eb, int ca, int nca,
 ** through. Bound arguments keep nils. Deferred.addCallback. */
 static int deferred_addCallback(lua_State *L) {
   int n = lua_gettop(L);
-  deferred_self(L, 1);
+  Deferred *d = deferred_self(L, 1);
   sp_checkcallable(L, 2);
-  return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
+  if (n > 2) return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
+  slots_push(L, 1); /* the common case: a bare callable in one slot */
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, d->tail++);
+  if (d->called) deferred_run(L, 1);
+  lua_pushvalue(L, 1);
+  return 1;
 }
 
 /* d:addErrback(f, ...) -> d
@@ -704,7 +725,7 @@ static int deferred_tostring(lua_State *L) {
 static int deferred_index(lua_State *L) {
   Deferred *d = (Deferred *)lua_touserdata(L, 1);
   const char *k;
-  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 2); /* the VM calls __index with exactly (d, key) */
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   if (lua_type(L, 2) == LUA_TSTRING) {
     k = lua_tostring(L, 2);

@@ -94,6 +94,10 @@ int sp_loop_running(void) {
   return running;
 }
 
+int sp_loop_stopping(void) {
+  return state == S_STOPPING || state == S_STOPPED;
+}
+
 lua_State *sp_loop_state(void) {
   return runL != NULL ? runL : sp_mainstate;
 }
@@ -640,11 +644,18 @@ static int loop_stop(lua_State *L) {
 /* SIGINT / SIGTERM while running: stop, so shutdown triggers run, as
 ** Twisted's _SignalReactorMixin does. A second signal while stopping is
 ** ignored. */
+static int (*interrupt_hook)(lua_State *L) = NULL;
+
+void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L)) {
+  interrupt_hook = fn;
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
   if (state != S_RUNNING) return;
+  if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
   snprintf(text, sizeof text, "Received %s, shutting down.",
            signum == SIGINT ? "SIGINT" : "SIGTERM");
   log_msg(L, text);

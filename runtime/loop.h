@@ -25,6 +25,10 @@ double sp_loop_seconds(void);
 /* Is the reactor running (reactor.running)? Loop thread only. */
 int sp_loop_running(void);
 
+/* Has stop() been called on the running reactor (shutdown under way)?
+** Loop thread only. */
+int sp_loop_stopping(void);
+
 /* A message for the loop thread. Embed it as the first member of your
 ** own struct (a pool result: marshalled buffer, Deferred id, ...). */
 typedef struct sp_loop_msg sp_loop_msg;
@@ -43,5 +47,11 @@ struct sp_loop_msg {
 ** for callFromThread; pool threads use it to hand back results.
 ** Follows twisted's reactor.callFromThread / threadCallQueue. */
 void sp_loop_post(sp_loop_msg *m);
+
+/* Install fn to see SIGINT first while the reactor runs: if it returns
+** nonzero the signal is handled (the REPL stops waiting or clears its
+** line), otherwise the reactor stops as usual. NULL removes it. Loop
+** thread only. */
+void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L));
 
 #endif

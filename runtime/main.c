@@ -81,13 +81,7 @@ static int msghandler(lua_State *L) {
 }
 
 int sp_main_docall(lua_State *L, int narg, int nres) {
-  int base = lua_gettop(L) - narg;
-  int status;
-  lua_pushcfunction(L, msghandler);
-  lua_insert(L, base);
-  status = lua_pcall(L, narg, nres, base);
-  lua_remove(L, base);
-  return status;
+  return sp_pcall_with(L, narg, nres, msghandler);
 }
 
 static int dochunk(lua_State *L, int status) {

@@ -1,117 +1,355 @@
 /*
-** repl.c: the interactive prompt, on libedit's readline interface, as
-** lua.c's: expressions print their values, unfinished statements continue
-** on the next line, history is kept in ~/.spindle_history.
+** repl.c: the interactive prompt, running on the reactor. Lines come in
+** without blocking the loop: from a terminal through libedit's callback
+** interface, fed one character at a time by a uv_poll on standard input;
+** from a pipe by the same poll; from a file by reads in idle turns.
+** lua/spindle/repl.lua decides what a line does (compile, run in a
+** coroutine so `await(d)` works at top level, print); this file moves
+** the bytes and owns the terminal. History lives in ~/.spindle_history.
+**
+** The reactor runs for the whole session: reactor.stop(), Ctrl-D or
+** SIGTERM ends it; Ctrl-C clears the line, or stops waiting for an entry
+** that awaits a Deferred.
 */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <editline/readline.h>
+#include <uv.h>
 
 #include "core.h"
+#include "loop.h"
 #include "repl.h"
 
-#define EOFMARK "<eof>"
-#define EOFMARK_LEN (sizeof(EOFMARK) - 1)
+#define PROMPT "> "
+#define PROMPT_MORE ">> "
 
-static char history_path[4096];
-
-/* [-0, +1, m] Read one line with the prompt; 0 at end of input. */
-static int repl_readline(lua_State *L, int firstline) {
-  const char *prompt = firstline ? "> " : ">> ";
-  char *line = readline(prompt);
+static struct {
+  lua_State *L;
+  int tty;            /* standard input is a terminal: libedit */
+  int eof;            /* no more input */
+  int waiting;        /* an entry awaits a Deferred: input is held */
+  int done;           /* the session has ended */
+  uv_poll_t *poll;    /* standard input, if pollable (tty, pipe) */
+  uv_idle_t *idle;    /* reads of a regular file, one chunk a turn */
+  char buf[4096];     /* pipe/file input not yet split into lines */
   size_t len;
-  if (line == NULL) return 0;
-  len = strlen(line);
-  lua_pushlstring(L, line, len);
-  free(line);
-  return 1;
+  char history[4096];
+} repl;
+
+static const char repl_key = 'R'; /* registry: the spindle.repl module */
+
+static void input_start(void);
+static void tty_line(char *line);
+static void input_stop(void);
+static void session_end(void);
+
+static void handle_free(uv_handle_t *h) { free(h); }
+
+enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR };
+
+/* [-0, +0, -] Call repl.<fname>([arg[, resume]]) and classify the string
+** it returns. An error in it is logged, never raised. */
+static int repl_call(const char *fname, const char *arg) {
+  static const char *const names[] = {"?", "ready", "more", "waiting",
+                                      "resume", "clear", NULL};
+  lua_State *L = repl.L;
+  int nargs = 0, r = R_ERROR;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &repl_key);
+  lua_getfield(L, -1, fname);
+  lua_remove(L, -2);
+  if (arg != NULL) {
+    lua_pushstring(L, arg);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &repl); /* the resume function */
+    nargs = 2;
+  }
+  if (sp_pcall(L, nargs, 1) != LUA_OK) {
+    sp_log_failure(L, -1, "spindle REPL:");
+  } else if (lua_type(L, -1) == LUA_TSTRING) {
+    for (int i = 1; names[i] != NULL; i++)
+      if (strcmp(lua_tostring(L, -1), names[i]) == 0) r = i;
+  }
+  lua_pop(L, 1);
+  return r;
 }
 
-/* Is the status a syntax error at end of input (an unfinished chunk)? */
-static int repl_incomplete(lua_State *L, int status) {
-  if (status == LUA_ERRSYNTAX) {
-    size_t lmsg;
-    const char *msg = lua_tolstring(L, -1, &lmsg);
-    if (lmsg >= EOFMARK_LEN &&
-        strcmp(msg + lmsg - EOFMARK_LEN, EOFMARK) == 0) {
-      lua_pop(L, 1);
-      return 1;
+/* After each line: hold input while an entry waits, change the prompt
+** for an unfinished statement. */
+static void line_done(int status) {
+  if (sp_loop_stopping()) { /* reactor.stop() was typed */
+    repl.done = 1;
+    input_stop();
+    return;
+  }
+  if (status == R_WAITING) {
+    repl.waiting = 1;
+    input_stop();
+    return;
+  }
+  if (repl.tty && !repl.done) {
+    /* Reinstalling puts libedit back in raw mode with a fresh prompt. */
+    rl_callback_handler_remove();
+    rl_callback_handler_install(status == R_MORE ? PROMPT_MORE : PROMPT,
+                                tty_line);
+  }
+}
+
+/* libedit's line handler: line is malloc'd, NULL at end of input. */
+static void tty_line(char *line) {
+  if (line == NULL) {
+    repl.eof = 1;
+    session_end();
+    return;
+  }
+  if (line[0] != '\0') add_history(line);
+  line_done(repl_call("line", line));
+  free(line);
+}
+
+/* Split buffered pipe/file input into lines and run them, stopping when
+** an entry starts waiting. */
+static void buffer_lines(void) {
+  char *nl;
+  while (!repl.waiting && !repl.done &&
+         (nl = memchr(repl.buf, '\n', repl.len)) != NULL) {
+    size_t n = (size_t)(nl - repl.buf);
+    *nl = '\0';
+    line_done(repl_call("line", repl.buf));
+    memmove(repl.buf, nl + 1, repl.len - n - 1);
+    repl.len -= n + 1;
+  }
+  if (repl.eof && !repl.waiting && !repl.done) {
+    if (repl.len > 0 && repl.len < sizeof repl.buf) {
+      repl.buf[repl.len] = '\0';
+      repl.len = 0;
+      line_done(repl_call("line", repl.buf));
+      if (repl.waiting) return;
     }
+    session_end();
+  }
+}
+
+/* Read what standard input has (a pipe or a file) into the buffer. */
+static void buffer_read(void) {
+  ssize_t n;
+  if (repl.len == sizeof repl.buf) { /* a line longer than the buffer */
+    fprintf(stderr, "spindle: input line too long (over %zu bytes)\n",
+            sizeof repl.buf);
+    repl.len = 0;
+  }
+  n = read(0, repl.buf + repl.len, sizeof repl.buf - repl.len);
+  if (n > 0) {
+    repl.len += (size_t)n;
+  } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    repl.eof = 1;
+    input_stop();
+  }
+  buffer_lines();
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  (void)h;
+  (void)events;
+  if (status < 0) {
+    repl.eof = 1;
+    input_stop();
+    buffer_lines();
+    return;
+  }
+  if (repl.tty) rl_callback_read_char();
+  else buffer_read();
+}
+
+static void idle_cb(uv_idle_t *h) {
+  (void)h;
+  buffer_read();
+}
+
+static void input_start(void) {
+  if (repl.done || repl.eof) return;
+  if (repl.tty) rl_callback_handler_install(PROMPT, tty_line);
+  if (repl.poll != NULL) uv_poll_start(repl.poll, UV_READABLE, poll_cb);
+  if (repl.idle != NULL) uv_idle_start(repl.idle, idle_cb);
+}
+
+static void input_stop(void) {
+  if (repl.tty) rl_callback_handler_remove();
+  if (repl.poll != NULL) uv_poll_stop(repl.poll);
+  if (repl.idle != NULL) uv_idle_stop(repl.idle);
+}
+
+/* End of input: let go of standard input and stop the reactor. */
+static void session_end(void) {
+  lua_State *L = repl.L;
+  if (repl.done) return;
+  repl.done = 1;
+  input_stop();
+  if (repl.tty) fputc('\n', stdout);
+  fflush(stdout);
+  if (sp_loop_running()) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "spindle.reactor");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "stop");
+    lua_remove(L, -2);
+    if (sp_pcall(L, 0, 0) != LUA_OK) lua_pop(L, 1);
+  }
+}
+
+/* resume(): called by repl.lua when a waiting entry has finished. */
+static int repl_resume(lua_State *L) {
+  (void)L;
+  if (!repl.waiting) return 0;
+  repl.waiting = 0;
+  if (repl.tty) {
+    input_start();
+  } else {
+    buffer_lines();
+    if (!repl.waiting) input_start();
   }
   return 0;
 }
 
-/* [-1, +1, m] Try the line as "return <line>". */
-static int repl_addreturn(lua_State *L) {
-  const char *line = lua_tostring(L, -1);
-  const char *retline = lua_pushfstring(L, "return %s;", line);
-  int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
-  if (status == LUA_OK) {
+/* SIGINT while the REPL runs: stop waiting, or clear the line. */
+static int repl_interrupt(lua_State *L) {
+  (void)L;
+  if (repl.done) return 0;
+  if (repl_call("interrupt", NULL) == R_RESUME) {
+    repl_resume(repl.L);
+  } else if (repl.tty) {
+    fputc('\n', stdout);
+    rl_callback_handler_remove();
+    rl_callback_handler_install(PROMPT, tty_line);
+  }
+  return 1;
+}
+
+/* libedit completion: candidates come from repl.complete(word). */
+static char *repl_generator(const char *text, int state) {
+  lua_State *L = repl.L;
+  char *r = NULL;
+  if (state == 0) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &repl_key);
+    lua_getfield(L, -1, "complete");
     lua_remove(L, -2);
-    if (line[0] != '\0') add_history(line);
-  } else {
-    lua_pop(L, 2);
-  }
-  return status;
-}
-
-/* [-1, +1, m] Keep reading lines while the chunk is incomplete. */
-static int repl_multiline(lua_State *L) {
-  for (;;) {
-    size_t len;
-    const char *line = lua_tolstring(L, 1, &len);
-    int status = luaL_loadbuffer(L, line, len, "=stdin");
-    if (!repl_incomplete(L, status) || !repl_readline(L, 0)) {
-      if (line[0] != '\0') add_history(line);
-      return status;
+    lua_pushstring(L, text);
+    if (sp_pcall(L, 1, 1) != LUA_OK) {
+      lua_pop(L, 1);
+      lua_newtable(L);
     }
-    lua_pushliteral(L, "\n");
-    lua_insert(L, -2);
-    lua_concat(L, 3);
+    lua_setfield(L, LUA_REGISTRYINDEX, "spindle.repl.completions");
   }
+  lua_getfield(L, LUA_REGISTRYINDEX, "spindle.repl.completions");
+  if (lua_rawgeti(L, -1, state + 1) == LUA_TSTRING)
+    r = strdup(lua_tostring(L, -1));
+  lua_pop(L, 2);
+  return r;
 }
 
-/* [-0, +1, m] Read and compile one statement; -1 at end of input. */
-static int repl_loadline(lua_State *L) {
-  int status;
-  lua_settop(L, 0);
-  if (!repl_readline(L, 1)) return -1;
-  if ((status = repl_addreturn(L)) != LUA_OK) status = repl_multiline(L);
-  lua_remove(L, 1);
-  return status;
+static char **repl_completion(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  return rl_completion_matches(text, repl_generator);
 }
 
-static void repl_print(lua_State *L) {
-  int n = lua_gettop(L);
-  if (n > 0) {
-    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-    lua_getglobal(L, "print");
-    lua_insert(L, 1);
-    if (lua_pcall(L, n, 0, 0) != LUA_OK)
-      fprintf(stderr, "error calling 'print' (%s)\n", lua_tostring(L, -1));
+static char word_breaks[] = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^#~";
+
+/* Set up standard input for the session; returns 0 if it cannot be
+** read at all. */
+static int input_open(void) {
+  uv_loop_t *loop = sp_loop();
+  repl.tty = isatty(0);
+  repl.poll = malloc(sizeof *repl.poll);
+  if (repl.poll != NULL && uv_poll_init(loop, repl.poll, 0) != 0) {
+    free(repl.poll);
+    repl.poll = NULL;
   }
+  if (repl.poll == NULL && !repl.tty) {
+    repl.idle = malloc(sizeof *repl.idle);
+    if (repl.idle == NULL) return 0;
+    uv_idle_init(loop, repl.idle);
+  }
+  if (repl.poll == NULL && repl.idle == NULL) return 0;
+  if (repl.tty) {
+    const char *home = getenv("HOME");
+    rl_catch_signals = 0;
+    rl_readline_name = "spindle";
+    rl_attempted_completion_function = repl_completion;
+    rl_completer_word_break_characters = word_breaks;
+    rl_completion_append_character = '\0';
+    using_history();
+    if (home != NULL) {
+      snprintf(repl.history, sizeof repl.history, "%s/.spindle_history",
+               home);
+      read_history(repl.history);
+    }
+  }
+  return 1;
+}
+
+static void input_close(void) {
+  input_stop();
+  if (repl.poll != NULL) uv_close((uv_handle_t *)repl.poll, handle_free);
+  if (repl.idle != NULL) uv_close((uv_handle_t *)repl.idle, handle_free);
+  repl.poll = NULL;
+  repl.idle = NULL;
+  if (repl.tty && repl.history[0] != '\0') write_history(repl.history);
+}
+
+/* [-0, +0, e] Load spindle.repl, keep it in the registry, bind the
+** resume callback and set the global `await`. */
+static int repl_load(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.repl");
+  lua_call(L, 1, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
+  lua_pushcfunction(L, repl_resume);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &repl);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.defer");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "await");
+  lua_setglobal(L, "await");
+  lua_pop(L, 1);
+  return 0;
 }
 
 void sp_repl_run(lua_State *L) {
   int status;
-  const char *home = getenv("HOME");
-  if (home != NULL) {
-    snprintf(history_path, sizeof history_path, "%s/.spindle_history", home);
-    read_history(history_path);
+  memset(&repl, 0, sizeof repl);
+  repl.L = L;
+  lua_pushcfunction(L, repl_load);
+  status = sp_main_docall(L, 0, 0);
+  if (status == LUA_OK && !input_open()) {
+    fprintf(stderr, "spindle: cannot read standard input\n");
+    return;
   }
-  while ((status = repl_loadline(L)) != -1) {
-    if (status == LUA_OK) status = sp_main_docall(L, 0, LUA_MULTRET);
-    if (status == LUA_OK) {
-      repl_print(L);
-    } else {
+  if (status != LUA_OK) {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return;
+  }
+  sp_loop_set_interrupt_hook(repl_interrupt);
+  input_start();
+  while (!repl.done) {
+    /* reactor.run() until the session ends: a reactor.stop() typed at the
+    ** prompt ends it too. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "spindle.reactor");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
+    status = sp_main_docall(L, 0, 0);
+    if (status != LUA_OK) {
       fprintf(stderr, "%s\n", lua_tostring(L, -1));
       lua_pop(L, 1);
     }
+    repl.done = 1;
   }
-  lua_settop(L, 0);
-  fputc('\n', stdout);
+  sp_loop_set_interrupt_hook(NULL);
+  input_close();
   fflush(stdout);
-  if (home != NULL) write_history(history_path);
 }

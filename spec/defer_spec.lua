@@ -14,7 +14,10 @@ local function FakeClock()
     local call = {time = self.now + delay, cancelled = false, called = false}
     function call.active() return not call.cancelled and not call.called end
     function call.cancel() call.cancelled = true end
-    call.run = function() call.called = true; f(table.unpack(args, 1, args.n)) end
+    call.run = function()
+      call.called = true
+      f(table.unpack(args, 1, args.n))
+    end
     self.calls[#self.calls + 1] = call
     return call
   end
@@ -781,7 +784,9 @@ describe("defer.DeferredLock", function()
     local lock = defer.DeferredLock()
     local order = {}
     lock:acquire():addCallback(function(l) order[#order + 1] = 1; return l end)
-    local second = lock:acquire():addCallback(function() order[#order + 1] = 2 end)
+    local second = lock:acquire():addCallback(function()
+      order[#order + 1] = 2
+    end)
     assert.is_true(lock.locked)
     assert.same({1}, order)
     lock:release()
@@ -795,7 +800,9 @@ describe("defer.DeferredLock", function()
   it("runs a function under the lock and releases after", function()
     local lock = defer.DeferredLock()
     local gate = Deferred()
-    local d = lock:run(function(x) return gate:addCallback(function() return x end) end, "v")
+    local d = lock:run(function(x)
+      return gate:addCallback(function() return x end)
+    end, "v")
     assert.is_true(lock.locked)
     gate:callback()
     assert.equal("v", d.result)
@@ -868,5 +875,347 @@ describe("defer module", function()
 
   it("gives messages a string form", function()
     assert.equal("x", message("x"))
+  end)
+end)
+
+-- Ported from Twisted's twisted/test/test_defer.py (names kept).
+describe("Deferred chaining, as Twisted's test_defer", function()
+  local function append(list) return function(r) list[#list + 1] = r end end
+
+  it("test_reentrantRunCallbacks: adds to the end of the chain", function()
+    local d, called = Deferred(), {}
+    d:addCallback(function()
+      called[#called + 1] = 1
+      d:addCallback(function() called[#called + 1] = 3 end)
+    end)
+    d:addCallback(function() called[#called + 1] = 2 end)
+    d:callback(nil)
+    assert.same({1, 2, 3}, called)
+  end)
+
+  it("test_nonReentrantCallbacks: runs after the running callback",
+    function()
+      local d, called = Deferred(), {}
+      d:addCallback(function()
+        called[#called + 1] = 1
+        d:addCallback(function() called[#called + 1] = 2 end)
+        assert.same({1}, called)
+      end)
+      d:callback(nil)
+      assert.same({1, 2}, called)
+    end)
+
+  it("test_reentrantRunCallbacksWithFailure", function()
+    local d = Deferred()
+    d:addCallback(function()
+      d:addCallback(function() error("callback raised exception", 0) end)
+    end)
+    d:callback(nil)
+    assert.equal("callback raised exception", d.result.value)
+    d:addErrback(function() end)
+  end)
+
+  it("test_nestedAsynchronousChainedDeferreds", function()
+    local results, failures = {}, {}
+    local inner = Deferred()
+    local function cb(result)
+      results[#results + 1] = {"start-of-cb", result}
+      local d = defer.succeed("inner")
+      d:addCallback(function()
+        results[#results + 1] = {"firstCallback", "inner"}
+        return inner
+      end):addCallback(function(r)
+        results[#results + 1] = {"secondCallback", r}
+        return r .. r
+      end)
+      d:addErrback(append(failures))
+      return d
+    end
+    local outer = defer.succeed("outer")
+    outer:addCallback(cb)
+    outer:addCallback(append(results))
+    assert.same({{"start-of-cb", "outer"}, {"firstCallback", "inner"}},
+      results)
+    inner:callback("orange")
+    inner:addErrback(append(failures))
+    outer:addErrback(append(failures))
+    assert.same({}, failures)
+    assert.same({{"start-of-cb", "outer"}, {"firstCallback", "inner"},
+      {"secondCallback", "orange"}, "orangeorange"}, results)
+  end)
+
+  it("test_boundedStackDepth: callbacks run at the same depth", function()
+    local function depth()
+      local n = 1
+      while debug.getinfo(n, "l") do n = n + 1 end
+      return n
+    end
+    local function chainDeferreds(howMany)
+      local stack = {}
+      local top = Deferred()
+      local inners = {}
+      for i = 1, howMany do inners[i] = Deferred() end
+      local originals = table.move(inners, 1, #inners, 1, {})
+      local last = Deferred()
+      local inner = table.remove(inners)
+      top:addCallback(function() return inner end)
+      top:addCallback(function() stack[#stack + 1] = depth() end)
+      while #inners > 0 do
+        local newInner = table.remove(inners)
+        inner:addCallback(function() return newInner end)
+        inner = newInner
+      end
+      inner:addCallback(function() return last end)
+      top:callback(nil)
+      for _, d in ipairs(originals) do d:callback(nil) end
+      assert.same({}, stack)
+      last:callback(nil)
+      return stack[1]
+    end
+    assert.equal(chainDeferreds(1), chainDeferreds(2))
+    assert.equal(chainDeferreds(1), chainDeferreds(1000))
+  end)
+
+  it("test_resultOfDeferredResultOfDeferredOfFiredDeferredCalled",
+    function()
+      local first, second, third = Deferred(), Deferred(), Deferred()
+      first:addCallback(function() return second end)
+      second:addCallback(function() return third end)
+      second:callback(nil)
+      first:callback(nil)
+      third:callback(nil)
+      local results = {}
+      second:addCallback(function(r) results[#results + 1] = r or "nil" end)
+      assert.same({"nil"}, results)
+    end)
+
+  it("test_chainedPausedDeferredWithResult", function()
+    local expected = {}
+    local paused = Deferred()
+    paused:callback(expected)
+    paused:pause()
+    local chained = Deferred()
+    chained:addCallback(function() return paused end)
+    chained:callback(nil)
+    local result = {}
+    chained:addCallback(append(result))
+    assert.same({}, result)
+    paused:unpause()
+    assert.equal(expected, result[1])
+  end)
+
+  it("test_pausedDeferredChained", function()
+    local first, second = Deferred(), Deferred()
+    first:addCallback(function() return second end)
+    first:callback(nil)
+    first:pause()
+    second:callback(nil)
+    local result = {}
+    second:addCallback(function(r) result[#result + 1] = r or "nil" end)
+    assert.same({"nil"}, result)
+  end)
+
+  it("test_innerCallbacksPreserved", function()
+    local results, failures = {}, {}
+    local inner = Deferred()
+    local function cb(result)
+      results[#results + 1] = {"start-of-cb", result}
+      local d = defer.succeed("inner")
+      d:addCallback(function()
+        results[#results + 1] = {"firstCallback", "inner"}
+        return inner
+      end):addCallback(function(r)
+        results[#results + 1] = {"secondCallback", r}
+        return r .. r
+      end)
+      d:addErrback(append(failures))
+      return d
+    end
+    local outer = defer.succeed("outer")
+    outer:addCallback(cb)
+    inner:callback("orange")
+    outer:addCallback(append(results))
+    inner:addErrback(append(failures))
+    outer:addErrback(append(failures))
+    assert.same({}, failures)
+    assert.same({{"start-of-cb", "outer"}, {"firstCallback", "inner"},
+      {"secondCallback", "orange"}, "orangeorange"}, results)
+  end)
+
+  it("test_callbackOrderPreserved", function()
+    local results, failures = {}, {}
+    local a = Deferred()
+    local function cb(result)
+      results[#results + 1] = {"cb", result}
+      local d = Deferred()
+      d:addCallback(function()
+        results[#results + 1] = {"firstCallback"}
+        return defer.gatherResults({a})
+      end)
+      d:addCallback(function(r)
+        results[#results + 1] = {"secondCallback", r}
+      end)
+      d:addErrback(append(failures))
+      d:callback(nil)
+      return d
+    end
+    local outer = Deferred()
+    outer:addCallback(cb)
+    outer:addCallback(function() results[#results + 1] = {"final"} end)
+    outer:addErrback(append(failures))
+    outer:callback("outer")
+    assert.same({{"cb", "outer"}, {"firstCallback"}}, results)
+    a:callback("withers")
+    assert.same({}, failures)
+    assert.same({{"cb", "outer"}, {"firstCallback"},
+      {"secondCallback", {"withers"}}, {"final"}}, results)
+  end)
+
+  it("test_cancelNestedDeferred", function()
+    local count = 0
+    local b = Deferred(function() count = count + 1 end)
+    local a = Deferred(function() error("must not be called") end)
+    a:callback(nil)
+    a:addCallback(function() return b end)
+    a:cancel()
+    local f
+    a:addErrback(function(x) f = x end)
+    assert.equal(1, count)
+    assert.equal(defer.CancelledError, f.type)
+  end)
+
+  it("test_cancellerMultipleCancel: the canceller runs once", function()
+    local count = 0
+    local d = Deferred(function() count = count + 1 end)
+    local f
+    d:addErrback(function(x) f = x end)
+    d:cancel()
+    local first = f
+    d:cancel()
+    assert.equal(first, f)
+    assert.equal(1, count)
+  end)
+
+  it("test_raisesAfterCancelAndCallback", function()
+    local d = Deferred()
+    d:addErrback(function() end)
+    d:cancel()
+    d:callback(nil)
+    assert.has_error(function() d:callback(nil) end)
+    assert.has_error(function() d:errback("x") end)
+  end)
+
+  it("test_cancelGatherResults", function()
+    local one, two = Deferred(), Deferred()
+    local result = defer.gatherResults({one, two})
+    result:cancel()
+    local f
+    result:addErrback(function(x) f = x end)
+    assert.is_truthy(f:check(defer.FirstError))
+    assert.is_truthy(f.value.subFailure:check(defer.CancelledError))
+    one:addErrback(function() end)
+    two:addErrback(function() end)
+  end)
+
+  it("test_cancelDeferredListWithFireOnOneCallbackAndDeferredCallback",
+    function()
+      local one = Deferred(function(d) d:callback("Callback Result") end)
+      local two = Deferred()
+      local dl = defer.DeferredList({one, two}, {fireOnOneCallback = true})
+      dl:cancel()
+      assert.same({"Callback Result", 1}, dl.result)
+      assert.is_truthy(two.result:check(defer.CancelledError))
+      two:addErrback(function() end)
+    end)
+
+  it("test_errbackAddedBeforeTimeoutSuppressesCancellation", function()
+    local clock = FakeClock()
+    local d = Deferred()
+    local seen
+    d:addErrback(function(f) seen = f; f:trap(defer.CancelledError) end)
+    d:addTimeout(10, clock)
+    clock:advance(15)
+    assert.equal(defer.CancelledError, seen.type)
+    assert.is_true(d.called)
+    assert.is_nil(d.result)
+  end)
+
+  it("test_timedOutProvidedCancelSuccess", function()
+    local clock = FakeClock()
+    local d = Deferred(function(c) c:callback("I was cancelled!") end)
+    d:addTimeout(10, clock)
+    assert.is_false(d.called)
+    clock:advance(15)
+    assert.equal("I was cancelled!", d.result)
+  end)
+
+  it("test_chainedErrorCleanup and test_errorClearedByChaining log nothing",
+    function()
+      local events = captureLog(function()
+        local d = Deferred()
+        d:addCallback(function() return defer.fail("zoop") end)
+        d:callback(nil)
+        local errors = {}
+        d:addErrback(append(errors))
+        assert.equal(1, #errors)
+        local bad = defer.fail("oh no")
+        local good = Deferred()
+        bad:addErrback(function() return good end)
+        d, bad, good = nil, nil, nil -- luacheck: ignore
+        collectgarbage(); collectgarbage()
+      end)
+      assert.same({}, events)
+    end)
+end)
+
+describe("Deferred:addTimeout with task.Clock and the reactor", function()
+  local H = require("spec.support.helper")
+  local task = require("spindle.task")
+
+  it("times out on a task.Clock", function()
+    local clock = task.Clock()
+    local d = Deferred():addTimeout(1, clock)
+    clock:advance(0.5)
+    assert.is_false(d.called)
+    clock:advance(0.6)
+    local f
+    d:addErrback(function(x) f = x end)
+    assert.is_truthy(f:check(defer.TimeoutError))
+    assert.same({}, clock:getDelayedCalls())
+  end)
+
+  it("cancels its task.Clock call when fired in time", function()
+    local clock = task.Clock()
+    local d = Deferred():addTimeout(1, clock)
+    d:callback("in time")
+    assert.same({}, clock:getDelayedCalls())
+  end)
+
+  it("uses the reactor when no clock is given", function()
+    local d = Deferred():addTimeout(0.05)
+    local f = H.waitForFailure(d)
+    assert.is_truthy(f:check(defer.TimeoutError))
+    H.assertNoDelayedCalls()
+  end)
+
+  it("leaves no reactor call behind when fired in time", function()
+    local d = Deferred():addTimeout(10)
+    H.reactor.callLater(0.01, function() d:callback("done") end)
+    assert.equal("done", H.wait(d))
+    H.assertNoDelayedCalls()
+  end)
+end)
+
+describe("defer.inlineCallbacks on the reactor", function()
+  local H = require("spec.support.helper")
+
+  it("awaits real timers", function()
+    local f = defer.inlineCallbacks(function()
+      local a = defer.await(H.sleep(0.01))
+      local b = defer.await(H.task.deferLater(H.reactor, 0.01,
+        function() return 5 end))
+      return tostring(a) .. b
+    end)
+    assert.equal("nil5", H.wait(f()))
   end)
 end)

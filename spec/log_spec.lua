@@ -100,8 +100,8 @@ describe("log.FileLogObserver", function()
     file:close()
     local text = assert(io.open(path)):read("a")
     os.remove(path)
-    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%+0000 %[%-%] line one\n",
-      text)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%+0000 " ..
+      "%[%-%] line one\n", text)
     assert.matches("%[%-%] context\n\tbad thing", text)
   end)
 end)

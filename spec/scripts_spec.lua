@@ -27,6 +27,8 @@ local expected = {
 
 local servers = {
   -- ["scripts/echo_server.lua"] = "serves until killed",
+  ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
+    "run by spec/udp_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote

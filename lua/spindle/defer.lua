@@ -109,7 +109,9 @@ end
 -- error value, wrapped). twisted.internet.defer.fail.
 function M.fail(f)
   local d = Deferred()
-  if f ~= nil and not isFailure(f) then f = Failure(f) end
+  if f ~= nil and not isFailure(f) then
+    f = Failure(f, debug.traceback(nil, 2))
+  end
   d:errback(f)
   return d
 end
@@ -277,7 +279,9 @@ function M.inlineCallbacks(fn)
   checkCallable(fn, 1, "inlineCallbacks")
   return function(...)
     local args = pack(...)
-    local co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+    local co = coroutine.create(function()
+      return fn(unpack(args, 1, args.n))
+    end)
     local status = {}
     local function cancel(outer)
       local awaited = status.waitingOn
@@ -347,6 +351,8 @@ function DeferredLock:__init()
   self.waiting = {}
 end
 
+--- lock:acquire() -> Deferred fired with the lock when it is ours;
+-- waiters are served in order; cancelling a waiting one drops it.
 function DeferredLock:acquire()
   local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
   if self.locked then
@@ -358,6 +364,8 @@ function DeferredLock:acquire()
   return d
 end
 
+--- lock:release(): free the lock, handing it to the first waiter.
+-- Raises if the lock is not held.
 function DeferredLock:release()
   if not self.locked then error("Tried to release an unlocked lock", 2) end
   self.locked = false
@@ -383,6 +391,8 @@ function DeferredSemaphore:__init(tokens)
   self.waiting = {}
 end
 
+--- sem:acquire() -> Deferred fired with the semaphore when a token is
+-- free; cancelling a waiting one drops it.
 function DeferredSemaphore:acquire()
   local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
   if self.tokens == 0 then
@@ -394,6 +404,8 @@ function DeferredSemaphore:acquire()
   return d
 end
 
+--- sem:release(): give a token back (to the first waiter if any).
+-- Raises if more tokens come back than were taken.
 function DeferredSemaphore:release()
   if self.tokens >= self.limit then
     error("Someone released me too many times: too many tokens!", 2)
@@ -420,6 +432,8 @@ function DeferredQueue:__init(size, backlog)
   self.backlog = backlog
 end
 
+--- q:put(obj): hand obj to the first waiting get(), else keep it.
+-- Raises QueueOverflow when `size` objects are already pending.
 function DeferredQueue:put(obj)
   if #self.waiting > 0 then
     table.remove(self.waiting, 1):callback(obj)
@@ -430,6 +444,8 @@ function DeferredQueue:put(obj)
   end
 end
 
+--- q:get() -> Deferred of the next object (fired now if one is
+-- pending). Raises QueueUnderflow when `backlog` gets already wait.
 function DeferredQueue:get()
   if #self.pending > 0 then
     return M.succeed(table.remove(self.pending, 1))

@@ -5,6 +5,7 @@
 local parts = {
   "spindle._loop",   -- run, stop, callLater, system events (loop.c)
   "spindle._tcp",    -- listenTCP, connectTCP, listenUNIX, connectUNIX (tcp.c)
+  "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
 }
 
 local M = {}

@@ -1,0 +1,705 @@
+/*
+** linebuf.c: the framing engine of spindle.basic (module spindle._linebuf).
+**
+** One C "framer" per protocol instance holds the bytes received but not yet
+** delivered, and the scanners that cut them into lines (LineReceiver),
+** netstrings (NetstringReceiver) and length-prefixed strings
+** (Int8/16/32StringReceiver). basic.lua installs the functions here as the
+** classes' methods, so a chunk goes from the transport to lineReceived
+** without a Lua frame in between.
+**
+** Cost model (this is the benchmark's hot path): a chunk that arrives while
+** nothing is pending is scanned in place (the "external" chunk); only its
+** unfinished tail is copied into the framer's buffer. Per line the only
+** allocation is the line string itself. A search for the delimiter never
+** rescans bytes already known not to start one, so a long line fed one
+** byte at a time costs linear time.
+**
+** Bounds: in line mode the pending bytes never exceed MAX_LENGTH plus the
+** delimiter plus one chunk before lineLengthExceeded takes them; length
+** prefixes are checked against MAX_LENGTH before any payload is kept.
+**
+** Reentrancy follows twisted.protocols.basic.LineReceiver: a dataReceived
+** call made while a chunk is being processed (from lineReceived, or through
+** setLineMode(extra)) only appends; the outer loop then processes it. Every
+** callback runs under lua_pcall, so the framer's state is made consistent
+** before an error is passed on to the caller (the transport logs it and
+** drops the connection, as Twisted's reactor does).
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "failure.h"
+
+#define FRAMER_MT "spindle.Framer"
+
+/* Buffers larger than this are given back once they drain. */
+#define FRAMER_KEEP (64 * 1024)
+
+/* Netstring parser states. */
+enum { NS_LENGTH, NS_PAYLOAD };
+
+typedef struct framer {
+  char *buf;              /* owned storage; pending bytes are [start, end) */
+  size_t cap, start, end;
+  const char *ext;        /* while busy: the chunk scanned in place */
+  size_t extlen, extpos;  /* pending bytes are ext[extpos, extlen) */
+  size_t nodelim;         /* leading pending bytes where no delimiter starts */
+  size_t expected;        /* netstring: payload length being waited for */
+  const char *delim;      /* last delimiter, anchored in the user value */
+  int busy;               /* inside a processing loop: new data only appends */
+  int raw;                /* LineReceiver raw mode */
+  int paused;             /* pauseProducing() was called */
+  int broken;             /* netstring parse error: further data ignored */
+  int nsstate;            /* netstring: NS_LENGTH or NS_PAYLOAD */
+} framer;
+
+/* Registry-free key for the framer inside a protocol instance. */
+static const char framer_key = 0;
+
+/* Field names every module function has as upvalues, so the hot path
+** indexes with ready Lua strings (lua_getfield would hash and look up its
+** C string each time). */
+enum {
+  K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
+  K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
+  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE,
+  K_LINELOOP /* not a key: the line_loop closure */
+};
+
+static const char *const key_names[K_NKEYS] = {
+  "transport", "disconnecting", "MAX_LENGTH", "delimiter", "lineReceived",
+  "rawDataReceived", "lineLengthExceeded", "stringReceived",
+  "lengthLimitExceeded", "write"
+};
+
+/* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
+** the K_ names. Only in functions registered by luaopen_spindle__linebuf. */
+static int getk(lua_State *L, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  lua_pushvalue(L, lua_upvalueindex(key));
+  return lua_gettable(L, idx);
+}
+
+/* ---- buffer ---------------------------------------------------------- */
+
+static size_t pending_len(const framer *f) {
+  return f->ext != NULL ? f->extlen - f->extpos : f->end - f->start;
+}
+
+static const char *pending_ptr(const framer *f) {
+  return f->ext != NULL ? f->ext + f->extpos : f->buf + f->start;
+}
+
+/* Drop n pending bytes from the front. */
+static void pending_consume(framer *f, size_t n) {
+  f->nodelim = 0;
+  if (f->ext != NULL) {
+    f->extpos += n;
+    return;
+  }
+  f->start += n;
+  if (f->start == f->end) f->start = f->end = 0;
+}
+
+/* Make room for n more bytes at the end of buf; 0 on allocation failure.
+** Compacts first, so the buffer only grows when the pending bytes need it. */
+static int buf_reserve(framer *f, size_t n) {
+  size_t used = f->end - f->start, want;
+  char *nb;
+  if (f->cap - f->end >= n) return 1;
+  if (f->start > 0) {
+    memmove(f->buf, f->buf + f->start, used);
+    f->start = 0;
+    f->end = used;
+    if (f->cap - f->end >= n) return 1;
+  }
+  want = f->cap < 4096 ? 4096 : f->cap;
+  while (want - used < n) {
+    if (want > ((size_t)-1) / 2) return 0;
+    want *= 2;
+  }
+  nb = realloc(f->buf, want);
+  if (nb == NULL) return 0;
+  f->buf = nb;
+  f->cap = want;
+  return 1;
+}
+
+/* [-0, +0, m] Append bytes after the pending ones. An external chunk still
+** being scanned is copied into buf first, keeping the order. */
+static void pending_append(lua_State *L, framer *f, const char *s, size_t n) {
+  if (f->ext != NULL) {
+    const char *e = f->ext + f->extpos;
+    size_t elen = f->extlen - f->extpos;
+    f->ext = NULL;
+    if (elen > 0 && !buf_reserve(f, elen)) luaL_error(L, "not enough memory");
+    memcpy(f->buf + f->end, e, elen);
+    f->end += elen;
+  }
+  if (n == 0) return;
+  if (!buf_reserve(f, n)) luaL_error(L, "not enough memory");
+  memcpy(f->buf + f->end, s, n);
+  f->end += n;
+}
+
+/* Forget every pending byte. */
+static void pending_clear(framer *f) {
+  f->ext = NULL;
+  f->extpos = f->extlen = 0;
+  f->start = f->end = 0;
+  f->nodelim = 0;
+}
+
+/* [-0, +1, m] Push the pending bytes as a string and forget them. */
+static void pending_take(lua_State *L, framer *f) {
+  lua_pushlstring(L, pending_ptr(f), pending_len(f));
+  pending_clear(f);
+}
+
+/* End of a processing loop: copy the unscanned tail of the external chunk
+** (it dies with the caller's stack) and give back an oversized buffer. */
+static void framer_finish(framer *f) {
+  f->busy = 0;
+  if (f->ext != NULL) {
+    size_t elen = f->extlen - f->extpos;
+    const char *e = f->ext + f->extpos;
+    size_t keep = f->nodelim;
+    f->ext = NULL;
+    if (elen > 0 && buf_reserve(f, elen)) {
+      memcpy(f->buf + f->end, e, elen);
+      f->end += elen;
+      f->nodelim = keep;
+    } else if (elen > 0) {
+      /* Out of memory: the tail is lost rather than the process. */
+      f->nodelim = 0;
+    }
+  }
+  if (f->start == f->end && f->cap > FRAMER_KEEP) {
+    free(f->buf);
+    f->buf = NULL;
+    f->cap = f->start = f->end = 0;
+  }
+}
+
+static int framer_gc(lua_State *L) {
+  framer *f = luaL_checkudata(L, 1, FRAMER_MT);
+  free(f->buf);
+  f->buf = NULL;
+  f->cap = f->start = f->end = 0;
+  return 0;
+}
+
+/* [-0, +0, m] The framer of the protocol instance at index 1 (a table),
+** made on first use. */
+static framer *framer_get(lua_State *L) {
+  framer *f;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_rawgetp(L, 1, &framer_key) == LUA_TUSERDATA) {
+    f = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return f;
+  }
+  lua_pop(L, 1);
+  f = lua_newuserdatauv(L, sizeof(framer), 1);
+  memset(f, 0, sizeof(*f));
+  luaL_setmetatable(L, FRAMER_MT);
+  lua_rawsetp(L, 1, &framer_key);
+  return f;
+}
+
+/* [-0, +0, e] Start processing `data` (index 2): scan it in place when
+** nothing is pending, else append it. Returns 0 when the framer is busy
+** (the data was appended for the running loop to see). */
+static int framer_begin(lua_State *L, framer *f) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (f->busy) {
+    pending_append(L, f, s, n);
+    return 0;
+  }
+  if (f->start == f->end) {
+    f->ext = s;
+    f->extlen = n;
+    f->extpos = 0;
+  } else {
+    pending_append(L, f, s, n);
+  }
+  f->busy = 1;
+  return 1;
+}
+
+/* [-0, +0, -] Is self.transport.disconnecting true? (Twisted checks it
+** after each line.) */
+static int transport_disconnecting(lua_State *L) {
+  int yes = 0;
+  if (getk(L, 1, K_TRANSPORT) == LUA_TTABLE ||
+      lua_type(L, -1) == LUA_TUSERDATA) {
+    getk(L, -1, K_DISCONNECTING);
+    yes = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* [-(nargs+1), +1, e] Call the method below its arguments under pcall with
+** the error handler at index `eh`. On error, finish the framer and raise
+** the Failure again (the caller's handler lets a Failure pass through). */
+static void framer_call(lua_State *L, framer *f, int nargs, int eh) {
+  if (lua_pcall(L, nargs, 1, eh) != LUA_OK) {
+    framer_finish(f);
+    lua_error(L);
+  }
+}
+
+/* [-0, +2, e] Push self's method `key` and self, ready for arguments. */
+static void push_method(lua_State *L, int key) {
+  getk(L, 1, key);
+  lua_pushvalue(L, 1);
+}
+
+/* [-0, +0, e] self.MAX_LENGTH as a size. */
+static size_t get_maxlen(lua_State *L) {
+  lua_Integer m;
+  int isnum;
+  getk(L, 1, K_MAX_LENGTH);
+  m = lua_tointegerx(L, -1, &isnum);
+  lua_pop(L, 1);
+  if (!isnum || m < 0)
+    luaL_error(L, "MAX_LENGTH must be a non-negative integer");
+  return (size_t)m;
+}
+
+/* ---- LineReceiver ---------------------------------------------------- */
+
+/* [-0, +0, e] self.delimiter, anchored in the framer's user value so that
+** its address identifies it: a new delimiter voids `nodelim`. */
+static const char *get_delimiter(lua_State *L, framer *f, int fidx,
+                                 size_t *dlen) {
+  const char *d;
+  getk(L, 1, K_DELIMITER);
+  d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
+  if (d == NULL || *dlen == 0)
+    luaL_error(L, "delimiter must be a non-empty string");
+  if (d != f->delim) {
+    f->nodelim = 0;
+    f->delim = d;
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, fidx, 1);
+  }
+  lua_pop(L, 1); /* anchored by the framer */
+  return d;
+}
+
+/* Find the delimiter in the pending bytes from `nodelim` on. */
+static const char *find_delimiter(const framer *f, const char *d,
+                                  size_t dlen) {
+  const char *p = pending_ptr(f);
+  size_t n = pending_len(f);
+  const char *q, *end = p + n;
+  if (f->nodelim >= n) return NULL;
+  /* memchr for the first byte, then compare the rest: faster than memmem
+  ** for the short delimiters and short lines of line protocols. */
+  for (q = p + f->nodelim; (size_t)(end - q) >= dlen; q++) {
+    q = memchr(q, d[0], (size_t)(end - q) - dlen + 1);
+    if (q == NULL) return NULL;
+    if (dlen == 1 || (q[1] == d[1] &&
+                      (dlen == 2 || memcmp(q + 2, d + 2, dlen - 2) == 0)))
+      return q;
+  }
+  return NULL;
+}
+
+/* One step in line mode, inside line_loop. Returns 1 to go on, 0 to stop
+** with the value on top of the stack (nothing pushed when it returns 1). */
+static int line_step(lua_State *L, framer *f, int fidx) {
+  size_t dlen, len, maxlen = get_maxlen(L);
+  const char *d = get_delimiter(L, f, fidx, &dlen);
+  const char *p = pending_ptr(f);
+  const char *hit = find_delimiter(f, d, dlen);
+  if (hit == NULL) {
+    len = pending_len(f);
+    if (len >= maxlen + dlen) {
+      push_method(L, K_LINELENGTHEXCEEDED);
+      pending_take(L, f);
+      lua_call(L, 2, 1);
+      return 0;
+    }
+    f->nodelim = len >= dlen ? len - dlen + 1 : 0;
+    lua_pushnil(L);
+    return 0;
+  }
+  len = (size_t)(hit - p);
+  if (len > maxlen) {
+    /* Twisted passes the line, the delimiter and everything after it. */
+    push_method(L, K_LINELENGTHEXCEEDED);
+    pending_take(L, f);
+    lua_call(L, 2, 1);
+    return 0;
+  }
+  push_method(L, K_LINERECEIVED);
+  lua_pushlstring(L, p, len);
+  pending_consume(f, len + dlen);
+  lua_call(L, 2, 1);
+  if (lua_toboolean(L, -1) || transport_disconnecting(L)) return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* One step in raw mode: everything pending goes to rawDataReceived. */
+static int raw_step(lua_State *L, framer *f) {
+  push_method(L, K_RAWDATARECEIVED);
+  if (f->ext != NULL && f->extpos == 0)
+    lua_pushvalue(L, 2); /* the whole chunk: no copy */
+  else
+    lua_pushlstring(L, pending_ptr(f), pending_len(f));
+  pending_clear(f);
+  lua_call(L, 2, 1);
+  if (lua_toboolean(L, -1)) return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* line_loop(self, data, framer) -> why: the body of line_dataReceived,
+** run under one lua_pcall per chunk (not one per line); callbacks are
+** plain calls whose errors unwind to it. */
+static int line_loop(lua_State *L) {
+  framer *f = lua_touserdata(L, 3);
+  for (;;) {
+    if (pending_len(f) == 0 || f->paused) {
+      lua_pushnil(L);
+      return 1;
+    }
+    if (!(f->raw ? raw_step(L, f) : line_step(L, f, 3))) return 1;
+  }
+}
+
+/* lr:dataReceived(data) -> why
+** Cut data into lines and call self:lineReceived(line) for each (or
+** self:rawDataReceived(data) in raw mode), stopping when a callback returns
+** a true value (returned), when self.transport.disconnecting becomes true,
+** or while paused. A line longer than MAX_LENGTH, or MAX_LENGTH +
+** #delimiter bytes without a delimiter, go to self:lineLengthExceeded(rest)
+** with all pending bytes. Raises what a callback raises (as a Failure with
+** the traceback of the raise), and "delimiter must be a non-empty
+** string". Loop thread only.
+** Follows twisted.protocols.basic.LineReceiver.dataReceived. */
+static int line_dataReceived(lua_State *L) {
+  framer *f = framer_get(L);
+  int status;
+  if (!framer_begin(L, f)) return 0;
+  lua_settop(L, 2);
+  lua_pushcfunction(L, sp_errhandler);
+  lua_pushvalue(L, lua_upvalueindex(K_LINELOOP));
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawgetp(L, 1, &framer_key);
+  status = lua_pcall(L, 3, 1, 3);
+  framer_finish(f);
+  if (status != LUA_OK) return lua_error(L);
+  return 1;
+}
+
+/* lr:setRawMode(): further data goes to rawDataReceived.
+** Follows twisted LineReceiver.setRawMode. */
+static int line_setRawMode(lua_State *L) {
+  framer *f = framer_get(L);
+  f->raw = 1;
+  lua_pushinteger(L, 0);
+  lua_setfield(L, 1, "line_mode");
+  return 0;
+}
+
+/* lr:setLineMode([extra]) -> why: back to lines; extra (a string) is
+** handed to self:dataReceived, whose result is returned.
+** Follows twisted LineReceiver.setLineMode. */
+static int line_setLineMode(lua_State *L) {
+  framer *f = framer_get(L);
+  size_t n = 0;
+  if (!lua_isnoneornil(L, 2)) luaL_checklstring(L, 2, &n);
+  f->raw = 0;
+  lua_pushinteger(L, 1);
+  lua_setfield(L, 1, "line_mode");
+  if (n == 0) return 0;
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "dataReceived");
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* lr:clearLineBuffer() -> string: forget and return the pending bytes.
+** Follows twisted LineReceiver.clearLineBuffer. */
+static int line_clearLineBuffer(lua_State *L) {
+  framer *f = framer_get(L);
+  pending_take(L, f);
+  return 1;
+}
+
+/* lr:sendLine(line) -> what transport:write returns: write line and the
+** delimiter, as one write. Raises for a non-string line.
+** Follows twisted LineReceiver.sendLine. */
+static int line_sendLine(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstring(L, 2);
+  lua_settop(L, 2);
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
+  lua_insert(L, -2);
+  lua_pushvalue(L, 2);
+  getk(L, 1, K_DELIMITER);
+  luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
+                "delimiter must be a string");
+  lua_concat(L, 2);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* _linebuf.bufferInfo(p) -> pending, capacity: bytes buffered and the
+** size of the C buffer behind them (for tests of the memory bound). */
+static int framer_bufferInfo(lua_State *L) {
+  framer *f = framer_get(L);
+  lua_pushinteger(L, (lua_Integer)pending_len(f));
+  lua_pushinteger(L, (lua_Integer)f->cap);
+  return 2;
+}
+
+/* _linebuf.setPaused(p, flag): the receiving loop stops while paused.
+** (pauseProducing/resumeProducing/stopProducing in basic.lua.) */
+static int framer_setPaused(lua_State *L) {
+  framer *f = framer_get(L);
+  f->paused = lua_toboolean(L, 2);
+  lua_pushboolean(L, f->paused);
+  lua_setfield(L, 1, "paused");
+  return 0;
+}
+
+/* ---- NetstringReceiver ----------------------------------------------- */
+
+/* Digits allowed in a length prefix: those of MAX_LENGTH plus one, as
+** twisted's _maxLengthSize, capped so the value cannot overflow. */
+static size_t max_digits(size_t maxlen) {
+  size_t digits = 1;
+  while (maxlen >= 10) {
+    maxlen /= 10;
+    digits++;
+  }
+  return digits + 1 > 18 ? 18 : digits + 1;
+}
+
+/* Parse a netstring length prefix. Returns 1 when complete (the prefix
+** and colon consumed, f->expected set), 0 when more bytes are needed, -1
+** on a parse error. Matches twisted's _LENGTH / _LENGTH_PREFIX rules:
+** no leading zeros, at most max_digits, at most MAX_LENGTH. */
+static int netstring_length(framer *f, size_t maxlen) {
+  const char *p = pending_ptr(f);
+  size_t n = pending_len(f), i = 0, value = 0, limit = max_digits(maxlen);
+  while (i < n && p[i] >= '0' && p[i] <= '9') {
+    if (i == limit) return -1;
+    value = value * 10 + (size_t)(p[i] - '0');
+    i++;
+  }
+  if (i == 0) return -1;                /* no length */
+  if (p[0] == '0' && i > 1) return -1;  /* leading zero */
+  if (value > maxlen) return -1;        /* too long */
+  if (i == n) return 0;                 /* a valid partial prefix */
+  if (p[i] != ':') return -1;
+  f->expected = value;
+  pending_consume(f, i + 1);
+  f->nsstate = NS_PAYLOAD;
+  return 1;
+}
+
+/* ns:dataReceived(data)
+** Parse netstrings ("5:hello,") and call self:stringReceived(s) for each.
+** A bad length prefix, a length over MAX_LENGTH or a missing comma call
+** self.transport:loseConnection() and set self.brokenPeer = 1; later data
+** is ignored. Raises what stringReceived raises. Loop thread only.
+** Follows twisted.protocols.basic.NetstringReceiver.dataReceived. */
+static int netstring_dataReceived(lua_State *L) {
+  framer *f = framer_get(L);
+  int eh;
+  size_t maxlen;
+  if (f->broken) return 0;
+  if (!framer_begin(L, f)) return 0;
+  lua_settop(L, 2);
+  lua_pushcfunction(L, sp_errhandler);
+  eh = 3;
+  maxlen = get_maxlen(L);
+  while (pending_len(f) > 0 && !f->broken) {
+    if (f->nsstate == NS_LENGTH) {
+      int r = netstring_length(f, maxlen);
+      if (r == 0) break;
+      if (r < 0) f->broken = 1;
+    } else {
+      const char *p = pending_ptr(f);
+      if (pending_len(f) < f->expected + 1) break;
+      if (p[f->expected] != ',') {
+        f->broken = 1;
+        break;
+      }
+      push_method(L, K_STRINGRECEIVED);
+      lua_pushlstring(L, p, f->expected);
+      pending_consume(f, f->expected + 1);
+      f->nsstate = NS_LENGTH;
+      framer_call(L, f, 2, eh);
+      lua_pop(L, 1);
+    }
+  }
+  if (f->broken) {
+    /* twisted _handleParseError; the bytes are dropped (bounded memory). */
+    pending_clear(f);
+    framer_finish(f);
+    lua_pushinteger(L, 1);
+    lua_setfield(L, 1, "brokenPeer");
+    lua_getfield(L, 1, "transport");
+    lua_getfield(L, -1, "loseConnection");
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  framer_finish(f);
+  return 0;
+}
+
+/* ns:sendString(s): write "<#s>:<s>," as one write.
+** Follows twisted NetstringReceiver.sendString. */
+static int netstring_sendString(lua_State *L) {
+  size_t n;
+  const char *s;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  s = luaL_checklstring(L, 2, &n);
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
+  lua_insert(L, -2);
+  lua_pushfstring(L, "%I:", (lua_Integer)n);
+  lua_pushvalue(L, 2);
+  lua_pushliteral(L, ",");
+  lua_concat(L, 3);
+  (void)s;
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* ---- Int8/16/32StringReceiver ----------------------------------------- */
+
+/* [-0, +0, e] self.prefixLength: 1, 2 or 4. */
+static int get_prefix(lua_State *L) {
+  lua_Integer n;
+  lua_getfield(L, 1, "prefixLength");
+  n = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (n != 1 && n != 2 && n != 4)
+    luaL_error(L, "prefixLength must be 1, 2 or 4");
+  return (int)n;
+}
+
+static size_t decode_prefix(const unsigned char *p, int plen) {
+  size_t v = 0;
+  for (int i = 0; i < plen; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+/* ins:dataReceived(data)
+** Cut big-endian length-prefixed strings and call self:stringReceived(s)
+** for each, while not paused. A length over MAX_LENGTH calls
+** self:lengthLimitExceeded(length) and drops the pending bytes (Twisted
+** keeps them; dropping keeps memory bounded when that method does not
+** disconnect). Raises what a callback raises. Loop thread only.
+** Follows twisted.protocols.basic.IntNStringReceiver.dataReceived. */
+static int int_dataReceived(lua_State *L) {
+  framer *f = framer_get(L);
+  int eh, plen;
+  size_t maxlen;
+  if (!framer_begin(L, f)) return 0;
+  lua_settop(L, 2);
+  lua_pushcfunction(L, sp_errhandler);
+  eh = 3;
+  plen = get_prefix(L);
+  maxlen = get_maxlen(L);
+  while (pending_len(f) >= (size_t)plen && !f->paused) {
+    const unsigned char *p = (const unsigned char *)pending_ptr(f);
+    size_t len = decode_prefix(p, plen);
+    if (len > maxlen) {
+      pending_clear(f);
+      push_method(L, K_LENGTHLIMITEXCEEDED);
+      lua_pushinteger(L, (lua_Integer)len);
+      framer_call(L, f, 2, eh);
+      lua_pop(L, 1);
+      break;
+    }
+    if (pending_len(f) < (size_t)plen + len) break;
+    push_method(L, K_STRINGRECEIVED);
+    lua_pushlstring(L, (const char *)p + plen, len);
+    pending_consume(f, (size_t)plen + len);
+    framer_call(L, f, 2, eh);
+    lua_pop(L, 1);
+  }
+  framer_finish(f);
+  return 0;
+}
+
+/* ins:sendString(s): write the length prefix and s as one write. Raises
+** basic.StringTooLongError when #s does not fit the prefix.
+** Follows twisted IntNStringReceiver.sendString. */
+static int int_sendString(lua_State *L) {
+  size_t n;
+  int plen;
+  char prefix[4];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checklstring(L, 2, &n);
+  plen = get_prefix(L);
+  if (plen < 4 ? n >= ((size_t)1 << (8 * plen)) : n > 0xffffffffu)
+    return sp_errortype_raise(L, "basic.StringTooLongError", NULL,
+                              "Try to send %I bytes whereas maximum is %I",
+                              (lua_Integer)n,
+                              (lua_Integer)1 << (8 * plen));
+  for (int i = 0; i < plen; i++)
+    prefix[i] = (char)((n >> (8 * (plen - 1 - i))) & 0xff);
+  getk(L, 1, K_TRANSPORT);
+  getk(L, -1, K_WRITE);
+  lua_insert(L, -2);
+  lua_pushlstring(L, prefix, (size_t)plen);
+  lua_pushvalue(L, 2);
+  lua_concat(L, 2);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* ---- module ----------------------------------------------------------- */
+
+static const luaL_Reg framer_meta[] = {
+  {"__gc", framer_gc},
+  {NULL, NULL}
+};
+
+static const luaL_Reg linebuf_funcs[] = {
+  {"lineDataReceived", line_dataReceived},
+  {"setRawMode", line_setRawMode},
+  {"setLineMode", line_setLineMode},
+  {"clearLineBuffer", line_clearLineBuffer},
+  {"sendLine", line_sendLine},
+  {"setPaused", framer_setPaused},
+  {"bufferInfo", framer_bufferInfo},
+  {"netstringDataReceived", netstring_dataReceived},
+  {"netstringSendString", netstring_sendString},
+  {"intDataReceived", int_dataReceived},
+  {"intSendString", int_sendString},
+  {NULL, NULL}
+};
+
+/* spindle._linebuf: the C half of spindle.basic (see basic.lua). */
+int luaopen_spindle__linebuf(lua_State *L) {
+  sp_class_new(L, FRAMER_MT, NULL, framer_meta);
+  luaL_newlibtable(L, linebuf_funcs);
+  for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
+  for (int k = 0; k < K_NKEYS; k++) lua_pushvalue(L, -K_NKEYS);
+  lua_pushcclosure(L, line_loop, K_NKEYS);
+  luaL_setfuncs(L, linebuf_funcs, K_LINELOOP);
+  sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
+                        NULL);
+  lua_setfield(L, -2, "StringTooLongError");
+  return 1;
+}

@@ -1,0 +1,810 @@
+/*
+** udp.c: UDP ports (module spindle._udp, part of spindle.reactor):
+** reactor.listenUDP / reactor.listenMulticast and the Port they return,
+** the transport of a DatagramProtocol.
+**
+** Follows twisted.internet.udp.Port and MulticastPort on uv_udp_t.
+**
+** Lifetime: the Lua object is a small userdata (a "box") pointing at a
+** udpport in C memory that holds the uv_udp_t. While the handle is open it
+** holds a registry reference to the box (so the box and, through its user
+** values, the protocol stay alive); the close callback drops that
+** reference, calls protocol:doStop(), fires the stopListening Deferred and
+** frees the C memory. A box whose port is gone answers methods with
+** "attempt to use a closed transport".
+**
+** Hot path: one receive buffer of maxPacketSize bytes per port, allocated
+** at listen time and reused for every datagram (libuv reads into it, the
+** datagram is copied once into the Lua string handed to datagramReceived).
+** Writes try uv_udp_try_send first; only when the socket buffer is full is
+** the datagram copied and queued (and dropped past SEND_QUEUE_MAX, as a
+** full kernel buffer would drop it).
+*/
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "core.h"
+#include "defer.h"
+#include "failure.h"
+#include "loop.h"
+
+#define PORT_MT "spindle.UDPPort"
+
+/* Datagrams queued behind a full socket buffer past this many bytes are
+** dropped. */
+#define SEND_QUEUE_MAX (4 * 1024 * 1024)
+
+/* Largest maxPacketSize accepted (bytes). */
+#define MAX_PACKET_LIMIT (16 * 1024 * 1024)
+
+/* User values of a port box. */
+enum { UV_PROTOCOL = 1, UV_STOPPED = 2, PORT_NUV = 2 };
+
+typedef struct udpport {
+  uv_udp_t handle;         /* handle.data points back here */
+  int ref;                 /* registry ref to the box; LUA_NOREF if none */
+  int closing;             /* uv_close was called */
+  int connected;           /* connect() was called */
+  int family;              /* AF_INET or AF_INET6 */
+  size_t maxPacketSize;    /* bytes */
+  char *rbuf;              /* the reused receive buffer, maxPacketSize */
+  struct udpport *next;    /* list of open ports, for shutdown */
+  struct udpport **prevp;
+} udpport;
+
+typedef struct portbox {
+  udpport *p;              /* NULL once the port is closed */
+} portbox;
+
+static udpport *open_ports = NULL;
+
+typedef struct sendreq {
+  uv_udp_send_t req;
+  char data[];
+} sendreq;
+
+/* ---- addresses ------------------------------------------------------- */
+
+/* Parse an IP literal (or "<broadcast>", Twisted's name for the IPv4
+** broadcast address) and port into ss. Returns 0 or a libuv error. */
+static int addr_parse(const char *host, int port,
+                      struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof(*ss));
+  if (strcmp(host, "<broadcast>") == 0) host = "255.255.255.255";
+  if (strchr(host, ':') != NULL)
+    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
+  return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+}
+
+/* [-0, +1, m] Push {host = "1.2.3.4", port = n, "1.2.3.4", n} (named
+** fields as API.md says, positions as Twisted's (host, port) tuple),
+** plus type = "UDP" when withType is set (getHost()). */
+static void addr_push(lua_State *L, const struct sockaddr *sa, int withType) {
+  char host[INET6_ADDRSTRLEN];
+  int port = 0;
+  host[0] = '\0';
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+  } else if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof(host));
+    port = ntohs(a->sin_port);
+  }
+  lua_createtable(L, 2, withType ? 3 : 2);
+  lua_pushstring(L, host);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "host");
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, port);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "port");
+  lua_rawseti(L, -2, 2);
+  if (withType) {
+    lua_pushliteral(L, "UDP");
+    lua_setfield(L, -2, "type");
+  }
+}
+
+/* [-0, +0, e] Check that the value at idx is a port number (0..65535). */
+static int check_portnum(lua_State *L, int idx) {
+  lua_Integer n;
+  if (!lua_isinteger(L, idx)) {
+    if (lua_type(L, idx) == LUA_TNUMBER)
+      luaL_argerror(L, idx, "number has no integer representation");
+    luaL_typeerror(L, idx, "integer");
+  }
+  n = lua_tointeger(L, idx);
+  luaL_argcheck(L, n >= 0 && n <= 65535, idx, "port out of range");
+  return (int)n;
+}
+
+/* [-0, +0, e] Read an address table ({host = h, port = n} or {h, n}) at
+** idx into ss, raising errors that name argument idx. Returns the host. */
+static const char *check_addr(lua_State *L, int idx,
+                              struct sockaddr_storage *ss) {
+  const char *host;
+  int port, rc;
+  luaL_argexpected(L, lua_type(L, idx) == LUA_TTABLE, idx, "address table");
+  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 1);
+  }
+  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 2);
+  }
+  host = lua_tostring(L, -2);
+  if (host == NULL || lua_type(L, -2) != LUA_TSTRING)
+    luaL_argerror(L, idx, "address host must be a string");
+  if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
+      lua_tointeger(L, -1) > 65535)
+    luaL_argerror(L, idx, "address port must be an integer in 0..65535");
+  port = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2); /* host stays alive: it is in the table at idx */
+  rc = addr_parse(host, port, ss);
+  if (rc != 0)
+    sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                       "Invalid address %s: not an IPv4 or IPv6 address",
+                       host);
+  return host;
+}
+
+/* ---- port lifetime ----------------------------------------------------- */
+
+static void port_free(udpport *p) {
+  free(p->rbuf);
+  free(p);
+}
+
+/* [-0, +0, -] Unlink p from the open list. */
+static void port_unlink(udpport *p) {
+  if (p->prevp == NULL) return;
+  *p->prevp = p->next;
+  if (p->next != NULL) p->next->prevp = p->prevp;
+  p->next = NULL;
+  p->prevp = NULL;
+}
+
+/* Protected part of the close callback: [box] -> doStop, fire Deferred.
+** Errors of doStop are logged; the Deferred fires regardless. */
+static int port_closed_lua(lua_State *L) {
+  lua_getiuservalue(L, 1, UV_PROTOCOL);
+  lua_getfield(L, -1, "doStop");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 2);
+  } else {
+    lua_insert(L, -2);
+    if (sp_pcall(L, 1, 0) != LUA_OK) {
+      sp_log_failure(L, -1, NULL);
+      lua_pop(L, 1);
+    }
+  }
+  if (lua_getiuservalue(L, 1, UV_STOPPED) != LUA_TNIL &&
+      sp_deferred_is(L, -1)) {
+    lua_pushnil(L);
+    sp_deferred_callback(L, -2, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* uv_close callback: the port is gone. Tell Lua (doStop, the
+** stopListening Deferred) unless the process is shutting down, then free.
+** Follows twisted udp.Port.connectionLost. */
+static void port_closed(uv_handle_t *h) {
+  udpport *p = h->data;
+  lua_State *L = sp_loop_state();
+  port_unlink(p);
+  if (p->ref != LUA_NOREF && L != NULL) {
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+    p->ref = LUA_NOREF;
+    ((portbox *)lua_touserdata(L, -1))->p = NULL;
+    lua_pushcfunction(L, port_closed_lua);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      sp_log_failure(L, -1, "Error while closing a UDP port:");
+    }
+    lua_settop(L, top);
+  }
+  port_free(p);
+}
+
+/* Start closing p (idempotent). */
+static void port_close(udpport *p) {
+  if (p->closing) return;
+  p->closing = 1;
+  port_unlink(p);
+  uv_close((uv_handle_t *)&p->handle, port_closed);
+}
+
+/* Shutdown hook: close every open port without calling Lua (the state is
+** about to go). It runs before loop.c's hook (registered first, so run
+** last), whose final uv_run calls port_closed, which frees them. */
+static void udp_shutdown(lua_State *L) {
+  while (open_ports != NULL) {
+    udpport *p = open_ports;
+    if (p->ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+      ((portbox *)lua_touserdata(L, -1))->p = NULL;
+      lua_pop(L, 1);
+      luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+      p->ref = LUA_NOREF;
+    }
+    port_close(p);
+  }
+}
+
+/* [-0, +0, e] The open port behind the box at index 1, or raise. */
+static udpport *port_check(lua_State *L) {
+  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  if (b->p == NULL || b->p->closing)
+    luaL_error(L, "attempt to use a closed transport");
+  return b->p;
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static void port_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  udpport *p = h->data;
+  (void)suggested;
+  buf->base = p->rbuf;
+  buf->len = p->maxPacketSize;
+}
+
+/* [-0, +0, -] Call protocol:name(...) with the nargs values on top of the
+** stack, under sp_pcall; an error is logged with its traceback. The box is
+** at index `box`. */
+static void port_callback(lua_State *L, int box, const char *name,
+                          int nargs) {
+  lua_getiuservalue(L, box, UV_PROTOCOL);
+  lua_getfield(L, -1, name);
+  lua_insert(L, -2 - nargs);
+  lua_insert(L, -1 - nargs);
+  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
+    sp_log_failure(L, -1, NULL);
+    lua_pop(L, 1);
+  }
+}
+
+/* uv_udp_recv_cb: a datagram (truncated to maxPacketSize, as recvfrom
+** truncates in Twisted) goes to protocol:datagramReceived(data, addr).
+** ECONNREFUSED (the ICMP error of a connected port) goes to
+** protocol:connectionRefused(); other receive errors are transient for
+** UDP and ignored, as Twisted's doRead does. */
+static void port_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                      const struct sockaddr *addr, unsigned flags) {
+  udpport *p = h->data;
+  lua_State *L = sp_loop_state();
+  int top;
+  (void)flags;
+  if (p->ref == LUA_NOREF || p->closing) return;
+  if (nread == 0 && addr == NULL) return; /* nothing more to read */
+  if (nread < 0 && !(nread == UV_ECONNREFUSED && p->connected)) return;
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+  if (nread < 0) {
+    port_callback(L, top + 1, "connectionRefused", 0);
+  } else {
+    lua_pushlstring(L, buf->base, (size_t)nread);
+    addr_push(L, addr, 0);
+    port_callback(L, top + 1, "datagramReceived", 2);
+  }
+  lua_settop(L, top);
+}
+
+/* ---- listenUDP ---------------------------------------------------------- */
+
+/* [-0, +0, e] Raise CannotListenError for libuv error rc. */
+static int raise_cannot_listen(lua_State *L, const char *iface, int port,
+                               int rc) {
+  return sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(rc),
+                            "Couldn't listen on %s:%d: %s (%s).",
+                            *iface ? iface : "any", port, uv_strerror(rc),
+                            uv_err_name(rc));
+}
+
+/* Bind the box's new port and start reading. Returns 0 or a libuv error;
+** on error the handle is closed (and freed by its close callback). */
+static int port_open(udpport *p, const struct sockaddr *sa, unsigned flags) {
+  int rc = uv_udp_init_ex(sp_loop(), &p->handle, (unsigned)p->family);
+  if (rc != 0) {
+    port_free(p);
+    return rc;
+  }
+  p->handle.data = p;
+  rc = uv_udp_bind(&p->handle, sa, flags);
+  if (rc == 0) rc = uv_udp_recv_start(&p->handle, port_alloc, port_recv);
+  if (rc != 0) port_close(p);
+  return rc;
+}
+
+/* Shared body of listenUDP and listenMulticast. */
+static int listen_common(lua_State *L, int multicast) {
+  int portnum = check_portnum(L, 1);
+  const char *iface;
+  lua_Integer maxp;
+  /* listenUDP(port, protocol, maxPacketSize): each optional argument may
+  ** be left out on its own, as API.md's "[, interface][, maxPacketSize]". */
+  if (lua_type(L, 3) == LUA_TNUMBER && lua_isnoneornil(L, 4)) {
+    lua_pushnil(L);
+    lua_insert(L, 3);
+  }
+  iface = luaL_optstring(L, 3, "");
+  maxp = luaL_optinteger(L, 4, 8192);
+  int reuse = multicast && lua_toboolean(L, 5);
+  struct sockaddr_storage ss;
+  portbox *b;
+  udpport *p;
+  int rc;
+  luaL_argexpected(L, lua_type(L, 2) == LUA_TTABLE ||
+                   lua_type(L, 2) == LUA_TUSERDATA, 2, "protocol");
+  luaL_argcheck(L, maxp > 0 && maxp <= MAX_PACKET_LIMIT, 4,
+                "maxPacketSize out of range");
+  if (addr_parse(*iface ? iface : "0.0.0.0", portnum, &ss) != 0)
+    return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                              "Invalid address %s: not an IPv4 or IPv6 "
+                              "address", iface);
+  lua_settop(L, 5); /* keep `iface` (index 3) alive */
+  b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
+  b->p = NULL;
+  luaL_setmetatable(L, PORT_MT);
+  p = calloc(1, sizeof(*p));
+  if (p != NULL) p->rbuf = malloc((size_t)maxp);
+  if (p == NULL || p->rbuf == NULL) {
+    if (p != NULL) free(p);
+    return luaL_error(L, "not enough memory");
+  }
+  p->ref = LUA_NOREF;
+  p->family = ss.ss_family;
+  p->maxPacketSize = (size_t)maxp;
+  rc = port_open(p, (const struct sockaddr *)&ss,
+                 reuse ? UV_UDP_REUSEADDR : 0);
+  if (rc != 0) return raise_cannot_listen(L, iface, portnum, rc);
+  b->p = p;
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 6, UV_PROTOCOL);
+  lua_pushvalue(L, 6);
+  p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  p->next = open_ports;
+  if (open_ports != NULL) open_ports->prevp = &p->next;
+  p->prevp = &open_ports;
+  open_ports = p;
+  /* protocol:makeConnection(port): startProtocol() runs now. */
+  lua_getfield(L, 2, "makeConnection");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 6);
+  if (sp_pcall(L, 2, 0) != LUA_OK) {
+    port_close(p);
+    return lua_error(L);
+  }
+  lua_settop(L, 6);
+  return 1;
+}
+
+/* reactor.listenUDP(port, protocol[, interface][, maxPacketSize]) -> Port
+** Bind a UDP socket on `port` (0..65535; 0 picks a free one) of
+** `interface` (an IPv4 or IPv6 literal; default "" = every IPv4 address,
+** "::" for every IPv6 one), then call protocol:makeConnection(port), which
+** calls protocol:startProtocol(). Datagrams longer than maxPacketSize
+** (bytes, default 8192; may be the third argument when interface is left
+** out) are truncated to it. Raises CannotListenError
+** (with `code`, e.g. "EADDRINUSE") when the bind fails,
+** InvalidAddressError for an interface that is not an IP address, and
+** bad-argument errors. Loop thread only.
+** Follows twisted.internet.interfaces.IReactorUDP.listenUDP; uv_udp_bind. */
+static int udp_listenUDP(lua_State *L) {
+  return listen_common(L, 0);
+}
+
+/* reactor.listenMulticast(port, protocol[, interface][, maxPacketSize]
+**                         [, listenMultiple]) -> Port
+** listenUDP whose port may also be shared (SO_REUSEADDR) when
+** listenMultiple is true, for several listeners of one group.
+** Follows twisted IReactorMulticast.listenMulticast. */
+static int udp_listenMulticast(lua_State *L) {
+  return listen_common(L, 1);
+}
+
+/* ---- Port methods -------------------------------------------------------- */
+
+static void port_sent(uv_udp_send_t *req, int status) {
+  (void)status; /* UDP: a failed datagram is a lost datagram */
+  free(req);
+}
+
+/* Queue a copy of the datagram behind a full socket buffer. */
+static int port_queue(udpport *p, const char *data, size_t n,
+                      const struct sockaddr *sa) {
+  sendreq *r;
+  uv_buf_t buf;
+  int rc;
+  if (uv_udp_get_send_queue_size(&p->handle) + n > SEND_QUEUE_MAX) return 0;
+  r = malloc(sizeof(*r) + (n ? n : 1));
+  if (r == NULL) return 0;
+  memcpy(r->data, data, n);
+  buf = uv_buf_init(r->data, (unsigned)n);
+  rc = uv_udp_send(&r->req, &p->handle, &buf, 1, sa, port_sent);
+  if (rc != 0) free(r);
+  return rc;
+}
+
+/* [-0, +0, e] Family check of Twisted's write(): an IPv4 port writes to
+** IPv4 addresses, an IPv6 port to IPv6 ones. */
+static void check_family(lua_State *L, udpport *p, const char *host,
+                         const struct sockaddr_storage *ss) {
+  if (ss->ss_family == p->family) return;
+  sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                     "Invalid address %s: %s port write() called with %s "
+                     "address", host, p->family == AF_INET ? "IPv4" : "IPv6",
+                     ss->ss_family == AF_INET ? "an IPv4" : "an IPv6");
+}
+
+/* [-0, +0, e] On a connected port, an address given to write() must be
+** the connected one (Twisted asserts it). */
+static void check_connected_addr(lua_State *L, udpport *p,
+                                 struct sockaddr_storage *ss) {
+  struct sockaddr_storage peer;
+  int len = sizeof(peer), same;
+  check_addr(L, 3, ss);
+  if (uv_udp_getpeername(&p->handle, (struct sockaddr *)&peer, &len) != 0)
+    return;
+  if (peer.ss_family != ss->ss_family) {
+    same = 0;
+  } else if (peer.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&peer;
+    struct sockaddr_in *b = (struct sockaddr_in *)ss;
+    same = a->sin_port == b->sin_port &&
+           a->sin_addr.s_addr == b->sin_addr.s_addr;
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&peer;
+    struct sockaddr_in6 *b = (struct sockaddr_in6 *)ss;
+    same = a->sin6_port == b->sin6_port &&
+           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+  }
+  if (!same)
+    luaL_argerror(L, 3, "not the connected address");
+}
+
+/* port:write(data[, addr]) -> bytes sent (nil when queued or dropped)
+** Send one datagram. addr ({host = ip, port = n} as received, or
+** {ip, n}) is required unless connect() was called, and must then be
+** absent or the connected address. Raises MessageLengthError when the
+** datagram is too long for the socket (EMSGSIZE), InvalidAddressError
+** for a host that is not an IP literal of the port's family. On a
+** connected port, a refusal (ECONNREFUSED) calls
+** protocol:connectionRefused(). Loop thread only.
+** Follows twisted udp.Port.write; uv_udp_try_send, then uv_udp_send. */
+static int port_write(lua_State *L) {
+  udpport *p = port_check(L);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  struct sockaddr_storage ss;
+  const struct sockaddr *sa = NULL;
+  uv_buf_t buf = uv_buf_init((char *)data, (unsigned)n);
+  int rc;
+  if (!p->connected) {
+    const char *host;
+    if (lua_isnoneornil(L, 3))
+      return luaL_argerror(L, 3, "address table expected, got no value "
+                           "(the port is not connected)");
+    host = check_addr(L, 3, &ss);
+    check_family(L, p, host, &ss);
+    sa = (const struct sockaddr *)&ss;
+  } else if (!lua_isnoneornil(L, 3)) {
+    check_connected_addr(L, p, &ss);
+  }
+  if (n > 0xffffffffu) rc = UV_EMSGSIZE;
+  else rc = uv_udp_try_send(&p->handle, &buf, 1, sa);
+  if (rc >= 0) {
+    lua_pushinteger(L, rc);
+    return 1;
+  }
+  if (rc == UV_EAGAIN || rc == UV_ENOBUFS) rc = port_queue(p, data, n, sa);
+  if (rc == 0) return 0;
+  if (rc == UV_EMSGSIZE)
+    return sp_errortype_raise(L, "reactor.MessageLengthError", "EMSGSIZE",
+                              "message too long (%I bytes)",
+                              (lua_Integer)n);
+  if (rc == UV_ECONNREFUSED) {
+    if (p->connected) {
+      lua_settop(L, 1);
+      port_callback(L, 1, "connectionRefused", 0);
+    }
+    return 0;
+  }
+  return luaL_error(L, "write: %s (%s)", uv_strerror(rc), uv_err_name(rc));
+}
+
+/* port:connect(host, port)
+** Connect the port to one peer: later writes take no address, datagrams
+** from other addresses are filtered by the kernel, and an ICMP refusal
+** reaches protocol:connectionRefused() (the port stays open). host must
+** be an IP literal of the port's family. Raises "already connected" on a
+** second call, InvalidAddressError for a bad host.
+** Follows twisted udp.Port.connect; uv_udp_connect. */
+static int port_connect(lua_State *L) {
+  udpport *p = port_check(L);
+  const char *host = luaL_checkstring(L, 2);
+  int portnum = check_portnum(L, 3), rc;
+  struct sockaddr_storage ss;
+  if (p->connected)
+    return luaL_error(L, "already connected, reconnecting is not currently "
+                      "supported");
+  if (addr_parse(host, portnum, &ss) != 0)
+    return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                              "Invalid address %s: not an IPv4 or IPv6 "
+                              "address", host);
+  check_family(L, p, host, &ss);
+  rc = uv_udp_connect(&p->handle, (const struct sockaddr *)&ss);
+  if (rc != 0)
+    return luaL_error(L, "connect: %s (%s)", uv_strerror(rc),
+                      uv_err_name(rc));
+  p->connected = 1;
+  return 0;
+}
+
+/* port:getHost() -> {type = "UDP", host = ip, port = n}
+** The bound address. Follows twisted udp.Port.getHost; uv_udp_getsockname. */
+static int port_getHost(lua_State *L) {
+  udpport *p = port_check(L);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  int rc = uv_udp_getsockname(&p->handle, (struct sockaddr *)&ss, &len);
+  if (rc != 0)
+    return luaL_error(L, "getHost: %s (%s)", uv_strerror(rc),
+                      uv_err_name(rc));
+  addr_push(L, (const struct sockaddr *)&ss, 1);
+  return 1;
+}
+
+/* port:stopListening() -> Deferred or nil
+** Stop receiving and close the socket. Returns a Deferred fired with nil
+** once it is closed and protocol:doStop() (so stopProtocol()) has run; nil
+** when the port was already closed or closing. Never raises.
+** Follows twisted udp.Port.stopListening; uv_close. */
+static int port_stopListening(lua_State *L) {
+  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  if (b->p == NULL || b->p->closing) return 0;
+  sp_deferred_new(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, UV_STOPPED);
+  port_close(b->p);
+  return 1;
+}
+
+/* [-0, +0, e] Raise an error for a failed socket option call. */
+static int option_error(lua_State *L, const char *what, int rc) {
+  return luaL_error(L, "%s: %s (%s)", what, uv_strerror(rc), uv_err_name(rc));
+}
+
+/* Shared body of joinGroup / leaveGroup: returns a Deferred fired with nil,
+** or failed with MulticastJoinError naming the group and the reason. */
+static int group_change(lua_State *L, uv_membership how) {
+  udpport *p = port_check(L);
+  const char *group = luaL_checkstring(L, 2);
+  const char *iface = luaL_optstring(L, 3, "");
+  int rc = uv_udp_set_membership(&p->handle, group, *iface ? iface : NULL,
+                                 how);
+  sp_deferred_new(L);
+  if (rc == 0) {
+    lua_pushnil(L);
+    sp_deferred_callback(L, -2, -1);
+  } else {
+    lua_pushfstring(L, "%s %s on %s: %s (%s)",
+                    how == UV_JOIN_GROUP ? "joinGroup" : "leaveGroup", group,
+                    *iface ? iface : "any", uv_strerror(rc), uv_err_name(rc));
+    sp_errortype_make(L, "reactor.MulticastJoinError", lua_tostring(L, -1));
+    lua_pushstring(L, uv_err_name(rc));
+    lua_setfield(L, -2, "code");
+    sp_deferred_errback(L, -3, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* port:joinGroup(group[, interface]) -> Deferred
+** Join multicast group `group` (an IP literal) on `interface` (an IP
+** literal of a local interface; default: chosen by the kernel). The
+** Deferred fires with nil, or fails with MulticastJoinError.
+** Follows twisted MulticastMixin.joinGroup; uv_udp_set_membership. */
+static int port_joinGroup(lua_State *L) {
+  return group_change(L, UV_JOIN_GROUP);
+}
+
+/* port:leaveGroup(group[, interface]) -> Deferred: the reverse of
+** joinGroup. Follows twisted MulticastMixin.leaveGroup. */
+static int port_leaveGroup(lua_State *L) {
+  return group_change(L, UV_LEAVE_GROUP);
+}
+
+/* Read an integer socket option of the port. */
+static int get_sockopt(lua_State *L, udpport *p, int level4, int opt4,
+                       int level6, int opt6) {
+  uv_os_fd_t fd;
+  int v = 0, rc;
+  socklen_t len = sizeof(v);
+  unsigned char small = 0;
+  rc = uv_fileno((uv_handle_t *)&p->handle, &fd);
+  if (rc != 0) return option_error(L, "getsockopt", rc);
+  if (p->family == AF_INET6)
+    rc = getsockopt(fd, level6, opt6, &v, &len);
+  else
+    rc = getsockopt(fd, level4, opt4, &v, &len);
+  if (rc != 0)
+    return option_error(L, "getsockopt", uv_translate_sys_error(errno));
+  if (len == 1) {
+    memcpy(&small, &v, 1);
+    v = small;
+  }
+  return v;
+}
+
+/* port:setTTL(ttl): the multicast time-to-live (hops, 1..255).
+** Follows twisted MulticastMixin.setTTL; uv_udp_set_multicast_ttl. */
+static int port_setTTL(lua_State *L) {
+  udpport *p = port_check(L);
+  lua_Integer ttl = luaL_checkinteger(L, 2);
+  int rc;
+  luaL_argcheck(L, ttl >= 1 && ttl <= 255, 2, "ttl must be in 1..255");
+  rc = uv_udp_set_multicast_ttl(&p->handle, (int)ttl);
+  if (rc != 0) return option_error(L, "setTTL", rc);
+  return 0;
+}
+
+/* port:getTTL() -> integer: the multicast time-to-live. */
+static int port_getTTL(lua_State *L) {
+  udpport *p = port_check(L);
+  lua_pushinteger(L, get_sockopt(L, p, IPPROTO_IP, IP_MULTICAST_TTL,
+                                 IPPROTO_IPV6, IPV6_MULTICAST_HOPS));
+  return 1;
+}
+
+/* port:setLoopbackMode(mode): whether multicast sent from this host is
+** looped back to it (a boolean or 0/1).
+** Follows twisted MulticastMixin.setLoopbackMode; uv_udp_set_multicast_loop. */
+static int port_setLoopbackMode(lua_State *L) {
+  udpport *p = port_check(L);
+  int on = lua_isinteger(L, 2) ? lua_tointeger(L, 2) != 0
+                               : lua_toboolean(L, 2);
+  int rc;
+  luaL_checkany(L, 2);
+  rc = uv_udp_set_multicast_loop(&p->handle, on);
+  if (rc != 0) return option_error(L, "setLoopbackMode", rc);
+  return 0;
+}
+
+/* port:getLoopbackMode() -> 0 or 1. */
+static int port_getLoopbackMode(lua_State *L) {
+  udpport *p = port_check(L);
+  lua_pushinteger(L, get_sockopt(L, p, IPPROTO_IP, IP_MULTICAST_LOOP,
+                                 IPPROTO_IPV6, IPV6_MULTICAST_LOOP) != 0);
+  return 1;
+}
+
+/* port:setBroadcastAllowed(enabled): allow writes to broadcast addresses.
+** Follows twisted udp.Port.setBroadcastAllowed; uv_udp_set_broadcast. */
+static int port_setBroadcastAllowed(lua_State *L) {
+  udpport *p = port_check(L);
+  int rc;
+  luaL_checkany(L, 2);
+  rc = uv_udp_set_broadcast(&p->handle, lua_toboolean(L, 2));
+  if (rc != 0) return option_error(L, "setBroadcastAllowed", rc);
+  return 0;
+}
+
+/* port:getBroadcastAllowed() -> boolean. */
+static int port_getBroadcastAllowed(lua_State *L) {
+  udpport *p = port_check(L);
+  lua_pushboolean(L, get_sockopt(L, p, SOL_SOCKET, SO_BROADCAST, SOL_SOCKET,
+                                 SO_BROADCAST) != 0);
+  return 1;
+}
+
+/* port:setOutgoingInterface(addr): the local interface (an IP literal)
+** multicast is sent from. Returns a Deferred fired with nil, as Twisted.
+** Follows twisted MulticastMixin.setOutgoingInterface;
+** uv_udp_set_multicast_interface. */
+static int port_setOutgoingInterface(lua_State *L) {
+  udpport *p = port_check(L);
+  const char *iface = luaL_checkstring(L, 2);
+  int rc = uv_udp_set_multicast_interface(&p->handle, iface);
+  if (rc != 0) return option_error(L, "setOutgoingInterface", rc);
+  sp_deferred_new(L);
+  lua_pushnil(L);
+  sp_deferred_callback(L, -2, -1);
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int port_tostring(lua_State *L) {
+  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (b->p == NULL || b->p->closing ||
+      uv_udp_getsockname(&b->p->handle, (struct sockaddr *)&ss, &len) != 0) {
+    lua_pushliteral(L, "<UDP port (closed)>");
+    return 1;
+  }
+  addr_push(L, (const struct sockaddr *)&ss, 0);
+  lua_getfield(L, -1, "port");
+  lua_pushfstring(L, "<UDP port %d>", (int)lua_tointeger(L, -1));
+  return 1;
+}
+
+/* __index: methods, then the read-only fields maxPacketSize (bytes),
+** protocol, connected (boolean: listening) and disconnecting. */
+static int port_index(lua_State *L) {
+  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  const char *key;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  key = lua_tostring(L, 2);
+  if (key == NULL) return 1;
+  if (strcmp(key, "maxPacketSize") == 0) {
+    if (b->p == NULL) return 1;
+    lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
+  } else if (strcmp(key, "protocol") == 0) {
+    lua_getiuservalue(L, 1, UV_PROTOCOL);
+  } else if (strcmp(key, "connected") == 0) {
+    lua_pushboolean(L, b->p != NULL && !b->p->closing);
+  } else if (strcmp(key, "disconnecting") == 0) {
+    lua_pushboolean(L, b->p == NULL || b->p->closing);
+  }
+  return 1;
+}
+
+static const luaL_Reg port_methods[] = {
+  {"write", port_write},
+  {"connect", port_connect},
+  {"getHost", port_getHost},
+  {"stopListening", port_stopListening},
+  {"loseConnection", port_stopListening},
+  {"joinGroup", port_joinGroup},
+  {"leaveGroup", port_leaveGroup},
+  {"setTTL", port_setTTL},
+  {"getTTL", port_getTTL},
+  {"setLoopbackMode", port_setLoopbackMode},
+  {"getLoopbackMode", port_getLoopbackMode},
+  {"setBroadcastAllowed", port_setBroadcastAllowed},
+  {"getBroadcastAllowed", port_getBroadcastAllowed},
+  {"setOutgoingInterface", port_setOutgoingInterface},
+  {NULL, NULL}
+};
+
+static const luaL_Reg udp_funcs[] = {
+  {"listenUDP", udp_listenUDP},
+  {"listenMulticast", udp_listenMulticast},
+  {NULL, NULL}
+};
+
+/* spindle._udp: the UDP part of spindle.reactor. */
+int luaopen_spindle__udp(lua_State *L) {
+  luaL_newmetatable(L, PORT_MT);
+  luaL_newlib(L, port_methods);
+  lua_pushcclosure(L, port_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, port_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  sp_loop(); /* registers loop.c's shutdown hook before ours */
+  sp_on_shutdown(udp_shutdown);
+  luaL_newlib(L, udp_funcs);
+  sp_errortype_register(L, "reactor.InvalidAddressError",
+                        "InvalidAddressError", NULL);
+  lua_setfield(L, -2, "InvalidAddressError");
+  sp_errortype_register(L, "reactor.MulticastJoinError", "MulticastJoinError",
+                        NULL);
+  lua_setfield(L, -2, "MulticastJoinError");
+  return 1;
+}

@@ -1,0 +1,155 @@
+-- The interactive prompt (spindle -i, or spindle alone on a terminal):
+-- it runs on the reactor, prints values, awaits Deferreds at top level.
+local process = require("spec.support.process")
+
+local function repl(input, opts)
+  return process.run({"-i"}, {stdin = input, timeout = (opts or {}).timeout})
+end
+
+describe("the REPL", function()
+  it("prints expression values and keeps assignments silent", function()
+    local r = repl("x = 6\nx * 7\n'text', nil, true\n")
+    assert.equal(0, r.status)
+    assert.matches("\n42\ntext\tnil\ttrue\n$", r.stdout)
+  end)
+
+  it("pretty-prints tables to a depth, quoting strings inside", function()
+    local r = repl("{1, 'two', k = {x = {y = {z = {}}}}, ['a b'] = 3}\n")
+    assert.matches('{1, "two", %["a b"%] = 3, k = {x = {y = {...}}}}\n',
+      r.stdout)
+  end)
+
+  it("shows a cycle instead of recursing", function()
+    local r = repl("t = {}; t.self = t\nt\n")
+    assert.matches("{self = <cycle>}", r.stdout, 1, true)
+  end)
+
+  it("continues unfinished statements on the next lines", function()
+    local r = repl("for i = 1, 3 do\nio.write(i, ' ')\nend\n")
+    assert.matches("1 2 3 ", r.stdout, 1, true)
+    assert.equal("", r.stderr)
+  end)
+
+  it("reports errors with a traceback and goes on", function()
+    local r = repl("error('kaput')\n'after'\n")
+    assert.equal(0, r.status)
+    assert.matches("stdin:1: kaput", r.stderr, 1, true)
+    assert.matches("stack traceback", r.stderr, 1, true)
+    assert.matches("after\n", r.stdout, 1, true)
+  end)
+
+  it("reports syntax errors and goes on", function()
+    local r = repl("x = = 1\n'after'\n")
+    assert.matches("unexpected symbol", r.stderr, 1, true)
+    assert.matches("after\n", r.stdout, 1, true)
+  end)
+
+  it("awaits a Deferred at top level while the reactor runs", function()
+    local r = repl(table.concat({
+      "reactor = require('spindle.reactor')",
+      "defer = require('spindle.defer')",
+      "d = defer.Deferred()",
+      "reactor.callLater(0.05, d.callback, d, 'fired')",
+      "t0 = reactor.seconds()",
+      "await(d)",
+      "reactor.seconds() - t0 >= 0.04",
+    }, "\n") .. "\n")
+    assert.equal(0, r.status)
+    assert.matches("\nfired\ntrue\n$", r.stdout)
+  end)
+
+  it("raises the Failure of an awaited Deferred", function()
+    local r = repl("defer = require('spindle.defer')\n" ..
+      "await(defer.fail(defer.errorType('Oops')('bad')))\n'next'\n")
+    assert.matches("Oops: bad", r.stderr, 1, true)
+    assert.matches("next\n", r.stdout, 1, true)
+  end)
+
+  it("keeps servers and timers running between entries", function()
+    local r = repl(table.concat({
+      "reactor = require('spindle.reactor')",
+      "n = 0",
+      "lc = require('spindle.task').LoopingCall(function() n = n + 1 end)",
+      "lc:start(0.01)",
+      "await(require('spindle.task').deferLater(reactor, 0.1, function() end))",
+      "n >= 5",
+    }, "\n") .. "\n")
+    assert.matches("\ntrue\n$", r.stdout)
+  end)
+
+  it("shows a Deferred with its state", function()
+    local r = repl("require('spindle.defer').succeed(3)\n")
+    assert.matches("<Deferred at 0x%x+ current result: 3>", r.stdout)
+  end)
+
+  it("ends when the reactor is stopped", function()
+    local r = repl("require('spindle.reactor').stop()\nprint('not reached')\n")
+    assert.equal(0, r.status)
+    assert.not_matches("not reached", r.stdout)
+  end)
+
+  it("completes globals, fields and methods", function()
+    local r = repl(table.concat({
+      "complete = require('spindle.repl').complete",
+      "reactor = require('spindle.reactor')",
+      "table.concat(complete('reactor.callL'), ',')",
+      "table.concat(complete('requi'), ',')",
+      "d = require('spindle.defer').Deferred()",
+      "table.concat(complete('d:addCallb'), ',')",
+    }, "\n") .. "\n")
+    assert.matches("\nreactor.callLater\nrequire\nd:addCallback,d:addCallbacks\n",
+      r.stdout, 1, true)
+  end)
+end)
+
+describe("the REPL on a terminal", function()
+  it("edits lines, awaits, and keeps history", function()
+    local home = os.tmpname()
+    os.remove(home)
+    assert(os.execute("mkdir -p " .. home))
+    -- python3's pty module gives the REPL a real terminal.
+    local script = [==[
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["HOME"] = sys.argv[2]
+    os.execv(sys.argv[1], [sys.argv[1]])
+out = b""
+def pump(t):
+    global out
+    end = time.time() + t
+    while time.time() < end:
+        try:
+            import select
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r: out += os.read(fd, 4096)
+        except OSError:
+            return
+for line in [b"d = require('spindle.defer').Deferred()\r",
+             b"require('spindle.reactor').callLater(0.2, d.callback, d, 6 * 7)\r",
+             b"await(d)\r"]:
+    os.write(fd, line); pump(0.3)
+pump(0.3)
+os.write(fd, b"\x04"); pump(0.5)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode("utf-8", "replace"))
+sys.stdout.write("\nEXIT %d\n" % os.WEXITSTATUS(status))
+]==]
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(script)
+    f:close()
+    local p = assert(io.popen("timeout 20 python3 " .. path .. " " ..
+      process.quote(process.bin) .. " " .. process.quote(home)))
+    local out = p:read("a")
+    p:close()
+    os.remove(path)
+    local hf = io.open(home .. "/.spindle_history")
+    local history = hf and hf:read("a") or ""
+    if hf then hf:close() end
+    os.execute("rm -rf " .. home)
+    assert.matches("> await%(d%)\r?\n42\r?\n", out)
+    assert.matches("EXIT 0", out, 1, true)
+    assert.matches("await(d)", history, 1, true)
+  end)
+end)
