@@ -26,11 +26,13 @@
 ** before an error is passed on to the caller (the transport logs it and
 ** drops the connection, as Twisted's reactor does).
 */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
 #include "failure.h"
+#include "stream.h"
 
 #define FRAMER_MT "spindle.Framer"
 
@@ -64,14 +66,15 @@ static const char framer_key = 0;
 enum {
   K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
   K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
-  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_NKEYS = K_WRITE,
+  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_ISCLOSED,
+  K_NKEYS = K_ISCLOSED,
   K_LINELOOP /* not a key: the line_loop closure */
 };
 
 static const char *const key_names[K_NKEYS] = {
   "transport", "disconnecting", "MAX_LENGTH", "delimiter", "lineReceived",
   "rawDataReceived", "lineLengthExceeded", "stringReceived",
-  "lengthLimitExceeded", "write"
+  "lengthLimitExceeded", "write", "isClosed"
 };
 
 /* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
@@ -230,14 +233,25 @@ static int framer_begin(lua_State *L, framer *f) {
   return 1;
 }
 
-/* [-0, +0, -] Is self.transport.disconnecting true? (Twisted checks it
-** after each line.) */
+/* [-0, +0, e] Is self.transport.disconnecting true? (Twisted checks it
+** after each line.) A stream transport (TCP, Unix, TLS) is asked through
+** stream.h; another without that field, transport:isClosed(). */
 static int transport_disconnecting(lua_State *L) {
-  int yes = 0;
-  if (getk(L, 1, K_TRANSPORT) == LUA_TTABLE ||
-      lua_type(L, -1) == LUA_TUSERDATA) {
-    getk(L, -1, K_DISCONNECTING);
-    yes = lua_toboolean(L, -1);
+  int yes = 0, t = getk(L, 1, K_TRANSPORT);
+  if (t == LUA_TUSERDATA && (yes = sp_stream_disconnecting(L, -1)) >= 0) {
+    /* a TCP, Unix or TLS transport: asked directly */
+  } else if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
+    yes = 0;
+    if (getk(L, -1, K_DISCONNECTING) != LUA_TNIL) {
+      yes = lua_toboolean(L, -1);
+    } else if (getk(L, -2, K_ISCLOSED) == LUA_TFUNCTION) {
+      lua_pushvalue(L, -3);
+      lua_call(L, 1, 1);
+      yes = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -260,11 +274,37 @@ static void push_method(lua_State *L, int key) {
   lua_pushvalue(L, 1);
 }
 
-/* [-0, +0, e] self.MAX_LENGTH as a size. */
-static size_t get_maxlen(lua_State *L) {
+/* Marks a cache slot of line_loop not yet filled. */
+static const char unset_key = 0;
+
+/* [-0, +1, e] self[key] for self at index 1. With slot > 0 (line_loop's
+** stack), what self inherits from its class is looked up once per chunk
+** and kept in that slot; the instance's own field is still read every
+** time, so `self.delimiter = x` in lineReceived applies to the next line,
+** as in Twisted. slot 0: a plain lookup. */
+static int getk_self(lua_State *L, int key, int slot) {
+  int t;
+  if (slot == 0) return getk(L, 1, key);
+  lua_pushvalue(L, lua_upvalueindex(key));
+  if ((t = lua_rawget(L, 1)) != LUA_TNIL) return t;
+  lua_pop(L, 1);
+  if (lua_touserdata(L, slot) == &unset_key) {
+    getk(L, 1, key);
+    lua_copy(L, -1, slot);
+    return lua_type(L, -1);
+  }
+  lua_pushvalue(L, slot);
+  return lua_type(L, -1);
+}
+
+/* Cache slots of line_loop (see getk_self). */
+enum { SLOT_DELIMITER = 4, SLOT_MAX_LENGTH, SLOT_LINERECEIVED, SLOT_TOP };
+
+/* [-0, +0, e] self.MAX_LENGTH as a size (slot: see getk_self). */
+static size_t get_maxlen(lua_State *L, int slot) {
   lua_Integer m;
   int isnum;
-  getk(L, 1, K_MAX_LENGTH);
+  getk_self(L, K_MAX_LENGTH, slot);
   m = lua_tointegerx(L, -1, &isnum);
   lua_pop(L, 1);
   if (!isnum || m < 0)
@@ -279,7 +319,7 @@ static size_t get_maxlen(lua_State *L) {
 static const char *get_delimiter(lua_State *L, framer *f, int fidx,
                                  size_t *dlen) {
   const char *d;
-  getk(L, 1, K_DELIMITER);
+  getk_self(L, K_DELIMITER, SLOT_DELIMITER);
   d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
   if (d == NULL || *dlen == 0)
     luaL_error(L, "delimiter must be a non-empty string");
@@ -315,7 +355,7 @@ static const char *find_delimiter(const framer *f, const char *d,
 /* One step in line mode, inside line_loop. Returns 1 to go on, 0 to stop
 ** with the value on top of the stack (nothing pushed when it returns 1). */
 static int line_step(lua_State *L, framer *f, int fidx) {
-  size_t dlen, len, maxlen = get_maxlen(L);
+  size_t dlen, len, maxlen = get_maxlen(L, SLOT_MAX_LENGTH);
   const char *d = get_delimiter(L, f, fidx, &dlen);
   const char *p = pending_ptr(f);
   const char *hit = find_delimiter(f, d, dlen);
@@ -339,7 +379,8 @@ static int line_step(lua_State *L, framer *f, int fidx) {
     lua_call(L, 2, 1);
     return 0;
   }
-  push_method(L, K_LINERECEIVED);
+  getk_self(L, K_LINERECEIVED, SLOT_LINERECEIVED);
+  lua_pushvalue(L, 1);
   lua_pushlstring(L, p, len);
   pending_consume(f, len + dlen);
   lua_call(L, 2, 1);
@@ -367,6 +408,9 @@ static int raw_step(lua_State *L, framer *f) {
 ** plain calls whose errors unwind to it. */
 static int line_loop(lua_State *L) {
   framer *f = lua_touserdata(L, 3);
+  lua_settop(L, 3);
+  while (lua_gettop(L) < SLOT_TOP - 1)
+    lua_pushlightuserdata(L, (void *)&unset_key);
   for (;;) {
     if (pending_len(f) == 0 || f->paused) {
       lua_pushnil(L);
@@ -438,20 +482,31 @@ static int line_clearLineBuffer(lua_State *L) {
   return 1;
 }
 
-/* lr:sendLine(line) -> what transport:write returns: write line and the
-** delimiter, as one write. Raises for a non-string line.
+/* lr:sendLine(line): write line and the delimiter, as one write. Raises
+** for a non-string line. On a TCP or Unix transport the two go straight
+** to its buffer without building their concatenation.
 ** Follows twisted LineReceiver.sendLine. */
 static int line_sendLine(lua_State *L) {
+  size_t n, dlen;
+  const char *line, *d;
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checkstring(L, 2);
+  line = luaL_checklstring(L, 2, &n);
   lua_settop(L, 2);
   getk(L, 1, K_TRANSPORT);
-  getk(L, -1, K_WRITE);
-  lua_insert(L, -2);
-  lua_pushvalue(L, 2);
   getk(L, 1, K_DELIMITER);
-  luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1,
+  luaL_argcheck(L, lua_type(L, 4) == LUA_TSTRING, 1,
                 "delimiter must be a string");
+  d = lua_tolstring(L, 4, &dlen);
+  if (lua_type(L, 3) == LUA_TUSERDATA) {
+    uv_buf_t b[2];
+    b[0] = uv_buf_init((char *)line, (unsigned)n);
+    b[1] = uv_buf_init((char *)d, (unsigned)dlen);
+    if (n <= UINT32_MAX && sp_stream_write_fast(L, 3, b, 2)) return 0;
+  }
+  getk(L, 3, K_WRITE);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 4);
   lua_concat(L, 2);
   lua_call(L, 2, 1);
   return 1;
@@ -527,7 +582,7 @@ static int netstring_dataReceived(lua_State *L) {
   lua_settop(L, 2);
   lua_pushcfunction(L, sp_errhandler);
   eh = 3;
-  maxlen = get_maxlen(L);
+  maxlen = get_maxlen(L, 0);
   while (pending_len(f) > 0 && !f->broken) {
     if (f->nsstate == NS_LENGTH) {
       int r = netstring_length(f, maxlen);
@@ -618,7 +673,7 @@ static int int_dataReceived(lua_State *L) {
   lua_pushcfunction(L, sp_errhandler);
   eh = 3;
   plen = get_prefix(L);
-  maxlen = get_maxlen(L);
+  maxlen = get_maxlen(L, 0);
   while (pending_len(f) >= (size_t)plen && !f->paused) {
     const unsigned char *p = (const unsigned char *)pending_ptr(f);
     size_t len = decode_prefix(p, plen);

@@ -53,15 +53,31 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_ANCHOR 0x200        /* ... pointing into an anchored string */
 #define SF_FINISHED 0x400      /* filter->finish was called */
 #define SF_READING 0x800       /* uv_read_start is in effect */
+#define SF_THROTTLED 0x1000    /* not reading: the write queue is too long */
+
+/* Past this many queued bytes the transport stops reading from the peer
+** until its queue drains: a peer that sends without ever reading (to an
+** echo-like protocol) cannot grow our memory without bound. Twisted has no
+** such limit; it is far above what any producer-driven writer queues. */
+#define READ_THROTTLE (64 * 1024 * 1024)
+#define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
 
 /* User values of the transport userdata. */
-enum { UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER, UV_N };
+enum {
+  UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER,
+  UV_PEER, UV_HOST, /* the addresses, kept here once the stream is freed */
+  UV_N
+};
 _Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
 
 typedef struct transport_ud {
   sp_stream *s;
   int kind;
 } transport_ud;
+
+/* The transport metatable (set by sp_stream_init), to recognise
+** transports without a registry lookup on hot paths. */
+static const void *transport_mt = NULL;
 
 /* ---------------------------------------------------------------- pool */
 
@@ -193,29 +209,57 @@ static void set_uv(lua_State *L, sp_stream *s, int n) {
   lua_pop(L, 1);
 }
 
-/* [-0, +0, -] Call obj:method(...) where obj is at objidx and the nargs
-** arguments are on top of the stack, protected; an error is logged and
-** returns nonzero, leaving the Failure on the stack. A missing method does
-** nothing (returns 0). Pops the arguments. */
+/* Trampoline of sp_stream_callmethod: (obj, name, args...) -> found,
+** result. */
+static int method_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, 2);
+  if (lua_gettable(L, 1) == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, obj, args... */
+  lua_call(L, n - 1, 1);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
+}
+
+int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
+                         int nargs) {
+  int found;
+  objidx = lua_absindex(L, objidx);
+  lua_pushcfunction(L, method_tramp);
+  lua_pushvalue(L, objidx);
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 2) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    return SP_CALL_ERROR;
+  }
+  found = lua_toboolean(L, -2);
+  lua_remove(L, -2);
+  return found ? SP_CALL_OK : SP_CALL_MISSING;
+}
+
+/* [-nargs, +(0|1), -] sp_stream_callmethod, keeping only a Failure: returns
+** 1 with the Failure on top after an error, else 0 with nothing pushed. */
 static int call_method(lua_State *L, int objidx, const char *method,
                        int nargs) {
-  objidx = lua_absindex(L, objidx);
-  if (lua_getfield(L, objidx, method) == LUA_TNIL) {
-    lua_pop(L, nargs + 1);
-    return 0;
-  }
-  lua_insert(L, -nargs - 1);
-  lua_pushvalue(L, objidx);
-  lua_insert(L, -nargs - 1);
-  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
+  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR)
     return 1;
-  }
+  lua_pop(L, 1);
   return 0;
 }
 
-/* [-0, +0, m] Push an error value of type `key` whose message is msg
-** followed, if code != 0, by the libuv error; sets its `code` field. */
+/* [-0, +1, m] Push an error value of type `key` whose message is msg (a
+** sentence without its final period) followed, if code != 0, by the
+** libuv error, whose name also goes in its `code` field. */
 static void push_error(lua_State *L, const char *key, const char *msg,
                        int code) {
   if (code != 0) {
@@ -226,7 +270,9 @@ static void push_error(lua_State *L, const char *key, const char *msg,
     lua_pushstring(L, uv_err_name(code));
     lua_setfield(L, -2, "code");
   } else {
-    sp_errortype_make(L, key, msg);
+    lua_pushfstring(L, "%s.", msg);
+    sp_errortype_make(L, key, lua_tostring(L, -1));
+    lua_remove(L, -2);
   }
 }
 
@@ -259,8 +305,7 @@ void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
 }
 
 static void stream_done(lua_State *L, sp_stream *s) {
-  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly.",
-             0);
+  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly", 0);
   stream_close(L, s);
 }
 
@@ -276,6 +321,10 @@ static void closed_cb(uv_handle_t *h) {
   t = lua_touserdata(L, tr);
   t->s = NULL;
   s->state = ST_CLOSED;
+  sp_stream_pushaddr(L, s, 1);
+  lua_setiuservalue(L, tr, UV_PEER);
+  sp_stream_pushaddr(L, s, 0);
+  lua_setiuservalue(L, tr, UV_HOST);
   lua_getiuservalue(L, tr, UV_REASON);
   reason = lua_gettop(L);
   if (lua_getiuservalue(L, tr, UV_PRODUCER) != LUA_TNIL) {
@@ -309,7 +358,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
 static void reading_update(sp_stream *s) {
   int want = s->state == ST_OPEN &&
-             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING));
+             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING |
+                           SF_THROTTLED));
   if (want && !(s->flags & SF_READING)) {
     if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
       s->flags |= SF_READING;
@@ -319,19 +369,61 @@ static void reading_update(sp_stream *s) {
   }
 }
 
+/* (protocol, data): protocol:dataReceived(data), looked up on each read
+** (inside the protected call) so that replacing the method works. */
+static int deliver_tramp(lua_State *L) {
+  lua_getfield(L, 1, "dataReceived");
+  lua_insert(L, 1);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static int flush_pending(lua_State *L, sp_stream *s);
+static int pull_producer(const sp_stream *s);
+static void stream_drained(lua_State *L, sp_stream *s);
+
+/* After a corked dataReceived: hand the batch to the kernel with
+** uv_try_write (no write request, no completion callback, as a raw libuv
+** server does) and queue only what it refuses. */
+static void flush_corked(lua_State *L, sp_stream *s) {
+  uv_buf_t b = uv_buf_init(s->pbuf, (unsigned)s->plen);
+  int w = pull_producer(s) || s->plen > UINT32_MAX
+              ? 0 : uv_try_write(&s->h.stream, &b, 1);
+  if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
+  if (w < 0) {
+    sp_stream_lose(L, s, 0, w);
+    return;
+  }
+  if ((size_t)w < s->plen) {
+    memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
+    s->plen -= (size_t)w;
+    flush_pending(L, s);
+    return;
+  }
+  s->plen = 0;
+  if (s->flags & SF_PPAUSED) stream_drained(L, s);
+}
+
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
                       size_t len) {
+  int r;
   if (s->state != ST_OPEN) return -1;
+  lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
-  /* Looked up on each read so that replacing the method works. */
-  lua_getfield(L, -1, "dataReceived");
-  lua_insert(L, -2);
   lua_pushlstring(L, data, len);
-  if (sp_pcall(L, 2, 0) != LUA_OK) {
+  /* Writes made by dataReceived (a LineReceiver's sendLine per line) are
+  ** copied to the pending buffer and go out as one write after it
+  ** returns, as Twisted's transport writes on the next reactor turn. */
+  s->flags |= SF_CORKED;
+  r = sp_pcall(L, 2, 0);
+  s->flags &= ~SF_CORKED;
+  if (r != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
     stream_close(L, s);
     return -1;
   }
+  if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
+    flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
 }
 
@@ -340,14 +432,15 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
 static void stream_eof(lua_State *L, sp_stream *s) {
   int top = lua_gettop(L);
   push_uv(L, s, UV_PROTO);
-  if (lua_type(L, -1) != LUA_TNIL &&
-      lua_getfield(L, -1, "readConnectionLost") != LUA_TNIL) {
-    lua_pop(L, 1);
-    s->flags |= SF_READ_EOF;
-    reading_update(s);
-    if (call_method(L, -1, "readConnectionLost", 0)) stream_close(L, s);
-  } else {
-    stream_done(L, s);
+  s->flags |= SF_READ_EOF;
+  reading_update(s);
+  switch (sp_stream_callmethod(L, -1, "readConnectionLost", 0)) {
+    case SP_CALL_ERROR:
+      stream_close(L, s);
+      break;
+    case SP_CALL_MISSING:
+      stream_done(L, s);
+      break;
   }
   lua_settop(L, top);
 }
@@ -372,6 +465,14 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---------------------------------------------------------- writing */
 
+/* uv_buf_init takes an unsigned int length; strings may be longer. */
+static uv_buf_t mkbuf(char *base, size_t len) {
+  uv_buf_t b;
+  b.base = base;
+  b.len = len;
+  return b;
+}
+
 static void write_cb(uv_write_t *req, int status);
 static void stream_drained(lua_State *L, sp_stream *s);
 
@@ -386,6 +487,10 @@ static void producer_call(lua_State *L, sp_stream *s, const char *name) {
 }
 
 static void check_highwater(lua_State *L, sp_stream *s) {
+  if (!(s->flags & SF_THROTTLED) && sp_stream_queued(s) > READ_THROTTLE) {
+    s->flags |= SF_THROTTLED;
+    reading_update(s);
+  }
   if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
           (SF_PRODUCER | SF_STREAMING) &&
       sp_stream_queued(s) > s->highwater) {
@@ -419,7 +524,7 @@ static int flush_pending(lua_State *L, sp_stream *s) {
   s->icap = s->pcap;
   s->pbuf = b;
   s->pcap = c;
-  s->inflight = uv_buf_init(s->ibuf, (unsigned)s->plen);
+  s->inflight = mkbuf(s->ibuf, s->plen);
   s->plen = 0;
   s->flags &= ~SF_ANCHOR;
   return start_write(L, s);
@@ -454,7 +559,7 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
     s->plen += len - skip;
     skip = 0;
   }
-  if (!(s->flags & SF_INFLIGHT)) return flush_pending(L, s);
+  if (!(s->flags & (SF_INFLIGHT | SF_CORKED))) return flush_pending(L, s);
   return 0;
 }
 
@@ -462,7 +567,9 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 ** a negative error other than EAGAIN. */
 static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
   int r;
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || pull_producer(s)) return 0;
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      pull_producer(s))
+    return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
   return r;
@@ -492,11 +599,12 @@ int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 static int write_string(lua_State *L, sp_stream *s, int idx) {
   size_t len;
   const char *p = lua_tolstring(L, idx, &len);
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  uv_buf_t b = mkbuf((char *)p, len);
   int r;
   if (s->filter != NULL && s->filter->write != NULL)
     return s->filter->write(L, s, &b, 1);
-  if ((s->flags & SF_INFLIGHT) || s->plen > 0 || len > UINT32_MAX)
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
+      len > UINT32_MAX)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {
@@ -506,7 +614,7 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   if ((size_t)r == len) return 0;
   lua_pushvalue(L, idx);
   lua_setiuservalue(L, 1, UV_ANCHOR);
-  s->inflight = uv_buf_init((char *)p + r, (unsigned)(len - (size_t)r));
+  s->inflight = mkbuf((char *)p + r, len - (size_t)r);
   s->flags |= SF_ANCHOR;
   r = start_write(L, s);
   if (r == 0) check_highwater(L, s);
@@ -571,6 +679,10 @@ static void stream_finish(lua_State *L, sp_stream *s) {
 ** empties, resume the producer, or finish a close or half-close. */
 static void stream_drained(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
+  if (s->flags & SF_THROTTLED) {
+    s->flags &= ~SF_THROTTLED;
+    reading_update(s);
+  }
   if ((s->flags & SF_PRODUCER) &&
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
     s->flags &= ~SF_PPAUSED;
@@ -718,12 +830,23 @@ static sp_stream *check_open(lua_State *L) {
   return s;
 }
 
+/* luaL_checkudata for the hot path: the metatable is recognised by its
+** address (luaL_checkudata looks its name up in the registry each call). */
+static transport_ud *transport_check_fast(lua_State *L) {
+  if (lua_getmetatable(L, 1)) {
+    const void *mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (mt == transport_mt) return lua_touserdata(L, 1);
+  }
+  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+}
+
 /* t:write(data): send a string to the peer, after everything written
 ** before. Raises if data is not a string; after the connection is lost
 ** (or the write half shut down) it does nothing, as in Twisted.
 ** twisted.internet.abstract.FileDescriptor.write. */
 static int transport_write(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
   if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
@@ -761,7 +884,7 @@ static int transport_writeSequence(lua_State *L) {
     p = lua_tolstring(L, -1, &len);
     lua_pop(L, 1); /* the table keeps the string alive */
     if (len == 0) continue;
-    bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+    bufs[nb++] = mkbuf((char *)p, len);
     if (nb == 64 || i == n) {
       if (s->filter != NULL && s->filter->write != NULL)
         s->filter->write(L, s, bufs, nb);
@@ -814,7 +937,7 @@ static int transport_abortConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;
   push_error(L, "reactor.ConnectionAborted",
-             "Connection was aborted locally using abortConnection.", 0);
+             "Connection was aborted locally using abortConnection", 0);
   stream_close(L, s);
   return 0;
 }
@@ -822,19 +945,16 @@ static int transport_abortConnection(lua_State *L) {
 /* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
 ** port = 1234} or {type = "UNIX", name = path}; they still answer after
 ** the connection is closed. */
-static int transport_getPeer(lua_State *L) {
+static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
-  sp_stream_pushaddr(L, t->s, 1);
+  if (t->s != NULL) sp_stream_pushaddr(L, t->s, peer);
+  else lua_getiuservalue(L, 1, peer ? UV_PEER : UV_HOST);
   return 1;
 }
 
-static int transport_getHost(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  if (t->s == NULL) return luaL_error(L, "attempt to use a closed transport");
-  sp_stream_pushaddr(L, t->s, 0);
-  return 1;
-}
+static int transport_getPeer(lua_State *L) { return transport_addr(L, 1); }
+
+static int transport_getHost(lua_State *L) { return transport_addr(L, 0); }
 
 static sp_stream *check_tcp(lua_State *L) {
   sp_stream *s = check_open(L);
@@ -971,7 +1091,8 @@ static int transport_getBufferSize(lua_State *L) {
 
 /* t:isClosed() -> boolean: the connection is lost or being closed. */
 static int transport_isClosed(lua_State *L) {
-  lua_pushboolean(L, sp_stream_check(L, 1) == NULL);
+  sp_stream *s = sp_stream_check(L, 1);
+  lua_pushboolean(L, s == NULL || (s->flags & SF_DISCONNECTING));
   return 1;
 }
 
@@ -1016,10 +1137,66 @@ static const luaL_Reg transport_methods[] = {
   {NULL, NULL}
 };
 
+/* __index: a method (upvalue 1 is the method table), else one of the
+** state fields Twisted's transports have: `connected` (open),
+** `disconnecting` (loseConnection was called, or the connection is lost;
+** spindle.basic stops delivering lines then), `disconnected`, and
+** `protocol`. */
+static int transport_index(lua_State *L) {
+  transport_ud *t = lua_touserdata(L, 1);
+  const char *key;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  key = lua_tostring(L, 2);
+  if (key == NULL) return 1;
+  if (strcmp(key, "disconnecting") == 0)
+    lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
+                           (t->s->flags & SF_DISCONNECTING));
+  else if (strcmp(key, "connected") == 0)
+    lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
+  else if (strcmp(key, "disconnected") == 0)
+    lua_pushboolean(L, t->s == NULL);
+  else if (strcmp(key, "protocol") == 0)
+    lua_getiuservalue(L, 1, UV_PROTO);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
 static const luaL_Reg transport_meta[] = {
   {"__tostring", transport_tostring},
   {NULL, NULL}
 };
+
+int sp_stream_disconnecting(lua_State *L, int idx) {
+  const transport_ud *t;
+  const void *mt;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return -1;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return -1;
+  t = lua_touserdata(L, idx);
+  return t->s == NULL || t->s->state != ST_OPEN ||
+         (t->s->flags & SF_DISCONNECTING) != 0;
+}
+
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs) {
+  const transport_ud *t;
+  const void *mt;
+  sp_stream *s;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return 0;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (mt != transport_mt) return 0;
+  t = lua_touserdata(L, idx);
+  s = t->s;
+  if (s != NULL && s->filter != NULL) return 0;
+  if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
+    return 1;
+  sp_stream_write_raw(L, s, bufs, nbufs);
+  return 1;
+}
 
 void sp_stream_init(lua_State *L) {
   static int hooked = 0;
@@ -1031,5 +1208,11 @@ void sp_stream_init(lua_State *L) {
   sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
                         "reactor.ConnectionLost");
   lua_pop(L, 1);
-  sp_class_new(L, SP_TRANSPORT_MT, transport_methods, transport_meta);
+  sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
+  luaL_getmetatable(L, SP_TRANSPORT_MT);
+  transport_mt = lua_topointer(L, -1);
+  luaL_newlib(L, transport_methods);
+  lua_pushcclosure(L, transport_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
 }

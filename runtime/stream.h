@@ -157,9 +157,36 @@ void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
 ** if idx is not a transport. */
 sp_stream *sp_stream_check(lua_State *L, int idx);
 
+/* [-0, +0, -] For the value at idx: 1 if it is a stream transport that is
+** closed or closing (loseConnection() was called: Twisted's
+** transport.disconnecting), 0 if it is an open one, -1 if it is not a
+** stream transport. No registry lookup: spindle.basic asks it after
+** every line. */
+int sp_stream_disconnecting(lua_State *L, int idx);
+
+/* [-0, +0, -] transport:write(b1 .. b2 ...) for the value at idx without
+** building the string, when it is a stream transport with no filter (TLS
+** keeps the Lua call): returns 1 when done (nothing is written once the
+** transport is closed or half-closed, as transport:write), 0 when the
+** caller must call transport:write itself. */
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs);
+
 /* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
                               int *port);
+
+/* Results of sp_stream_callmethod. */
+enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
+
+/* [-nargs, +1, -] obj:name(args...) for obj at objidx and the nargs
+** arguments on top, protected, the method lookup included (an object's
+** __index may raise). Pushes the method's first result (SP_CALL_OK), nil
+** when obj has no such method (SP_CALL_MISSING), or the Failure of an
+** error, which is logged (SP_CALL_ERROR). For libuv callbacks, which must
+** never raise. */
+int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
+                         int nargs);
 
 /* [-0, +0, m] Register the transport metatable (done by luaopen). */
 void sp_stream_init(lua_State *L);

@@ -18,6 +18,7 @@
 ** and a connecting Connector hold a registry reference to their userdata;
 ** a connected Connector is kept alive by its transport.
 */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "failure.h"
 #include "loop.h"
 #include "stream.h"
+#include "tcp.h"
 
 #define PORT_MT "spindle.Port"
 #define CONNECTOR_MT "spindle.Connector"
@@ -76,15 +78,35 @@ typedef struct listener listener;
 typedef struct port_ud {
   int kind;          /* SP_STREAM_TCP or SP_STREAM_UNIX */
   int backlog;
+  int mode;          /* Unix: permission bits of the socket file */
   int ref;           /* registry ref while listening or closing */
   listener *ls;      /* the listening handle, NULL when not listening */
   struct sockaddr_storage want;  /* TCP: the address asked for */
   struct sockaddr_storage bound; /* TCP: the address bound */
+  sp_tcp_setup_fn setup;         /* per-connection hook (TLS), or NULL */
+  int reuseport;                 /* TCP: SO_REUSEPORT before bind */
 } port_ud;
 
 /* User values of a Port: the factory, the Deferreds of stopListening,
-** the socket path (Unix). */
-enum { PV_FACTORY = 1, PV_WAITERS, PV_PATH, PV_N };
+** the socket path (Unix), the setup hook's value. */
+enum { PV_FACTORY = 1, PV_WAITERS, PV_PATH, PV_SETUP, PV_N };
+
+/* [-0, +0, -] Run a setup hook on the just-opened stream s whose
+** transport's owner (Port or Connector) is at oidx and whose hook value is
+** its user value uvn. Returns 0, or nonzero after losing the connection. */
+static int run_setup(lua_State *L, sp_tcp_setup_fn setup, sp_stream *s,
+                     int oidx, int uvn) {
+  int top = lua_gettop(L), r;
+  if (setup == NULL) return 0;
+  lua_getiuservalue(L, oidx, uvn);
+  r = setup(L, s, lua_gettop(L));
+  if (r != 0) {
+    if (lua_gettop(L) == top + 1) lua_pushliteral(L, "connection setup failed");
+    sp_stream_lose(L, s, -1, 0);
+  }
+  lua_settop(L, top);
+  return r;
+}
 
 struct listener {
   union {
@@ -123,18 +145,15 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   lua_getiuservalue(L, -1, PV_FACTORY);
-  lua_getfield(L, -1, "buildProtocol");
-  lua_insert(L, -2);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_pcall(L, 2, 1) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    sp_stream_discard(s);
-  } else if (lua_isnil(L, -1)) {
+  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
+      lua_isnil(L, -1)) {
     sp_stream_discard(s);
   } else {
     sp_stream_open(L, s);
     lua_pop(L, 1);
-    sp_stream_connect_protocol(L, s);
+    if (run_setup(L, pu->setup, s, top + 1, PV_SETUP) == 0)
+      sp_stream_connect_protocol(L, s);
   }
   lua_settop(L, top);
 }
@@ -162,7 +181,24 @@ static void port_listen(lua_State *L, int idx) {
   int portnum;
   if (ls == NULL) luaL_error(L, "not enough memory");
   ls->h.handle.data = ls;
-  if (pu->kind == SP_STREAM_TCP) {
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+    /* uv_tcp_init_ex makes the socket now, so the option can precede
+    ** bind (libuv 1.44 has no UV_TCP_REUSEPORT flag). */
+    r = uv_tcp_init_ex(sp_loop(), &ls->h.tcp, pu->want.ss_family);
+    if (r == 0) {
+      uv_os_fd_t fd;
+      int one = 1;
+      uv_fileno(&ls->h.handle, &fd);
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        r = uv_translate_sys_error(errno);
+      if (r < 0) {
+        uv_close(&ls->h.handle, listener_free_cb);
+        sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                           "Couldn't set SO_REUSEPORT: %s (%s).",
+                           uv_strerror(r), uv_err_name(r));
+      }
+    }
+  } else if (pu->kind == SP_STREAM_TCP) {
     r = uv_tcp_init(sp_loop(), &ls->h.tcp);
   } else {
     lua_getiuservalue(L, idx, PV_PATH);
@@ -201,7 +237,7 @@ static void port_listen(lua_State *L, int idx) {
     int len = sizeof pu->bound;
     uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
   } else {
-    chmod(path, 0666); /* twisted unix.Port's default mode */
+    chmod(path, (mode_t)pu->mode);
   }
   ls->port = pu;
   ls->live.shutdown = listener_shutdown;
@@ -239,10 +275,7 @@ static void port_closed_cb(uv_handle_t *h) {
     lua_pop(L, 1);
   }
   lua_getiuservalue(L, pidx, PV_FACTORY);
-  if (lua_getfield(L, -1, "doStop") != LUA_TNIL) {
-    lua_insert(L, -2);
-    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  sp_stream_callmethod(L, -1, "doStop", 0);
   lua_settop(L, pidx);
   lua_getiuservalue(L, pidx, PV_WAITERS);
   lua_pushnil(L);
@@ -376,39 +409,81 @@ static int check_backlog(lua_State *L, int idx) {
   return (int)b;
 }
 
-/* reactor.listenTCP(port, factory[, backlog][, interface]) -> Port
+/* reactor.listenTCP(port, factory[, backlog][, interface][, options])
+**   -> Port
 ** Listen on TCP `port` (0 picks a free one; port:getHost() tells which)
 ** of `interface` (an IPv4 or IPv6 literal; default "" = every IPv4
-** address, "::" every address); backlog defaults to 50. Each connection
-** gets factory:buildProtocol(addr). Raises CannotListenError (with the
-** libuv error name in `code`: "EADDRINUSE", "EACCES") and argument errors.
-** twisted IReactorTCP.listenTCP. */
+** address, "::" every address); backlog defaults to 50. The last argument
+** may be an options table {backlog = n, interface = ip, reusePort = true}
+** (reusePort: SO_REUSEPORT, so that several processes share the port; see
+** DESIGN.md). Each connection gets factory:buildProtocol(addr). Raises
+** CannotListenError (with the libuv error name in `code`: "EADDRINUSE",
+** "EACCES") and argument errors. twisted IReactorTCP.listenTCP. */
 static int tcp_listenTCP(lua_State *L) {
+  return sp_tcp_listen(L, NULL, 0);
+}
+
+int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   int portnum = check_portnum(L, 1);
-  int backlog;
+  int backlog, opts = 0, reuse = 0, i;
   const char *iface;
   port_ud *pu;
   check_factory(L, 2);
-  backlog = check_backlog(L, 3);
-  iface = luaL_optstring(L, 4, "");
+  if (setup != NULL) arg = lua_absindex(L, arg);
+  for (i = 3; i <= 5 && opts == 0; i++)
+    if (lua_type(L, i) == LUA_TTABLE) opts = i;
+  if (opts == 3) {
+    lua_Integer b = DEFAULT_BACKLOG;
+    int isint = 1;
+    if (lua_getfield(L, opts, "backlog") != LUA_TNIL)
+      b = lua_tointegerx(L, -1, &isint);
+    luaL_argcheck(L, isint && b > 0 && b <= 65535, opts,
+                  "backlog must be a positive integer");
+    backlog = (int)b;
+  } else {
+    backlog = check_backlog(L, 3);
+  }
+  if (opts == 3 || opts == 4) {
+    int t = lua_getfield(L, opts, "interface");
+    luaL_argcheck(L, t == LUA_TNIL || t == LUA_TSTRING, opts,
+                  "interface must be a string");
+    iface = t == LUA_TNIL ? "" : lua_tostring(L, -1);
+  } else {
+    iface = luaL_optstring(L, 4, "");
+  }
+  if (opts != 0) {
+    lua_getfield(L, opts, "reusePort");
+    reuse = lua_toboolean(L, -1);
+  }
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
+  pu->reuseport = reuse;
   if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
     return luaL_argerror(
-        L, 4, lua_pushfstring(L, "IP address expected, got '%s'", iface));
+        L, opts == 3 || opts == 4 ? opts : 4,
+        lua_pushfstring(L, "IP address expected, got '%s'", iface));
+  if (setup != NULL) {
+    pu->setup = setup;
+    lua_pushvalue(L, arg);
+    lua_setiuservalue(L, -2, PV_SETUP);
+  }
   port_listen(L, lua_gettop(L));
   return 1;
 }
 
-/* reactor.listenUNIX(path, factory[, backlog]) -> Port
-** Listen on a Unix socket at path (made mode 0666, removed by
-** stopListening). Raises CannotListenError ("EADDRINUSE" if the path
-** exists). twisted IReactorUNIX.listenUNIX. */
+/* reactor.listenUNIX(path, factory[, backlog][, mode]) -> Port
+** Listen on a Unix socket at path, whose file gets permission bits mode
+** (default 0666 = 438, as Twisted) and is removed by stopListening.
+** Raises CannotListenError ("EADDRINUSE" if the path exists).
+** twisted IReactorUNIX.listenUNIX. */
 static int tcp_listenUNIX(lua_State *L) {
   int backlog;
+  lua_Integer mode;
   luaL_checkstring(L, 1);
   check_factory(L, 2);
   backlog = check_backlog(L, 3);
-  port_new(L, SP_STREAM_UNIX, 2, backlog);
+  mode = luaL_optinteger(L, 4, 0666);
+  luaL_argcheck(L, mode >= 0 && mode <= 07777, 4, "mode must be in 0..4095");
+  port_new(L, SP_STREAM_UNIX, 2, backlog)->mode = (int)mode;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, PV_PATH);
   port_listen(L, lua_gettop(L));
@@ -448,10 +523,12 @@ struct connector {
   sp_stream *attempt;  /* connect in flight */
   sp_stream *stream;   /* connected stream */
   struct addrinfo *ai, *ai_next;
+  sp_tcp_setup_fn setup; /* per-connection hook (TLS), or NULL */
 };
 
-/* User values of a Connector: factory, transport, host or path. */
-enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_N };
+/* User values of a Connector: factory, transport, host or path, the
+** setup hook's value. */
+enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_SETUP, CV_N };
 
 static void op_timer_free(uv_handle_t *h) { free(h->data); }
 
@@ -534,20 +611,13 @@ static void conn_failed(lua_State *L, connector *c) {
   sp_failure_new(L, top + 1, NULL, 0);
   lua_getiuservalue(L, cidx, CV_FACTORY);
   fidx = lua_gettop(L);
-  if (lua_getfield(L, fidx, "clientConnectionFailed") != LUA_TNIL) {
-    lua_pushvalue(L, fidx);
-    lua_pushvalue(L, cidx);
-    lua_pushvalue(L, cidx + 1);
-    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  lua_pushvalue(L, cidx);
+  lua_pushvalue(L, cidx + 1);
+  sp_stream_callmethod(L, fidx, "clientConnectionFailed", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
-      lua_pushvalue(L, fidx);
-      if (sp_pcall(L, 1, 0) != LUA_OK)
-        sp_log_failure(L, -1, "Unhandled Error");
-    }
+    sp_stream_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, top);
 }
@@ -599,20 +669,13 @@ static void conn_lost(sp_stream *s, lua_State *L) {
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   lua_getiuservalue(L, cidx, CV_FACTORY);
   fidx = lua_gettop(L);
-  if (lua_getfield(L, fidx, "clientConnectionLost") != LUA_TNIL) {
-    lua_pushvalue(L, fidx);
-    lua_pushvalue(L, cidx);
-    lua_pushvalue(L, reason);
-    if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
+  lua_pushvalue(L, cidx);
+  lua_pushvalue(L, reason);
+  sp_stream_callmethod(L, fidx, "clientConnectionLost", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    if (lua_getfield(L, fidx, "doStop") != LUA_TNIL) {
-      lua_pushvalue(L, fidx);
-      if (sp_pcall(L, 1, 0) != LUA_OK)
-        sp_log_failure(L, -1, "Unhandled Error");
-    }
+    sp_stream_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, reason);
 }
@@ -636,15 +699,19 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   lua_pushvalue(L, cidx);
   lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
+  if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) {
+    lua_settop(L, top);
+    return;
+  }
   lua_getiuservalue(L, cidx, CV_FACTORY);
-  lua_getfield(L, -1, "buildProtocol");
-  lua_insert(L, -2);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_pcall(L, 2, 1) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    sp_stream_lose(L, s, -1, 0);
-  } else {
+  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
     sp_stream_connect_protocol(L, s);
+  } else {
+    if (lua_isnil(L, -1))
+      sp_errortype_make(L, "reactor.ConnectError",
+                        "the factory has no buildProtocol method");
+    sp_stream_lose(L, s, -1, 0);
   }
   lua_settop(L, top);
 }
@@ -983,10 +1050,15 @@ static void check_bind(lua_State *L, int idx, connector *c) {
 ** ConnectionRefusedError, DNSLookupError, TimeoutError or ConnectError,
 ** whose messages name the address. twisted IReactorTCP.connectTCP. */
 static int tcp_connectTCP(lua_State *L) {
+  lua_settop(L, 5);
+  return sp_tcp_connect(L, NULL, 0);
+}
+
+int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   connector *c;
   int port;
   double timeout;
-  lua_settop(L, 5);
+  if (setup != NULL) arg = lua_absindex(L, arg);
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
@@ -995,6 +1067,11 @@ static int tcp_connectTCP(lua_State *L) {
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
   c->port = port;
   if (!lua_isnoneornil(L, 5)) check_bind(L, 5, c);
+  if (setup != NULL) {
+    c->setup = setup;
+    lua_pushvalue(L, arg);
+    lua_setiuservalue(L, -2, CV_SETUP);
+  }
   conn_start(L, c, lua_gettop(L));
   return 1;
 }
@@ -1014,7 +1091,82 @@ static int tcp_connectUNIX(lua_State *L) {
   return 1;
 }
 
+/* A reactor.resolve in flight: the Deferred is held by a registry ref. */
+typedef struct resolve_op {
+  uv_getaddrinfo_t req;
+  int dref;
+  int nameref;
+} resolve_op;
+
+static void resolve_cb(uv_getaddrinfo_t *req, int status,
+                       struct addrinfo *res) {
+  resolve_op *op = req->data;
+  lua_State *L = sp_loop_state();
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, op->dref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, op->nameref);
+  luaL_unref(L, LUA_REGISTRYINDEX, op->dref);
+  luaL_unref(L, LUA_REGISTRYINDEX, op->nameref);
+  free(op);
+  if (status < 0 || res == NULL) {
+    lua_pushfstring(L, "DNS lookup failed: address '%s' not found: %s (%s).",
+                    lua_tostring(L, -1), uv_strerror(status),
+                    uv_err_name(status));
+    sp_errortype_make(L, "reactor.DNSLookupError", lua_tostring(L, -1));
+    lua_pushstring(L, uv_err_name(status));
+    lua_setfield(L, -2, "code");
+    sp_deferred_errback(L, top + 1, -1);
+  } else {
+    char buf[64];
+    int port;
+    lua_pushstring(L, sp_stream_addrstr(res->ai_addr, buf, &port));
+    sp_deferred_callback(L, top + 1, -1);
+  }
+  uv_freeaddrinfo(res);
+  lua_settop(L, top);
+}
+
+/* reactor.resolve(name) -> Deferred of an IPv4 address string, as
+** twisted's reactor.resolve (gethostbyname: IPv4 only); an IP literal
+** (IPv6 too) fires at once. Resolution runs on libuv's thread pool
+** (uv_getaddrinfo), never blocking the loop. Fails with DNSLookupError
+** naming the name. */
+static int tcp_resolve(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  struct sockaddr_storage sa;
+  struct addrinfo hints;
+  resolve_op *op;
+  int r;
+  sp_deferred_new(L);
+  if (parse_ip(name, 0, &sa) == 0) {
+    sp_deferred_callback(L, -1, 1);
+    return 1;
+  }
+  op = malloc(sizeof *op);
+  if (op == NULL) return luaL_error(L, "not enough memory");
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  op->req.data = op;
+  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_cb, name, NULL, &hints);
+  if (r < 0) {
+    free(op);
+    lua_pushfstring(L, "DNS lookup failed: address '%s' not found: %s (%s).",
+                    name, uv_strerror(r), uv_err_name(r));
+    sp_errortype_make(L, "reactor.DNSLookupError", lua_tostring(L, -1));
+    sp_deferred_errback(L, -3, -1);
+    lua_pop(L, 2);
+    return 1;
+  }
+  lua_pushvalue(L, -1);
+  op->dref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 1);
+  op->nameref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
 static const luaL_Reg tcp_funcs[] = {
+  {"resolve", tcp_resolve},
   {"listenTCP", tcp_listenTCP},
   {"connectTCP", tcp_connectTCP},
   {"listenUNIX", tcp_listenUNIX},

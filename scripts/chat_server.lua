@@ -1,5 +1,5 @@
 -- scripts/chat_server.lua: a line-based chat server: each line a client
--- sends goes to every other client, as "<name>: <line>". Follows the chat
+-- sends goes to every other client, as "<name> line". Follows the chat
 -- example of Twisted's documentation (LineReceiver and a shared dict).
 --
 --   build/spindle scripts/chat_server.lua [PORT] [--timeout S]
@@ -11,6 +11,7 @@
 --   socat - TCP:127.0.0.1:8123
 local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
+local basic = require("spindle.basic")
 
 local port, timeout = 8123, nil
 local i = 1
@@ -21,32 +22,20 @@ while arg[i] do
   i = i + 1
 end
 
-local MAX_LINE = 16384
-
-local Chat = protocol.Protocol:extend({})
+--- Chat: one per client; lines are cut by spindle.basic.LineReceiver.
+-- The delimiter is "\n" so that nc works; a "\r" before it is dropped.
+-- A line longer than MAX_LENGTH drops the client (LineReceiver's
+-- lineLengthExceeded), so nobody can grow our memory.
+local Chat = basic.LineReceiver:extend({})
+Chat.delimiter = "\n"
 
 function Chat:connectionMade()
-  self.buffer = ""
-  self.transport:write("What's your name?\r\n")
-end
-
--- Lines end with "\n" (a "\r" before it is dropped); a line longer than
--- MAX_LINE drops the client, so nobody can grow our memory.
-function Chat:dataReceived(data)
-  self.buffer = self.buffer .. data
-  while true do
-    local nl = self.buffer:find("\n", 1, true)
-    if not nl then break end
-    local line = self.buffer:sub(1, nl - 1):gsub("\r$", "")
-    self.buffer = self.buffer:sub(nl + 1)
-    self:lineReceived(line)
-    if self.transport:isClosed() then return end
-  end
-  if #self.buffer > MAX_LINE then self.transport:loseConnection() end
+  self:sendLine("What's your name?\r")
 end
 
 function Chat:lineReceived(line)
   local users = self.factory.users
+  line = line:gsub("\r$", "")
   if self.name == nil then
     if line == "" or users[line] then
       self.transport:write("Name taken, please choose another.\r\n")

@@ -14,33 +14,18 @@
 -- "connection failed: ...") and exits.
 local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
+local basic = require("spindle.basic")
 
 local host = arg[1] or "127.0.0.1"
 local port = math.tointeger(tonumber(arg[2] or "8000"))
 
-local EchoClient = protocol.Protocol:extend({})
+local EchoClient = basic.LineReceiver:extend({})
 EchoClient.finish = "Bye-bye!"
 
 function EchoClient:connectionMade()
-  self.buffer = ""
   self:sendLine("Hello, world!")
   self:sendLine("What a fine day it is.")
   self:sendLine(self.finish)
-end
-
-function EchoClient:sendLine(line)
-  self.transport:write(line .. "\r\n")
-end
-
--- Split the stream into lines (spindle.basic.LineReceiver does this in C).
-function EchoClient:dataReceived(data)
-  self.buffer = self.buffer .. data
-  while true do
-    local line, rest = self.buffer:match("^(.-)\r\n(.*)$")
-    if not line then break end
-    self.buffer = rest
-    self:lineReceived(line)
-  end
 end
 
 function EchoClient:lineReceived(line)
@@ -51,12 +36,12 @@ end
 local EchoClientFactory = protocol.ClientFactory:extend({})
 EchoClientFactory.protocol = EchoClient
 
-function EchoClientFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionFailed(_, reason)
   print("connection failed: " .. reason:getErrorMessage())
   reactor.stop()
 end
 
-function EchoClientFactory:clientConnectionLost(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionLost(_, reason)
   print("connection lost: " .. reason:getErrorMessage())
   reactor.stop()
 end

@@ -326,6 +326,19 @@ describe("LineReceiver", function()
   end)
 end)
 
+describe("LineOnlyReceiver", function()
+  it("is a LineReceiver", function()
+    local P = basic.LineOnlyReceiver:extend()
+    function P:__init() self.lines = {} end
+    function P:lineReceived(line) self.lines[#self.lines + 1] = line end
+    local p = connect(P)
+    p:dataReceived("x\r\ny\r")
+    p:dataReceived("\n")
+    assert.same({"x", "y"}, p.lines)
+    assert.is_true(basic.LineReceiver:isinstance(p))
+  end)
+end)
+
 -- A NetstringReceiver that records strings.
 local NS = basic.NetstringReceiver:extend({__name = "NS"})
 function NS:__init() self.strings = {} end
@@ -558,6 +571,36 @@ print("ok" if got == want else "mismatch %r" % got[:200])
     assert.equal("ok\n", out)
   end)
 
+  it("delivers no line after loseConnection in lineReceived", function()
+    if skipWithoutTCP() then return end
+    local lines, flag = {}, nil
+    local P = basic.LineReceiver:extend()
+    function P:lineReceived(line)
+      lines[#lines + 1] = line
+      if line == "quit" then
+        self:sendLine("bye")
+        self.transport:loseConnection()
+        flag = self.transport.disconnecting
+        if flag == nil then flag = self.transport:isClosed() end
+      end
+    end
+    local n = serve(P)
+    local out = wait(python([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+s.sendall(b"a\r\nquit\r\nb\r\nc\r\n")
+got = b""
+while True:
+    b = s.recv(100)
+    if not b: break
+    got += b
+print(got)
+]], n))
+    assert.equal("b'bye\\r\\n'\n", out)
+    assert.is_true(flag)
+    assert.same({"a", "quit"}, lines)
+  end)
+
   it("disconnects a peer sending 10 MiB without a delimiter", function()
     if skipWithoutTCP() then return end
     local exceeded = 0
@@ -614,7 +657,9 @@ print(got)
     log.removeObserver(observer)
     for _, o in ipairs(saved) do log.addObserver(o) end
     assert.is_true(ok, out)
-    assert.equal("b'ok a\\r\\n'\n", out)
+    -- The connection is dropped at once, as Twisted does: what was written
+    -- in the same dataReceived may be lost with it, "c" is never seen.
+    assert.truthy(out == "b''\n" or out == "b'ok a\\r\\n'\n", out)
     assert.equal(1, #errors)
     assert.truthy(errors[1].failure:getTraceback():find("lineReceived blew up",
       1, true))

@@ -27,6 +27,10 @@ local expected = {
 
 local servers = {
   -- ["scripts/echo_server.lua"] = "serves until killed",
+  ["scripts/echo_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/echo_client.lua"] = "needs a server: run by tcp_spec.lua",
+  ["scripts/chat_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
   ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
     "run by spec/udp_spec.lua",
 }

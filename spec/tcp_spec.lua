@@ -77,6 +77,14 @@ local function collector(onMade)
   return cf
 end
 
+-- Resident memory of this process, in bytes.
+local function rss()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmRSS:%s+(%d+)")
+    if kb then return tonumber(kb) * 1024 end
+  end
+end
+
 describe("reactor.listenTCP", function()
   it("answers an outside python3 client as an echo server", function()
     local f = echoFactory()
@@ -456,12 +464,6 @@ print(n, "OK" if got.hexdigest() == want else "BAD")
 
   it("keeps memory bounded under a streaming producer writing 256 MiB",
     function()
-      local function rss()
-        for line in io.lines("/proc/self/status") do
-          local kb = line:match("^VmRSS:%s+(%d+)")
-          if kb then return tonumber(kb) * 1024 end
-        end
-      end
       local total = 256 * 1024 * 1024
       local chunk = ("0123456789abcdef"):rep(4096) -- 64 KiB
       local lost = defer.Deferred()
@@ -526,6 +528,46 @@ print(n)
       assert.is_true(after - before < 64 * 1024 * 1024,
         "RSS grew by " .. (after - before))
       assert.is_true(stats.peak < 32 * 1024 * 1024, "queue peak " .. stats.peak)
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
+  it("stops reading from a peer that sends without reading once 64 MiB " ..
+    "are queued", function()
+      local f = protocol.Factory.forProtocol(protocol.Protocol:extend({
+        dataReceived = function(self, d) self.transport:write(d) end,
+        connectionLost = function() end,
+      }))
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      collectgarbage()
+      local before = rss()
+      local py = pyfile(([[
+import socket
+s = socket.create_connection(("127.0.0.1", %d))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.settimeout(2)
+chunk, sent = b"x" * (1 << 20), 0
+try:
+    while sent < (400 << 20):
+        sent += s.send(chunk)
+except socket.timeout:
+    pass
+print("blocked" if sent < (400 << 20) else "sent all", flush=True)
+import time; time.sleep(0.5)
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local d = defer.Deferred()
+      local peak = 0
+      local function poll()
+        peak = math.max(peak, rss() - before)
+        if not d.called then reactor.callLater(0.05, poll) end
+      end
+      poll()
+      reactor.callLater(3, function() d:callback(nil) end)
+      wait(d)
+      assert.equal("blocked\n", finish(p))
+      -- 64 MiB queued, plus garbage strings of the reads not yet collected.
+      assert.is_true(peak < 200 * 1024 * 1024, "RSS grew by " .. peak)
       os.remove(py)
       wait(port:stopListening())
     end)
@@ -786,6 +828,25 @@ print(s.recv(100))
       wait(port:stopListening())
     end)
 
+  it("survives a protocol whose method lookup raises", function()
+    local f = protocol.Factory()
+    function f:buildProtocol()
+      return setmetatable({
+        makeConnection = function(p, t) rawset(p, "transport", t) end,
+      }, {__index = function(_, k) error("strict protocol: no " .. k) end})
+    end
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local cf = collector(function(c) c.transport:write("data") end)
+    local errors = H.loggedErrors(function()
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      wait(cf.done)
+    end)
+    assert.is_true(#errors >= 1)
+    assert.matches("strict protocol: no dataReceived",
+      errors[1].failure:getTraceback(), 1, true)
+    wait(port:stopListening())
+  end)
+
   it("logs an error in connectionMade and drops the connection", function()
     local S = protocol.Protocol:extend({
       connectionMade = function() error("no thanks") end})
@@ -842,5 +903,126 @@ print("echoed", ok)
       " " .. require("spec.support.process").bin)
     assert.equal("echoed 2000\n", finish(p))
     os.remove(py)
+  end)
+end)
+
+describe("scripts/", function()
+  it("echo_client.lua talks to echo_server.lua --once; both exit", function()
+    local srv = spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_server.lua 0 --once --timeout 8")
+    local n = srv:read("l"):match(":(%d+)$")
+    local out = finish(spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_client.lua 127.0.0.1 " .. n))
+    assert.equal("receive: Hello, world!\nreceive: What a fine day it is.\n" ..
+      "receive: Bye-bye!\nconnection lost: Connection was closed cleanly.\n",
+      out)
+    assert.equal("", finish(srv))
+  end)
+
+  it("echo_client.lua reports a refused connection", function()
+    local out = finish(spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/echo_client.lua 127.0.0.1 " .. freePort()))
+    assert.matches("^connection failed: Connection was refused by other " ..
+      "side: connecting to 127%.0%.0%.1:%d+", out)
+  end)
+
+  it("chat_server.lua relays each line to every other client", function()
+    local srv = spawn("timeout 10 " .. H.SPINDLE ..
+      " scripts/chat_server.lua 0 --timeout 2")
+    local n = tonumber(srv:read("l"):match(":(%d+)$"))
+    local py = pyfile(([[
+import socket, time
+def conn(name):
+    s = socket.create_connection(("127.0.0.1", %d))
+    s.settimeout(5)
+    f = s.makefile("rb")
+    assert f.readline() == b"What's your name?\r\n"
+    s.sendall(name + b"\n")
+    assert f.readline() == b"Welcome, " + name + b"!\r\n"
+    return s, f
+a, fa = conn(b"alice")
+b, fb = conn(b"bob")
+c, fc = conn(b"carol")
+a.sendall(b"hi all\r\n")
+print(fb.readline().decode().strip(), "|", fc.readline().decode().strip())
+b.sendall(b"hello alice\n")
+print(fa.readline().decode().strip(), "|", fc.readline().decode().strip())
+]]):format(n))
+    local out = finish(spawn("python3 " .. py))
+    assert.equal("<alice> hi all | <alice> hi all\n" ..
+      "<bob> hello alice | <bob> hello alice\n", out)
+    assert.equal("", finish(srv))
+    os.remove(py)
+  end)
+end)
+
+describe("transport state fields", function()
+  it("reports connected, disconnecting and disconnected as Twisted does",
+    function()
+      local seen = {}
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        local t = self.transport
+        seen[1] = {t.connected, t.disconnecting, t.disconnected}
+        t:loseConnection()
+        seen[2] = {t.connected, t.disconnecting, t.disconnected}
+      end
+      function S:connectionLost()
+        local t = self.transport
+        seen[3] = {t.connected, t.disconnecting, t.disconnected}
+        lost:callback(nil)
+      end
+      local f = protocol.Factory.forProtocol(S)
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      reactor.connectTCP("127.0.0.1", port:getHost().port, collector())
+      wait(lost)
+      assert.same({{true, false, false}, {true, true, false},
+        {false, true, true}}, seen)
+      wait(port:stopListening())
+    end)
+end)
+
+describe("reactor.resolve", function()
+  it("resolves a name to an IPv4 address without blocking", function()
+    local d = reactor.resolve("localhost")
+    assert.is_false(d.called)
+    assert.equal("127.0.0.1", wait(d))
+  end)
+
+  it("returns an IP literal as it is", function()
+    assert.equal("::1", wait(reactor.resolve("::1")))
+  end)
+
+  it("fails with DNSLookupError naming the name", function()
+    local name = ("y"):rep(64) .. ".invalid"
+    local f = H.waitForFailure(reactor.resolve(name))
+    assert.is_truthy(f:check(reactor.DNSLookupError))
+    assert.matches(name, f:getErrorMessage(), 1, true)
+  end)
+end)
+
+describe("reactor.listenTCP options", function()
+  it("lets two ports share a port number with reusePort", function()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    local p1 = reactor.listenTCP(0, f, {interface = "127.0.0.1",
+      reusePort = true})
+    local n = p1:getHost().port
+    local p2 = reactor.listenTCP(n, f, nil, "127.0.0.1", {reusePort = true})
+    assert.equal(n, p2:getHost().port)
+    H.assertErrorType(reactor.CannotListenError, "EADDRINUSE",
+      pcall(reactor.listenTCP, n, f, nil, "127.0.0.1"))
+    wait(p1:stopListening())
+    wait(p2:stopListening())
+  end)
+
+  it("rejects bad option values naming the argument", function()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    assert.has_error(function()
+      reactor.listenTCP(0, f, {backlog = "x"})
+    end, "bad argument #3 to 'listenTCP' (backlog must be a positive integer)")
+    assert.has_error(function()
+      reactor.listenTCP(0, f, 5, {interface = "nope"})
+    end, "bad argument #4 to 'listenTCP' (IP address expected, got 'nope')")
   end)
 end)

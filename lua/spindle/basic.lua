@@ -1,6 +1,7 @@
 --- spindle.basic: line and length-prefix framing over a stream transport,
--- as twisted.protocols.basic: LineReceiver, NetstringReceiver,
--- Int32StringReceiver, Int16StringReceiver, Int8StringReceiver.
+-- as twisted.protocols.basic: LineReceiver, LineOnlyReceiver,
+-- NetstringReceiver, Int32StringReceiver, Int16StringReceiver,
+-- Int8StringReceiver.
 -- Subclass them with Class:extend{...} and override lineReceived /
 -- stringReceived. The scanning (dataReceived) is done in C
 -- (spindle._linebuf): pending bytes live in a C buffer with a read offset,
@@ -82,6 +83,11 @@ function LineReceiver:lineLengthExceeded(line) -- luacheck: ignore
   return self.transport:loseConnection()
 end
 
+--- LineOnlyReceiver: lines only (no raw mode), as
+-- twisted.protocols.basic.LineOnlyReceiver; here it is LineReceiver,
+-- whose C scanner is already the fast path.
+local LineOnlyReceiver = LineReceiver:extend({__name = "LineOnlyReceiver"})
+
 --- NetstringReceiver: netstrings ("5:hello,"). MAX_LENGTH (default 99999)
 -- bounds a string; a bad prefix, an over-long string or a missing comma
 -- drop the connection and set brokenPeer = 1.
@@ -134,6 +140,7 @@ local Int8StringReceiver = IntNStringReceiver:extend({
   __name = "Int8StringReceiver", prefixLength = 1})
 
 M.LineReceiver = LineReceiver
+M.LineOnlyReceiver = LineOnlyReceiver
 M.NetstringReceiver = NetstringReceiver
 M.IntNStringReceiver = IntNStringReceiver
 M.Int32StringReceiver = Int32StringReceiver

@@ -3,9 +3,11 @@
 -- connect; endpoint:listen(factory) gives a Deferred of the Port,
 -- endpoint:connect(factory) a Deferred of the connected protocol.
 --
---   local ep = endpoints.serverFromString(reactor, "tcp:8080:interface=127.0.0.1")
+--   local ep = endpoints.serverFromString(reactor,
+--     "tcp:8080:interface=127.0.0.1")
 --   ep:listen(factory):addCallback(function(port) ... end)
---   local cp = endpoints.clientFromString(reactor, "tcp:host=127.0.0.1:port=8080")
+--   local cp = endpoints.clientFromString(reactor,
+--     "tcp:host=127.0.0.1:port=8080")
 --   cp:connect(factory):addCallback(function(proto) ... end)
 --
 -- Strings follow Twisted's syntax: "type:arg:key=value:...", with "\:"
@@ -81,7 +83,7 @@ function WrappingFactory:buildProtocol(addr)
   return proto
 end
 
-function WrappingFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore connector
+function WrappingFactory:clientConnectionFailed(_, reason)
   if not self.onConnection.called then self.onConnection:errback(reason) end
 end
 

@@ -1,0 +1,33 @@
+/*
+** tcp.h: TCP ports and connectors (tcp.c) for the files that build on
+** them: tls.c makes listenSSL and connectSSL from these, installing its
+** filter (stream.h) on each connection before the protocol sees it.
+*/
+#ifndef SP_TCP_H
+#define SP_TCP_H
+
+#include <lua.h>
+
+#include "stream.h"
+
+/* A hook run for each new connection of a port or connector, once its
+** transport exists and before protocol:makeConnection: it may install a
+** filter on s (s->filter, s->filter_data). The value given as `arg` when
+** the port or connector was made is at argidx. Runs in a libuv callback:
+** it must not raise. Returns 0, or pushes an error value and returns
+** nonzero to drop the connection with that error. */
+typedef int (*sp_tcp_setup_fn)(lua_State *L, sp_stream *s, int argidx);
+
+/* [-0, +1, e] reactor.listenTCP(port, factory[, backlog][, interface])
+** with those arguments at 1..4 of L; when setup is not NULL, every
+** accepted connection goes through setup with the value at index arg
+** (kept by the Port). Pushes the Port; raises as listenTCP. */
+int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg);
+
+/* [-0, +1, e] reactor.connectTCP(host, port, factory[, timeout]
+** [, bindAddress]) with those arguments at 1..5 of L; when setup is not
+** NULL, the connection goes through setup with the value at index arg
+** (kept by the Connector, also for reconnects). Pushes the Connector. */
+int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg);
+
+#endif

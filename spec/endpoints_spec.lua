@@ -1,0 +1,202 @@
+-- spindle.endpoints: endpoint strings and the endpoints' Deferreds.
+local reactor = require("spindle.reactor")
+local protocol = require("spindle.protocol")
+local defer = require("spindle.defer")
+local endpoints = require("spindle.endpoints")
+local H = require("spec.support.helper")
+
+local function wait(d, timeout)
+  return H.wait(d, timeout or 10)
+end
+
+local function echoFactory()
+  local Echo = protocol.Protocol:extend({})
+  function Echo:dataReceived(data) self.transport:write(data) end
+  return protocol.Factory.forProtocol(Echo)
+end
+
+-- A client protocol that records what it reads; lost fires on close.
+local function clientFactory()
+  local C = protocol.Protocol:extend({})
+  local f = protocol.Factory.forProtocol(C)
+  f.lost = defer.Deferred()
+  function C:connectionMade() self.made = true; self.got = "" end
+  function C:dataReceived(d)
+    self.got = self.got .. d
+    self.transport:loseConnection()
+  end
+  function C:connectionLost() f.lost:callback(self.got) end
+  return f
+end
+
+local function freePort()
+  local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+  local n = port:getHost().port
+  wait(port:stopListening())
+  return n
+end
+
+describe("endpoints.serverFromString", function()
+  it("parses tcp with interface and backlog", function()
+    local ep = endpoints.serverFromString(reactor,
+      "tcp:8080:interface=127.0.0.1:backlog=7")
+    assert.is_true(endpoints.TCP4ServerEndpoint:isinstance(ep))
+    assert.equal(8080, ep.port)
+    assert.equal("127.0.0.1", ep.interface)
+    assert.equal(7, ep.backlog)
+    local ep2 = endpoints.serverFromString(reactor, "tcp:port=0")
+    assert.equal(0, ep2.port)
+    assert.equal("", ep2.interface)
+    assert.equal(50, ep2.backlog)
+  end)
+
+  it("parses tcp6 with an escaped IPv6 interface", function()
+    local ep = endpoints.serverFromString(reactor, "tcp6:0:interface=\\:\\:1")
+    assert.is_true(endpoints.TCP6ServerEndpoint:isinstance(ep))
+    assert.equal("::1", ep.interface)
+  end)
+
+  it("parses unix positional and address= forms", function()
+    local ep = endpoints.serverFromString(reactor, "unix:/tmp/a.sock")
+    assert.is_true(endpoints.UNIXServerEndpoint:isinstance(ep))
+    assert.equal("/tmp/a.sock", ep.address)
+    ep = endpoints.serverFromString(reactor,
+      "unix:address=/tmp/b.sock:backlog=3")
+    assert.equal("/tmp/b.sock", ep.address)
+    assert.equal(3, ep.backlog)
+  end)
+
+  it("rejects ssl and tls naming what is supported, and unknown types",
+    function()
+      for _, kind in ipairs({"ssl", "tls"}) do
+        local ok, err = pcall(endpoints.serverFromString, reactor,
+          kind .. ":443")
+        assert.is_false(ok)
+        assert.matches("'" .. kind .. "'", err, 1, true)
+        assert.matches("not available yet", err, 1, true)
+        assert.matches("supported: tcp, tcp6, unix", err, 1, true)
+      end
+      local ok, err = pcall(endpoints.serverFromString, reactor, "quic:1")
+      assert.is_false(ok)
+      assert.matches("Unknown endpoint type: 'quic'", err, 1, true)
+    end)
+
+  it("rejects bad values naming them", function()
+    assert.has_error(function()
+      endpoints.serverFromString(reactor, "tcp:http")
+    end, 'bad port "http" in endpoint description "tcp:http"')
+    assert.has_error(function()
+      endpoints.serverFromString(reactor, 42)
+    end, "bad argument #2 to 'serverFromString' (string expected, got number)")
+    assert.has_error(function()
+      endpoints.serverFromString(nil, "tcp:0")
+    end, "bad argument #1 to 'serverFromString' (reactor expected, got nil)")
+  end)
+end)
+
+describe("endpoints.clientFromString", function()
+  it("parses tcp with keywords and positionally", function()
+    local ep = endpoints.clientFromString(reactor,
+      "tcp:host=127.0.0.1:port=8080:timeout=5")
+    assert.is_true(endpoints.TCP4ClientEndpoint:isinstance(ep))
+    assert.equal("127.0.0.1", ep.host)
+    assert.equal(8080, ep.port)
+    assert.equal(5, ep.timeout)
+    ep = endpoints.clientFromString(reactor,
+      "tcp:localhost:81:bindAddress=127.0.0.1")
+    assert.equal("localhost", ep.host)
+    assert.equal(81, ep.port)
+    assert.same({"127.0.0.1", 0}, ep.bindAddress)
+  end)
+
+  it("parses unix", function()
+    local ep = endpoints.clientFromString(reactor, "unix:path=/tmp/x:timeout=2")
+    assert.is_true(endpoints.UNIXClientEndpoint:isinstance(ep))
+    assert.equal("/tmp/x", ep.path)
+    assert.equal(2, ep.timeout)
+    assert.equal("/tmp/y",
+      endpoints.clientFromString(reactor, "unix:/tmp/y").path)
+  end)
+
+  it("rejects tls and a missing host", function()
+    local ok, err = pcall(endpoints.clientFromString, reactor,
+      "tls:host=a:port=1")
+    assert.is_false(ok)
+    assert.matches("supported: tcp, tcp6, unix", err, 1, true)
+    assert.has_error(function()
+      endpoints.clientFromString(reactor, "tcp:port=80")
+    end, 'missing host in "tcp:port=80"')
+  end)
+end)
+
+describe("endpoint:listen and endpoint:connect", function()
+  it("listen gives a Deferred of the Port and connect one of the protocol, " ..
+    "after connectionMade", function()
+      local server = endpoints.serverFromString(reactor,
+        "tcp:0:interface=127.0.0.1")
+      local port = wait(server:listen(echoFactory()))
+      local n = port:getHost().port
+      assert.is_true(n > 0)
+      local cf = clientFactory()
+      local client = endpoints.clientFromString(reactor,
+        "tcp:host=127.0.0.1:port=" .. n)
+      local proto = wait(client:connect(cf))
+      assert.is_true(proto.made)
+      assert.equal(cf, proto.factory)
+      -- The one-shot makeConnection override is gone.
+      assert.is_nil(rawget(proto, "makeConnection"))
+      proto.transport:write("through endpoints")
+      assert.equal("through endpoints", wait(cf.lost))
+      wait(port:stopListening())
+    end)
+
+  it("listen fails with CannotListenError when the port is taken", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local ep = endpoints.TCP4ServerEndpoint(reactor, port:getHost().port, nil,
+      "127.0.0.1")
+    local f = H.waitForFailure(ep:listen(echoFactory()))
+    assert.is_truthy(f:check(reactor.CannotListenError))
+    wait(port:stopListening())
+  end)
+
+  it("connect fails with ConnectionRefusedError", function()
+    local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", freePort())
+    local f = H.waitForFailure(ep:connect(clientFactory()))
+    assert.is_truthy(f:check(reactor.ConnectionRefusedError))
+  end)
+
+  it("connect fails when the factory builds no protocol", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local f = protocol.Factory()
+    function f:buildProtocol() return nil end
+    local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1",
+      port:getHost().port)
+    local failure = H.waitForFailure(ep:connect(f))
+    assert.is_truthy(failure:check(reactor.ConnectError))
+    wait(port:stopListening())
+  end)
+
+  it("cancelling connect stops the attempt with ConnectingCancelledError",
+    function()
+      local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", freePort())
+      local d = ep:connect(clientFactory())
+      d:cancel()
+      local f = H.waitForFailure(d)
+      assert.is_truthy(f:check(reactor.ConnectingCancelledError))
+      -- Let the abandoned attempt's close callbacks run.
+      H.runFor(0.05)
+    end)
+
+  it("listens and connects over unix endpoints", function()
+    local path = os.tmpname()
+    os.remove(path)
+    local port = wait(endpoints.serverFromString(reactor, "unix:" .. path)
+      :listen(echoFactory()))
+    local cf = clientFactory()
+    local proto = wait(endpoints.clientFromString(reactor,
+      "unix:path=" .. path):connect(cf))
+    proto.transport:write("unix endpoint")
+    assert.equal("unix endpoint", wait(cf.lost))
+    wait(port:stopListening())
+  end)
+end)
