@@ -35,6 +35,9 @@ results=$out/results.txt
 servers="raw spindle luv"
 # Seconds one load run may take before `timeout` ends it.
 limit=$(awk -v w="$WARMUP" -v d="$DURATION" 'BEGIN { print int(w + d + 15) }')
+# Seconds the servers may live: every load run of every round, and slack.
+life=$(awk -v w="$WARMUP" -v d="$DURATION" -v r="$ROUNDS" \
+  'BEGIN { print int(r * 6 * (w + d + 1) + 30) }')
 
 mkdir -p "$out" || exit 1
 : > "$results"
@@ -81,13 +84,13 @@ stop_servers() {
 trap 'stop_servers' EXIT
 trap 'stop_servers; exit 130' INT TERM
 
-# start_server NAME CMD...: run CMD (bounded to 3 minutes by `timeout`);
+# start_server NAME CMD...: run CMD (bounded to $life seconds by `timeout`);
 # wait up to 5 s for a port (or UNAVAILABLE) line per mode in NAME.ports.
 start_server() {
   name=$1; shift
   : > "$out/$name.ports"
   # shellcheck disable=SC2086
-  timeout -s TERM 180 $pin_server "$@" > "$out/$name.ports" \
+  timeout -s TERM "$life" $pin_server "$@" > "$out/$name.ports" \
     2> "$out/$name.err" &
   w=$!
   wrappers="$wrappers $w"
