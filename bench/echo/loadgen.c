@@ -13,7 +13,9 @@
 ** seconds (default 1) it counts answered messages for DURATION_S seconds
 ** (default 5) and reads the server's user+system CPU time from
 ** /proc/SERVER_PID/stat at both ends of that window. Prints one line:
-**   msgs=N secs=S rate=MSGS_PER_S srv_cpu=CPU_S lg_cpu=CPU_S
+**   msgs=N secs=S rate=MSGS_PER_S srv_cpu=CPU_S srv_usr=CPU_S srv_sys=CPU_S
+**   lg_cpu=CPU_S
+** (srv_cpu = srv_usr + srv_sys, the server's user and system time)
 ** and exits 0; on a wrong byte, a closed connection or no progress for
 ** 3 s it prints "error: ..." on stderr and exits 1.
 */
@@ -59,8 +61,8 @@ static void die(const char *what) {
   exit(1);
 }
 
-/* Server user+system CPU seconds from /proc/pid/stat fields 14 and 15. */
-static double proc_cpu(int pid) {
+/* Server user and system CPU seconds from /proc/pid/stat fields 14, 15. */
+static void proc_cpu(int pid, double *user, double *sys) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
@@ -74,7 +76,8 @@ static double proc_cpu(int pid) {
   if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
                    &ut, &st) != 2)
     die("cannot parse server /proc stat");
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  *user = (double)ut / (double)sysconf(_SC_CLK_TCK);
+  *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
 }
 
 static double self_cpu(void) {
@@ -210,7 +213,7 @@ int main(int argc, char **argv) {
 
   struct epoll_event evs[256];
   double t0 = now(), start = t0 + warm, end = start + dur, t = t0;
-  double last_progress = t0, srv0 = 0, lg0 = 0, tstart = 0;
+  double last_progress = t0, usr0 = 0, sys0 = 0, lg0 = 0, tstart = 0;
   size_t total = 0, at_start = 0, last_total = 0;
   int measuring = 0;
   while (t < end) {
@@ -231,7 +234,8 @@ int main(int argc, char **argv) {
       measuring = 1;
       tstart = t;
       at_start = total;
-      srv0 = pid ? proc_cpu(pid) : 0;
+      if (pid)
+        proc_cpu(pid, &usr0, &sys0);
       lg0 = self_cpu();
     }
     if (total != last_total) {
@@ -242,10 +246,14 @@ int main(int argc, char **argv) {
       die("no answer for 3 s");
     }
   }
-  double srv = pid ? proc_cpu(pid) - srv0 : 0, lg = self_cpu() - lg0;
+  double usr1 = usr0, sys1 = sys0, lg = self_cpu() - lg0;
+  if (pid)
+    proc_cpu(pid, &usr1, &sys1);
   double secs = t - tstart;
   size_t msgs = total - at_start;
-  printf("msgs=%zu secs=%.3f rate=%.0f srv_cpu=%.2f lg_cpu=%.2f\n", msgs,
-         secs, (double)msgs / secs, srv, lg);
+  printf("msgs=%zu secs=%.3f rate=%.0f srv_cpu=%.2f srv_usr=%.2f "
+         "srv_sys=%.2f lg_cpu=%.2f\n",
+         msgs, secs, (double)msgs / secs, usr1 - usr0 + sys1 - sys0,
+         usr1 - usr0, sys1 - sys0, lg);
   return 0;
 }

@@ -14,7 +14,9 @@
 # cores falls on all of them alike. Reported per server and mode, as the
 # median over the rounds: answered messages per second, the server's CPU
 # (utime+stime from /proc/<pid>/stat over the measured window) and
-# messages per CPU-second; then both as ratios of the raw C server's.
+# messages per CPU-second (its spread over the rounds in thousands), the
+# server's user and system CPU nanoseconds per message; then msgs/s and
+# msgs/CPU-s as ratios of the raw C server's.
 # Environment: ROUNDS (default 3), WARMUP (s, 0.5), DURATION (s, 2),
 # CONNS (50), SPINDLE (binary, default build/spindle), LUA (lua5.4),
 # PERF (a server name: raw, spindle or luv; records `perf record -g` of that
@@ -208,6 +210,9 @@ awk '
     rates[key] = rates[key] " " v["rate"]
     pcs[key] = pcs[key] " " (cpu > 0 ? v["msgs"] / cpu : 0)
     cpus[key] = cpus[key] " " (secs > 0 ? 100 * cpu / secs : 0)
+    n = v["msgs"] > 0 ? 1e9 / v["msgs"] : 0
+    usrns[key] = usrns[key] " " n * v["srv_usr"]
+    sysns[key] = sysns[key] " " n * v["srv_sys"]
     lgs[key] = lgs[key] " " (secs > 0 ? 100 * v["lg_cpu"] / secs : 0)
     nok[key]++
   }
@@ -219,9 +224,9 @@ awk '
       rate[k] = median(rates[k]); percpu[k] = median(pcs[k])
       spread[k] = sprintf("%d-%d", lo(pcs[k]) / 1000, hi(pcs[k]) / 1000)
     }
-    printf "%-14s %-6s %9s %7s %10s %9s %7s %9s %6s\n", "server", "mode",
-      "msgs/s", "srv CPU", "msgs/CPU-s", "(k range)", "x raw", "x raw/CPU",
-      "lg CPU"
+    printf "%-14s %-6s %8s %7s %10s %9s %9s %6s %9s %6s\n", "server",
+      "mode", "msgs/s", "srv CPU", "msgs/CPU-s", "(k range)", "usr+sys ns",
+      "x raw", "x raw/CPU", "lg CPU"
     for (m = 1; m <= 2; m++) for (s = 1; s <= 3; s++) {
       k = names[s] " " modes[m]; r = "raw " modes[m]
       if (!(k in seen)) continue
@@ -230,9 +235,10 @@ awk '
       xr = (r in nok && rate[r] > 0) ? sprintf("%.2fx", rate[k] / rate[r]) : "-"
       xc = (r in nok && percpu[r] > 0) ? \
         sprintf("%.2fx", percpu[k] / percpu[r]) : "-"
-      printf "%-14s %-6s %9d %6.0f%% %10d %9s %7s %9s %5.0f%%%s\n",
+      ns = sprintf("%d+%d", median(usrns[k]), median(sysns[k]))
+      printf "%-14s %-6s %8d %6.0f%% %10d %9s %10s %6s %9s %5.0f%%%s\n",
         label[names[s]], modes[m], rate[k], median(cpus[k]), percpu[k],
-        spread[k], xr, xc, median(lgs[k]),
+        spread[k], ns, xr, xc, median(lgs[k]),
         (k in nfail) ? "  (" nfail[k] " failed: " na[k] ")" : ""
     }
   }' "$results"
