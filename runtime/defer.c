@@ -728,12 +728,15 @@ static int deferred_tostring(lua_State *L) {
 
 /* __index: methods, then the read-only fields called (boolean), paused
 ** (count) and result, then fields a user set. Upvalue 1: methods; 2 and
-** 3: the Deferred metatables. */
+** 3: the Deferred metatables. A method is found without touching d (the
+** hot path: every d:addCallback); d is checked before anything else. */
 static int deferred_index(lua_State *L) {
-  Deferred *d = deferred_upcheck(L, 1, 2);
+  Deferred *d;
   const char *k;
-  lua_pushvalue(L, 2); /* the VM calls __index with exactly (d, key) */
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  d = deferred_upcheck(L, 1, 2);
   if (lua_type(L, 2) == LUA_TSTRING) {
     k = lua_tostring(L, 2);
     if (strcmp(k, "called") == 0) {

@@ -70,7 +70,7 @@ static int errortype_matches(lua_State *L, int a, int b) {
 
 /* __tostring of error values: "Name: message" ("Name" without one). */
 static int errorvalue_tostring(lua_State *L) {
-  lua_getmetatable(L, 1);
+  if (!lua_getmetatable(L, 1)) return luaL_typeerror(L, 1, "error value");
   lua_getfield(L, -1, "__name");
   if (lua_getfield(L, 1, "message") == LUA_TNIL) {
     lua_pop(L, 1);
