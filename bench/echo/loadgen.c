@@ -37,22 +37,22 @@
 
 typedef struct conn {
   int fd;
-  int want_out;       /* EPOLLOUT registered */
-  size_t unit;        /* bytes per message, delimiter included */
-  size_t owed;        /* bytes not yet written */
-  size_t sent;        /* total bytes written */
-  size_t got;         /* total bytes received */
-  size_t done;        /* messages answered */
+  int want_out; /* EPOLLOUT registered */
+  size_t unit;  /* bytes per message, delimiter included */
+  size_t owed;  /* bytes not yet written */
+  size_t sent;  /* total bytes written */
+  size_t got;   /* total bytes received */
+  size_t done;  /* messages answered */
 } conn_t;
 
 static char rbuf[RBUF];
-static char *pattern;      /* the message repeated; long enough for any read */
+static char *pattern; /* the message repeated; long enough for any read */
 static int epfd;
 
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static void die(const char *what) {
@@ -66,8 +66,7 @@ static void proc_cpu(int pid, double *user, double *sys) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
-  if (!f)
-    die("cannot read server /proc stat");
+  if (!f) die("cannot read server /proc stat");
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   fclose(f);
   buf[n] = 0;
@@ -76,24 +75,22 @@ static void proc_cpu(int pid, double *user, double *sys) {
   if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
                    &ut, &st) != 2)
     die("cannot parse server /proc stat");
-  *user = (double)ut / (double)sysconf(_SC_CLK_TCK);
-  *sys = (double)st / (double)sysconf(_SC_CLK_TCK);
+  *user = (double) ut / (double) sysconf(_SC_CLK_TCK);
+  *sys = (double) st / (double) sysconf(_SC_CLK_TCK);
 }
 
 static double self_cpu(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  return (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+         (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static void set_out(conn_t *c, int on) {
-  if (c->want_out == on)
-    return;
+  if (c->want_out == on) return;
   struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
                            .data.ptr = c};
-  if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
-    die("epoll_ctl");
+  if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) die("epoll_ctl");
   c->want_out = on;
 }
 
@@ -108,8 +105,8 @@ static void flush(conn_t *c) {
       }
       die("write");
     }
-    c->owed -= (size_t)n;
-    c->sent += (size_t)n;
+    c->owed -= (size_t) n;
+    c->sent += (size_t) n;
   }
   set_out(c, 0);
 }
@@ -118,25 +115,23 @@ static void on_readable(conn_t *c) {
   for (;;) {
     ssize_t n = read(c->fd, rbuf, RBUF);
     if (n < 0) {
-      if (errno == EAGAIN)
-        break;
+      if (errno == EAGAIN) break;
       die("read");
     }
     if (n == 0) {
       errno = 0;
       die("server closed a connection");
     }
-    if (c->got + (size_t)n > c->sent ||
-        memcmp(rbuf, pattern + c->got % c->unit, (size_t)n) != 0) {
+    if (c->got + (size_t) n > c->sent ||
+        memcmp(rbuf, pattern + c->got % c->unit, (size_t) n) != 0) {
       errno = 0;
       die("server sent bytes that were not sent to it");
     }
-    c->got += (size_t)n;
+    c->got += (size_t) n;
     size_t done = c->got / c->unit;
     c->owed += (done - c->done) * c->unit;
     c->done = done;
-    if (n < RBUF)
-      break;
+    if (n < RBUF) break;
   }
   flush(c);
 }
@@ -145,7 +140,7 @@ static int connect_one(int port) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+  if (fd < 0 || connect(fd, (struct sockaddr *) &a, sizeof a) < 0)
     die("connect");
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -159,57 +154,68 @@ int main(int argc, char **argv) {
   double warm = 1, dur = 5;
   while ((opt = getopt(argc, argv, "p:m:c:k:s:w:d:P:")) != -1) {
     switch (opt) {
-    case 'p': port = atoi(optarg); break;
-    case 'm': lines = strcmp(optarg, "lines") == 0; break;
-    case 'c': nconn = atoi(optarg); break;
-    case 'k': depth = atol(optarg); break;
-    case 's': size = atol(optarg); break;
-    case 'w': warm = atof(optarg); break;
-    case 'd': dur = atof(optarg); break;
-    case 'P': pid = atoi(optarg); break;
-    default:
-      fprintf(stderr, "usage: loadgen -p PORT [-m echo|lines] [-c CONNS] "
-                      "[-k DEPTH] [-s BYTES] [-w S] [-d S] [-P PID]\n");
-      return 2;
+      case 'p':
+        port = atoi(optarg);
+        break;
+      case 'm':
+        lines = strcmp(optarg, "lines") == 0;
+        break;
+      case 'c':
+        nconn = atoi(optarg);
+        break;
+      case 'k':
+        depth = atol(optarg);
+        break;
+      case 's':
+        size = atol(optarg);
+        break;
+      case 'w':
+        warm = atof(optarg);
+        break;
+      case 'd':
+        dur = atof(optarg);
+        break;
+      case 'P':
+        pid = atoi(optarg);
+        break;
+      default:
+        fprintf(stderr,
+                "usage: loadgen -p PORT [-m echo|lines] [-c CONNS] "
+                "[-k DEPTH] [-s BYTES] [-w S] [-d S] [-P PID]\n");
+        return 2;
     }
   }
-  if (depth < 1)
-    depth = lines ? 16 : 1;
-  if (size < 1)
-    size = lines ? 32 : 64;
+  if (depth < 1) depth = lines ? 16 : 1;
+  if (size < 1) size = lines ? 32 : 64;
   if (port <= 0 || nconn < 1) {
     fprintf(stderr, "loadgen: need -p PORT and CONNS >= 1\n");
     return 2;
   }
 
   /* The message: printable bytes, then "\r\n" for lines. */
-  size_t unit = (size_t)size + (lines ? 2 : 0);
-  size_t plen = RBUF + (size_t)depth * unit + unit;
+  size_t unit = (size_t) size + (lines ? 2 : 0);
+  size_t plen = RBUF + (size_t) depth * unit + unit;
   pattern = malloc(plen);
-  if (!pattern)
-    die("malloc");
+  if (!pattern) die("malloc");
   for (size_t i = 0; i < plen; i++) {
     size_t j = i % unit;
     pattern[i] = lines && j == unit - 2   ? '\r'
                  : lines && j == unit - 1 ? '\n'
-                                          : (char)('a' + j % 26);
+                                          : (char) ('a' + j % 26);
   }
 
   epfd = epoll_create1(0);
-  conn_t *conns = calloc((size_t)nconn, sizeof *conns);
-  if (epfd < 0 || !conns)
-    die("setup");
+  conn_t *conns = calloc((size_t) nconn, sizeof *conns);
+  if (epfd < 0 || !conns) die("setup");
   for (int i = 0; i < nconn; i++) {
     conn_t *c = &conns[i];
     c->fd = connect_one(port);
     c->unit = unit;
-    c->owed = (size_t)depth * unit;
+    c->owed = (size_t) depth * unit;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-      die("epoll_ctl");
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
   }
-  for (int i = 0; i < nconn; i++)
-    flush(&conns[i]);
+  for (int i = 0; i < nconn; i++) flush(&conns[i]);
 
   struct epoll_event evs[256];
   double t0 = now(), start = t0 + warm, end = start + dur, t = t0;
@@ -218,8 +224,7 @@ int main(int argc, char **argv) {
   int measuring = 0;
   while (t < end) {
     int n = epoll_wait(epfd, evs, 256, 10);
-    if (n < 0 && errno != EINTR)
-      die("epoll_wait");
+    if (n < 0 && errno != EINTR) die("epoll_wait");
     for (int i = 0; i < n; i++) {
       conn_t *c = evs[i].data.ptr;
       size_t before = c->done;
@@ -234,8 +239,7 @@ int main(int argc, char **argv) {
       measuring = 1;
       tstart = t;
       at_start = total;
-      if (pid)
-        proc_cpu(pid, &usr0, &sys0);
+      if (pid) proc_cpu(pid, &usr0, &sys0);
       lg0 = self_cpu();
     }
     if (total != last_total) {
@@ -247,13 +251,13 @@ int main(int argc, char **argv) {
     }
   }
   double usr1 = usr0, sys1 = sys0, lg = self_cpu() - lg0;
-  if (pid)
-    proc_cpu(pid, &usr1, &sys1);
+  if (pid) proc_cpu(pid, &usr1, &sys1);
   double secs = t - tstart;
   size_t msgs = total - at_start;
-  printf("msgs=%zu secs=%.3f rate=%.0f srv_cpu=%.2f srv_usr=%.2f "
-         "srv_sys=%.2f lg_cpu=%.2f\n",
-         msgs, secs, (double)msgs / secs, usr1 - usr0 + sys1 - sys0,
-         usr1 - usr0, sys1 - sys0, lg);
+  printf(
+      "msgs=%zu secs=%.3f rate=%.0f srv_cpu=%.2f srv_usr=%.2f "
+      "srv_sys=%.2f lg_cpu=%.2f\n",
+      msgs, secs, (double) msgs / secs, usr1 - usr0 + sys1 - sys0, usr1 - usr0,
+      sys1 - sys0, lg);
   return 0;
 }

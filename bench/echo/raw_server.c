@@ -27,8 +27,8 @@
 
 typedef struct conn {
   uv_tcp_t tcp;
-  int lines;        /* 1: line mode, 0: echo */
-  size_t have;      /* bytes of an unfinished line kept at buf[0] */
+  int lines;   /* 1: line mode, 0: echo */
+  size_t have; /* bytes of an unfinished line kept at buf[0] */
   char buf[READ_SIZE + MAX_LINE];
 } conn_t;
 
@@ -42,10 +42,12 @@ static uv_tcp_t listeners[2];
 static uv_signal_t sigs[2];
 static char out[2 * (READ_SIZE + MAX_LINE)];
 
-static void on_close(uv_handle_t *h) { free(h); }
+static void on_close(uv_handle_t *h) {
+  free(h);
+}
 
 static void on_written(uv_write_t *req, int status) {
-  (void)status;
+  (void) status;
   free(req);
 }
 
@@ -53,31 +55,28 @@ static void on_written(uv_write_t *req, int status) {
  * of the rest (libuv keeps order: try_write fails while a write is queued).
  */
 static void send_bytes(conn_t *c, const char *p, size_t len) {
-  int n = uv_try_write((uv_stream_t *)&c->tcp,
-                       &(uv_buf_t){.base = (char *)p, .len = len}, 1);
-  if (n == UV_EAGAIN)
-    n = 0;
+  int n = uv_try_write((uv_stream_t *) &c->tcp,
+                       &(uv_buf_t){.base = (char *) p, .len = len}, 1);
+  if (n == UV_EAGAIN) n = 0;
   if (n < 0) {
-    if (!uv_is_closing((uv_handle_t *)&c->tcp))
-      uv_close((uv_handle_t *)&c->tcp, on_close);
+    if (!uv_is_closing((uv_handle_t *) &c->tcp))
+      uv_close((uv_handle_t *) &c->tcp, on_close);
     return;
   }
-  if ((size_t)n == len)
-    return;
-  size_t rest = len - (size_t)n;
+  if ((size_t) n == len) return;
+  size_t rest = len - (size_t) n;
   pending_t *w = malloc(sizeof *w + rest);
-  if (!w)
-    abort();
+  if (!w) abort();
   memcpy(w->data, p + n, rest);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0)
+  uv_buf_t b = uv_buf_init(w->data, (unsigned) rest);
+  if (uv_write(&w->req, (uv_stream_t *) &c->tcp, &b, 1, on_written) < 0)
     free(w);
 }
 
 /* The read lands after any unfinished line so the buffer is contiguous. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-  (void)hint;
-  conn_t *c = (conn_t *)h;
+  (void) hint;
+  conn_t *c = (conn_t *) h;
   *b = uv_buf_init(c->buf + c->have, READ_SIZE);
 }
 
@@ -86,61 +85,55 @@ static void answer_lines(conn_t *c, size_t end) {
   char *p = c->buf, *q = c->buf, *stop = c->buf + end, *o = out;
   char *nl;
   /* A bare "\n" is part of the line, as with LineReceiver's "\r\n". */
-  while (q < stop && (nl = memchr(q, '\n', (size_t)(stop - q)))) {
+  while (q < stop && (nl = memchr(q, '\n', (size_t) (stop - q)))) {
     q = nl + 1;
-    if (nl == c->buf || nl[-1] != '\r')
-      continue;
-    size_t n = (size_t)(q - p);
+    if (nl == c->buf || nl[-1] != '\r') continue;
+    size_t n = (size_t) (q - p);
     memcpy(o, p, n);
     o += n;
     p = q;
   }
-  if (o > out)
-    send_bytes(c, out, (size_t)(o - out));
-  c->have = (size_t)(stop - p);
+  if (o > out) send_bytes(c, out, (size_t) (o - out));
+  c->have = (size_t) (stop - p);
   if (c->have > MAX_LINE) {
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    uv_close((uv_handle_t *) &c->tcp, on_close);
     return;
   }
-  if (c->have && p != c->buf)
-    memmove(c->buf, p, c->have);
+  if (c->have && p != c->buf) memmove(c->buf, p, c->have);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
-  conn_t *c = (conn_t *)s;
+  conn_t *c = (conn_t *) s;
   if (nread < 0) {
-    if (!uv_is_closing((uv_handle_t *)s))
-      uv_close((uv_handle_t *)s, on_close);
+    if (!uv_is_closing((uv_handle_t *) s))
+      uv_close((uv_handle_t *) s, on_close);
     return;
   }
-  if (nread == 0)
-    return;
+  if (nread == 0) return;
   if (c->lines)
-    answer_lines(c, c->have + (size_t)nread);
+    answer_lines(c, c->have + (size_t) nread);
   else
-    send_bytes(c, b->base, (size_t)nread);
+    send_bytes(c, b->base, (size_t) nread);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  if (status < 0)
-    return;
+  if (status < 0) return;
   conn_t *c = malloc(sizeof *c);
-  if (!c)
-    abort();
-  c->lines = server == (uv_stream_t *)&listeners[1];
+  if (!c) abort();
+  c->lines = server == (uv_stream_t *) &listeners[1];
   c->have = 0;
   uv_tcp_init(loop, &c->tcp);
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+  if (uv_accept(server, (uv_stream_t *) &c->tcp) < 0) {
+    uv_close((uv_handle_t *) &c->tcp, on_close);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  uv_read_start((uv_stream_t *) &c->tcp, on_alloc, on_read);
 }
 
 static void on_signal(uv_signal_t *h, int sig) {
-  (void)h;
-  (void)sig;
+  (void) h;
+  (void) sig;
   uv_stop(loop);
 }
 
@@ -150,16 +143,14 @@ static int listen_on(uv_tcp_t *t) {
   int len = sizeof got;
   uv_ip4_addr("127.0.0.1", 0, &a);
   uv_tcp_init(loop, t);
-  int r = uv_tcp_bind(t, (const struct sockaddr *)&a, 0);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)t, 1024, on_connection);
-  if (r == 0)
-    r = uv_tcp_getsockname(t, (struct sockaddr *)&got, &len);
+  int r = uv_tcp_bind(t, (const struct sockaddr *) &a, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *) t, 1024, on_connection);
+  if (r == 0) r = uv_tcp_getsockname(t, (struct sockaddr *) &got, &len);
   if (r < 0) {
     fprintf(stderr, "raw_server: listen: %s\n", uv_strerror(r));
     exit(1);
   }
-  return ntohs(((struct sockaddr_in *)&got)->sin_port);
+  return ntohs(((struct sockaddr_in *) &got)->sin_port);
 }
 
 int main(void) {
