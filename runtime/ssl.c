@@ -75,12 +75,15 @@ void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
   long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
   buf_add(msg, sizeof msg, &n, "%s%s", what, "");
   while ((e = ERR_get_error()) != 0) {
-    const char *r = ERR_reason_error_string(e);
+    const char *r = ERR_SYSTEM_ERROR(e) ? strerror(ERR_GET_REASON(e))
+                                        : ERR_reason_error_string(e);
     char tmp[32];
     if (r == NULL) {
       snprintf(tmp, sizeof tmp, "error %lu", (unsigned long)ERR_GET_REASON(e));
       r = tmp;
     }
+    if (count > 0 && (strcmp(r, first) == 0 || strcmp(r, "system lib") == 0))
+      continue;
     if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
         ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
       verify = 1;

@@ -216,12 +216,32 @@ static int hold(lua_State *L, tls_conn *c, const uv_buf_t *bufs,
   return 0;
 }
 
-/* The peer sent close_notify: close cleanly, sending ours (twisted
-** TLSMemoryBIOProtocol on ZeroReturnError). */
+/* The peer sent close_notify (twisted TLSMemoryBIOProtocol on
+** ZeroReturnError). With data still queued, close as loseConnection does
+** (the queue, then our close_notify). Otherwise answer with our
+** close_notify straight to the socket, ignoring a failure (the peer often
+** has closed its socket already: that is not an error), and close
+** cleanly with ConnectionDone. */
 static void peer_closed(lua_State *L, tls_conn *c) {
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), n;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
-  sp_stream_callmethod(L, -1, "loseConnection", 0);
+  if (sp_stream_queued(c->s) > 0) {
+    sp_stream_callmethod(L, -1, "loseConnection", 0);
+    lua_settop(L, top);
+    return;
+  }
+  c->flags |= TF_SHUTDOWN;
+  ERR_clear_error();
+  SSL_shutdown(c->ssl);
+  ERR_clear_error();
+  n = BIO_read(c->wbio, drainbuf, sizeof drainbuf);
+  if (n > 0) {
+    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
+    uv_try_write(&c->s->h.stream, &b, 1);
+  }
+  sp_errortype_make(L, "reactor.ConnectionDone",
+                    "Connection was closed cleanly.");
+  sp_stream_lose(L, c->s, -1, 0);
   lua_settop(L, top);
 }
 
