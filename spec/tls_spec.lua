@@ -723,3 +723,54 @@ describe("spindle.ssl", function()
     end)
   end)
 end)
+
+describe("scripts/tls_*.lua", function()
+  local function run(cmd)
+    return spawn("timeout 10 " .. H.SPINDLE .. " " .. cmd)
+  end
+  local echoed = "receive: Hello, world!\nreceive: What a fine day it is.\n" ..
+    "receive: Bye-bye!\nconnection lost: Connection was closed cleanly.\n"
+
+  it("tls_echo_client.lua talks to tls_echo_server.lua --once; both exit",
+    function()
+      local srv = run("scripts/tls_echo_server.lua 0 --once --timeout 8 " ..
+        "--certs " .. certs.dir)
+      local n = srv:read("l"):match(":(%d+)$")
+      local out = finish(run("scripts/tls_echo_client.lua 127.0.0.1 " .. n))
+      assert.equal(echoed, out)
+      assert.equal("", finish(srv))
+    end)
+
+  it("tls_client_cert_client.lua authenticates to " ..
+    "tls_client_cert_server.lua, whose callback prints each certificate",
+    function()
+      local srv = run("scripts/tls_client_cert_server.lua 0 --once " ..
+        "--timeout 8 --certs " .. certs.dir)
+      local n = srv:read("l"):match(":(%d+)$")
+      local out = finish(run("scripts/tls_client_cert_client.lua localhost " ..
+        n .. " --certs " .. certs.dir))
+      assert.equal(echoed, out)
+      local ca = "/C=CN/O=spindle/OU=tests/CN=spindle test CA"
+      assert.equal(
+        "_verify(on=1)\n" ..
+        "subject: <X509Name object '" .. ca .. "'>\n" ..
+        "issuer: <X509Name object '" .. ca .. "'>\n" ..
+        "errnum 0, errdepth 1\n" ..
+        "_verify(on=1)\n" ..
+        "subject: <X509Name object " ..
+          "'/C=CN/O=spindle/OU=clients/CN=spindle client'>\n" ..
+        "issuer: <X509Name object '" .. ca .. "'>\n" ..
+        "errnum 0, errdepth 0\n", finish(srv))
+    end)
+
+  it("tls_client_cert_server.lua refuses tls_echo_client.lua, which has " ..
+    "no certificate", function()
+      local srv = run("scripts/tls_client_cert_server.lua 0 --once " ..
+        "--timeout 8 --certs " .. certs.dir)
+      local n = srv:read("l"):match(":(%d+)$")
+      local out = finish(run("scripts/tls_echo_client.lua 127.0.0.1 " .. n))
+      assert.matches("^connection lost: TLS connection failed: .*" ..
+        "certificate required", out)
+      assert.equal("", finish(srv))
+    end)
+end)
