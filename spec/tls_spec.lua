@@ -774,3 +774,58 @@ describe("scripts/tls_*.lua", function()
       assert.equal("", finish(srv))
     end)
 end)
+
+describe("endpoints ssl: and tls:", function()
+  local endpoints = require("spindle.endpoints")
+
+  it("listen with ssl: and connect with tls: and ssl:", function()
+    local S = protocol.Protocol:extend({})
+    function S:dataReceived(d) self.transport:write(d) end
+    local server = endpoints.serverFromString(reactor, ("ssl:0:privateKey=" ..
+      "%s:certKey=%s:interface=127.0.0.1"):format(certs.serverKey,
+        certs.server))
+    assert.is_true(endpoints.SSL4ServerEndpoint:isinstance(server))
+    local port = wait(server:listen(protocol.Factory.forProtocol(S)))
+    local n = port:getHost().port
+    for _, desc in ipairs({
+      ("tls:localhost:%d:trustRoots=%s"):format(n, certs.ca),
+      ("ssl:host=127.0.0.1:port=%d"):format(n),
+      ("ssl:host=localhost:port=%d:caCerts=%s:certKey=%s:privateKey=%s")
+        :format(n, certs.ca, certs.client, certs.clientKey),
+    }) do
+      local ep = endpoints.clientFromString(reactor, desc)
+      assert.is_true(endpoints.SSL4ClientEndpoint:isinstance(ep))
+      local cf = client({
+        connectionMade = function(p) p.transport:write(desc) end,
+        dataReceived = function(p) p.transport:loseConnection() end,
+      })
+      wait(ep:connect(cf))
+      assert.equal(desc, wait(cf.done))
+    end
+    wait(port:stopListening())
+  end)
+
+  it("tls: verifies the server's certificate", function()
+    local port, n = echoServer(
+      ssl.DefaultOpenSSLContextFactory(certs.badKey, certs.bad))
+    local ep = endpoints.clientFromString(reactor,
+      ("tls:host=localhost:port=%d:trustRoots=%s"):format(n, certs.ca))
+    local cf = client()
+    wait(ep:connect(cf))
+    wait(cf.done)
+    H.assertErrorType(ssl.VerifyError, "certificate verify failed", false,
+      cf.reason.value)
+    wait(port:stopListening())
+  end)
+
+  it("rejects ssl: without privateKey and a half client certificate",
+    function()
+      assert.has_error(function()
+        endpoints.serverFromString(reactor, "ssl:0")
+      end, 'missing privateKey in "ssl:0"')
+      assert.has_error(function()
+        endpoints.clientFromString(reactor, "tls:h:1:certificate=c.pem")
+      end, "a client certificate needs both its certificate and " ..
+        'privateKey in "tls:h:1:certificate=c.pem"')
+    end)
+end)
