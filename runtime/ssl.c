@@ -510,6 +510,9 @@ static int ssl_Context(lua_State *L) {
   if (hi) SSL_CTX_set_max_proto_version(u->ctx, hi);
   /* Large writes go in pieces; the send buffer may move between them. */
   SSL_CTX_set_mode(u->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  /* No TLS 1.2 renegotiation: a peer cannot make us redo handshakes, and
+  ** SSL_write never has to wait for a read. */
+  SSL_CTX_set_options(u->ctx, SSL_OP_NO_RENEGOTIATION);
   push_contexts(L);
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u->ctx);

@@ -44,7 +44,8 @@ end
 
 --- verifyCallback: decide from the x509 certificate whether the client
 -- may connect; ok is OpenSSL's verdict (did the CA match?), a boolean.
-local function verifyCallback(connection, x509, errnum, errdepth, ok) -- luacheck: ignore connection
+-- luacheck: ignore connection
+local function verifyCallback(connection, x509, errnum, errdepth, ok)
   print(string.format("_verify(on=%d)", ok and 1 or 0))
   print("subject: <X509Name object '" .. tostring(x509:get_subject()) .. "'>")
   print("issuer: <X509Name object '" .. tostring(x509:get_issuer()) .. "'>")

@@ -239,6 +239,19 @@ describe("certificate verification", function()
       wait(port:stopListening())
     end)
 
+  it("trusts X509 objects given by trustRootFromCertificates", function()
+    local port, n = echoServer()
+    local cf = client({
+      connectionMade = function(p) p.transport:write("x509 root") end,
+      dataReceived = function(p) p.transport:loseConnection() end,
+    })
+    reactor.connectSSL("127.0.0.1", n, cf, ssl.optionsForClientTLS(
+      "localhost", {trustRoot = ssl.trustRootFromCertificates(
+        {ssl.load_certificate_file(certs.ca)})}))
+    assert.equal("x509 root", wait(cf.done))
+    wait(port:stopListening())
+  end)
+
   it("accepts the server's IP address when it is in the certificate",
     function()
       local port, n = echoServer()

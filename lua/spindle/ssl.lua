@@ -251,4 +251,20 @@ function M.optionsForClientTLS(hostname, opts)
   return o
 end
 
+--- platformTrust() -> nil: as a trustRoot, the system's CA certificates
+-- (the default). twisted.internet.ssl.platformTrust.
+function M.platformTrust()
+  return nil
+end
+
+--- trustRootFromCertificates(list) -> list: X509 objects (or PEM paths)
+-- to trust, as a trustRoot. twisted.internet.ssl.trustRootFromCertificates.
+function M.trustRootFromCertificates(list)
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'trustRootFromCertificates' (table " ..
+      "expected, got " .. type(list) .. ")", 2)
+  end
+  return list
+end
+
 return require("spindle._core").strict("ssl", M, getters)

@@ -10,7 +10,9 @@
 local made
 
 -- Removes the folder when collected (at the latest, when Lua closes).
-local Cleanup = {__gc = function(self) os.execute("rm -rf '" .. self.dir .. "'") end}
+local Cleanup = {__gc = function(self)
+  os.execute("rm -rf '" .. self.dir .. "'")
+end}
 
 return function()
   if made then return made end
