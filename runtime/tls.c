@@ -458,7 +458,10 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
 
 /* sp_tcp_setup_fn of listenSSL and connectSSL. */
 static int setup_server(lua_State *L, sp_stream *s, int argidx) {
-  return tls_attach(L, s, argidx, 0) != 0;
+  if (tls_attach(L, s, argidx, 0) == 0) return 0;
+  /* No protocol hears about this connection: say why in the log. */
+  sp_log_failure(L, -1, "Could not start TLS on an accepted connection:");
+  return 1;
 }
 
 static int setup_client(lua_State *L, sp_stream *s, int argidx) {

@@ -195,6 +195,27 @@ describe("reactor.listenSSL and reactor.connectSSL", function()
     wait(port:stopListening())
   end)
 
+  it("logs a getContext error on an accepted connection and drops it",
+    function()
+      local good = serverCF()
+      local calls = 0
+      local flaky = {getContext = function()
+        calls = calls + 1
+        if calls > 1 then error("no context today") end
+        return good:getContext()
+      end}
+      local port, n, sf = echoServer(flaky)
+      local cf = client()
+      reactor.connectSSL("127.0.0.1", n, cf, trusting())
+      local errors = H.loggedErrors(function() wait(cf.done) end)
+      assert.equal(1, #errors)
+      assert.matches("no context today", tostring(errors[1].failure))
+      assert.matches("Could not start TLS", errors[1].why)
+      assert.equal(0, sf.made)
+      assert.is_truthy(cf.reason:check(ssl.Error), tostring(cf.reason))
+      wait(port:stopListening())
+    end)
+
   it("raises ssl.Error at listenSSL when the context factory cannot make " ..
     "a Context", function()
       local bad = {getContext = function() error(ssl.Error("no key")) end}
@@ -487,6 +508,33 @@ print("closed")
       })
       reactor.connectSSL("127.0.0.1", n, cf, trusting())
       assert.equal("still here", wait(cf.done))
+      wait(port:stopListening())
+    end)
+
+  it("loses a peer that sends garbage after the handshake with ssl.Error",
+    function()
+      local got = {}
+      local S = protocol.Protocol:extend({})
+      function S:dataReceived(d) got[#got + 1] = d end
+      local port, n, sf = echoServer(nil, S)
+      local py = pyfile(([[
+import os, random, socket, ssl, time
+ctx = ssl.create_default_context(cafile=%q)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", %d)),
+                    server_hostname="localhost")
+s.sendall(b"before garbage")
+time.sleep(0.2)
+random.seed(7)
+os.write(s.fileno(), bytes(random.getrandbits(8) for _ in range(5000)))
+time.sleep(0.5)
+print("sent")
+]]):format(certs.ca, n))
+      local p = spawn("timeout 10 python3 " .. py)
+      local r = wait(sf.lost)
+      assert.equal("sent\n", finish(p))
+      os.remove(py)
+      H.assertErrorType(ssl.Error, "TLS connection failed", false, r[1].value)
+      assert.equal("before garbage", table.concat(got))
       wait(port:stopListening())
     end)
 
