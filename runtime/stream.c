@@ -1163,7 +1163,7 @@ static const luaL_Reg transport_methods[] = {
 ** spindle.basic stops delivering lines then), `disconnected`, and
 ** `protocol`. */
 static int transport_index(lua_State *L) {
-  transport_ud *t = lua_touserdata(L, 1);
+  transport_ud *t = transport_check_fast(L);
   const char *key;
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
