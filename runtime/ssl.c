@@ -31,7 +31,11 @@
 
 /* Method numbers (pyOpenSSL's, where it has them). */
 enum {
-  M_SSLv3 = 2, M_TLSv1 = 4, M_TLSv1_1 = 5, M_TLSv1_2 = 6, M_TLS = 7,
+  M_SSLv3 = 2,
+  M_TLSv1 = 4,
+  M_TLSv1_1 = 5,
+  M_TLSv1_2 = 6,
+  M_TLS = 7,
   M_TLSv1_3 = 8
 };
 
@@ -63,7 +67,7 @@ static void buf_add(char *buf, size_t cap, size_t *n, const char *fmt,
   int w;
   if (*n >= cap - 1) return;
   w = snprintf(buf + *n, cap - *n, fmt, a, b);
-  if (w > 0) *n += (size_t)w < cap - *n ? (size_t)w : cap - *n - 1;
+  if (w > 0) *n += (size_t) w < cap - *n ? (size_t) w : cap - *n - 1;
 }
 
 void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
@@ -79,7 +83,7 @@ void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
                                         : ERR_reason_error_string(e);
     char tmp[32];
     if (r == NULL) {
-      snprintf(tmp, sizeof tmp, "error %lu", (unsigned long)ERR_GET_REASON(e));
+      snprintf(tmp, sizeof tmp, "error %lu", (unsigned long) ERR_GET_REASON(e));
       r = tmp;
     }
     if (count > 0 && (strcmp(r, first) == 0 || strcmp(r, "system lib") == 0))
@@ -88,21 +92,22 @@ void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
         ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
       verify = 1;
     if (count++ == 0) snprintf(first, sizeof first, "%s", r);
-    if (count <= 4) buf_add(msg, sizeof msg, &n, count == 1 ? ": %s" : "; %s",
-                            r, "");
+    if (count <= 4)
+      buf_add(msg, sizeof msg, &n, count == 1 ? ": %s" : "; %s", r, "");
   }
   if (count == 0) {
     const char *r = sslerr == SSL_ERROR_SYSCALL || sslerr == SSL_ERROR_SSL
                         ? "unexpected eof while reading"
-                        : sslerr == SSL_ERROR_ZERO_RETURN
-                              ? "the peer closed the TLS session"
-                              : "unknown error";
+                    : sslerr == SSL_ERROR_ZERO_RETURN
+                        ? "the peer closed the TLS session"
+                        : "unknown error";
     snprintf(first, sizeof first, "%s", r);
     buf_add(msg, sizeof msg, &n, ": %s", r, "");
   }
   if (verify && vr != X509_V_OK) {
     if ((vr == X509_V_ERR_HOSTNAME_MISMATCH ||
-         vr == X509_V_ERR_IP_ADDRESS_MISMATCH) && hostname != NULL)
+         vr == X509_V_ERR_IP_ADDRESS_MISMATCH) &&
+        hostname != NULL)
       buf_add(msg, sizeof msg, &n,
               " (%s: the certificate is not valid for '%s')",
               X509_verify_cert_error_string(vr), hostname);
@@ -196,8 +201,10 @@ static void push_name(lua_State *L, const X509_NAME *nm) {
     lua_createtable(L, 2, 0);
     lua_pushstring(L, sn);
     lua_rawseti(L, -2, 1);
-    if (len >= 0) lua_pushlstring(L, (const char *)utf8, (size_t)len);
-    else lua_pushliteral(L, "");
+    if (len >= 0)
+      lua_pushlstring(L, (const char *) utf8, (size_t) len);
+    else
+      lua_pushliteral(L, "");
     OPENSSL_free(utf8);
     lua_rawseti(L, -2, 2);
     lua_rawseti(L, -2, i + 1);
@@ -233,8 +240,8 @@ static int x509_get_serial_number(lua_State *L) {
   char *dec;
   if (bn == NULL) return sp_ssl_raise(L, "get_serial_number");
   if (BN_num_bits(bn) < 63) {
-    lua_pushinteger(L, (lua_Integer)BN_get_word(bn) *
-                           (BN_is_negative(bn) ? -1 : 1));
+    lua_pushinteger(
+        L, (lua_Integer) BN_get_word(bn) * (BN_is_negative(bn) ? -1 : 1));
     BN_free(bn);
     return 1;
   }
@@ -273,8 +280,8 @@ static int x509_digest(lua_State *L) {
 static int push_time(lua_State *L, const ASN1_TIME *t) {
   ASN1_GENERALIZEDTIME *g = ASN1_TIME_to_generalizedtime(t, NULL);
   if (g == NULL) return sp_ssl_raise(L, "time");
-  lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(g),
-                  (size_t)ASN1_STRING_length(g));
+  lua_pushlstring(L, (const char *) ASN1_STRING_get0_data(g),
+                  (size_t) ASN1_STRING_length(g));
   ASN1_GENERALIZEDTIME_free(g);
   return 1;
 }
@@ -290,8 +297,8 @@ static int x509_get_notAfter(lua_State *L) {
 
 /* x:has_expired() -> boolean: notAfter is in the past. */
 static int x509_has_expired(lua_State *L) {
-  lua_pushboolean(L, X509_cmp_current_time(
-                         X509_get0_notAfter(check_x509(L, 1))) < 0);
+  lua_pushboolean(
+      L, X509_cmp_current_time(X509_get0_notAfter(check_x509(L, 1))) < 0);
   return 1;
 }
 
@@ -311,15 +318,14 @@ static int x509_to_pem(lua_State *L) {
     return sp_ssl_raise(L, "to_pem");
   }
   n = BIO_get_mem_data(b, &p);
-  lua_pushlstring(L, p, (size_t)n);
+  lua_pushlstring(L, p, (size_t) n);
   BIO_free(b);
   return 1;
 }
 
 static int x509_tostring(lua_State *L) {
   char buf[256];
-  X509_NAME_oneline(X509_get_subject_name(check_x509(L, 1)), buf,
-                    sizeof buf);
+  X509_NAME_oneline(X509_get_subject_name(check_x509(L, 1)), buf, sizeof buf);
   lua_pushfstring(L, "<X509 %s>", buf);
   return 1;
 }
@@ -333,7 +339,7 @@ static int ssl_load_certificate(lua_State *L) {
   BIO *b;
   X509 *x;
   ERR_clear_error();
-  b = BIO_new_mem_buf(pem, (int)len);
+  b = BIO_new_mem_buf(pem, (int) len);
   x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
   BIO_free(b);
   if (x == NULL) return sp_ssl_raise(L, "load_certificate");
@@ -404,7 +410,10 @@ static int connection_get_context(lua_State *L) {
 /* c:get_servername() -> the SNI name the client sent, or nil. */
 static int connection_get_servername(lua_State *L) {
   const char *n = SSL_get_servername(check_conn(L), TLSEXT_NAMETYPE_host_name);
-  if (n != NULL) lua_pushstring(L, n); else lua_pushnil(L);
+  if (n != NULL)
+    lua_pushstring(L, n);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -416,7 +425,10 @@ static int connection_get_protocol_version_name(lua_State *L) {
 
 static int connection_get_cipher_name(lua_State *L) {
   const char *n = SSL_get_cipher_name(check_conn(L));
-  if (n != NULL) lua_pushstring(L, n); else lua_pushnil(L);
+  if (n != NULL)
+    lua_pushstring(L, n);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -425,8 +437,10 @@ static int connection_get_alpn_proto_negotiated(lua_State *L) {
   const unsigned char *p = NULL;
   unsigned int len = 0;
   SSL_get0_alpn_selected(check_conn(L), &p, &len);
-  if (len > 0) lua_pushlstring(L, (const char *)p, len);
-  else lua_pushnil(L);
+  if (len > 0)
+    lua_pushlstring(L, (const char *) p, len);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
@@ -438,7 +452,9 @@ static context_ud *check_ctx_ud(lua_State *L) {
   return u;
 }
 
-static SSL_CTX *check_ctx(lua_State *L) { return check_ctx_ud(L)->ctx; }
+static SSL_CTX *check_ctx(lua_State *L) {
+  return check_ctx_ud(L)->ctx;
+}
 
 SSL_CTX *sp_ssl_tocontext(lua_State *L, int idx) {
   context_ud *u = luaL_testudata(L, idx, SP_CONTEXT_MT);
@@ -486,17 +502,26 @@ static int ssl_Context(lua_State *L) {
   context_ud *u;
   int lo = TLS1_2_VERSION, hi = 0;
   switch (m) {
-    case M_TLS: case 3: break; /* 3: pyOpenSSL's SSLv23_METHOD */
-    case M_TLSv1_2: hi = TLS1_2_VERSION; break;
-    case M_TLSv1_3: lo = hi = TLS1_3_VERSION; break;
-    case M_SSLv3: case M_TLSv1: case M_TLSv1_1:
+    case M_TLS:
+    case 3:
+      break; /* 3: pyOpenSSL's SSLv23_METHOD */
+    case M_TLSv1_2:
+      hi = TLS1_2_VERSION;
+      break;
+    case M_TLSv1_3:
+      lo = hi = TLS1_3_VERSION;
+      break;
+    case M_SSLv3:
+    case M_TLSv1:
+    case M_TLSv1_1:
       return sp_errortype_raise(
           L, "ssl.Error", NULL,
           "%s is insecure and not supported (SSL 3.0, TLS 1.0 and TLS 1.1 "
           "are broken and disabled); use ssl.TLS_METHOD, which speaks TLS "
           "1.2 and 1.3.",
-          m == M_SSLv3 ? "SSLv3_METHOD" : m == M_TLSv1 ? "TLSv1_METHOD"
-                                                       : "TLSv1_1_METHOD");
+          m == M_SSLv3   ? "SSLv3_METHOD"
+          : m == M_TLSv1 ? "TLSv1_METHOD"
+                         : "TLSv1_1_METHOD");
     default:
       return luaL_argerror(L, 1, "unknown TLS method");
   }
@@ -542,7 +567,7 @@ static int filetype(lua_State *L, int idx) {
   lua_Integer t = luaL_optinteger(L, idx, SSL_FILETYPE_PEM);
   luaL_argcheck(L, t == SSL_FILETYPE_PEM || t == SSL_FILETYPE_ASN1, idx,
                 "FILETYPE_PEM or FILETYPE_ASN1 expected");
-  return (int)t;
+  return (int) t;
 }
 
 static int context_use_certificate_file(lua_State *L) {
@@ -629,8 +654,8 @@ static int context_add_ca(lua_State *L) {
 /* The C verify callback: call the Context's Lua callback with
 ** (connection, x509, errnum, errdepth, ok). */
 static int verify_cb(int ok, X509_STORE_CTX *store) {
-  SSL *ssl = X509_STORE_CTX_get_ex_data(
-      store, SSL_get_ex_data_X509_STORE_CTX_idx());
+  SSL *ssl =
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
   lua_State *L = ssl != NULL ? sp_tls_state(ssl) : NULL;
   X509 *x = X509_STORE_CTX_get_current_cert(store);
   int top, r, accept = 0;
@@ -643,14 +668,18 @@ static int verify_cb(int ok, X509_STORE_CTX *store) {
     return ok;
   }
   sp_ssl_pushconnection(L, ssl);
-  if (x != NULL && X509_up_ref(x)) sp_ssl_pushx509(L, x);
-  else lua_pushnil(L);
+  if (x != NULL && X509_up_ref(x))
+    sp_ssl_pushx509(L, x);
+  else
+    lua_pushnil(L);
   lua_pushinteger(L, X509_STORE_CTX_get_error(store));
   lua_pushinteger(L, X509_STORE_CTX_get_error_depth(store));
   lua_pushboolean(L, ok);
   r = sp_pcall(L, 5, 1);
-  if (r != LUA_OK) sp_log_failure(L, -1, "Error in TLS verify callback:");
-  else accept = lua_toboolean(L, -1);
+  if (r != LUA_OK)
+    sp_log_failure(L, -1, "Error in TLS verify callback:");
+  else
+    accept = lua_toboolean(L, -1);
   lua_settop(L, top);
   if (!accept && X509_STORE_CTX_get_error(store) == X509_V_OK)
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -668,11 +697,12 @@ static int verify_cb(int ok, X509_STORE_CTX *store) {
 static int context_set_verify(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer mode = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, (mode & ~(lua_Integer)15) == 0, 2, "VERIFY_* bits expected");
+  luaL_argcheck(L, (mode & ~(lua_Integer) 15) == 0, 2,
+                "VERIFY_* bits expected");
   if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
   lua_settop(L, 3);
   lua_setiuservalue(L, 1, CV_VERIFY);
-  SSL_CTX_set_verify(ctx, (int)mode, lua_isnil(L, 3) ? NULL : verify_cb);
+  SSL_CTX_set_verify(ctx, (int) mode, lua_isnil(L, 3) ? NULL : verify_cb);
   return 0;
 }
 
@@ -685,7 +715,7 @@ static int context_get_verify_mode(lua_State *L) {
 /* ctx:set_verify_depth(n): the longest chain accepted. */
 static int context_set_verify_depth(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
-  SSL_CTX_set_verify_depth(ctx, (int)luaL_checkinteger(L, 2));
+  SSL_CTX_set_verify_depth(ctx, (int) luaL_checkinteger(L, 2));
   return 0;
 }
 
@@ -703,7 +733,7 @@ static int context_set_cipher_list(lua_State *L) {
 static int context_set_options(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer bits = luaL_checkinteger(L, 2);
-  lua_pushinteger(L, (lua_Integer)SSL_CTX_set_options(ctx, (uint64_t)bits));
+  lua_pushinteger(L, (lua_Integer) SSL_CTX_set_options(ctx, (uint64_t) bits));
   return 1;
 }
 
@@ -715,7 +745,7 @@ static int context_set_min_proto_version(lua_State *L) {
   luaL_argcheck(L, v == TLS1_2_VERSION || v == TLS1_3_VERSION, 2,
                 "TLS1_2_VERSION or TLS1_3_VERSION expected (TLS 1.2 is "
                 "the floor)");
-  SSL_CTX_set_min_proto_version(ctx, (int)v);
+  SSL_CTX_set_min_proto_version(ctx, (int) v);
   return 0;
 }
 
@@ -724,7 +754,7 @@ static int context_set_max_proto_version(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 2);
   luaL_argcheck(L, v == TLS1_2_VERSION || v == TLS1_3_VERSION, 2,
                 "TLS1_2_VERSION or TLS1_3_VERSION expected");
-  SSL_CTX_set_max_proto_version(ctx, (int)v);
+  SSL_CTX_set_max_proto_version(ctx, (int) v);
   return 0;
 }
 
@@ -735,11 +765,11 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out,
                           unsigned int inlen, void *arg) {
   const unsigned char *ours = arg;
   unsigned char *o = NULL;
-  (void)ssl;
+  (void) ssl;
   if (ours == NULL) return SSL_TLSEXT_ERR_NOACK;
   if (SSL_select_next_proto(&o, outlen, ours + 2,
-                            (unsigned)(ours[0] << 8 | ours[1]), in, inlen) !=
-      OPENSSL_NPN_NEGOTIATED)
+                            (unsigned) (ours[0] << 8 | ours[1]), in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = o;
   return SSL_TLSEXT_ERR_OK;
@@ -764,23 +794,24 @@ static int context_set_alpn_protos(lua_State *L) {
     lua_geti(L, 2, i);
     p = lua_tolstring(L, -1, &l);
     if (p == NULL || l == 0 || l > 255)
-      return luaL_argerror(L, 2, "non-empty strings of up to 255 bytes "
-                                 "expected");
+      return luaL_argerror(L, 2,
+                           "non-empty strings of up to 255 bytes "
+                           "expected");
     lua_pop(L, 1);
-    luaL_addchar(&b, (char)l);
+    luaL_addchar(&b, (char) l);
     luaL_addlstring(&b, p, l);
   }
   luaL_pushresult(&b);
   wire = lua_tolstring(L, -1, &len);
   luaL_argcheck(L, len > 0 && len < 65536, 2, "protocols expected");
-  if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)wire,
-                              (unsigned)len) != 0)
+  if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *) wire,
+                              (unsigned) len) != 0)
     return sp_ssl_raise(L, "set_alpn_protos");
   /* The server's list, for the select callback: a userdata kept as the
   ** Context's user value, holding a 16-bit length then the wire list. */
   keep = lua_newuserdatauv(L, len + 2, 0);
-  keep[0] = (unsigned char)(len >> 8);
-  keep[1] = (unsigned char)(len & 255);
+  keep[0] = (unsigned char) (len >> 8);
+  keep[1] = (unsigned char) (len & 255);
   memcpy(keep + 2, wire, len);
   lua_setiuservalue(L, 1, CV_ALPN);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, keep);
@@ -795,114 +826,101 @@ static int context_tostring(lua_State *L) {
 /* ------------------------------------------------------------ module */
 
 static const luaL_Reg context_methods[] = {
-  {"use_certificate_file", context_use_certificate_file},
-  {"use_certificate_chain_file", context_use_certificate_chain_file},
-  {"use_privatekey_file", context_use_privatekey_file},
-  {"use_certificate", context_use_certificate},
-  {"check_privatekey", context_check_privatekey},
-  {"load_verify_locations", context_load_verify_locations},
-  {"set_default_verify_paths", context_set_default_verify_paths},
-  {"add_ca", context_add_ca},
-  {"set_verify", context_set_verify},
-  {"get_verify_mode", context_get_verify_mode},
-  {"set_verify_depth", context_set_verify_depth},
-  {"set_cipher_list", context_set_cipher_list},
-  {"set_options", context_set_options},
-  {"set_min_proto_version", context_set_min_proto_version},
-  {"set_max_proto_version", context_set_max_proto_version},
-  {"set_alpn_protos", context_set_alpn_protos},
-  {NULL, NULL}
-};
+    {"use_certificate_file", context_use_certificate_file},
+    {"use_certificate_chain_file", context_use_certificate_chain_file},
+    {"use_privatekey_file", context_use_privatekey_file},
+    {"use_certificate", context_use_certificate},
+    {"check_privatekey", context_check_privatekey},
+    {"load_verify_locations", context_load_verify_locations},
+    {"set_default_verify_paths", context_set_default_verify_paths},
+    {"add_ca", context_add_ca},
+    {"set_verify", context_set_verify},
+    {"get_verify_mode", context_get_verify_mode},
+    {"set_verify_depth", context_set_verify_depth},
+    {"set_cipher_list", context_set_cipher_list},
+    {"set_options", context_set_options},
+    {"set_min_proto_version", context_set_min_proto_version},
+    {"set_max_proto_version", context_set_max_proto_version},
+    {"set_alpn_protos", context_set_alpn_protos},
+    {NULL, NULL}};
 
 static const luaL_Reg context_meta[] = {
-  {"__gc", context_gc},
-  {"__tostring", context_tostring},
-  {NULL, NULL}
-};
+    {"__gc", context_gc}, {"__tostring", context_tostring}, {NULL, NULL}};
 
 static const luaL_Reg x509_methods[] = {
-  {"get_subject", x509_get_subject},
-  {"get_issuer", x509_get_issuer},
-  {"get_serial_number", x509_get_serial_number},
-  {"digest", x509_digest},
-  {"get_notBefore", x509_get_notBefore},
-  {"get_notAfter", x509_get_notAfter},
-  {"has_expired", x509_has_expired},
-  {"get_version", x509_get_version},
-  {"to_pem", x509_to_pem},
-  {NULL, NULL}
-};
+    {"get_subject", x509_get_subject},
+    {"get_issuer", x509_get_issuer},
+    {"get_serial_number", x509_get_serial_number},
+    {"digest", x509_digest},
+    {"get_notBefore", x509_get_notBefore},
+    {"get_notAfter", x509_get_notAfter},
+    {"has_expired", x509_has_expired},
+    {"get_version", x509_get_version},
+    {"to_pem", x509_to_pem},
+    {NULL, NULL}};
 
 static const luaL_Reg x509_meta[] = {
-  {"__gc", x509_gc},
-  {"__tostring", x509_tostring},
-  {NULL, NULL}
-};
+    {"__gc", x509_gc}, {"__tostring", x509_tostring}, {NULL, NULL}};
 
-static const luaL_Reg name_methods[] = {
-  {"get_components", name_get_components},
-  {NULL, NULL}
-};
+static const luaL_Reg name_methods[] = {{"get_components", name_get_components},
+                                        {NULL, NULL}};
 
-static const luaL_Reg name_meta[] = {
-  {"__tostring", name_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg name_meta[] = {{"__tostring", name_tostring},
+                                     {NULL, NULL}};
 
 static const luaL_Reg connection_methods[] = {
-  {"get_app_data", connection_get_app_data},
-  {"get_peer_certificate", connection_get_peer_certificate},
-  {"get_context", connection_get_context},
-  {"get_servername", connection_get_servername},
-  {"get_protocol_version_name", connection_get_protocol_version_name},
-  {"get_cipher_name", connection_get_cipher_name},
-  {"get_alpn_proto_negotiated", connection_get_alpn_proto_negotiated},
-  {NULL, NULL}
-};
+    {"get_app_data", connection_get_app_data},
+    {"get_peer_certificate", connection_get_peer_certificate},
+    {"get_context", connection_get_context},
+    {"get_servername", connection_get_servername},
+    {"get_protocol_version_name", connection_get_protocol_version_name},
+    {"get_cipher_name", connection_get_cipher_name},
+    {"get_alpn_proto_negotiated", connection_get_alpn_proto_negotiated},
+    {NULL, NULL}};
 
-static const luaL_Reg connection_meta[] = {
-  {"__gc", connection_gc},
-  {NULL, NULL}
-};
+static const luaL_Reg connection_meta[] = {{"__gc", connection_gc},
+                                           {NULL, NULL}};
 
 static const luaL_Reg ssl_funcs[] = {
-  {"Context", ssl_Context},
-  {"load_certificate", ssl_load_certificate},
-  {"load_certificate_file", ssl_load_certificate_file},
-  {NULL, NULL}
-};
+    {"Context", ssl_Context},
+    {"load_certificate", ssl_load_certificate},
+    {"load_certificate_file", ssl_load_certificate_file},
+    {NULL, NULL}};
 
-static const struct { const char *name; lua_Integer value; } constants[] = {
-  {"VERIFY_NONE", SSL_VERIFY_NONE},
-  {"VERIFY_PEER", SSL_VERIFY_PEER},
-  {"VERIFY_FAIL_IF_NO_PEER_CERT", SSL_VERIFY_FAIL_IF_NO_PEER_CERT},
-  {"VERIFY_CLIENT_ONCE", SSL_VERIFY_CLIENT_ONCE},
-  {"TLS_METHOD", M_TLS},
-  {"SSLv23_METHOD", M_TLS},
-  {"TLSv1_2_METHOD", M_TLSv1_2},
-  {"TLSv1_3_METHOD", M_TLSv1_3},
-  {"FILETYPE_PEM", SSL_FILETYPE_PEM},
-  {"FILETYPE_ASN1", SSL_FILETYPE_ASN1},
-  {"TLS1_2_VERSION", TLS1_2_VERSION},
-  {"TLS1_3_VERSION", TLS1_3_VERSION},
-  {"OP_ALL", (lua_Integer)SSL_OP_ALL},
-  {"OP_NO_SSLv2", 0}, /* gone from OpenSSL 3: nothing to switch off */
-  {"OP_NO_SSLv3", (lua_Integer)SSL_OP_NO_SSLv3},
-  {"OP_NO_TLSv1", (lua_Integer)SSL_OP_NO_TLSv1},
-  {"OP_NO_TLSv1_1", (lua_Integer)SSL_OP_NO_TLSv1_1},
-  {"OP_NO_TLSv1_2", (lua_Integer)SSL_OP_NO_TLSv1_2},
-  {"OP_NO_TLSv1_3", (lua_Integer)SSL_OP_NO_TLSv1_3},
-  {"OP_NO_COMPRESSION", (lua_Integer)SSL_OP_NO_COMPRESSION},
-  {"OP_NO_TICKET", (lua_Integer)SSL_OP_NO_TICKET},
-  {"OP_CIPHER_SERVER_PREFERENCE", (lua_Integer)SSL_OP_CIPHER_SERVER_PREFERENCE},
-  {"OP_SINGLE_DH_USE", (lua_Integer)SSL_OP_SINGLE_DH_USE},
-  {"OP_SINGLE_ECDH_USE", (lua_Integer)SSL_OP_SINGLE_ECDH_USE},
-  /* The insecure methods' numbers, for ssl.lua's refusing getters. */
-  {"_SSLv3_METHOD", M_SSLv3},
-  {"_TLSv1_METHOD", M_TLSv1},
-  {"_TLSv1_1_METHOD", M_TLSv1_1},
-  {NULL, 0}
-};
+static const struct {
+  const char *name;
+  lua_Integer value;
+} constants[] = {
+    {"VERIFY_NONE", SSL_VERIFY_NONE},
+    {"VERIFY_PEER", SSL_VERIFY_PEER},
+    {"VERIFY_FAIL_IF_NO_PEER_CERT", SSL_VERIFY_FAIL_IF_NO_PEER_CERT},
+    {"VERIFY_CLIENT_ONCE", SSL_VERIFY_CLIENT_ONCE},
+    {"TLS_METHOD", M_TLS},
+    {"SSLv23_METHOD", M_TLS},
+    {"TLSv1_2_METHOD", M_TLSv1_2},
+    {"TLSv1_3_METHOD", M_TLSv1_3},
+    {"FILETYPE_PEM", SSL_FILETYPE_PEM},
+    {"FILETYPE_ASN1", SSL_FILETYPE_ASN1},
+    {"TLS1_2_VERSION", TLS1_2_VERSION},
+    {"TLS1_3_VERSION", TLS1_3_VERSION},
+    {"OP_ALL", (lua_Integer) SSL_OP_ALL},
+    {"OP_NO_SSLv2", 0}, /* gone from OpenSSL 3: nothing to switch off */
+    {"OP_NO_SSLv3", (lua_Integer) SSL_OP_NO_SSLv3},
+    {"OP_NO_TLSv1", (lua_Integer) SSL_OP_NO_TLSv1},
+    {"OP_NO_TLSv1_1", (lua_Integer) SSL_OP_NO_TLSv1_1},
+    {"OP_NO_TLSv1_2", (lua_Integer) SSL_OP_NO_TLSv1_2},
+    {"OP_NO_TLSv1_3", (lua_Integer) SSL_OP_NO_TLSv1_3},
+    {"OP_NO_COMPRESSION", (lua_Integer) SSL_OP_NO_COMPRESSION},
+    {"OP_NO_TICKET", (lua_Integer) SSL_OP_NO_TICKET},
+    {"OP_CIPHER_SERVER_PREFERENCE",
+     (lua_Integer) SSL_OP_CIPHER_SERVER_PREFERENCE},
+    {"OP_SINGLE_DH_USE", (lua_Integer) SSL_OP_SINGLE_DH_USE},
+    {"OP_SINGLE_ECDH_USE", (lua_Integer) SSL_OP_SINGLE_ECDH_USE},
+    /* The insecure methods' numbers, for ssl.lua's refusing getters. */
+    {"_SSLv3_METHOD", M_SSLv3},
+    {"_TLSv1_METHOD", M_TLSv1},
+    {"_TLSv1_1_METHOD", M_TLSv1_1},
+    {NULL, 0}};
 
 /* spindle._ssl: the C half of spindle.ssl. */
 int luaopen_spindle__ssl(lua_State *L) {

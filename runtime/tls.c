@@ -42,11 +42,11 @@
 #include "tls.h"
 
 /* tls_conn flags. */
-#define TF_CLIENT 0x01     /* we are the TLS client */
-#define TF_DONE 0x02       /* the handshake completed */
-#define TF_FAILED 0x04     /* a fatal error: nothing more goes through SSL */
-#define TF_FINWAIT 0x08    /* loseConnection waits for the handshake */
-#define TF_SHUTDOWN 0x10   /* close_notify sent */
+#define TF_CLIENT 0x01   /* we are the TLS client */
+#define TF_DONE 0x02     /* the handshake completed */
+#define TF_FAILED 0x04   /* a fatal error: nothing more goes through SSL */
+#define TF_FINWAIT 0x08  /* loseConnection waits for the handshake */
+#define TF_SHUTDOWN 0x10 /* close_notify sent */
 
 /* Bytes written into SSL_write per call, and the size of the buffers used
 ** to drain the write BIO and to collect plaintext for dataReceived. */
@@ -54,14 +54,14 @@
 
 typedef struct tls_conn {
   SSL *ssl;
-  BIO *rbio, *wbio;    /* owned by ssl */
+  BIO *rbio, *wbio; /* owned by ssl */
   sp_stream *s;
-  lua_State *L;        /* the state to call Lua in (verify callbacks) */
-  int anchor;          /* registry ref: {context, factory} */
+  lua_State *L; /* the state to call Lua in (verify callbacks) */
+  int anchor;   /* registry ref: {context, factory} */
   unsigned flags;
-  char *held;          /* plaintext written before the handshake ended */
+  char *held; /* plaintext written before the handshake ended */
   size_t hlen, hcap;
-  char *hostname;      /* the name verified (client), or NULL */
+  char *hostname; /* the name verified (client), or NULL */
 } tls_conn;
 
 static int conn_index = -1; /* SSL ex_data index of the tls_conn */
@@ -85,8 +85,10 @@ lua_State *sp_tls_state(SSL *ssl) {
 
 void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
   tls_conn *c = SSL_get_ex_data(ssl, conn_index);
-  if (c != NULL && c->s != NULL) lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
-  else lua_pushnil(L);
+  if (c != NULL && c->s != NULL)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
+  else
+    lua_pushnil(L);
 }
 
 /* -------------------------------------------------------- plumbing */
@@ -96,7 +98,7 @@ void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
 static int drain(lua_State *L, tls_conn *c) {
   int n;
   while ((n = BIO_read(c->wbio, drainbuf, sizeof drainbuf)) > 0) {
-    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
+    uv_buf_t b = uv_buf_init(drainbuf, (unsigned) n);
     int r = sp_stream_write_raw(L, c->s, &b, 1);
     if (r < 0) return r;
   }
@@ -176,7 +178,7 @@ static int handshake(lua_State *L, tls_conn *c) {
 /* SSL_write p in CHUNK pieces, draining after each. Returns 0 or -1. */
 static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   while (len > 0) {
-    int n = len > CHUNK ? CHUNK : (int)len, w, err;
+    int n = len > CHUNK ? CHUNK : (int) len, w, err;
     c->L = L;
     ERR_clear_error();
     w = SSL_write(c->ssl, p, n);
@@ -187,7 +189,7 @@ static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
     }
     if (drain(L, c) < 0) return -1;
     p += w;
-    len -= (size_t)w;
+    len -= (size_t) w;
   }
   return 0;
 }
@@ -236,7 +238,7 @@ static void peer_closed(lua_State *L, tls_conn *c) {
   ERR_clear_error();
   n = BIO_read(c->wbio, drainbuf, sizeof drainbuf);
   if (n > 0) {
-    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
+    uv_buf_t b = uv_buf_init(drainbuf, (unsigned) n);
     uv_try_write(&c->s->h.stream, &b, 1);
   }
   sp_errortype_make(L, "reactor.ConnectionDone",
@@ -254,16 +256,15 @@ static void read_records(lua_State *L, tls_conn *c) {
     c->L = L;
     while (got < sizeof readbuf) {
       ERR_clear_error();
-      n = SSL_read(c->ssl, readbuf + got, (int)(sizeof readbuf - got));
+      n = SSL_read(c->ssl, readbuf + got, (int) (sizeof readbuf - got));
       if (n <= 0) {
         err = SSL_get_error(c->ssl, n);
         break;
       }
-      got += (size_t)n;
+      got += (size_t) n;
     }
     /* Key updates and session tickets may want an answer. */
-    if (err != SSL_ERROR_SSL && err != SSL_ERROR_SYSCALL &&
-        drain(L, c) < 0)
+    if (err != SSL_ERROR_SSL && err != SSL_ERROR_SYSCALL && drain(L, c) < 0)
       return;
     if (got > 0 && sp_stream_deliver(L, c->s, readbuf, got) < 0) return;
     if (n > 0) continue; /* the buffer was full */
@@ -284,11 +285,11 @@ static int filter_read(lua_State *L, sp_stream *s, const char *data,
   tls_conn *c = s->filter_data;
   if (c->flags & TF_FAILED) return 0;
   while (len > 0) {
-    int n = len > INT32_MAX ? INT32_MAX : (int)len;
+    int n = len > INT32_MAX ? INT32_MAX : (int) len;
     int w = BIO_write(c->rbio, data, n);
     if (w <= 0) return UV_ENOMEM;
     data += w;
-    len -= (size_t)w;
+    len -= (size_t) w;
   }
   if (!(c->flags & TF_DONE) && handshake(L, c) <= 0) return 0;
   read_records(L, c);
@@ -347,8 +348,7 @@ static void filter_free(sp_stream *s) {
 }
 
 static const sp_stream_filter tls_filter = {
-  filter_read, filter_write, filter_finish, filter_eof, filter_free
-};
+    filter_read, filter_write, filter_finish, filter_eof, filter_free};
 
 /* ------------------------------------------------------- attaching */
 
@@ -363,8 +363,10 @@ static int getcontext_tramp(lua_State *L) {
   if (sp_ssl_tocontext(L, -1) == NULL)
     return luaL_error(L, "getContext() returned %s, not an ssl Context",
                       luaL_typename(L, -1));
-  if (lua_type(L, 1) == LUA_TTABLE) lua_getfield(L, 1, "_hostname");
-  else lua_pushnil(L);
+  if (lua_type(L, 1) == LUA_TTABLE)
+    lua_getfield(L, 1, "_hostname");
+  else
+    lua_pushnil(L);
   return 2;
 }
 
@@ -537,8 +539,10 @@ static int transport_startTLS(lua_State *L) {
 ** a client that sent none). twisted ISSLTransport.getPeerCertificate. */
 static int transport_getPeerCertificate(lua_State *L) {
   tls_conn *c = conn_of(sp_stream_check(L, 1));
-  if (c == NULL || !(c->flags & TF_DONE)) lua_pushnil(L);
-  else sp_ssl_pushx509(L, SSL_get1_peer_certificate(c->ssl));
+  if (c == NULL || !(c->flags & TF_DONE))
+    lua_pushnil(L);
+  else
+    sp_ssl_pushx509(L, SSL_get1_peer_certificate(c->ssl));
   return 1;
 }
 
@@ -547,8 +551,10 @@ static int transport_getPeerCertificate(lua_State *L) {
 ** get_protocol_version_name, ...), nil on a plain one. */
 static int transport_getHandle(lua_State *L) {
   tls_conn *c = conn_of(sp_stream_check(L, 1));
-  if (c == NULL) lua_pushnil(L);
-  else sp_ssl_pushconnection(L, c->ssl);
+  if (c == NULL)
+    lua_pushnil(L);
+  else
+    sp_ssl_pushconnection(L, c->ssl);
   return 1;
 }
 
@@ -560,24 +566,22 @@ static int transport_getNegotiatedProtocol(lua_State *L) {
   unsigned int len = 0;
   if (c != NULL && (c->flags & TF_DONE))
     SSL_get0_alpn_selected(c->ssl, &p, &len);
-  if (len > 0) lua_pushlstring(L, (const char *)p, len);
-  else lua_pushnil(L);
+  if (len > 0)
+    lua_pushlstring(L, (const char *) p, len);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
 static const luaL_Reg transport_methods[] = {
-  {"startTLS", transport_startTLS},
-  {"getPeerCertificate", transport_getPeerCertificate},
-  {"getHandle", transport_getHandle},
-  {"getNegotiatedProtocol", transport_getNegotiatedProtocol},
-  {NULL, NULL}
-};
+    {"startTLS", transport_startTLS},
+    {"getPeerCertificate", transport_getPeerCertificate},
+    {"getHandle", transport_getHandle},
+    {"getNegotiatedProtocol", transport_getNegotiatedProtocol},
+    {NULL, NULL}};
 
 static const luaL_Reg tls_funcs[] = {
-  {"listenSSL", tls_listenSSL},
-  {"connectSSL", tls_connectSSL},
-  {NULL, NULL}
-};
+    {"listenSSL", tls_listenSSL}, {"connectSSL", tls_connectSSL}, {NULL, NULL}};
 
 /* spindle._tls: listenSSL and connectSSL for spindle.reactor; also adds
 ** the TLS methods to every stream transport. */
