@@ -324,13 +324,25 @@ static int filter_finish(lua_State *L, sp_stream *s) {
 }
 
 /* An EOF before the handshake ended is a TLS failure (OpenSSL's
-** "unexpected eof while reading"), not a clean close. */
+** "unexpected eof while reading"), not a clean close; after it, an EOF
+** without the peer's close_notify may be a truncation, so it is
+** ConnectionLost rather than ConnectionDone (Twisted reports an SSL error
+** there; many clients never send close_notify, so spindle keeps ssl.Error
+** for real TLS failures). */
 static int filter_eof(lua_State *L, sp_stream *s) {
   tls_conn *c = s->filter_data;
-  if (c->flags & (TF_DONE | TF_FAILED)) return 0;
+  int top = lua_gettop(L);
+  if (c->flags & TF_FAILED) return 0;
   ERR_clear_error();
-  conn_fail(L, c, SSL_ERROR_SYSCALL,
-            "TLS handshake failed: the connection closed");
+  if (!(c->flags & TF_DONE)) {
+    conn_fail(L, c, SSL_ERROR_SYSCALL, "TLS handshake failed");
+    return 1;
+  }
+  sp_errortype_make(L, "reactor.ConnectionLost",
+                    "Connection to the other side was lost in a non-clean "
+                    "fashion: the peer closed without a TLS close_notify.");
+  sp_stream_lose(L, s, -1, 0);
+  lua_settop(L, top);
   return 1;
 }
 

@@ -598,10 +598,13 @@ with socket.create_connection(("127.0.0.1", %d)) as raw:
         print(s.recv(100).decode(), s.version())
 ]]):format(certs.ca, n))
       local p = spawn("timeout 10 python3 " .. py)
-      wait(sf.lost)
+      local r = wait(sf.lost)
       local out = finish(p)
       os.remove(py)
       assert.matches("^python says hi TLSv1%.3\n$", out)
+      -- Python closes its socket without a close_notify.
+      H.assertErrorType(reactor.ConnectionLost, "without a TLS close_notify",
+        false, r[1].value)
       wait(port:stopListening())
     end)
 
