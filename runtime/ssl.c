@@ -609,6 +609,25 @@ static int context_use_certificate(lua_State *L) {
   return 0;
 }
 
+/* ctx:use_privatekey(pem): a private key given as a PEM string
+** (unencrypted). Raises ssl.Error naming the reason. */
+static int context_use_privatekey(lua_State *L) {
+  SSL_CTX *ctx = check_ctx(L);
+  size_t len;
+  const char *pem = luaL_checklstring(L, 2, &len);
+  BIO *b;
+  EVP_PKEY *k;
+  int ok;
+  ERR_clear_error();
+  b = BIO_new_mem_buf(pem, (int) len);
+  k = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+  BIO_free(b);
+  ok = k != NULL && SSL_CTX_use_PrivateKey(ctx, k);
+  EVP_PKEY_free(k);
+  if (!ok) sp_ssl_raise(L, "use_privatekey");
+  return 0;
+}
+
 /* ctx:check_privatekey(): raises ssl.Error unless the private key matches
 ** the certificate. */
 static int context_check_privatekey(lua_State *L) {
@@ -830,6 +849,7 @@ static const luaL_Reg context_methods[] = {
     {"use_certificate_chain_file", context_use_certificate_chain_file},
     {"use_privatekey_file", context_use_privatekey_file},
     {"use_certificate", context_use_certificate},
+    {"use_privatekey", context_use_privatekey},
     {"check_privatekey", context_check_privatekey},
     {"load_verify_locations", context_load_verify_locations},
     {"set_default_verify_paths", context_set_default_verify_paths},

@@ -728,6 +728,31 @@ describe("spindle.ssl", function()
         wait(port:stopListening())
       end)
 
+    it("takes PEM text and X509 objects instead of paths", function()
+      local function slurp(path)
+        local f = assert(io.open(path))
+        local text = f:read("a")
+        f:close()
+        return text
+      end
+      local opts = ssl.CertificateOptions({
+        privateKey = slurp(certs.serverKey),
+        certificate = ssl.load_certificate(slurp(certs.server)),
+        verify = true, caCerts = slurp(certs.ca),
+      })
+      local port, n = echoServer(opts)
+      local cf = client({
+        connectionMade = function(p) p.transport:write("pem") end,
+        dataReceived = function(p) p.transport:loseConnection() end,
+      })
+      reactor.connectSSL("127.0.0.1", n, cf, ssl.optionsForClientTLS(
+        "localhost", {trustRoot = slurp(certs.ca), clientCertificate = {
+          certificate = slurp(certs.client),
+          privateKey = slurp(certs.clientKey)}}))
+      assert.equal("pem", wait(cf.done))
+      wait(port:stopListening())
+    end)
+
     it("refuses a minimumVersion below TLS 1.2", function()
       H.assertErrorType(ssl.Error, "TLS 1.2", pcall(ssl.CertificateOptions,
         {minimumVersion = "TLSv1_1"}))

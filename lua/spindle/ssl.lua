@@ -128,7 +128,7 @@ end
 -- requireCertificate, acceptableProtocols, minimumVersion, maximumVersion,
 -- method}: a context factory for either side.
 --   privateKey, certificate: PEM file paths (the certificate file may hold
---     the chain after it).
+--     the chain after it) or PEM text; certificate may be an X509.
 --   verify: verify the peer's certificate against caCerts (a path, a list
 --     of paths or of X509 objects); requireCertificate (default true when
 --     verify) makes a server refuse clients without one.
@@ -155,12 +155,33 @@ function CertificateOptions:__init(opts)
   self._maximum = toVersion(self.maximumVersion, "maximumVersion")
 end
 
+local function isPEM(s)
+  return type(s) == "string" and s:find("-----BEGIN", 1, true) ~= nil
+end
+
+-- Trust caCerts: a PEM file path, PEM text, an X509, or a list of them.
 local function loadCAs(ctx, caCerts)
   if type(caCerts) ~= "table" then caCerts = {caCerts} end
   for _, ca in ipairs(caCerts) do
-    if type(ca) == "string" then ctx:load_verify_locations(ca)
+    if isPEM(ca) then ctx:add_ca(C.load_certificate(ca))
+    elseif type(ca) == "string" then ctx:load_verify_locations(ca)
     else ctx:add_ca(ca) end
   end
+end
+
+-- Use certificate (a path to a PEM chain file, PEM text or an X509) and
+-- privateKey (a path or PEM text), and check that they match.
+local function useKeyPair(ctx, certificate, privateKey)
+  if isPEM(certificate) then
+    ctx:use_certificate(C.load_certificate(certificate))
+  elseif type(certificate) == "string" then
+    ctx:use_certificate_chain_file(certificate)
+  else
+    ctx:use_certificate(certificate)
+  end
+  if isPEM(privateKey) then ctx:use_privatekey(privateKey)
+  else ctx:use_privatekey_file(privateKey) end
+  ctx:check_privatekey()
 end
 
 function CertificateOptions:_makeContext()
@@ -168,9 +189,7 @@ function CertificateOptions:_makeContext()
   if self._minimum then ctx:set_min_proto_version(self._minimum) end
   if self._maximum then ctx:set_max_proto_version(self._maximum) end
   if self.certificate then
-    ctx:use_certificate_chain_file(self.certificate)
-    ctx:use_privatekey_file(self.privateKey)
-    ctx:check_privatekey()
+    useKeyPair(ctx, self.certificate, self.privateKey)
   end
   if self.verify then
     loadCAs(ctx, self.caCerts)
@@ -196,8 +215,8 @@ M.CertificateOptions = CertificateOptions
 
 --- optionsForClientTLS(hostname[, {trustRoot, clientCertificate,
 -- acceptableProtocols}]) -> a client context factory that verifies the
--- server: its chain against the system's CA certificates (or trustRoot, a
--- PEM file of CA certificates, or a list of them), and its name against
+-- server: its chain against the system's CA certificates (or trustRoot: a
+-- PEM file of CA certificates, PEM text, an X509, or a list of those), and its name against
 -- hostname (DNS name or IP literal; also sent as SNI). A mismatch fails
 -- the handshake with ssl.VerifyError naming the hostname.
 -- clientCertificate = {certificate = path, privateKey = path}.
@@ -215,11 +234,7 @@ function ClientTLSOptions:getContext()
     else ctx:set_default_verify_paths() end
     ctx:set_verify(C.VERIFY_PEER)
     local cc = o.clientCertificate
-    if cc ~= nil then
-      ctx:use_certificate_chain_file(cc.certificate)
-      ctx:use_privatekey_file(cc.privateKey)
-      ctx:check_privatekey()
-    end
+    if cc ~= nil then useKeyPair(ctx, cc.certificate, cc.privateKey) end
     if o.acceptableProtocols then
       ctx:set_alpn_protos(o.acceptableProtocols)
     end
@@ -239,7 +254,7 @@ function M.optionsForClientTLS(hostname, opts)
   end
   opts = opts or {}
   local cc = opts.clientCertificate
-  if cc ~= nil and (type(cc) ~= "table" or type(cc.certificate) ~= "string"
+  if cc ~= nil and (type(cc) ~= "table" or cc.certificate == nil
       or type(cc.privateKey) ~= "string") then
     error("bad argument #2 to 'optionsForClientTLS' (clientCertificate " ..
       "must be {certificate = path, privateKey = path})", 2)
