@@ -13,8 +13,11 @@ local function wait(d, timeout)
   return H.wait(d, timeout or 10)
 end
 
+-- A python3 program in a temporary file (the caller removes it).
 local function pyfile(src)
-  local path = os.tmpname() .. ".py"
+  local base = os.tmpname()
+  os.remove(base)
+  local path = base .. ".py"
   local f = assert(io.open(path, "w"))
   f:write(src)
   f:close()
