@@ -33,6 +33,13 @@ local servers = {
   ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
   ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
     "run by spec/udp_spec.lua",
+  ["scripts/tls_echo_server.lua"] = "needs clients and certificates: " ..
+    "run by tls_spec.lua",
+  ["scripts/tls_echo_client.lua"] = "needs a server: run by tls_spec.lua",
+  ["scripts/tls_client_cert_server.lua"] = "needs clients and " ..
+    "certificates: run by tls_spec.lua",
+  ["scripts/tls_client_cert_client.lua"] = "needs a server: run by " ..
+    "tls_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote
