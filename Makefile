@@ -5,6 +5,7 @@
 #   make test     busted suite under build/spindle, then under the ASan+UBSan build
 #   make test-asan   the sanitizer run alone
 #   make bench    the benchmarks in bench/
+#   make bench-net   the network one alone (bench/echo/run.sh)
 
 PKGS     := lua5.4 libuv libssl libcrypto libedit
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
@@ -91,6 +92,11 @@ test-asan: asan
 
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
+	@$(MAKE) --no-print-directory bench-net
+
+# TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
+bench-net: all
+	sh bench/echo/run.sh
 
 .PHONY: bench-deferred
 bench-deferred: all

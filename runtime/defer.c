@@ -133,12 +133,14 @@ static Deferred *deferred_check(lua_State *L, int idx) {
   return d;
 }
 
-/* [-0, +0, e] The Deferred at idx, checked against the metatables in
-** upvalues 1 and 2 (the methods' fast path: no registry lookup). */
-static Deferred *deferred_self(lua_State *L, int idx) {
+/* [-0, +0, e] The Deferred at idx, checked against the two metatables in
+** upvalues up and up + 1 (the fast path of methods and metamethods: no
+** registry lookup); raises a bad-argument error if it is something
+** else. */
+static Deferred *deferred_upcheck(lua_State *L, int idx, int up) {
   if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
-    if (lua_rawequal(L, -1, lua_upvalueindex(1)) ||
-        lua_rawequal(L, -1, lua_upvalueindex(2))) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(up)) ||
+        lua_rawequal(L, -1, lua_upvalueindex(up + 1))) {
       lua_pop(L, 1);
       return (Deferred *)lua_touserdata(L, idx);
     }
@@ -147,6 +149,10 @@ static Deferred *deferred_self(lua_State *L, int idx) {
   luaL_typeerror(L, idx, "Deferred");
   return NULL;
 }
+
+/* [-0, +0, e] The Deferred at idx, for methods (metatables in upvalues 1
+** and 2). */
+#define deferred_self(L, idx) deferred_upcheck((L), (idx), 1)
 
 /* [-0, +0, -] Is the value at idx a Failure? Non-tables are answered
 ** without touching the registry: this runs once per callback. */
@@ -703,9 +709,9 @@ static void repr_push(lua_State *L, int idx) {
 
 /* tostring(d) -> "<Deferred at 0x...>", with " current result: 4" once
 ** fired, or " waiting on Deferred at 0x..." while it waits on another.
-** Deferred.__str__. */
+** Upvalues 1 and 2: the Deferred metatables. Deferred.__str__. */
 static int deferred_tostring(lua_State *L) {
-  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  Deferred *d = deferred_upcheck(L, 1, 1);
   lua_getiuservalue(L, 1, UV_RESULT);
   if (!d->called) {
     lua_pushfstring(L, "<Deferred at %p>", (void *)d);
@@ -721,12 +727,16 @@ static int deferred_tostring(lua_State *L) {
 }
 
 /* __index: methods, then the read-only fields called (boolean), paused
-** (count) and result, then fields a user set. Upvalue 1: methods. */
+** (count) and result, then fields a user set. Upvalue 1: methods; 2 and
+** 3: the Deferred metatables. A method is found without touching d (the
+** hot path: every d:addCallback); d is checked before anything else. */
 static int deferred_index(lua_State *L) {
-  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  Deferred *d;
   const char *k;
-  lua_pushvalue(L, 2); /* the VM calls __index with exactly (d, key) */
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  d = deferred_upcheck(L, 1, 2);
   if (lua_type(L, 2) == LUA_TSTRING) {
     k = lua_tostring(L, 2);
     if (strcmp(k, "called") == 0) {
@@ -748,8 +758,9 @@ static int deferred_index(lua_State *L) {
 
 /* __newindex: methods and called/paused/result are read-only; other
 ** fields are kept for the user (Python code sets attributes on
-** Deferreds). Upvalue 1: methods. */
+** Deferreds). Upvalue 1: methods; 2 and 3: the Deferred metatables. */
 static int deferred_newindex(lua_State *L) {
+  deferred_upcheck(L, 1, 2);
   lua_settop(L, 3);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL ||
@@ -773,9 +784,10 @@ static int deferred_newindex(lua_State *L) {
 
 /* __gc of Deferreds that ended a run with a Failure: if the Failure is
 ** still their result, log "Unhandled error in Deferred:" with its
-** traceback, once (Twisted's DebugInfo.__del__). */
+** traceback, once (Twisted's DebugInfo.__del__). Upvalues 1 and 2: the
+** Deferred metatables. */
 static int deferred_gc(lua_State *L) {
-  Deferred *d = (Deferred *)lua_touserdata(L, 1);
+  Deferred *d = deferred_upcheck(L, 1, 1);
   if (!d->unhandled) return 0;
   d->unhandled = 0;
   lua_getiuservalue(L, 1, UV_RESULT);
@@ -833,6 +845,21 @@ static int defer_adopt(lua_State *L) {
   return 0;
 }
 
+/* _defer.toFailure(value, traceback) -> Failure: wrap any error value,
+** nil included (a coroutine that raised error() or error(nil)), with the
+** traceback string given (nil: none); a Failure is returned as it is.
+** failure.Failure rejects nil; this is for spindle's own Lua code. */
+static int defer_toFailure(lua_State *L) {
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TSTRING);
+  sp_failure_new(L, 1, NULL, 0);
+  if (!sp_failure_is(L, 1) && !lua_isnil(L, 2)) {
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "_tb");
+  }
+  return 1;
+}
+
 static const luaL_Reg deferred_methods[] = {
   {"addCallback", deferred_addCallback},
   {"addErrback", deferred_addErrback},
@@ -862,15 +889,23 @@ static void meta_init(lua_State *L) {
     lua_pushliteral(L, DEFERRED_MT);
     lua_setfield(L, -2, "__name");
     lua_pushvalue(L, -2);
-    lua_pushcclosure(L, deferred_index, 1);
+    lua_pushvalue(L, -5);
+    lua_pushvalue(L, -5);
+    lua_pushcclosure(L, deferred_index, 3);
     lua_setfield(L, -2, "__index");
     lua_pushvalue(L, -2);
-    lua_pushcclosure(L, deferred_newindex, 1);
+    lua_pushvalue(L, -5);
+    lua_pushvalue(L, -5);
+    lua_pushcclosure(L, deferred_newindex, 3);
     lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, deferred_tostring);
+    lua_pushvalue(L, -4);
+    lua_pushvalue(L, -4);
+    lua_pushcclosure(L, deferred_tostring, 2);
     lua_setfield(L, -2, "__tostring");
     if (gc) {
-      lua_pushcfunction(L, deferred_gc);
+      lua_pushvalue(L, -4);
+      lua_pushvalue(L, -4);
+      lua_pushcclosure(L, deferred_gc, 2);
       lua_setfield(L, -2, "__gc");
     }
     lua_pushliteral(L, "Deferred");
@@ -914,6 +949,7 @@ static const luaL_Reg defer_funcs[] = {
   {"getDebugging", defer_getDebugging},
   {"isDeferred", defer_isDeferred},
   {"adopt", defer_adopt},
+  {"toFailure", defer_toFailure},
   {NULL, NULL}
 };
 

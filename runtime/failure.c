@@ -70,7 +70,7 @@ static int errortype_matches(lua_State *L, int a, int b) {
 
 /* __tostring of error values: "Name: message" ("Name" without one). */
 static int errorvalue_tostring(lua_State *L) {
-  lua_getmetatable(L, 1);
+  if (!lua_getmetatable(L, 1)) return luaL_typeerror(L, 1, "error value");
   lua_getfield(L, -1, "__name");
   if (lua_getfield(L, 1, "message") == LUA_TNIL) {
     lua_pop(L, 1);
@@ -133,10 +133,14 @@ static void errortype_new(lua_State *L, const char *name, int parentidx) {
 }
 
 /* defer.errorType(name [, parent]) -> T
-** Make an error type; see twisted's exception classes. T(msg) makes a
-** value whose tostring is "name: msg"; Failure:check(parent) matches it. */
+** Make an error type; see twisted's exception classes. name must be a
+** string, parent an error type or nil (else a bad-argument error). T(msg)
+** makes a value whose tostring is "name: msg"; Failure:check(parent)
+** matches it. */
 static int failure_errorType(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
+  const char *name;
+  luaL_checktype(L, 1, LUA_TSTRING);
+  name = lua_tostring(L, 1);
   if (!lua_isnoneornil(L, 2) && !errortype_is(L, 2))
     return luaL_typeerror(L, 2, "error type or nil");
   errortype_new(L, name, lua_isnoneornil(L, 2) ? 0 : 2);
@@ -167,7 +171,14 @@ void sp_failure_new(lua_State *L, int idx, lua_State *from, int level) {
     luaL_traceback(L, from, NULL, level);
     lua_setfield(L, -2, "_tb");
   }
-  luaL_setmetatable(L, FAILURE_MT);
+  if (luaL_getmetatable(L, FAILURE_MT) == LUA_TNIL) {
+    /* made before spindle.failure was loaded */
+    lua_pop(L, 1);
+    errortypes_push(L);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, FAILURE_MT);
+  }
+  lua_setmetatable(L, -2);
 }
 
 int sp_errhandler(lua_State *L) {
@@ -177,12 +188,15 @@ int sp_errhandler(lua_State *L) {
 
 /* failure.Failure(value [, traceback]) -> Failure
 ** Wrap an error value; follows twisted.python.failure.Failure. traceback
-** is a string (as from debug.traceback); without it the traceback is taken
-** here. A Failure is returned as it is. Raises if value is nil. */
+** is a string (as from debug.traceback; anything else but nil is a bad
+** argument); without it the traceback is taken here. A Failure is
+** returned as it is. Raises if value is nil: a raised nil (error()) is
+** wrapped by the runtime itself (sp_failure_new), as a Failure whose
+** value is nil, type "nil" and message "nil". */
 static int failure_new(lua_State *L) {
   luaL_argexpected(L, !lua_isnoneornil(L, 1), 1, "error value");
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checkstring(L, 2);
+    luaL_checktype(L, 2, LUA_TSTRING);
     sp_failure_new(L, 1, NULL, 0);
     if (!sp_failure_is(L, 1)) {
       lua_pushvalue(L, 2);
@@ -194,11 +208,39 @@ static int failure_new(lua_State *L) {
   return 1;
 }
 
+/* The protected half of safe_tostring: tostring(arg 1). */
+static int tostring_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* [-0, +1, m] Push tostring of the value at idx without raising: a
+** __tostring that raises or returns a non-string gives
+** "<T at 0x... with tostring error: ...>" (Twisted's reflect.safe_str). */
+static void safe_tostring(lua_State *L, int idx) {
+  const char *err;
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER ||
+      lua_type(L, idx) == LUA_TNIL || lua_type(L, idx) == LUA_TBOOLEAN) {
+    luaL_tolstring(L, idx, NULL);
+    return;
+  }
+  lua_pushcfunction(L, tostring_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) return;
+  err = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                        : luaL_typename(L, -1);
+  lua_pushfstring(L, "<%s at %p with tostring error: %s>",
+                  luaL_typename(L, idx), lua_topointer(L, idx), err);
+  lua_remove(L, -2);
+}
+
 static void failure_check_self(lua_State *L) {
   if (!sp_failure_is(L, 1)) luaL_typeerror(L, 1, "Failure");
 }
 
-/* [-0, +1, m] Push the message of error value idx. */
+/* [-0, +1, m] Push the message of error value idx, always a string (see
+** safe_tostring). */
 static void errorvalue_pushmessage(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TTABLE && lua_getmetatable(L, idx)) {
     int is = errortype_is(L, -1);
@@ -208,17 +250,18 @@ static void errorvalue_pushmessage(lua_State *L, int idx) {
         lua_pop(L, 1);
         lua_pushliteral(L, "");
       } else {
-        luaL_tolstring(L, -1, NULL);
+        safe_tostring(L, -1);
         lua_remove(L, -2);
       }
       return;
     }
   }
-  luaL_tolstring(L, idx, NULL);
+  safe_tostring(L, idx);
 }
 
 /* f:getErrorMessage() -> string: the error's message (an error value's
-** `message`, a string error itself). twisted Failure.getErrorMessage. */
+** `message`, a string error itself, "nil" for a raised nil; never raises,
+** like Twisted's safe_str). twisted Failure.getErrorMessage. */
 static int failure_getErrorMessage(lua_State *L) {
   failure_check_self(L);
   lua_getfield(L, 1, "value");
@@ -231,7 +274,7 @@ static int failure_getErrorMessage(lua_State *L) {
 static int failure_getTraceback(lua_State *L) {
   failure_check_self(L);
   lua_getfield(L, 1, "value");
-  luaL_tolstring(L, 2, NULL);
+  safe_tostring(L, 2);
   if (lua_getfield(L, 1, "_tb") == LUA_TSTRING) {
     lua_pushliteral(L, "\n");
     lua_insert(L, -2);
@@ -290,7 +333,7 @@ static int failure_raiseException(lua_State *L) {
 static int failure_tostring(lua_State *L) {
   lua_getfield(L, 1, "value");
   lua_pushliteral(L, "[Failure instance: ");
-  luaL_tolstring(L, 2, NULL);
+  safe_tostring(L, 2);
   lua_pushliteral(L, "]");
   lua_concat(L, 3);
   return 1;

@@ -60,6 +60,10 @@ typedef struct framer {
 /* Registry-free key for the framer inside a protocol instance. */
 static const char framer_key = 0;
 
+/* The framer metatable, recognised by its address on the hot path
+** (luaL_checkudata would look its name up in the registry each call). */
+static const void *framer_mt;
+
 /* Field names every module function has as upvalues, so the hot path
 ** indexes with ready Lua strings (lua_getfield would hash and look up its
 ** C string each time). */
@@ -186,21 +190,35 @@ static void framer_finish(framer *f) {
   }
 }
 
+/* [-0, +0, -] The framer at idx, or NULL if it is something else. */
+static framer *framer_test(lua_State *L, int idx) {
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == framer_mt ? lua_touserdata(L, idx) : NULL;
+}
+
+/* __gc of framers: free the buffer. */
 static int framer_gc(lua_State *L) {
-  framer *f = luaL_checkudata(L, 1, FRAMER_MT);
+  framer *f = framer_test(L, 1);
+  if (f == NULL) return luaL_typeerror(L, 1, FRAMER_MT);
   free(f->buf);
   f->buf = NULL;
   f->cap = f->start = f->end = 0;
   return 0;
 }
 
-/* [-0, +0, m] The framer of the protocol instance at index 1 (a table),
-** made on first use. */
+/* [-0, +0, e] The framer of the protocol instance at index 1 (a table),
+** made on first use. Raises if the framer's field holds something else
+** (the key can be met with pairs(self) and overwritten). */
 static framer *framer_get(lua_State *L) {
   framer *f;
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (lua_rawgetp(L, 1, &framer_key) == LUA_TUSERDATA) {
-    f = lua_touserdata(L, -1);
+  if (lua_rawgetp(L, 1, &framer_key) != LUA_TNIL) {
+    f = framer_test(L, -1);
+    if (f == NULL) luaL_error(L, "protocol's framer field was overwritten");
     lua_pop(L, 1);
     return f;
   }
@@ -407,7 +425,8 @@ static int raw_step(lua_State *L, framer *f) {
 ** run under one lua_pcall per chunk (not one per line); callbacks are
 ** plain calls whose errors unwind to it. */
 static int line_loop(lua_State *L) {
-  framer *f = lua_touserdata(L, 3);
+  framer *f = framer_test(L, 3);
+  if (f == NULL) return luaL_typeerror(L, 3, "framer");
   lua_settop(L, 3);
   while (lua_gettop(L) < SLOT_TOP - 1)
     lua_pushlightuserdata(L, (void *)&unset_key);
@@ -748,6 +767,9 @@ static const luaL_Reg linebuf_funcs[] = {
 /* spindle._linebuf: the C half of spindle.basic (see basic.lua). */
 int luaopen_spindle__linebuf(lua_State *L) {
   sp_class_new(L, FRAMER_MT, NULL, framer_meta);
+  luaL_getmetatable(L, FRAMER_MT);
+  framer_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
   luaL_newlibtable(L, linebuf_funcs);
   for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
   for (int k = 0; k < K_NKEYS; k++) lua_pushvalue(L, -K_NKEYS);

@@ -351,24 +351,31 @@ static void dcall_move(dcall *c, double time) {
 }
 
 /* dc:reset(secondsFromNow): run the call secondsFromNow seconds from now
-** instead. Raises as cancel() does. twisted DelayedCall.reset. */
+** instead. Raises as cancel() does, and a bad-argument error when
+** secondsFromNow is NaN. twisted DelayedCall.reset. */
 static int dcall_reset(lua_State *L) {
   dcall *c = dcall_check(L);
-  double s = luaL_checknumber(L, 2);
+  double s = luaL_checknumber(L, 2), t;
   luaL_argcheck(L, s == s, 2, "number expected, got NaN");
   dcall_checkpending(L, c, "reset");
-  dcall_move(c, sp_loop_seconds() + s);
+  t = sp_loop_seconds() + s;
+  luaL_argcheck(L, t == t, 2, "the new due time would be NaN");
+  dcall_move(c, t);
   return 0;
 }
 
 /* dc:delay(seconds): push the call `seconds` later (earlier if
-** negative). Raises as cancel() does. twisted DelayedCall.delay. */
+** negative). Raises as cancel() does, and a bad-argument error when
+** seconds is NaN or would make the due time NaN (math.huge, then
+** -math.huge). twisted DelayedCall.delay. */
 static int dcall_delay(lua_State *L) {
   dcall *c = dcall_check(L);
-  double s = luaL_checknumber(L, 2);
+  double s = luaL_checknumber(L, 2), t;
   luaL_argcheck(L, s == s, 2, "number expected, got NaN");
   dcall_checkpending(L, c, "delay");
-  dcall_move(c, c->time + s);
+  t = c->time + s;
+  luaL_argcheck(L, t == t, 2, "the new due time would be NaN");
+  dcall_move(c, t);
   return 0;
 }
 

@@ -61,6 +61,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 ** such limit; it is far above what any producer-driven writer queues. */
 #define READ_THROTTLE (64 * 1024 * 1024)
 #define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
+#define SF_FWAIT 0x4000        /* filter->finish said SP_FILTER_WAIT */
 
 /* User values of the transport userdata. */
 enum {
@@ -357,9 +358,11 @@ static void stream_shutdown(lua_State *L, sp_live *n) {
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf);
 
 static void reading_update(sp_stream *s) {
+  /* A closing stream stops reading, unless its filter still needs the
+  ** peer's bytes to finish (a TLS handshake under way). */
   int want = s->state == ST_OPEN &&
-             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_DISCONNECTING |
-                           SF_THROTTLED));
+             !(s->flags & (SF_PAUSED | SF_READ_EOF | SF_THROTTLED)) &&
+             (!(s->flags & SF_DISCONNECTING) || (s->flags & SF_FWAIT));
   if (want && !(s->flags & SF_READING)) {
     if (uv_read_start(&s->h.stream, alloc_cb, read_cb) == 0)
       s->flags |= SF_READING;
@@ -431,9 +434,11 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
 ** keeps the connection half open (twisted IHalfCloseableProtocol). */
 static void stream_eof(lua_State *L, sp_stream *s) {
   int top = lua_gettop(L);
-  push_uv(L, s, UV_PROTO);
   s->flags |= SF_READ_EOF;
   reading_update(s);
+  if (s->filter != NULL && s->filter->eof != NULL && s->filter->eof(L, s))
+    return;
+  push_uv(L, s, UV_PROTO);
   switch (sp_stream_callmethod(L, -1, "readConnectionLost", 0)) {
     case SP_CALL_ERROR:
       stream_close(L, s);
@@ -669,8 +674,16 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void stream_finish(lua_State *L, sp_stream *s) {
   if (s->filter != NULL && s->filter->finish != NULL &&
       !(s->flags & SF_FINISHED)) {
+    int r;
     s->flags |= SF_FINISHED;
-    if (s->filter->finish(L, s) && sp_stream_queued(s) > 0) return;
+    r = s->filter->finish(L, s);
+    if (r == SP_FILTER_WAIT) {
+      s->flags &= ~SF_FINISHED;
+      s->flags |= SF_FWAIT;
+      reading_update(s);
+      return;
+    }
+    if (r && sp_stream_queued(s) > 0) return;
   }
   if (s->state == ST_OPEN) stream_done(L, s);
 }
@@ -711,6 +724,13 @@ static void schedule_drain(lua_State *L, sp_stream *s) {
   s->inflight = uv_buf_init(empty, 0);
   s->flags &= ~SF_ANCHOR;
   start_write(L, s);
+}
+
+void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
+  if (s->state != ST_OPEN || !(s->flags & SF_FWAIT)) return;
+  s->flags &= ~SF_FWAIT;
+  reading_update(s);
+  schedule_drain(L, s);
 }
 
 /* -------------------------------------------------- opening, addresses */
@@ -1143,7 +1163,7 @@ static const luaL_Reg transport_methods[] = {
 ** spindle.basic stops delivering lines then), `disconnected`, and
 ** `protocol`. */
 static int transport_index(lua_State *L) {
-  transport_ud *t = lua_touserdata(L, 1);
+  transport_ud *t = transport_check_fast(L);
   const char *key;
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
@@ -1196,6 +1216,14 @@ int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
     return 1;
   sp_stream_write_raw(L, s, bufs, nbufs);
   return 1;
+}
+
+void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
+  luaL_getmetatable(L, SP_TRANSPORT_MT);
+  lua_getfield(L, -1, "__index");
+  lua_getupvalue(L, -1, 1);
+  luaL_setfuncs(L, methods, 0);
+  lua_pop(L, 3);
 }
 
 void sp_stream_init(lua_State *L) {

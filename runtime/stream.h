@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <uv.h>
 #include <lua.h>
+#include <lauxlib.h>
 
 #define SP_TRANSPORT_MT "spindle.Transport"
 
@@ -63,11 +64,21 @@ typedef struct sp_stream_filter {
                unsigned nbufs);
   /* The write queue drained during loseConnection: the filter may queue a
   ** last record (close_notify). Returns 1 if it queued something (the
-  ** stream then waits for that to drain as well), else 0. */
+  ** stream then waits for that to drain as well), else 0; or
+  ** SP_FILTER_WAIT when it cannot finish yet (a TLS handshake still
+  ** running, with writes held until it ends): the stream then keeps
+  ** reading and the filter calls sp_stream_finish_ready when it can. */
   int (*finish)(lua_State *L, sp_stream *s);
+  /* The peer closed its write half (EOF). Returns 1 if the filter dealt
+  ** with it (it lost the connection with its own reason, as TLS does for
+  ** an EOF in the middle of a handshake), 0 for the usual handling. */
+  int (*eof)(lua_State *L, sp_stream *s);
   /* The stream is being freed: release the filter's state. */
   void (*free)(sp_stream *s);
 } sp_stream_filter;
+
+/* filter->finish: not ready to finish, see above. */
+#define SP_FILTER_WAIT 2
 
 /* Kinds of stream, for getPeer/getHost. */
 enum { SP_STREAM_TCP = 1, SP_STREAM_UNIX = 2 };
@@ -145,6 +156,14 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
 ** Returns 0 or a negative libuv error (the stream is then closing). */
 int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                         unsigned nbufs);
+
+/* A filter whose finish returned SP_FILTER_WAIT is ready: finish the
+** pending loseConnection once the queue drains (finish is called again). */
+void sp_stream_finish_ready(lua_State *L, sp_stream *s);
+
+/* [-0, +0, m] Add methods to every stream transport (TLS adds startTLS
+** and getPeerCertificate); call after sp_stream_init. */
+void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods);
 
 /* Bytes queued and not yet taken by the kernel. */
 size_t sp_stream_queued(const sp_stream *s);

@@ -968,7 +968,7 @@ static int connector_index(lua_State *L) {
 }
 
 static int connector_gc(lua_State *L) {
-  connector *c = lua_touserdata(L, 1);
+  connector *c = check_connector(L);
   conn_cleanup(c);
   sp_live_remove(&c->live);
   return 0;

@@ -35,6 +35,32 @@ local function feedSplit(P, data, cuts, setup)
 end
 
 describe("LineReceiver", function()
+  describe("its framer", function()
+    it("is checked when its field was overwritten", function()
+      local p = connect(Recorder)
+      p:dataReceived("one\r\n")
+      local key
+      for k, v in pairs(p) do
+        if type(k) == "userdata" and type(v) == "userdata" then key = k end
+      end
+      assert.is_not_nil(key)
+      p[key] = io.stdout
+      local ok, err = pcall(p.dataReceived, p, "two\r\n")
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("framer field was overwritten", 1,
+        true), tostring(err))
+      assert.same({"one"}, p.lines)
+    end)
+
+    it("has a __gc that refuses other values", function()
+      local mt = debug.getregistry()["spindle.Framer"]
+      local ok, err = pcall(mt.__gc, io.stdout)
+      assert.is_false(ok)
+      assert.truthy(err:find("spindle.Framer expected, got FILE*", 1, true),
+        err)
+    end)
+  end)
+
   describe("dataReceived", function()
     it("delivers each line without its delimiter", function()
       local p = connect(Recorder)

@@ -81,6 +81,35 @@ describe("defer.Deferred", function()
     assert.matches(tostring(inner):match("0x%x+"), tostring(outer), 1, true)
   end)
 
+  it("has metamethods that refuse a value that is not a Deferred",
+    function()
+      local mt = debug.getmetatable(Deferred())
+      local d = Deferred()
+      d:errback("x")
+      local gcmt = debug.getmetatable(d)
+      d:addErrback(function() end)
+      assert.is_function(gcmt.__gc)
+      for _, m in ipairs({mt, gcmt}) do
+        for _, call in ipairs({
+          function() return m.__index(io.stdout, "called") end,
+          function() return m.__index({}, "result") end,
+          function() m.__newindex(io.stdout, "x", 1) end,
+          function() return m.__tostring(io.stdout) end,
+          function() return m.__tostring(nil) end,
+        }) do
+          local ok, e = pcall(call)
+          assert.is_false(ok)
+          assert.matches("Deferred expected", e, 1, true)
+        end
+      end
+      local ok, e = pcall(gcmt.__gc, io.stdout)
+      assert.is_false(ok)
+      assert.matches("Deferred expected, got FILE*", e, 1, true)
+      -- The real ones still work.
+      assert.is_true(d.called)
+      assert.matches("^<Deferred at", tostring(d))
+    end)
+
   it("rejects a canceller that is not callable", function()
     assert.has_error(function() Deferred(42) end)
   end)
@@ -418,6 +447,26 @@ describe("Deferred:addTimeout", function()
     assert.has_error(function() Deferred():addTimeout("x", FakeClock()) end,
       "bad argument #1 to 'addTimeout' (number expected, got string)")
   end)
+
+  it("rejects a negative or NaN timeout naming addTimeout", function()
+    assert.has_error(function() Deferred():addTimeout(-1, FakeClock()) end,
+      "bad argument #1 to 'addTimeout' (timeout must be >= 0)")
+    assert.has_error(function() Deferred():addTimeout(-1) end,
+      "bad argument #1 to 'addTimeout' (timeout must be >= 0)")
+    assert.has_error(function() Deferred():addTimeout(0 / 0) end,
+      "bad argument #1 to 'addTimeout' (timeout is NaN)")
+  end)
+
+  it("rejects a clock without callLater and a bad onTimeoutCancel",
+    function()
+      assert.has_error(function() Deferred():addTimeout(1, {}) end,
+        "bad argument #2 to 'addTimeout' (clock with callLater expected)")
+      assert.has_error(function() Deferred():addTimeout(1, io.stdout) end,
+        "bad argument #2 to 'addTimeout' (clock with callLater expected)")
+      assert.has_error(function()
+        Deferred():addTimeout(1, FakeClock(), 5)
+      end, "bad argument #3 to 'addTimeout' (callable expected, got number)")
+    end)
 end)
 
 describe("chain rule 3: a step returning a Deferred", function()
@@ -628,6 +677,19 @@ describe("defer.DeferredList", function()
     a:addErrback(function() end)
   end)
 
+  it("gives its pairs n = 2, so that a nil value is kept", function()
+    local r = defer.DeferredList({defer.succeed(nil), defer.succeed(2)})
+      .result
+    assert.equal(2, r[1].n)
+    assert.same({true, nil}, {table.unpack(r[1], 1, r[1].n)})
+    assert.same({{true, nil}, {true, 2}}, r)
+    local one = defer.DeferredList({Deferred(), defer.succeed(nil)},
+      {fireOnOneCallback = true}).result
+    assert.equal(2, one.n)
+    assert.is_nil(one[1])
+    assert.equal(2, one[2])
+  end)
+
   it("fires at once with {} for an empty list", function()
     assert.same({}, defer.DeferredList({}).result)
   end)
@@ -674,6 +736,19 @@ describe("defer.gatherResults", function()
     a:callback(1)
     b:callback(2)
     assert.same({1, 2}, d.result)
+  end)
+
+  it("sets n to the number of results, nil results included", function()
+    local d = defer.gatherResults({defer.succeed(1), defer.succeed(nil),
+      defer.succeed(3)})
+    local r = d.result
+    assert.equal(3, r.n)
+    assert.equal(1, r[1])
+    assert.is_nil(r[2])
+    assert.equal(3, r[3])
+    assert.same({1, 2}, defer.gatherResults({defer.succeed(1),
+      defer.succeed(2)}).result)
+    assert.equal(0, defer.gatherResults({}).result.n)
   end)
 
   it("fails with FirstError at the first failure", function()
@@ -729,6 +804,40 @@ describe("defer.inlineCallbacks", function()
       1, true)
     d:addErrback(function() end)
   end)
+
+  it("fails with a nil-valued Failure when fn raises nil before awaiting",
+    function()
+      for _, raise in ipairs({function() error() end,
+        function() error(nil) end}) do
+        local f = defer.inlineCallbacks(raise)
+        local ok, d = pcall(f)
+        assert.is_true(ok, d)
+        assert.is_true(d.called)
+        local fl = d.result
+        assert.is_true(failure.isFailure(fl))
+        assert.is_nil(fl.value)
+        assert.equal("nil", fl.type)
+        assert.equal("nil", fl:getErrorMessage())
+        assert.matches("defer_spec.lua", fl:getTraceback(), 1, true)
+        d:addErrback(function() end)
+      end
+    end)
+
+  it("fails with a nil-valued Failure when fn raises nil after awaiting",
+    function()
+      local gate = Deferred()
+      local f = defer.inlineCallbacks(function()
+        defer.await(gate)
+        error(nil)
+      end)
+      local d = f()
+      local events = captureLog(function() gate:callback(1) end)
+      assert.same({}, events)
+      assert.is_true(d.called)
+      assert.is_nil(d.result.value)
+      assert.equal("nil", d.result:getErrorMessage())
+      d:addErrback(function() end)
+    end)
 
   it("cancels the awaited Deferred when the outer one is cancelled",
     function()
@@ -809,6 +918,18 @@ describe("defer.DeferredLock", function()
     assert.is_false(lock.locked)
   end)
 
+  it("names the method when called with a dot", function()
+    local lock = defer.DeferredLock()
+    lock:acquire()
+    assert.has_error(function() lock.release() end,
+      "calling 'release' on bad self (DeferredLock expected, got nil; " ..
+      "call it as obj:release())")
+    assert.is_true(lock.locked)
+    assert.has_error(function() lock.run(function() end) end,
+      "calling 'run' on bad self (DeferredLock expected, got function; " ..
+      "call it as obj:run())")
+  end)
+
   it("removes a cancelled waiter", function()
     local lock = defer.DeferredLock()
     lock:acquire()
@@ -831,7 +952,29 @@ describe("defer.DeferredSemaphore", function()
     assert.is_true(c.called)
     assert.equal(2, sem.limit)
     assert.has_error(function() defer.DeferredSemaphore(0) end,
-      "DeferredSemaphore requires tokens >= 1")
+      "bad argument #1 to 'DeferredSemaphore' " ..
+      "(DeferredSemaphore requires tokens >= 1)")
+  end)
+
+  it("takes an integral float and names the argument otherwise", function()
+    local sem = defer.DeferredSemaphore(2.0)
+    assert.equal(2, sem.limit)
+    assert.equal("integer", math.type(sem.tokens))
+    assert.has_error(function() defer.DeferredSemaphore(2.5) end,
+      "bad argument #1 to 'DeferredSemaphore' " ..
+      "(DeferredSemaphore requires an integer number of tokens)")
+    assert.has_error(function() defer.DeferredSemaphore("2") end,
+      "bad argument #1 to 'DeferredSemaphore' (number expected, got string)")
+  end)
+
+  it("names the method when called with a dot", function()
+    local sem = defer.DeferredSemaphore(1)
+    assert.has_error(function() sem.release() end,
+      "calling 'release' on bad self (DeferredSemaphore expected, got nil; " ..
+      "call it as obj:release())")
+    assert.has_error(function() sem.acquire(5) end,
+      "calling 'acquire' on bad self (DeferredSemaphore expected, " ..
+      "got number; call it as obj:acquire())")
   end)
 end)
 
@@ -858,6 +1001,46 @@ describe("defer.DeferredQueue", function()
     assert.is_false(ok)
     assert.equal(defer.QueueUnderflow, getmetatable(e))
   end)
+
+  it("queues nil like any object", function()
+    local q = defer.DeferredQueue()
+    q:put(1); q:put(nil); q:put(3)
+    assert.equal(3, q.pending.n)
+    local a, b, c, d = q:get(), q:get(), q:get(), q:get()
+    assert.equal(1, a.result)
+    assert.is_true(b.called)
+    assert.is_nil(b.result)
+    assert.equal(3, c.result)
+    assert.is_false(d.called)
+    assert.equal(0, q.pending.n)
+    q:put(nil)
+    assert.is_true(d.called)
+    assert.is_nil(d.result)
+  end)
+
+  it("counts nils against size", function()
+    local q = defer.DeferredQueue(2)
+    q:put(nil); q:put(nil)
+    local ok, e = pcall(q.put, q, nil)
+    assert.is_false(ok)
+    assert.equal(defer.QueueOverflow, getmetatable(e))
+  end)
+
+  it("rejects a size or backlog that is not a number >= 0", function()
+    assert.has_error(function() defer.DeferredQueue("x") end,
+      "bad argument #1 to 'DeferredQueue' (number or nil expected, " ..
+      "got string)")
+    assert.has_error(function() defer.DeferredQueue(nil, {}) end,
+      "bad argument #2 to 'DeferredQueue' (number or nil expected, " ..
+      "got table)")
+    assert.has_error(function() defer.DeferredQueue(-1) end,
+      "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
+    assert.has_error(function() defer.DeferredQueue(0 / 0) end,
+      "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
+    assert.has_error(function() defer.DeferredQueue().put(1) end,
+      "calling 'put' on bad self (DeferredQueue expected, got number; " ..
+      "call it as obj:put())")
+  end)
 end)
 
 describe("defer module", function()
@@ -871,6 +1054,14 @@ describe("defer module", function()
     assert.equal(failure.errorType, defer.errorType)
     local T = defer.errorType("MyError")
     assert.equal("MyError: msg", tostring(T("msg")))
+  end)
+
+  it("refuses an errorType name that is not a string", function()
+    assert.has_error(function() defer.errorType(5) end)
+    local ok, e = pcall(defer.errorType, 5)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to '.*errorType' " ..
+      "%(string expected, got number%)", e)
   end)
 
   it("gives messages a string form", function()

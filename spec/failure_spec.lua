@@ -43,6 +43,26 @@ describe("failure.Failure", function()
     assert.has_error(function() Failure(nil) end)
   end)
 
+  it("refuses a traceback that is not a string", function()
+    local ok, err = pcall(Failure, "x", 5)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '.*Failure' %(string expected, " ..
+      "got number%)", err)
+    assert.is_false((pcall(Failure, "x", {})))
+  end)
+
+  it("is made with value nil for a raised nil (error())", function()
+    local d = defer.maybeDeferred(function() error() end)
+    local f = d.result
+    d:addErrback(function() end)
+    assert.is_true(failure.isFailure(f))
+    assert.is_nil(f.value)
+    assert.equal("nil", f.type)
+    assert.equal("nil", f:getErrorMessage())
+    assert.equal("[Failure instance: nil]", tostring(f))
+    assert.matches("^nil\n", f:getTraceback())
+  end)
+
   it("is recognised by isFailure", function()
     assert.is_true(failure.isFailure(Failure("x")))
     assert.is_false(failure.isFailure({}))
@@ -57,6 +77,22 @@ describe("Failure:getErrorMessage", function()
     assert.equal("plain", Failure("plain"):getErrorMessage())
     assert.equal("", Failure(E()):getErrorMessage())
   end)
+
+  it("always gives a string, even when tostring of the error raises",
+    function()
+      local E = defer.errorType("E")
+      local bad = setmetatable({}, {__tostring = function() error("no") end})
+      local worse = setmetatable({}, {__tostring = function() return {} end})
+      for _, v in ipairs({bad, worse, E(bad)}) do
+        local f = Failure(v)
+        assert.matches("^<table at 0x%x+ with tostring error: ",
+          f:getErrorMessage())
+        assert.matches("^%[Failure instance: <table at", tostring(f))
+        assert.matches("^<table at", f:getTraceback())
+      end
+      assert.equal("42", Failure(42):getErrorMessage())
+      assert.equal("true", Failure(true):getErrorMessage())
+    end)
 end)
 
 describe("Failure:getTraceback", function()

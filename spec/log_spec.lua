@@ -48,31 +48,99 @@ describe("log.err", function()
   end)
 end)
 
-describe("log.addObserver", function()
-  it("rejects something that is not callable", function()
-    assert.has_error(function() log.addObserver(5) end)
-  end)
+-- Run fn with io.stderr replaced by a recorder; returns what was written.
+local function captureStderr(fn)
+  local written = {}
+  local stderr = io.stderr
+  io.stderr = {write = function(_, ...) -- luacheck: ignore
+    for _, s in ipairs({...}) do written[#written + 1] = tostring(s) end
+  end, flush = function() end}
+  local ok, err = pcall(fn)
+  io.stderr = stderr -- luacheck: ignore
+  assert(ok, err)
+  return table.concat(written)
+end
 
-  it("removes an observer that raises and keeps logging", function()
-    local good = 0
-    local function bad() error("observer broke") end
+describe("log.addObserver", function()
+  it("rejects something that is not callable, blaming the caller",
+    function()
+      assert.has_error(function() log.addObserver(5) end,
+        "bad argument #1 to 'addObserver' (callable expected, got number)")
+      local before = #log.observers()
+      local ok, err = pcall(function() log.addObserver(5) end)
+      assert.is_false(ok)
+      assert.matches("^[^\n]*log_spec%.lua:%d+: bad argument", err)
+      assert.equal(before, #log.observers())
+    end)
+
+  it("reports an observer that raises on stderr and keeps it", function()
+    local good, badCalls = 0, 0
+    local function bad()
+      badCalls = badCalls + 1
+      error("observer broke")
+    end
     local function ok() good = good + 1 end
     local saved = log.observers()
     for _, o in ipairs(saved) do log.removeObserver(o) end
     log.addObserver(bad)
     log.addObserver(ok)
-    local stderr = io.stderr
-    io.stderr = {write = function() end} -- luacheck: ignore
+    local out
     local pok, perr = pcall(function()
-      log.msg("one")
-      log.msg("two")
+      out = captureStderr(function()
+        log.msg("one")
+        log.msg("two")
+      end)
     end)
-    io.stderr = stderr -- luacheck: ignore
+    local kept = log.observers()
     log.removeObserver(ok)
+    log.removeObserver(bad)
     for _, o in ipairs(saved) do log.addObserver(o) end
     assert(pok, perr)
     assert.equal(2, good)
-    for _, o in ipairs(log.observers()) do assert.not_equal(bad, o) end
+    assert.equal(2, badCalls)
+    assert.same({bad, ok}, kept)
+    assert.truthy(out:find("observer broke", 1, true), out)
+  end)
+
+  it("keeps the default observer after an unformattable event", function()
+    local path = os.tmpname()
+    local file = assert(io.open(path, "w"))
+    local observer = log.FileLogObserver(file)
+    local out = captureStderr(function()
+      withObserver(observer, function()
+        log.err("boom", {reason = 1})
+        log.msg(setmetatable({}, {__tostring = function() error("x") end}))
+        log.msg(setmetatable({}, {__tostring = function() return 1 end}))
+        log.msg("still logging")
+      end)
+    end)
+    file:close()
+    local text = assert(io.open(path)):read("a")
+    os.remove(path)
+    assert.equal("", out)
+    assert.matches("%] table: 0x%x+\n\tboom", text)
+    assert.matches("<table at 0x%x+ with tostring error: [^\n]*x>\n", text)
+    assert.matches("%] still logging\n", text)
+    local lines = 0
+    for _ in text:gmatch("%+0000 %[%-%]") do lines = lines + 1 end
+    assert.equal(4, lines)
+  end)
+end)
+
+describe("log.textFromEventDict", function()
+  it("formats any why and any message part without raising", function()
+    local bad = setmetatable({}, {__tostring = function() error("no") end})
+    assert.matches("^42\nbroken", log.textFromEventDict({isError = true,
+      failure = failure.Failure("broken"), why = 42}))
+    assert.matches("^<table at 0x%x+ with tostring error: .*no>\nbroken",
+      log.textFromEventDict({isError = true,
+        failure = failure.Failure("broken"), why = bad}))
+    assert.matches("^a <table at 0x%x+ with tostring error: .*no.* c$",
+      log.textFromEventDict({message = {"a", bad, "c", n = 3}}))
+    local text = log.textFromEventDict({isError = true,
+      failure = failure.Failure(bad)})
+    assert.matches("^Unhandled Error\n<table at 0x%x+ with tostring error",
+      text)
   end)
 end)
 

@@ -534,6 +534,28 @@ describe("DelayedCall", function()
     dc:cancel()
   end)
 
+  it("delay() and reset() refuse to make the due time NaN", function()
+    local dc = reactor.callLater(1, print)
+    dc:delay(math.huge)
+    assert.are.equal(math.huge, dc:getTime())
+    local ok, err = pcall(function() dc:delay(-math.huge) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'delay' (the new due time " ..
+      "would be NaN)", 1, true), err)
+    assert.are.equal(math.huge, dc:getTime())
+    -- It still runs after a call due earlier.
+    local order = {}
+    local d = defer.Deferred()
+    dc:reset(0.02)
+    reactor.callLater(0.01, function() order[#order + 1] = "first" end)
+    reactor.callLater(0.03, d.callback, d, nil)
+    dc:cancel()
+    dc = reactor.callLater(0.02, function() order[#order + 1] = "second" end)
+    H.wait(d)
+    assert.are.same({"first", "second"}, order)
+    assert.is_false(dc:active())
+  end)
+
   it("prints as a DelayedCall", function()
     local dc = reactor.callLater(1, print)
     assert.truthy(tostring(dc):find("^<DelayedCall"))

@@ -40,6 +40,13 @@ local servers = {
     "run by spec/udp_spec.lua",
   ["scripts/threads_udp_long_operation.lua"] = "timestamped output, UDP " ..
     "port 8007 by default: run by spec/threads_spec.lua on port 0",
+  ["scripts/tls_echo_server.lua"] = "needs clients and certificates: " ..
+    "run by tls_spec.lua",
+  ["scripts/tls_echo_client.lua"] = "needs a server: run by tls_spec.lua",
+  ["scripts/tls_client_cert_server.lua"] = "needs clients and " ..
+    "certificates: run by tls_spec.lua",
+  ["scripts/tls_client_cert_client.lua"] = "needs a server: run by " ..
+    "tls_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote

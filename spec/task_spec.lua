@@ -47,6 +47,20 @@ describe("task.Clock", function()
     assert.are.same({"a", "b"}, order)
   end)
 
+  it("refuses a NaN advance, leaving time and calls alone", function()
+    local clock = task.Clock()
+    local c = H.counter()
+    clock:callLater(1, c)
+    local ok, err = pcall(function() clock:advance(0 / 0) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'advance' (amount is NaN)", 1,
+      true), err)
+    assert.are.equal(0, clock:seconds())
+    assert.are.equal(0, c.calls)
+    clock:advance(1)
+    assert.are.equal(1, c.calls)
+  end)
+
   it("runs same-time calls in the order scheduled", function()
     local clock = task.Clock()
     local order = {}
@@ -141,6 +155,28 @@ describe("task.Clock DelayedCall", function()
       pcall(called.reset, called, 1))
     assertErrorType(reactor.AlreadyCalled, "delay",
       pcall(called.delay, called, 1))
+  end)
+
+  it("delay() and reset() refuse to make the due time NaN", function()
+    local clock = task.Clock()
+    local order = {}
+    local dc = clock:callLater(1, function() order[#order + 1] = "a" end)
+    clock:callLater(2, function() order[#order + 1] = "b" end)
+    dc:delay(math.huge)
+    local ok, err = pcall(function() dc:delay(-math.huge) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'delay' (the new due time " ..
+      "would be NaN)", 1, true), err)
+    ok, err = pcall(function() dc:reset(0 / 0) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'reset' (the new due time " ..
+      "would be NaN)", 1, true), err)
+    assert.are.equal(math.huge, dc:getTime())
+    clock:advance(3)
+    assert.are.same({"b"}, order)
+    dc:reset(0)
+    clock:advance(0)
+    assert.are.same({"b", "a"}, order)
   end)
 
   it("reset() and delay() move the call", function()
@@ -279,6 +315,18 @@ describe("task.LoopingCall", function()
     assert.truthy(err:find("interval must be >= 0", 1, true), err)
   end)
 
+  it("raises at start on a NaN interval, and does not run", function()
+    local c = H.counter()
+    local lc = looping(c)
+    local ok, err = pcall(function() lc:start(0 / 0) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'start' (interval must be " ..
+      ">= 0)", 1, true), err)
+    assert.is_false(lc.running)
+    assert.are.equal(0, c.calls)
+    assert.are.same({}, lc.clock:getDelayedCalls())
+  end)
+
   it("uses the reactor as its clock by default", function()
     local n = 0
     local lc
@@ -335,6 +383,32 @@ describe("task.deferLater", function()
   it("works with the reactor as clock", function()
     local d = task.deferLater(reactor, 0.01, function() return "real" end)
     assert.are.equal("real", H.wait(d))
+  end)
+
+  it("blames bad arguments on deferLater", function()
+    local clock = task.Clock()
+    local cases = {
+      {function() task.deferLater(nil, 1) end,
+        "bad argument #1 to 'deferLater' (clock expected, got nil)"},
+      {function() task.deferLater({}, 1) end,
+        "bad argument #1 to 'deferLater' (clock expected, got table)"},
+      {function() task.deferLater(clock, -1) end,
+        "bad argument #2 to 'deferLater' (delay must be >= 0)"},
+      {function() task.deferLater(reactor, -1) end,
+        "bad argument #2 to 'deferLater' (delay must be >= 0)"},
+      {function() task.deferLater(clock, 0 / 0) end,
+        "bad argument #2 to 'deferLater' (delay is NaN)"},
+      {function() task.deferLater(clock, "1") end,
+        "bad argument #2 to 'deferLater' (number expected, got string)"},
+    }
+    for _, case in ipairs(cases) do
+      local ok, err = pcall(case[1])
+      assert.is_false(ok)
+      assert.truthy(err:find(case[2], 1, true), err)
+      -- Blamed on the caller's line, not on task.lua.
+      assert.truthy(err:find("task_spec.lua", 1, true), err)
+    end
+    assert.are.same({}, clock:getDelayedCalls())
   end)
 end)
 

@@ -401,6 +401,25 @@ time.sleep(1.5)
   end)
 end)
 
+describe("transport and connector metamethods", function()
+  it("refuse a value of another type", function()
+    local reg = debug.getregistry()
+    local tmt, cmt = reg["spindle.Transport"], reg["spindle.Connector"]
+    for _, call in ipairs({
+      function() return tmt.__index(io.stdout, "connected") end,
+      function() return tmt.__index({}, "disconnected") end,
+      function() return tmt.__tostring(io.stdout) end,
+      function() return cmt.__index(io.stdout, "state") end,
+      function() return cmt.__gc(io.stdout) end,
+      function() return cmt.__tostring(io.stdout) end,
+    }) do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.truthy(err:find("expected, got", 1, true), err)
+    end
+  end)
+end)
+
 describe("transport", function()
   -- Connect a client to a server built from protocol class S; returns the
   -- port and the client factory (collector).

@@ -26,12 +26,26 @@ for name, T in pairs(failure.builtinErrorTypes("defer")) do M[name] = T end
 local CancelledError, TimeoutError = M.CancelledError, M.TimeoutError
 local FirstError = M.FirstError
 
+local function isCallable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
 local function checkCallable(f, n, fname)
-  local mt = type(f) ~= "function" and getmetatable(f)
-  if type(f) ~= "function" and not (type(mt) == "table" and mt.__call) then
+  if not isCallable(f) then
     error(("bad argument #%d to '%s' (callable expected, got %s)")
       :format(n, fname, type(f)), 3)
   end
+end
+
+-- Does clock look like a clock (a table or userdata with callLater)?
+-- Indexing a userdata may raise: that is a no.
+local function hasCallLater(clock)
+  local t = type(clock)
+  if t ~= "table" and t ~= "userdata" then return false end
+  local ok, f = pcall(function() return clock.callLater end)
+  return ok and isCallable(f)
 end
 
 local function checkDeferred(d, n, fname)
@@ -54,19 +68,33 @@ local function cancelledToTimedOutError(value, timeout)
 end
 
 --- d:addTimeout(seconds[, clock][, onTimeoutCancel]) -> d
--- Cancel d if it has not fired after `seconds` (a number, seconds); the
--- failure is then defer.TimeoutError unless onTimeoutCancel(value,
+-- Cancel d if it has not fired after `seconds` (a number >= 0, seconds);
+-- the failure is then defer.TimeoutError unless onTimeoutCancel(value,
 -- seconds) says otherwise. clock has callLater (default: the reactor;
 -- task.Clock in tests). The timeout covers the callbacks added before
--- this call. twisted.internet.defer.Deferred.addTimeout.
+-- this call. Bad arguments (seconds not a number, negative or NaN; clock
+-- without callLater; onTimeoutCancel not callable) raise naming
+-- addTimeout. twisted.internet.defer.Deferred.addTimeout.
 function C.methods.addTimeout(self, seconds, clock, onTimeoutCancel)
   checkDeferred(self, 1, "addTimeout")
   if type(seconds) ~= "number" then
     error(("bad argument #1 to 'addTimeout' (number expected, got %s)")
       :format(type(seconds)), 2)
   end
+  if seconds ~= seconds then
+    error("bad argument #1 to 'addTimeout' (timeout is NaN)", 2)
+  elseif seconds < 0 then
+    error("bad argument #1 to 'addTimeout' (timeout must be >= 0)", 2)
+  end
   if onTimeoutCancel == nil and type(clock) == "function" then
     clock, onTimeoutCancel = nil, clock
+  end
+  if clock ~= nil and not hasCallLater(clock) then
+    error("bad argument #2 to 'addTimeout' (clock with callLater expected)",
+      2)
+  end
+  if onTimeoutCancel ~= nil then
+    checkCallable(onTimeoutCancel, 3, "addTimeout")
   end
   local reactor = package.loaded["spindle.reactor"]
   if clock == nil then
@@ -133,10 +161,24 @@ function M.maybeDeferred(f, ...)
   return M.succeed(result)
 end
 
+-- The metatable of the pairs DeferredList makes: their field n is 2, as
+-- table.pack would set it, so table.unpack(p, 1, p.n) keeps a nil value.
+-- (Through __index, so that n is not one of the pair's own keys.)
+local PairMeta = {__index = {n = 2}}
+
+-- gatherResults' lists: the metatable gives `n`, their length (nil values
+-- included), kept in a weak table; not an own key, as for the pairs.
+local listLength = setmetatable({}, {__mode = "k"})
+local ListMeta = {__index = function(t, k)
+  if k == "n" then return listLength[t] end
+end}
+
 --- defer.DeferredList(list[, options]) -> Deferred
 -- Fires when every Deferred in list has fired, with a list of
--- {success, value} pairs in list order. options (a table, may be nil):
--- fireOnOneCallback fires with {value, index} at the first success;
+-- {success, value} pairs in list order (each pair has p.n == 2, so a nil
+-- value is kept by table.unpack(p, 1, p.n); the list itself never has
+-- holes). options (a table, may be nil):
+-- fireOnOneCallback fires with {value, index} at the first success (n 2);
 -- fireOnOneErrback fails with a FirstError (fields subFailure, index) at
 -- the first failure; consumeErrors turns the failures of the list's
 -- Deferreds into nil results for their later callbacks. Indexes are
@@ -175,11 +217,11 @@ function M.DeferredList(list, options)
   if n == 0 and not fireOnOneCallback then dl:callback(resultList) end
 
   local function gotResult(result, index, succeeded)
-    resultList[index] = {succeeded, result}
+    resultList[index] = setmetatable({succeeded, result}, PairMeta)
     finished = finished + 1
     if not dl.called then
       if succeeded and fireOnOneCallback then
-        dl:callback({result, index})
+        dl:callback(setmetatable({result, index}, PairMeta))
       elseif not succeeded and fireOnOneErrback then
         dl:errback(Failure(FirstError(("[#%d, %s]")
           :format(index, tostring(result.value)),
@@ -200,14 +242,18 @@ end
 
 --- defer.gatherResults(list[, consumeErrors]) -> Deferred
 -- Fires with the list of results of the Deferreds in list, or fails with
--- FirstError at the first failure. twisted.internet.defer.gatherResults.
+-- FirstError at the first failure. The list's field n is the number of
+-- results, nil results included (#values stops at a nil): use
+-- table.unpack(values, 1, values.n). n comes from the list's metatable,
+-- not an own key. twisted.internet.defer.gatherResults.
 function M.gatherResults(list, consumeErrors)
   local n = type(list) == "table" and (list.n or #list) or 0
   local dl = M.DeferredList(list, {fireOnOneErrback = true,
     consumeErrors = consumeErrors})
   return dl:addCallback(function(resultList)
-    local values = {}
+    local values = setmetatable({}, ListMeta)
     for i = 1, n do values[i] = resultList[i][2] end
+    listLength[values] = n
     return values
   end)
 end
@@ -249,7 +295,8 @@ resume = function(co, status, value)
       local d = status.deferred
       if d.called then return end -- cancelled and not waiting on anything
       if not ok then
-        if not isFailure(r) then r = Failure(r, debug.traceback(co)) end
+        -- C.toFailure, not Failure: error() and error(nil) raise nil.
+        if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
         d:errback(r)
       elseif isDeferred(r) then
         C.adopt(d, r)
@@ -319,17 +366,29 @@ end
 
 --- Lock, semaphore and queue (twisted.internet.defer's).
 
+-- Raise a clear error when a method is called with a dot (lock.release())
+-- or on something that is not an instance of cls.
+local function checkSelf(self, cls, fname)
+  if not cls:isinstance(self) then
+    error(("calling '%s' on bad self (%s expected, got %s; call it as " ..
+      "obj:%s())"):format(fname, cls.__name, type(self), fname), 3)
+  end
+end
+
 -- Shared by DeferredLock and DeferredSemaphore: run(f, ...) acquires,
 -- calls f(...) (which may return a Deferred), releases when it is done.
-local function runLocked(self, f, ...)
-  checkCallable(f, 1, "run")
-  local args = pack(...)
-  return self:acquire():addCallback(function()
-    return M.maybeDeferred(f, unpack(args, 1, args.n)):addBoth(function(r)
-      self:release()
-      return r
+local function makeRun(cls)
+  return function(self, f, ...)
+    checkSelf(self, cls, "run")
+    checkCallable(f, 1, "run")
+    local args = pack(...)
+    return self:acquire():addCallback(function()
+      return M.maybeDeferred(f, unpack(args, 1, args.n)):addBoth(function(r)
+        self:release()
+        return r
+      end)
     end)
-  end)
+  end
 end
 
 local function removeWaiting(waiting, d)
@@ -343,7 +402,9 @@ end
 
 --- defer.DeferredLock(): a lock for event-driven code. lock:acquire() ->
 -- Deferred fired with the lock once it is ours; lock:release();
--- lock:run(f, ...); lock.locked. twisted.internet.defer.DeferredLock.
+-- lock:run(f, ...); lock.locked. Methods called with a dot
+-- (lock.release()) raise "calling 'release' on bad self ...".
+-- twisted.internet.defer.DeferredLock.
 local DeferredLock = Object:extend({__name = "DeferredLock"})
 
 function DeferredLock:__init()
@@ -354,6 +415,7 @@ end
 --- lock:acquire() -> Deferred fired with the lock when it is ours;
 -- waiters are served in order; cancelling a waiting one drops it.
 function DeferredLock:acquire()
+  checkSelf(self, DeferredLock, "acquire")
   local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
   if self.locked then
     self.waiting[#self.waiting + 1] = d
@@ -367,6 +429,7 @@ end
 --- lock:release(): free the lock, handing it to the first waiter.
 -- Raises if the lock is not held.
 function DeferredLock:release()
+  checkSelf(self, DeferredLock, "release")
   if not self.locked then error("Tried to release an unlocked lock", 2) end
   self.locked = false
   if #self.waiting > 0 then
@@ -375,25 +438,38 @@ function DeferredLock:release()
   end
 end
 
-DeferredLock.run = runLocked
+DeferredLock.run = makeRun(DeferredLock)
 
---- defer.DeferredSemaphore(tokens): at most `tokens` (an integer >= 1)
--- holders at once. acquire(), release(), run(f, ...), tokens, limit.
--- twisted.internet.defer.DeferredSemaphore.
+--- defer.DeferredSemaphore(tokens): at most `tokens` holders at once;
+-- tokens is an integer >= 1 (an integral float such as 2.0 is taken),
+-- else a bad-argument error. acquire(), release(), run(f, ...), tokens,
+-- limit. twisted.internet.defer.DeferredSemaphore.
 local DeferredSemaphore = Object:extend({__name = "DeferredSemaphore"})
 
 function DeferredSemaphore:__init(tokens)
-  if math.type(tokens) ~= "integer" or tokens < 1 then
-    error("DeferredSemaphore requires tokens >= 1", 3)
+  -- Level 3: the caller of DeferredSemaphore(...) (its __call is a tail
+  -- call to new, which calls us).
+  if type(tokens) ~= "number" then
+    error(("bad argument #1 to 'DeferredSemaphore' (number expected, " ..
+      "got %s)"):format(type(tokens)), 3)
   end
-  self.tokens = tokens
-  self.limit = tokens
+  local n = math.tointeger(tokens)
+  if n == nil then
+    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
+      "requires an integer number of tokens)", 3)
+  elseif n < 1 then
+    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
+      "requires tokens >= 1)", 3)
+  end
+  self.tokens = n
+  self.limit = n
   self.waiting = {}
 end
 
 --- sem:acquire() -> Deferred fired with the semaphore when a token is
 -- free; cancelling a waiting one drops it.
 function DeferredSemaphore:acquire()
+  checkSelf(self, DeferredSemaphore, "acquire")
   local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
   if self.tokens == 0 then
     self.waiting[#self.waiting + 1] = d
@@ -407,6 +483,7 @@ end
 --- sem:release(): give a token back (to the first waiter if any).
 -- Raises if more tokens come back than were taken.
 function DeferredSemaphore:release()
+  checkSelf(self, DeferredSemaphore, "release")
   if self.tokens >= self.limit then
     error("Someone released me too many times: too many tokens!", 2)
   end
@@ -417,28 +494,49 @@ function DeferredSemaphore:release()
   end
 end
 
-DeferredSemaphore.run = runLocked
+DeferredSemaphore.run = makeRun(DeferredSemaphore)
 
 --- defer.DeferredQueue([size[, backlog]]): an event-driven queue.
 -- put(obj) raises QueueOverflow past `size` pending objects; get() ->
 -- Deferred of the next object, raises QueueUnderflow past `backlog`
--- waiting gets (nil: no limit). twisted.internet.defer.DeferredQueue.
+-- waiting gets. size and backlog are numbers >= 0 or nil (no limit),
+-- else a bad-argument error. nil is queued like any object (as Twisted
+-- queues None): q.pending is the list of objects not yet taken, its
+-- length, nils included, in q.pending.n. twisted...defer.DeferredQueue.
 local DeferredQueue = Object:extend({__name = "DeferredQueue"})
 
+local function checkLimit(x, n, what)
+  if x == nil then return end
+  if type(x) ~= "number" then
+    error(("bad argument #%d to 'DeferredQueue' (number or nil expected, " ..
+      "got %s)"):format(n, type(x)), 4)
+  elseif not (x >= 0) then
+    error(("bad argument #%d to 'DeferredQueue' (%s must be >= 0)")
+      :format(n, what), 4)
+  end
+end
+
 function DeferredQueue:__init(size, backlog)
+  checkLimit(size, 1, "size")
+  checkLimit(backlog, 2, "backlog")
   self.waiting = {}
-  self.pending = {}
+  self.pending = setmetatable({}, ListMeta)
+  listLength[self.pending] = 0
   self.size = size
   self.backlog = backlog
 end
 
---- q:put(obj): hand obj to the first waiting get(), else keep it.
--- Raises QueueOverflow when `size` objects are already pending.
+--- q:put(obj): hand obj (nil included) to the first waiting get(), else
+-- keep it. Raises QueueOverflow when `size` objects are already pending.
 function DeferredQueue:put(obj)
+  checkSelf(self, DeferredQueue, "put")
+  local pending = self.pending
+  local n = listLength[pending] or #pending
   if #self.waiting > 0 then
     table.remove(self.waiting, 1):callback(obj)
-  elseif self.size == nil or #self.pending < self.size then
-    self.pending[#self.pending + 1] = obj
+  elseif self.size == nil or n < self.size then
+    pending[n + 1] = obj
+    listLength[pending] = n + 1
   else
     error(M.QueueOverflow("queue is full"), 2)
   end
@@ -447,8 +545,15 @@ end
 --- q:get() -> Deferred of the next object (fired now if one is
 -- pending). Raises QueueUnderflow when `backlog` gets already wait.
 function DeferredQueue:get()
-  if #self.pending > 0 then
-    return M.succeed(table.remove(self.pending, 1))
+  checkSelf(self, DeferredQueue, "get")
+  local pending = self.pending
+  local n = listLength[pending] or #pending
+  if n > 0 then
+    local obj = pending[1]
+    table.move(pending, 2, n, 1)
+    pending[n] = nil
+    listLength[pending] = n - 1
+    return M.succeed(obj)
   elseif self.backlog == nil or #self.waiting < self.backlog then
     local d = Deferred(function(d) removeWaiting(self.waiting, d) end)
     self.waiting[#self.waiting + 1] = d

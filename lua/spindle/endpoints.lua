@@ -11,8 +11,8 @@
 --   cp:connect(factory):addCallback(function(proto) ... end)
 --
 -- Strings follow Twisted's syntax: "type:arg:key=value:...", with "\:"
--- for a colon inside a value. Types: tcp, tcp6 and unix (ssl/tls are not
--- available yet and raise an error saying so).
+-- for a colon inside a value. Types: tcp, tcp6, unix, ssl (servers and
+-- clients) and tls (clients that verify the server's name).
 local Object = require("spindle.class").Object
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
@@ -172,6 +172,47 @@ function UNIXClientEndpoint:connect(factory)
   end) or wf.onConnection
 end
 
+--- SSL4ServerEndpoint(reactor, port, sslContextFactory[, backlog]
+-- [, interface]): listens on a TCP port with TLS. twisted
+-- SSL4ServerEndpoint.
+local SSL4ServerEndpoint = Object:extend({__name = "SSL4ServerEndpoint"})
+
+function SSL4ServerEndpoint:__init(reactor, port, sslContextFactory, backlog,
+    interface)
+  checkReactor(reactor, "SSL4ServerEndpoint")
+  self.reactor, self.port = reactor, port
+  self.sslContextFactory = sslContextFactory
+  self.backlog, self.interface = backlog or 50, interface or ""
+end
+
+function SSL4ServerEndpoint:listen(factory)
+  return defer.maybeDeferred(self.reactor.listenSSL, self.port, factory,
+    self.sslContextFactory, self.backlog, self.interface)
+end
+
+--- SSL4ClientEndpoint(reactor, host, port, sslContextFactory[, timeout]
+-- [, bindAddress]): connects over TLS; the Deferred of connect() fires
+-- after connectionMade (TCP connected; the handshake follows, and the
+-- protocol's handshakeCompleted() tells when it ends). twisted
+-- SSL4ClientEndpoint.
+local SSL4ClientEndpoint = Object:extend({__name = "SSL4ClientEndpoint"})
+
+function SSL4ClientEndpoint:__init(reactor, host, port, sslContextFactory,
+    timeout, bindAddress)
+  checkReactor(reactor, "SSL4ClientEndpoint")
+  self.reactor, self.host, self.port = reactor, host, port
+  self.sslContextFactory = sslContextFactory
+  self.timeout, self.bindAddress = timeout or 30, bindAddress
+end
+
+function SSL4ClientEndpoint:connect(factory)
+  local wf = WrappingFactory(factory)
+  return connectWith(function()
+    self.reactor.connectSSL(self.host, self.port, wf, self.sslContextFactory,
+      self.timeout, self.bindAddress)
+  end) or wf.onConnection
+end
+
 -- Parsing ------------------------------------------------------------------
 
 --- Split a description into its type, positional args and key=value
@@ -210,13 +251,9 @@ local function parse(description)
     kwargs
 end
 
-local supported = "supported: tcp, tcp6, unix"
+local supported = "supported: tcp, tcp6, unix, ssl, tls"
 
 local function badType(kind, description)
-  if kind == "ssl" or kind == "tls" then
-    error(("endpoint type '%s' in %q is not available yet (TLS endpoints " ..
-      "come with spindle.ssl); %s"):format(kind, description, supported), 3)
-  end
   error(("Unknown endpoint type: '%s' in %q (%s)"):format(
     tostring(kind), description, supported), 3)
 end
@@ -249,7 +286,9 @@ end
 --- endpoints.serverFromString(reactor, description) -> server endpoint.
 -- "tcp:PORT[:interface=IP][:backlog=N]" (also "tcp:port=PORT"),
 -- "tcp6:PORT[...]" (interface "::"), "unix:PATH[:backlog=N]" (also
--- "unix:address=PATH"); a bare "PORT" means tcp. Raises on an unknown
+-- "unix:address=PATH"), "ssl:PORT:privateKey=KEY[:certKey=CERT]
+-- [:interface=IP][:backlog=N]" (certKey defaults to privateKey: one PEM
+-- file with both); a bare "PORT" means tcp. Raises on an unknown
 -- type or a bad value, naming it. twisted endpoints.serverFromString.
 function M.serverFromString(reactor, description)
   checkReactor(reactor, "serverFromString")
@@ -263,6 +302,16 @@ function M.serverFromString(reactor, description)
     local backlog = toint(kw.backlog or args[3] or 50, "backlog", description)
     local Class = kind == "tcp" and TCP4ServerEndpoint or TCP6ServerEndpoint
     return Class(reactor, port, backlog, kw.interface or args[2])
+  elseif kind == "ssl" then
+    local port = toint(kw.port or args[1], "port", description)
+    if kw.privateKey == nil then
+      error(("missing privateKey in %q"):format(description), 2)
+    end
+    local ssl = require("spindle.ssl")
+    local cf = ssl.DefaultOpenSSLContextFactory(kw.privateKey,
+      kw.certKey or kw.privateKey)
+    return SSL4ServerEndpoint(reactor, port, cf,
+      toint(kw.backlog or 50, "backlog", description), kw.interface)
   elseif kind == "unix" then
     local address = kw.address or args[1]
     if address == nil or address == "" then
@@ -274,10 +323,54 @@ function M.serverFromString(reactor, description)
   badType(kind, description)
 end
 
+-- "ssl:host=H:port=P[:certKey=C:privateKey=K][:caCerts=PEM]" (caCerts
+-- also turns on verification of the server and of its name) and
+-- "tls:H:P[:trustRoots=PEM][:certificate=C:privateKey=K]" (always
+-- verifies, against the system's CAs without trustRoots).
+local function tlsClient(reactor, kind, args, kw, description)
+  local ssl = require("spindle.ssl")
+  local host = kw.host or args[1]
+  if host == nil or host == "" then
+    error(("missing host in %q"):format(description), 3)
+  end
+  local port = toint(kw.port or args[2], "port", description)
+  local timeout = tonum(kw.timeout or 30, "timeout", description)
+  local bind = kw.bindAddress and {kw.bindAddress, 0} or nil
+  local cert = kind == "tls" and kw.certificate or kw.certKey
+  local key = kw.privateKey
+  if (cert == nil) ~= (key == nil) and not (kind == "ssl" and key) then
+    error(("a client certificate needs both its certificate and " ..
+      "privateKey in %q"):format(description), 3)
+  end
+  cert = cert or key
+  local trust = kind == "tls" and kw.trustRoots or kw.caCerts
+  local cf
+  if kind == "tls" or trust then
+    cf = ssl.optionsForClientTLS(host, {trustRoot = trust,
+      clientCertificate = cert and {certificate = cert, privateKey = key}})
+  elseif cert then
+    local C = ssl.ClientContextFactory:extend({})
+    function C.getContext(self)
+      local ctx = ssl.ClientContextFactory.getContext(self)
+      ctx:use_certificate_chain_file(cert)
+      ctx:use_privatekey_file(key)
+      return ctx
+    end
+    cf = C()
+  else
+    cf = ssl.ClientContextFactory()
+  end
+  return SSL4ClientEndpoint(reactor, host, port, cf, timeout, bind)
+end
+
 --- endpoints.clientFromString(reactor, description) -> client endpoint.
 -- "tcp:host=HOST:port=PORT[:timeout=S][:bindAddress=IP]" (or
 -- "tcp:HOST:PORT"), "tcp6:..." likewise, "unix:path=PATH[:timeout=S]"
--- (or "unix:PATH"). twisted endpoints.clientFromString.
+-- (or "unix:PATH"), "ssl:host=HOST:port=PORT[:certKey=CERT:privateKey=KEY]
+-- [:caCerts=PEM]" (without caCerts the server is not verified, as
+-- Twisted's ClientContextFactory), "tls:HOST:PORT[:trustRoots=PEM]
+-- [:certificate=CERT:privateKey=KEY]" (verifies the server's chain and
+-- name: ssl.optionsForClientTLS). twisted endpoints.clientFromString.
 function M.clientFromString(reactor, description)
   checkReactor(reactor, "clientFromString")
   checkDescription(description, "clientFromString")
@@ -292,6 +385,8 @@ function M.clientFromString(reactor, description)
     local bind = kw.bindAddress and {kw.bindAddress, 0} or nil
     local Class = kind == "tcp" and TCP4ClientEndpoint or TCP6ClientEndpoint
     return Class(reactor, host, port, timeout, bind)
+  elseif kind == "ssl" or kind == "tls" then
+    return tlsClient(reactor, kind, args, kw, description)
   elseif kind == "unix" then
     local path = kw.path or args[1]
     if path == nil or path == "" then
@@ -309,5 +404,7 @@ M.TCP4ClientEndpoint = TCP4ClientEndpoint
 M.TCP6ClientEndpoint = TCP6ClientEndpoint
 M.UNIXServerEndpoint = UNIXServerEndpoint
 M.UNIXClientEndpoint = UNIXClientEndpoint
+M.SSL4ServerEndpoint = SSL4ServerEndpoint
+M.SSL4ClientEndpoint = SSL4ClientEndpoint
 
 return require("spindle._core").strict("endpoints", M)

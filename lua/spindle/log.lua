@@ -7,21 +7,53 @@ local M = {}
 local observers = {}
 local defaultObserver
 
---- Format an event as text: its message parts joined by spaces, or for an
--- error event the `why` line and the Failure's traceback.
--- @tparam table event {message = {...}, isError = bool, failure = F, why = s}
--- @treturn string
-function M.textFromEventDict(event)
+-- tostring(v) that never raises: a __tostring that raises or returns a
+-- non-string gives "<T at 0x... with tostring error: ...>" (Twisted's
+-- reflect.safe_str).
+local function safeStr(v)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  local why = "__tostring returned a " .. type(s)
+  if not ok then
+    local eok, es = pcall(tostring, s)
+    why = eok and type(es) == "string" and es or "unprintable error"
+  end
+  return ("<%s at %p with tostring error: %s>"):format(type(v), v, why)
+end
+
+-- The text of an event; may raise (textFromEventDict catches it).
+local function eventText(event)
   if event.isError and event.failure ~= nil then
     local f = event.failure
-    local text = type(f) == "table" and f.getTraceback and f:getTraceback()
-      or tostring(f)
-    return (event.why or "Unhandled Error") .. "\n" .. text
+    local text
+    if require("spindle.failure").isFailure(f) then
+      text = f:getTraceback()
+    else
+      text = safeStr(f)
+    end
+    local why = event.why
+    why = why == nil and "Unhandled Error" or safeStr(why)
+    return why .. "\n" .. text
   end
   local parts = {}
   local message = event.message or {}
-  for i = 1, (message.n or #message) do parts[i] = tostring(message[i]) end
+  if type(message) ~= "table" then message = {message, n = 1} end
+  for i = 1, (message.n or #message) do parts[i] = safeStr(message[i]) end
   return table.concat(parts, " ")
+end
+
+--- Format an event as text: its message parts joined by spaces, or for an
+-- error event the `why` line (any value, as tostring gives it) and the
+-- Failure's traceback. Never raises: a part whose __tostring raises is
+-- shown as "<table at 0x... with tostring error: ...>", and an event
+-- that cannot be formatted at all gives "Unformattable event: ..." (as
+-- twisted.python.log.textFromEventDict does).
+-- @tparam table event {message = {...}, isError = bool, failure = F, why = s}
+-- @treturn string
+function M.textFromEventDict(event)
+  local ok, text = pcall(eventText, event)
+  if ok and type(text) == "string" then return text end
+  return "Unformattable event: " .. safeStr(text)
 end
 
 local function formatTime(t)
@@ -35,7 +67,8 @@ function M.FileLogObserver(file)
   return function(event)
     local text = M.textFromEventDict(event)
     text = text:gsub("\n", "\n\t")
-    file:write(formatTime(event.time), " [", event.system or "-", "] ",
+    local t = tonumber(event.time) or os.time()
+    file:write(formatTime(t), " [", safeStr(event.system or "-"), "] ",
       text, "\n")
     file:flush()
   end
@@ -44,6 +77,9 @@ end
 defaultObserver = M.FileLogObserver(io.stderr)
 observers[1] = defaultObserver
 
+-- Send event to every observer. One that raises is reported on stderr
+-- and kept, as Twisted's LogPublisher does (it may fail on one event
+-- only); the others still get the event.
 local function publish(event)
   event.time = event.time or os.time()
   -- Copy: an observer may add or remove observers while we loop.
@@ -51,9 +87,10 @@ local function publish(event)
   for _, observer in ipairs(current) do
     local ok, e = pcall(observer, event)
     if not ok then
-      M.removeObserver(observer)
-      io.stderr:write("spindle.log: observer raised and was removed: ",
-        tostring(e), "\n")
+      pcall(function()
+        io.stderr:write("spindle.log: observer ", safeStr(observer),
+          " raised: ", safeStr(e), "\n")
+      end)
     end
   end
 end
@@ -65,7 +102,8 @@ function M.msg(...)
 end
 
 --- log.err(failure, why): log an error. `failure` is a Failure or any error
--- value (wrapped in a Failure); `why` (string, optional) says what failed.
+-- value (wrapped in a Failure); `why` (optional, a string; anything else
+-- is shown as tostring gives it) says what failed.
 -- Follows twisted.python.log.err.
 function M.err(failure, why)
   local F = require("spindle.failure")
@@ -74,11 +112,17 @@ function M.err(failure, why)
   publish({message = {n = 0}, isError = true, failure = failure, why = why})
 end
 
---- log.addObserver(f): f(event) is called for every event.
+--- log.addObserver(f): f(event) is called for every event. Raises
+-- "bad argument #1 to 'addObserver' (callable expected, got T)" unless f
+-- is a function or a table with __call. An observer that raises is
+-- reported on stderr and kept.
 function M.addObserver(observer)
-  assert(type(observer) == "function" or
-    (getmetatable(observer) or {}).__call,
-    "bad argument #1 to 'addObserver' (callable expected)")
+  local mt = getmetatable(observer)
+  if type(observer) ~= "function" and
+    not (type(mt) == "table" and mt.__call ~= nil) then
+    error(("bad argument #1 to 'addObserver' (callable expected, got %s)")
+      :format(type(observer)), 2)
+  end
   observers[#observers + 1] = observer
 end
 

@@ -6,6 +6,7 @@ local parts = {
   "spindle._loop",   -- run, stop, callLater, system events (loop.c)
   "spindle._tcp",    -- listenTCP, connectTCP, listenUNIX, connectUNIX (tcp.c)
   "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
+  "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
 }
 

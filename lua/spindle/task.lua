@@ -64,19 +64,33 @@ function DelayedCall:cancel()
   self.func, self.args = nil, nil
 end
 
+-- Raise when a new due time t is NaN (a NaN argument, or math.huge then
+-- -math.huge): it would fire out of order.
+local function checkTime(t, fname)
+  if t ~= t then
+    error(string.format("bad argument #1 to '%s' (the new due time would " ..
+      "be NaN)", fname), 3)
+  end
+end
+
 --- dc:reset(secondsFromNow): run secondsFromNow seconds from the clock's
--- now instead. Raises AlreadyCalled / AlreadyCancelled.
+-- now instead. Raises AlreadyCalled / AlreadyCancelled, and a
+-- bad-argument error if the due time would be NaN.
 function DelayedCall:reset(secondsFromNow)
   checkNumber(secondsFromNow, "reset", 1)
   checkPending(self, "reset")
-  self.time = self._clock:seconds() + secondsFromNow
+  local t = self._clock:seconds() + secondsFromNow
+  checkTime(t, "reset")
+  self.time = t
 end
 
 --- dc:delay(seconds): run `seconds` later. Raises as reset does.
 function DelayedCall:delay(seconds)
   checkNumber(seconds, "delay", 1)
   checkPending(self, "delay")
-  self.time = self.time + seconds
+  local t = self.time + seconds
+  checkTime(t, "delay")
+  self.time = t
 end
 
 --- dc:active() -> boolean: neither called nor cancelled.
@@ -146,9 +160,13 @@ end
 
 --- clock:advance(seconds): move time forward and run the calls now due,
 -- in time order. As in Twisted, an error in a call propagates out of
--- advance() (the call is spent).
+-- advance() (the call is spent). A NaN amount is a bad argument (Twisted
+-- would run nothing and be stuck at NaN).
 function Clock:advance(amount)
   checkNumber(amount, "advance", 1)
+  if amount ~= amount then
+    error("bad argument #1 to 'advance' (amount is NaN)", 2)
+  end
   self.rightNow = self.rightNow + amount
   while true do
     table.sort(self.calls, callOrder)
@@ -223,13 +241,17 @@ end
 -- seconds (>= 0), the first time at once unless now is false. The
 -- Deferred fires with lc when stop() is called, or errbacks if f raises
 -- (or its Deferred fails); the loop then ends. If f returns a Deferred
--- the next call waits for it. Raises if already running.
+-- the next call waits for it. Raises if already running, and a
+-- bad-argument error if interval is negative or NaN (Twisted asserts
+-- interval >= 0).
 function LoopingCall:start(interval, now)
   checkNumber(interval, "start", 1)
   if self.running then
     error("Tried to start an already running LoopingCall.", 2)
   end
-  if interval < 0 then error("interval must be >= 0", 2) end
+  if not (interval >= 0) then
+    error("bad argument #1 to 'start' (interval must be >= 0)", 2)
+  end
   self.running = true
   local d = defer.Deferred()
   self.deferred = d
@@ -316,13 +338,34 @@ M.LoopingCall = LoopingCall
 ---------------------------------------------------------------------------
 -- deferLater, react
 
+-- Does clock have a callable callLater (indexing a userdata may raise)?
+local function hasCallLater(clock)
+  local t = type(clock)
+  if t ~= "table" and t ~= "userdata" then return false end
+  local ok, f = pcall(function() return clock.callLater end)
+  if not ok then return false end
+  local mt = getmetatable(f)
+  return type(f) == "function" or (type(mt) == "table" and mt.__call ~= nil)
+end
+
 --- task.deferLater(clock, delay, f, ...) -> Deferred: call f(...) after
--- `delay` seconds of `clock` (the reactor or a Clock); the Deferred fires
--- with f's result (or its error). f may be nil: fire with nil.
--- Cancelling the Deferred cancels the call (CancelledError).
+-- `delay` seconds (>= 0) of `clock` (the reactor or a Clock); the
+-- Deferred fires with f's result (or its error). f may be nil: fire with
+-- nil. Cancelling the Deferred cancels the call (CancelledError). Bad
+-- arguments (clock without callLater, delay not a number, negative or
+-- NaN, f not callable) raise naming deferLater.
 -- twisted.internet.task.deferLater.
 function M.deferLater(clock, delay, f, ...)
+  if not hasCallLater(clock) then
+    error(string.format("bad argument #1 to 'deferLater' (clock expected, " ..
+      "got %s)", type(clock)), 2)
+  end
   checkNumber(delay, "deferLater", 2)
+  if delay ~= delay then
+    error("bad argument #2 to 'deferLater' (delay is NaN)", 2)
+  elseif delay < 0 then
+    error("bad argument #2 to 'deferLater' (delay must be >= 0)", 2)
+  end
   if f ~= nil then checkCallable(f, "deferLater", 3) end
   local dc
   local d = defer.Deferred(function() dc:cancel() end)
