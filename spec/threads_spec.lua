@@ -77,6 +77,14 @@ describe("threads.deferToThread", function()
     assert.are.equal("typed", f:getErrorMessage())
   end)
 
+  it("sends an error value that cannot be copied as its text", function()
+    local f = H.waitForFailure(threads.deferToThread(function()
+      error(io.stdout)
+    end))
+    assert.truthy(f:getErrorMessage():find("^file %("), f:getErrorMessage())
+    assert.truthy(f:getTraceback():find("threads_spec.lua", 1, true))
+  end)
+
   it("fails with TransferError when the result cannot be copied", function()
     local f = H.waitForFailure(threads.deferToThread(function()
       return {out = io.stdout}
