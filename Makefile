@@ -69,11 +69,9 @@ $(BUILD)/gen/modules.c: $(SRC) tools/embed.sh | $(BUILD)/gen
 $(BUILD)/obj $(BUILD)/gen:
 	mkdir -p $@
 
+# The main job: every program of the seed tutorial, as its Lua twin.
 run: all
-	@for s in scripts/defer_*.lua scripts/reactor_*.lua; do \
-	  [ -f "$$s" ] || continue; echo "== $$s"; $(BUILD)/spindle $$s || exit 1; done
-	@echo "== scripts/defer_basic.lua call_error"; \
-	  $(BUILD)/spindle scripts/defer_basic.lua call_error
+	@sh tools/run.sh $(BUILD)/spindle
 
 test: all
 	$(MAKE) test-plain
