@@ -56,6 +56,7 @@ static struct {
   int n, cap;
   uint64_t nextseq;
   uv_timer_t *handle;
+  uv_idle_t *idle;   /* runs calls already due, once per loop iteration */
   int inpass;        /* inside timer_cb: arm once at its end */
 } timers;
 
@@ -206,17 +207,31 @@ static void timer_cb(uv_timer_t *h);
 
 /* Arm the uv_timer for the earliest DelayedCall (ms, rounded up; an early
 ** wake-up only re-arms). */
+static void idle_cb(uv_idle_t *h);
+
+/* Arm the loop for the earliest DelayedCall. A call already due goes to
+** the idle handle rather than a 0 ms uv_timer: libuv 1.44 re-runs a timer
+** that is due again within the same timer phase, so a callLater(0) that
+** schedules itself would never let the loop poll for I/O or signals. An
+** active idle handle makes the poll not block, and runs once per
+** iteration, after the poll of the previous one. */
 static void timers_arm(void) {
   double dt;
   uint64_t ms;
   if (timers.inpass || closed || timers.handle == NULL) return;
   if (timers.n == 0) {
     uv_timer_stop(timers.handle);
+    uv_idle_stop(timers.idle);
     return;
   }
   dt = timers.heap[0]->time - sp_loop_seconds();
-  if (!(dt > 0)) ms = 0;
-  else if (dt > 1e12) ms = UINT64_C(1000000000000000);
+  if (!(dt > 0)) {
+    uv_timer_stop(timers.handle);
+    uv_idle_start(timers.idle, idle_cb);
+    return;
+  }
+  uv_idle_stop(timers.idle);
+  if (dt > 1e12) ms = UINT64_C(1000000000000000);
   else ms = (uint64_t)ceil(dt * 1000.0);
   uv_update_time(sp_loop());
   uv_timer_start(timers.handle, timer_cb, ms, 0);
@@ -296,11 +311,10 @@ static void dcall_fire(lua_State *L, dcall *c) {
 /* Run the DelayedCalls due now, in (time, seq) order. Calls scheduled
 ** during this pass wait for the next one, as in Twisted's
 ** runUntilCurrent, so a callLater(0) loop cannot starve the loop. */
-static void timer_cb(uv_timer_t *h) {
+static void timers_run(void) {
   lua_State *L = sp_loop_state();
   double now = sp_loop_seconds();
   uint64_t limit = timers.nextseq;
-  (void)h;
   timers.inpass = 1;
   while (timers.n > 0) {
     dcall *c = timers.heap[0];
@@ -310,6 +324,16 @@ static void timer_cb(uv_timer_t *h) {
   }
   timers.inpass = 0;
   timers_arm();
+}
+
+static void timer_cb(uv_timer_t *h) {
+  (void)h;
+  timers_run();
+}
+
+static void idle_cb(uv_idle_t *h) {
+  (void)h;
+  timers_run();
 }
 
 static dcall *dcall_check(lua_State *L) {
@@ -964,6 +988,7 @@ static void loop_shutdown(lua_State *L) {
   if (uv_loop_close(uv_default_loop()) != 0)
     fprintf(stderr, "spindle: the loop still had open handles at exit\n");
   timers.handle = NULL;
+  timers.idle = NULL;
   inbox.async = NULL;
 }
 
@@ -985,6 +1010,9 @@ uv_loop_t *sp_loop(void) {
   timers.handle = handle_new(sizeof(uv_timer_t));
   uv_timer_init(loop, timers.handle);
   timers.handle->data = &owned_marker;
+  timers.idle = handle_new(sizeof(uv_idle_t));
+  uv_idle_init(loop, timers.idle);
+  timers.idle->data = &owned_marker;
   inbox.async = handle_new(sizeof(uv_async_t));
   uv_mutex_init(&inbox.lock);
   uv_async_init(loop, inbox.async, async_cb);

@@ -359,6 +359,43 @@ describe("reactor.seconds", function()
 end)
 
 describe("reactor.callLater", function()
+  it("lets I/O, timers and stop() through while a callLater(0) reschedules "
+    .. "itself (no starvation; bugs: the reactor froze on libuv 1.44)",
+    function()
+    local protocol = require("spindle.protocol")
+    local spins, stopped = 0, false
+    local function spin()
+      spins = spins + 1
+      if not stopped then reactor.callLater(0, spin) end
+    end
+    reactor.callLater(0, spin)
+    local Echo = protocol.Protocol:extend({
+      dataReceived = function(self, data) self.transport:write(data) end,
+    })
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), nil,
+      "127.0.0.1")
+    local got = defer.Deferred()
+    local Client = protocol.Protocol:extend({
+      connectionMade = function(self) self.transport:write("ping") end,
+      dataReceived = function(self, data)
+        self.transport:loseConnection()
+        got:callback(data)
+      end,
+    })
+    local cf = protocol.ClientFactory.forProtocol(Client)
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    got:addCallback(function(data)
+      assert.equal("ping", data)
+      reactor.callLater(0.05, function()
+        stopped = true
+        port:stopListening()
+        reactor.stop()
+      end)
+    end)
+    runUntilStopped()
+    assert.is_true(spins > 100)
+  end)
+
   it("calls f after delay seconds, not before", function()
     local t0 = reactor.seconds()
     local firedAt
