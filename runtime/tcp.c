@@ -252,7 +252,19 @@ static void port_listen(lua_State *L, int idx) {
     lua_pop(L, 2);
   } else {
     lua_insert(L, -2);
-    lua_call(L, 1, 0);
+    if (sp_pcall(L, 1, 0) != LUA_OK) {
+      /* Twisted's socket is a local of startListening, freed with the
+      ** error: close ours too, so the port is free again. The original
+      ** error value is raised, as it would propagate in Twisted. */
+      sp_live_remove(&ls->live);
+      pu->ls = NULL;
+      luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
+      pu->ref = LUA_NOREF;
+      if (path != NULL) unlink(path);
+      uv_close(&ls->h.handle, listener_free_cb);
+      lua_getfield(L, -1, "value");
+      lua_error(L);
+    }
   }
 }
 

@@ -86,6 +86,23 @@ local function rss()
 end
 
 describe("reactor.listenTCP", function()
+  it("raises startFactory's error and frees the port (bug: the socket "
+    .. "was left listening)", function()
+    local Bad = protocol.Factory:extend({protocol = protocol.Protocol,
+      startFactory = function() error("boom") end})
+    local probe = reactor.listenTCP(0, protocol.Factory.forProtocol(
+      protocol.Protocol), nil, "127.0.0.1")
+    local portnum = probe:getHost().port
+    wait(probe:stopListening())
+    local ok, err = pcall(reactor.listenTCP, portnum, Bad(), nil, "127.0.0.1")
+    assert.is_false(ok)
+    assert.matches("boom", tostring(err))
+    local p = reactor.listenTCP(portnum,
+      protocol.Factory.forProtocol(protocol.Protocol), nil, "127.0.0.1")
+    assert.equal(portnum, p:getHost().port)
+    wait(p:stopListening())
+  end)
+
   it("answers an outside python3 client as an echo server", function()
     local f = echoFactory()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
