@@ -470,9 +470,10 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
   pu->reuseport = reuse;
   if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
-    return luaL_argerror(
-        L, opts == 3 || opts == 4 ? opts : 4,
-        lua_pushfstring(L, "IP address expected, got '%s'", iface));
+    return sp_errortype_raise(L, "reactor.CannotListenError", "EINVAL",
+                              "Couldn't listen on %s:%d: the interface "
+                              "must be an IP address (EINVAL).",
+                              iface, (int)portnum);
   if (setup != NULL) {
     pu->setup = setup;
     lua_pushvalue(L, arg);

@@ -487,9 +487,11 @@ static void check_connected_addr(lua_State *L, udpport *p,
 static int port_write(lua_State *L) {
   udpport *p = port_check(L);
   size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
+  const char *data;
   struct sockaddr_storage ss;
   const struct sockaddr *sa = NULL;
+  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion: Twisted raises */
+  data = lua_tolstring(L, 2, &n);
   uv_buf_t buf = uv_buf_init((char *)data, (unsigned)n);
   int rc;
   if (!p->connected) {

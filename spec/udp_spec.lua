@@ -298,6 +298,9 @@ describe("Port:write", function()
       "bad argument #2 to 'write' (address table expected, got string)")
     assert.has_error(function() port:write(nil, {"127.0.0.1", 9}) end,
       "bad argument #1 to 'write' (string expected, got nil)")
+    -- No number coercion (Twisted raises TypeError for non-bytes).
+    assert.has_error(function() port:write(5, {"127.0.0.1", 9}) end,
+      "bad argument #1 to 'write' (string expected, got number)")
     assert.has_error(function() port:write("x", {"127.0.0.1", 99999}) end)
     local ok, err = pcall(port.write, port, "x", {"example.com", 9})
     assert.truthy(not ok and
