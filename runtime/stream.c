@@ -821,6 +821,16 @@ void sp_stream_open(lua_State *L, sp_stream *s) {
 
 void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
   int top = lua_gettop(L);
+  int t = lua_type(L, -1);
+  if (t != LUA_TNIL && t != LUA_TTABLE && t != LUA_TUSERDATA) {
+    /* Say once what is wrong, then close as for a refused connection. */
+    lua_pushfstring(L, "buildProtocol returned a %s value, not a protocol",
+                    luaL_typename(L, -1));
+    sp_log_failure(L, -1, "Unhandled Error");
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_replace(L, top);
+  }
   lua_pushvalue(L, -1);
   set_uv(L, s, UV_PROTO);
   if (lua_isnil(L, -1)) {

@@ -884,6 +884,21 @@ print(s.recv(100))
     wait(port:stopListening())
   end)
 
+  it("logs once, clearly, a buildProtocol that returns a non-protocol",
+    function()
+    local f = protocol.Factory:extend({buildProtocol = function() return 42 end})()
+    local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+    local cf = collector(function(c) c.transport:write("data") end)
+    local errors = H.loggedErrors(function()
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      wait(cf.done)
+    end)
+    assert.equal(1, #errors)
+    assert.matches("buildProtocol returned a number value, not a protocol",
+      errors[1].failure:getTraceback(), 1, true)
+    wait(port:stopListening())
+  end)
+
   it("logs an error in connectionMade and drops the connection", function()
     local S = protocol.Protocol:extend({
       connectionMade = function() error("no thanks") end})
