@@ -667,8 +667,8 @@ print(got)
       self:sendLine(line)
     end
     local n = serve(P)
-    local out = wait(python(sendAndRead([[b"one\r\nswap\r\ntwo\r\nstop\r\nno\r\n"]]),
-      n))
+    local out = wait(python(sendAndRead(
+      [[b"one\r\nswap\r\ntwo\r\nstop\r\nno\r\n"]]), n))
     assert.equal("b'one\\r\\nvia swap\\r\\nvia two\\r\\n'\n", out)
     assert.same({"one", "swap", "two", "stop"}, seen)
   end)
