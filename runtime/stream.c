@@ -62,6 +62,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define READ_THROTTLE (64 * 1024 * 1024)
 #define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
 #define SF_FWAIT 0x4000        /* filter->finish said SP_FILTER_WAIT */
+#define SF_NODIRECT 0x8000     /* last read: dataReceived was not direct_fn's */
 
 /* User values of the transport userdata. */
 enum {
@@ -376,26 +377,35 @@ static void reading_update(sp_stream *s) {
 static lua_CFunction direct_method = NULL;
 static sp_direct_fn direct_fn = NULL;
 
-/* (protocol, data): protocol:dataReceived(data), looked up on each read
-** (inside the protected call) so that replacing the method works. */
+/* (protocol, data) or (protocol, bytes, length) with bytes a light
+** userdata (a read buffer, see deliver) -> direct: calls
+** protocol:dataReceived(data), looked up on each read (inside the
+** protected call) so that replacing the method works. When it is the
+** registered C method, bytes go to direct_fn without a Lua string.
+** Returns whether the method was that one (deliver's hint for the next
+** read). */
 static int deliver_tramp(lua_State *L) {
+  int direct;
   lua_getfield(L, 1, "dataReceived");
+  direct = direct_fn != NULL && lua_tocfunction(L, -1) == direct_method;
   if (lua_type(L, 2) == LUA_TLIGHTUSERDATA) {
-    /* (protocol, bytes, length) from a read buffer (see deliver) */
     const char *data = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
-    if (direct_fn != NULL && lua_tocfunction(L, 4) == direct_method) {
+    if (direct) {
       lua_settop(L, 1);
       direct_fn(L, data, len);
-      return 0;
+      lua_pushboolean(L, 1);
+      return 1;
     }
     lua_pushlstring(L, data, len);
     lua_replace(L, 2);
     lua_replace(L, 3);
   }
-  lua_insert(L, 1);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
   lua_call(L, 2, 0);
-  return 0;
+  lua_pushboolean(L, direct);
+  return 1;
 }
 
 static int flush_pending(lua_State *L, sp_stream *s);
@@ -434,11 +444,15 @@ void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct) {
 ** take it without a Lua string being made. */
 static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
                    int direct) {
-  int r, nargs = 2;
+  int r, eh, nargs = 2;
   if (s->state != ST_OPEN) return -1;
+  /* sp_pcall, with the handler pushed first rather than rotated in. */
+  lua_pushcfunction(L, sp_errhandler);
+  eh = lua_gettop(L);
   lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
-  if (direct && direct_fn != NULL && len <= LUA_MAXINTEGER) {
+  if (direct && direct_fn != NULL && !(s->flags & SF_NODIRECT) &&
+      len <= LUA_MAXINTEGER) {
     lua_pushlightuserdata(L, (void *)data);
     lua_pushinteger(L, (lua_Integer)len);
     nargs = 3;
@@ -449,13 +463,17 @@ static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
   ** copied to the pending buffer and go out as one write after it
   ** returns, as Twisted's transport writes on the next reactor turn. */
   s->flags |= SF_CORKED;
-  r = sp_pcall(L, nargs, 0);
+  r = lua_pcall(L, nargs, 1, eh);
   s->flags &= ~SF_CORKED;
   if (r != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
     stream_close(L, s);
+    lua_pop(L, 1); /* the handler */
     return -1;
   }
+  if (lua_toboolean(L, -1)) s->flags &= ~SF_NODIRECT;
+  else s->flags |= SF_NODIRECT;
+  lua_pop(L, 2); /* the hint, the handler */
   if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
     flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
@@ -1199,10 +1217,13 @@ static const luaL_Reg transport_methods[] = {
 ** spindle.basic stops delivering lines then), `disconnected`, and
 ** `protocol`. */
 static int transport_index(lua_State *L) {
-  transport_ud *t = transport_check_fast(L);
+  transport_ud *t;
   const char *key;
+  /* A method (the common case, `t:write(...)`) needs no look at t: each
+  ** method checks its own argument. */
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  t = transport_check_fast(L);
   key = lua_tostring(L, 2);
   if (key == NULL) return 1;
   if (strcmp(key, "disconnecting") == 0)
