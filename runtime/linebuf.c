@@ -55,7 +55,30 @@ typedef struct framer {
   int paused;             /* pauseProducing() was called */
   int broken;             /* netstring parse error: further data ignored */
   int nsstate;            /* netstring: NS_LENGTH or NS_PAYLOAD */
+  /* LineReceiver caches (see line_loop). Valid for one chunk: what the
+  ** instance inherits for MAX_LENGTH, delimiter and lineReceived (the
+  ** INH_ bits say which were looked up). */
+  unsigned inherited;
+  size_t inh_maxlen;
+  const char *inh_delim;  /* anchored in user value FUV_INHDELIM */
+  size_t inh_dlen;
+  /* Valid while the framer lives: the stream transport last found in the
+  ** instance's own `transport` field (anchored in FUV_TRANSPORT), or NULL. */
+  void *tud;
+  /* While line_loop runs: the instance, and the framer running before. */
+  const void *self;
+  struct framer *outer;
 } framer;
+
+/* User values of a framer. */
+enum { FUV_DELIM = 1, FUV_INHDELIM, FUV_TRANSPORT, FUV_N = FUV_TRANSPORT };
+
+/* Bits of framer.inherited. */
+enum { INH_MAXLEN = 1, INH_DELIM = 2, INH_LINERECEIVED = 4 };
+
+/* The framer of the innermost line_loop running on this thread, so that
+** sendLine, called from lineReceived, finds the caches without a lookup. */
+static _Thread_local framer *running_line;
 
 /* Registry-free key for the framer inside a protocol instance. */
 static const char framer_key = 0;
@@ -223,19 +246,19 @@ static framer *framer_get(lua_State *L) {
     return f;
   }
   lua_pop(L, 1);
-  f = lua_newuserdatauv(L, sizeof(framer), 1);
+  f = lua_newuserdatauv(L, sizeof(framer), FUV_N);
   memset(f, 0, sizeof(*f));
   luaL_setmetatable(L, FRAMER_MT);
   lua_rawsetp(L, 1, &framer_key);
   return f;
 }
 
-/* [-0, +0, e] Start processing `data` (index 2): scan it in place when
-** nothing is pending, else append it. Returns 0 when the framer is busy
-** (the data was appended for the running loop to see). */
-static int framer_begin(lua_State *L, framer *f) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
+/* [-0, +0, e] Start processing the bytes (s, n), which stay valid until
+** framer_finish: scan them in place when nothing is pending, else append
+** them. Returns 0 when the framer is busy (the bytes were appended for
+** the running loop to see). */
+static int framer_begin_bytes(lua_State *L, framer *f, const char *s,
+                              size_t n) {
   if (f->busy) {
     pending_append(L, f, s, n);
     return 0;
@@ -249,6 +272,13 @@ static int framer_begin(lua_State *L, framer *f) {
   }
   f->busy = 1;
   return 1;
+}
+
+/* [-0, +0, e] framer_begin_bytes for the string `data` at index 2. */
+static int framer_begin(lua_State *L, framer *f) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  return framer_begin_bytes(L, f, s, n);
 }
 
 /* [-0, +0, e] Is self.transport.disconnecting true? (Twisted checks it
@@ -292,63 +322,120 @@ static void push_method(lua_State *L, int key) {
   lua_pushvalue(L, 1);
 }
 
-/* Marks a cache slot of line_loop not yet filled. */
-static const char unset_key = 0;
+/* ---- LineReceiver ---------------------------------------------------- */
 
-/* [-0, +1, e] self[key] for self at index 1. With slot > 0 (line_loop's
-** stack), what self inherits from its class is looked up once per chunk
-** and kept in that slot; the instance's own field is still read every
-** time, so `self.delimiter = x` in lineReceived applies to the next line,
-** as in Twisted. slot 0: a plain lookup. */
-static int getk_self(lua_State *L, int key, int slot) {
-  int t;
-  if (slot == 0) return getk(L, 1, key);
+/* How line_loop reads self's fields (self at index 1, the framer at
+** FRAMER_IDX). Twisted reads self.MAX_LENGTH, self.delimiter,
+** self.lineReceived and self.transport for every line, so a lineReceived
+** that assigns any of them changes how the next line is handled. Here the
+** instance's own field is read for every line (one raw lookup in a small
+** table); only when it has none is the value it inherits (from its class
+** and ancestors, a walk up the __index chain) used, and that is looked up
+** once per chunk and kept in the framer (a class changed in the middle of
+** a chunk is seen from the next chunk on). The line_ helpers below leave
+** what they look up on the stack; line_step drops it all at once. */
+enum { FRAMER_IDX = 3, SLOT_LINERECEIVED, SLOT_TOP };
+
+/* [-0, +1, e] Push self's own field `key` (raw), returning its type. */
+static int rawgetk(lua_State *L, int key) {
   lua_pushvalue(L, lua_upvalueindex(key));
-  if ((t = lua_rawget(L, 1)) != LUA_TNIL) return t;
-  lua_pop(L, 1);
-  if (lua_touserdata(L, slot) == &unset_key) {
-    getk(L, 1, key);
-    lua_copy(L, -1, slot);
-    return lua_type(L, -1);
-  }
-  lua_pushvalue(L, slot);
-  return lua_type(L, -1);
+  return lua_rawget(L, 1);
 }
 
-/* Cache slots of line_loop (see getk_self). */
-enum { SLOT_DELIMITER = 4, SLOT_MAX_LENGTH, SLOT_LINERECEIVED, SLOT_TOP };
-
-/* [-0, +0, e] self.MAX_LENGTH as a size (slot: see getk_self). */
-static size_t get_maxlen(lua_State *L, int slot) {
-  lua_Integer m;
+/* [-0, +0, e] The value at idx as a MAX_LENGTH (a size). */
+static size_t to_maxlen(lua_State *L, int idx) {
   int isnum;
-  getk_self(L, K_MAX_LENGTH, slot);
-  m = lua_tointegerx(L, -1, &isnum);
-  lua_pop(L, 1);
+  lua_Integer m = lua_tointegerx(L, idx, &isnum);
   if (!isnum || m < 0)
     luaL_error(L, "MAX_LENGTH must be a non-negative integer");
   return (size_t)m;
 }
 
-/* ---- LineReceiver ---------------------------------------------------- */
+/* [-0, +0, e] self.MAX_LENGTH as a size, for self at index 1. */
+static size_t get_maxlen(lua_State *L) {
+  size_t m;
+  getk(L, 1, K_MAX_LENGTH);
+  m = to_maxlen(L, -1);
+  lua_pop(L, 1);
+  return m;
+}
 
-/* [-0, +0, e] self.delimiter, anchored in the framer's user value so that
-** its address identifies it: a new delimiter voids `nodelim`. */
-static const char *get_delimiter(lua_State *L, framer *f, int fidx,
-                                 size_t *dlen) {
-  const char *d;
-  getk_self(L, K_DELIMITER, SLOT_DELIMITER);
-  d = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
+/* [-0, +1, e] self.MAX_LENGTH as a size (see FRAMER_IDX). */
+static size_t line_maxlen(lua_State *L, framer *f) {
+  if (rawgetk(L, K_MAX_LENGTH) != LUA_TNIL) return to_maxlen(L, -1);
+  if (!(f->inherited & INH_MAXLEN)) {
+    f->inh_maxlen = get_maxlen(L);
+    f->inherited |= INH_MAXLEN;
+  }
+  return f->inh_maxlen;
+}
+
+/* [-0, +0, e] The delimiter at the top of the stack, checked. */
+static const char *check_delimiter(lua_State *L, size_t *dlen) {
+  const char *d =
+      lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, dlen) : NULL;
   if (d == NULL || *dlen == 0)
     luaL_error(L, "delimiter must be a non-empty string");
-  if (d != f->delim) {
-    f->nodelim = 0;
-    f->delim = d;
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, fidx, 1);
-  }
-  lua_pop(L, 1); /* anchored by the framer */
   return d;
+}
+
+/* [-0, +1, e] self.delimiter (see FRAMER_IDX). The one last used is
+** anchored in the framer's user value FUV_DELIM, so that its address
+** identifies it: a new delimiter voids `nodelim`. */
+static const char *line_delimiter(lua_State *L, framer *f, size_t *dlen) {
+  const char *d;
+  if (rawgetk(L, K_DELIMITER) != LUA_TNIL) {
+    d = check_delimiter(L, dlen);
+    if (d == f->delim) return d;
+    lua_pushvalue(L, -1);
+  } else {
+    if (!(f->inherited & INH_DELIM)) {
+      getk(L, 1, K_DELIMITER);
+      f->inh_delim = check_delimiter(L, &f->inh_dlen);
+      lua_setiuservalue(L, FRAMER_IDX, FUV_INHDELIM);
+      f->inherited |= INH_DELIM;
+    }
+    *dlen = f->inh_dlen;
+    d = f->inh_delim;
+    if (d == f->delim) return d;
+    lua_getiuservalue(L, FRAMER_IDX, FUV_INHDELIM);
+  }
+  f->nodelim = 0;
+  f->delim = d;
+  lua_setiuservalue(L, FRAMER_IDX, FUV_DELIM);
+  return d;
+}
+
+/* [-0, +2, e] Push self.lineReceived (see FRAMER_IDX) on top of what its
+** raw lookup left. */
+static void line_push_callback(lua_State *L, framer *f) {
+  if (rawgetk(L, K_LINERECEIVED) != LUA_TNIL) {
+    lua_pushvalue(L, -1);
+    return;
+  }
+  if (!(f->inherited & INH_LINERECEIVED)) {
+    getk(L, 1, K_LINERECEIVED);
+    lua_replace(L, SLOT_LINERECEIVED);
+    f->inherited |= INH_LINERECEIVED;
+  }
+  lua_pushvalue(L, SLOT_LINERECEIVED);
+}
+
+/* [-0, +1, e] transport_disconnecting inside line_loop: a stream
+** transport in self's own field, the one met before, is asked from its C
+** flags without a metatable check; a new one is checked and kept. */
+static int line_disconnecting(lua_State *L, framer *f) {
+  if (rawgetk(L, K_TRANSPORT) == LUA_TUSERDATA) {
+    void *tud = lua_touserdata(L, -1);
+    if (tud == f->tud) return sp_transport_disconnecting(tud);
+    if (sp_transport_test(L, -1) != NULL) {
+      f->tud = tud;
+      lua_pushvalue(L, -1);
+      lua_setiuservalue(L, FRAMER_IDX, FUV_TRANSPORT);
+      return sp_transport_disconnecting(tud);
+    }
+  }
+  return transport_disconnecting(L);
 }
 
 /* Find the delimiter in the pending bytes from `nodelim` on. */
@@ -370,11 +457,12 @@ static const char *find_delimiter(const framer *f, const char *d,
   return NULL;
 }
 
-/* One step in line mode, inside line_loop. Returns 1 to go on, 0 to stop
-** with the value on top of the stack (nothing pushed when it returns 1). */
-static int line_step(lua_State *L, framer *f, int fidx) {
-  size_t dlen, len, maxlen = get_maxlen(L, SLOT_MAX_LENGTH);
-  const char *d = get_delimiter(L, f, fidx, &dlen);
+/* One step in line mode, inside line_loop. Returns 1 to go on (the stack
+** back to its SLOT_TOP - 1 values), 0 to stop with the value to return on
+** top of the stack. */
+static int line_step(lua_State *L, framer *f) {
+  size_t dlen, len, maxlen = line_maxlen(L, f);
+  const char *d = line_delimiter(L, f, &dlen);
   const char *p = pending_ptr(f);
   const char *hit = find_delimiter(f, d, dlen);
   if (hit == NULL) {
@@ -397,20 +485,24 @@ static int line_step(lua_State *L, framer *f, int fidx) {
     lua_call(L, 2, 1);
     return 0;
   }
-  getk_self(L, K_LINERECEIVED, SLOT_LINERECEIVED);
+  line_push_callback(L, f);
   lua_pushvalue(L, 1);
   lua_pushlstring(L, p, len);
   pending_consume(f, len + dlen);
   lua_call(L, 2, 1);
-  if (lua_toboolean(L, -1) || transport_disconnecting(L)) return 0;
-  lua_pop(L, 1);
+  if (lua_toboolean(L, -1)) return 0;
+  if (line_disconnecting(L, f)) {
+    lua_pushvalue(L, -2); /* lineReceived's (false) result */
+    return 0;
+  }
+  lua_settop(L, SLOT_TOP - 1);
   return 1;
 }
 
 /* One step in raw mode: everything pending goes to rawDataReceived. */
 static int raw_step(lua_State *L, framer *f) {
   push_method(L, K_RAWDATARECEIVED);
-  if (f->ext != NULL && f->extpos == 0)
+  if (f->ext != NULL && f->extpos == 0 && lua_type(L, 2) == LUA_TSTRING)
     lua_pushvalue(L, 2); /* the whole chunk: no copy */
   else
     lua_pushlstring(L, pending_ptr(f), pending_len(f));
@@ -425,18 +517,43 @@ static int raw_step(lua_State *L, framer *f) {
 ** run under one lua_pcall per chunk (not one per line); callbacks are
 ** plain calls whose errors unwind to it. */
 static int line_loop(lua_State *L) {
-  framer *f = framer_test(L, 3);
-  if (f == NULL) return luaL_typeerror(L, 3, "framer");
-  lua_settop(L, 3);
-  while (lua_gettop(L) < SLOT_TOP - 1)
-    lua_pushlightuserdata(L, (void *)&unset_key);
+  framer *f = framer_test(L, FRAMER_IDX);
+  if (f == NULL) return luaL_typeerror(L, FRAMER_IDX, "framer");
+  lua_settop(L, SLOT_TOP - 1);
+  f->inherited = 0; /* a new chunk: look inherited fields up again */
   for (;;) {
     if (pending_len(f) == 0 || f->paused) {
       lua_pushnil(L);
       return 1;
     }
-    if (!(f->raw ? raw_step(L, f) : line_step(L, f, 3))) return 1;
+    if (!(f->raw ? raw_step(L, f) : line_step(L, f))) return 1;
   }
+}
+
+/* Registry key of the line_loop closure, for line_direct. */
+static const char line_loop_key = 0;
+
+/* [-?, +1, e] The body of lr:dataReceived: self at index 1, the bytes
+** (s, n) also at index 2 as a string, or nil there when they are a read
+** buffer (line_direct); the line_loop closure at index 3. */
+static int line_run(lua_State *L, framer *f, const char *s, size_t n) {
+  int status;
+  if (!framer_begin_bytes(L, f, s, n)) return 0;
+  lua_settop(L, 3);
+  lua_pushcfunction(L, sp_errhandler);
+  lua_insert(L, 3);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawgetp(L, 1, &framer_key);
+  f->self = lua_topointer(L, 1);
+  f->outer = running_line;
+  running_line = f;
+  status = lua_pcall(L, 3, 1, 3);
+  running_line = f->outer;
+  f->self = NULL;
+  framer_finish(f);
+  if (status != LUA_OK) return lua_error(L);
+  return 1;
 }
 
 /* lr:dataReceived(data) -> why
@@ -451,18 +568,20 @@ static int line_loop(lua_State *L) {
 ** Follows twisted.protocols.basic.LineReceiver.dataReceived. */
 static int line_dataReceived(lua_State *L) {
   framer *f = framer_get(L);
-  int status;
-  if (!framer_begin(L, f)) return 0;
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
   lua_settop(L, 2);
-  lua_pushcfunction(L, sp_errhandler);
   lua_pushvalue(L, lua_upvalueindex(K_LINELOOP));
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawgetp(L, 1, &framer_key);
-  status = lua_pcall(L, 3, 1, 3);
-  framer_finish(f);
-  if (status != LUA_OK) return lua_error(L);
-  return 1;
+  return line_run(L, f, s, n);
+}
+
+/* line_dataReceived for a read that has no Lua string (sp_direct_fn):
+** self at index 1, the bytes valid during the call. */
+static int line_direct(lua_State *L, const char *s, size_t n) {
+  framer *f = framer_get(L);
+  lua_settop(L, 2);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &line_loop_key);
+  return line_run(L, f, s, n);
 }
 
 /* lr:setRawMode(): further data goes to rawDataReceived.
@@ -501,6 +620,39 @@ static int line_clearLineBuffer(lua_State *L) {
   return 1;
 }
 
+/* [-0, +(0|1|2), e] sendLine(self, line) at indices 1 and 2, called
+** while self's chunk is being processed (from lineReceived): self's own
+** transport and delimiter fields are read (raw) as on every call, the
+** inherited delimiter is the chunk's (see FRAMER_IDX) and the stream
+** transport met before is written to without a metatable check. Returns
+** 1 when done, 0 when the caller must take the general way (nothing was
+** written). */
+static int send_fast(lua_State *L, const char *line, size_t n) {
+  const framer *f = running_line;
+  uv_buf_t b[2];
+  const char *d;
+  size_t dlen;
+  int t;
+  if (f == NULL || f->tud == NULL || f->self != lua_topointer(L, 1) ||
+      n > UINT32_MAX)
+    return 0;
+  if (rawgetk(L, K_TRANSPORT) != LUA_TUSERDATA ||
+      lua_touserdata(L, 3) != f->tud)
+    return 0;
+  t = rawgetk(L, K_DELIMITER);
+  if (t == LUA_TSTRING) {
+    d = lua_tolstring(L, 4, &dlen);
+  } else if (t == LUA_TNIL && (f->inherited & INH_DELIM)) {
+    d = f->inh_delim;
+    dlen = f->inh_dlen;
+  } else {
+    return 0;
+  }
+  b[0] = uv_buf_init((char *)line, (unsigned)n);
+  b[1] = uv_buf_init((char *)d, (unsigned)dlen);
+  return sp_transport_write(L, f->tud, b, 2);
+}
+
 /* lr:sendLine(line): write line and the delimiter, as one write. Raises
 ** for a non-string line. On a TCP or Unix transport the two go straight
 ** to its buffer without building their concatenation.
@@ -510,6 +662,8 @@ static int line_sendLine(lua_State *L) {
   const char *line, *d;
   luaL_checktype(L, 1, LUA_TTABLE);
   line = luaL_checklstring(L, 2, &n);
+  lua_settop(L, 2);
+  if (send_fast(L, line, n)) return 0;
   lua_settop(L, 2);
   getk(L, 1, K_TRANSPORT);
   getk(L, 1, K_DELIMITER);
@@ -601,7 +755,7 @@ static int netstring_dataReceived(lua_State *L) {
   lua_settop(L, 2);
   lua_pushcfunction(L, sp_errhandler);
   eh = 3;
-  maxlen = get_maxlen(L, 0);
+  maxlen = get_maxlen(L);
   while (pending_len(f) > 0 && !f->broken) {
     if (f->nsstate == NS_LENGTH) {
       int r = netstring_length(f, maxlen);
@@ -692,7 +846,7 @@ static int int_dataReceived(lua_State *L) {
   lua_pushcfunction(L, sp_errhandler);
   eh = 3;
   plen = get_prefix(L);
-  maxlen = get_maxlen(L, 0);
+  maxlen = get_maxlen(L);
   while (pending_len(f) >= (size_t)plen && !f->paused) {
     const unsigned char *p = (const unsigned char *)pending_ptr(f);
     size_t len = decode_prefix(p, plen);
@@ -774,7 +928,10 @@ int luaopen_spindle__linebuf(lua_State *L) {
   for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
   for (int k = 0; k < K_NKEYS; k++) lua_pushvalue(L, -K_NKEYS);
   lua_pushcclosure(L, line_loop, K_NKEYS);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &line_loop_key);
   luaL_setfuncs(L, linebuf_funcs, K_LINELOOP);
+  sp_stream_set_direct(line_dataReceived, line_direct);
   sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
                         NULL);
   lua_setfield(L, -2, "StringTooLongError");

@@ -62,6 +62,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define READ_THROTTLE (64 * 1024 * 1024)
 #define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
 #define SF_FWAIT 0x4000        /* filter->finish said SP_FILTER_WAIT */
+#define SF_NODIRECT 0x8000     /* last read: dataReceived was not direct_fn's */
 
 /* User values of the transport userdata. */
 enum {
@@ -372,13 +373,39 @@ static void reading_update(sp_stream *s) {
   }
 }
 
-/* (protocol, data): protocol:dataReceived(data), looked up on each read
-** (inside the protected call) so that replacing the method works. */
+/* The C dataReceived that takes reads without a Lua string, and how. */
+static lua_CFunction direct_method = NULL;
+static sp_direct_fn direct_fn = NULL;
+
+/* (protocol, data) or (protocol, bytes, length) with bytes a light
+** userdata (a read buffer, see deliver) -> direct: calls
+** protocol:dataReceived(data), looked up on each read (inside the
+** protected call) so that replacing the method works. When it is the
+** registered C method, bytes go to direct_fn without a Lua string.
+** Returns whether the method was that one (deliver's hint for the next
+** read). */
 static int deliver_tramp(lua_State *L) {
+  int direct;
   lua_getfield(L, 1, "dataReceived");
-  lua_insert(L, 1);
+  direct = direct_fn != NULL && lua_tocfunction(L, -1) == direct_method;
+  if (lua_type(L, 2) == LUA_TLIGHTUSERDATA) {
+    const char *data = lua_touserdata(L, 2);
+    size_t len = (size_t)lua_tointeger(L, 3);
+    if (direct) {
+      lua_settop(L, 1);
+      direct_fn(L, data, len);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    lua_pushlstring(L, data, len);
+    lua_replace(L, 2);
+    lua_replace(L, 3);
+  }
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
   lua_call(L, 2, 0);
-  return 0;
+  lua_pushboolean(L, direct);
+  return 1;
 }
 
 static int flush_pending(lua_State *L, sp_stream *s);
@@ -407,27 +434,54 @@ static void flush_corked(lua_State *L, sp_stream *s) {
   if (s->flags & SF_PPAUSED) stream_drained(L, s);
 }
 
-int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
-                      size_t len) {
-  int r;
+void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct) {
+  direct_method = method;
+  direct_fn = direct;
+}
+
+/* sp_stream_deliver; with `direct`, data stays valid until this returns
+** (a read buffer, not a filter's), so a registered C dataReceived may
+** take it without a Lua string being made. */
+static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
+                   int direct) {
+  int r, eh, nargs = 2;
   if (s->state != ST_OPEN) return -1;
+  /* sp_pcall, with the handler pushed first rather than rotated in. */
+  lua_pushcfunction(L, sp_errhandler);
+  eh = lua_gettop(L);
   lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
-  lua_pushlstring(L, data, len);
+  if (direct && direct_fn != NULL && !(s->flags & SF_NODIRECT) &&
+      len <= LUA_MAXINTEGER) {
+    lua_pushlightuserdata(L, (void *)data);
+    lua_pushinteger(L, (lua_Integer)len);
+    nargs = 3;
+  } else {
+    lua_pushlstring(L, data, len);
+  }
   /* Writes made by dataReceived (a LineReceiver's sendLine per line) are
   ** copied to the pending buffer and go out as one write after it
   ** returns, as Twisted's transport writes on the next reactor turn. */
   s->flags |= SF_CORKED;
-  r = sp_pcall(L, 2, 0);
+  r = lua_pcall(L, nargs, 1, eh);
   s->flags &= ~SF_CORKED;
   if (r != LUA_OK) {
     sp_log_failure(L, -1, "Unhandled Error");
     stream_close(L, s);
+    lua_pop(L, 1); /* the handler */
     return -1;
   }
+  if (lua_toboolean(L, -1)) s->flags &= ~SF_NODIRECT;
+  else s->flags |= SF_NODIRECT;
+  lua_pop(L, 2); /* the hint, the handler */
   if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
     flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
+}
+
+int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
+                      size_t len) {
+  return deliver(L, s, data, len, 0);
 }
 
 /* The peer shut down its write half: a protocol with readConnectionLost
@@ -458,7 +512,7 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
       int r = s->filter->read(L, s, buf->base, (size_t)nread);
       if (r < 0) sp_stream_lose(L, s, 0, r);
     } else {
-      sp_stream_deliver(L, s, buf->base, (size_t)nread);
+      deliver(L, s, buf->base, (size_t)nread, 1);
     }
   } else if (nread == UV_EOF) {
     stream_eof(L, s);
@@ -1173,10 +1227,13 @@ static const luaL_Reg transport_methods[] = {
 ** spindle.basic stops delivering lines then), `disconnected`, and
 ** `protocol`. */
 static int transport_index(lua_State *L) {
-  transport_ud *t = transport_check_fast(L);
+  transport_ud *t;
   const char *key;
+  /* A method (the common case, `t:write(...)`) needs no look at t: each
+  ** method checks its own argument. */
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  t = transport_check_fast(L);
   key = lua_tostring(L, 2);
   if (key == NULL) return 1;
   if (strcmp(key, "disconnecting") == 0)
@@ -1198,34 +1255,55 @@ static const luaL_Reg transport_meta[] = {
   {NULL, NULL}
 };
 
-int sp_stream_disconnecting(lua_State *L, int idx) {
-  const transport_ud *t;
+void *sp_transport_test(lua_State *L, int idx) {
   const void *mt;
-  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return -1;
+  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return NULL;
   mt = lua_topointer(L, -1);
   lua_pop(L, 1);
-  if (mt != transport_mt) return -1;
-  t = lua_touserdata(L, idx);
+  return mt == transport_mt ? lua_touserdata(L, idx) : NULL;
+}
+
+int sp_transport_disconnecting(const void *tud) {
+  const transport_ud *t = tud;
   return t->s == NULL || t->s->state != ST_OPEN ||
          (t->s->flags & SF_DISCONNECTING) != 0;
 }
 
-int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
-                         unsigned nbufs) {
-  const transport_ud *t;
-  const void *mt;
-  sp_stream *s;
-  if (transport_mt == NULL || !lua_getmetatable(L, idx)) return 0;
-  mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  if (mt != transport_mt) return 0;
-  t = lua_touserdata(L, idx);
-  s = t->s;
+int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
+                       unsigned nbufs) {
+  sp_stream *s = ((transport_ud *)tud)->s;
+  size_t total = 0;
+  unsigned i;
   if (s != NULL && s->filter != NULL) return 0;
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
     return 1;
+  for (i = 0; i < nbufs; i++) total += bufs[i].len;
+  if (total == 0) return 1;
+  if ((s->flags & SF_CORKED) && s->pcap - s->plen >= total) {
+    /* Inside dataReceived, with room in the pending buffer (a
+    ** LineReceiver's sendLine, once per line): what write_raw would do
+    ** (try_write declines while corked), without its generality. */
+    for (i = 0; i < nbufs; i++) {
+      memcpy(s->pbuf + s->plen, bufs[i].base, bufs[i].len);
+      s->plen += bufs[i].len;
+    }
+    if ((s->flags & SF_PRODUCER) || sp_stream_queued(s) > READ_THROTTLE)
+      check_highwater(L, s);
+    return 1;
+  }
   sp_stream_write_raw(L, s, bufs, nbufs);
   return 1;
+}
+
+int sp_stream_disconnecting(lua_State *L, int idx) {
+  const void *t = sp_transport_test(L, idx);
+  return t == NULL ? -1 : sp_transport_disconnecting(t);
+}
+
+int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
+                         unsigned nbufs) {
+  void *t = sp_transport_test(L, idx);
+  return t == NULL ? 0 : sp_transport_write(L, t, bufs, nbufs);
 }
 
 void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {

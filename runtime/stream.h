@@ -151,6 +151,20 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s);
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
                       size_t len);
 
+/* A C implementation of dataReceived that can take the bytes of a read
+** without a Lua string: direct(L, data, len) is called inside the
+** protected call that delivers the read, with the protocol at index 1 and
+** nothing above it; data is valid only during the call. It returns like
+** a lua_CFunction (its results are dropped) and may raise. */
+typedef int (*sp_direct_fn)(lua_State *L, const char *data, size_t len);
+
+/* When a protocol's dataReceived is the C function `method` (as
+** lua_tocfunction sees it), reads from the socket go to `direct` instead
+** (filters, i.e. TLS, still deliver a string). One pair is kept: the last
+** registered. spindle.basic registers LineReceiver's. Not thread-safe:
+** call from luaopen on the loop thread. */
+void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct);
+
 /* Queue raw bytes for the socket, after everything queued before:
 ** uv_try_write when nothing is queued, a copy into the queue for the rest.
 ** Returns 0 or a negative libuv error (the stream is then closing). */
@@ -190,6 +204,23 @@ int sp_stream_disconnecting(lua_State *L, int idx);
 ** caller must call transport:write itself. */
 int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
                          unsigned nbufs);
+
+/* [-0, +0, -] The stream transport userdata at idx, as an opaque handle
+** for the two functions below, or NULL if the value is something else.
+** The handle is valid while the userdata lives (the caller anchors it),
+** also after the connection closes. For per-line hot paths that keep the
+** handle instead of checking the metatable each time. */
+void *sp_transport_test(lua_State *L, int idx);
+
+/* sp_stream_disconnecting for a handle from sp_transport_test: 1 if the
+** transport is closed or closing, else 0. */
+int sp_transport_disconnecting(const void *tud);
+
+/* [-0, +0, -] sp_stream_write_fast for a handle from sp_transport_test:
+** 1 when done (or nothing to do on a closed transport), 0 when the caller
+** must call transport:write itself (a filter such as TLS). */
+int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
+                       unsigned nbufs);
 
 /* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
 const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,

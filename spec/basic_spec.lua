@@ -597,6 +597,123 @@ print("ok" if got == want else "mismatch %r" % got[:200])
     assert.equal("ok\n", out)
   end)
 
+  -- Python code that sends `data` (a Python bytes literal) in one sendall
+  -- and prints all it reads until the server closes.
+  local function sendAndRead(data)
+    return ([[
+s = socket.create_connection(("127.0.0.1", PORT))
+s.settimeout(4)
+s.sendall(%s)
+got = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    got += b
+print(got)
+]]):format(data)
+  end
+
+  it("follows fields that lineReceived sets on the instance, line by line",
+    function()
+    if skipWithoutTCP() then return end
+    local P = basic.LineReceiver:extend()
+    local exceeded
+    function P:lineReceived(line)
+      if line == "a" then
+        self.delimiter = "\n"
+        self:sendLine("A")
+      elseif line == "b" then
+        self.lineReceived = function(me, l)
+          if l == "c" then
+            me.MAX_LENGTH = 3
+            return me:sendLine("C")
+          end
+          me:sendLine("other " .. l)
+        end
+        self:sendLine("B")
+      end
+    end
+    function P:lineLengthExceeded(rest)
+      exceeded = rest
+      self:sendLine("long")
+      self.transport:loseConnection()
+    end
+    local n = serve(P)
+    local out = wait(python(sendAndRead([[b"a\r\nb\nc\nxyz\ntoolong\nq\n"]]),
+      n))
+    assert.equal("b'A\\nB\\nC\\nother xyz\\nlong\\n'\n", out)
+    assert.equal("toolong\nq\n", exceeded)
+  end)
+
+  it("writes to and asks a transport that lineReceived put in place",
+    function()
+    if skipWithoutTCP() then return end
+    local P = basic.LineReceiver:extend()
+    local seen = {}
+    function P:lineReceived(line)
+      seen[#seen + 1] = line
+      if line == "swap" then
+        local real = self.transport
+        self.transport = {
+          disconnecting = false,
+          write = function(_, data) real:write("via " .. data) end,
+          loseConnection = function() real:loseConnection() end,
+        }
+      elseif line == "stop" then
+        self.transport.disconnecting = true
+        self.transport:loseConnection()
+        return
+      end
+      self:sendLine(line)
+    end
+    local n = serve(P)
+    local out = wait(python(sendAndRead(
+      [[b"one\r\nswap\r\ntwo\r\nstop\r\nno\r\n"]]), n))
+    assert.equal("b'one\\r\\nvia swap\\r\\nvia two\\r\\n'\n", out)
+    assert.same({"one", "swap", "two", "stop"}, seen)
+  end)
+
+  it("gives a dataReceived that overrides LineReceiver's a string",
+    function()
+    if skipWithoutTCP() then return end
+    local P = basic.LineReceiver:extend()
+    local types = {}
+    function P:dataReceived(data)
+      types[type(data)] = true
+      return basic.LineReceiver.dataReceived(self, data)
+    end
+    function P:lineReceived(line)
+      self:sendLine("<" .. line .. ">")
+      if line == "bye" then self.transport:loseConnection() end
+    end
+    local n = serve(P)
+    local out = wait(python(sendAndRead([[b"x\r\nbye\r\n"]]), n))
+    assert.equal("b'<x>\\r\\n<bye>\\r\\n'\n", out)
+    assert.same({string = true}, types)
+  end)
+
+  it("hands the rest of a read to rawDataReceived after setRawMode",
+    function()
+    if skipWithoutTCP() then return end
+    local P = basic.LineReceiver:extend()
+    local raw = {}
+    function P:lineReceived(line)
+      self:sendLine(line)
+      if line == "raw" then self:setRawMode() end
+    end
+    function P:rawDataReceived(data)
+      raw[#raw + 1] = data
+      if table.concat(raw):find("END", 1, true) then
+        self.transport:write("raw " .. table.concat(raw))
+        self.transport:loseConnection()
+      end
+    end
+    local n = serve(P)
+    local out = wait(python(sendAndRead([[b"hi\r\nraw\r\nX\r\nY END"]]), n))
+    assert.equal("b'hi\\r\\nraw\\r\\nraw X\\r\\nY END'\n", out)
+    assert.equal("string", type(raw[1]))
+  end)
+
   it("delivers no line after loseConnection in lineReceived", function()
     if skipWithoutTCP() then return end
     local lines, flag = {}, nil
