@@ -661,7 +661,8 @@ static int line_sendLine(lua_State *L) {
   size_t n, dlen;
   const char *line, *d;
   luaL_checktype(L, 1, LUA_TTABLE);
-  line = luaL_checklstring(L, 2, &n);
+  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion, as Twisted */
+  line = lua_tolstring(L, 2, &n);
   lua_settop(L, 2);
   if (send_fast(L, line, n)) return 0;
   lua_settop(L, 2);
@@ -798,7 +799,8 @@ static int netstring_sendString(lua_State *L) {
   size_t n;
   const char *s;
   luaL_checktype(L, 1, LUA_TTABLE);
-  s = luaL_checklstring(L, 2, &n);
+  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion, as Twisted */
+  s = lua_tolstring(L, 2, &n);
   getk(L, 1, K_TRANSPORT);
   getk(L, -1, K_WRITE);
   lua_insert(L, -2);
@@ -877,7 +879,8 @@ static int int_sendString(lua_State *L) {
   int plen;
   char prefix[4];
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checklstring(L, 2, &n);
+  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion, as Twisted */
+  lua_tolstring(L, 2, &n);
   plen = get_prefix(L);
   if (plen < 4 ? n >= ((size_t)1 << (8 * plen)) : n > 0xffffffffu)
     return sp_errortype_raise(L, "basic.StringTooLongError", NULL,

@@ -348,6 +348,9 @@ describe("LineReceiver", function()
       local p = connect(Recorder)
       assert.has_error(function() p:sendLine(nil) end,
         "bad argument #1 to 'sendLine' (string expected, got nil)")
+      -- Numbers are not coerced: Twisted raises TypeError for non-bytes.
+      assert.has_error(function() p:sendLine(5) end,
+        "bad argument #1 to 'sendLine' (string expected, got number)")
     end)
   end)
 end)
