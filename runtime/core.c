@@ -65,7 +65,10 @@ void sp_log_failure(lua_State *L, int idx, const char *why) {
   if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
     lua_getfield(L, -1, "err");
     lua_pushvalue(L, idx);
-    if (why != NULL) lua_pushstring(L, why); else lua_pushnil(L);
+    if (why != NULL)
+      lua_pushstring(L, why);
+    else
+      lua_pushnil(L);
     if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
       lua_pop(L, 1);
       return;
@@ -97,8 +100,8 @@ static int name_distance(const char *a, const char *b) {
     prev = row[0];
     row[0] = (int)i;
     for (j = 1; j <= lb; j++) {
-      int cost = tolower((unsigned char)a[i - 1]) !=
-                 tolower((unsigned char)b[j - 1]);
+      int cost =
+          tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
       int best = prev + cost;
       if (row[j] + 1 < best) best = row[j] + 1;
       if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
@@ -129,14 +132,20 @@ static int strict_index(lua_State *L) {
   while (lua_next(L, 1) != 0) {
     if (lua_type(L, -2) == LUA_TSTRING) {
       int d = name_distance(key, lua_tostring(L, -2));
-      if (d < bestd) { bestd = d; best = lua_tostring(L, -2); }
+      if (d < bestd) {
+        bestd = d;
+        best = lua_tostring(L, -2);
+      }
     }
     lua_pop(L, 1);
   }
   lua_pushnil(L);
   while (lua_next(L, lua_upvalueindex(2)) != 0) {
     int d = name_distance(key, lua_tostring(L, -2));
-    if (d < bestd) { bestd = d; best = lua_tostring(L, -2); }
+    if (d < bestd) {
+      bestd = d;
+      best = lua_tostring(L, -2);
+    }
     lua_pop(L, 1);
   }
   if (best != NULL && (bestd <= 2 || (size_t)bestd * 3 <= strlen(key)))
@@ -152,8 +161,7 @@ static int strict_newindex(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING &&
       lua_getfield(L, lua_upvalueindex(2), lua_tostring(L, 2)) != LUA_TNIL)
     return luaL_error(L, "%s.%s is read-only",
-                      lua_tostring(L, lua_upvalueindex(1)),
-                      lua_tostring(L, 2));
+                      lua_tostring(L, lua_upvalueindex(1)), lua_tostring(L, 2));
   lua_settop(L, 3);
   lua_rawset(L, 1);
   return 0;
@@ -194,10 +202,7 @@ static int core_strict(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg core_funcs[] = {
-  {"strict", core_strict},
-  {NULL, NULL}
-};
+static const luaL_Reg core_funcs[] = {{"strict", core_strict}, {NULL, NULL}};
 
 int luaopen_spindle__core(lua_State *L) {
   luaL_newlib(L, core_funcs);
@@ -220,8 +225,8 @@ static int embedded_searcher(lua_State *L) {
     if (lua_isstring(L, -1)) {
       const char *path = lua_tostring(L, -1);
       if (luaL_loadfile(L, path) != LUA_OK)
-        return luaL_error(L, "error loading module '%s' from '%s':\n\t%s",
-                          name, path, lua_tostring(L, -1));
+        return luaL_error(L, "error loading module '%s' from '%s':\n\t%s", name,
+                          path, lua_tostring(L, -1));
       lua_pushstring(L, path);
       return 2;
     }
@@ -230,8 +235,8 @@ static int embedded_searcher(lua_State *L) {
   for (f = sp_luafiles; f->name != NULL; f++) {
     if (strcmp(f->name, name) != 0) continue;
     if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
-      return luaL_error(L, "error loading embedded module '%s':\n\t%s",
-                        name, lua_tostring(L, -1));
+      return luaL_error(L, "error loading embedded module '%s':\n\t%s", name,
+                        lua_tostring(L, -1));
     lua_pushstring(L, f->chunk + 1);
     return 2;
   }

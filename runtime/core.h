@@ -30,8 +30,7 @@ int sp_pcall(lua_State *L, int nargs, int nresults);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with `handler` as message
 ** handler, pushed under the function and removed after. */
-int sp_pcall_with(lua_State *L, int nargs, int nresults,
-                  lua_CFunction handler);
+int sp_pcall_with(lua_State *L, int nargs, int nresults, lua_CFunction handler);
 
 /* [-0, +0, -] Log the value at idx (a Failure or any error value) through
 ** spindle.log.err, with `why` as the context line ("Unhandled error in

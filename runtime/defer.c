@@ -50,16 +50,16 @@ enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS };
 enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2 };
 #define STEP_HASCB 4
 #define STEP_HASEB 8
-#define STEP_KIND(h) ((int)((h) & 3))
+#define STEP_KIND(h) ((int)((h)&3))
 #define STEP_NCB(h) ((int)(((h) >> 4) & 0x3fffffff))
 #define STEP_NEB(h) ((int)((h) >> 34))
 
 /* Where a step's parts are, from its header at slot h. */
 typedef struct StepLayout {
-  lua_Integer cb, eb;   /* slots of the functions, 0: pass through */
-  lua_Integer ca, ea;   /* first slot of each argument list */
-  int ncb, neb;         /* argument counts */
-  lua_Integer size;     /* slots used, header included */
+  lua_Integer cb, eb; /* slots of the functions, 0: pass through */
+  lua_Integer ca, ea; /* first slot of each argument list */
+  int ncb, neb;       /* argument counts */
+  lua_Integer size;   /* slots used, header included */
 } StepLayout;
 
 static void step_layout(lua_Integer h, lua_Integer hdr, StepLayout *s) {
@@ -180,8 +180,8 @@ static void debug_record(lua_State *L, int idx, const char *field) {
 ** was:\n I:..."), or "" when nothing was recorded. */
 static void debug_pushinfo(lua_State *L, int idx) {
   static const char *const fields[2][3] = {
-    {"creator", " C: Deferred was created:\n C:", "\n C:"},
-    {"invoker", " I: First Invoker was:\n I:", "\n I:"}};
+      {"creator", " C: Deferred was created:\n C:", "\n C:"},
+      {"invoker", " I: First Invoker was:\n I:", "\n I:"}};
   int n = 0, t, i;
   idx = lua_absindex(L, idx);
   lua_getiuservalue(L, idx, UV_DEBUG);
@@ -230,8 +230,8 @@ static void slots_push(lua_State *L, int idx) {
 ** indexes of the callback and errback (0: pass through); the callback's
 ** nca arguments start at stack index ca, the errback's nea at ea. A
 ** STEP_SHARED step has the callback and its arguments only. */
-static void step_append(lua_State *L, int idx, int kind, int cb, int eb,
-                        int ca, int nca, int ea, int nea) {
+static void step_append(lua_State *L, int idx, int kind, int cb, int eb, int ca,
+                        int nca, int ea, int nea) {
   Deferred *d = (Deferred *)lua_touserdata(L, idx);
   lua_Integer t = d->tail;
   int i;
@@ -293,8 +293,7 @@ static void result_steal(lua_State *L) {
 }
 
 /* [-0, +0, m] Set `n` slots from h to nil. */
-static void slots_clear(lua_State *L, int slots, lua_Integer h,
-                        lua_Integer n) {
+static void slots_clear(lua_State *L, int slots, lua_Integer h, lua_Integer n) {
   for (lua_Integer i = 0; i < n; i++) {
     lua_pushnil(L);
     lua_rawseti(L, slots, h + i);
@@ -381,8 +380,10 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
     }
     step_layout(h, hdr, &st);
     d->head = h + st.size;
-    if (is_failure(L, -1)) fn = st.eb, arg = st.ea, n = st.neb;
-    else fn = st.cb, arg = st.ca, n = st.ncb;
+    if (is_failure(L, -1))
+      fn = st.eb, arg = st.ea, n = st.neb;
+    else
+      fn = st.cb, arg = st.ca, n = st.ncb;
     if (fn == 0) { /* pass through: the result stays */
       lua_pop(L, 1);
       continue;
@@ -482,8 +483,9 @@ static int raise_already_called(lua_State *L, int idx) {
     debug_pushinfo(L, idx);
     lua_concat(L, 2);
   } else {
-    lua_pushliteral(L, "Deferred has already been called "
-                       "(defer.setDebugging(true) tells where)");
+    lua_pushliteral(L,
+                    "Deferred has already been called "
+                    "(defer.setDebugging(true) tells where)");
   }
   sp_errortype_make(L, "defer.AlreadyCalledError", lua_tostring(L, -1));
   return lua_error(L);
@@ -577,8 +579,10 @@ static int args_unpack(lua_State *L, int idx) {
   lua_Integer n, i;
   if (lua_isnoneornil(L, idx)) return 0;
   luaL_checktype(L, idx, LUA_TTABLE);
-  if (lua_getfield(L, idx, "n") == LUA_TNUMBER) n = lua_tointeger(L, -1);
-  else n = luaL_len(L, idx);
+  if (lua_getfield(L, idx, "n") == LUA_TNUMBER)
+    n = lua_tointeger(L, -1);
+  else
+    n = luaL_len(L, idx);
   lua_pop(L, 1);
   luaL_argcheck(L, n >= 0 && n < 10000, idx, "bad argument count");
   luaL_checkstack(L, (int)n, "too many callback arguments");
@@ -598,8 +602,8 @@ static int deferred_addCallbacks(lua_State *L) {
   lua_settop(L, 5);
   nca = args_unpack(L, 4);
   nea = args_unpack(L, 5);
-  return add_step(L, STEP_PLAIN, 2, lua_isnil(L, 3) ? 0 : 3, 6, nca,
-                  6 + nca, nea);
+  return add_step(L, STEP_PLAIN, 2, lua_isnil(L, 3) ? 0 : 3, 6, nca, 6 + nca,
+                  nea);
 }
 
 /* The step chainDeferred adds: chained_fire(result, d2) fires d2 with the
@@ -630,8 +634,9 @@ static int deferred_callback(lua_State *L) {
   deferred_self(L, 1);
   lua_settop(L, 2);
   if (deferred_test(L, 2) != NULL)
-    return luaL_argerror(L, 2, "a Deferred cannot be a result (return it "
-                               "from a callback to chain it)");
+    return luaL_argerror(L, 2,
+                         "a Deferred cannot be a result (return it "
+                         "from a callback to chain it)");
   deferred_start(L, 1, 2);
   return 0;
 }
@@ -716,8 +721,8 @@ static int deferred_tostring(lua_State *L) {
   if (!d->called) {
     lua_pushfstring(L, "<Deferred at %p>", (void *)d);
   } else if (d->waiting) {
-    lua_pushfstring(L, "<Deferred at %p waiting on Deferred at %p>",
-                    (void *)d, lua_touserdata(L, -1));
+    lua_pushfstring(L, "<Deferred at %p waiting on Deferred at %p>", (void *)d,
+                    lua_touserdata(L, -1));
   } else {
     repr_push(L, -1);
     lua_pushfstring(L, "<Deferred at %p current result: %s>", (void *)d,
@@ -861,18 +866,17 @@ static int defer_toFailure(lua_State *L) {
 }
 
 static const luaL_Reg deferred_methods[] = {
-  {"addCallback", deferred_addCallback},
-  {"addErrback", deferred_addErrback},
-  {"addBoth", deferred_addBoth},
-  {"addCallbacks", deferred_addCallbacks},
-  {"chainDeferred", deferred_chainDeferred},
-  {"callback", deferred_callback},
-  {"errback", deferred_errback},
-  {"pause", deferred_pause},
-  {"unpause", deferred_unpause},
-  {"cancel", deferred_cancel},
-  {NULL, NULL}
-};
+    {"addCallback", deferred_addCallback},
+    {"addErrback", deferred_addErrback},
+    {"addBoth", deferred_addBoth},
+    {"addCallbacks", deferred_addCallbacks},
+    {"chainDeferred", deferred_chainDeferred},
+    {"callback", deferred_callback},
+    {"errback", deferred_errback},
+    {"pause", deferred_pause},
+    {"unpause", deferred_unpause},
+    {"cancel", deferred_cancel},
+    {NULL, NULL}};
 
 /* [-0, +0, m] Make the two Deferred metatables, sharing one methods
 ** table. Users see "spindle.Deferred" as the name of both. */
@@ -915,7 +919,9 @@ static void meta_init(lua_State *L) {
   lua_pop(L, 3);
 }
 
-void sp_deferred_new(lua_State *L) { deferred_push(L, 0); }
+void sp_deferred_new(lua_State *L) {
+  deferred_push(L, 0);
+}
 
 int sp_deferred_is(lua_State *L, int idx) {
   return deferred_test(L, idx) != NULL;
@@ -943,15 +949,13 @@ void sp_deferred_errback(lua_State *L, int d, int f) {
   }
 }
 
-static const luaL_Reg defer_funcs[] = {
-  {"Deferred", deferred_new},
-  {"setDebugging", defer_setDebugging},
-  {"getDebugging", defer_getDebugging},
-  {"isDeferred", defer_isDeferred},
-  {"adopt", defer_adopt},
-  {"toFailure", defer_toFailure},
-  {NULL, NULL}
-};
+static const luaL_Reg defer_funcs[] = {{"Deferred", deferred_new},
+                                       {"setDebugging", defer_setDebugging},
+                                       {"getDebugging", defer_getDebugging},
+                                       {"isDeferred", defer_isDeferred},
+                                       {"adopt", defer_adopt},
+                                       {"toFailure", defer_toFailure},
+                                       {NULL, NULL}};
 
 /* spindle._defer: the C half of spindle.defer. Its `methods` field is the
 ** Deferred methods table, so that defer.lua can add addTimeout. */

@@ -10,8 +10,8 @@
 #include <lauxlib.h>
 
 typedef struct sp_luafile {
-  const char *name;     /* module name: "spindle.protocol" */
-  const char *chunk;    /* chunk name for tracebacks: "@lua/spindle/..." */
+  const char *name;  /* module name: "spindle.protocol" */
+  const char *chunk; /* chunk name for tracebacks: "@lua/spindle/..." */
   const char *source;
   size_t size;
 } sp_luafile;

@@ -229,7 +229,7 @@ static void safe_tostring(lua_State *L, int idx) {
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 1, 0) == LUA_OK) return;
   err = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                        : luaL_typename(L, -1);
+                                       : luaL_typename(L, -1);
   lua_pushfstring(L, "<%s at %p with tostring error: %s>",
                   luaL_typename(L, idx), lua_topointer(L, idx), err);
   lua_remove(L, -2);
@@ -345,55 +345,50 @@ static int failure_cleanFailure(lua_State *L) {
 }
 
 static const luaL_Reg failure_methods[] = {
-  {"getErrorMessage", failure_getErrorMessage},
-  {"getTraceback", failure_getTraceback},
-  {"check", failure_check},
-  {"trap", failure_trap},
-  {"raiseException", failure_raiseException},
-  {"cleanFailure", failure_cleanFailure},
-  {NULL, NULL}
-};
+    {"getErrorMessage", failure_getErrorMessage},
+    {"getTraceback", failure_getTraceback},
+    {"check", failure_check},
+    {"trap", failure_trap},
+    {"raiseException", failure_raiseException},
+    {"cleanFailure", failure_cleanFailure},
+    {NULL, NULL}};
 
-static const luaL_Reg failure_meta[] = {
-  {"__tostring", failure_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg failure_meta[] = {{"__tostring", failure_tostring},
+                                        {NULL, NULL}};
 
 /* Built-in error types: key, name, parent key. Parents follow Twisted's
 ** class hierarchy (twisted.internet.error, twisted.internet.defer). */
 static const char *const builtin_types[][3] = {
-  {"defer.AlreadyCalledError", "AlreadyCalledError", NULL},
-  {"defer.CancelledError", "CancelledError", NULL},
-  {"defer.TimeoutError", "TimeoutError", NULL},
-  {"defer.FirstError", "FirstError", NULL},
-  {"defer.QueueOverflow", "QueueOverflow", NULL},
-  {"defer.QueueUnderflow", "QueueUnderflow", NULL},
-  {"reactor.AlreadyCalled", "AlreadyCalled", NULL},
-  {"reactor.AlreadyCancelled", "AlreadyCancelled", NULL},
-  {"reactor.ReactorNotRunning", "ReactorNotRunning", NULL},
-  {"reactor.ReactorAlreadyRunning", "ReactorAlreadyRunning", NULL},
-  {"reactor.BindError", "BindError", NULL},
-  {"reactor.CannotListenError", "CannotListenError", "reactor.BindError"},
-  {"reactor.ConnectError", "ConnectError", NULL},
-  {"reactor.ConnectionRefusedError", "ConnectionRefusedError",
-   "reactor.ConnectError"},
-  {"reactor.DNSLookupError", "DNSLookupError", "reactor.ConnectError"},
-  {"reactor.TimeoutError", "TimeoutError", "reactor.ConnectError"},
-  {"reactor.UserError", "UserError", "reactor.ConnectError"},
-  {"reactor.ConnectingCancelledError", "ConnectingCancelledError", NULL},
-  {"reactor.ConnectionClosed", "ConnectionClosed", NULL},
-  {"reactor.ConnectionLost", "ConnectionLost", "reactor.ConnectionClosed"},
-  {"reactor.ConnectionDone", "ConnectionDone", "reactor.ConnectionClosed"},
-  {"reactor.MessageLengthError", "MessageLengthError", NULL},
-  {"ssl.Error", "Error", NULL},
-  {"ssl.VerifyError", "VerifyError", "ssl.Error"},
-  {"threads.TransferError", "TransferError", NULL},
-  {NULL, NULL, NULL}
-};
+    {"defer.AlreadyCalledError", "AlreadyCalledError", NULL},
+    {"defer.CancelledError", "CancelledError", NULL},
+    {"defer.TimeoutError", "TimeoutError", NULL},
+    {"defer.FirstError", "FirstError", NULL},
+    {"defer.QueueOverflow", "QueueOverflow", NULL},
+    {"defer.QueueUnderflow", "QueueUnderflow", NULL},
+    {"reactor.AlreadyCalled", "AlreadyCalled", NULL},
+    {"reactor.AlreadyCancelled", "AlreadyCancelled", NULL},
+    {"reactor.ReactorNotRunning", "ReactorNotRunning", NULL},
+    {"reactor.ReactorAlreadyRunning", "ReactorAlreadyRunning", NULL},
+    {"reactor.BindError", "BindError", NULL},
+    {"reactor.CannotListenError", "CannotListenError", "reactor.BindError"},
+    {"reactor.ConnectError", "ConnectError", NULL},
+    {"reactor.ConnectionRefusedError", "ConnectionRefusedError",
+     "reactor.ConnectError"},
+    {"reactor.DNSLookupError", "DNSLookupError", "reactor.ConnectError"},
+    {"reactor.TimeoutError", "TimeoutError", "reactor.ConnectError"},
+    {"reactor.UserError", "UserError", "reactor.ConnectError"},
+    {"reactor.ConnectingCancelledError", "ConnectingCancelledError", NULL},
+    {"reactor.ConnectionClosed", "ConnectionClosed", NULL},
+    {"reactor.ConnectionLost", "ConnectionLost", "reactor.ConnectionClosed"},
+    {"reactor.ConnectionDone", "ConnectionDone", "reactor.ConnectionClosed"},
+    {"reactor.MessageLengthError", "MessageLengthError", NULL},
+    {"ssl.Error", "Error", NULL},
+    {"ssl.VerifyError", "VerifyError", "ssl.Error"},
+    {"threads.TransferError", "TransferError", NULL},
+    {NULL, NULL, NULL}};
 
 static void errortypes_push(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &errortypes_key) == LUA_TTABLE)
-    return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &errortypes_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
   if (luaL_newmetatable(L, ERRORTYPE_MT)) {
     lua_pushcfunction(L, errortype_call);
@@ -433,8 +428,10 @@ void sp_errortype_register(lua_State *L, const char *key, const char *name,
     return;
   }
   lua_pop(L, 1);
-  if (parentkey != NULL) lua_getfield(L, -1, parentkey);
-  else lua_pushnil(L);
+  if (parentkey != NULL)
+    lua_getfield(L, -1, parentkey);
+  else
+    lua_pushnil(L);
   errortype_new(L, name, lua_isnil(L, -1) ? 0 : -1);
   lua_remove(L, -2);
   lua_pushvalue(L, -1);
@@ -490,11 +487,10 @@ static int failure_builtinErrorTypes(lua_State *L) {
 }
 
 static const luaL_Reg failure_funcs[] = {
-  {"Failure", failure_new},
-  {"builtinErrorTypes", failure_builtinErrorTypes},
-  {"errorType", failure_errorType},
-  {NULL, NULL}
-};
+    {"Failure", failure_new},
+    {"builtinErrorTypes", failure_builtinErrorTypes},
+    {"errorType", failure_errorType},
+    {NULL, NULL}};
 
 /* spindle.failure: Failure, errorType, and the type test isFailure. */
 static int failure_isFailure(lua_State *L) {

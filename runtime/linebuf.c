@@ -43,24 +43,24 @@
 enum { NS_LENGTH, NS_PAYLOAD };
 
 typedef struct framer {
-  char *buf;              /* owned storage; pending bytes are [start, end) */
+  char *buf; /* owned storage; pending bytes are [start, end) */
   size_t cap, start, end;
-  const char *ext;        /* while busy: the chunk scanned in place */
-  size_t extlen, extpos;  /* pending bytes are ext[extpos, extlen) */
-  size_t nodelim;         /* leading pending bytes where no delimiter starts */
-  size_t expected;        /* netstring: payload length being waited for */
-  const char *delim;      /* last delimiter, anchored in the user value */
-  int busy;               /* inside a processing loop: new data only appends */
-  int raw;                /* LineReceiver raw mode */
-  int paused;             /* pauseProducing() was called */
-  int broken;             /* netstring parse error: further data ignored */
-  int nsstate;            /* netstring: NS_LENGTH or NS_PAYLOAD */
+  const char *ext;       /* while busy: the chunk scanned in place */
+  size_t extlen, extpos; /* pending bytes are ext[extpos, extlen) */
+  size_t nodelim;        /* leading pending bytes where no delimiter starts */
+  size_t expected;       /* netstring: payload length being waited for */
+  const char *delim;     /* last delimiter, anchored in the user value */
+  int busy;              /* inside a processing loop: new data only appends */
+  int raw;               /* LineReceiver raw mode */
+  int paused;            /* pauseProducing() was called */
+  int broken;            /* netstring parse error: further data ignored */
+  int nsstate;           /* netstring: NS_LENGTH or NS_PAYLOAD */
   /* LineReceiver caches (see line_loop). Valid for one chunk: what the
   ** instance inherits for MAX_LENGTH, delimiter and lineReceived (the
   ** INH_ bits say which were looked up). */
   unsigned inherited;
   size_t inh_maxlen;
-  const char *inh_delim;  /* anchored in user value FUV_INHDELIM */
+  const char *inh_delim; /* anchored in user value FUV_INHDELIM */
   size_t inh_dlen;
   /* Valid while the framer lives: the stream transport last found in the
   ** instance's own `transport` field (anchored in FUV_TRANSPORT), or NULL. */
@@ -91,18 +91,32 @@ static const void *framer_mt;
 ** indexes with ready Lua strings (lua_getfield would hash and look up its
 ** C string each time). */
 enum {
-  K_TRANSPORT = 1, K_DISCONNECTING, K_MAX_LENGTH, K_DELIMITER,
-  K_LINERECEIVED, K_RAWDATARECEIVED, K_LINELENGTHEXCEEDED,
-  K_STRINGRECEIVED, K_LENGTHLIMITEXCEEDED, K_WRITE, K_ISCLOSED,
+  K_TRANSPORT = 1,
+  K_DISCONNECTING,
+  K_MAX_LENGTH,
+  K_DELIMITER,
+  K_LINERECEIVED,
+  K_RAWDATARECEIVED,
+  K_LINELENGTHEXCEEDED,
+  K_STRINGRECEIVED,
+  K_LENGTHLIMITEXCEEDED,
+  K_WRITE,
+  K_ISCLOSED,
   K_NKEYS = K_ISCLOSED,
   K_LINELOOP /* not a key: the line_loop closure */
 };
 
-static const char *const key_names[K_NKEYS] = {
-  "transport", "disconnecting", "MAX_LENGTH", "delimiter", "lineReceived",
-  "rawDataReceived", "lineLengthExceeded", "stringReceived",
-  "lengthLimitExceeded", "write", "isClosed"
-};
+static const char *const key_names[K_NKEYS] = {"transport",
+                                               "disconnecting",
+                                               "MAX_LENGTH",
+                                               "delimiter",
+                                               "lineReceived",
+                                               "rawDataReceived",
+                                               "lineLengthExceeded",
+                                               "stringReceived",
+                                               "lengthLimitExceeded",
+                                               "write",
+                                               "isClosed"};
 
 /* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
 ** the K_ names. Only in functions registered by luaopen_spindle__linebuf. */
@@ -439,8 +453,7 @@ static int line_disconnecting(lua_State *L, framer *f) {
 }
 
 /* Find the delimiter in the pending bytes from `nodelim` on. */
-static const char *find_delimiter(const framer *f, const char *d,
-                                  size_t dlen) {
+static const char *find_delimiter(const framer *f, const char *d, size_t dlen) {
   const char *p = pending_ptr(f);
   size_t n = pending_len(f);
   const char *q, *end = p + n;
@@ -450,8 +463,8 @@ static const char *find_delimiter(const framer *f, const char *d,
   for (q = p + f->nodelim; (size_t)(end - q) >= dlen; q++) {
     q = memchr(q, d[0], (size_t)(end - q) - dlen + 1);
     if (q == NULL) return NULL;
-    if (dlen == 1 || (q[1] == d[1] &&
-                      (dlen == 2 || memcmp(q + 2, d + 2, dlen - 2) == 0)))
+    if (dlen == 1 ||
+        (q[1] == d[1] && (dlen == 2 || memcmp(q + 2, d + 2, dlen - 2) == 0)))
       return q;
   }
   return NULL;
@@ -730,10 +743,10 @@ static int netstring_length(framer *f, size_t maxlen) {
     value = value * 10 + (size_t)(p[i] - '0');
     i++;
   }
-  if (i == 0) return -1;                /* no length */
-  if (p[0] == '0' && i > 1) return -1;  /* leading zero */
-  if (value > maxlen) return -1;        /* too long */
-  if (i == n) return 0;                 /* a valid partial prefix */
+  if (i == 0) return -1;               /* no length */
+  if (p[0] == '0' && i > 1) return -1; /* leading zero */
+  if (value > maxlen) return -1;       /* too long */
+  if (i == n) return 0;                /* a valid partial prefix */
   if (p[i] != ':') return -1;
   f->expected = value;
   pending_consume(f, i + 1);
@@ -885,8 +898,7 @@ static int int_sendString(lua_State *L) {
   if (plen < 4 ? n >= ((size_t)1 << (8 * plen)) : n > 0xffffffffu)
     return sp_errortype_raise(L, "basic.StringTooLongError", NULL,
                               "Try to send %I bytes whereas maximum is %I",
-                              (lua_Integer)n,
-                              (lua_Integer)1 << (8 * plen));
+                              (lua_Integer)n, (lua_Integer)1 << (8 * plen));
   for (int i = 0; i < plen; i++)
     prefix[i] = (char)((n >> (8 * (plen - 1 - i))) & 0xff);
   getk(L, 1, K_TRANSPORT);
@@ -901,25 +913,21 @@ static int int_sendString(lua_State *L) {
 
 /* ---- module ----------------------------------------------------------- */
 
-static const luaL_Reg framer_meta[] = {
-  {"__gc", framer_gc},
-  {NULL, NULL}
-};
+static const luaL_Reg framer_meta[] = {{"__gc", framer_gc}, {NULL, NULL}};
 
 static const luaL_Reg linebuf_funcs[] = {
-  {"lineDataReceived", line_dataReceived},
-  {"setRawMode", line_setRawMode},
-  {"setLineMode", line_setLineMode},
-  {"clearLineBuffer", line_clearLineBuffer},
-  {"sendLine", line_sendLine},
-  {"setPaused", framer_setPaused},
-  {"bufferInfo", framer_bufferInfo},
-  {"netstringDataReceived", netstring_dataReceived},
-  {"netstringSendString", netstring_sendString},
-  {"intDataReceived", int_dataReceived},
-  {"intSendString", int_sendString},
-  {NULL, NULL}
-};
+    {"lineDataReceived", line_dataReceived},
+    {"setRawMode", line_setRawMode},
+    {"setLineMode", line_setLineMode},
+    {"clearLineBuffer", line_clearLineBuffer},
+    {"sendLine", line_sendLine},
+    {"setPaused", framer_setPaused},
+    {"bufferInfo", framer_bufferInfo},
+    {"netstringDataReceived", netstring_dataReceived},
+    {"netstringSendString", netstring_sendString},
+    {"intDataReceived", int_dataReceived},
+    {"intSendString", int_sendString},
+    {NULL, NULL}};
 
 /* spindle._linebuf: the C half of spindle.basic (see basic.lua). */
 int luaopen_spindle__linebuf(lua_State *L) {

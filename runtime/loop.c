@@ -43,11 +43,11 @@ static const char fifo_key = 'F';   /* callFromThread's main-thread FIFO */
 typedef enum { DC_PENDING, DC_CALLED, DC_CANCELLED } dcall_state;
 
 typedef struct dcall {
-  double time;       /* when due, in sp_loop_seconds() */
-  uint64_t seq;      /* scheduling order, breaks ties on time */
-  int heapidx;       /* index in timers.heap; -1 when not scheduled */
-  int ref;           /* anchor ref while pending, else LUA_NOREF */
-  int nargs;         /* user values: 1 the function, 2.. its arguments */
+  double time;  /* when due, in sp_loop_seconds() */
+  uint64_t seq; /* scheduling order, breaks ties on time */
+  int heapidx;  /* index in timers.heap; -1 when not scheduled */
+  int ref;      /* anchor ref while pending, else LUA_NOREF */
+  int nargs;    /* user values: 1 the function, 2.. its arguments */
   dcall_state state;
 } dcall;
 
@@ -56,16 +56,16 @@ static struct {
   int n, cap;
   uint64_t nextseq;
   uv_timer_t *handle;
-  uv_idle_t *idle;   /* runs calls already due, once per loop iteration */
-  int inpass;        /* inside timer_cb: arm once at its end */
+  uv_idle_t *idle; /* runs calls already due, once per loop iteration */
+  int inpass;      /* inside timer_cb: arm once at its end */
 } timers;
 
 /* The reactor's state: S_RUNNING from run() to stop(), S_STOPPING while
 ** the shutdown event fires, S_STOPPED once run() should return. */
 static enum { S_IDLE, S_RUNNING, S_STOPPING, S_STOPPED } state = S_IDLE;
-static int running = 0;            /* reactor.running, as Twisted's */
+static int running = 0; /* reactor.running, as Twisted's */
 static int initialized = 0, closed = 0;
-static lua_State *runL = NULL;     /* the thread that called run() */
+static lua_State *runL = NULL; /* the thread that called run() */
 
 /* The cross-thread inbox: a locked singly linked list. */
 static struct {
@@ -231,8 +231,10 @@ static void timers_arm(void) {
     return;
   }
   uv_idle_stop(timers.idle);
-  if (dt > 1e12) ms = UINT64_C(1000000000000000);
-  else ms = (uint64_t)ceil(dt * 1000.0);
+  if (dt > 1e12)
+    ms = UINT64_C(1000000000000000);
+  else
+    ms = (uint64_t)ceil(dt * 1000.0);
   uv_update_time(sp_loop());
   uv_timer_start(timers.handle, timer_cb, ms, 0);
 }
@@ -261,8 +263,7 @@ static void dcall_unanchor(lua_State *L, dcall *c) {
 
 /* [-0, +1, m] Schedule the function at fidx with the nargs values after it
 ** to run in `delay` seconds; push the DelayedCall. */
-static dcall *dcall_schedule(lua_State *L, double delay, int fidx,
-                             int nargs) {
+static dcall *dcall_schedule(lua_State *L, double delay, int fidx, int nargs) {
   dcall *c;
   fidx = lua_absindex(L, fidx);
   if (closed) luaL_error(L, "the reactor has shut down");
@@ -419,9 +420,8 @@ static int dcall_tostring(lua_State *L) {
   dcall *c = dcall_check(L);
   char in[32];
   snprintf(in, sizeof in, "%.3f", c->time - sp_loop_seconds());
-  lua_pushfstring(L, "<DelayedCall %p [%ss] called=%d cancelled=%d>",
-                  (void *)c, in, c->state == DC_CALLED,
-                  c->state == DC_CANCELLED);
+  lua_pushfstring(L, "<DelayedCall %p [%ss] called=%d cancelled=%d>", (void *)c,
+                  in, c->state == DC_CALLED, c->state == DC_CANCELLED);
   return 1;
 }
 
@@ -430,25 +430,23 @@ static int dcall_tostring(lua_State *L) {
 static int dcall_index(lua_State *L) {
   dcall *c = dcall_check(L);
   const char *k = lua_tostring(L, 2);
-  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL)
-    return 1;
+  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL) return 1;
   if (k == NULL) return 1;
-  if (strcmp(k, "called") == 0) lua_pushboolean(L, c->state == DC_CALLED);
+  if (strcmp(k, "called") == 0)
+    lua_pushboolean(L, c->state == DC_CALLED);
   else if (strcmp(k, "cancelled") == 0)
     lua_pushboolean(L, c->state == DC_CANCELLED);
-  else if (strcmp(k, "time") == 0) lua_pushnumber(L, c->time);
-  else lua_pushnil(L);
+  else if (strcmp(k, "time") == 0)
+    lua_pushnumber(L, c->time);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
 static const luaL_Reg dcall_methods[] = {
-  {"cancel", dcall_cancel},
-  {"reset", dcall_reset},
-  {"delay", dcall_delay},
-  {"active", dcall_active},
-  {"getTime", dcall_getTime},
-  {NULL, NULL}
-};
+    {"cancel", dcall_cancel},   {"reset", dcall_reset},
+    {"delay", dcall_delay},     {"active", dcall_active},
+    {"getTime", dcall_getTime}, {NULL, NULL}};
 
 /* ---------------------------------------------------------------- */
 /* System events                                                       */
@@ -618,11 +616,9 @@ static int loop_removeSystemEventTrigger(lua_State *L) {
   lua_settop(L, 1);
   events_push(L);
   lua_getfield(L, 1, "event");
-  if (lua_type(L, -1) == LUA_TSTRING &&
-      lua_gettable(L, 2) == LUA_TTABLE) {
+  if (lua_type(L, -1) == LUA_TSTRING && lua_gettable(L, 2) == LUA_TTABLE) {
     lua_getfield(L, 1, "phase");
-    if (lua_type(L, -1) == LUA_TSTRING &&
-        lua_gettable(L, 3) == LUA_TTABLE) {
+    if (lua_type(L, -1) == LUA_TSTRING && lua_gettable(L, 3) == LUA_TTABLE) {
       lua_Integer n = luaL_len(L, 4);
       for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 4, i);
@@ -856,7 +852,7 @@ static int loop_runUntilComplete(lua_State *L) {
     return sp_errortype_raise(L, "reactor.ReactorAlreadyRunning", NULL,
                               "reactor is already running");
   lua_settop(L, 1);
-  lua_newtable(L);                                   /* 2: holder */
+  lua_newtable(L); /* 2: holder */
   lua_getfield(L, 1, "addBoth");
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
@@ -867,7 +863,7 @@ static int loop_runUntilComplete(lua_State *L) {
   if (timeout >= 0) {
     lua_pushvalue(L, 2);
     lua_pushcclosure(L, ruc_timeout, 1);
-    tc = dcall_schedule(L, timeout, -1, 0);           /* 4: the call */
+    tc = dcall_schedule(L, timeout, -1, 0); /* 4: the call */
   }
   loop_runloop(L);
   if (tc != NULL && tc->state == DC_PENDING) {
@@ -889,8 +885,10 @@ void sp_loop_post(sp_loop_msg *m) {
     m->run(NULL, m);
     return;
   }
-  if (inbox.tail != NULL) inbox.tail->next = m;
-  else inbox.head = m;
+  if (inbox.tail != NULL)
+    inbox.tail->next = m;
+  else
+    inbox.head = m;
   inbox.tail = m;
   /* Sent under the lock: the shutdown hook closes the handle only after
   ** taking it and marking the inbox closed. */
@@ -1034,18 +1032,17 @@ static int loop_getrunning(lua_State *L) {
 }
 
 static const luaL_Reg loop_funcs[] = {
-  {"run", loop_run},
-  {"stop", loop_stop},
-  {"runUntilComplete", loop_runUntilComplete},
-  {"callWhenRunning", loop_callWhenRunning},
-  {"addSystemEventTrigger", loop_addSystemEventTrigger},
-  {"removeSystemEventTrigger", loop_removeSystemEventTrigger},
-  {"seconds", loop_seconds},
-  {"callLater", loop_callLater},
-  {"getDelayedCalls", loop_getDelayedCalls},
-  {"callFromThread", loop_callFromThread},
-  {NULL, NULL}
-};
+    {"run", loop_run},
+    {"stop", loop_stop},
+    {"runUntilComplete", loop_runUntilComplete},
+    {"callWhenRunning", loop_callWhenRunning},
+    {"addSystemEventTrigger", loop_addSystemEventTrigger},
+    {"removeSystemEventTrigger", loop_removeSystemEventTrigger},
+    {"seconds", loop_seconds},
+    {"callLater", loop_callLater},
+    {"getDelayedCalls", loop_getDelayedCalls},
+    {"callFromThread", loop_callFromThread},
+    {NULL, NULL}};
 
 /* [-0, +0, m] The registry tables and the DelayedCall metatable. */
 static void loop_registry_init(lua_State *L) {

@@ -33,7 +33,7 @@ int sp_loop_stopping(void);
 ** own struct (a pool result: marshalled buffer, Deferred id, ...). */
 typedef struct sp_loop_msg sp_loop_msg;
 struct sp_loop_msg {
-  sp_loop_msg *next;  /* owned by the inbox while queued */
+  sp_loop_msg *next; /* owned by the inbox while queued */
   /* Runs on the loop thread with the loop's Lua state and must free m.
   ** It must not raise: call Lua with sp_pcall and log failures. At
   ** shutdown, messages never run are dropped with run(NULL, m), which

@@ -111,8 +111,7 @@ static int dolibrary(lua_State *L, char *spec) {
 
 /* The `arg` table: script at 0, its arguments at 1.., the interpreter and
 ** options at negative indices, as lua.c does. */
-static void create_argtable(lua_State *L, char **argv, int argc,
-                            int script) {
+static void create_argtable(lua_State *L, char **argv, int argc, int script) {
   int i, narg;
   if (script == argc) script = 0;
   narg = argc - (script + 1);
@@ -157,7 +156,10 @@ static int handle_script(lua_State *L, char **argv) {
 ** argc, or -1 on error: *first is then the bad option's index). */
 static int collect_args(char **argv, int *first) {
   int args = 0, i;
-  if (argv[0] == NULL) { *first = 0; return 0; }
+  if (argv[0] == NULL) {
+    *first = 0;
+    return 0;
+  }
   for (i = 1; argv[i] != NULL; i++) {
     *first = i;
     if (argv[i][0] != '-') return args;

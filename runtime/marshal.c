@@ -49,14 +49,28 @@ int luaopen_spindle_failure(lua_State *L);
 #define MAX_DEPTH 200
 
 enum {
-  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_FAILURE, T_FUNC,
-  T_REF, T_UPREF, T_GLOBALS, T_MODULE, T_ERRKEY, T_ERRNAME, T_END
+  T_NIL,
+  T_FALSE,
+  T_TRUE,
+  T_INT,
+  T_FLT,
+  T_STR,
+  T_TABLE,
+  T_FAILURE,
+  T_FUNC,
+  T_REF,
+  T_UPREF,
+  T_GLOBALS,
+  T_MODULE,
+  T_ERRKEY,
+  T_ERRNAME,
+  T_END
 };
 
 /* Registry keys: addresses of these variables. */
-static const char index_key = 'I';    /* {index table, package.loaded count} */
-static const char builtin_key = 'B';  /* built-in error type -> key */
-static const char named_key = 'N';    /* name -> error type */
+static const char index_key = 'I';   /* {index table, package.loaded count} */
+static const char builtin_key = 'B'; /* built-in error type -> key */
+static const char named_key = 'N';   /* name -> error type */
 
 typedef struct box {
   char *data;
@@ -66,11 +80,11 @@ typedef struct box {
 typedef struct enc {
   lua_State *L;
   box *b;
-  int seen;         /* stack index: value or upvalue id -> id */
-  int index;        /* stack index of the module index, 0 until needed */
+  int seen;  /* stack index: value or upvalue id -> id */
+  int index; /* stack index of the module index, 0 until needed */
   int nextid;
   int depth;
-  int rebuilt;      /* the index was rebuilt during this pack */
+  int rebuilt; /* the index was rebuilt during this pack */
   const char *what;
   int argn;
   size_t pathlen;
@@ -168,9 +182,12 @@ static void path_key(enc *e, int idx) {
   switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
       const char *s = lua_tolstring(L, idx, &n);
-      if (is_name(s, n)) path_add(e, ".%s", s);
-      else if (n <= 40 && strlen(s) == n) path_add(e, "[\"%s\"]", s);
-      else path_add(e, "%s", "[<string>]");
+      if (is_name(s, n))
+        path_add(e, ".%s", s);
+      else if (n <= 40 && strlen(s) == n)
+        path_add(e, "[\"%s\"]", s);
+      else
+        path_add(e, "%s", "[<string>]");
       break;
     }
     case LUA_TNUMBER:
@@ -203,8 +220,8 @@ static void transfer_error(enc *e, int idx, const char *why) {
   }
   e->path[e->pathlen] = '\0';
   sp_errortype_raise(L, "threads.TransferError", NULL,
-                     "cannot copy %s to another thread%s: %s #%d%s%s", t,
-                     why, e->what, e->argn,
+                     "cannot copy %s to another thread%s: %s #%d%s%s", t, why,
+                     e->what, e->argn,
                      e->pathlen && e->path[0] != ' ' ? " " : "", e->path);
 }
 
@@ -304,7 +321,7 @@ static void index_get(enc *e, int force) {
   if (force || !lua_istable(L, -1) ||
       !snapshot_matches(L, lua_gettop(L), loaded)) {
     lua_pop(L, 1);
-    lua_newtable(L);                 /* the new snapshot */
+    lua_newtable(L); /* the new snapshot */
     lua_pushnil(L);
     while (lua_next(L, loaded) != 0) {
       lua_pushvalue(L, -2);
@@ -320,8 +337,10 @@ static void index_get(enc *e, int force) {
   lua_rawgeti(L, cache, 1);
   lua_replace(L, loaded);
   lua_settop(L, loaded);
-  if (e->index) lua_replace(L, e->index);
-  else e->index = lua_gettop(L);
+  if (e->index)
+    lua_replace(L, e->index);
+  else
+    e->index = lua_gettop(L);
 }
 
 /* [-0, +0, e] Write the value at idx as a module reference if it is one;
@@ -345,8 +364,8 @@ static int put_module(enc *e, int idx) {
 
 /* [-0, +1, m] The table of built-in error types -> key, made once. */
 static void builtin_push(lua_State *L) {
-  static const char *const prefixes[] = {"defer", "reactor", "ssl",
-                                         "threads", NULL};
+  static const char *const prefixes[] = {"defer", "reactor", "ssl", "threads",
+                                         NULL};
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &builtin_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
   lua_newtable(L);
@@ -525,7 +544,9 @@ static void put_function(enc *e, int idx) {
 static void put_value(enc *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: put_tag(e, T_NIL); return;
+    case LUA_TNIL:
+      put_tag(e, T_NIL);
+      return;
     case LUA_TBOOLEAN:
       put_tag(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
       return;
@@ -574,11 +595,11 @@ static void put_value(enc *e, int idx) {
     }
     lua_pop(L, 1);
   }
-  if (lua_type(L, idx) == LUA_TTABLE && has_registered_mt(L, idx,
-                                                           ERRORTYPE_MT)) {
+  if (lua_type(L, idx) == LUA_TTABLE &&
+      has_registered_mt(L, idx, ERRORTYPE_MT)) {
     if (!put_ref(e, idx, T_ERRNAME)) {
       lua_Integer id = e->nextid;
-      e->b->len -= 1 + sizeof(lua_Integer);  /* put_errortype's tag */
+      e->b->len -= 1 + sizeof(lua_Integer); /* put_errortype's tag */
       put_errortype(e, idx, id);
     }
     return;
@@ -595,19 +616,20 @@ static void put_value(enc *e, int idx) {
   }
   if (e->depth >= MAX_DEPTH) {
     char why[64];
-    snprintf(why, sizeof why, " (nested more than %d levels deep)",
-             MAX_DEPTH);
+    snprintf(why, sizeof why, " (nested more than %d levels deep)", MAX_DEPTH);
     transfer_error(e, idx, why);
   }
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   e->depth++;
-  if (lua_type(L, idx) == LUA_TFUNCTION) put_function(e, idx);
-  else put_table(e, idx);
+  if (lua_type(L, idx) == LUA_TFUNCTION)
+    put_function(e, idx);
+  else
+    put_table(e, idx);
   e->depth--;
 }
 
-void sp_marshal_pack(lua_State *L, int idx, int n, const char *what,
-                     int first, sp_packed *out) {
+void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
+                     sp_packed *out) {
   enc e;
   int top;
   idx = lua_absindex(L, idx);
@@ -643,7 +665,7 @@ void sp_marshal_free(sp_packed *p) {
 typedef struct dec {
   lua_State *L;
   const char *p, *end;
-  int refs;         /* stack index: id -> value */
+  int refs; /* stack index: id -> value */
 } dec;
 
 static void get(dec *d, void *out, size_t n) {
@@ -696,8 +718,10 @@ static void get_table(dec *d, int isfailure) {
     return;
   }
   get_value(d, get_tag(d));
-  if (lua_isnil(L, -1)) lua_pop(L, 1);
-  else lua_setmetatable(L, t);
+  if (lua_isnil(L, -1))
+    lua_pop(L, 1);
+  else
+    lua_setmetatable(L, t);
 }
 
 typedef struct chunk {
@@ -763,7 +787,8 @@ static void absent_pushname(lua_State *L, int idx) {
 
 static int absent_use(lua_State *L) {
   absent_pushname(L, 1);
-  return luaL_error(L, "'%s' is not available in this thread (it came "
+  return luaL_error(L,
+                    "'%s' is not available in this thread (it came "
                     "from another thread, where it is a module)",
                     lua_tostring(L, -1));
 }
@@ -824,7 +849,7 @@ static void get_errname(dec *d) {
   named_push(L);
   named = lua_gettop(L);
   lua_pushlstring(L, s, n);
-  get_value(d, get_tag(d));                 /* the parent */
+  get_value(d, get_tag(d)); /* the parent */
   lua_pushvalue(L, -2);
   if (lua_rawget(L, named) == LUA_TNIL) {
     lua_pop(L, 1);
@@ -851,10 +876,18 @@ static void get_value(dec *d, int tag) {
   const char *s;
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   switch (tag) {
-    case T_NIL: lua_pushnil(L); break;
-    case T_FALSE: lua_pushboolean(L, 0); break;
-    case T_TRUE: lua_pushboolean(L, 1); break;
-    case T_INT: lua_pushinteger(L, get_int(d)); break;
+    case T_NIL:
+      lua_pushnil(L);
+      break;
+    case T_FALSE:
+      lua_pushboolean(L, 0);
+      break;
+    case T_TRUE:
+      lua_pushboolean(L, 1);
+      break;
+    case T_INT:
+      lua_pushinteger(L, get_int(d));
+      break;
     case T_FLT: {
       lua_Number x;
       get(d, &x, sizeof x);
@@ -865,12 +898,24 @@ static void get_value(dec *d, int tag) {
       s = get_str(d, &n);
       lua_pushlstring(L, s, n);
       break;
-    case T_TABLE: get_table(d, 0); break;
-    case T_FAILURE: get_table(d, 1); break;
-    case T_FUNC: get_function(d); break;
-    case T_REF: lua_rawgeti(L, d->refs, get_int(d)); break;
-    case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
-    case T_MODULE: get_module(d); break;
+    case T_TABLE:
+      get_table(d, 0);
+      break;
+    case T_FAILURE:
+      get_table(d, 1);
+      break;
+    case T_FUNC:
+      get_function(d);
+      break;
+    case T_REF:
+      lua_rawgeti(L, d->refs, get_int(d));
+      break;
+    case T_GLOBALS:
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      break;
+    case T_MODULE:
+      get_module(d);
+      break;
     case T_ERRKEY:
       s = get_str(d, &n);
       lua_pushlstring(L, s, n);
@@ -878,8 +923,11 @@ static void get_value(dec *d, int tag) {
       lua_remove(L, -2);
       set_ref(d, get_int(d));
       break;
-    case T_ERRNAME: get_errname(d); break;
-    default: luaL_error(L, "corrupt message");
+    case T_ERRNAME:
+      get_errname(d);
+      break;
+    default:
+      luaL_error(L, "corrupt message");
   }
 }
 
@@ -957,17 +1005,15 @@ static int marshal_roundtrip(lua_State *L) {
   /* Unpacking in L may raise: hand the buffer to a box first. */
   {
     box *b = box_new(L);
-    b->data = sc.out.data;   /* the box frees it from now on */
+    b->data = sc.out.data; /* the box frees it from now on */
     m = sp_marshal_unpack(L, &sc.out);
     lua_remove(L, 1);
   }
   return m;
 }
 
-static const luaL_Reg marshal_funcs[] = {
-  {"roundtrip", marshal_roundtrip},
-  {NULL, NULL}
-};
+static const luaL_Reg marshal_funcs[] = {{"roundtrip", marshal_roundtrip},
+                                         {NULL, NULL}};
 
 int luaopen_spindle__marshal(lua_State *L) {
   luaL_newlib(L, marshal_funcs);

@@ -24,8 +24,8 @@ typedef struct sp_packed {
 ** "cannot copy <type> to another thread: arg #2 .conn". Nothing is
 ** allocated outside Lua's memory until it succeeds. The calling thread's
 ** state only. */
-void sp_marshal_pack(lua_State *L, int idx, int n, const char *what,
-                     int first, sp_packed *out);
+void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
+                     sp_packed *out);
 
 /* [-0, +n, e] Push the values packed in p into L (any state, on the thread
 ** that owns it); returns how many. p is left as it is. Raises if a module

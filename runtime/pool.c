@@ -52,8 +52,8 @@ typedef enum { W_CALL, W_DEFER } work_kind;
 typedef struct work {
   struct work *next;
   work_kind kind;
-  int ref;              /* W_DEFER: the Deferred, main registry ref */
-  sp_packed call;       /* the function, then its arguments */
+  int ref;        /* W_DEFER: the Deferred, main registry ref */
+  sp_packed call; /* the function, then its arguments */
 } work;
 
 /* A blockingCallFromThread in flight: the worker waits on `cond` until
@@ -70,13 +70,13 @@ typedef struct bcall {
 typedef struct worker {
   struct worker *next;
   uv_thread_t tid;
-  int exited;           /* the thread has left its loop: join it */
-  bcall *waiting;       /* its blockingCallFromThread, if any */
+  int exited;     /* the thread has left its loop: join it */
+  bcall *waiting; /* its blockingCallFromThread, if any */
 } worker;
 
 static struct {
   uv_mutex_t lock;
-  uv_cond_t cond;       /* work queued, max lowered, or stopping */
+  uv_cond_t cond; /* work queued, max lowered, or stopping */
   work *head, *tail;
   int queued, max, workers, busy;
   int stopping, ready;
@@ -89,10 +89,10 @@ static _Thread_local worker *self = NULL;
 /* A message for the loop thread. */
 typedef enum { R_RESULT, R_CALL, R_BCALL, R_LOG, R_ERR } reply_kind;
 typedef struct reply {
-  sp_loop_msg m;        /* first: the inbox links it */
+  sp_loop_msg m; /* first: the inbox links it */
   reply_kind kind;
-  int ref, ok;          /* R_RESULT: the Deferred and how f ended */
-  bcall *bc;            /* R_BCALL */
+  int ref, ok; /* R_RESULT: the Deferred and how f ended */
+  bcall *bc;   /* R_BCALL */
   sp_packed p;
 } reply;
 
@@ -162,8 +162,10 @@ static void pack_failure(lua_State *L, int idx, const char *why,
   int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
   sp_failure_new(L, idx, NULL, 0);
-  if (why) lua_pushstring(L, why);
-  else lua_pushnil(L);
+  if (why)
+    lua_pushstring(L, why);
+  else
+    lua_pushnil(L);
   if (pack_protected(L, top + 1, 2, "error", out) != LUA_OK) {
     lua_settop(L, top + 2);
     lua_getfield(L, top + 1, "value");
@@ -232,7 +234,7 @@ static int bcall_fired(lua_State *L) {
   ok = pack_outcome(L, !sp_failure_is(L, 1), 1, &out);
   bcall_answer(*h, ok, &out);
   *h = NULL;
-  if (sp_failure_is(L, 1)) return 0;  /* handled: it went to the worker */
+  if (sp_failure_is(L, 1)) return 0; /* handled: it went to the worker */
   return 1;
 }
 
@@ -280,14 +282,16 @@ static int reply_deliver(lua_State *L) {
   int n, base;
   lua_settop(L, 0);
   if (r->kind == R_RESULT) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);        /* 1: the Deferred */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref); /* 1: the Deferred */
     luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
     r->ref = LUA_NOREF;
     lua_pushcfunction(L, unpack_cf);
     lua_pushlightuserdata(L, &r->p);
     if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
-    if (r->ok) sp_deferred_callback(L, 1, 2);
-    else sp_deferred_errback(L, 1, 2);
+    if (r->ok)
+      sp_deferred_callback(L, 1, 2);
+    else
+      sp_deferred_errback(L, 1, 2);
     return 0;
   }
   base = lua_gettop(L) + 1;
@@ -439,12 +443,11 @@ static void worker_start(void) {
     r = uv_thread_create(&w->tid, worker_main, w);
   }
   if (r == 0) return;
-  fprintf(stderr, "spindle: cannot start a pool thread: %s\n",
-          uv_strerror(r));
+  fprintf(stderr, "spindle: cannot start a pool thread: %s\n", uv_strerror(r));
   uv_mutex_lock(&pool.lock);
   pool.workers--;
   if (w != NULL) {
-    worker **pp = &pool.all;   /* never ran: unlink it, nothing to join */
+    worker **pp = &pool.all; /* never ran: unlink it, nothing to join */
     while (*pp != w) pp = &(*pp)->next;
     *pp = w->next;
   }
@@ -488,8 +491,10 @@ static void pool_submit(work *job) {
   int start;
   job->next = NULL;
   uv_mutex_lock(&pool.lock);
-  if (pool.tail != NULL) pool.tail->next = job;
-  else pool.head = job;
+  if (pool.tail != NULL)
+    pool.tail->next = job;
+  else
+    pool.head = job;
   pool.tail = job;
   pool.queued++;
   start = pool_wanted();
@@ -578,9 +583,10 @@ static int worker_blockingCallFromThread(lua_State *L) {
   uv_mutex_unlock(&pool.lock);
   bcall_release(bc);
   if (!done)
-    return luaL_error(L, "blockingCallFromThread: the call was dropped "
-                         "before it returned (the reactor shut down, or "
-                         "the Deferred it returned was never fired)");
+    return luaL_error(L,
+                      "blockingCallFromThread: the call was dropped "
+                      "before it returned (the reactor shut down, or "
+                      "the Deferred it returned was never fired)");
   /* Unpacking may raise: the buffer goes into a full userdata's care. */
   {
     sp_packed *held = lua_newuserdatauv(L, sizeof *held, 0);
@@ -633,7 +639,8 @@ static int worker_log_err(lua_State *L) {
 ** refused, with the way round. */
 static int worker_mainonly(lua_State *L) {
   const char *name = lua_tostring(L, lua_upvalueindex(1));
-  return luaL_error(L, "%s can only be called on the reactor thread (from "
+  return luaL_error(L,
+                    "%s can only be called on the reactor thread (from "
                     "a pool thread: reactor.callFromThread(%s, ...))",
                     name, name);
 }
@@ -668,18 +675,30 @@ static void worker_stubs(lua_State *L, const char *prefix,
 }
 
 static int worker_open_reactor(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-    {"callFromThread", worker_callFromThread},
-    {"seconds", worker_seconds},
-    {NULL, NULL}
-  };
-  static const char *const mainonly[] = {
-    "run", "stop", "runUntilComplete", "callWhenRunning", "callLater",
-    "addSystemEventTrigger", "removeSystemEventTrigger", "getDelayedCalls",
-    "listenTCP", "connectTCP", "listenUNIX", "connectUNIX", "listenUDP",
-    "listenMulticast", "listenSSL", "connectSSL", "resolve", "callInThread",
-    "suggestThreadPoolSize", "getThreadPool", NULL
-  };
+  static const luaL_Reg funcs[] = {{"callFromThread", worker_callFromThread},
+                                   {"seconds", worker_seconds},
+                                   {NULL, NULL}};
+  static const char *const mainonly[] = {"run",
+                                         "stop",
+                                         "runUntilComplete",
+                                         "callWhenRunning",
+                                         "callLater",
+                                         "addSystemEventTrigger",
+                                         "removeSystemEventTrigger",
+                                         "getDelayedCalls",
+                                         "listenTCP",
+                                         "connectTCP",
+                                         "listenUNIX",
+                                         "connectUNIX",
+                                         "listenUDP",
+                                         "listenMulticast",
+                                         "listenSSL",
+                                         "connectSSL",
+                                         "resolve",
+                                         "callInThread",
+                                         "suggestThreadPoolSize",
+                                         "getThreadPool",
+                                         NULL};
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   worker_stubs(L, "reactor", mainonly);
@@ -691,9 +710,7 @@ static int worker_open_threads(lua_State *L) {
   static const char *const mainonly[] = {"deferToThread",
                                          "callMultipleInThread", NULL};
   static const luaL_Reg funcs[] = {
-    {"blockingCallFromThread", worker_blockingCallFromThread},
-    {NULL, NULL}
-  };
+      {"blockingCallFromThread", worker_blockingCallFromThread}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   worker_stubs(L, "threads", mainonly);
   sp_errortype_export(L, -1, "threads");
@@ -703,10 +720,7 @@ static int worker_open_threads(lua_State *L) {
 
 static int worker_open_log(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"msg", worker_log_msg},
-    {"err", worker_log_err},
-    {NULL, NULL}
-  };
+      {"msg", worker_log_msg}, {"err", worker_log_err}, {NULL, NULL}};
   worker_module(L, funcs, "log (in a pool thread)");
   return 1;
 }
@@ -734,22 +748,23 @@ static int worker_searcher(lua_State *L) {
       return 2;
     }
   }
-  return luaL_error(L, "module '%s' is not available in a pool thread "
-                       "(there: spindle.reactor's callFromThread and seconds, "
-                       "spindle.threads.blockingCallFromThread, spindle.log, "
-                       "spindle.failure, spindle.class)", name);
+  return luaL_error(L,
+                    "module '%s' is not available in a pool thread "
+                    "(there: spindle.reactor's callFromThread and seconds, "
+                    "spindle.threads.blockingCallFromThread, spindle.log, "
+                    "spindle.failure, spindle.class)",
+                    name);
 }
 
 /* [-0, +0, e] Open a worker's state. */
 static int worker_open(lua_State *L) {
   static const luaL_Reg preloads[] = {
-    {"spindle.failure", luaopen_spindle_failure},
-    {"spindle._core", luaopen_spindle__core},
-    {"spindle.reactor", worker_open_reactor},
-    {"spindle.threads", worker_open_threads},
-    {"spindle.log", worker_open_log},
-    {NULL, NULL}
-  };
+      {"spindle.failure", luaopen_spindle_failure},
+      {"spindle._core", luaopen_spindle__core},
+      {"spindle.reactor", worker_open_reactor},
+      {"spindle.threads", worker_open_threads},
+      {"spindle.log", worker_open_log},
+      {NULL, NULL}};
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   luaL_setfuncs(L, preloads, 0);
@@ -789,8 +804,8 @@ static void pool_checkopen(lua_State *L) {
 
 /* [-0, +0, e] Pack the n values from idx and queue them as `kind` work
 ** (ref: the Deferred, for W_DEFER); `first` numbers the first value. */
-static void pool_queue(lua_State *L, int idx, int n, int first,
-                       work_kind kind, int ref) {
+static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
+                       int ref) {
   work *job;
   sp_packed p;
   pool_checkopen(L);
@@ -895,9 +910,10 @@ static int threads_deferToThread(lua_State *L) {
 /* threads.blockingCallFromThread on the main thread: refused, since the
 ** main thread would wait for itself. */
 static int threads_blockingCallFromThread(lua_State *L) {
-  return luaL_error(L, "blockingCallFromThread must be called from a pool "
-                       "thread: on the reactor thread it would wait for "
-                       "itself (call the function directly)");
+  return luaL_error(L,
+                    "blockingCallFromThread must be called from a pool "
+                    "thread: on the reactor thread it would wait for "
+                    "itself (call the function directly)");
 }
 
 /* _threads.callMultiple(runner, list): run runner(list) on one pool
@@ -933,7 +949,7 @@ static void pool_init(lua_State *L) {
     luaL_error(L, "cannot set up the thread pool");
   pool.max = DEFAULT_MAX;
   pool.ready = 1;
-  sp_loop();  /* its shutdown hook first, so that ours runs before it */
+  sp_loop(); /* its shutdown hook first, so that ours runs before it */
   sp_on_shutdown(pool_shutdown);
   lua_newuserdatauv(L, 0, 0);
   lua_newtable(L);
@@ -946,11 +962,10 @@ static void pool_init(lua_State *L) {
 /* spindle._pool: the reactor's thread functions (a part of reactor.lua). */
 int luaopen_spindle__pool(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"callInThread", pool_callInThread},
-    {"suggestThreadPoolSize", pool_suggestThreadPoolSize},
-    {"getThreadPool", pool_getThreadPool},
-    {NULL, NULL}
-  };
+      {"callInThread", pool_callInThread},
+      {"suggestThreadPoolSize", pool_suggestThreadPoolSize},
+      {"getThreadPool", pool_getThreadPool},
+      {NULL, NULL}};
   pool_init(L);
   luaL_newlib(L, funcs);
   return 1;
@@ -959,11 +974,10 @@ int luaopen_spindle__pool(lua_State *L) {
 /* spindle._threads: the C half of spindle.threads. */
 int luaopen_spindle__threads(lua_State *L) {
   static const luaL_Reg funcs[] = {
-    {"deferToThread", threads_deferToThread},
-    {"blockingCallFromThread", threads_blockingCallFromThread},
-    {"callMultiple", threads_callMultiple},
-    {NULL, NULL}
-  };
+      {"deferToThread", threads_deferToThread},
+      {"blockingCallFromThread", threads_blockingCallFromThread},
+      {"callMultiple", threads_callMultiple},
+      {NULL, NULL}};
   pool_init(L);
   luaL_newlib(L, funcs);
   return 1;

@@ -29,13 +29,13 @@
 
 static struct {
   lua_State *L;
-  int tty;            /* standard input is a terminal: libedit */
-  int eof;            /* no more input */
-  int waiting;        /* an entry awaits a Deferred: input is held */
-  int done;           /* the session has ended */
-  uv_poll_t *poll;    /* standard input, if pollable (tty, pipe) */
-  uv_idle_t *idle;    /* reads of a regular file, one chunk a turn */
-  char buf[4096];     /* pipe/file input not yet split into lines */
+  int tty;         /* standard input is a terminal: libedit */
+  int eof;         /* no more input */
+  int waiting;     /* an entry awaits a Deferred: input is held */
+  int done;        /* the session has ended */
+  uv_poll_t *poll; /* standard input, if pollable (tty, pipe) */
+  uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
+  char buf[4096];  /* pipe/file input not yet split into lines */
   size_t len;
   char history[4096];
 } repl;
@@ -47,14 +47,16 @@ static void tty_line(char *line);
 static void input_stop(void);
 static void session_end(void);
 
-static void handle_free(uv_handle_t *h) { free(h); }
+static void handle_free(uv_handle_t *h) {
+  free(h);
+}
 
 enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR };
 
 /* [-0, +0, -] Call repl.<fname>([arg[, resume]]) and classify the string
 ** it returns. An error in it is logged, never raised. */
 static int repl_call(const char *fname, const char *arg) {
-  static const char *const names[] = {"?", "ready", "more", "waiting",
+  static const char *const names[] = {"?",      "ready", "more", "waiting",
                                       "resume", "clear", NULL};
   lua_State *L = repl.L;
   int nargs = 0, r = R_ERROR;
@@ -159,8 +161,10 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     buffer_lines();
     return;
   }
-  if (repl.tty) rl_callback_read_char();
-  else buffer_read();
+  if (repl.tty)
+    rl_callback_read_char();
+  else
+    buffer_read();
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -282,8 +286,7 @@ static int input_open(void) {
     rl_completion_append_character = '\0';
     using_history();
     if (home != NULL) {
-      snprintf(repl.history, sizeof repl.history, "%s/.spindle_history",
-               home);
+      snprintf(repl.history, sizeof repl.history, "%s/.spindle_history", home);
       read_history(repl.history);
     }
   }

@@ -67,7 +67,7 @@ static void buf_add(char *buf, size_t cap, size_t *n, const char *fmt,
   int w;
   if (*n >= cap - 1) return;
   w = snprintf(buf + *n, cap - *n, fmt, a, b);
-  if (w > 0) *n += (size_t) w < cap - *n ? (size_t) w : cap - *n - 1;
+  if (w > 0) *n += (size_t)w < cap - *n ? (size_t)w : cap - *n - 1;
 }
 
 void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
@@ -83,7 +83,7 @@ void sp_ssl_pusherror(lua_State *L, SSL *ssl, int sslerr, const char *what,
                                         : ERR_reason_error_string(e);
     char tmp[32];
     if (r == NULL) {
-      snprintf(tmp, sizeof tmp, "error %lu", (unsigned long) ERR_GET_REASON(e));
+      snprintf(tmp, sizeof tmp, "error %lu", (unsigned long)ERR_GET_REASON(e));
       r = tmp;
     }
     if (count > 0 && (strcmp(r, first) == 0 || strcmp(r, "system lib") == 0))
@@ -202,7 +202,7 @@ static void push_name(lua_State *L, const X509_NAME *nm) {
     lua_pushstring(L, sn);
     lua_rawseti(L, -2, 1);
     if (len >= 0)
-      lua_pushlstring(L, (const char *) utf8, (size_t) len);
+      lua_pushlstring(L, (const char *)utf8, (size_t)len);
     else
       lua_pushliteral(L, "");
     OPENSSL_free(utf8);
@@ -241,7 +241,7 @@ static int x509_get_serial_number(lua_State *L) {
   if (bn == NULL) return sp_ssl_raise(L, "get_serial_number");
   if (BN_num_bits(bn) < 63) {
     lua_pushinteger(
-        L, (lua_Integer) BN_get_word(bn) * (BN_is_negative(bn) ? -1 : 1));
+        L, (lua_Integer)BN_get_word(bn) * (BN_is_negative(bn) ? -1 : 1));
     BN_free(bn);
     return 1;
   }
@@ -280,8 +280,8 @@ static int x509_digest(lua_State *L) {
 static int push_time(lua_State *L, const ASN1_TIME *t) {
   ASN1_GENERALIZEDTIME *g = ASN1_TIME_to_generalizedtime(t, NULL);
   if (g == NULL) return sp_ssl_raise(L, "time");
-  lua_pushlstring(L, (const char *) ASN1_STRING_get0_data(g),
-                  (size_t) ASN1_STRING_length(g));
+  lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(g),
+                  (size_t)ASN1_STRING_length(g));
   ASN1_GENERALIZEDTIME_free(g);
   return 1;
 }
@@ -318,7 +318,7 @@ static int x509_to_pem(lua_State *L) {
     return sp_ssl_raise(L, "to_pem");
   }
   n = BIO_get_mem_data(b, &p);
-  lua_pushlstring(L, p, (size_t) n);
+  lua_pushlstring(L, p, (size_t)n);
   BIO_free(b);
   return 1;
 }
@@ -339,7 +339,7 @@ static int ssl_load_certificate(lua_State *L) {
   BIO *b;
   X509 *x;
   ERR_clear_error();
-  b = BIO_new_mem_buf(pem, (int) len);
+  b = BIO_new_mem_buf(pem, (int)len);
   x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
   BIO_free(b);
   if (x == NULL) return sp_ssl_raise(L, "load_certificate");
@@ -438,7 +438,7 @@ static int connection_get_alpn_proto_negotiated(lua_State *L) {
   unsigned int len = 0;
   SSL_get0_alpn_selected(check_conn(L), &p, &len);
   if (len > 0)
-    lua_pushlstring(L, (const char *) p, len);
+    lua_pushlstring(L, (const char *)p, len);
   else
     lua_pushnil(L);
   return 1;
@@ -567,7 +567,7 @@ static int filetype(lua_State *L, int idx) {
   lua_Integer t = luaL_optinteger(L, idx, SSL_FILETYPE_PEM);
   luaL_argcheck(L, t == SSL_FILETYPE_PEM || t == SSL_FILETYPE_ASN1, idx,
                 "FILETYPE_PEM or FILETYPE_ASN1 expected");
-  return (int) t;
+  return (int)t;
 }
 
 static int context_use_certificate_file(lua_State *L) {
@@ -619,7 +619,7 @@ static int context_use_privatekey(lua_State *L) {
   EVP_PKEY *k;
   int ok;
   ERR_clear_error();
-  b = BIO_new_mem_buf(pem, (int) len);
+  b = BIO_new_mem_buf(pem, (int)len);
   k = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
   BIO_free(b);
   ok = k != NULL && SSL_CTX_use_PrivateKey(ctx, k);
@@ -716,12 +716,11 @@ static int verify_cb(int ok, X509_STORE_CTX *store) {
 static int context_set_verify(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer mode = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, (mode & ~(lua_Integer) 15) == 0, 2,
-                "VERIFY_* bits expected");
+  luaL_argcheck(L, (mode & ~(lua_Integer)15) == 0, 2, "VERIFY_* bits expected");
   if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
   lua_settop(L, 3);
   lua_setiuservalue(L, 1, CV_VERIFY);
-  SSL_CTX_set_verify(ctx, (int) mode, lua_isnil(L, 3) ? NULL : verify_cb);
+  SSL_CTX_set_verify(ctx, (int)mode, lua_isnil(L, 3) ? NULL : verify_cb);
   return 0;
 }
 
@@ -734,7 +733,7 @@ static int context_get_verify_mode(lua_State *L) {
 /* ctx:set_verify_depth(n): the longest chain accepted. */
 static int context_set_verify_depth(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
-  SSL_CTX_set_verify_depth(ctx, (int) luaL_checkinteger(L, 2));
+  SSL_CTX_set_verify_depth(ctx, (int)luaL_checkinteger(L, 2));
   return 0;
 }
 
@@ -752,7 +751,7 @@ static int context_set_cipher_list(lua_State *L) {
 static int context_set_options(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer bits = luaL_checkinteger(L, 2);
-  lua_pushinteger(L, (lua_Integer) SSL_CTX_set_options(ctx, (uint64_t) bits));
+  lua_pushinteger(L, (lua_Integer)SSL_CTX_set_options(ctx, (uint64_t)bits));
   return 1;
 }
 
@@ -764,7 +763,7 @@ static int context_set_min_proto_version(lua_State *L) {
   luaL_argcheck(L, v == TLS1_2_VERSION || v == TLS1_3_VERSION, 2,
                 "TLS1_2_VERSION or TLS1_3_VERSION expected (TLS 1.2 is "
                 "the floor)");
-  SSL_CTX_set_min_proto_version(ctx, (int) v);
+  SSL_CTX_set_min_proto_version(ctx, (int)v);
   return 0;
 }
 
@@ -773,7 +772,7 @@ static int context_set_max_proto_version(lua_State *L) {
   lua_Integer v = luaL_checkinteger(L, 2);
   luaL_argcheck(L, v == TLS1_2_VERSION || v == TLS1_3_VERSION, 2,
                 "TLS1_2_VERSION or TLS1_3_VERSION expected");
-  SSL_CTX_set_max_proto_version(ctx, (int) v);
+  SSL_CTX_set_max_proto_version(ctx, (int)v);
   return 0;
 }
 
@@ -784,10 +783,10 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out,
                           unsigned int inlen, void *arg) {
   const unsigned char *ours = arg;
   unsigned char *o = NULL;
-  (void) ssl;
+  (void)ssl;
   if (ours == NULL) return SSL_TLSEXT_ERR_NOACK;
   if (SSL_select_next_proto(&o, outlen, ours + 2,
-                            (unsigned) (ours[0] << 8 | ours[1]), in,
+                            (unsigned)(ours[0] << 8 | ours[1]), in,
                             inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = o;
@@ -817,20 +816,20 @@ static int context_set_alpn_protos(lua_State *L) {
                            "non-empty strings of up to 255 bytes "
                            "expected");
     lua_pop(L, 1);
-    luaL_addchar(&b, (char) l);
+    luaL_addchar(&b, (char)l);
     luaL_addlstring(&b, p, l);
   }
   luaL_pushresult(&b);
   wire = lua_tolstring(L, -1, &len);
   luaL_argcheck(L, len > 0 && len < 65536, 2, "protocols expected");
-  if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *) wire,
-                              (unsigned) len) != 0)
+  if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)wire,
+                              (unsigned)len) != 0)
     return sp_ssl_raise(L, "set_alpn_protos");
   /* The server's list, for the select callback: a userdata kept as the
   ** Context's user value, holding a 16-bit length then the wire list. */
   keep = lua_newuserdatauv(L, len + 2, 0);
-  keep[0] = (unsigned char) (len >> 8);
-  keep[1] = (unsigned char) (len & 255);
+  keep[0] = (unsigned char)(len >> 8);
+  keep[1] = (unsigned char)(len & 255);
   memcpy(keep + 2, wire, len);
   lua_setiuservalue(L, 1, CV_ALPN);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, keep);
@@ -923,19 +922,19 @@ static const struct {
     {"FILETYPE_ASN1", SSL_FILETYPE_ASN1},
     {"TLS1_2_VERSION", TLS1_2_VERSION},
     {"TLS1_3_VERSION", TLS1_3_VERSION},
-    {"OP_ALL", (lua_Integer) SSL_OP_ALL},
+    {"OP_ALL", (lua_Integer)SSL_OP_ALL},
     {"OP_NO_SSLv2", 0}, /* gone from OpenSSL 3: nothing to switch off */
-    {"OP_NO_SSLv3", (lua_Integer) SSL_OP_NO_SSLv3},
-    {"OP_NO_TLSv1", (lua_Integer) SSL_OP_NO_TLSv1},
-    {"OP_NO_TLSv1_1", (lua_Integer) SSL_OP_NO_TLSv1_1},
-    {"OP_NO_TLSv1_2", (lua_Integer) SSL_OP_NO_TLSv1_2},
-    {"OP_NO_TLSv1_3", (lua_Integer) SSL_OP_NO_TLSv1_3},
-    {"OP_NO_COMPRESSION", (lua_Integer) SSL_OP_NO_COMPRESSION},
-    {"OP_NO_TICKET", (lua_Integer) SSL_OP_NO_TICKET},
+    {"OP_NO_SSLv3", (lua_Integer)SSL_OP_NO_SSLv3},
+    {"OP_NO_TLSv1", (lua_Integer)SSL_OP_NO_TLSv1},
+    {"OP_NO_TLSv1_1", (lua_Integer)SSL_OP_NO_TLSv1_1},
+    {"OP_NO_TLSv1_2", (lua_Integer)SSL_OP_NO_TLSv1_2},
+    {"OP_NO_TLSv1_3", (lua_Integer)SSL_OP_NO_TLSv1_3},
+    {"OP_NO_COMPRESSION", (lua_Integer)SSL_OP_NO_COMPRESSION},
+    {"OP_NO_TICKET", (lua_Integer)SSL_OP_NO_TICKET},
     {"OP_CIPHER_SERVER_PREFERENCE",
-     (lua_Integer) SSL_OP_CIPHER_SERVER_PREFERENCE},
-    {"OP_SINGLE_DH_USE", (lua_Integer) SSL_OP_SINGLE_DH_USE},
-    {"OP_SINGLE_ECDH_USE", (lua_Integer) SSL_OP_SINGLE_ECDH_USE},
+     (lua_Integer)SSL_OP_CIPHER_SERVER_PREFERENCE},
+    {"OP_SINGLE_DH_USE", (lua_Integer)SSL_OP_SINGLE_DH_USE},
+    {"OP_SINGLE_ECDH_USE", (lua_Integer)SSL_OP_SINGLE_ECDH_USE},
     /* The insecure methods' numbers, for ssl.lua's refusing getters. */
     {"_SSLv3_METHOD", M_SSLv3},
     {"_TLSv1_METHOD", M_TLSv1},

@@ -41,33 +41,38 @@
 enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 
 /* Flags. */
-#define SF_PAUSED 0x001        /* pauseProducing(): not reading */
-#define SF_READ_EOF 0x002      /* the peer half-closed; not reading */
-#define SF_DISCONNECTING 0x004 /* loseConnection(): close once drained */
+#define SF_PAUSED 0x001         /* pauseProducing(): not reading */
+#define SF_READ_EOF 0x002       /* the peer half-closed; not reading */
+#define SF_DISCONNECTING 0x004  /* loseConnection(): close once drained */
 #define SF_WDISCONNECTING 0x008 /* loseWriteConnection() pending */
-#define SF_WDISCONNECTED 0x010 /* our write half is shut down */
-#define SF_PRODUCER 0x020      /* a producer is registered */
-#define SF_STREAMING 0x040     /* ... and it is a streaming one */
-#define SF_PPAUSED 0x080       /* ... and we paused it */
-#define SF_INFLIGHT 0x100      /* a uv_write is in flight */
-#define SF_ANCHOR 0x200        /* ... pointing into an anchored string */
-#define SF_FINISHED 0x400      /* filter->finish was called */
-#define SF_READING 0x800       /* uv_read_start is in effect */
-#define SF_THROTTLED 0x1000    /* not reading: the write queue is too long */
+#define SF_WDISCONNECTED 0x010  /* our write half is shut down */
+#define SF_PRODUCER 0x020       /* a producer is registered */
+#define SF_STREAMING 0x040      /* ... and it is a streaming one */
+#define SF_PPAUSED 0x080        /* ... and we paused it */
+#define SF_INFLIGHT 0x100       /* a uv_write is in flight */
+#define SF_ANCHOR 0x200         /* ... pointing into an anchored string */
+#define SF_FINISHED 0x400       /* filter->finish was called */
+#define SF_READING 0x800        /* uv_read_start is in effect */
+#define SF_THROTTLED 0x1000     /* not reading: the write queue is too long */
 
 /* Past this many queued bytes the transport stops reading from the peer
 ** until its queue drains: a peer that sends without ever reading (to an
 ** echo-like protocol) cannot grow our memory without bound. Twisted has no
 ** such limit; it is far above what any producer-driven writer queues. */
 #define READ_THROTTLE (64 * 1024 * 1024)
-#define SF_CORKED 0x2000       /* inside dataReceived: writes are batched */
-#define SF_FWAIT 0x4000        /* filter->finish said SP_FILTER_WAIT */
-#define SF_NODIRECT 0x8000     /* last read: dataReceived was not direct_fn's */
+#define SF_CORKED 0x2000   /* inside dataReceived: writes are batched */
+#define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
+#define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
 
 /* User values of the transport userdata. */
 enum {
-  UV_PROTO = 1, UV_PRODUCER, UV_ANCHOR, UV_REASON, UV_OWNER,
-  UV_PEER, UV_HOST, /* the addresses, kept here once the stream is freed */
+  UV_PROTO = 1,
+  UV_PRODUCER,
+  UV_ANCHOR,
+  UV_REASON,
+  UV_OWNER,
+  UV_PEER,
+  UV_HOST, /* the addresses, kept here once the stream is freed */
   UV_N
 };
 _Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
@@ -103,8 +108,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void pool_put(char *b) {
   if (b == NULL) return;
-  if (npool < POOL_MAX) pool[npool++] = b;
-  else free(b);
+  if (npool < POOL_MAX)
+    pool[npool++] = b;
+  else
+    free(b);
 }
 
 /* ------------------------------------------------------ live handles */
@@ -175,7 +182,9 @@ static void stream_free(sp_stream *s) {
   free(s);
 }
 
-static void discarded_cb(uv_handle_t *h) { stream_free(h->data); }
+static void discarded_cb(uv_handle_t *h) {
+  stream_free(h->data);
+}
 
 void sp_stream_discard(sp_stream *s) {
   if (uv_is_closing(&s->h.handle)) return;
@@ -253,8 +262,7 @@ int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
 ** 1 with the Failure on top after an error, else 0 with nothing pushed. */
 static int call_method(lua_State *L, int objidx, const char *method,
                        int nargs) {
-  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR)
-    return 1;
+  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR) return 1;
   lua_pop(L, 1);
   return 0;
 }
@@ -297,7 +305,8 @@ static void stream_close(lua_State *L, sp_stream *s) {
 }
 
 void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
-  if (idx != 0) lua_pushvalue(L, idx);
+  if (idx != 0)
+    lua_pushvalue(L, idx);
   else
     push_error(L, "reactor.ConnectionLost",
                "Connection to the other side was lost in a non-clean "
@@ -350,8 +359,10 @@ static void closed_cb(uv_handle_t *h) {
 ** an attempt still connecting is dropped. */
 static void stream_shutdown(lua_State *L, sp_live *n) {
   sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
-  if (s->state == ST_OPEN) sp_stream_lose(L, s, 0, 0);
-  else if (s->state == ST_CONNECTING) sp_stream_discard(s);
+  if (s->state == ST_OPEN)
+    sp_stream_lose(L, s, 0, 0);
+  else if (s->state == ST_CONNECTING)
+    sp_stream_discard(s);
 }
 
 /* ---------------------------------------------------------- reading */
@@ -418,7 +429,8 @@ static void stream_drained(lua_State *L, sp_stream *s);
 static void flush_corked(lua_State *L, sp_stream *s) {
   uv_buf_t b = uv_buf_init(s->pbuf, (unsigned)s->plen);
   int w = pull_producer(s) || s->plen > UINT32_MAX
-              ? 0 : uv_try_write(&s->h.stream, &b, 1);
+              ? 0
+              : uv_try_write(&s->h.stream, &b, 1);
   if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
   if (w < 0) {
     sp_stream_lose(L, s, 0, w);
@@ -471,8 +483,10 @@ static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
     lua_pop(L, 1); /* the handler */
     return -1;
   }
-  if (lua_toboolean(L, -1)) s->flags &= ~SF_NODIRECT;
-  else s->flags |= SF_NODIRECT;
+  if (lua_toboolean(L, -1))
+    s->flags &= ~SF_NODIRECT;
+  else
+    s->flags |= SF_NODIRECT;
   lua_pop(L, 2); /* the hint, the handler */
   if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
     flush_corked(L, s);
@@ -626,8 +640,7 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 ** a negative error other than EAGAIN. */
 static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
   int r;
-  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
-      pull_producer(s))
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 || pull_producer(s))
     return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
@@ -662,8 +675,7 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   int r;
   if (s->filter != NULL && s->filter->write != NULL)
     return s->filter->write(L, s, &b, 1);
-  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 ||
-      len > UINT32_MAX)
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 || len > UINT32_MAX)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {
@@ -789,8 +801,7 @@ void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
 
 /* -------------------------------------------------- opening, addresses */
 
-const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
-                              int *port) {
+const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf, int *port) {
   buf[0] = '\0';
   *port = 0;
   if (sa->sa_family == AF_INET) {
@@ -1031,14 +1042,20 @@ static int transport_abortConnection(lua_State *L) {
 ** the connection is closed. */
 static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  if (t->s != NULL) sp_stream_pushaddr(L, t->s, peer);
-  else lua_getiuservalue(L, 1, peer ? UV_PEER : UV_HOST);
+  if (t->s != NULL)
+    sp_stream_pushaddr(L, t->s, peer);
+  else
+    lua_getiuservalue(L, 1, peer ? UV_PEER : UV_HOST);
   return 1;
 }
 
-static int transport_getPeer(lua_State *L) { return transport_addr(L, 1); }
+static int transport_getPeer(lua_State *L) {
+  return transport_addr(L, 1);
+}
 
-static int transport_getHost(lua_State *L) { return transport_addr(L, 0); }
+static int transport_getHost(lua_State *L) {
+  return transport_addr(L, 0);
+}
 
 static sp_stream *check_tcp(lua_State *L) {
   sp_stream *s = check_open(L);
@@ -1125,8 +1142,7 @@ static int transport_registerProducer(lua_State *L) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   int streaming = lua_toboolean(L, 3);
-  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2,
-                   "producer");
+  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2, "producer");
   if (s == NULL || s->state != ST_OPEN) {
     lua_getfield(L, 2, "stopProducing");
     lua_pushvalue(L, 2);
@@ -1134,11 +1150,12 @@ static int transport_registerProducer(lua_State *L) {
     return 0;
   }
   if (s->flags & SF_PRODUCER)
-    return luaL_error(L, "Cannot register producer %s, because producer %s "
-                         "was never unregistered.",
-                      luaL_tolstring(L, 2, NULL),
-                      (lua_getiuservalue(L, 1, UV_PRODUCER),
-                       luaL_tolstring(L, -1, NULL)));
+    return luaL_error(
+        L,
+        "Cannot register producer %s, because producer %s "
+        "was never unregistered.",
+        luaL_tolstring(L, 2, NULL),
+        (lua_getiuservalue(L, 1, UV_PRODUCER), luaL_tolstring(L, -1, NULL)));
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 1, UV_PRODUCER);
   s->flags |= SF_PRODUCER | (streaming ? SF_STREAMING : 0);
@@ -1193,33 +1210,33 @@ static int transport_tostring(lua_State *L) {
     lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
   } else {
     lua_pushfstring(L, "<UNIX transport %s>",
-                    t->s->peerpath ? t->s->peerpath
-                    : t->s->hostpath ? t->s->hostpath : "?");
+                    t->s->peerpath   ? t->s->peerpath
+                    : t->s->hostpath ? t->s->hostpath
+                                     : "?");
   }
   return 1;
 }
 
 static const luaL_Reg transport_methods[] = {
-  {"write", transport_write},
-  {"writeSequence", transport_writeSequence},
-  {"loseConnection", transport_loseConnection},
-  {"loseWriteConnection", transport_loseWriteConnection},
-  {"abortConnection", transport_abortConnection},
-  {"getPeer", transport_getPeer},
-  {"getHost", transport_getHost},
-  {"setTcpNoDelay", transport_setTcpNoDelay},
-  {"setTcpKeepAlive", transport_setTcpKeepAlive},
-  {"getTcpNoDelay", transport_getTcpNoDelay},
-  {"getTcpKeepAlive", transport_getTcpKeepAlive},
-  {"pauseProducing", transport_pauseProducing},
-  {"resumeProducing", transport_resumeProducing},
-  {"stopProducing", transport_stopProducing},
-  {"registerProducer", transport_registerProducer},
-  {"unregisterProducer", transport_unregisterProducer},
-  {"getBufferSize", transport_getBufferSize},
-  {"isClosed", transport_isClosed},
-  {NULL, NULL}
-};
+    {"write", transport_write},
+    {"writeSequence", transport_writeSequence},
+    {"loseConnection", transport_loseConnection},
+    {"loseWriteConnection", transport_loseWriteConnection},
+    {"abortConnection", transport_abortConnection},
+    {"getPeer", transport_getPeer},
+    {"getHost", transport_getHost},
+    {"setTcpNoDelay", transport_setTcpNoDelay},
+    {"setTcpKeepAlive", transport_setTcpKeepAlive},
+    {"getTcpNoDelay", transport_getTcpNoDelay},
+    {"getTcpKeepAlive", transport_getTcpKeepAlive},
+    {"pauseProducing", transport_pauseProducing},
+    {"resumeProducing", transport_resumeProducing},
+    {"stopProducing", transport_stopProducing},
+    {"registerProducer", transport_registerProducer},
+    {"unregisterProducer", transport_unregisterProducer},
+    {"getBufferSize", transport_getBufferSize},
+    {"isClosed", transport_isClosed},
+    {NULL, NULL}};
 
 /* __index: a method (upvalue 1 is the method table), else one of the
 ** state fields Twisted's transports have: `connected` (open),
@@ -1250,10 +1267,8 @@ static int transport_index(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg transport_meta[] = {
-  {"__tostring", transport_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg transport_meta[] = {{"__tostring", transport_tostring},
+                                          {NULL, NULL}};
 
 void *sp_transport_test(lua_State *L, int idx) {
   const void *mt;

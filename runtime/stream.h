@@ -98,19 +98,19 @@ struct sp_stream {
     uv_pipe_t pipe;
   } h;
   sp_live live;
-  int kind;                 /* SP_STREAM_TCP or SP_STREAM_UNIX */
-  int state;                /* see stream.c: CONNECTING .. CLOSED */
-  unsigned flags;           /* see stream.c: SF_* */
-  int ref;                  /* registry ref to the transport userdata */
+  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int state;      /* see stream.c: CONNECTING .. CLOSED */
+  unsigned flags; /* see stream.c: SF_* */
+  int ref;        /* registry ref to the transport userdata */
   /* The write queue: one uv_write in flight (either a Lua string kept in
   ** the transport's user value, or inflight.base), then pending bytes. */
   uv_write_t wreq;
   uv_shutdown_t sreq;
-  uv_connect_t creq;        /* the connect request of a client stream */
-  uv_buf_t inflight;        /* what the in-flight uv_write sends */
-  char *ibuf;               /* owned buffer behind inflight, or NULL */
+  uv_connect_t creq; /* the connect request of a client stream */
+  uv_buf_t inflight; /* what the in-flight uv_write sends */
+  char *ibuf;        /* owned buffer behind inflight, or NULL */
   size_t icap;
-  char *pbuf;               /* pending bytes, not yet handed to libuv */
+  char *pbuf; /* pending bytes, not yet handed to libuv */
   size_t plen, pcap;
   size_t highwater;
   /* Addresses, kept so getPeer/getHost answer after close. */
@@ -148,8 +148,7 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s);
 
 /* Hand decoded bytes to the protocol's dataReceived. Returns 0, or -1 if
 ** the stream closed meanwhile (the caller must stop using it). */
-int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
-                      size_t len);
+int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data, size_t len);
 
 /* A C implementation of dataReceived that can take the bytes of a read
 ** without a Lua string: direct(L, data, len) is called inside the
@@ -223,8 +222,7 @@ int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
                        unsigned nbufs);
 
 /* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
-const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf,
-                              int *port);
+const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf, int *port);
 
 /* Results of sp_stream_callmethod. */
 enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
@@ -235,8 +233,7 @@ enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
 ** when obj has no such method (SP_CALL_MISSING), or the Failure of an
 ** error, which is logged (SP_CALL_ERROR). For libuv callbacks, which must
 ** never raise. */
-int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
-                         int nargs);
+int sp_stream_callmethod(lua_State *L, int objidx, const char *name, int nargs);
 
 /* [-0, +0, m] Register the transport metatable (done by luaopen). */
 void sp_stream_init(lua_State *L);

@@ -46,8 +46,7 @@
 /* Raise unless the value at idx is a factory (has buildProtocol). */
 static void check_factory(lua_State *L, int idx) {
   int t = lua_type(L, idx);
-  if (t != LUA_TTABLE && t != LUA_TUSERDATA)
-    luaL_typeerror(L, idx, "factory");
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA) luaL_typeerror(L, idx, "factory");
   if (lua_getfield(L, idx, "buildProtocol") == LUA_TNIL)
     luaL_argerror(L, idx, "factory expected (no buildProtocol method)");
   lua_pop(L, 1);
@@ -76,11 +75,11 @@ static int parse_ip(const char *host, int port, struct sockaddr_storage *sa) {
 typedef struct listener listener;
 
 typedef struct port_ud {
-  int kind;          /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int kind; /* SP_STREAM_TCP or SP_STREAM_UNIX */
   int backlog;
-  int mode;          /* Unix: permission bits of the socket file */
-  int ref;           /* registry ref while listening or closing */
-  listener *ls;      /* the listening handle, NULL when not listening */
+  int mode;     /* Unix: permission bits of the socket file */
+  int ref;      /* registry ref while listening or closing */
+  listener *ls; /* the listening handle, NULL when not listening */
   struct sockaddr_storage want;  /* TCP: the address asked for */
   struct sockaddr_storage bound; /* TCP: the address bound */
   sp_tcp_setup_fn setup;         /* per-connection hook (TLS), or NULL */
@@ -119,7 +118,9 @@ struct listener {
   sp_live live;
 };
 
-static void listener_free_cb(uv_handle_t *h) { free(h->data); }
+static void listener_free_cb(uv_handle_t *h) {
+  free(h->data);
+}
 
 /* A client connected to a listening port: accept it, build its protocol
 ** (twisted tcp.Port.doRead). */
@@ -230,8 +231,8 @@ static void port_listen(lua_State *L, int idx) {
                          uv_err_name(r));
     }
     sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
-                       "Couldn't listen on %s: %s (%s).", path,
-                       uv_strerror(r), uv_err_name(r));
+                       "Couldn't listen on %s: %s (%s).", path, uv_strerror(r),
+                       uv_err_name(r));
   }
   if (pu->kind == SP_STREAM_TCP) {
     int len = sizeof pu->bound;
@@ -389,18 +390,14 @@ static int port_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg port_methods[] = {
-  {"stopListening", port_stopListening},
-  {"loseConnection", port_stopListening},
-  {"startListening", port_startListening},
-  {"getHost", port_getHost},
-  {NULL, NULL}
-};
+static const luaL_Reg port_methods[] = {{"stopListening", port_stopListening},
+                                        {"loseConnection", port_stopListening},
+                                        {"startListening", port_startListening},
+                                        {"getHost", port_getHost},
+                                        {NULL, NULL}};
 
-static const luaL_Reg port_meta[] = {
-  {"__tostring", port_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg port_meta[] = {{"__tostring", port_tostring},
+                                     {NULL, NULL}};
 
 /* [-0, +1, m] A new Port userdata of kind with factory at fidx. */
 static port_ud *port_new(lua_State *L, int kind, int fidx, int backlog) {
@@ -521,20 +518,20 @@ typedef struct conn_op {
 } conn_op;
 
 struct connector {
-  sp_live live;        /* on the live list while connecting */
+  sp_live live; /* on the live list while connecting */
   int kind;
   int state;
-  int ref;             /* registry ref while connecting */
+  int ref; /* registry ref while connecting */
   int factory_started;
   int port;
-  double timeout;      /* seconds; <= 0 for none */
+  double timeout; /* seconds; <= 0 for none */
   int has_bind;
   struct sockaddr_storage bind;
-  conn_op *gai;        /* name resolution in flight */
-  conn_op *timer;      /* connect timeout */
-  conn_op *failop;     /* a failure reported on the next loop turn */
-  sp_stream *attempt;  /* connect in flight */
-  sp_stream *stream;   /* connected stream */
+  conn_op *gai;       /* name resolution in flight */
+  conn_op *timer;     /* connect timeout */
+  conn_op *failop;    /* a failure reported on the next loop turn */
+  sp_stream *attempt; /* connect in flight */
+  sp_stream *stream;  /* connected stream */
   struct addrinfo *ai, *ai_next;
   sp_tcp_setup_fn setup; /* per-connection hook (TLS), or NULL */
 };
@@ -543,7 +540,9 @@ struct connector {
 ** setup hook's value. */
 enum { CV_FACTORY = 1, CV_TRANSPORT, CV_HOST, CV_SETUP, CV_N };
 
-static void op_timer_free(uv_handle_t *h) { free(h->data); }
+static void op_timer_free(uv_handle_t *h) {
+  free(h->data);
+}
 
 /* Abandon every request of the current attempt. */
 static void conn_cleanup(connector *c) {
@@ -581,10 +580,10 @@ static void push_dest(lua_State *L, connector *c, int cidx) {
 }
 
 /* [-0, +1, m] Push the error value for a failed connect with libuv code. */
-static void push_connect_error(lua_State *L, connector *c, int cidx,
-                               int code) {
-  const char *key = "reactor.ConnectError", *what = "An error occurred while "
-                                                    "connecting";
+static void push_connect_error(lua_State *L, connector *c, int cidx, int code) {
+  const char *key = "reactor.ConnectError", *what =
+                                                "An error occurred while "
+                                                "connecting";
   push_dest(L, c, cidx);
   switch (code) {
     case UV_ECONNREFUSED:
@@ -796,8 +795,9 @@ static void timeout_cb(uv_timer_t *t) {
   lua_State *L = sp_loop_state();
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
   push_dest(L, c, lua_gettop(L));
-  lua_pushfstring(L, "User timeout caused connection failure: connecting "
-                     "to %s took longer than %f seconds.",
+  lua_pushfstring(L,
+                  "User timeout caused connection failure: connecting "
+                  "to %s took longer than %f seconds.",
                   lua_tostring(L, -1), (LUAI_UACNUMBER)c->timeout);
   sp_errortype_make(L, "reactor.TimeoutError", lua_tostring(L, -1));
   lua_replace(L, -4);
@@ -841,7 +841,8 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
   if (c->kind == SP_STREAM_UNIX) {
     int err;
     sp_stream *s = sp_stream_alloc(SP_STREAM_UNIX, &err);
-    if (s == NULL) r = err;
+    if (s == NULL)
+      r = err;
     else if (strlen(host) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
       sp_stream_discard(s);
       r = UV_ENAMETOOLONG;
@@ -869,8 +870,10 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
         op->u.gai.data = op;
         r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr,
                            &hints);
-        if (r < 0) free(op);
-        else c->gai = op;
+        if (r < 0)
+          free(op);
+        else
+          c->gai = op;
       }
     }
   }
@@ -995,19 +998,16 @@ static int connector_tostring(lua_State *L) {
 }
 
 static const luaL_Reg connector_methods[] = {
-  {"connect", connector_connect},
-  {"disconnect", connector_disconnect},
-  {"stopConnecting", connector_stopConnecting},
-  {"getDestination", connector_getDestination},
-  {NULL, NULL}
-};
+    {"connect", connector_connect},
+    {"disconnect", connector_disconnect},
+    {"stopConnecting", connector_stopConnecting},
+    {"getDestination", connector_getDestination},
+    {NULL, NULL}};
 
-static const luaL_Reg connector_meta[] = {
-  {"__index", connector_index},
-  {"__gc", connector_gc},
-  {"__tostring", connector_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg connector_meta[] = {{"__index", connector_index},
+                                          {"__gc", connector_gc},
+                                          {"__tostring", connector_tostring},
+                                          {NULL, NULL}};
 
 /* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
 static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
@@ -1179,13 +1179,9 @@ static int tcp_resolve(lua_State *L) {
 }
 
 static const luaL_Reg tcp_funcs[] = {
-  {"resolve", tcp_resolve},
-  {"listenTCP", tcp_listenTCP},
-  {"connectTCP", tcp_connectTCP},
-  {"listenUNIX", tcp_listenUNIX},
-  {"connectUNIX", tcp_connectUNIX},
-  {NULL, NULL}
-};
+    {"resolve", tcp_resolve},         {"listenTCP", tcp_listenTCP},
+    {"connectTCP", tcp_connectTCP},   {"listenUNIX", tcp_listenUNIX},
+    {"connectUNIX", tcp_connectUNIX}, {NULL, NULL}};
 
 int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
@@ -1197,8 +1193,8 @@ int luaopen_spindle__tcp(lua_State *L) {
   lua_setfield(L, -2, "methods");
   lua_pop(L, 1);
   luaL_newlib(L, tcp_funcs);
-  sp_errortype_register(L, "reactor.NotConnectingError",
-                        "NotConnectingError", NULL);
+  sp_errortype_register(L, "reactor.NotConnectingError", "NotConnectingError",
+                        NULL);
   lua_setfield(L, -2, "NotConnectingError");
   sp_errortype_push(L, "reactor.ConnectionAborted");
   lua_setfield(L, -2, "ConnectionAborted");

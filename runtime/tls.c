@@ -98,7 +98,7 @@ void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
 static int drain(lua_State *L, tls_conn *c) {
   int n;
   while ((n = BIO_read(c->wbio, drainbuf, sizeof drainbuf)) > 0) {
-    uv_buf_t b = uv_buf_init(drainbuf, (unsigned) n);
+    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
     int r = sp_stream_write_raw(L, c->s, &b, 1);
     if (r < 0) return r;
   }
@@ -178,7 +178,7 @@ static int handshake(lua_State *L, tls_conn *c) {
 /* SSL_write p in CHUNK pieces, draining after each. Returns 0 or -1. */
 static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   while (len > 0) {
-    int n = len > CHUNK ? CHUNK : (int) len, w, err;
+    int n = len > CHUNK ? CHUNK : (int)len, w, err;
     c->L = L;
     ERR_clear_error();
     w = SSL_write(c->ssl, p, n);
@@ -189,7 +189,7 @@ static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
     }
     if (drain(L, c) < 0) return -1;
     p += w;
-    len -= (size_t) w;
+    len -= (size_t)w;
   }
   return 0;
 }
@@ -238,7 +238,7 @@ static void peer_closed(lua_State *L, tls_conn *c) {
   ERR_clear_error();
   n = BIO_read(c->wbio, drainbuf, sizeof drainbuf);
   if (n > 0) {
-    uv_buf_t b = uv_buf_init(drainbuf, (unsigned) n);
+    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
     uv_try_write(&c->s->h.stream, &b, 1);
   }
   sp_errortype_make(L, "reactor.ConnectionDone",
@@ -256,12 +256,12 @@ static void read_records(lua_State *L, tls_conn *c) {
     c->L = L;
     while (got < sizeof readbuf) {
       ERR_clear_error();
-      n = SSL_read(c->ssl, readbuf + got, (int) (sizeof readbuf - got));
+      n = SSL_read(c->ssl, readbuf + got, (int)(sizeof readbuf - got));
       if (n <= 0) {
         err = SSL_get_error(c->ssl, n);
         break;
       }
-      got += (size_t) n;
+      got += (size_t)n;
     }
     /* Key updates and session tickets may want an answer. */
     if (err != SSL_ERROR_SSL && err != SSL_ERROR_SYSCALL && drain(L, c) < 0)
@@ -285,11 +285,11 @@ static int filter_read(lua_State *L, sp_stream *s, const char *data,
   tls_conn *c = s->filter_data;
   if (c->flags & TF_FAILED) return 0;
   while (len > 0) {
-    int n = len > INT32_MAX ? INT32_MAX : (int) len;
+    int n = len > INT32_MAX ? INT32_MAX : (int)len;
     int w = BIO_write(c->rbio, data, n);
     if (w <= 0) return UV_ENOMEM;
     data += w;
-    len -= (size_t) w;
+    len -= (size_t)w;
   }
   if (!(c->flags & TF_DONE) && handshake(L, c) <= 0) return 0;
   read_records(L, c);
@@ -579,7 +579,7 @@ static int transport_getNegotiatedProtocol(lua_State *L) {
   if (c != NULL && (c->flags & TF_DONE))
     SSL_get0_alpn_selected(c->ssl, &p, &len);
   if (len > 0)
-    lua_pushlstring(L, (const char *) p, len);
+    lua_pushlstring(L, (const char *)p, len);
   else
     lua_pushnil(L);
   return 1;

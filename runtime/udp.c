@@ -46,19 +46,19 @@
 enum { UV_PROTOCOL = 1, UV_STOPPED = 2, PORT_NUV = 2 };
 
 typedef struct udpport {
-  uv_udp_t handle;         /* handle.data points back here */
-  int ref;                 /* registry ref to the box; LUA_NOREF if none */
-  int closing;             /* uv_close was called */
-  int connected;           /* connect() was called */
-  int family;              /* AF_INET or AF_INET6 */
-  size_t maxPacketSize;    /* bytes */
-  char *rbuf;              /* the reused receive buffer, maxPacketSize */
-  struct udpport *next;    /* list of open ports, for shutdown */
+  uv_udp_t handle;      /* handle.data points back here */
+  int ref;              /* registry ref to the box; LUA_NOREF if none */
+  int closing;          /* uv_close was called */
+  int connected;        /* connect() was called */
+  int family;           /* AF_INET or AF_INET6 */
+  size_t maxPacketSize; /* bytes */
+  char *rbuf;           /* the reused receive buffer, maxPacketSize */
+  struct udpport *next; /* list of open ports, for shutdown */
   struct udpport **prevp;
 } udpport;
 
 typedef struct portbox {
-  udpport *p;              /* NULL once the port is closed */
+  udpport *p; /* NULL once the port is closed */
 } portbox;
 
 static udpport *open_ports = NULL;
@@ -72,8 +72,7 @@ typedef struct sendreq {
 
 /* Parse an IP literal (or "<broadcast>", Twisted's name for the IPv4
 ** broadcast address) and port into ss. Returns 0 or a libuv error. */
-static int addr_parse(const char *host, int port,
-                      struct sockaddr_storage *ss) {
+static int addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
   memset(ss, 0, sizeof(*ss));
   if (strcmp(host, "<broadcast>") == 0) host = "255.255.255.255";
   if (strchr(host, ':') != NULL)
@@ -151,8 +150,7 @@ static const char *check_addr(lua_State *L, int idx,
   rc = addr_parse(host, port, ss);
   if (rc != 0)
     sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
-                       "Invalid address %s: not an IPv4 or IPv6 address",
-                       host);
+                       "Invalid address %s: not an IPv4 or IPv6 address", host);
   return host;
 }
 
@@ -264,8 +262,7 @@ static void port_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 /* [-0, +0, -] Call protocol:name(...) with the nargs values on top of the
 ** stack, under sp_pcall; an error is logged with its traceback. The box is
 ** at index `box`. */
-static void port_callback(lua_State *L, int box, const char *name,
-                          int nargs) {
+static void port_callback(lua_State *L, int box, const char *name, int nargs) {
   lua_getiuservalue(L, box, UV_PROTOCOL);
   lua_getfield(L, -1, name);
   lua_insert(L, -2 - nargs);
@@ -346,14 +343,16 @@ static int listen_common(lua_State *L, int multicast) {
   portbox *b;
   udpport *p;
   int rc;
-  luaL_argexpected(L, lua_type(L, 2) == LUA_TTABLE ||
-                   lua_type(L, 2) == LUA_TUSERDATA, 2, "protocol");
+  luaL_argexpected(
+      L, lua_type(L, 2) == LUA_TTABLE || lua_type(L, 2) == LUA_TUSERDATA, 2,
+      "protocol");
   luaL_argcheck(L, maxp > 0 && maxp <= MAX_PACKET_LIMIT, 4,
                 "maxPacketSize out of range");
   if (addr_parse(*iface ? iface : "0.0.0.0", portnum, &ss) != 0)
     return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
                               "Invalid address %s: not an IPv4 or IPv6 "
-                              "address", iface);
+                              "address",
+                              iface);
   lua_settop(L, 5); /* keep `iface` (index 3) alive */
   b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
   b->p = NULL;
@@ -367,8 +366,7 @@ static int listen_common(lua_State *L, int multicast) {
   p->ref = LUA_NOREF;
   p->family = ss.ss_family;
   p->maxPacketSize = (size_t)maxp;
-  rc = port_open(p, (const struct sockaddr *)&ss,
-                 reuse ? UV_UDP_REUSEADDR : 0);
+  rc = port_open(p, (const struct sockaddr *)&ss, reuse ? UV_UDP_REUSEADDR : 0);
   if (rc != 0) return raise_cannot_listen(L, iface, portnum, rc);
   b->p = p;
   lua_pushvalue(L, 2);
@@ -445,7 +443,8 @@ static void check_family(lua_State *L, udpport *p, const char *host,
   if (ss->ss_family == p->family) return;
   sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
                      "Invalid address %s: %s port write() called with %s "
-                     "address", host, p->family == AF_INET ? "IPv4" : "IPv6",
+                     "address",
+                     host, p->family == AF_INET ? "IPv4" : "IPv6",
                      ss->ss_family == AF_INET ? "an IPv4" : "an IPv6");
 }
 
@@ -463,16 +462,15 @@ static void check_connected_addr(lua_State *L, udpport *p,
   } else if (peer.ss_family == AF_INET) {
     struct sockaddr_in *a = (struct sockaddr_in *)&peer;
     struct sockaddr_in *b = (struct sockaddr_in *)ss;
-    same = a->sin_port == b->sin_port &&
-           a->sin_addr.s_addr == b->sin_addr.s_addr;
+    same =
+        a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
   } else {
     struct sockaddr_in6 *a = (struct sockaddr_in6 *)&peer;
     struct sockaddr_in6 *b = (struct sockaddr_in6 *)ss;
     same = a->sin6_port == b->sin6_port &&
            memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
   }
-  if (!same)
-    luaL_argerror(L, 3, "not the connected address");
+  if (!same) luaL_argerror(L, 3, "not the connected address");
 }
 
 /* port:write(data[, addr]) -> bytes sent (nil when queued or dropped)
@@ -497,7 +495,8 @@ static int port_write(lua_State *L) {
   if (!p->connected) {
     const char *host;
     if (lua_isnoneornil(L, 3))
-      return luaL_argerror(L, 3, "address table expected, got no value "
+      return luaL_argerror(L, 3,
+                           "address table expected, got no value "
                            "(the port is not connected)");
     host = check_addr(L, 3, &ss);
     check_family(L, p, host, &ss);
@@ -505,8 +504,10 @@ static int port_write(lua_State *L) {
   } else if (!lua_isnoneornil(L, 3)) {
     check_connected_addr(L, p, &ss);
   }
-  if (n > 0xffffffffu) rc = UV_EMSGSIZE;
-  else rc = uv_udp_try_send(&p->handle, &buf, 1, sa);
+  if (n > 0xffffffffu)
+    rc = UV_EMSGSIZE;
+  else
+    rc = uv_udp_try_send(&p->handle, &buf, 1, sa);
   if (rc >= 0) {
     lua_pushinteger(L, rc);
     return 1;
@@ -515,8 +516,7 @@ static int port_write(lua_State *L) {
   if (rc == 0) return 0;
   if (rc == UV_EMSGSIZE)
     return sp_errortype_raise(L, "reactor.MessageLengthError", "EMSGSIZE",
-                              "message too long (%I bytes)",
-                              (lua_Integer)n);
+                              "message too long (%I bytes)", (lua_Integer)n);
   if (rc == UV_ECONNREFUSED) {
     if (p->connected) {
       lua_settop(L, 1);
@@ -540,17 +540,18 @@ static int port_connect(lua_State *L) {
   int portnum = check_portnum(L, 3), rc;
   struct sockaddr_storage ss;
   if (p->connected)
-    return luaL_error(L, "already connected, reconnecting is not currently "
+    return luaL_error(L,
+                      "already connected, reconnecting is not currently "
                       "supported");
   if (addr_parse(host, portnum, &ss) != 0)
     return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
                               "Invalid address %s: not an IPv4 or IPv6 "
-                              "address", host);
+                              "address",
+                              host);
   check_family(L, p, host, &ss);
   rc = uv_udp_connect(&p->handle, (const struct sockaddr *)&ss);
   if (rc != 0)
-    return luaL_error(L, "connect: %s (%s)", uv_strerror(rc),
-                      uv_err_name(rc));
+    return luaL_error(L, "connect: %s (%s)", uv_strerror(rc), uv_err_name(rc));
   p->connected = 1;
   return 0;
 }
@@ -563,8 +564,7 @@ static int port_getHost(lua_State *L) {
   int len = sizeof(ss);
   int rc = uv_udp_getsockname(&p->handle, (struct sockaddr *)&ss, &len);
   if (rc != 0)
-    return luaL_error(L, "getHost: %s (%s)", uv_strerror(rc),
-                      uv_err_name(rc));
+    return luaL_error(L, "getHost: %s (%s)", uv_strerror(rc), uv_err_name(rc));
   addr_push(L, (const struct sockaddr *)&ss, 1);
   return 1;
 }
@@ -595,8 +595,7 @@ static int group_change(lua_State *L, uv_membership how) {
   udpport *p = port_check(L);
   const char *group = luaL_checkstring(L, 2);
   const char *iface = luaL_optstring(L, 3, "");
-  int rc = uv_udp_set_membership(&p->handle, group, *iface ? iface : NULL,
-                                 how);
+  int rc = uv_udp_set_membership(&p->handle, group, *iface ? iface : NULL, how);
   sp_deferred_new(L);
   if (rc == 0) {
     lua_pushnil(L);
@@ -677,8 +676,7 @@ static int port_getTTL(lua_State *L) {
 ** Follows twisted MulticastMixin.setLoopbackMode; uv_udp_set_multicast_loop. */
 static int port_setLoopbackMode(lua_State *L) {
   udpport *p = port_check(L);
-  int on = lua_isinteger(L, 2) ? lua_tointeger(L, 2) != 0
-                               : lua_toboolean(L, 2);
+  int on = lua_isinteger(L, 2) ? lua_tointeger(L, 2) != 0 : lua_toboolean(L, 2);
   int rc;
   luaL_checkany(L, 2);
   rc = uv_udp_set_multicast_loop(&p->handle, on);
@@ -767,28 +765,25 @@ static int port_index(lua_State *L) {
 }
 
 static const luaL_Reg port_methods[] = {
-  {"write", port_write},
-  {"connect", port_connect},
-  {"getHost", port_getHost},
-  {"stopListening", port_stopListening},
-  {"loseConnection", port_stopListening},
-  {"joinGroup", port_joinGroup},
-  {"leaveGroup", port_leaveGroup},
-  {"setTTL", port_setTTL},
-  {"getTTL", port_getTTL},
-  {"setLoopbackMode", port_setLoopbackMode},
-  {"getLoopbackMode", port_getLoopbackMode},
-  {"setBroadcastAllowed", port_setBroadcastAllowed},
-  {"getBroadcastAllowed", port_getBroadcastAllowed},
-  {"setOutgoingInterface", port_setOutgoingInterface},
-  {NULL, NULL}
-};
+    {"write", port_write},
+    {"connect", port_connect},
+    {"getHost", port_getHost},
+    {"stopListening", port_stopListening},
+    {"loseConnection", port_stopListening},
+    {"joinGroup", port_joinGroup},
+    {"leaveGroup", port_leaveGroup},
+    {"setTTL", port_setTTL},
+    {"getTTL", port_getTTL},
+    {"setLoopbackMode", port_setLoopbackMode},
+    {"getLoopbackMode", port_getLoopbackMode},
+    {"setBroadcastAllowed", port_setBroadcastAllowed},
+    {"getBroadcastAllowed", port_getBroadcastAllowed},
+    {"setOutgoingInterface", port_setOutgoingInterface},
+    {NULL, NULL}};
 
-static const luaL_Reg udp_funcs[] = {
-  {"listenUDP", udp_listenUDP},
-  {"listenMulticast", udp_listenMulticast},
-  {NULL, NULL}
-};
+static const luaL_Reg udp_funcs[] = {{"listenUDP", udp_listenUDP},
+                                     {"listenMulticast", udp_listenMulticast},
+                                     {NULL, NULL}};
 
 /* spindle._udp: the UDP part of spindle.reactor. */
 int luaopen_spindle__udp(lua_State *L) {
@@ -802,8 +797,8 @@ int luaopen_spindle__udp(lua_State *L) {
   sp_loop(); /* registers loop.c's shutdown hook before ours */
   sp_on_shutdown(udp_shutdown);
   luaL_newlib(L, udp_funcs);
-  sp_errortype_register(L, "reactor.InvalidAddressError",
-                        "InvalidAddressError", NULL);
+  sp_errortype_register(L, "reactor.InvalidAddressError", "InvalidAddressError",
+                        NULL);
   lua_setfield(L, -2, "InvalidAddressError");
   sp_errortype_register(L, "reactor.MulticastJoinError", "MulticastJoinError",
                         NULL);
