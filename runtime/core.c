@@ -90,6 +90,18 @@ void sp_checkcallable(lua_State *L, int idx) {
   luaL_typeerror(L, idx, "callable");
 }
 
+void sp_pushaddrfields(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 1);
+  }
+  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, idx, 2);
+  }
+}
+
 /* Edit distance between a and b, ignoring case, capped at 8. */
 static int name_distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b), i, j;

@@ -45,6 +45,11 @@ void sp_strict(lua_State *L, int idx, const char *name);
 ** or a value whose metatable has __call). */
 void sp_checkcallable(lua_State *L, int idx);
 
+/* [-0, +2, e] Push the host and port of the address table at idx, from
+** its named fields {host = h, port = p} or else its positions {h, p} (the
+** shape of Twisted's (host, port) tuples). Either may be nil. */
+void sp_pushaddrfields(lua_State *L, int idx);
+
 /* Install the module searcher for the Lua files compiled into the binary
 ** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
 void sp_openlibs(lua_State *L);

@@ -1036,14 +1036,7 @@ static void check_bind(lua_State *L, int idx, connector *c) {
   const char *host;
   lua_Integer port;
   luaL_argexpected(L, lua_istable(L, idx), idx, "table {host, port}");
-  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 1);
-  }
-  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 2);
-  }
+  sp_pushaddrfields(L, idx);
   host = lua_tostring(L, -2);
   port = lua_isnil(L, -1) ? 0 : lua_tointeger(L, -1);
   if (host == NULL || port < 0 || port > 65535 ||

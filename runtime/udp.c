@@ -131,14 +131,7 @@ static const char *check_addr(lua_State *L, int idx,
   const char *host;
   int port, rc;
   luaL_argexpected(L, lua_type(L, idx) == LUA_TTABLE, idx, "address table");
-  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 1);
-  }
-  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 2);
-  }
+  sp_pushaddrfields(L, idx);
   host = lua_tostring(L, -2);
   if (host == NULL || lua_type(L, -2) != LUA_TSTRING)
     luaL_argerror(L, idx, "address host must be a string");
