@@ -12,7 +12,9 @@ end
 
 -- Write a python3 program to a temporary file; returns its path.
 local function pyfile(src)
-  local path = os.tmpname() .. ".py"
+  local base = os.tmpname()
+  os.remove(base) -- os.tmpname made it; only the .py file is used
+  local path = base .. ".py"
   local f = assert(io.open(path, "w"))
   f:write(src)
   f:close()
