@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>
 
 #include "core.h"
 #include "defer.h"
@@ -672,6 +673,7 @@ static int loop_stop(lua_State *L) {
 ** Twisted's _SignalReactorMixin does. A second signal while stopping is
 ** ignored. */
 static int (*interrupt_hook)(lua_State *L) = NULL;
+static void interrupt_clear(void);
 
 void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L)) {
   interrupt_hook = fn;
@@ -681,6 +683,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
+  interrupt_clear();
   if (state != S_RUNNING) return;
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
   snprintf(text, sizeof text, "Received %s, shutting down.",
@@ -693,14 +696,82 @@ static void signal_cb(uv_signal_t *h, int signum) {
   }
 }
 
+/* A signal reaches signal_cb only when the loop gets control back. Lua code
+** that never returns (a busy loop in a callback) would keep it from ever
+** doing so, and SIGINT/SIGTERM could not stop the process. So our own
+** handler sits in front of libuv's: it notes the time and sets a Lua hook
+** (lua_sethook is safe in a signal handler, as lua.c's laction uses it);
+** if the loop has not handled the signal half a second later, the hook
+** raises "interrupted!" in the running Lua code, as the lua command does.
+** The error is caught and logged like any callback error, the loop gets
+** control back, and signal_cb stops the reactor. */
+#define INTERRUPT_GRACE 0.5 /* seconds */
+static volatile sig_atomic_t interrupt_pending = 0;
+static struct timespec interrupt_at;
+static lua_State *volatile interrupt_L = NULL;
+static struct sigaction libuv_action[NSIGNALS];
+
+static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
+  struct timespec now;
+  double dt;
+  (void)ar;
+  if (!interrupt_pending) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  dt = (double)(now.tv_sec - interrupt_at.tv_sec) +
+       (double)(now.tv_nsec - interrupt_at.tv_nsec) / 1e9;
+  if (dt < INTERRUPT_GRACE) return;
+  interrupt_pending = 0;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
+  int i = signum == SIGINT ? 0 : 1;
+  lua_State *L = interrupt_L;
+  if (!interrupt_pending) {
+    clock_gettime(CLOCK_MONOTONIC, &interrupt_at);
+    interrupt_pending = 1;
+  }
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
+                LUA_MASKCOUNT, 1000);
+  if (libuv_action[i].sa_flags & SA_SIGINFO)
+    libuv_action[i].sa_sigaction(signum, info, ctx);
+  else if (libuv_action[i].sa_handler != SIG_DFL &&
+           libuv_action[i].sa_handler != SIG_IGN)
+    libuv_action[i].sa_handler(signum);
+}
+
+/* The loop has the signal: no need to interrupt Lua code any more. */
+static void interrupt_clear(void) {
+  interrupt_pending = 0;
+  if (interrupt_L != NULL) lua_sethook(interrupt_L, NULL, 0, 0);
+}
+
 static void signals_start(lua_State *L) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = interrupt_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigfillset(&sa.sa_mask);
   for (int i = 0; i < NSIGNALS; i++) {
     int r = uv_signal_start(signals[i], signal_cb, signums[i]);
     if (r != 0) luaL_error(L, "uv_signal_start: %s", uv_strerror(r));
   }
+  interrupt_L = L;
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], &sa, &libuv_action[i]);
 }
 
 static void signals_stop(void) {
+  /* Give libuv its own handlers back before it unregisters them. */
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], &libuv_action[i], NULL);
+  interrupt_clear();
+  interrupt_L = NULL;
   for (int i = 0; i < NSIGNALS; i++) uv_signal_stop(signals[i]);
 }
 

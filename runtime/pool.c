@@ -28,6 +28,7 @@
 ** order pool.lock -> inbox lock never happens). The main Lua state is
 ** touched only on the loop thread; a worker's state only by its worker.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,7 +441,15 @@ static void worker_start(void) {
     w->next = pool.all;
     pool.all = w;
     uv_mutex_unlock(&pool.lock);
+    /* Workers inherit a mask blocking SIGINT and SIGTERM, so those always
+    ** reach the loop thread, whose handler interrupts its Lua code. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     r = uv_thread_create(&w->tid, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   if (r == 0) return;
   fprintf(stderr, "spindle: cannot start a pool thread: %s\n", uv_strerror(r));

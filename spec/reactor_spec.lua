@@ -681,4 +681,30 @@ describe("signals", function()
         assert.are.equal(0, code)
       end)
   end
+
+  local busy = [[
+    local reactor = require("spindle.reactor")
+    reactor.addSystemEventTrigger("after", "shutdown", print, "after shutdown")
+    local pid = io.open("/proc/self/stat"):read("a"):match("^(%d+)")
+    reactor.callWhenRunning(function()
+      -- The signal comes from another process while we spin.
+      io.popen("(sleep 0.2; kill -" .. arg[1] .. " " .. pid .. ") &"):close()
+      local t0 = os.clock()
+      while os.clock() - t0 < 20 do end
+      print("not interrupted")
+    end)
+    reactor.run()
+    print("run returned")
+  ]]
+
+  for _, sig in ipairs({"TERM", "INT"}) do
+    it("SIG" .. sig .. " interrupts a callback that never returns, then "
+      .. "stops the reactor (as lua's 'interrupted!')", function()
+      local out, err, code = H.runScript(busy, {sig})
+      assert.are.equal("after shutdown\nrun returned\n", out)
+      assert.truthy(err:find("interrupted!", 1, true), err)
+      assert.truthy(err:find("Received SIG" .. sig, 1, true), err)
+      assert.are.equal(0, code)
+    end)
+  end
 end)
