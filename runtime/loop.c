@@ -709,6 +709,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
 static volatile sig_atomic_t interrupt_pending = 0;
 static struct timespec interrupt_at;
 static lua_State *volatile interrupt_L = NULL;
+static lua_State *volatile interrupt_co = NULL; /* coroutine resumed now */
 static struct sigaction libuv_action[NSIGNALS];
 
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
@@ -725,7 +726,8 @@ static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   if (dt < INTERRUPT_GRACE) return;
   interrupt_pending = 0;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
+  lua_pushliteral(L, "interrupted!");
+  lua_error(L);
 }
 
 static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
@@ -735,6 +737,10 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
     clock_gettime(CLOCK_MONOTONIC, &interrupt_at);
     interrupt_pending = 1;
   }
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
+                LUA_MASKCOUNT, 1000);
+  L = interrupt_co;
   if (L != NULL)
     lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
                 LUA_MASKCOUNT, 1000);
@@ -749,6 +755,37 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
 static void interrupt_clear(void) {
   interrupt_pending = 0;
   if (interrupt_L != NULL) lua_sethook(interrupt_L, NULL, 0, 0);
+  if (interrupt_co != NULL) lua_sethook(interrupt_co, NULL, 0, 0);
+}
+
+/* spindle._interrupt.resume(co, ...) -> coroutine.resume(co, ...)
+** Hooks are per Lua thread, so the interrupt above must know which
+** coroutine runs: defer.inlineCallbacks resumes through this. */
+static int interrupt_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  lua_State *prev = interrupt_co;
+  int n;
+  luaL_argexpected(L, co != NULL, 1, "coroutine");
+  interrupt_co = co;
+  if (interrupt_pending)
+    lua_sethook(co, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
+                LUA_MASKCOUNT, 1000);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* coroutine.resume */
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  interrupt_co = prev;
+  n = lua_gettop(L);
+  return n;
+}
+
+int luaopen_spindle__interrupt(lua_State *L) {
+  lua_newtable(L);
+  lua_getglobal(L, "coroutine");
+  lua_getfield(L, -1, "resume");
+  lua_remove(L, -2);
+  lua_pushcclosure(L, interrupt_resume, 1);
+  lua_setfield(L, -2, "resume");
+  return 1;
 }
 
 static void signals_start(lua_State *L) {

@@ -153,3 +153,21 @@ sys.stdout.write("\nEXIT %d\n" % os.WEXITSTATUS(status))
     assert.matches("await(d)", history, 1, true)
   end)
 end)
+
+describe("the REPL and SIGINT", function()
+  it("interrupts an entry that never returns and goes on", function()
+    -- The shell sends SIGINT while the entry spins; the next line runs.
+    local cmd = "(sleep 0.5; kill -INT $(cat " .. "%s" .. ")) & " ..
+      "echo $$ > %s; exec %s -i"
+    local pidfile = os.tmpname()
+    local p = assert(io.popen(string.format(
+      "printf 'while true do end\\n\"after\"\\n' | timeout 20 sh -c %s 2>&1",
+      process.quote(string.format(cmd, pidfile, pidfile,
+        process.quote(process.bin))))))
+    local out = p:read("a")
+    p:close()
+    os.remove(pidfile)
+    assert.matches("interrupted!", out, 1, true)
+    assert.matches("\nafter\n", out, 1, true)
+  end)
+end)

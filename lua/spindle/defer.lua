@@ -14,6 +14,7 @@ local isFailure = failure.isFailure
 local Failure = failure.Failure
 local errhandler = C.errhandler
 local pack, unpack = table.pack, table.unpack
+local coresume = require("spindle._interrupt").resume -- coroutine.resume
 
 local M = {}
 
@@ -289,7 +290,7 @@ end
 -- status.deferred (an error keeps the traceback of its raise point).
 resume = function(co, status, value)
   while true do
-    local ok, r = coroutine.resume(co, value)
+    local ok, r = coresume(co, value)
     if coroutine.status(co) == "dead" then
       running[co] = nil
       local d = status.deferred
