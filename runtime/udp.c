@@ -339,6 +339,9 @@ static int listen_common(lua_State *L, int multicast) {
   luaL_argexpected(
       L, lua_type(L, 2) == LUA_TTABLE || lua_type(L, 2) == LUA_TUSERDATA, 2,
       "protocol");
+  if (lua_getfield(L, 2, "makeConnection") == LUA_TNIL)
+    luaL_argerror(L, 2, "DatagramProtocol expected (no makeConnection)");
+  lua_pop(L, 1);
   luaL_argcheck(L, maxp > 0 && maxp <= MAX_PACKET_LIMIT, 4,
                 "maxPacketSize out of range");
   if (addr_parse(*iface ? iface : "0.0.0.0", portnum, &ss) != 0)

@@ -220,6 +220,9 @@ for i in range(3):
   end)
 
   it("raises errors naming the argument for bad input", function()
+    assert.has_error(function() reactor.listenUDP(0, {}) end,
+      "bad argument #2 to 'listenUDP' (DatagramProtocol expected (no " ..
+      "makeConnection))")
     local p = Recorder()
     assert.has_error(function() reactor.listenUDP("x", p) end,
       "bad argument #1 to 'listenUDP' (integer expected, got string)")
