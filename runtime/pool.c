@@ -669,12 +669,12 @@ static int worker_seconds(lua_State *L) {
   return 1;
 }
 
-/* [-0, +0, m] In module table at -1, a stub for each name that raises
-** "<prefix>.<name> can only be called on the reactor thread". A stub is
+/* [-0, +0, m] In module table at -1, a guard for each name that raises
+** "<prefix>.<name> can only be called on the reactor thread". A guard is
 ** a field of the module, so passed to callFromThread it arrives on the
 ** main thread as the real function of that name (marshal.c), as in
 ** Twisted's reactor.callFromThread(reactor.stop). */
-static void worker_stubs(lua_State *L, const char *prefix,
+static void worker_guards(lua_State *L, const char *prefix,
                          const char *const *names) {
   for (int i = 0; names[i] != NULL; i++) {
     lua_pushfstring(L, "%s.%s", prefix, names[i]);
@@ -710,7 +710,7 @@ static int worker_open_reactor(lua_State *L) {
                                          NULL};
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
-  worker_stubs(L, "reactor", mainonly);
+  worker_guards(L, "reactor", mainonly);
   sp_strict(L, -1, "reactor (in a pool thread)");
   return 1;
 }
@@ -721,7 +721,7 @@ static int worker_open_threads(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"blockingCallFromThread", worker_blockingCallFromThread}, {NULL, NULL}};
   luaL_newlib(L, funcs);
-  worker_stubs(L, "threads", mainonly);
+  worker_guards(L, "threads", mainonly);
   sp_errortype_export(L, -1, "threads");
   sp_strict(L, -1, "threads (in a pool thread)");
   return 1;
