@@ -738,12 +738,12 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
     interrupt_pending = 1;
   }
   if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
-                LUA_MASKCOUNT, 1000);
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1000);
   L = interrupt_co;
   if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
-                LUA_MASKCOUNT, 1000);
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1000);
   if (libuv_action[i].sa_flags & SA_SIGINFO)
     libuv_action[i].sa_sigaction(signum, info, ctx);
   else if (libuv_action[i].sa_handler != SIG_DFL &&
@@ -768,8 +768,8 @@ static int interrupt_resume(lua_State *L) {
   luaL_argexpected(L, co != NULL, 1, "coroutine");
   interrupt_co = co;
   if (interrupt_pending)
-    lua_sethook(co, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET |
-                LUA_MASKCOUNT, 1000);
+    lua_sethook(co, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1000);
   lua_pushvalue(L, lua_upvalueindex(1)); /* coroutine.resume */
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);

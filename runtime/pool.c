@@ -675,7 +675,7 @@ static int worker_seconds(lua_State *L) {
 ** main thread as the real function of that name (marshal.c), as in
 ** Twisted's reactor.callFromThread(reactor.stop). */
 static void worker_guards(lua_State *L, const char *prefix,
-                         const char *const *names) {
+                          const char *const *names) {
   for (int i = 0; names[i] != NULL; i++) {
     lua_pushfstring(L, "%s.%s", prefix, names[i]);
     lua_pushcclosure(L, worker_mainonly, 1);
