@@ -1410,3 +1410,10 @@ describe("defer.inlineCallbacks on the reactor", function()
     assert.equal("nil5", H.wait(f()))
   end)
 end)
+
+describe("defer.gatherResults arguments", function()
+  it("names gatherResults for a non-table list", function()
+    assert.has_error(function() defer.gatherResults(5) end,
+      "bad argument #1 to 'gatherResults' (table expected, got number)")
+  end)
+end)

@@ -248,7 +248,11 @@ end
 -- table.unpack(values, 1, values.n). n comes from the list's metatable,
 -- not an own key. twisted.internet.defer.gatherResults.
 function M.gatherResults(list, consumeErrors)
-  local n = type(list) == "table" and (list.n or #list) or 0
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'gatherResults' (table expected, got " ..
+      type(list) .. ")", 2)
+  end
+  local n = list.n or #list
   local dl = M.DeferredList(list, {fireOnOneErrback = true,
     consumeErrors = consumeErrors})
   return dl:addCallback(function(resultList)
