@@ -30,7 +30,7 @@ OBJ     := $(SRC:runtime/%.c=$(BUILD)/obj/%.o) \
 ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined
 
-BUSTED_ARGS ?=
+BUSTED_ARGS ?= spec
 
 .PHONY: all deps run test test-plain test-asan asan bench bench-net clean
 
@@ -78,7 +78,7 @@ test: all
 	$(MAKE) test-asan
 
 test-plain: all
-	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS) spec
+	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS)
 
 asan: deps
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_FLAGS)" LDFLAGS="-Wl,-E -fsanitize=address,undefined" build-asan/spindle
@@ -86,7 +86,7 @@ asan: deps
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  sh tools/busted.sh build-asan/spindle $(BUSTED_ARGS) spec
+	  sh tools/busted.sh build-asan/spindle $(BUSTED_ARGS)
 
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
