@@ -4,33 +4,12 @@ local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
 local H = require("spec.support.helper")
+local peers = require("spec.support.peers")
+local pyfile, spawn, finish = peers.pyfile, peers.spawn, peers.finish
 
 -- Run the reactor until d fires (failing if an error was logged meanwhile).
 local function wait(d, timeout)
   return H.wait(d, timeout or 10)
-end
-
--- Write a python3 program to a temporary file; returns its path.
-local function pyfile(src)
-  local base = os.tmpname()
-  os.remove(base) -- os.tmpname made it; only the .py file is used
-  local path = base .. ".py"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
-
--- Start a shell command reading nothing; returns a popen handle whose
--- output is read (blocking) once the reactor has done its part.
-local function spawn(cmd)
-  return assert(io.popen(cmd .. " 2>&1", "r"))
-end
-
-local function finish(p)
-  local out = p:read("a")
-  p:close()
-  return out
 end
 
 -- Sleep without the reactor (lets a spawned peer start).

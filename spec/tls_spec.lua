@@ -7,31 +7,12 @@ local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
 local ssl = require("spindle.ssl")
 local H = require("spec.support.helper")
+local peers = require("spec.support.peers")
+local pyfile, spawn, finish = peers.pyfile, peers.spawn, peers.finish
 local certs = require("spec.support.certs")()
 
 local function wait(d, timeout)
   return H.wait(d, timeout or 10)
-end
-
--- A python3 program in a temporary file (the caller removes it).
-local function pyfile(src)
-  local base = os.tmpname()
-  os.remove(base)
-  local path = base .. ".py"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  return path
-end
-
-local function spawn(cmd)
-  return assert(io.popen(cmd .. " 2>&1", "r"))
-end
-
-local function finish(p)
-  local out = p:read("a")
-  p:close()
-  return out
 end
 
 local function serverCF()

@@ -4,6 +4,8 @@ local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
 local H = require("spec.support.helper")
+local peers = require("spec.support.peers")
+local spawn, finish = peers.spawn, peers.finish
 
 local function wait(d, timeout)
   return H.wait(d, timeout or 10)
@@ -18,16 +20,6 @@ end
 -- Is there a socket at path? (A socket cannot be opened as a file.)
 local function exists(path)
   return os.execute("test -S " .. path) == true
-end
-
-local function spawn(cmd)
-  return assert(io.popen(cmd .. " 2>&1", "r"))
-end
-
-local function finish(p)
-  local out = p:read("a")
-  p:close()
-  return out
 end
 
 local function echoFactory()
