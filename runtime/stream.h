@@ -90,13 +90,17 @@ enum { SP_STREAM_TCP = 1, SP_STREAM_UNIX = 2 };
 ** callback (the reactor may run inside a coroutine). */
 typedef void (*sp_stream_lost_fn)(sp_stream *s, lua_State *L);
 
+/* A libuv stream handle of either kind, seen as any of its types; the
+** connections here and tcp.c's listening sockets are one of these. */
+typedef union sp_stream_handle {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} sp_stream_handle;
+
 struct sp_stream {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  sp_stream_handle h;
   sp_live live;
   int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
   int state;      /* see stream.c: CONNECTING .. CLOSED */

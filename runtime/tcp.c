@@ -108,12 +108,7 @@ static int run_setup(lua_State *L, sp_tcp_setup_fn setup, sp_stream *s,
 }
 
 struct listener {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h;
+  sp_stream_handle h;
   port_ud *port;
   sp_live live;
 };
