@@ -221,13 +221,26 @@ int luaopen_spindle__core(lua_State *L) {
   return 1;
 }
 
+/* The Lua file compiled into the binary for module `name`, or NULL. */
+static const sp_luafile *luafile_find(const char *name) {
+  const sp_luafile *f;
+  for (f = sp_luafiles; f->name != NULL; f++)
+    if (strcmp(f->name, name) == 0) return f;
+  return NULL;
+}
+
 /* Searcher for modules compiled into the binary; SPINDLE_LUA_PATH (a
 ** package.path-style template) is tried first so that developers can edit
-** lua/ without rebuilding. */
+** lua/ without rebuilding (for names under "spindle.", so that a module
+** new in lua/ loads before it is compiled in). For any other name it
+** returns nothing, so a failed require lists the
+** same places `lua` lists (a Lua 5.4 searcher that returns no string adds
+** no line to the message). */
 static int embedded_searcher(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *devpath = getenv("SPINDLE_LUA_PATH");
-  const sp_luafile *f;
+  const sp_luafile *f = luafile_find(name);
+  if (f == NULL && strncmp(name, "spindle.", 8) != 0) return 0;
   if (devpath != NULL && *devpath != '\0') {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchpath");
@@ -244,16 +257,12 @@ static int embedded_searcher(lua_State *L) {
     }
     lua_settop(L, 1);
   }
-  for (f = sp_luafiles; f->name != NULL; f++) {
-    if (strcmp(f->name, name) != 0) continue;
-    if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
-      return luaL_error(L, "error loading embedded module '%s':\n\t%s", name,
-                        lua_tostring(L, -1));
-    lua_pushstring(L, f->chunk + 1);
-    return 2;
-  }
-  lua_pushfstring(L, "no embedded module '%s'", name);
-  return 1;
+  if (f == NULL) return 0;
+  if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
+    return luaL_error(L, "error loading embedded module '%s':\n\t%s", name,
+                      lua_tostring(L, -1));
+  lua_pushstring(L, f->chunk + 1);
+  return 2;
 }
 
 void sp_openlibs(lua_State *L) {

@@ -711,6 +711,10 @@ static struct timespec interrupt_at;
 static lua_State *volatile interrupt_L = NULL;
 static lua_State *volatile interrupt_co = NULL; /* coroutine resumed now */
 static struct sigaction libuv_action[NSIGNALS];
+/* The actions in place before run() (main.c's "interrupted!" handler while
+** a chunk runs, or what the shell gave us), put back when run() returns:
+** uv_signal_stop would leave SIG_DFL. */
+static struct sigaction outer_action[NSIGNALS];
 
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   struct timespec now;
@@ -794,6 +798,8 @@ static void signals_start(lua_State *L) {
   sa.sa_sigaction = interrupt_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], NULL, &outer_action[i]);
   for (int i = 0; i < NSIGNALS; i++) {
     int r = uv_signal_start(signals[i], signal_cb, signums[i]);
     if (r != 0) luaL_error(L, "uv_signal_start: %s", uv_strerror(r));
@@ -810,6 +816,8 @@ static void signals_stop(void) {
   interrupt_clear();
   interrupt_L = NULL;
   for (int i = 0; i < NSIGNALS; i++) uv_signal_stop(signals[i]);
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], &outer_action[i], NULL);
 }
 
 /* [-0, +0, e] Run the loop from startup until shutdown has finished,
