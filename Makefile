@@ -6,11 +6,15 @@
 #   make test-asan   the sanitizer run alone
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make install     build/spindle, its man page and examples under
+#                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
+#   make deb         a Debian package (debhelper) in build/
 
 PKGS     := lua5.4 libuv libssl libcrypto libedit
 DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
             libssl-dev libedit-dev lua-busted socat netcat-openbsd \
-            python3 python3-twisted lua-luv valgrind openssl
+            python3 python3-twisted lua-luv valgrind openssl \
+            lua-cjson lua-lpeg
 
 CC      ?= cc
 OPT     ?= -O2
@@ -32,7 +36,16 @@ ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 BUSTED_ARGS ?= spec
 
-.PHONY: all deps run test test-plain test-asan asan bench bench-net clean
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+EXDIR   := $(DESTDIR)$(PREFIX)/share/doc/spindle/examples
+VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/main.c)
+DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
+
+.PHONY: all deps run test test-plain test-asan asan bench bench-net clean \
+        install uninstall deb
 
 all: deps $(BUILD)/spindle
 
@@ -53,10 +66,10 @@ $(BUILD)/spindle: $(OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
-	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
 
 # The Lua files under lua/ are compiled into the binary.
 $(BUILD)/gen/luafiles.c: $(LUASRC) tools/embed.sh | $(BUILD)/gen
@@ -99,6 +112,30 @@ bench-net: all
 .PHONY: bench-deferred
 bench-deferred: all
 	sh bench/deferred.sh
+
+# Install without building as root: `make && sudo make install` works.
+install: $(BUILD)/spindle
+	install -d $(BINDIR) $(MANDIR) $(EXDIR) $(EXDIR)/ssl
+	install -m 755 $(BUILD)/spindle $(BINDIR)/spindle
+	install -m 644 doc/spindle.1 $(MANDIR)/spindle.1
+	install -m 644 scripts/*.lua $(EXDIR)/
+	install -m 755 scripts/ssl/*.sh $(EXDIR)/ssl/ 2>/dev/null || true
+
+uninstall:
+	rm -f $(BINDIR)/spindle $(MANDIR)/spindle.1
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/spindle
+
+# A binary Debian package, build/spindle_$(VERSION)_<arch>.deb, built with
+# debhelper from debian/ (dpkg-buildpackage writes into the parent folder,
+# from where the package is moved), then checked with lintian.
+deb:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(DEB_TOOLS)"
+	dpkg-buildpackage -us -uc -b
+	mkdir -p build
+	mv ../spindle_$(VERSION)_*.deb build/
+	rm -f ../spindle_$(VERSION)_*.buildinfo ../spindle_$(VERSION)_*.changes \
+	  ../spindle-dbgsym_$(VERSION)_*.deb
+	lintian --fail-on error build/spindle_$(VERSION)_*.deb
 
 clean:
 	rm -rf build build-asan

@@ -22,12 +22,10 @@
 
 static const char *progname = "spindle";
 
-static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l')
-    fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
-  else
-    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
-  fprintf(stderr,
+/* The option list, for --help (on stdout) and after a bad option (on
+** stderr); doc/spindle.1 says the same at length. */
+static void print_options(FILE *out) {
+  fprintf(out,
           "usage: %s [options] [script [args]]\n"
           "Available options are:\n"
           "  -e stat   execute string 'stat'\n"
@@ -37,9 +35,23 @@ static void print_usage(const char *badoption) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --help    show this help and exit\n"
+          "  --version show version information and exit\n"
           "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n",
+          "  -         stop handling options and execute stdin\n"
+          "Environment: LUA_INIT_5_4, LUA_INIT, LUA_PATH, LUA_CPATH,\n"
+          "  SPINDLE_LUA_PATH (load spindle's Lua modules from a tree),\n"
+          "  SPINDLE_REPL=rich (the rich REPL on any standard input).\n"
+          "See spindle(1).\n",
           progname);
+}
+
+static void print_usage(const char *badoption) {
+  if (badoption[1] == 'e' || badoption[1] == 'l')
+    fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+  else
+    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+  print_options(stderr);
 }
 
 /* One line a tool can parse: spindle's version, the libraries it runs
@@ -331,6 +343,8 @@ static void line_repl(lua_State *L) {
 #define has_v 4
 #define has_e 8
 #define has_E 16
+#define has_help 32
+#define has_version 64
 
 /* The rich REPL (repl.c) for a terminal, or whatever standard input is
 ** when SPINDLE_REPL=rich (for programs and tests that drive it through a
@@ -353,6 +367,8 @@ static int collect_args(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        if (strcmp(argv[i], "--help") == 0) return args | has_help;
+        if (strcmp(argv[i], "--version") == 0) return args | has_version;
         if (argv[i][2] != '\0') return has_error;
         *first = i + 1;
         return args;
@@ -440,6 +456,14 @@ static int pmain(lua_State *L) {
   if (argv[0] && argv[0][0]) progname = argv[0];
   if (args == has_error) {
     print_usage(argv[script]);
+    return 0;
+  }
+  if (args & (has_help | has_version)) {
+    if (args & has_help)
+      print_options(stdout);
+    else
+      print_version();
+    a->ok = 1;
     return 0;
   }
   if (args & has_v) print_version();
