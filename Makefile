@@ -11,8 +11,11 @@
 #   make deb         a Debian package (debhelper) in build/
 
 PKGS     := lua5.4 libuv libssl libcrypto libedit
-DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
-            libssl-dev libedit-dev lua-busted socat netcat-openbsd \
+# What building needs (make install installs only these), then the test
+# peers and tools that make test adds.
+BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
+              libssl-dev libedit-dev
+DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
             lua-cjson lua-lpeg
 
@@ -114,7 +117,9 @@ bench-deferred: all
 	sh bench/deferred.sh
 
 # Install without building as root: `make && sudo make install` works.
-install: $(BUILD)/spindle
+install:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS)"
+	@$(MAKE) --no-print-directory $(BUILD)/spindle
 	install -d $(BINDIR) $(MANDIR) $(EXDIR) $(EXDIR)/ssl
 	install -m 755 $(BUILD)/spindle $(BINDIR)/spindle
 	install -m 644 doc/spindle.1 $(MANDIR)/spindle.1
@@ -129,7 +134,7 @@ uninstall:
 # debhelper from debian/ (dpkg-buildpackage writes into the parent folder,
 # from where the package is moved), then checked with lintian.
 deb:
-	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(DEB_TOOLS)"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS) $(DEB_TOOLS)"
 	dpkg-buildpackage -us -uc -b
 	mkdir -p build
 	mv ../spindle_$(VERSION)_*.deb build/
