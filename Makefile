@@ -48,7 +48,7 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan asan bench bench-net clean \
-        install uninstall deb
+        install uninstall deb check-install
 
 all: deps $(BUILD)/spindle
 
@@ -141,6 +141,10 @@ deb:
 	rm -f ../spindle_$(VERSION)_*.buildinfo ../spindle_$(VERSION)_*.changes \
 	  ../spindle-dbgsym_$(VERSION)_*.deb
 	lintian --fail-on error build/spindle_$(VERSION)_*.deb
+
+# make install and make deb in fresh Debian 12 chroots (root, network).
+check-install:
+	sh tools/check_install.sh
 
 clean:
 	rm -rf build build-asan
