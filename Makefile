@@ -9,6 +9,7 @@
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
+#   make doc         the API reference in doc/api/ (LDoc)
 
 PKGS     := lua5.4 libuv libssl libcrypto libedit
 # What building needs (make install installs only these), then the test
@@ -48,7 +49,7 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan asan bench bench-net clean \
-        install uninstall deb check-install
+        install uninstall deb check-install doc
 
 all: deps $(BUILD)/spindle
 
@@ -141,6 +142,16 @@ deb:
 	rm -f ../spindle_$(VERSION)_*.buildinfo ../spindle_$(VERSION)_*.changes \
 	  ../spindle-dbgsym_$(VERSION)_*.deb
 	lintian --fail-on error build/spindle_$(VERSION)_*.deb
+
+# The API reference, doc/api/index.html: every public function's doc
+# comment gathered by tools/apidoc.lua (which fails, naming them, when one
+# has none), rendered by LDoc one page per module.
+doc: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc"
+	rm -rf $(BUILD)/apidoc doc/api
+	SPINDLE_LUA_PATH='lua/?.lua' $(BUILD)/spindle tools/apidoc.lua $(BUILD)/apidoc
+	ldoc -q -d doc/api -p spindle -t "spindle API reference" -f markdown \
+	  $(BUILD)/apidoc
 
 # make install and make deb in fresh Debian 12 chroots (root, network).
 check-install:
