@@ -9,7 +9,6 @@
 
 #include "core.h"
 #include "embed.h"
-#include "failure.h"
 
 lua_State *sp_mainstate = NULL;
 
@@ -43,8 +42,25 @@ void *sp_class_check(lua_State *L, int idx, const char *name) {
   return luaL_checkudata(L, idx, name);
 }
 
+/* The message handler of sp_pcall, set once by the binary before any
+** state exists (failure.c's, which makes Failures: core sits below
+** failure.c and must not call it). Until then errors pass unchanged. */
+static lua_CFunction pcall_handler = NULL;
+
+void sp_pcall_set_handler(lua_CFunction handler) {
+  pcall_handler = handler;
+}
+
+/* The message handler used before sp_pcall_set_handler: the error as it
+** is. */
+static int plain_handler(lua_State *L) {
+  (void)L;
+  return 1;
+}
+
 int sp_pcall(lua_State *L, int nargs, int nresults) {
-  return sp_pcall_with(L, nargs, nresults, sp_errhandler);
+  return sp_pcall_with(L, nargs, nresults,
+                       pcall_handler ? pcall_handler : plain_handler);
 }
 
 int sp_pcall_with(lua_State *L, int nargs, int nresults,

@@ -17,8 +17,8 @@
 #include "core.h"
 #include "failure.h"
 
-#define FAILURE_MT "spindle.Failure"
-#define ERRORTYPE_MT "spindle.ErrorType"
+#define FAILURE_MT SP_FAILURE_MT
+#define ERRORTYPE_MT SP_ERRORTYPE_MT
 
 static const char errortypes_key = 'E'; /* registry: key -> error type */
 

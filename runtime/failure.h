@@ -6,6 +6,15 @@
 
 #include <lua.h>
 
+/* Metatable names (what users see in errors): a Failure's, and the one
+** every error type shares. */
+#define SP_FAILURE_MT "spindle.Failure"
+#define SP_ERRORTYPE_MT "spindle.ErrorType"
+
+/* spindle.failure's opener (states made in marshal.c and pool threads
+** require it directly). */
+int luaopen_spindle_failure(lua_State *L);
+
 /* [-0, +0, -] Is the value at idx a Failure? */
 int sp_failure_is(lua_State *L, int idx);
 

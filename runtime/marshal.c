@@ -37,12 +37,9 @@
 #include "failure.h"
 #include "marshal.h"
 
-/* failure.c's opener, for states made here and in pool.c. */
-int luaopen_spindle_failure(lua_State *L);
-
 #define BOX_MT "spindle.MarshalBuffer"
-#define FAILURE_MT "spindle.Failure"
-#define ERRORTYPE_MT "spindle.ErrorType"
+#define FAILURE_MT SP_FAILURE_MT
+#define ERRORTYPE_MT SP_ERRORTYPE_MT
 #define ABSENT_MT "spindle.AbsentModule"
 
 /* How deep tables and functions may nest; each level costs C stack. */

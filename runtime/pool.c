@@ -41,9 +41,6 @@
 #include "marshal.h"
 #include "pool.h"
 
-int luaopen_spindle_failure(lua_State *L);
-int luaopen_spindle__core(lua_State *L);
-
 #define DEFAULT_MAX 10
 #define BCALL_MT "spindle.BlockingCall"
 
@@ -179,7 +176,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
     lua_setfield(L, -2, "type");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "_tb");
-    luaL_setmetatable(L, "spindle.Failure");
+    luaL_setmetatable(L, SP_FAILURE_MT);
     lua_pushvalue(L, top + 2);
     if (pack_protected(L, -2, 2, "error", out) != LUA_OK) {
       out->data = NULL;

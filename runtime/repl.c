@@ -320,12 +320,12 @@ static int repl_load(lua_State *L) {
   return 0;
 }
 
-void sp_repl_run(lua_State *L) {
+void sp_repl_run(lua_State *L, sp_repl_docall docall) {
   int status;
   memset(&repl, 0, sizeof repl);
   repl.L = L;
   lua_pushcfunction(L, repl_load);
-  status = sp_main_docall(L, 0, 0);
+  status = docall(L, 0, 0);
   if (status == LUA_OK && !input_open()) {
     fprintf(stderr, "spindle: cannot read standard input\n");
     return;
@@ -345,7 +345,7 @@ void sp_repl_run(lua_State *L) {
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "run");
     lua_remove(L, -2);
-    status = sp_main_docall(L, 0, 0);
+    status = docall(L, 0, 0);
     if (status != LUA_OK) {
       fprintf(stderr, "%s\n", lua_tostring(L, -1));
       lua_pop(L, 1);
