@@ -263,11 +263,14 @@ static void dcall_unanchor(lua_State *L, dcall *c) {
 }
 
 /* [-0, +1, m] Schedule the function at fidx with the nargs values after it
-** to run in `delay` seconds; push the DelayedCall. */
+** to run in `delay` seconds; push the DelayedCall. Once the process has
+** begun to exit (the shutdown hook closed the loop: connections lost at
+** exit call protocols that may schedule more), the call is accepted as
+** Twisted accepts it during shutdown, but never runs: it stays pending,
+** off the heap, and is collected with the state. */
 static dcall *dcall_schedule(lua_State *L, double delay, int fidx, int nargs) {
   dcall *c;
   fidx = lua_absindex(L, fidx);
-  if (closed) luaL_error(L, "the reactor has shut down");
   c = lua_newuserdatauv(L, sizeof *c, nargs + 1);
   c->heapidx = -1;
   c->ref = LUA_NOREF;
@@ -278,12 +281,16 @@ static dcall *dcall_schedule(lua_State *L, double delay, int fidx, int nargs) {
     lua_pushvalue(L, fidx + i);
     lua_setiuservalue(L, -2, i + 1);
   }
+  c->time = sp_loop_seconds() + delay;
+  if (closed) {
+    c->state = DC_PENDING;
+    return c;
+  }
   if (!heap_reserve()) luaL_error(L, "not enough memory");
   lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
   lua_pushvalue(L, -2);
   c->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
-  c->time = sp_loop_seconds() + delay;
   c->seq = timers.nextseq++;
   c->state = DC_PENDING;
   heap_push(c);
@@ -371,6 +378,7 @@ static int dcall_cancel(lua_State *L) {
 /* [-0, +0, -] Give c a new due time and its place in the heap. */
 static void dcall_move(dcall *c, double time) {
   c->time = time;
+  if (c->heapidx < 0) return; /* accepted after exit began: never runs */
   c->seq = timers.nextseq++;
   heap_fix(c);
   timers_arm();
