@@ -20,6 +20,15 @@ extern lua_State *sp_mainstate;
 void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta);
 
+/* [-0, +0, m] sp_class_new for a type with read-only state fields
+** (Twisted's `called`, `connected`, `disconnecting`): `getters` maps each
+** field name to a function called as getter(self) -> value. __index
+** finds a method first (without touching self: the hot path), then a
+** getter; any other key gives nil. Each getter checks self itself, as
+** methods do. getters may be NULL (then this is sp_class_new). */
+void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *meta, const luaL_Reg *getters);
+
 /* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
 void *sp_class_check(lua_State *L, int idx, const char *name);
 

@@ -434,23 +434,30 @@ static int dcall_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: methods (upvalue 1), then the read-only fields `called`,
-** `cancelled` and `time`, as Twisted's DelayedCall has them. */
-static int dcall_index(lua_State *L) {
-  dcall *c = dcall_check(L);
-  const char *k = lua_tostring(L, 2);
-  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL) return 1;
-  if (k == NULL) return 1;
-  if (strcmp(k, "called") == 0)
-    lua_pushboolean(L, c->state == DC_CALLED);
-  else if (strcmp(k, "cancelled") == 0)
-    lua_pushboolean(L, c->state == DC_CANCELLED);
-  else if (strcmp(k, "time") == 0)
-    lua_pushnumber(L, c->time);
-  else
-    lua_pushnil(L);
+/* dc.called, dc.cancelled -> boolean; dc.time -> seconds (when due, in
+** reactor.seconds()): read-only fields, as Twisted's DelayedCall has. */
+static int dcall_getcalled(lua_State *L) {
+  lua_pushboolean(L, dcall_check(L)->state == DC_CALLED);
   return 1;
 }
+
+static int dcall_getcancelled(lua_State *L) {
+  lua_pushboolean(L, dcall_check(L)->state == DC_CANCELLED);
+  return 1;
+}
+
+static int dcall_gettime(lua_State *L) {
+  lua_pushnumber(L, dcall_check(L)->time);
+  return 1;
+}
+
+static const luaL_Reg dcall_getters[] = {{"called", dcall_getcalled},
+                                         {"cancelled", dcall_getcancelled},
+                                         {"time", dcall_gettime},
+                                         {NULL, NULL}};
+
+static const luaL_Reg dcall_meta[] = {{"__tostring", dcall_tostring},
+                                      {NULL, NULL}};
 
 static const luaL_Reg dcall_methods[] = {
     {"cancel", dcall_cancel},   {"reset", dcall_reset},
@@ -946,7 +953,7 @@ static const luaL_Reg loop_funcs[] = {{"run", loop_run},
                                       {"callFromThread", loop_callFromThread},
                                       {NULL, NULL}};
 
-/* [-0, +0, m] The registry tables and the DelayedCall metatable. */
+/* [-0, +0, m] The registry tables and the DelayedCall class. */
 static void loop_registry_init(lua_State *L) {
   const void *keys[] = {&anchor_key, &fifo_key};
   for (int i = 0; i < 2; i++) {
@@ -956,14 +963,7 @@ static void loop_registry_init(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  if (luaL_newmetatable(L, DCALL_MT)) {
-    luaL_newlib(L, dcall_methods);
-    lua_pushcclosure(L, dcall_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dcall_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  sp_class_newx(L, DCALL_MT, dcall_methods, dcall_meta, dcall_getters);
 }
 
 int luaopen_spindle__loop(lua_State *L) {
