@@ -46,6 +46,11 @@ void sp_errortype_make(lua_State *L, const char *key, const char *msg);
 int sp_errortype_raise(lua_State *L, const char *key, const char *code,
                        const char *fmt, ...);
 
+/* [-0, +1, m] Push a new table mapping every built-in error type to its
+** key ("reactor.CannotListenError"), for marshal.c, which sends built-in
+** types by key. */
+void sp_errortype_pushkeys(lua_State *L);
+
 /* [-0, +0, m] Copy the built-in types whose key starts with `prefix.`
 ** ("reactor") into the table at idx under their names ("CannotListenError"). */
 void sp_errortype_export(lua_State *L, int idx, const char *prefix);

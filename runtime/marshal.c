@@ -361,21 +361,9 @@ static int put_module(enc *e, int idx) {
 
 /* [-0, +1, m] The table of built-in error types -> key, made once. */
 static void builtin_push(lua_State *L) {
-  static const char *const prefixes[] = {"defer", "reactor", "ssl", "threads",
-                                         NULL};
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &builtin_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_newtable(L);
-  for (int i = 0; prefixes[i] != NULL; i++) {
-    lua_newtable(L);
-    sp_errortype_export(L, -1, prefixes[i]);
-    lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
-      lua_pushfstring(L, "%s.%s", prefixes[i], lua_tostring(L, -2));
-      lua_rawset(L, -5);
-    }
-    lua_pop(L, 1);
-  }
+  sp_errortype_pushkeys(L);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &builtin_key);
 }
