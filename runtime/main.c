@@ -134,8 +134,9 @@ static void set_sigint(void (*handler)(int), struct sigaction *old) {
 
 /* Protected call with main.c's message handler (a traceback string), with
 ** SIGINT raising "interrupted!" in the chunk as `lua` does, even when the
-** shell started us with SIGINT ignored. lua.c's docall. */
-int sp_main_docall(lua_State *L, int narg, int nres) {
+** shell started us with SIGINT ignored. lua.c's docall; the REPL gets
+** it as its docall. */
+static int docall(lua_State *L, int narg, int nres) {
   struct sigaction old;
   lua_State *prevL = interrupt_L;
   int status;
@@ -148,7 +149,7 @@ int sp_main_docall(lua_State *L, int narg, int nres) {
 }
 
 static int dochunk(lua_State *L, int status) {
-  if (status == LUA_OK) status = sp_main_docall(L, 0, 0);
+  if (status == LUA_OK) status = docall(L, 0, 0);
   return report(L, status);
 }
 
@@ -167,7 +168,7 @@ static int dolibrary(lua_State *L, char *spec) {
   }
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
-  status = sp_main_docall(L, 1, 1);
+  status = docall(L, 1, 1);
   if (status == LUA_OK) lua_setglobal(L, global);
   return report(L, status);
 }
@@ -204,7 +205,7 @@ static int handle_script(lua_State *L, char **argv) {
   status = luaL_loadfile(L, fname);
   if (status == LUA_OK) {
     int n = push_args(L);
-    status = sp_main_docall(L, n, LUA_MULTRET);
+    status = docall(L, n, LUA_MULTRET);
   }
   return report(L, status);
 }
@@ -326,7 +327,7 @@ static void line_repl(lua_State *L) {
   int status;
   progname = NULL;
   while ((status = line_load(L)) != -1) {
-    if (status == LUA_OK) status = sp_main_docall(L, 0, LUA_MULTRET);
+    if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
     if (status == LUA_OK)
       line_print(L);
     else
@@ -480,13 +481,13 @@ static int pmain(lua_State *L) {
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
   if (args & has_i) {
     if (want_rich_repl(args))
-      sp_repl_run(L);
+      sp_repl_run(L, docall);
     else
       line_repl(L);
   } else if (script == argc && !(args & (has_e | has_v))) {
     if (isatty(0)) {
       print_version();
-      sp_repl_run(L);
+      sp_repl_run(L, docall);
     } else {
       dochunk(L, luaL_loadfile(L, NULL));
     }
@@ -507,6 +508,7 @@ int main(int argc, char **argv) {
     return EXIT_FAILURE;
   }
   sp_mainstate = L;
+  sp_pcall_set_handler(sp_errhandler);
   lua_pushcfunction(L, pmain);
   lua_pushlightuserdata(L, &a);
   status = lua_pcall(L, 1, 0, 0);
