@@ -232,7 +232,7 @@ describe("Deferred:addCallbacks", function()
     d:addCallbacks(function(r, a, b, c) got = {r, a, b, c}; error("x") end,
       function() got = "wrong" end, table.pack(1, nil, 3), {9})
     local eb
-    d:addCallbacks(function() end, function(f, a) eb = a end, nil, {7})
+    d:addCallbacks(function() end, function(_, a) eb = a end, nil, {7})
     d:callback(0)
     assert.same({0, 1, nil, 3}, got)
     assert.equal(7, eb)
@@ -434,7 +434,7 @@ describe("Deferred:addTimeout", function()
   it("calls onTimeoutCancel with the value and the timeout", function()
     local clock = FakeClock()
     local got
-    local d = Deferred():addTimeout(3, clock, function(v, t)
+    local d = Deferred():addTimeout(3, clock, function(_, t)
       got = t
       return "converted"
     end)
@@ -539,7 +539,7 @@ describe("chain rule 4: long chains", function()
 
   it("runs 100000 Deferreds each returned already fired", function()
     local d = Deferred()
-    for i = 1, 100000 do
+    for _ = 1, 100000 do
       d:addCallback(function(r) return defer.succeed(r + 1) end)
     end
     d:callback(0)

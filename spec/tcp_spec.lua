@@ -867,7 +867,8 @@ print(s.recv(100))
 
   it("logs once, clearly, a buildProtocol that returns a non-protocol",
     function()
-    local f = protocol.Factory:extend({buildProtocol = function() return 42 end})()
+    local f = protocol.Factory:extend({
+      buildProtocol = function() return 42 end})()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
     local cf = collector(function(c) c.transport:write("data") end)
     local errors = H.loggedErrors(function()

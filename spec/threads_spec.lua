@@ -131,6 +131,7 @@ describe("threads.deferToThread", function()
   it("keeps each thread's Lua state for its life", function()
     reactor.suggestThreadPoolSize(1)
     local function count()
+      -- luacheck: globals counter
       counter = (counter or 0) + 1   -- a global of the worker's state
       return counter
     end

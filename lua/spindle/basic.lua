@@ -68,12 +68,14 @@ LineReceiver.sendLine = C.sendLine
 
 --- lr:lineReceived(line): override; line is without its delimiter.
 function LineReceiver:lineReceived(line) -- luacheck: ignore
-  error("LineReceiver.lineReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+  error("LineReceiver.lineReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- lr:rawDataReceived(data): override when using raw mode.
 function LineReceiver:rawDataReceived(data) -- luacheck: ignore
-  error("LineReceiver.rawDataReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+  error("LineReceiver.rawDataReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- lr:lineLengthExceeded(line): a line was longer than MAX_LENGTH. line
@@ -104,7 +106,8 @@ NetstringReceiver.sendString = C.netstringSendString
 
 --- ns:stringReceived(s): override.
 function NetstringReceiver:stringReceived(s) -- luacheck: ignore
-  error("NetstringReceiver.stringReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+  error("NetstringReceiver.stringReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- IntNStringReceiver: strings after a big-endian length prefix of
@@ -123,7 +126,8 @@ IntNStringReceiver.sendString = C.intSendString
 
 --- ins:stringReceived(s): override.
 function IntNStringReceiver:stringReceived(s) -- luacheck: ignore
-  error(tostring(self.__name) .. ".stringReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+  error(tostring(self.__name) .. ".stringReceived must be overridden by " ..
+    "a subclass (abstract, as in Twisted)", 2)
 end
 
 --- ins:lengthLimitExceeded(length): a prefix announced more than

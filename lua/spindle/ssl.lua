@@ -216,9 +216,9 @@ M.CertificateOptions = CertificateOptions
 --- optionsForClientTLS(hostname[, {trustRoot, clientCertificate,
 -- acceptableProtocols}]) -> a client context factory that verifies the
 -- server: its chain against the system's CA certificates (or trustRoot: a
--- PEM file of CA certificates, PEM text, an X509, or a list of those), and its name against
--- hostname (DNS name or IP literal; also sent as SNI). A mismatch fails
--- the handshake with ssl.VerifyError naming the hostname.
+-- PEM file of CA certificates, PEM text, an X509, or a list of those), and
+-- its name against hostname (DNS name or IP literal; also sent as SNI). A
+-- mismatch fails the handshake with ssl.VerifyError naming the hostname.
 -- clientCertificate = {certificate = path, privateKey = path}.
 -- twisted.internet.ssl.optionsForClientTLS.
 local ClientTLSOptions = Object:extend({
