@@ -1036,7 +1036,7 @@ describe("defer.DeferredQueue", function()
     assert.has_error(function() defer.DeferredQueue(-1) end,
       "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
     assert.has_error(function() defer.DeferredQueue(0 / 0) end,
-      "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
+      "bad argument #1 to 'DeferredQueue' (size is NaN)")
     assert.has_error(function() defer.DeferredQueue().put(1) end,
       "calling 'put' on bad self (DeferredQueue expected, got number; " ..
       "call it as obj:put())")
