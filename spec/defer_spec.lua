@@ -552,7 +552,7 @@ describe("chain rule 6: unhandled errors", function()
     local events = captureLog(function()
       local d = Deferred()
       d:errback("lost error")
-      d = nil -- luacheck: ignore
+      d = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     local found = 0
@@ -571,7 +571,7 @@ describe("chain rule 6: unhandled errors", function()
       local d = Deferred()
       d:errback("handled")
       d:addErrback(function() end)
-      d = nil -- luacheck: ignore
+      d = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     for _, e in ipairs(events) do
@@ -587,7 +587,7 @@ describe("chain rule 6: unhandled errors", function()
       outer:addErrback(function() end)
       outer:callback(1)
       inner:errback("passed on")
-      inner, outer = nil, nil -- luacheck: ignore
+      inner, outer = nil, nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     for _, e in ipairs(events) do
@@ -1352,7 +1352,7 @@ describe("Deferred chaining, as Twisted's test_defer", function()
         local bad = defer.fail("oh no")
         local good = Deferred()
         bad:addErrback(function() return good end)
-        d, bad, good = nil, nil, nil -- luacheck: ignore
+        d, bad, good = nil, nil, nil -- luacheck: ignore 311
         collectgarbage(); collectgarbage()
       end)
       assert.same({}, events)
