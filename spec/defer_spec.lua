@@ -232,7 +232,7 @@ describe("Deferred:addCallbacks", function()
     d:addCallbacks(function(r, a, b, c) got = {r, a, b, c}; error("x") end,
       function() got = "wrong" end, table.pack(1, nil, 3), {9})
     local eb
-    d:addCallbacks(function() end, function(f, a) eb = a end, nil, {7})
+    d:addCallbacks(function() end, function(_, a) eb = a end, nil, {7})
     d:callback(0)
     assert.same({0, 1, nil, 3}, got)
     assert.equal(7, eb)
@@ -434,7 +434,7 @@ describe("Deferred:addTimeout", function()
   it("calls onTimeoutCancel with the value and the timeout", function()
     local clock = FakeClock()
     local got
-    local d = Deferred():addTimeout(3, clock, function(v, t)
+    local d = Deferred():addTimeout(3, clock, function(_, t)
       got = t
       return "converted"
     end)
@@ -539,7 +539,7 @@ describe("chain rule 4: long chains", function()
 
   it("runs 100000 Deferreds each returned already fired", function()
     local d = Deferred()
-    for i = 1, 100000 do
+    for _ = 1, 100000 do
       d:addCallback(function(r) return defer.succeed(r + 1) end)
     end
     d:callback(0)
@@ -552,7 +552,7 @@ describe("chain rule 6: unhandled errors", function()
     local events = captureLog(function()
       local d = Deferred()
       d:errback("lost error")
-      d = nil -- luacheck: ignore
+      d = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     local found = 0
@@ -571,7 +571,7 @@ describe("chain rule 6: unhandled errors", function()
       local d = Deferred()
       d:errback("handled")
       d:addErrback(function() end)
-      d = nil -- luacheck: ignore
+      d = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     for _, e in ipairs(events) do
@@ -587,7 +587,7 @@ describe("chain rule 6: unhandled errors", function()
       outer:addErrback(function() end)
       outer:callback(1)
       inner:errback("passed on")
-      inner, outer = nil, nil -- luacheck: ignore
+      inner, outer = nil, nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
     for _, e in ipairs(events) do
@@ -1036,7 +1036,7 @@ describe("defer.DeferredQueue", function()
     assert.has_error(function() defer.DeferredQueue(-1) end,
       "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
     assert.has_error(function() defer.DeferredQueue(0 / 0) end,
-      "bad argument #1 to 'DeferredQueue' (size must be >= 0)")
+      "bad argument #1 to 'DeferredQueue' (size is NaN)")
     assert.has_error(function() defer.DeferredQueue().put(1) end,
       "calling 'put' on bad self (DeferredQueue expected, got number; " ..
       "call it as obj:put())")
@@ -1352,7 +1352,7 @@ describe("Deferred chaining, as Twisted's test_defer", function()
         local bad = defer.fail("oh no")
         local good = Deferred()
         bad:addErrback(function() return good end)
-        d, bad, good = nil, nil, nil -- luacheck: ignore
+        d, bad, good = nil, nil, nil -- luacheck: ignore 311
         collectgarbage(); collectgarbage()
       end)
       assert.same({}, events)

@@ -107,9 +107,10 @@ describe("spindle binary", function()
   end)
 
   it("runs LUA_INIT unless -E is given", function()
-    local r = run({"-e", "print(INITED)"}, {env = {LUA_INIT = "INITED = 'yes'"}})
+    local init = {env = {LUA_INIT = "INITED = 'yes'"}}
+    local r = run({"-e", "print(INITED)"}, init)
     assert.equal("yes\n", r.stdout)
-    r = run({"-E", "-e", "print(INITED)"}, {env = {LUA_INIT = "INITED = 'yes'"}})
+    r = run({"-E", "-e", "print(INITED)"}, init)
     assert.equal("nil\n", r.stdout)
   end)
 
@@ -139,8 +140,8 @@ describe("strict modules", function()
     local protocol = require("spindle.protocol")
     local ok, err = pcall(function() return protocol.Protcol end)
     assert.is_false(ok)
-    assert.matches("protocol has no field 'Protcol' %(did you mean 'Protocol'%?%)",
-      err)
+    assert.matches(
+      "protocol has no field 'Protcol' %(did you mean 'Protocol'%?%)", err)
   end)
 
   it("match names whatever their case", function()

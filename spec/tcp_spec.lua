@@ -12,10 +12,9 @@ local function wait(d, timeout)
   return H.wait(d, timeout or 10)
 end
 
--- Sleep without the reactor (lets a spawned peer start).
-local function sleep(s) os.execute("sleep " .. s) end
-
--- A free TCP port on 127.0.0.1, found by binding port 0 and closing.
+-- A TCP port on 127.0.0.1 that nobody listens on, found by binding port 0
+-- and closing: for connections meant to be refused, or for spindle's own
+-- bind. Never handed to an outside server (peers.listening is for those).
 local function freePort()
   local port = reactor.listenTCP(0, protocol.Factory.forProtocol(
     protocol.Protocol), nil, "127.0.0.1")
@@ -218,10 +217,9 @@ end)
 
 describe("reactor.connectTCP", function()
   it("talks to a socat echo server", function()
-    local n = freePort()
-    local p = spawn("timeout 10 socat TCP-LISTEN:" .. n ..
-      ",bind=127.0.0.1,reuseaddr EXEC:cat")
-    sleep(0.3)
+    local p, n = peers.listening("timeout 10 socat -d -d " ..
+      "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr EXEC:cat",
+      "listening on AF=2 [%d.]+:(%d+)")
     local cf = collector(function(c)
       c.transport:write("through socat\n")
     end)
@@ -375,14 +373,15 @@ time.sleep(1.5)
     local f = echoFactory()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
     local local_port = freePort()
+    local host
     local cf = collector(function(p)
-      cf_host = p.transport:getHost() -- luacheck: ignore
+      host = p.transport:getHost()
       p.transport:loseConnection()
     end)
     reactor.connectTCP("127.0.0.1", port:getHost().port, cf, 5,
       {"127.0.0.1", local_port})
     wait(cf.done)
-    assert.equal(local_port, cf_host.port) -- luacheck: ignore
+    assert.equal(local_port, host.port)
     wait(port:stopListening())
   end)
 
@@ -575,13 +574,16 @@ import time; time.sleep(0.5)
 ]]):format(port:getHost().port))
       local p = spawn("python3 " .. py)
       local d = defer.Deferred()
-      local peak = 0
+      local peak, polling = 0, nil
       local function poll()
         peak = math.max(peak, rss() - before)
-        if not d.called then reactor.callLater(0.05, poll) end
+        polling = reactor.callLater(0.05, poll)
       end
       poll()
-      reactor.callLater(3, function() d:callback(nil) end)
+      reactor.callLater(3, function()
+        polling:cancel()
+        d:callback(nil)
+      end)
       wait(d)
       assert.equal("blocked\n", finish(p))
       -- 64 MiB queued, plus garbage strings of the reads not yet collected.
@@ -867,7 +869,8 @@ print(s.recv(100))
 
   it("logs once, clearly, a buildProtocol that returns a non-protocol",
     function()
-    local f = protocol.Factory:extend({buildProtocol = function() return 42 end})()
+    local f = protocol.Factory:extend({
+      buildProtocol = function() return 42 end})()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
     local cf = collector(function(c) c.transport:write("data") end)
     local errors = H.loggedErrors(function()

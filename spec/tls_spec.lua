@@ -593,14 +593,9 @@ with socket.create_connection(("127.0.0.1", %d)) as raw:
     end)
 
   it("connects to openssl s_server", function()
-    local probe = reactor.listenTCP(0,
-      protocol.Factory.forProtocol(protocol.Protocol), nil, "127.0.0.1")
-    local n = probe:getHost().port
-    wait(probe:stopListening())
-    local p = spawn(("timeout 10 openssl s_server -accept 127.0.0.1:%d " ..
-      "-cert %s -key %s -naccept 1 -rev -quiet"):format(n, certs.server,
-        certs.serverKey))
-    os.execute("sleep 0.5")
+    local p, n = peers.listening(("timeout 10 openssl s_server -accept " ..
+      "127.0.0.1:0 -cert %s -key %s -naccept 1 -rev"):format(certs.server,
+        certs.serverKey), "^ACCEPT [%d.]+:(%d+)")
     local cf = client({
       connectionMade = function(c) c.transport:write("hello\n") end,
       dataReceived = function(c) c.transport:loseConnection() end,

@@ -28,6 +28,10 @@ after_each(function()
   end
 end)
 
+-- After the closing above (busted runs a block's after_each functions in
+-- the order given): the helper's check of what each test left open.
+require("spec.support.helper")
+
 -- Run the reactor until d fires; return its result.
 local function wait(d, timeout)
   return reactor.runUntilComplete(d, timeout or TIMEOUT)

@@ -7,6 +7,7 @@
 local C = require("spindle._defer")
 local failure = require("spindle.failure")
 local Object = require("spindle.class").Object
+local check = require("spindle.check")
 
 local Deferred = C.Deferred
 local isDeferred = C.isDeferred
@@ -27,18 +28,8 @@ for name, T in pairs(failure.builtinErrorTypes("defer")) do M[name] = T end
 local CancelledError, TimeoutError = M.CancelledError, M.TimeoutError
 local FirstError = M.FirstError
 
-local function isCallable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-
-local function checkCallable(f, n, fname)
-  if not isCallable(f) then
-    error(("bad argument #%d to '%s' (callable expected, got %s)")
-      :format(n, fname, type(f)), 3)
-  end
-end
+local isCallable = check.isCallable
+local checkCallable = check.callable
 
 -- Does clock look like a clock (a table or userdata with callLater)?
 -- Indexing a userdata may raise: that is a no.
@@ -51,8 +42,7 @@ end
 
 local function checkDeferred(d, n, fname)
   if not isDeferred(d) then
-    error(("bad argument #%d to '%s' (Deferred expected, got %s)")
-      :format(n, fname, type(d)), 3)
+    check.typeError(n, fname, "Deferred", d, 3)
   end
 end
 
@@ -78,21 +68,12 @@ end
 -- addTimeout. twisted.internet.defer.Deferred.addTimeout.
 function C.methods.addTimeout(self, seconds, clock, onTimeoutCancel)
   checkDeferred(self, 1, "addTimeout")
-  if type(seconds) ~= "number" then
-    error(("bad argument #1 to 'addTimeout' (number expected, got %s)")
-      :format(type(seconds)), 2)
-  end
-  if seconds ~= seconds then
-    error("bad argument #1 to 'addTimeout' (timeout is NaN)", 2)
-  elseif seconds < 0 then
-    error("bad argument #1 to 'addTimeout' (timeout must be >= 0)", 2)
-  end
+  check.nonNegative(seconds, 1, "addTimeout", "timeout")
   if onTimeoutCancel == nil and type(clock) == "function" then
     clock, onTimeoutCancel = nil, clock
   end
   if clock ~= nil and not hasCallLater(clock) then
-    error("bad argument #2 to 'addTimeout' (clock with callLater expected)",
-      2)
+    check.argError(2, "addTimeout", "clock with callLater expected")
   end
   if onTimeoutCancel ~= nil then
     checkCallable(onTimeoutCancel, 3, "addTimeout")
@@ -186,20 +167,13 @@ end}
 -- 1-based. Cancelling it cancels every Deferred in list.
 -- twisted.internet.defer.DeferredList.
 function M.DeferredList(list, options)
-  if type(list) ~= "table" then
-    error(("bad argument #1 to 'DeferredList' (table expected, got %s)")
-      :format(type(list)), 2)
-  end
-  if options ~= nil and type(options) ~= "table" then
-    error(("bad argument #2 to 'DeferredList' (table expected, got %s)")
-      :format(type(options)), 2)
-  end
-  options = options or {}
+  check.table(list, 1, "DeferredList")
+  options = check.optTable(options, 2, "DeferredList") or {}
   local n = list.n or #list
   for i = 1, n do
     if not isDeferred(list[i]) then
-      error(("bad argument #1 to 'DeferredList' (element %d is a %s, " ..
-        "not a Deferred)"):format(i, type(list[i])), 2)
+      check.argError(1, "DeferredList", ("element %d is a %s, not a " ..
+        "Deferred"):format(i, check.typeName(list[i])))
     end
   end
   local fireOnOneCallback = options.fireOnOneCallback
@@ -248,10 +222,7 @@ end
 -- table.unpack(values, 1, values.n). n comes from the list's metatable,
 -- not an own key. twisted.internet.defer.gatherResults.
 function M.gatherResults(list, consumeErrors)
-  if type(list) ~= "table" then
-    error("bad argument #1 to 'gatherResults' (table expected, got " ..
-      type(list) .. ")", 2)
-  end
+  check.table(list, 1, "gatherResults")
   local n = list.n or #list
   local dl = M.DeferredList(list, {fireOnOneErrback = true,
     consumeErrors = consumeErrors})
@@ -454,17 +425,14 @@ local DeferredSemaphore = Object:extend({__name = "DeferredSemaphore"})
 function DeferredSemaphore:__init(tokens)
   -- Level 3: the caller of DeferredSemaphore(...) (its __call is a tail
   -- call to new, which calls us).
-  if type(tokens) ~= "number" then
-    error(("bad argument #1 to 'DeferredSemaphore' (number expected, " ..
-      "got %s)"):format(type(tokens)), 3)
-  end
+  check.number(tokens, 1, "DeferredSemaphore", 3)
   local n = math.tointeger(tokens)
   if n == nil then
-    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
-      "requires an integer number of tokens)", 3)
+    check.argError(1, "DeferredSemaphore", "DeferredSemaphore requires " ..
+      "an integer number of tokens", 3)
   elseif n < 1 then
-    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
-      "requires tokens >= 1)", 3)
+    check.argError(1, "DeferredSemaphore", "DeferredSemaphore requires " ..
+      "tokens >= 1", 3)
   end
   self.tokens = n
   self.limit = n
@@ -513,12 +481,9 @@ local DeferredQueue = Object:extend({__name = "DeferredQueue"})
 local function checkLimit(x, n, what)
   if x == nil then return end
   if type(x) ~= "number" then
-    error(("bad argument #%d to 'DeferredQueue' (number or nil expected, " ..
-      "got %s)"):format(n, type(x)), 4)
-  elseif not (x >= 0) then
-    error(("bad argument #%d to 'DeferredQueue' (%s must be >= 0)")
-      :format(n, what), 4)
+    check.typeError(n, "DeferredQueue", "number or nil", x, 4)
   end
+  check.nonNegative(x, n, "DeferredQueue", what, 4)
 end
 
 function DeferredQueue:__init(size, backlog)

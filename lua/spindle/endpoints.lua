@@ -16,14 +16,12 @@
 local Object = require("spindle.class").Object
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
+local check = require("spindle.check")
 
 local M = {}
 
 local function checkReactor(reactor, fname)
-  if reactor == nil then
-    error("bad argument #1 to '" .. fname .. "' (reactor expected, got nil)",
-      3)
-  end
+  if reactor == nil then check.typeError(1, fname, "reactor", nil, 3) end
 end
 
 --- _WrappingFactory: the ClientFactory an endpoint's connect() hands to
@@ -277,10 +275,7 @@ local function tonum(value, what, description)
 end
 
 local function checkDescription(description, fname)
-  if type(description) ~= "string" then
-    error(("bad argument #2 to '%s' (string expected, got %s)"):format(
-      fname, type(description)), 3)
-  end
+  check.string(description, 2, fname, 3)
 end
 
 --- endpoints.serverFromString(reactor, description) -> server endpoint.

@@ -26,11 +26,11 @@ local Protocol = BaseProtocol:extend({__name = "Protocol"})
 Protocol.factory = nil
 
 --- p:dataReceived(data): bytes arrived (a string; any split of the stream).
-function Protocol:dataReceived(data) end -- luacheck: ignore
+function Protocol:dataReceived(data) end
 
 --- p:connectionLost(reason): the connection closed; reason is a Failure,
 -- ConnectionDone for a clean close, ConnectionLost otherwise.
-function Protocol:connectionLost(reason) end -- luacheck: ignore
+function Protocol:connectionLost(reason) end
 
 --- Factory: makes a protocol instance per connection.
 local Factory = Object:extend({__name = "Factory"})
@@ -94,12 +94,12 @@ local ServerFactory = Factory:extend({__name = "ServerFactory"})
 local ClientFactory = Factory:extend({__name = "ClientFactory"})
 
 --- cf:startedConnecting(connector): a connection attempt began.
-function ClientFactory:startedConnecting(connector) end -- luacheck: ignore
+function ClientFactory:startedConnecting(connector) end
 --- cf:clientConnectionFailed(connector, reason): the attempt failed.
-function ClientFactory:clientConnectionFailed(connector, reason) end -- luacheck: ignore
+function ClientFactory:clientConnectionFailed(connector, reason) end
 --- cf:clientConnectionLost(connector, reason): an established connection
 -- was lost.
-function ClientFactory:clientConnectionLost(connector, reason) end -- luacheck: ignore
+function ClientFactory:clientConnectionLost(connector, reason) end
 
 --- DatagramProtocol: a UDP protocol; one instance per port.
 local DatagramProtocol = Object:extend({__name = "DatagramProtocol"})
@@ -132,7 +132,7 @@ function DatagramProtocol:stopProtocol() end
 
 --- dp:datagramReceived(data, addr): a datagram arrived from
 -- addr = {host = "127.0.0.1", port = 9999}.
-function DatagramProtocol:datagramReceived(data, addr) end -- luacheck: ignore
+function DatagramProtocol:datagramReceived(data, addr) end
 
 --- dp:connectionRefused(): a connected port's peer refused (ICMP).
 function DatagramProtocol:connectionRefused() end
