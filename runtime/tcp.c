@@ -25,10 +25,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
+#include "addr.h"
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
@@ -62,13 +65,6 @@ static int check_portnum(lua_State *L, int idx) {
   return (int)p;
 }
 
-/* Parse an IP literal into sa; 0 on success. */
-static int parse_ip(const char *host, int port, struct sockaddr_storage *sa) {
-  memset(sa, 0, sizeof *sa);
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)sa) == 0) return 0;
-  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa) == 0) return 0;
-  return -1;
-}
 
 /* ------------------------------------------------------------- Port */
 
@@ -108,7 +104,12 @@ static int run_setup(lua_State *L, sp_tcp_setup_fn setup, sp_stream *s,
 }
 
 struct listener {
-  sp_stream_handle h;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
   port_ud *port;
   sp_live live;
 };
@@ -133,16 +134,12 @@ static void on_connection(uv_stream_t *server, int status) {
     lua_settop(L, top);
     return;
   }
-  s = sp_stream_alloc(pu->kind, &err);
+  s = sp_stream_accept(server, pu->kind, &err);
   if (s == NULL) return;
-  if (uv_accept(server, &s->h.stream) != 0) {
-    sp_stream_discard(s);
-    return;
-  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   lua_getiuservalue(L, -1, PV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
+  if (sp_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
       lua_isnil(L, -1)) {
     sp_stream_discard(s);
   } else {
@@ -219,7 +216,7 @@ static void port_listen(lua_State *L, int idx) {
   if (r < 0) {
     uv_close(&ls->h.handle, listener_free_cb);
     if (pu->kind == SP_STREAM_TCP) {
-      sp_stream_addrstr((struct sockaddr *)&pu->want, host, &portnum);
+      portnum = sp_addr_format((struct sockaddr *)&pu->want, host);
       sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
                          "Couldn't listen on %s:%d: %s (%s).",
                          host[0] ? host : "any", portnum, uv_strerror(r),
@@ -283,7 +280,7 @@ static void port_closed_cb(uv_handle_t *h) {
     lua_pop(L, 1);
   }
   lua_getiuservalue(L, pidx, PV_FACTORY);
-  sp_stream_callmethod(L, -1, "doStop", 0);
+  sp_callmethod(L, -1, "doStop", 0);
   lua_settop(L, pidx);
   lua_getiuservalue(L, pidx, PV_WAITERS);
   lua_pushnil(L);
@@ -348,24 +345,11 @@ static int port_startListening(lua_State *L) {
 ** twisted tcp.Port.getHost. */
 static int port_getHost(lua_State *L) {
   port_ud *pu = check_port(L);
-  lua_createtable(L, 0, 3);
   if (pu->kind == SP_STREAM_TCP) {
-    char host[64];
-    int portnum;
-    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
-    lua_pushliteral(L, "TCP");
-    lua_setfield(L, -2, "type");
-    lua_pushstring(L, host);
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, portnum);
-    lua_setfield(L, -2, "port");
+    sp_addr_push(L, "TCP", (struct sockaddr *)&pu->bound);
   } else {
-    lua_pushliteral(L, "UNIX");
-    lua_setfield(L, -2, "type");
     lua_getiuservalue(L, 1, PV_PATH);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "name");
-    lua_setfield(L, -2, "host");
+    sp_addr_push_unix(L, lua_tostring(L, -1));
   }
   return 1;
 }
@@ -374,9 +358,8 @@ static int port_tostring(lua_State *L) {
   port_ud *pu = check_port(L);
   const char *state = pu->ls != NULL ? "" : " (not listening)";
   if (pu->kind == SP_STREAM_TCP) {
-    char host[64];
-    int portnum;
-    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
+    char host[SP_ADDR_HOSTLEN];
+    int portnum = sp_addr_format((struct sockaddr *)&pu->bound, host);
     lua_pushfstring(L, "<TCP Port %s:%d%s>", host, portnum, state);
   } else {
     lua_getiuservalue(L, 1, PV_PATH);
@@ -461,7 +444,7 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   }
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
   pu->reuseport = reuse;
-  if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
+  if (sp_addr_parse(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
     return sp_errortype_raise(L, "reactor.CannotListenError", "EINVAL",
                               "Couldn't listen on %s:%d: the interface "
                               "must be an IP address (EINVAL).",
@@ -555,7 +538,7 @@ static void conn_cleanup(connector *c) {
     c->failop = NULL;
   }
   if (c->attempt != NULL) {
-    c->attempt->owner = NULL;
+    sp_stream_set_owner(c->attempt, NULL, NULL);
     sp_stream_discard(c->attempt);
     c->attempt = NULL;
   }
@@ -620,11 +603,11 @@ static void conn_failed(lua_State *L, connector *c) {
   fidx = lua_gettop(L);
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, cidx + 1);
-  sp_stream_callmethod(L, fidx, "clientConnectionFailed", 2);
+  sp_callmethod(L, fidx, "clientConnectionFailed", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    sp_stream_callmethod(L, fidx, "doStop", 0);
+    sp_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, top);
 }
@@ -664,13 +647,12 @@ static void conn_fail_later(connector *c, int code) {
 ** then doStop unless the factory reconnected (twisted
 ** BaseConnector.connectionLost). The reason is on top of the stack. */
 static void conn_lost(sp_stream *s, lua_State *L) {
-  connector *c = s->owner;
+  connector *c = sp_stream_owner(s);
   int reason = lua_gettop(L), cidx, fidx;
   if (c == NULL) return;
   c->stream = NULL;
   c->state = C_DISCONNECTED;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
-  lua_getiuservalue(L, -1, SP_TRANSPORT_UV_OWNER);
+  sp_stream_push_owner_value(L, s);
   cidx = lua_gettop(L);
   lua_pushnil(L);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
@@ -678,11 +660,11 @@ static void conn_lost(sp_stream *s, lua_State *L) {
   fidx = lua_gettop(L);
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, reason);
-  sp_stream_callmethod(L, fidx, "clientConnectionLost", 2);
+  sp_callmethod(L, fidx, "clientConnectionLost", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    sp_stream_callmethod(L, fidx, "doStop", 0);
+    sp_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, reason);
 }
@@ -701,10 +683,9 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   c->ref = LUA_NOREF;
   sp_live_remove(&c->live);
   sp_stream_open(L, s);
-  s->owner = c;
-  s->on_lost = conn_lost;
+  sp_stream_set_owner(s, c, conn_lost);
   lua_pushvalue(L, cidx);
-  lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
+  sp_stream_set_owner_value(L, s);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) {
     lua_settop(L, top);
@@ -712,7 +693,7 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   }
   lua_getiuservalue(L, cidx, CV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
+  if (sp_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
     sp_stream_connect_protocol(L, s);
   } else {
     if (lua_isnil(L, -1))
@@ -723,23 +704,15 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   lua_settop(L, top);
 }
 
-static void connect_cb(uv_connect_t *req, int status);
+static void conn_done(sp_stream *s, int status);
 
 /* Start connecting to sa; 0 or a libuv error. */
 static int conn_attempt(connector *c, const struct sockaddr *sa) {
-  int err, r;
-  sp_stream *s = sp_stream_alloc(SP_STREAM_TCP, &err);
-  if (s == NULL) return err;
-  r = 0;
-  if (c->has_bind) r = uv_tcp_bind(&s->h.tcp, (struct sockaddr *)&c->bind, 0);
-  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, sa, connect_cb);
-  if (r < 0) {
-    sp_stream_discard(s);
-    return r;
-  }
-  s->owner = c;
-  c->attempt = s;
-  return 0;
+  int err = 0;
+  const struct sockaddr *bind =
+      c->has_bind ? (const struct sockaddr *)&c->bind : NULL;
+  c->attempt = sp_stream_connect_tcp(bind, sa, c, conn_done, &err);
+  return c->attempt != NULL ? 0 : err;
 }
 
 /* Try the next resolved address; on none left, fail with `code`. */
@@ -753,16 +726,15 @@ static void conn_next(lua_State *L, connector *c, int code) {
   conn_fail_code(L, c, code);
 }
 
-static void connect_cb(uv_connect_t *req, int status) {
-  sp_stream *s = req->handle->data;
-  connector *c = s->owner;
-  if (c == NULL || status == UV_ECANCELED) return; /* abandoned */
+/* The connect of an attempt ended (sp_stream_connected_fn). */
+static void conn_done(sp_stream *s, int status) {
+  connector *c = sp_stream_owner(s);
   c->attempt = NULL;
   if (status == 0) {
     conn_connected(sp_loop_state(), c, s);
     return;
   }
-  s->owner = NULL;
+  sp_stream_set_owner(s, NULL, NULL);
   sp_stream_discard(s);
   conn_next(sp_loop_state(), c, status);
 }
@@ -834,21 +806,10 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
   lua_getiuservalue(L, cidx, CV_HOST);
   host = lua_tostring(L, -1);
   if (c->kind == SP_STREAM_UNIX) {
-    int err;
-    sp_stream *s = sp_stream_alloc(SP_STREAM_UNIX, &err);
-    if (s == NULL)
-      r = err;
-    else if (strlen(host) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-      sp_stream_discard(s);
-      r = UV_ENAMETOOLONG;
-    } else {
-      s->owner = c;
-      c->attempt = s;
-      uv_pipe_connect(&s->creq, &s->h.pipe, host, connect_cb);
-    }
+    c->attempt = sp_stream_connect_unix(host, c, conn_done, &r);
   } else {
     struct sockaddr_storage sa;
-    if (parse_ip(host, c->port, &sa) == 0) {
+    if (sp_addr_parse(host, c->port, &sa) == 0) {
       r = conn_attempt(c, (struct sockaddr *)&sa);
     } else {
       conn_op *op = calloc(1, sizeof *op);
@@ -941,19 +902,11 @@ static int connector_disconnect(lua_State *L) {
 ** as given to connectTCP, or {type = "UNIX", name = path}. */
 static int connector_getDestination(lua_State *L) {
   connector *c = check_connector(L);
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, c->kind == SP_STREAM_TCP ? "TCP" : "UNIX");
-  lua_setfield(L, -2, "type");
   lua_getiuservalue(L, 1, CV_HOST);
-  if (c->kind == SP_STREAM_TCP) {
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, c->port);
-    lua_setfield(L, -2, "port");
-  } else {
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "host");
-    lua_setfield(L, -2, "name");
-  }
+  if (c->kind == SP_STREAM_TCP)
+    sp_addr_push_hostport(L, "TCP", lua_tostring(L, -1), c->port);
+  else
+    sp_addr_push_unix(L, lua_tostring(L, -1));
   return 1;
 }
 
@@ -1031,11 +984,11 @@ static void check_bind(lua_State *L, int idx, connector *c) {
   const char *host;
   lua_Integer port;
   luaL_argexpected(L, lua_istable(L, idx), idx, "table {host, port}");
-  sp_pushaddrfields(L, idx);
+  sp_addr_pushfields(L, idx);
   host = lua_tostring(L, -2);
   port = lua_isnil(L, -1) ? 0 : lua_tointeger(L, -1);
   if (host == NULL || port < 0 || port > 65535 ||
-      parse_ip(host, (int)port, &c->bind) != 0)
+      sp_addr_parse(host, (int)port, &c->bind) != 0)
     luaL_argerror(L, idx, "bindAddress must be {IP address, port}");
   c->has_bind = 1;
   lua_pop(L, 2);
@@ -1118,9 +1071,9 @@ static void resolve_cb(uv_getaddrinfo_t *req, int status,
     lua_setfield(L, -2, "code");
     sp_deferred_errback(L, top + 1, -1);
   } else {
-    char buf[64];
-    int port;
-    lua_pushstring(L, sp_stream_addrstr(res->ai_addr, buf, &port));
+    char buf[SP_ADDR_HOSTLEN];
+    sp_addr_format(res->ai_addr, buf);
+    lua_pushstring(L, buf);
     sp_deferred_callback(L, top + 1, -1);
   }
   uv_freeaddrinfo(res);
@@ -1139,7 +1092,7 @@ static int tcp_resolve(lua_State *L) {
   resolve_op *op;
   int r;
   sp_deferred_new(L);
-  if (parse_ip(name, 0, &sa) == 0) {
+  if (sp_addr_parse(name, 0, &sa) == 0) {
     sp_deferred_callback(L, -1, 1);
     return 1;
   }
@@ -1166,6 +1119,65 @@ static int tcp_resolve(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------- TCP options of transports */
+
+/* The open TCP stream behind the transport at 1, or raise. */
+static sp_stream *check_tcp(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
+  if (sp_stream_kind(s) != SP_STREAM_TCP)
+    luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
+  return s;
+}
+
+/* Set (set != 0, to the truth of argument 2) or get the boolean socket
+** option level/name of the TCP transport at 1. */
+static int sockopt(lua_State *L, int level, int name, int set) {
+  sp_stream *s = check_tcp(L);
+  uv_os_fd_t fd;
+  int v = lua_toboolean(L, 2);
+  socklen_t len = sizeof v;
+  if (sp_stream_fileno(s, &fd) != 0)
+    return luaL_error(L, "attempt to use a closed transport");
+  if (set) {
+    if (setsockopt(fd, level, name, &v, len) != 0)
+      return luaL_error(L, "setsockopt: %s", strerror(errno));
+    return 0;
+  }
+  if (getsockopt(fd, level, name, &v, &len) != 0)
+    return luaL_error(L, "getsockopt: %s", strerror(errno));
+  lua_pushboolean(L, v != 0);
+  return 1;
+}
+
+/* t:setTcpNoDelay(enabled): TCP_NODELAY (Nagle off). Raises on a closed
+** or non-TCP transport. twisted tcp.Connection.setTcpNoDelay. */
+static int transport_setTcpNoDelay(lua_State *L) {
+  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 1);
+}
+
+/* t:setTcpKeepAlive(enabled): SO_KEEPALIVE with the system's timings,
+** as twisted tcp.Connection.setTcpKeepAlive. */
+static int transport_setTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1);
+}
+
+/* t:getTcpNoDelay(), t:getTcpKeepAlive() -> boolean. */
+static int transport_getTcpNoDelay(lua_State *L) {
+  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
+}
+
+static int transport_getTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
+}
+
+static const luaL_Reg transport_tcp_methods[] = {
+    {"setTcpNoDelay", transport_setTcpNoDelay},
+    {"setTcpKeepAlive", transport_setTcpKeepAlive},
+    {"getTcpNoDelay", transport_getTcpNoDelay},
+    {"getTcpKeepAlive", transport_getTcpKeepAlive},
+    {NULL, NULL}};
+
 static const luaL_Reg tcp_funcs[] = {
     {"resolve", tcp_resolve},         {"listenTCP", tcp_listenTCP},
     {"connectTCP", tcp_connectTCP},   {"listenUNIX", tcp_listenUNIX},
@@ -1173,6 +1185,7 @@ static const luaL_Reg tcp_funcs[] = {
 
 int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
+  sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
   luaL_newmetatable(L, CONNECTOR_MT);
   luaL_setfuncs(L, connector_meta, 0);
