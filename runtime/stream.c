@@ -272,8 +272,7 @@ void *sp_stream_owner(const sp_stream *s) {
   return s->owner;
 }
 
-void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f,
-                          void *data) {
+void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data) {
   s->filter = f;
   s->filter_data = data;
 }
@@ -924,8 +923,7 @@ static void fetch_addrs(sp_stream *s) {
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
   if (s->kind == SP_STREAM_TCP) {
     if (s->peer.ss_family == 0) fetch_addrs(s);
-    sp_addr_push(L, "TCP",
-                 (struct sockaddr *)(peer ? &s->peer : &s->host));
+    sp_addr_push(L, "TCP", (struct sockaddr *)(peer ? &s->peer : &s->host));
   } else {
     sp_addr_push_unix(L, peer ? s->peerpath : s->hostpath);
   }

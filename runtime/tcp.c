@@ -65,7 +65,6 @@ static int check_portnum(lua_State *L, int idx) {
   return (int)p;
 }
 
-
 /* ------------------------------------------------------------- Port */
 
 typedef struct listener listener;

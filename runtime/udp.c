@@ -55,7 +55,7 @@ typedef struct udpport {
   int family;           /* AF_INET or AF_INET6 */
   size_t maxPacketSize; /* bytes */
   char *rbuf;           /* the reused receive buffer, maxPacketSize */
-  sp_live live;          /* in loop.c's live registry while open */
+  sp_live live;         /* in loop.c's live registry while open */
 } udpport;
 
 typedef struct portbox {

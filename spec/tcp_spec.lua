@@ -125,7 +125,10 @@ s.close()
     local ok, port = pcall(reactor.listenTCP, 0, f, 5, "::1")
     if not ok then return pending("no IPv6 loopback: " .. tostring(port)) end
     local host = port:getHost()
-    assert.same({type = "TCP", host = "::1", port = host.port}, host)
+    assert.same({type = "TCP", host = "::1", port = host.port, "::1",
+      host.port, flowInfo = 0, scopeID = 0}, host)
+    assert.equal(("IPv6Address(type='TCP', host='::1', port=%d, " ..
+      "flowInfo=0, scopeID=0)"):format(host.port), tostring(host))
     local cf = collector(function(p) p.transport:write("six") end)
     cf.protocol.dataReceived = function(self, data)
       self.chunks[#self.chunks + 1] = data
@@ -270,8 +273,10 @@ describe("reactor.connectTCP", function()
     end
     local n = port:getHost().port
     local connector = reactor.connectTCP("127.0.0.1", n, cf)
-    assert.same({type = "TCP", host = "127.0.0.1", port = n},
+    assert.same({type = "TCP", host = "127.0.0.1", port = n, "127.0.0.1", n},
       connector:getDestination())
+    assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+      :format(n), tostring(connector:getDestination()))
     wait(done)
     assert.same({"startFactory", "startedConnecting connecting",
       "buildProtocol TCP " .. n, "makeConnection", "connectionMade",
@@ -649,8 +654,11 @@ import time; time.sleep(0.5)
       assert.equal("abcdef", wait(cf.done))
       assert.is_true(info.nodelay)
       assert.is_true(info.keepalive)
-      assert.same({type = "TCP", host = "127.0.0.1",
-        port = port:getHost().port}, info.host)
+      local pn = port:getHost().port
+      assert.same({type = "TCP", host = "127.0.0.1", port = pn,
+        "127.0.0.1", pn}, info.host)
+      assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+        :format(pn), tostring(info.host))
       assert.equal("127.0.0.1", info.peer.host)
       wait(port:stopListening())
     end)
