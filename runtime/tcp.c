@@ -113,10 +113,6 @@ struct listener {
   sp_live live;
 };
 
-static void listener_free_cb(uv_handle_t *h) {
-  free(h->data);
-}
-
 /* A client connected to a listening port: accept it, build its protocol
 ** (twisted tcp.Port.doRead). */
 static void on_connection(uv_stream_t *server, int status) {
@@ -150,81 +146,121 @@ static void on_connection(uv_stream_t *server, int status) {
   lua_settop(L, top);
 }
 
-static void port_closed_cb(uv_handle_t *h);
+static void port_closed(lua_State *L, port_ud *pu);
+
+/* Close callback of every listener: out of the live registry, freed; a
+** listener still attached to its Port (ls->port) tells it. */
+static void listener_closed_cb(uv_handle_t *h) {
+  listener *ls = h->data;
+  port_ud *pu = ls->port;
+  sp_live_remove(&ls->live);
+  free(ls);
+  if (pu != NULL) port_closed(sp_loop_state(), pu);
+}
+
+/* The one release path of a listener whose handle is initialized:
+** close it (once); listener_closed_cb frees it. */
+static void listener_close(listener *ls) {
+  if (!uv_is_closing(&ls->h.handle))
+    uv_close(&ls->h.handle, listener_closed_cb);
+}
 
 /* At exit the listening socket closes as by stopListening. */
 static void listener_shutdown(lua_State *L, sp_live *n) {
   listener *ls = (listener *)((char *)n - offsetof(listener, live));
   (void)L;
-  if (ls->port != NULL && ls->port->ls == ls) {
-    ls->port->ls = NULL;
-    uv_close(&ls->h.handle, port_closed_cb);
-  }
+  if (ls->port != NULL) ls->port->ls = NULL;
+  listener_close(ls);
 }
 
-/* [-0, +0, e] Open the listening socket of the Port at idx; raises
-** CannotListenError. */
-static void port_listen(lua_State *L, int idx) {
-  port_ud *pu = lua_touserdata(L, idx);
+/* A listener for pu with its handle initialized, in the live registry,
+** not yet attached to pu. Returns NULL with *err set to a libuv error;
+** nothing to release then. */
+static listener *listener_new(port_ud *pu, int *err) {
   listener *ls = calloc(1, sizeof *ls);
-  const char *path = NULL;
   int r;
-  char host[64];
-  int portnum;
-  if (ls == NULL) luaL_error(L, "not enough memory");
-  ls->h.handle.data = ls;
-  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+  if (ls == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport)
     /* uv_tcp_init_ex makes the socket now, so the option can precede
     ** bind (libuv 1.44 has no UV_TCP_REUSEPORT flag). */
     r = uv_tcp_init_ex(sp_loop(), &ls->h.tcp, pu->want.ss_family);
-    if (r == 0) {
-      uv_os_fd_t fd;
-      int one = 1;
-      uv_fileno(&ls->h.handle, &fd);
-      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        r = uv_translate_sys_error(errno);
-      if (r < 0) {
-        uv_close(&ls->h.handle, listener_free_cb);
-        sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
-                           "Couldn't set SO_REUSEPORT: %s (%s).",
-                           uv_strerror(r), uv_err_name(r));
-      }
-    }
-  } else if (pu->kind == SP_STREAM_TCP) {
+  else if (pu->kind == SP_STREAM_TCP)
     r = uv_tcp_init(sp_loop(), &ls->h.tcp);
-  } else {
-    lua_getiuservalue(L, idx, PV_PATH);
-    path = lua_tostring(L, -1);
-    lua_pop(L, 1); /* the user value keeps it */
+  else
     r = uv_pipe_init(sp_loop(), &ls->h.pipe, 0);
-  }
   if (r < 0) {
     free(ls);
+    *err = r;
+    return NULL;
+  }
+  ls->h.handle.data = ls;
+  ls->live.shutdown = listener_shutdown;
+  sp_live_add(&ls->live);
+  return ls;
+}
+
+/* What listener_bind failed at, for the error message. */
+enum { LS_INIT, LS_REUSEPORT, LS_BIND };
+
+/* Set SO_REUSEPORT if asked, bind to pu's address or path, listen.
+** Returns 0, or a libuv error with *stage set. */
+static int listener_bind(listener *ls, port_ud *pu, const char *path,
+                         int *stage) {
+  int r = 0;
+  *stage = LS_REUSEPORT;
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+    uv_os_fd_t fd;
+    int one = 1;
+    uv_fileno(&ls->h.handle, &fd);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+      return uv_translate_sys_error(errno);
+  }
+  *stage = LS_BIND;
+  if (pu->kind == SP_STREAM_TCP)
+    r = uv_tcp_bind(&ls->h.tcp, (struct sockaddr *)&pu->want, 0);
+  else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+    r = UV_ENAMETOOLONG;
+  else
+    r = uv_pipe_bind(&ls->h.pipe, path);
+  if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
+  return r;
+}
+
+/* [-0, +0, e] Raise CannotListenError for libuv error r at `stage`. */
+static void raise_listen(lua_State *L, port_ud *pu, const char *path, int r,
+                         int stage) {
+  char host[SP_ADDR_HOSTLEN];
+  int portnum;
+  if (stage == LS_INIT)
     sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
                        "Couldn't listen: %s (%s).", uv_strerror(r),
                        uv_err_name(r));
-  }
-  if (pu->kind == SP_STREAM_TCP) {
-    r = uv_tcp_bind(&ls->h.tcp, (struct sockaddr *)&pu->want, 0);
-  } else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-    r = UV_ENAMETOOLONG;
-  } else {
-    r = uv_pipe_bind(&ls->h.pipe, path);
-  }
-  if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
-  if (r < 0) {
-    uv_close(&ls->h.handle, listener_free_cb);
-    if (pu->kind == SP_STREAM_TCP) {
-      portnum = sp_addr_format((struct sockaddr *)&pu->want, host);
-      sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
-                         "Couldn't listen on %s:%d: %s (%s).",
-                         host[0] ? host : "any", portnum, uv_strerror(r),
-                         uv_err_name(r));
-    }
+  if (stage == LS_REUSEPORT)
+    sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                       "Couldn't set SO_REUSEPORT: %s (%s).", uv_strerror(r),
+                       uv_err_name(r));
+  if (pu->kind == SP_STREAM_UNIX)
     sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
                        "Couldn't listen on %s: %s (%s).", path, uv_strerror(r),
                        uv_err_name(r));
-  }
+  portnum = sp_addr_format((struct sockaddr *)&pu->want, host);
+  sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                     "Couldn't listen on %s:%d: %s (%s).",
+                     host[0] ? host : "any", portnum, uv_strerror(r),
+                     uv_err_name(r));
+}
+
+/* [-0, +0, e] The Port at idx listens on ls: attach them, pin the Port,
+** factory:doStart() (twisted Port.startListening). If doStart raises, the
+** listener is detached and closed (Twisted's socket is a local of
+** startListening, freed with the error) and the original error value is
+** raised, as it propagates in Twisted. */
+static void port_started(lua_State *L, int idx, listener *ls,
+                         const char *path) {
+  port_ud *pu = lua_touserdata(L, idx);
   if (pu->kind == SP_STREAM_TCP) {
     int len = sizeof pu->bound;
     uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
@@ -232,43 +268,52 @@ static void port_listen(lua_State *L, int idx) {
     chmod(path, (mode_t)pu->mode);
   }
   ls->port = pu;
-  ls->live.shutdown = listener_shutdown;
-  sp_live_add(&ls->live);
   pu->ls = ls;
   lua_pushvalue(L, idx);
   pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* twisted Port.startListening: the factory starts once we listen. */
   lua_getiuservalue(L, idx, PV_FACTORY);
-  lua_getfield(L, -1, "doStart");
-  if (lua_isnil(L, -1)) {
+  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
     lua_pop(L, 2);
-  } else {
-    lua_insert(L, -2);
-    if (sp_pcall(L, 1, 0) != LUA_OK) {
-      /* Twisted's socket is a local of startListening, freed with the
-      ** error: close ours too, so the port is free again. The original
-      ** error value is raised, as it would propagate in Twisted. */
-      sp_live_remove(&ls->live);
-      pu->ls = NULL;
-      luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
-      pu->ref = LUA_NOREF;
-      if (path != NULL) unlink(path);
-      uv_close(&ls->h.handle, listener_free_cb);
-      lua_getfield(L, -1, "value");
-      lua_error(L);
-    }
+    return;
   }
+  lua_insert(L, -2);
+  if (sp_pcall(L, 1, 0) == LUA_OK) return;
+  ls->port = NULL;
+  pu->ls = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
+  pu->ref = LUA_NOREF;
+  if (path != NULL) unlink(path);
+  listener_close(ls);
+  lua_getfield(L, -1, "value");
+  lua_error(L);
+}
+
+/* [-0, +0, e] Open the listening socket of the Port at idx; raises
+** CannotListenError, or what factory:doStart() raises. */
+static void port_listen(lua_State *L, int idx) {
+  port_ud *pu = lua_touserdata(L, idx);
+  const char *path = NULL;
+  listener *ls;
+  int r, stage;
+  if (pu->kind == SP_STREAM_UNIX) {
+    lua_getiuservalue(L, idx, PV_PATH);
+    path = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the user value keeps it */
+  }
+  ls = listener_new(pu, &r);
+  if (ls == NULL) raise_listen(L, pu, path, r, LS_INIT);
+  r = listener_bind(ls, pu, path, &stage);
+  if (r < 0) {
+    listener_close(ls);
+    raise_listen(L, pu, path, r, stage);
+  }
+  port_started(L, idx, ls, path);
 }
 
 /* The listening socket is closed: the factory stops, then the Deferreds
 ** of stopListening fire (twisted tcp.Port.connectionLost). */
-static void port_closed_cb(uv_handle_t *h) {
-  listener *ls = h->data;
-  lua_State *L = sp_loop_state();
-  port_ud *pu = ls->port;
+static void port_closed(lua_State *L, port_ud *pu) {
   int top = lua_gettop(L), pidx, n, i;
-  sp_live_remove(&ls->live);
-  free(ls);
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   pidx = lua_gettop(L);
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
@@ -323,7 +368,7 @@ static int port_stopListening(lua_State *L) {
   if (pu->ls != NULL) {
     listener *ls = pu->ls;
     pu->ls = NULL;
-    uv_close(&ls->h.handle, port_closed_cb);
+    listener_close(ls);
   }
   return 1;
 }
@@ -782,69 +827,99 @@ static void conn_shutdown(lua_State *L, sp_live *n) {
   sp_live_remove(&c->live);
 }
 
-/* [-0, +0, e] Begin an attempt for the Connector at cidx (twisted
-** BaseConnector.connect). */
-static void conn_start(lua_State *L, connector *c, int cidx) {
+/* [-0, +0, e] factory:doStart() the first time the Connector at cidx
+** connects (twisted BaseConnector.connect). Nothing of the attempt exists
+** yet, so an error propagates to the caller (as in Twisted) with nothing
+** to release; the factory counts as started only once doStart returned,
+** and the connector stays disconnected (Twisted leaves it "connecting"). */
+static void conn_start_factory(lua_State *L, connector *c, int cidx) {
+  if (c->factory_started) return;
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
+    lua_pop(L, 2);
+  } else {
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  }
+  c->factory_started = 1;
+}
+
+/* Start resolving c's host (a name) to try each address in turn; 0 or a
+** libuv error. */
+static int conn_resolve(connector *c, const char *host) {
+  conn_op *op = calloc(1, sizeof *op);
+  struct addrinfo hints;
+  char portstr[16];
+  int r;
+  if (op == NULL) return UV_ENOMEM;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  snprintf(portstr, sizeof portstr, "%d", c->port);
+  op->c = c;
+  op->u.gai.data = op;
+  r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr, &hints);
+  if (r < 0)
+    free(op);
+  else
+    c->gai = op;
+  return r;
+}
+
+/* Arm the connect timeout of c, if it has one. */
+static void conn_arm_timeout(connector *c) {
+  conn_op *op;
+  if (c->timeout <= 0) return;
+  op = calloc(1, sizeof *op);
+  if (op == NULL) return;
+  op->c = c;
+  op->u.timer.data = op;
+  uv_timer_init(sp_loop(), &op->u.timer);
+  uv_timer_start(&op->u.timer, timeout_cb,
+                 (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
+  c->timer = op;
+}
+
+/* Begin the attempt proper (twisted _makeTransport): a Unix connect, a
+** TCP connect to an IP literal, or name resolution first. A failure found
+** now is reported on the next loop turn, after startedConnecting. */
+static void conn_begin(lua_State *L, connector *c, int cidx) {
   const char *host;
   int r = 0;
-  c->state = C_CONNECTING;
-  lua_pushvalue(L, cidx);
-  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  c->live.shutdown = conn_shutdown;
-  sp_live_add(&c->live);
-  lua_getiuservalue(L, cidx, CV_FACTORY);
-  if (!c->factory_started) {
-    c->factory_started = 1;
-    if (lua_getfield(L, -1, "doStart") != LUA_TNIL) {
-      lua_pushvalue(L, -2);
-      lua_call(L, 1, 0);
-    } else {
-      lua_pop(L, 1);
-    }
-  }
   lua_getiuservalue(L, cidx, CV_HOST);
   host = lua_tostring(L, -1);
   if (c->kind == SP_STREAM_UNIX) {
     c->attempt = sp_stream_connect_unix(host, c, conn_done, &r);
   } else {
     struct sockaddr_storage sa;
-    if (sp_addr_parse(host, c->port, &sa) == 0) {
+    if (sp_addr_parse(host, c->port, &sa) == 0)
       r = conn_attempt(c, (struct sockaddr *)&sa);
-    } else {
-      conn_op *op = calloc(1, sizeof *op);
-      struct addrinfo hints;
-      char portstr[16];
-      memset(&hints, 0, sizeof hints);
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      snprintf(portstr, sizeof portstr, "%d", c->port);
-      if (op == NULL) {
-        r = UV_ENOMEM;
-      } else {
-        op->c = c;
-        op->u.gai.data = op;
-        r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr,
-                           &hints);
-        if (r < 0)
-          free(op);
-        else
-          c->gai = op;
-      }
-    }
-  }
-  if (r < 0) conn_fail_later(c, r);
-  if (c->timeout > 0 && r == 0) {
-    conn_op *op = calloc(1, sizeof *op);
-    if (op != NULL) {
-      op->c = c;
-      op->u.timer.data = op;
-      uv_timer_init(sp_loop(), &op->u.timer);
-      uv_timer_start(&op->u.timer, timeout_cb,
-                     (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
-      c->timer = op;
-    }
+    else
+      r = conn_resolve(c, host);
   }
   lua_pop(L, 1);
+  if (r < 0)
+    conn_fail_later(c, r);
+  else
+    conn_arm_timeout(c);
+}
+
+/* [-0, +0, e] Begin an attempt for the Connector at cidx (twisted
+** BaseConnector.connect): doStart (see conn_start_factory), then the
+** attempt, which pins the Connector (registry ref, live registry) until
+** it connects or fails, then factory:startedConnecting(connector). As in
+** Twisted that last call is not protected: what it raises reaches the
+** caller of connectTCP (or connector:connect()) while the attempt goes on
+** and ends as usual. */
+static void conn_start(lua_State *L, connector *c, int cidx) {
+  conn_start_factory(L, c, cidx);
+  c->state = C_CONNECTING;
+  lua_pushvalue(L, cidx);
+  c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->live.shutdown = conn_shutdown;
+  sp_live_add(&c->live);
+  conn_begin(L, c, cidx);
+  lua_getiuservalue(L, cidx, CV_FACTORY);
   if (lua_getfield(L, -1, "startedConnecting") != LUA_TNIL) {
     lua_pushvalue(L, -2);
     lua_pushvalue(L, cidx);

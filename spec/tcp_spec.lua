@@ -285,6 +285,52 @@ describe("reactor.connectTCP", function()
     wait(port:stopListening())
   end)
 
+  it("raises what doStart raises and keeps nothing of the attempt",
+    function()
+      -- Twisted's BaseConnector.connect calls factory.doStart() first and
+      -- lets its error propagate; nothing may pin the Connector (and so
+      -- the factory) afterwards.
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local weak = setmetatable({}, {__mode = "v"})
+      do
+        local cf = protocol.ClientFactory.forProtocol(protocol.Protocol)
+        function cf:startFactory() error({tag = "no start"}) end
+        function cf:startedConnecting() error("must not be reached") end
+        weak.factory = cf
+        local ok, err = pcall(reactor.connectTCP, "127.0.0.1",
+          port:getHost().port, cf)
+        assert.is_false(ok)
+        assert.equal("no start", err.tag)
+      end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      assert.is_nil(weak.factory)
+      assert.equal(0, f.count)
+      wait(port:stopListening())
+    end)
+
+  it("lets an error of startedConnecting reach the caller while the " ..
+    "attempt goes on, as Twisted does", function()
+      -- twisted BaseConnector.connect: factory.startedConnecting(self) is
+      -- its last statement, after the transport exists; what it raises
+      -- propagates out of connectTCP and the connection still happens.
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local cf = protocol.ClientFactory.forProtocol(protocol.Protocol:extend({
+        connectionMade = function(self) self.transport:loseConnection() end}))
+      local done = defer.Deferred()
+      function cf:startedConnecting() error({tag = "started"}) end
+      function cf:clientConnectionLost(_, reason) done:callback({reason}) end
+      local ok, err = pcall(reactor.connectTCP, "127.0.0.1",
+        port:getHost().port, cf)
+      assert.is_false(ok)
+      assert.equal("started", err.tag)
+      assert.is_truthy(wait(done)[1]:check(reactor.ConnectionDone))
+      assert.equal(1, f.count)
+      wait(port:stopListening())
+    end)
+
   it("resolves names without blocking and reconnects from " ..
     "clientConnectionLost", function()
       local f = echoFactory()
