@@ -20,7 +20,11 @@
 **
 ** Lifetime: the sp_stream is freed in the handle's close callback, which
 ** also calls producer:stopProducing(), protocol:connectionLost(reason) and
-** the owner's hook; the transport userdata then answers as closed.
+** the owner's hook; the transport userdata then answers as closed.**
+** Length: this file is over 1000 lines on purpose. Reading, the write
+** queue, closing and the transport's Lua methods all work on the private
+** struct sp_stream and its flags; splitting them into files would publish
+** the struct again (what stream.h is closed to prevent).
 */
 #include <errno.h>
 #include <stddef.h>

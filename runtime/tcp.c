@@ -17,6 +17,12 @@
 ** handles in C memory, freed in their close callbacks. A listening Port
 ** and a connecting Connector hold a registry reference to their userdata;
 ** a connected Connector is kept alive by its transport.
+**
+** Length: over 1000 lines because it is all of spindle._tcp: Port,
+** Connector, the TCP options of transports and reactor.resolve; each part
+** is a section below and they share the module's argument checks. The
+** Connector section is the one to move to a file of its own when this
+** module grows again.
 */
 #include <errno.h>
 #include <stddef.h>

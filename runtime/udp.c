@@ -278,11 +278,15 @@ static int port_open(udpport *p, const struct sockaddr *sa, unsigned flags) {
   return rc;
 }
 
-/* Shared body of listenUDP and listenMulticast. */
-static int listen_common(lua_State *L, int multicast) {
+/* [-0, +0, e] Check listenUDP's arguments (listenMulticast's when
+** multicast is set) into ss, *maxp and *reuse; the stack is left as
+** (port, protocol, interface, maxPacketSize, listenMultiple). Returns the
+** interface (kept alive at index 3). */
+static const char *listen_args(lua_State *L, int multicast,
+                               struct sockaddr_storage *ss, lua_Integer *maxp,
+                               int *reuse) {
   int portnum = check_portnum(L, 1);
   const char *iface;
-  lua_Integer maxp;
   /* listenUDP(port, protocol, maxPacketSize): each optional argument may
   ** be left out on its own, as API.md's "[, interface][, maxPacketSize]". */
   if (lua_type(L, 3) == LUA_TNUMBER && lua_isnoneornil(L, 4)) {
@@ -290,40 +294,56 @@ static int listen_common(lua_State *L, int multicast) {
     lua_insert(L, 3);
   }
   iface = luaL_optstring(L, 3, "");
-  maxp = luaL_optinteger(L, 4, 8192);
-  int reuse = multicast && lua_toboolean(L, 5);
-  struct sockaddr_storage ss;
-  portbox *b;
-  udpport *p;
-  int rc;
+  *maxp = luaL_optinteger(L, 4, 8192);
+  *reuse = multicast && lua_toboolean(L, 5);
   luaL_argexpected(
       L, lua_type(L, 2) == LUA_TTABLE || lua_type(L, 2) == LUA_TUSERDATA, 2,
       "protocol");
   if (lua_getfield(L, 2, "makeConnection") == LUA_TNIL)
     luaL_argerror(L, 2, "DatagramProtocol expected (no makeConnection)");
   lua_pop(L, 1);
-  luaL_argcheck(L, maxp > 0 && maxp <= MAX_PACKET_LIMIT, 4,
+  luaL_argcheck(L, *maxp > 0 && *maxp <= MAX_PACKET_LIMIT, 4,
                 "maxPacketSize out of range");
-  if (addr_parse(*iface ? iface : "0.0.0.0", portnum, &ss) != 0)
-    return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
-                              "Invalid address %s: not an IPv4 or IPv6 "
-                              "address",
-                              iface);
+  if (addr_parse(*iface ? iface : "0.0.0.0", portnum, ss) != 0)
+    sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                       "Invalid address %s: not an IPv4 or IPv6 address",
+                       iface);
   lua_settop(L, 5); /* keep `iface` (index 3) alive */
-  b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
-  b->p = NULL;
-  luaL_setmetatable(L, PORT_MT);
-  p = calloc(1, sizeof(*p));
+  return iface;
+}
+
+/* [-0, +0, e] A new port bound to ss and reading; raises "not enough
+** memory" or CannotListenError (nothing to release then). */
+static udpport *port_make(lua_State *L, const struct sockaddr_storage *ss,
+                          lua_Integer maxp, int reuse, const char *iface) {
+  udpport *p = calloc(1, sizeof(*p));
+  int rc;
   if (p != NULL) p->rbuf = malloc((size_t)maxp);
   if (p == NULL || p->rbuf == NULL) {
-    if (p != NULL) free(p);
-    return luaL_error(L, "not enough memory");
+    free(p);
+    luaL_error(L, "not enough memory");
   }
   p->ref = LUA_NOREF;
-  p->family = ss.ss_family;
+  p->family = ss->ss_family;
   p->maxPacketSize = (size_t)maxp;
-  rc = port_open(p, (const struct sockaddr *)&ss, reuse ? UV_UDP_REUSEADDR : 0);
-  if (rc != 0) return raise_cannot_listen(L, iface, portnum, rc);
+  rc = port_open(p, (const struct sockaddr *)ss, reuse ? UV_UDP_REUSEADDR : 0);
+  if (rc != 0) raise_cannot_listen(L, iface, (int)lua_tointeger(L, 1), rc);
+  return p;
+}
+
+/* Shared body of listenUDP and listenMulticast: the port's box (index 6)
+** owns p from here; protocol:makeConnection(port) runs (startProtocol),
+** and what it raises closes the port and propagates. */
+static int listen_common(lua_State *L, int multicast) {
+  struct sockaddr_storage ss;
+  lua_Integer maxp;
+  int reuse;
+  const char *iface = listen_args(L, multicast, &ss, &maxp, &reuse);
+  portbox *b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
+  udpport *p;
+  b->p = NULL;
+  luaL_setmetatable(L, PORT_MT);
+  p = port_make(L, &ss, maxp, reuse, iface);
   b->p = p;
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 6, UV_PROTOCOL);
@@ -331,7 +351,6 @@ static int listen_common(lua_State *L, int multicast) {
   p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   p->live.shutdown = port_shutdown;
   sp_live_add(&p->live);
-  /* protocol:makeConnection(port): startProtocol() runs now. */
   lua_getfield(L, 2, "makeConnection");
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 6);
