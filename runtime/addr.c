@@ -68,12 +68,29 @@ static int addr_tostring(lua_State *L) {
   return 1;
 }
 
-/* [-0, +0, m] Give the table on top the address metatable. */
-static void set_meta(lua_State *L) {
+/* spindle._addr: {Address = the metatable of addresses}. Addresses are
+** plain tables; their metatable is a field of this module so that an
+** address sent to a pool thread (marshal.c) takes the receiver's
+** metatable by name instead of failing on the C __tostring. */
+int luaopen_spindle__addr(lua_State *L) {
+  lua_createtable(L, 0, 1);
   if (luaL_newmetatable(L, ADDR_MT)) {
     lua_pushcfunction(L, addr_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "Address");
+    lua_setfield(L, -2, "__name");
   }
+  lua_setfield(L, -2, "Address");
+  return 1;
+}
+
+/* [-0, +0, m] Give the table on top the address metatable, from
+** spindle._addr (loaded again if it was unloaded, as busted does between
+** spec files: the metatable must stay a loaded module's field). */
+static void set_meta(lua_State *L) {
+  luaL_requiref(L, "spindle._addr", luaopen_spindle__addr, 0);
+  lua_getfield(L, -1, "Address");
+  lua_remove(L, -2);
   lua_setmetatable(L, -2);
 }
 

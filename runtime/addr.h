@@ -52,4 +52,7 @@ void sp_addr_push_unix(lua_State *L, const char *path);
 ** shape of Twisted's (host, port) tuples). Either may be nil. */
 void sp_addr_pushfields(lua_State *L, int idx);
 
+/* [-0, +1, m] The module spindle._addr: {Address = the metatable}. */
+int luaopen_spindle__addr(lua_State *L);
+
 #endif

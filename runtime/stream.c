@@ -304,12 +304,10 @@ void sp_stream_push_transport(lua_State *L, sp_stream *s) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
 }
 
-#define push_transport sp_stream_push_transport
-
 /* [-0, +1, -] Push user value n of the stream's transport. */
 static int push_uv(lua_State *L, sp_stream *s, int n) {
   int t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   t = lua_getiuservalue(L, -1, n);
   lua_remove(L, -2);
   return t;
@@ -317,7 +315,7 @@ static int push_uv(lua_State *L, sp_stream *s, int n) {
 
 /* [-1, +0, -] Pop the top value into user value n of the transport. */
 static void set_uv(lua_State *L, sp_stream *s, int n) {
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   lua_insert(L, -2);
   lua_setiuservalue(L, -2, n);
   lua_pop(L, 1);
@@ -409,7 +407,7 @@ static void closed_cb(uv_handle_t *h) {
   lua_State *L = sp_loop_state();
   int top = lua_gettop(L), tr, reason;
   transport_ud *t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   tr = lua_gettop(L);
   t = lua_touserdata(L, tr);
   t->s = NULL;
@@ -965,7 +963,7 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
     schedule_drain(L, s);
   } else {
     reading_update(s);
-    push_transport(L, s);
+    sp_stream_push_transport(L, s);
     if (call_method(L, top, "makeConnection", 1)) stream_close(L, s);
   }
   lua_settop(L, top - 1);

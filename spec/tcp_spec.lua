@@ -120,6 +120,18 @@ s.close()
     wait(port:stopListening())
   end)
 
+  it("gives addresses that print as Twisted's and travel to threads",
+    function()
+      local threads = require("spindle.threads")
+      local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+      local host = port:getHost()
+      assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+        :format(host.port), tostring(host))
+      assert.equal("127.0.0.1:" .. host.port, wait(threads.deferToThread(
+        function(a) return a.host .. ":" .. a.port end, host)))
+      wait(port:stopListening())
+    end)
+
   it("listens on IPv6 loopback and reports the address", function()
     local f = echoFactory()
     local ok, port = pcall(reactor.listenTCP, 0, f, 5, "::1")
