@@ -1088,9 +1088,10 @@ static int transport_abortConnection(lua_State *L) {
   return 0;
 }
 
-/* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
-** port = 1234} or {type = "UNIX", name = path}; they still answer after
-** the connection is closed. */
+/* t:getPeer() / t:getHost() -> an address (addr.h: {type = "TCP", host =
+** "127.0.0.1", port = 1234}, printing as IPv4Address(...), or {type =
+** "UNIX", name = path}); they still answer after the connection is
+** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
   if (t->s != NULL)

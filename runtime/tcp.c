@@ -390,8 +390,9 @@ static int port_startListening(lua_State *L) {
   return 0;
 }
 
-/* port:getHost() -> {type = "TCP", host = "127.0.0.1", port = 8080} (the
-** real port when 0 was asked for) or {type = "UNIX", name = path}.
+/* port:getHost() -> an address (addr.h): {type = "TCP", host =
+** "127.0.0.1", port = 8080} (the real port when 0 was asked for) or
+** {type = "UNIX", name = path}.
 ** twisted tcp.Port.getHost. */
 static int port_getHost(lua_State *L) {
   port_ud *pu = check_port(L);
@@ -978,8 +979,9 @@ static int connector_disconnect(lua_State *L) {
   return 0;
 }
 
-/* connector:getDestination() -> {type = "TCP", host = host, port = port}
-** as given to connectTCP, or {type = "UNIX", name = path}. */
+/* connector:getDestination() -> an address (addr.h) of host and port as
+** given to connectTCP (host may be a name), or {type = "UNIX", name =
+** path}. twisted BaseConnector.getDestination. */
 static int connector_getDestination(lua_State *L) {
   connector *c = check_connector(L);
   lua_getiuservalue(L, 1, CV_HOST);

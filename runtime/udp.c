@@ -529,7 +529,7 @@ static int port_connect(lua_State *L) {
   return 0;
 }
 
-/* port:getHost() -> {type = "UDP", host = ip, port = n}
+/* port:getHost() -> an address (addr.h): {type = "UDP", host = ip, port = n}
 ** The bound address. Follows twisted udp.Port.getHost; uv_udp_getsockname. */
 static int port_getHost(lua_State *L) {
   udpport *p = port_check(L);
