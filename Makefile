@@ -6,11 +6,19 @@
 #   make test-asan   the sanitizer run alone
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make install     build/spindle, its man page and examples under
+#                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
+#   make deb         a Debian package (debhelper) in build/
+#   make doc         the API reference in doc/api/ (LDoc)
 
 PKGS     := lua5.4 libuv libssl libcrypto libedit
-DEB_PKGS := build-essential pkg-config liblua5.4-dev lua5.4 libuv1-dev \
-            libssl-dev libedit-dev lua-busted socat netcat-openbsd \
-            python3 python3-twisted lua-luv valgrind openssl
+# What building needs (make install installs only these), then the test
+# peers and tools that make test adds.
+BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
+              libssl-dev libedit-dev
+DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
+            python3 python3-twisted lua-luv valgrind openssl \
+            lua-cjson lua-lpeg
 
 CC      ?= cc
 OPT     ?= -O2
@@ -32,7 +40,16 @@ ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 BUSTED_ARGS ?= spec
 
-.PHONY: all deps run test test-plain test-asan asan bench bench-net clean
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man/man1
+EXDIR   := $(DESTDIR)$(PREFIX)/share/doc/spindle/examples
+VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/main.c)
+DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
+
+.PHONY: all deps run test test-plain test-asan asan bench bench-net clean \
+        install uninstall deb check-install doc
 
 all: deps $(BUILD)/spindle
 
@@ -53,10 +70,10 @@ $(BUILD)/spindle: $(OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
-	$(CC) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
 
 # The Lua files under lua/ are compiled into the binary.
 $(BUILD)/gen/luafiles.c: $(LUASRC) tools/embed.sh | $(BUILD)/gen
@@ -99,6 +116,46 @@ bench-net: all
 .PHONY: bench-deferred
 bench-deferred: all
 	sh bench/deferred.sh
+
+# Install without building as root: `make && sudo make install` works.
+install:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS)"
+	@$(MAKE) --no-print-directory $(BUILD)/spindle
+	install -d $(BINDIR) $(MANDIR) $(EXDIR) $(EXDIR)/ssl
+	install -m 755 $(BUILD)/spindle $(BINDIR)/spindle
+	install -m 644 doc/spindle.1 $(MANDIR)/spindle.1
+	install -m 644 scripts/*.lua $(EXDIR)/
+	install -m 755 scripts/ssl/*.sh $(EXDIR)/ssl/ 2>/dev/null || true
+
+uninstall:
+	rm -f $(BINDIR)/spindle $(MANDIR)/spindle.1
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/spindle
+
+# A binary Debian package, build/spindle_$(VERSION)_<arch>.deb, built with
+# debhelper from debian/ (dpkg-buildpackage writes into the parent folder,
+# from where the package is moved), then checked with lintian.
+deb:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS) $(DEB_TOOLS)"
+	dpkg-buildpackage -us -uc -b
+	mkdir -p build
+	mv ../spindle_$(VERSION)_*.deb build/
+	rm -f ../spindle_$(VERSION)_*.buildinfo ../spindle_$(VERSION)_*.changes \
+	  ../spindle-dbgsym_$(VERSION)_*.deb
+	lintian --fail-on error build/spindle_$(VERSION)_*.deb
+
+# The API reference, doc/api/index.html: every public function's doc
+# comment gathered by tools/apidoc.lua (which fails, naming them, when one
+# has none), rendered by LDoc one page per module.
+doc: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc"
+	rm -rf $(BUILD)/apidoc doc/api
+	SPINDLE_LUA_PATH='lua/?.lua' $(BUILD)/spindle tools/apidoc.lua $(BUILD)/apidoc
+	ldoc -q -d doc/api -p spindle -t "spindle API reference" -f markdown \
+	  $(BUILD)/apidoc
+
+# make install and make deb in fresh Debian 12 chroots (root, network).
+check-install:
+	sh tools/check_install.sh
 
 clean:
 	rm -rf build build-asan

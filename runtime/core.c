@@ -9,7 +9,6 @@
 
 #include "core.h"
 #include "embed.h"
-#include "failure.h"
 
 lua_State *sp_mainstate = NULL;
 
@@ -29,11 +28,34 @@ void sp_shutdown(lua_State *L) {
 
 void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta) {
+  sp_class_newx(L, name, methods, meta, NULL);
+}
+
+/* __index of a class with getters: upvalue 1 the methods, upvalue 2 the
+** getters (field name -> getter(self)). */
+static int class_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNIL) return 1;
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *meta, const luaL_Reg *getters) {
   luaL_newmetatable(L, name);
   if (meta != NULL) luaL_setfuncs(L, meta, 0);
-  if (methods != NULL) {
+  if (methods != NULL || getters != NULL) {
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    if (methods != NULL) luaL_setfuncs(L, methods, 0);
+    if (getters != NULL) {
+      lua_newtable(L);
+      luaL_setfuncs(L, getters, 0);
+      lua_pushcclosure(L, class_index, 2);
+    }
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
@@ -43,8 +65,25 @@ void *sp_class_check(lua_State *L, int idx, const char *name) {
   return luaL_checkudata(L, idx, name);
 }
 
+/* The message handler of sp_pcall, set once by the binary before any
+** state exists (failure.c's, which makes Failures: core sits below
+** failure.c and must not call it). Until then errors pass unchanged. */
+static lua_CFunction pcall_handler = NULL;
+
+void sp_pcall_set_handler(lua_CFunction handler) {
+  pcall_handler = handler;
+}
+
+/* The message handler used before sp_pcall_set_handler: the error as it
+** is. */
+static int plain_handler(lua_State *L) {
+  (void)L;
+  return 1;
+}
+
 int sp_pcall(lua_State *L, int nargs, int nresults) {
-  return sp_pcall_with(L, nargs, nresults, sp_errhandler);
+  return sp_pcall_with(L, nargs, nresults,
+                       pcall_handler ? pcall_handler : plain_handler);
 }
 
 int sp_pcall_with(lua_State *L, int nargs, int nresults,
@@ -245,13 +284,26 @@ int luaopen_spindle__core(lua_State *L) {
   return 1;
 }
 
+/* The Lua file compiled into the binary for module `name`, or NULL. */
+static const sp_luafile *luafile_find(const char *name) {
+  const sp_luafile *f;
+  for (f = sp_luafiles; f->name != NULL; f++)
+    if (strcmp(f->name, name) == 0) return f;
+  return NULL;
+}
+
 /* Searcher for modules compiled into the binary; SPINDLE_LUA_PATH (a
 ** package.path-style template) is tried first so that developers can edit
-** lua/ without rebuilding. */
+** lua/ without rebuilding (for names under "spindle.", so that a module
+** new in lua/ loads before it is compiled in). For any other name it
+** returns nothing, so a failed require lists the
+** same places `lua` lists (a Lua 5.4 searcher that returns no string adds
+** no line to the message). */
 static int embedded_searcher(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *devpath = getenv("SPINDLE_LUA_PATH");
-  const sp_luafile *f;
+  const sp_luafile *f = luafile_find(name);
+  if (f == NULL && strncmp(name, "spindle.", 8) != 0) return 0;
   if (devpath != NULL && *devpath != '\0') {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchpath");
@@ -268,16 +320,12 @@ static int embedded_searcher(lua_State *L) {
     }
     lua_settop(L, 1);
   }
-  for (f = sp_luafiles; f->name != NULL; f++) {
-    if (strcmp(f->name, name) != 0) continue;
-    if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
-      return luaL_error(L, "error loading embedded module '%s':\n\t%s", name,
-                        lua_tostring(L, -1));
-    lua_pushstring(L, f->chunk + 1);
-    return 2;
-  }
-  lua_pushfstring(L, "no embedded module '%s'", name);
-  return 1;
+  if (f == NULL) return 0;
+  if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
+    return luaL_error(L, "error loading embedded module '%s':\n\t%s", name,
+                      lua_tostring(L, -1));
+  lua_pushstring(L, f->chunk + 1);
+  return 2;
 }
 
 void sp_openlibs(lua_State *L) {

@@ -20,13 +20,28 @@ extern lua_State *sp_mainstate;
 void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta);
 
+/* [-0, +0, m] sp_class_new for a type with read-only state fields
+** (Twisted's `called`, `connected`, `disconnecting`): `getters` maps each
+** field name to a function called as getter(self) -> value. __index
+** finds a method first (without touching self: the hot path), then a
+** getter; any other key gives nil. Each getter checks self itself, as
+** methods do. getters may be NULL (then this is sp_class_new). */
+void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
+                   const luaL_Reg *meta, const luaL_Reg *getters);
+
 /* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
 void *sp_class_check(lua_State *L, int idx, const char *name);
 
-/* [-(nargs+1), +(nresults|1), -] lua_pcall with sp_errhandler as message
-** handler: on error the one value left is a Failure whose traceback was
-** taken where the error was raised. Returns the lua_pcall status. */
+/* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
+** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on
+** error the one value left is a Failure whose traceback was taken where
+** the error was raised. Returns the lua_pcall status. */
 int sp_pcall(lua_State *L, int nargs, int nresults);
+
+/* Set sp_pcall's message handler for every state of the process. core.c
+** sits below failure.c, so the binary hands it failure.c's sp_errhandler
+** (main.c, once, before any state or thread exists). */
+void sp_pcall_set_handler(lua_CFunction handler);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with `handler` as message
 ** handler, pushed under the function and removed after. */
@@ -69,7 +84,7 @@ void sp_on_shutdown(void (*fn)(lua_State *L));
 /* Run the shutdown hooks; main.c calls it once. */
 void sp_shutdown(lua_State *L);
 
-/* Protected call with main.c's message handler (a traceback string). */
-int sp_main_docall(lua_State *L, int narg, int nres);
+/* spindle._core's opener (pool threads preload it in their states). */
+int luaopen_spindle__core(lua_State *L);
 
 #endif

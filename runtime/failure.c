@@ -17,8 +17,8 @@
 #include "core.h"
 #include "failure.h"
 
-#define FAILURE_MT "spindle.Failure"
-#define ERRORTYPE_MT "spindle.ErrorType"
+#define FAILURE_MT SP_FAILURE_MT
+#define ERRORTYPE_MT SP_ERRORTYPE_MT
 
 static const char errortypes_key = 'E'; /* registry: key -> error type */
 
@@ -356,8 +356,12 @@ static const luaL_Reg failure_methods[] = {
 static const luaL_Reg failure_meta[] = {{"__tostring", failure_tostring},
                                         {NULL, NULL}};
 
-/* Built-in error types: key, name, parent key. Parents follow Twisted's
-** class hierarchy (twisted.internet.error, twisted.internet.defer). */
+/* Every built-in error type, the C and the Lua modules' alike: key,
+** name, parent key. The key's prefix names the module table that exposes
+** the type (reactor.lua, defer.lua, ssl.lua, threads.lua, basic.lua, and
+** the C parts that register them). Parents follow Twisted's class
+** hierarchy (twisted.internet.error, twisted.internet.defer,
+** twisted.protocols.basic). */
 static const char *const builtin_types[][3] = {
     {"defer.AlreadyCalledError", "AlreadyCalledError", NULL},
     {"defer.CancelledError", "CancelledError", NULL},
@@ -381,7 +385,13 @@ static const char *const builtin_types[][3] = {
     {"reactor.ConnectionClosed", "ConnectionClosed", NULL},
     {"reactor.ConnectionLost", "ConnectionLost", "reactor.ConnectionClosed"},
     {"reactor.ConnectionDone", "ConnectionDone", "reactor.ConnectionClosed"},
+    {"reactor.ConnectionAborted", "ConnectionAborted",
+     "reactor.ConnectionLost"},
+    {"reactor.NotConnectingError", "NotConnectingError", NULL},
     {"reactor.MessageLengthError", "MessageLengthError", NULL},
+    {"reactor.InvalidAddressError", "InvalidAddressError", NULL},
+    {"reactor.MulticastJoinError", "MulticastJoinError", NULL},
+    {"basic.StringTooLongError", "StringTooLongError", NULL},
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},
     {"threads.TransferError", "TransferError", NULL},
@@ -476,9 +486,18 @@ void sp_errortype_export(lua_State *L, int idx, const char *prefix) {
   }
 }
 
+void sp_errortype_pushkeys(lua_State *L) {
+  lua_newtable(L);
+  for (int i = 0; builtin_types[i][0] != NULL; i++) {
+    sp_errortype_push(L, builtin_types[i][0]);
+    lua_pushstring(L, builtin_types[i][0]);
+    lua_rawset(L, -3);
+  }
+}
+
 /* failure.builtinErrorTypes(prefix) -> {name = T, ...}
 ** The built-in error types of one module ("defer", "reactor", "ssl",
-** "threads"), as the module tables export them. */
+** "threads", "basic"), as the module tables export them. */
 static int failure_builtinErrorTypes(lua_State *L) {
   const char *prefix = luaL_checkstring(L, 1);
   lua_newtable(L);

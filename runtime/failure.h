@@ -6,6 +6,15 @@
 
 #include <lua.h>
 
+/* Metatable names (what users see in errors): a Failure's, and the one
+** every error type shares. */
+#define SP_FAILURE_MT "spindle.Failure"
+#define SP_ERRORTYPE_MT "spindle.ErrorType"
+
+/* spindle.failure's opener (states made in marshal.c and pool threads
+** require it directly). */
+int luaopen_spindle_failure(lua_State *L);
+
 /* [-0, +0, -] Is the value at idx a Failure? */
 int sp_failure_is(lua_State *L, int idx);
 
@@ -36,6 +45,11 @@ void sp_errortype_make(lua_State *L, const char *key, const char *msg);
 ** `code` field (a libuv error name such as "EADDRINUSE"). */
 int sp_errortype_raise(lua_State *L, const char *key, const char *code,
                        const char *fmt, ...);
+
+/* [-0, +1, m] Push a new table mapping every built-in error type to its
+** key ("reactor.CannotListenError"), for marshal.c, which sends built-in
+** types by key. */
+void sp_errortype_pushkeys(lua_State *L);
 
 /* [-0, +0, m] Copy the built-in types whose key starts with `prefix.`
 ** ("reactor") into the table at idx under their names ("CannotListenError"). */

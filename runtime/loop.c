@@ -1,8 +1,10 @@
 /*
-** loop.c: the reactor core (spindle._loop): run/stop, system event
-** triggers, callLater's DelayedCalls, runUntilComplete, and the
-** cross-thread inbox behind callFromThread. Follows
+** loop.c: the reactor's mechanism (spindle._loop): the libuv loop and
+** its run/halt, callLater's DelayedCalls, the cross-thread inbox behind
+** callFromThread, and SIGINT/SIGTERM. Follows
 ** twisted.internet.base.ReactorBase and twisted.internet.base.DelayedCall.
+** The policy written on it (system event triggers, stop(), running,
+** callWhenRunning, runUntilComplete) is Lua: lua/spindle/lifecycle.lua.
 **
 ** Timers: one uv_timer armed for the earliest entry of a binary heap of
 ** DelayedCalls ordered by (time, scheduling sequence), so same-time calls
@@ -10,12 +12,11 @@
 ** and arguments are its user values (nil holes kept); while pending it is
 ** anchored by a ref in a registry table, so firing allocates nothing.
 **
-** Shutdown, as Twisted does it: stop() schedules the 'shutdown' event for
-** the next timer pass; its 'before' triggers run and any Deferreds they
-** return are waited on; then `running` turns false, the 'during' and
-** 'after' triggers run, and uv_stop ends run(). Triggers are one-shot: an
-** event's triggers are detached when it fires, so triggers added while it
-** fires wait for the next time (a later run()).
+** States: run() moves idle -> running and calls the policy's `started`
+** hook; beginStop() moves running -> stopping (the policy then fires the
+** 'shutdown' event); halt() moves stopping -> stopped, and run() returns
+** to idle. A signal while running calls the policy's stop handler; one
+** while stopping forces the exit.
 **
 ** Handles (timer, async, signals) live in malloc'd memory freed in their
 ** close callbacks; the shutdown hook closes every handle left on the loop
@@ -28,9 +29,9 @@
 #include <string.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core.h"
-#include "defer.h"
 #include "failure.h"
 #include "loop.h"
 
@@ -38,7 +39,6 @@
 
 /* Registry keys: addresses of these variables. */
 static const char anchor_key = 'A'; /* ref -> pending DelayedCall */
-static const char events_key = 'E'; /* event -> {before=,during=,after=} */
 static const char fifo_key = 'F';   /* callFromThread's main-thread FIFO */
 
 typedef enum { DC_PENDING, DC_CALLED, DC_CANCELLED } dcall_state;
@@ -263,11 +263,14 @@ static void dcall_unanchor(lua_State *L, dcall *c) {
 }
 
 /* [-0, +1, m] Schedule the function at fidx with the nargs values after it
-** to run in `delay` seconds; push the DelayedCall. */
+** to run in `delay` seconds; push the DelayedCall. Once the process has
+** begun to exit (the shutdown hook closed the loop: connections lost at
+** exit call protocols that may schedule more), the call is accepted as
+** Twisted accepts it during shutdown, but never runs: it stays pending,
+** off the heap, and is collected with the state. */
 static dcall *dcall_schedule(lua_State *L, double delay, int fidx, int nargs) {
   dcall *c;
   fidx = lua_absindex(L, fidx);
-  if (closed) luaL_error(L, "the reactor has shut down");
   c = lua_newuserdatauv(L, sizeof *c, nargs + 1);
   c->heapidx = -1;
   c->ref = LUA_NOREF;
@@ -278,12 +281,16 @@ static dcall *dcall_schedule(lua_State *L, double delay, int fidx, int nargs) {
     lua_pushvalue(L, fidx + i);
     lua_setiuservalue(L, -2, i + 1);
   }
+  c->time = sp_loop_seconds() + delay;
+  if (closed) {
+    c->state = DC_PENDING;
+    return c;
+  }
   if (!heap_reserve()) luaL_error(L, "not enough memory");
   lua_rawgetp(L, LUA_REGISTRYINDEX, &anchor_key);
   lua_pushvalue(L, -2);
   c->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
-  c->time = sp_loop_seconds() + delay;
   c->seq = timers.nextseq++;
   c->state = DC_PENDING;
   heap_push(c);
@@ -371,6 +378,7 @@ static int dcall_cancel(lua_State *L) {
 /* [-0, +0, -] Give c a new due time and its place in the heap. */
 static void dcall_move(dcall *c, double time) {
   c->time = time;
+  if (c->heapidx < 0) return; /* accepted after exit began: never runs */
   c->seq = timers.nextseq++;
   heap_fix(c);
   timers_arm();
@@ -426,23 +434,30 @@ static int dcall_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: methods (upvalue 1), then the read-only fields `called`,
-** `cancelled` and `time`, as Twisted's DelayedCall has them. */
-static int dcall_index(lua_State *L) {
-  dcall *c = dcall_check(L);
-  const char *k = lua_tostring(L, 2);
-  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL) return 1;
-  if (k == NULL) return 1;
-  if (strcmp(k, "called") == 0)
-    lua_pushboolean(L, c->state == DC_CALLED);
-  else if (strcmp(k, "cancelled") == 0)
-    lua_pushboolean(L, c->state == DC_CANCELLED);
-  else if (strcmp(k, "time") == 0)
-    lua_pushnumber(L, c->time);
-  else
-    lua_pushnil(L);
+/* dc.called, dc.cancelled -> boolean; dc.time -> seconds (when due, in
+** reactor.seconds()): read-only fields, as Twisted's DelayedCall has. */
+static int dcall_getcalled(lua_State *L) {
+  lua_pushboolean(L, dcall_check(L)->state == DC_CALLED);
   return 1;
 }
+
+static int dcall_getcancelled(lua_State *L) {
+  lua_pushboolean(L, dcall_check(L)->state == DC_CANCELLED);
+  return 1;
+}
+
+static int dcall_gettime(lua_State *L) {
+  lua_pushnumber(L, dcall_check(L)->time);
+  return 1;
+}
+
+static const luaL_Reg dcall_getters[] = {{"called", dcall_getcalled},
+                                         {"cancelled", dcall_getcancelled},
+                                         {"time", dcall_gettime},
+                                         {NULL, NULL}};
+
+static const luaL_Reg dcall_meta[] = {{"__tostring", dcall_tostring},
+                                      {NULL, NULL}};
 
 static const luaL_Reg dcall_methods[] = {
     {"cancel", dcall_cancel},   {"reset", dcall_reset},
@@ -450,18 +465,11 @@ static const luaL_Reg dcall_methods[] = {
     {"getTime", dcall_getTime}, {NULL, NULL}};
 
 /* ---------------------------------------------------------------- */
-/* System events                                                       */
+/* Queued calls                                                        */
 
-static const char *const phases[] = {"before", "during", "after", NULL};
-
-/* [-0, +1, m] The table of event triggers. */
-static void events_push(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &events_key);
-}
-
-/* [-0, +1, -] Call trigger entry {f, args..., n = nargs} at idx; push its
-** result (nil after logging an error). */
-static void trigger_call(lua_State *L, int idx) {
+/* [-0, +1, -] Call entry {f, args..., n = nargs} at idx (callFromThread's
+** FIFO); push its result (nil after logging an error). */
+static void entry_call(lua_State *L, int idx) {
   int n;
   idx = lua_absindex(L, idx);
   lua_getfield(L, idx, "n");
@@ -475,203 +483,64 @@ static void trigger_call(lua_State *L, int idx) {
   call_logged(L, n, NULL);
 }
 
-/* [-0, +0, -] Run the triggers of one phase of detached event e. */
-static void event_phase(lua_State *L, int e, const char *phase) {
-  if (lua_getfield(L, e, phase) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      trigger_call(L, -1);
-      lua_pop(L, 2);
-    }
-  }
-  lua_pop(L, 1);
-}
-
-/* [-0, +0, -] The 'before' triggers are done: run 'during' and 'after';
-** end run() after shutdown. Twisted's _ThreePhaseEvent._continueFiring. */
-static void event_continue(lua_State *L, int e) {
-  int shutdown;
-  e = lua_absindex(L, e);
-  lua_getfield(L, e, "event");
-  shutdown = strcmp(lua_tostring(L, -1), "shutdown") == 0;
-  if (strcmp(lua_tostring(L, -1), "startup") == 0) running = 1;
-  if (shutdown) running = 0;
-  lua_pop(L, 1);
-  event_phase(L, e, "during");
-  event_phase(L, e, "after");
-  if (shutdown && state == S_STOPPING) {
-    state = S_STOPPED;
-    uv_stop(sp_loop());
-  }
-}
-
-/* [-0, +0, -] One waited-on thing is done: count down e.pending and
-** continue the event at zero. */
-static void event_countdown(lua_State *L, int e) {
-  lua_Integer left;
-  lua_getfield(L, e, "pending");
-  left = lua_tointeger(L, -1) - 1;
-  lua_pop(L, 1);
-  lua_pushinteger(L, left);
-  lua_setfield(L, e, "pending");
-  if (left == 0) event_continue(L, e);
-}
-
-/* Callback added to each Deferred a 'before' trigger returned (upvalue 1:
-** the event); passes its result on, as DeferredList leaves it. */
-static int event_deferred_done(lua_State *L) {
-  lua_settop(L, 1);
-  event_countdown(L, lua_upvalueindex(1));
-  return 1;
-}
-
-/* [-0, +0, -] Wait for the Deferred at d before continuing event e. */
-static void event_wait(lua_State *L, int e, int d) {
-  lua_getfield(L, e, "pending");
-  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
-  lua_setfield(L, e, "pending");
-  lua_pop(L, 1);
-  lua_getfield(L, d, "addBoth");
-  lua_pushvalue(L, d);
-  lua_pushvalue(L, e);
-  lua_pushcclosure(L, event_deferred_done, 1);
-  if (sp_pcall(L, 2, 0) != LUA_OK) {
-    sp_log_failure(L, -1, "while waiting on a 'before' trigger:");
-    lua_pop(L, 1);
-    event_countdown(L, e);
-  }
-}
-
-/* [-0, +0, -] Fire system event `name`: detach its triggers, run the
-** 'before' ones, wait for the Deferreds they return, then continue.
-** Twisted's ReactorBase.fireSystemEvent and _ThreePhaseEvent.fireEvent. */
-static void event_fire(lua_State *L, const char *name) {
-  int top = lua_gettop(L), e;
-  events_push(L);
-  if (lua_getfield(L, -1, name) == LUA_TTABLE) {
-    lua_pushnil(L);
-    lua_setfield(L, -3, name);
-  } else {
-    lua_pop(L, 1);
-    lua_newtable(L);
-  }
-  e = lua_gettop(L);
-  lua_pushstring(L, name);
-  lua_setfield(L, e, "event");
-  /* One count for this loop, so Deferreds that fired already cannot
-  ** continue the event before all 'before' triggers ran. */
-  lua_pushinteger(L, 1);
-  lua_setfield(L, e, "pending");
-  if (lua_getfield(L, e, "before") == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      trigger_call(L, -1);
-      if (sp_deferred_is(L, -1)) event_wait(L, e, lua_absindex(L, -1));
-      lua_pop(L, 2);
-    }
-  }
-  lua_pop(L, 1);
-  event_countdown(L, e);
-  lua_settop(L, top);
-}
-
-/* reactor.addSystemEventTrigger(phase, event, f, ...) -> id
-** Call f(...) at `phase` ("before", "during", "after") of `event`
-** ("startup", "shutdown"). A 'before shutdown' trigger may return a
-** Deferred: shutdown waits for it. Each trigger fires once. Returns an
-** opaque id for removeSystemEventTrigger. Raises on a bad phase or a
-** non-callable f. twisted IReactorCore.addSystemEventTrigger. */
-static int loop_addSystemEventTrigger(lua_State *L) {
-  int p = luaL_checkoption(L, 1, NULL, phases);
-  int top = lua_gettop(L), entry;
-  luaL_checkstring(L, 2);
-  sp_checkcallable(L, 3);
-  lua_createtable(L, top - 2, 3);
-  entry = lua_gettop(L);
-  for (int i = 3; i <= top; i++) {
-    lua_pushvalue(L, i);
-    lua_rawseti(L, entry, i - 2);
-  }
-  lua_pushinteger(L, top - 3);
-  lua_setfield(L, entry, "n");
-  lua_pushstring(L, phases[p]);
-  lua_setfield(L, entry, "phase");
-  lua_pushvalue(L, 2);
-  lua_setfield(L, entry, "event");
-  events_push(L);
-  luaL_getsubtable(L, -1, lua_tostring(L, 2));
-  luaL_getsubtable(L, -1, phases[p]);
-  lua_pushvalue(L, entry);
-  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-  lua_settop(L, entry);
-  return 1;
-}
-
-/* reactor.removeSystemEventTrigger(id): remove a trigger that has not
-** fired. Raises if id is not a pending trigger.
-** twisted IReactorCore.removeSystemEventTrigger. */
-static int loop_removeSystemEventTrigger(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  events_push(L);
-  lua_getfield(L, 1, "event");
-  if (lua_type(L, -1) == LUA_TSTRING && lua_gettable(L, 2) == LUA_TTABLE) {
-    lua_getfield(L, 1, "phase");
-    if (lua_type(L, -1) == LUA_TSTRING && lua_gettable(L, 3) == LUA_TTABLE) {
-      lua_Integer n = luaL_len(L, 4);
-      for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, 4, i);
-        if (lua_rawequal(L, -1, 1)) {
-          for (; i < n; i++) {
-            lua_rawgeti(L, 4, i + 1);
-            lua_rawseti(L, 4, i);
-          }
-          lua_pushnil(L);
-          lua_rawseti(L, 4, n);
-          return 0;
-        }
-        lua_pop(L, 1);
-      }
-    }
-  }
-  return luaL_argerror(L, 1, "not a pending system event trigger");
-}
-
 /* ---------------------------------------------------------------- */
 /* run / stop                                                          */
 
-static int loop_fireShutdown(lua_State *L) {
-  event_fire(L, "shutdown");
+/* Registry key: the function a signal calls to stop the reactor (the
+** policy's reactor.stop, set with _loop.setStopHandler). */
+static const char stophandler_key = 'S';
+
+/* _loop.beginStop() -> boolean: mark a running reactor as stopping (its
+** shutdown is under way) and return true; false if it is not running or
+** stopping already. The policy (lifecycle.lua) then fires 'shutdown'. */
+static int loop_beginStop(lua_State *L) {
+  int ok = state == S_RUNNING;
+  if (ok) state = S_STOPPING;
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* _loop.halt(): shutdown has finished: end run() once the current
+** callback returns. Does nothing unless the reactor is stopping. */
+static int loop_halt(lua_State *L) {
+  (void)L;
+  if (state != S_STOPPING) return 0;
+  state = S_STOPPED;
+  uv_stop(sp_loop());
   return 0;
 }
 
-/* [-0, +0, m] Begin shutdown: the 'shutdown' event fires on the next
-** timer pass, so stop() returns at once. */
-static void loop_beginstop(lua_State *L) {
-  state = S_STOPPING;
-  lua_pushcfunction(L, loop_fireShutdown);
-  dcall_schedule(L, 0.0, -1, 0);
-  lua_pop(L, 2);
+/* _loop.setRunning(b): set reactor.running (the policy sets it once the
+** 'before startup' triggers are done, clears it at 'during shutdown'). */
+static int loop_setRunning(lua_State *L) {
+  running = lua_toboolean(L, 1);
+  return 0;
 }
 
-/* reactor.stop(): stop the reactor: returns at once; the loop then fires
-** the 'before shutdown' triggers (waiting on Deferreds they return), the
-** 'during' and 'after' ones, and run() returns. Raises ReactorNotRunning
-** if the reactor is not running or already stopping.
-** twisted ReactorBase.stop. */
-static int loop_stop(lua_State *L) {
-  if (state != S_RUNNING)
-    return sp_errortype_raise(L, "reactor.ReactorNotRunning", NULL,
-                              "Can't stop reactor that isn't running.");
-  loop_beginstop(L);
+/* _loop.state() -> "idle", "running", "stopping" or "stopped". */
+static int loop_state(lua_State *L) {
+  static const char *const names[] = {"idle", "running", "stopping", "stopped"};
+  lua_pushstring(L, names[state]);
+  return 1;
+}
+
+/* _loop.setStopHandler(f): f() is what SIGINT/SIGTERM call to stop a
+** running reactor (the policy's reactor.stop). */
+static int loop_setStopHandler(lua_State *L) {
+  sp_checkcallable(L, 1);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &stophandler_key);
   return 0;
 }
 
 /* SIGINT / SIGTERM while running: stop, so shutdown triggers run, as
-** Twisted's _SignalReactorMixin does. A second signal while stopping is
-** ignored. */
+** Twisted's _SignalReactorMixin does. One while shutdown is already under
+** way (a 'before shutdown' trigger's Deferred that never fires, say)
+** forces the exit, as Node and systemd users expect of a second Ctrl-C or
+** SIGTERM: a line on stderr, then _exit with 128 + the signal's number
+** (130, 143), the status a shell reports for a process the signal
+** killed. Nothing more runs: not the rest of shutdown, nor the exit
+** hooks, since they may be what hangs. */
 static int (*interrupt_hook)(lua_State *L) = NULL;
 static void interrupt_clear(void);
 
@@ -679,17 +548,32 @@ void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L)) {
   interrupt_hook = fn;
 }
 
+static void signal_force_exit(int signum) {
+  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+  fflush(NULL);
+  fprintf(stderr,
+          "spindle: %s while shutting down: exiting now, without "
+          "waiting for shutdown to finish (status %d)\n",
+          name, 128 + signum);
+  fflush(stderr);
+  _exit(128 + signum);
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
   interrupt_clear();
+  if (state == S_STOPPING) signal_force_exit(signum);
   if (state != S_RUNNING) return;
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
   snprintf(text, sizeof text, "Received %s, shutting down.",
            signum == SIGINT ? "SIGINT" : "SIGTERM");
   log_msg(L, text);
-  lua_pushcfunction(L, loop_stop);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &stophandler_key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
   if (sp_pcall(L, 0, 0) != LUA_OK) {
     sp_log_failure(L, -1, NULL);
     lua_pop(L, 1);
@@ -711,6 +595,10 @@ static struct timespec interrupt_at;
 static lua_State *volatile interrupt_L = NULL;
 static lua_State *volatile interrupt_co = NULL; /* coroutine resumed now */
 static struct sigaction libuv_action[NSIGNALS];
+/* The actions in place before run() (main.c's "interrupted!" handler while
+** a chunk runs, or what the shell gave us), put back when run() returns:
+** uv_signal_stop would leave SIG_DFL. */
+static struct sigaction outer_action[NSIGNALS];
 
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   struct timespec now;
@@ -794,6 +682,8 @@ static void signals_start(lua_State *L) {
   sa.sa_sigaction = interrupt_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigfillset(&sa.sa_mask);
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], NULL, &outer_action[i]);
   for (int i = 0; i < NSIGNALS; i++) {
     int r = uv_signal_start(signals[i], signal_cb, signums[i]);
     if (r != 0) luaL_error(L, "uv_signal_start: %s", uv_strerror(r));
@@ -810,18 +700,25 @@ static void signals_stop(void) {
   interrupt_clear();
   interrupt_L = NULL;
   for (int i = 0; i < NSIGNALS; i++) uv_signal_stop(signals[i]);
+  for (int i = 0; i < NSIGNALS; i++)
+    sigaction(signums[i], &outer_action[i], NULL);
 }
 
-/* [-0, +0, e] Run the loop from startup until shutdown has finished,
+/* [-0, +0, e] Run the loop: call `started` (the function at idx, or
+** nothing if it is nil; an error in it is logged), then run until halt(),
 ** then collect garbage so that unhandled failed Deferreds get logged. */
-static void loop_runloop(lua_State *L) {
+static void loop_runloop(lua_State *L, int started) {
   lua_State *prevL = runL;
   if (closed) luaL_error(L, "the reactor has shut down");
   sp_loop();
   signals_start(L);
   state = S_RUNNING;
   runL = L;
-  event_fire(L, "startup");
+  if (!lua_isnil(L, started)) {
+    lua_pushvalue(L, started);
+    call_logged(L, 0, NULL);
+    lua_pop(L, 1);
+  }
   while (state != S_STOPPED) uv_run(sp_loop(), UV_RUN_DEFAULT);
   signals_stop();
   runL = prevL;
@@ -830,35 +727,20 @@ static void loop_runloop(lua_State *L) {
   lua_gc(L, LUA_GCCOLLECT);
 }
 
-/* reactor.run(): run the loop until stop() has finished. Fires the
-** 'startup' triggers first. Raises ReactorAlreadyRunning if the reactor
-** is running; unlike Twisted's, it may run again after it returned.
-** twisted ReactorBase.run. */
+/* _loop.run([started]): run the loop until halt(), calling started()
+** (the policy's 'startup' event) once the loop is marked running and
+** signals stop it. Raises ReactorAlreadyRunning if it runs already, and
+** once the process has begun to exit. The thread calling it is the
+** one loop callbacks call into (sp_loop_state). twisted ReactorBase.run
+** (its policy is lifecycle.lua's reactor.run). */
 static int loop_run(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) sp_checkcallable(L, 1);
+  lua_settop(L, 1);
   if (state != S_IDLE)
     return sp_errortype_raise(L, "reactor.ReactorAlreadyRunning", NULL,
                               "reactor is already running");
-  loop_runloop(L);
+  loop_runloop(L, 1);
   return 0;
-}
-
-/* reactor.callWhenRunning(f, ...) -> id or nil: call f(...) once the
-** reactor runs ('after startup' trigger; its id is returned), or at once
-** if it is running. twisted ReactorBase.callWhenRunning. */
-static int loop_callWhenRunning(lua_State *L) {
-  sp_checkcallable(L, 1);
-  if (running) {
-    lua_call(L, lua_gettop(L) - 1, 0);
-    return 0;
-  }
-  lua_pushcfunction(L, loop_addSystemEventTrigger);
-  lua_insert(L, 1);
-  lua_pushliteral(L, "after");
-  lua_insert(L, 2);
-  lua_pushliteral(L, "startup");
-  lua_insert(L, 3);
-  lua_call(L, lua_gettop(L) - 1, 1);
-  return 1;
 }
 
 /* The reactor's functions also work as methods (reactor:callLater(...),
@@ -903,86 +785,6 @@ static int loop_getDelayedCalls(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------- */
-/* runUntilComplete                                                    */
-
-/* Added to the awaited Deferred (upvalue 1: the holder): record the
-** result and stop. A Failure is consumed (runUntilComplete raises it),
-** a success passes on. */
-static int ruc_done(lua_State *L) {
-  int holder = lua_upvalueindex(1);
-  lua_settop(L, 1);
-  lua_pushboolean(L, 1);
-  lua_setfield(L, holder, "done");
-  lua_pushvalue(L, 1);
-  lua_setfield(L, holder, "result");
-  if (state == S_RUNNING) loop_beginstop(L);
-  if (sp_failure_is(L, 1)) return 0;
-  return 1;
-}
-
-static int ruc_timeout(lua_State *L) {
-  lua_pushboolean(L, 1);
-  lua_setfield(L, lua_upvalueindex(1), "timedout");
-  if (state == S_RUNNING) loop_beginstop(L);
-  return 0;
-}
-
-/* [-0, +0, e] The result in holder (index 2): return it or raise it. */
-static int ruc_finish(lua_State *L, double timeout) {
-  if (lua_getfield(L, 2, "done") == LUA_TBOOLEAN) {
-    lua_getfield(L, 2, "result");
-    if (sp_failure_is(L, -1)) return lua_error(L);
-    return 1;
-  }
-  if (lua_getfield(L, 2, "timedout") == LUA_TBOOLEAN)
-    return sp_errortype_raise(L, "reactor.TimeoutError", NULL,
-                              "Deferred did not fire within %f seconds",
-                              timeout);
-  return sp_errortype_raise(L, "reactor.ReactorNotRunning", NULL,
-                            "reactor stopped before the Deferred fired");
-}
-
-/* reactor.runUntilComplete(d[, timeout]) -> result
-** Run the reactor until Deferred d has fired (then stop it, shutdown
-** triggers included) and return d's result, or raise its Failure (the
-** same Failure object, never wrapped again). If d has fired already the
-** loop does not run. After `timeout` seconds (float, optional) raises
-** reactor.TimeoutError; d is left as it is. Raises ReactorAlreadyRunning
-** if the reactor runs, ReactorNotRunning if it was stopped before d
-** fired. For tests and scripts, like asyncio's run_until_complete. */
-static int loop_runUntilComplete(lua_State *L) {
-  double timeout = luaL_optnumber(L, 2, -1);
-  dcall *tc = NULL;
-  if (!sp_deferred_is(L, 1)) return luaL_typeerror(L, 1, "Deferred");
-  luaL_argcheck(L, lua_isnoneornil(L, 2) || timeout >= 0, 2,
-                "timeout must be >= 0");
-  if (state != S_IDLE)
-    return sp_errortype_raise(L, "reactor.ReactorAlreadyRunning", NULL,
-                              "reactor is already running");
-  lua_settop(L, 1);
-  lua_newtable(L); /* 2: holder */
-  lua_getfield(L, 1, "addBoth");
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_pushcclosure(L, ruc_done, 1);
-  lua_call(L, 2, 0);
-  if (lua_getfield(L, 2, "done") == LUA_TBOOLEAN) return ruc_finish(L, 0);
-  lua_pop(L, 1);
-  if (timeout >= 0) {
-    lua_pushvalue(L, 2);
-    lua_pushcclosure(L, ruc_timeout, 1);
-    tc = dcall_schedule(L, timeout, -1, 0); /* 4: the call */
-  }
-  loop_runloop(L);
-  if (tc != NULL && tc->state == DC_PENDING) {
-    lua_pushcfunction(L, dcall_cancel);
-    lua_pushvalue(L, 4);
-    lua_call(L, 1, 0);
-  }
-  return ruc_finish(L, timeout);
-}
-
-/* ---------------------------------------------------------------- */
 /* callFromThread and the inbox                                        */
 
 void sp_loop_post(sp_loop_msg *m) {
@@ -1014,7 +816,7 @@ static void fifo_drain(lua_State *L) {
     lua_rawgeti(L, top + 1, ++fifo_head);
     lua_pushnil(L);
     lua_rawseti(L, top + 1, fifo_head);
-    trigger_call(L, -1);
+    entry_call(L, -1);
     lua_settop(L, top + 1);
   }
   /* Emptied: reuse the same array slots from 1 again. */
@@ -1167,37 +969,29 @@ static int loop_getrunning(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg loop_funcs[] = {
-    {"run", loop_run},
-    {"stop", loop_stop},
-    {"runUntilComplete", loop_runUntilComplete},
-    {"callWhenRunning", loop_callWhenRunning},
-    {"addSystemEventTrigger", loop_addSystemEventTrigger},
-    {"removeSystemEventTrigger", loop_removeSystemEventTrigger},
-    {"seconds", loop_seconds},
-    {"callLater", loop_callLater},
-    {"getDelayedCalls", loop_getDelayedCalls},
-    {"callFromThread", loop_callFromThread},
-    {NULL, NULL}};
+static const luaL_Reg loop_funcs[] = {{"run", loop_run},
+                                      {"beginStop", loop_beginStop},
+                                      {"halt", loop_halt},
+                                      {"setRunning", loop_setRunning},
+                                      {"state", loop_state},
+                                      {"setStopHandler", loop_setStopHandler},
+                                      {"seconds", loop_seconds},
+                                      {"callLater", loop_callLater},
+                                      {"getDelayedCalls", loop_getDelayedCalls},
+                                      {"callFromThread", loop_callFromThread},
+                                      {NULL, NULL}};
 
-/* [-0, +0, m] The registry tables and the DelayedCall metatable. */
+/* [-0, +0, m] The registry tables and the DelayedCall class. */
 static void loop_registry_init(lua_State *L) {
-  const void *keys[] = {&anchor_key, &events_key, &fifo_key};
-  for (int i = 0; i < 3; i++) {
+  const void *keys[] = {&anchor_key, &fifo_key};
+  for (int i = 0; i < 2; i++) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, keys[i]) == LUA_TNIL) {
       lua_newtable(L);
       lua_rawsetp(L, LUA_REGISTRYINDEX, keys[i]);
     }
     lua_pop(L, 1);
   }
-  if (luaL_newmetatable(L, DCALL_MT)) {
-    luaL_newlib(L, dcall_methods);
-    lua_pushcclosure(L, dcall_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, dcall_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  sp_class_newx(L, DCALL_MT, dcall_methods, dcall_meta, dcall_getters);
 }
 
 int luaopen_spindle__loop(lua_State *L) {

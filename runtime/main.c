@@ -22,12 +22,10 @@
 
 static const char *progname = "spindle";
 
-static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l')
-    fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
-  else
-    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
-  fprintf(stderr,
+/* The option list, for --help (on stdout) and after a bad option (on
+** stderr); doc/spindle.1 says the same at length. */
+static void print_options(FILE *out) {
+  fprintf(out,
           "usage: %s [options] [script [args]]\n"
           "Available options are:\n"
           "  -e stat   execute string 'stat'\n"
@@ -37,14 +35,40 @@ static void print_usage(const char *badoption) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --help    show this help and exit\n"
+          "  --version show version information and exit\n"
           "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n",
+          "  -         stop handling options and execute stdin\n"
+          "Environment: LUA_INIT_5_4, LUA_INIT, LUA_PATH, LUA_CPATH,\n"
+          "  SPINDLE_LUA_PATH (load spindle's Lua modules from a tree),\n"
+          "  SPINDLE_REPL=rich (the rich REPL on any standard input).\n"
+          "See spindle(1).\n",
           progname);
 }
 
+static void print_usage(const char *badoption) {
+  if (badoption[1] == 'e' || badoption[1] == 'l')
+    fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+  else
+    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+  print_options(stderr);
+}
+
+/* One line a tool can parse: spindle's version, the libraries it runs
+** on, then Lua's own banner (LUA_COPYRIGHT), which scripts written for
+** `lua -v` look for at the end of the line. */
 static void print_version(void) {
-  printf("spindle %s (%s, libuv %s, %s)\n", SPINDLE_VERSION, LUA_RELEASE,
-         uv_version_string(), OpenSSL_version(OPENSSL_VERSION));
+  printf("spindle %s (libuv %s, %s) %s\n", SPINDLE_VERSION, uv_version_string(),
+         OpenSSL_version(OPENSSL_VERSION), LUA_COPYRIGHT);
+  fflush(stdout);
+}
+
+/* Print msg on stderr, after "progname: " unless progname is NULL (the
+** line-mode REPL prints errors bare, as lua.c's l_message). */
+static void message(const char *msg) {
+  if (progname != NULL) fprintf(stderr, "%s: ", progname);
+  fprintf(stderr, "%s\n", msg);
+  fflush(stderr);
 }
 
 /* Print an error message (no traceback is added here: the message
@@ -52,8 +76,7 @@ static void print_version(void) {
 static int report(lua_State *L, int status) {
   if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "%s: %s\n", progname, msg ? msg : "(error)");
-    fflush(stderr);
+    message(msg ? msg : "(error)");
     lua_pop(L, 1);
   }
   return status;
@@ -80,12 +103,53 @@ static int msghandler(lua_State *L) {
   return 1;
 }
 
-int sp_main_docall(lua_State *L, int narg, int nres) {
-  return sp_pcall_with(L, narg, nres, msghandler);
+/* SIGINT while a chunk runs outside the reactor: as lua.c's laction, set
+** a hook that raises "interrupted!" in the running code (lua_sethook is
+** safe in a signal handler), and let a second SIGINT kill the process.
+** While the reactor runs, loop.c's own handler is in front (it stops the
+** reactor first) and puts this one back when run() returns. */
+static lua_State *volatile interrupt_L = NULL;
+
+static void interrupt_lstop(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+static void interrupt_action(int signum) {
+  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+  signal(signum, SIG_DFL);
+  if (interrupt_L != NULL) lua_sethook(interrupt_L, interrupt_lstop, mask, 1);
+}
+
+/* Install handler for SIGINT with sigaction; the previous action goes to
+** *old when old is not NULL. */
+static void set_sigint(void (*handler)(int), struct sigaction *old) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, old);
+}
+
+/* Protected call with main.c's message handler (a traceback string), with
+** SIGINT raising "interrupted!" in the chunk as `lua` does, even when the
+** shell started us with SIGINT ignored. lua.c's docall; the REPL gets
+** it as its docall. */
+static int docall(lua_State *L, int narg, int nres) {
+  struct sigaction old;
+  lua_State *prevL = interrupt_L;
+  int status;
+  interrupt_L = L;
+  set_sigint(interrupt_action, &old);
+  status = sp_pcall_with(L, narg, nres, msghandler);
+  sigaction(SIGINT, &old, NULL);
+  interrupt_L = prevL;
+  return status;
 }
 
 static int dochunk(lua_State *L, int status) {
-  if (status == LUA_OK) status = sp_main_docall(L, 0, 0);
+  if (status == LUA_OK) status = docall(L, 0, 0);
   return report(L, status);
 }
 
@@ -104,7 +168,7 @@ static int dolibrary(lua_State *L, char *spec) {
   }
   lua_getglobal(L, "require");
   lua_pushstring(L, mod);
-  status = sp_main_docall(L, 1, 1);
+  status = docall(L, 1, 1);
   if (status == LUA_OK) lua_setglobal(L, global);
   return report(L, status);
 }
@@ -141,9 +205,138 @@ static int handle_script(lua_State *L, char **argv) {
   status = luaL_loadfile(L, fname);
   if (status == LUA_OK) {
     int n = push_args(L);
-    status = sp_main_docall(L, n, LUA_MULTRET);
+    status = docall(L, n, LUA_MULTRET);
   }
   return report(L, status);
+}
+
+/* The line-mode REPL: `-i` when standard input is not a terminal reads
+** it as lua.c's doREPL does (no line editing, no reactor), so programs
+** that drive `lua -i` through a pipe get the same output: _PROMPT and
+** _PROMPT2 (default "> " and ">> "), "=expr" as "return expr" on a first
+** line, continuation of unfinished statements, each line echoed after
+** its prompt, results printed through the global print. A terminal gets
+** the rich REPL (repl.c). */
+#define LINE_MAX_INPUT 512
+#define EOFMARK "<eof>"
+
+/* [-0, +1, m] Push the prompt: tostring(_PROMPT or _PROMPT2) or the
+** default. */
+static const char *line_prompt(lua_State *L, int firstline) {
+  if (lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushstring(L, firstline ? "> " : ">> ");
+    return lua_tostring(L, -1);
+  }
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  return lua_tostring(L, -1);
+}
+
+/* Is status a syntax error that ends at <eof> (an unfinished statement)?
+** Pops the message if so. */
+static int line_incomplete(lua_State *L, int status) {
+  size_t len;
+  const char *msg;
+  if (status != LUA_ERRSYNTAX) return 0;
+  msg = lua_tolstring(L, -1, &len);
+  if (len < sizeof EOFMARK - 1 ||
+      strcmp(msg + len - (sizeof EOFMARK - 1), EOFMARK) != 0)
+    return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* [-0, +(0|1), m] Prompt, read a line from stdin and push it (without its
+** newline; "=x" on a first line becomes "return x"). Returns 0 at end of
+** input, with nothing pushed. */
+static int line_push(lua_State *L, int firstline) {
+  char buf[LINE_MAX_INPUT];
+  size_t len;
+  fputs(line_prompt(L, firstline), stdout);
+  fflush(stdout);
+  lua_pop(L, 1);
+  if (fgets(buf, sizeof buf, stdin) == NULL) return 0;
+  len = strlen(buf);
+  if (len > 0 && buf[len - 1] == '\n') buf[--len] = '\0';
+  /* Echo the line, as readline does for input that is not a terminal:
+  ** Debian's lua5.4 (built with readline) does, and Lua's own tests of
+  ** `lua -i` expect the echo. */
+  fprintf(stdout, "%s\n", buf);
+  if (firstline && buf[0] == '=')
+    lua_pushfstring(L, "return %s", buf + 1);
+  else
+    lua_pushlstring(L, buf, len);
+  return 1;
+}
+
+/* [-1, +(1|2), m] Compile the line on top as "return <line>;": on success
+** replace it with the chunk, else leave the line alone. */
+static int line_addreturn(lua_State *L) {
+  const char *line = lua_tostring(L, -1);
+  const char *ret = lua_pushfstring(L, "return %s;", line);
+  int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+  if (status == LUA_OK)
+    lua_remove(L, -2);
+  else
+    lua_pop(L, 2);
+  return status;
+}
+
+/* [-0, +1, m] With the line at index 1, read continuation lines until the
+** statement is complete; leaves the chunk or the error message on top. */
+static int line_multiline(lua_State *L) {
+  for (;;) {
+    size_t len;
+    const char *line = lua_tolstring(L, 1, &len);
+    int status = luaL_loadbuffer(L, line, len, "=stdin");
+    if (!line_incomplete(L, status) || !line_push(L, 0)) return status;
+    lua_pushliteral(L, "\n");
+    lua_insert(L, -2);
+    lua_concat(L, 3);
+  }
+}
+
+/* Read one statement: -1 at end of input, else the load status with the
+** chunk (or error message) alone on the stack. */
+static int line_load(lua_State *L) {
+  int status;
+  lua_settop(L, 0);
+  if (!line_push(L, 1)) return -1;
+  if ((status = line_addreturn(L)) != LUA_OK) status = line_multiline(L);
+  lua_remove(L, 1);
+  return status;
+}
+
+/* Print the values on the stack through the global print, as lua.c's
+** l_print: a broken print is reported, never fatal. */
+static void line_print(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n == 0) return;
+  luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+  lua_getglobal(L, "print");
+  lua_insert(L, 1);
+  if (lua_pcall(L, n, 0, 0) != LUA_OK)
+    message(
+        lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
+}
+
+/* lua.c's doREPL over standard input that is not a terminal. */
+static void line_repl(lua_State *L) {
+  const char *oldprogname = progname;
+  int status;
+  progname = NULL;
+  while ((status = line_load(L)) != -1) {
+    if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
+    if (status == LUA_OK)
+      line_print(L);
+    else
+      report(L, status);
+  }
+  lua_settop(L, 0);
+  fputs("\n", stdout);
+  fflush(stdout);
+  progname = oldprogname;
 }
 
 #define has_error 1
@@ -151,6 +344,16 @@ static int handle_script(lua_State *L, char **argv) {
 #define has_v 4
 #define has_e 8
 #define has_E 16
+#define has_help 32
+#define has_version 64
+
+/* The rich REPL (repl.c) for a terminal, or whatever standard input is
+** when SPINDLE_REPL=rich (for programs and tests that drive it through a
+** pipe); lua.c's line mode otherwise. */
+static int want_rich_repl(int args) {
+  const char *env = (args & has_E) ? NULL : getenv("SPINDLE_REPL");
+  return isatty(0) || (env != NULL && strcmp(env, "rich") == 0);
+}
 
 /* Scan options; returns flags and sets *first to the script's index (or
 ** argc, or -1 on error: *first is then the bad option's index). */
@@ -165,6 +368,8 @@ static int collect_args(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        if (strcmp(argv[i], "--help") == 0) return args | has_help;
+        if (strcmp(argv[i], "--version") == 0) return args | has_version;
         if (argv[i][2] != '\0') return has_error;
         *first = i + 1;
         return args;
@@ -254,6 +459,14 @@ static int pmain(lua_State *L) {
     print_usage(argv[script]);
     return 0;
   }
+  if (args & (has_help | has_version)) {
+    if (args & has_help)
+      print_options(stdout);
+    else
+      print_version();
+    a->ok = 1;
+    return 0;
+  }
   if (args & has_v) print_version();
   if (args & has_E) {
     lua_pushboolean(L, 1);
@@ -267,11 +480,14 @@ static int pmain(lua_State *L) {
   if (!run_args(L, argv, script)) return 0;
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
   if (args & has_i) {
-    sp_repl_run(L);
+    if (want_rich_repl(args))
+      sp_repl_run(L, docall);
+    else
+      line_repl(L);
   } else if (script == argc && !(args & (has_e | has_v))) {
     if (isatty(0)) {
       print_version();
-      sp_repl_run(L);
+      sp_repl_run(L, docall);
     } else {
       dochunk(L, luaL_loadfile(L, NULL));
     }
@@ -292,6 +508,7 @@ int main(int argc, char **argv) {
     return EXIT_FAILURE;
   }
   sp_mainstate = L;
+  sp_pcall_set_handler(sp_errhandler);
   lua_pushcfunction(L, pmain);
   lua_pushlightuserdata(L, &a);
   status = lua_pcall(L, 1, 0, 0);

@@ -37,12 +37,9 @@
 #include "failure.h"
 #include "marshal.h"
 
-/* failure.c's opener, for states made here and in pool.c. */
-int luaopen_spindle_failure(lua_State *L);
-
 #define BOX_MT "spindle.MarshalBuffer"
-#define FAILURE_MT "spindle.Failure"
-#define ERRORTYPE_MT "spindle.ErrorType"
+#define FAILURE_MT SP_FAILURE_MT
+#define ERRORTYPE_MT SP_ERRORTYPE_MT
 #define ABSENT_MT "spindle.AbsentModule"
 
 /* How deep tables and functions may nest; each level costs C stack. */
@@ -364,21 +361,9 @@ static int put_module(enc *e, int idx) {
 
 /* [-0, +1, m] The table of built-in error types -> key, made once. */
 static void builtin_push(lua_State *L) {
-  static const char *const prefixes[] = {"defer", "reactor", "ssl", "threads",
-                                         NULL};
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &builtin_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_newtable(L);
-  for (int i = 0; prefixes[i] != NULL; i++) {
-    lua_newtable(L);
-    sp_errortype_export(L, -1, prefixes[i]);
-    lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
-      lua_pushfstring(L, "%s.%s", prefixes[i], lua_tostring(L, -2));
-      lua_rawset(L, -5);
-    }
-    lua_pop(L, 1);
-  }
+  sp_errortype_pushkeys(L);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &builtin_key);
 }
@@ -541,15 +526,21 @@ static void put_function(enc *e, int idx) {
   }
 }
 
-static void put_value(enc *e, int idx) {
+/* [-0, +0, e] Write the value at idx if it is a scalar (nil, boolean,
+** number, string) or an absent module; raise TransferError for other
+** userdata, threads and light userdata. Returns 0 for a table or a
+** function, left to put_object. */
+static int put_scalar(enc *e, int idx) {
   lua_State *L = e->L;
+  size_t n;
+  const char *s;
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
       put_tag(e, T_NIL);
-      return;
+      return 1;
     case LUA_TBOOLEAN:
       put_tag(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
-      return;
+      return 1;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
         put_tag(e, T_INT);
@@ -559,61 +550,68 @@ static void put_value(enc *e, int idx) {
         put_tag(e, T_FLT);
         put(e, &d, sizeof d);
       }
-      return;
-    case LUA_TSTRING: {
-      size_t n;
-      const char *s = lua_tolstring(L, idx, &n);
+      return 1;
+    case LUA_TSTRING:
+      s = lua_tolstring(L, idx, &n);
       put_tag(e, T_STR);
       put_str(e, s, n);
-      return;
-    }
+      return 1;
     case LUA_TTABLE:
     case LUA_TFUNCTION:
-      break;
+      return 0;
     case LUA_TUSERDATA:
-      if (has_registered_mt(L, idx, ABSENT_MT)) {
-        size_t n;
-        const char *s;
-        lua_getiuservalue(L, idx, 1);
-        s = lua_tolstring(L, -1, &n);
-        put_tag(e, T_MODULE);
-        put_str(e, s, n);
-        lua_pop(L, 1);
-        return;
-      }
-      transfer_error(e, idx, "");
-      return;
+      if (!has_registered_mt(L, idx, ABSENT_MT)) break;
+      lua_getiuservalue(L, idx, 1);
+      s = lua_tolstring(L, -1, &n);
+      put_tag(e, T_MODULE);
+      put_str(e, s, n);
+      lua_pop(L, 1);
+      return 1;
     default:
-      transfer_error(e, idx, "");
+      break;
   }
+  transfer_error(e, idx, "");
+  return 1;
+}
+
+/* [-0, +0, e] Write the table or function at idx if it travels by name:
+** the globals, an error type, a module or a module's field. Returns 0
+** if it must be copied; raises for a C function that is no module's. */
+static int put_byname(enc *e, int idx) {
+  lua_State *L = e->L;
   if (lua_type(L, idx) == LUA_TTABLE) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
     if (lua_rawequal(L, -1, idx)) {
       lua_pop(L, 1);
       put_tag(e, T_GLOBALS);
-      return;
+      return 1;
     }
     lua_pop(L, 1);
-  }
-  if (lua_type(L, idx) == LUA_TTABLE &&
-      has_registered_mt(L, idx, ERRORTYPE_MT)) {
-    if (!put_ref(e, idx, T_ERRNAME)) {
-      lua_Integer id = e->nextid;
-      e->b->len -= 1 + sizeof(lua_Integer); /* put_errortype's tag */
-      put_errortype(e, idx, id);
+    if (has_registered_mt(L, idx, ERRORTYPE_MT)) {
+      if (!put_ref(e, idx, T_ERRNAME)) {
+        lua_Integer id = e->nextid;
+        e->b->len -= 1 + sizeof(lua_Integer); /* put_errortype's tag */
+        put_errortype(e, idx, id);
+      }
+      return 1;
     }
-    return;
   }
-  if (put_module(e, idx)) return;
+  if (put_module(e, idx)) return 1;
   if (lua_iscfunction(L, idx)) {
     /* Maybe a module changed since the index was built: look again. */
     if (!e->rebuilt) {
       e->rebuilt = 1;
       index_get(e, 1);
-      if (put_module(e, idx)) return;
+      if (put_module(e, idx)) return 1;
     }
     transfer_error(e, idx, " (only the functions of modules can)");
   }
+  return 0;
+}
+
+static void put_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (put_scalar(e, idx) || put_byname(e, idx)) return;
   if (e->depth >= MAX_DEPTH) {
     char why[64];
     snprintf(why, sizeof why, " (nested more than %d levels deep)", MAX_DEPTH);

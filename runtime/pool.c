@@ -35,14 +35,11 @@
 
 #include "core.h"
 #include "defer.h"
-#include "embed.h"
 #include "failure.h"
 #include "loop.h"
 #include "marshal.h"
 #include "pool.h"
-
-int luaopen_spindle_failure(lua_State *L);
-int luaopen_spindle__core(lua_State *L);
+#include "worker.h"
 
 #define DEFAULT_MAX 10
 #define BCALL_MT "spindle.BlockingCall"
@@ -179,7 +176,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
     lua_setfield(L, -2, "type");
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "_tb");
-    luaL_setmetatable(L, "spindle.Failure");
+    luaL_setmetatable(L, SP_FAILURE_MT);
     lua_pushvalue(L, top + 2);
     if (pack_protected(L, -2, 2, "error", out) != LUA_OK) {
       out->data = NULL;
@@ -539,10 +536,11 @@ void sp_pool_stop(void) {
     pool.all = w->next;
     free(w);
   }
+  sp_worker_release();
 }
 
 /* ---------------------------------------------------------------- */
-/* The thread-safe part of spindle, in a worker's state                */
+/* What a worker's state (worker.c) calls to reach the loop thread      */
 
 /* reactor.callFromThread(f, ...) in a pool thread: copy f and its
 ** arguments to the loop thread, where f(...) runs, FIFO with the other
@@ -644,164 +642,12 @@ static int worker_log_err(lua_State *L) {
   return 0;
 }
 
-/* reactor.stop, threads.deferToThread and the like in a pool thread:
-** refused, with the way round. */
-static int worker_mainonly(lua_State *L) {
-  const char *name = lua_tostring(L, lua_upvalueindex(1));
-  return luaL_error(L,
-                    "%s can only be called on the reactor thread (from "
-                    "a pool thread: reactor.callFromThread(%s, ...))",
-                    name, name);
-}
-
-/* [-0, +1, m] A strict module table from funcs, named `name`. */
-static void worker_module(lua_State *L, const luaL_Reg *funcs,
-                          const char *name) {
-  lua_newtable(L);
-  luaL_setfuncs(L, funcs, 0);
-  sp_strict(L, -1, name);
-}
-
-/* reactor.seconds() -> seconds in a pool thread: the reactor's monotonic
-** clock. twisted IReactorTime.seconds. */
-static int worker_seconds(lua_State *L) {
-  lua_pushnumber(L, sp_loop_seconds());
-  return 1;
-}
-
-/* [-0, +0, m] In module table at -1, a guard for each name that raises
-** "<prefix>.<name> can only be called on the reactor thread". A guard is
-** a field of the module, so passed to callFromThread it arrives on the
-** main thread as the real function of that name (marshal.c), as in
-** Twisted's reactor.callFromThread(reactor.stop). */
-static void worker_guards(lua_State *L, const char *prefix,
-                          const char *const *names) {
-  for (int i = 0; names[i] != NULL; i++) {
-    lua_pushfstring(L, "%s.%s", prefix, names[i]);
-    lua_pushcclosure(L, worker_mainonly, 1);
-    lua_setfield(L, -2, names[i]);
-  }
-}
-
-static int worker_open_reactor(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"callFromThread", worker_callFromThread},
-                                   {"seconds", worker_seconds},
-                                   {NULL, NULL}};
-  static const char *const mainonly[] = {"run",
-                                         "stop",
-                                         "runUntilComplete",
-                                         "callWhenRunning",
-                                         "callLater",
-                                         "addSystemEventTrigger",
-                                         "removeSystemEventTrigger",
-                                         "getDelayedCalls",
-                                         "listenTCP",
-                                         "connectTCP",
-                                         "listenUNIX",
-                                         "connectUNIX",
-                                         "listenUDP",
-                                         "listenMulticast",
-                                         "listenSSL",
-                                         "connectSSL",
-                                         "resolve",
-                                         "callInThread",
-                                         "suggestThreadPoolSize",
-                                         "getThreadPool",
-                                         NULL};
-  lua_newtable(L);
-  luaL_setfuncs(L, funcs, 0);
-  worker_guards(L, "reactor", mainonly);
-  sp_strict(L, -1, "reactor (in a pool thread)");
-  return 1;
-}
-
-static int worker_open_threads(lua_State *L) {
-  static const char *const mainonly[] = {"deferToThread",
-                                         "callMultipleInThread", NULL};
-  static const luaL_Reg funcs[] = {
-      {"blockingCallFromThread", worker_blockingCallFromThread}, {NULL, NULL}};
-  luaL_newlib(L, funcs);
-  worker_guards(L, "threads", mainonly);
-  sp_errortype_export(L, -1, "threads");
-  sp_strict(L, -1, "threads (in a pool thread)");
-  return 1;
-}
-
-static int worker_open_log(lua_State *L) {
-  static const luaL_Reg funcs[] = {
-      {"msg", worker_log_msg}, {"err", worker_log_err}, {NULL, NULL}};
-  worker_module(L, funcs, "log (in a pool thread)");
-  return 1;
-}
-
-/* The pure Lua modules a worker may load from the binary. */
-static const char *const worker_luamods[] = {"spindle.class", NULL};
-
-/* Searcher, before the path searchers: spindle's modules other than the
-** thread-safe ones are refused with a clear error instead of "not found"
-** (they drive the reactor, which lives on the main thread). */
-static int worker_searcher(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  if (strcmp(name, "spindle") != 0 && strncmp(name, "spindle.", 8) != 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  for (int i = 0; worker_luamods[i] != NULL; i++) {
-    const sp_luafile *f;
-    if (strcmp(worker_luamods[i], name) != 0) continue;
-    for (f = sp_luafiles; f->name != NULL; f++) {
-      if (strcmp(f->name, name) != 0) continue;
-      if (luaL_loadbuffer(L, f->source, f->size, f->chunk) != LUA_OK)
-        return lua_error(L);
-      lua_pushstring(L, f->chunk + 1);
-      return 2;
-    }
-  }
-  return luaL_error(L,
-                    "module '%s' is not available in a pool thread "
-                    "(there: spindle.reactor's callFromThread and seconds, "
-                    "spindle.threads.blockingCallFromThread, spindle.log, "
-                    "spindle.failure, spindle.class)",
-                    name);
-}
-
-/* [-0, +0, e] Open a worker's state. */
-static int worker_open(lua_State *L) {
-  static const luaL_Reg preloads[] = {
-      {"spindle.failure", luaopen_spindle_failure},
-      {"spindle._core", luaopen_spindle__core},
-      {"spindle.reactor", worker_open_reactor},
-      {"spindle.threads", worker_open_threads},
-      {"spindle.log", worker_open_log},
-      {NULL, NULL}};
-  luaL_openlibs(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  luaL_setfuncs(L, preloads, 0);
-  lua_pop(L, 1);
-  luaL_requiref(L, "spindle.failure", luaopen_spindle_failure, 0);
-  lua_pop(L, 1);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "searchers");
-  lua_pushcfunction(L, worker_searcher);
-  for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
-    lua_geti(L, -2, i);
-    lua_seti(L, -3, i + 1);
-  }
-  lua_seti(L, -2, 2);
-  lua_pop(L, 2);
-  return 0;
-}
-
-/* A new worker state, or NULL if it cannot be made. */
+/* A new worker state (worker.c) with the functions above, or NULL. */
 static lua_State *worker_state(void) {
-  lua_State *L = luaL_newstate();
-  if (L == NULL) return NULL;
-  lua_pushcfunction(L, worker_open);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-    lua_close(L);
-    return NULL;
-  }
-  return L;
+  static const sp_worker_funcs funcs = {worker_callFromThread,
+                                        worker_blockingCallFromThread,
+                                        worker_log_msg, worker_log_err};
+  return sp_worker_newstate(&funcs);
 }
 
 /* ---------------------------------------------------------------- */
@@ -818,6 +664,7 @@ static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
   work *job;
   sp_packed p;
   pool_checkopen(L);
+  sp_worker_snapshot(L);
   sp_marshal_pack(L, idx, n, "arg", first, &p);
   job = calloc(1, sizeof *job);
   if (job == NULL) {
@@ -895,6 +742,7 @@ static int threads_deferToThread(lua_State *L) {
   work *job;
   sp_checkcallable(L, 1);
   pool_checkopen(L);
+  sp_worker_snapshot(L);
   sp_deferred_new(L);
   lua_pushvalue(L, -1);
   ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -185,7 +185,18 @@ static void input_stop(void) {
   if (repl.idle != NULL) uv_idle_stop(repl.idle);
 }
 
-/* End of input: let go of standard input and stop the reactor. */
+/* [-0, +0, e] require("spindle.reactor").stop(), for session_end. */
+static int reactor_stop(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.reactor");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "stop");
+  lua_call(L, 0, 0);
+  return 0;
+}
+
+/* End of input: let go of standard input and stop the reactor. Runs in
+** input callbacks, so the Lua it calls is protected. */
 static void session_end(void) {
   lua_State *L = repl.L;
   if (repl.done) return;
@@ -194,11 +205,7 @@ static void session_end(void) {
   if (repl.tty) fputc('\n', stdout);
   fflush(stdout);
   if (sp_loop_running()) {
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "spindle.reactor");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "stop");
-    lua_remove(L, -2);
+    lua_pushcfunction(L, reactor_stop);
     if (sp_pcall(L, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
 }
@@ -320,12 +327,12 @@ static int repl_load(lua_State *L) {
   return 0;
 }
 
-void sp_repl_run(lua_State *L) {
+void sp_repl_run(lua_State *L, sp_repl_docall docall) {
   int status;
   memset(&repl, 0, sizeof repl);
   repl.L = L;
   lua_pushcfunction(L, repl_load);
-  status = sp_main_docall(L, 0, 0);
+  status = docall(L, 0, 0);
   if (status == LUA_OK && !input_open()) {
     fprintf(stderr, "spindle: cannot read standard input\n");
     return;
@@ -345,7 +352,7 @@ void sp_repl_run(lua_State *L) {
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "run");
     lua_remove(L, -2);
-    status = sp_main_docall(L, 0, 0);
+    status = docall(L, 0, 0);
     if (status != LUA_OK) {
       fprintf(stderr, "%s\n", lua_tostring(L, -1));
       lua_pop(L, 1);

@@ -6,7 +6,13 @@
 
 #include <lua.h>
 
-/* Read-eval-print until end of input; see repl.c. */
-void sp_repl_run(lua_State *L);
+/* A protected call (lua_pcall's shape) whose error, if any, is left as
+** the message the binary prints (main.c's, with its traceback). */
+typedef int (*sp_repl_docall)(lua_State *L, int narg, int nres);
+
+/* Read-eval-print until end of input; see repl.c. The binary passes its
+** own docall, so the REPL reports errors as scripts do, without repl.c
+** depending on main.c. Main thread. */
+void sp_repl_run(lua_State *L, sp_repl_docall docall);
 
 #endif

@@ -200,3 +200,23 @@ describe("failure module", function()
       "failure has no field 'Failur' (did you mean 'Failure'?)")
   end)
 end)
+
+describe("failure.builtinErrorTypes", function()
+  it("holds every built-in type, the ones the C parts expose included",
+    function()
+      local reactor = require("spindle.reactor")
+      local basic = require("spindle.basic")
+      local r = failure.builtinErrorTypes("reactor")
+      for _, name in ipairs({"ConnectionAborted", "NotConnectingError",
+          "InvalidAddressError", "MulticastJoinError", "CannotListenError",
+          "ConnectionLost"}) do
+        assert.is_not_nil(r[name], name)
+        assert.are.equal(r[name], reactor[name], name)
+        assert.are.equal(name, r[name].__name)
+      end
+      assert.are.equal(r.ConnectionLost, r.ConnectionAborted.__parent)
+      assert.are.equal(r.ConnectionClosed, r.ConnectionLost.__parent)
+      local b = failure.builtinErrorTypes("basic")
+      assert.are.equal(basic.StringTooLongError, b.StringTooLongError)
+    end)
+end)

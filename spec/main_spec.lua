@@ -34,11 +34,12 @@ describe("spindle binary", function()
     assert.equal("true\n", r.stdout)
   end)
 
-  it("prints spindle, Lua, libuv and OpenSSL versions with -v", function()
+  it("prints one -v line ending with Lua's own banner", function()
     local r = run({"-v"})
     assert.equal(0, r.status)
-    assert.matches("^spindle %d+%.%d+%.%d+ %(Lua 5%.4%.%d+, libuv 1%.%d+%.%d+, "
-      .. "OpenSSL 3[^)]*%)\n$", r.stdout)
+    assert.matches("^spindle %d+%.%d+%.%d+ %(libuv 1%.%d+%.%d+, "
+      .. "OpenSSL 3[^)]*%) Lua 5%.4%.%d+  Copyright %(C%) 1994%-%d+ "
+      .. "Lua%.org, PUC%-Rio\n$", r.stdout)
   end)
 
   it("executes standard input with -", function()
@@ -199,5 +200,80 @@ describe("strict modules' dynamic fields", function()
     assert.has_error(function() reactor.running = true end,
       "reactor.running is read-only")
     assert.is_false(reactor.running)
+  end)
+end)
+
+describe("spindle as a drop-in for lua", function()
+  it("lists only lua's own places when require fails", function()
+    local code = "package.path = '?.lua'; package.cpath = '?.so'; " ..
+      "print(select(2, pcall(require, 'no_such_mod')))"
+    local r = run({"-e", code})
+    assert.equal(0, r.status)
+    assert.equal("module 'no_such_mod' not found:\n" ..
+      "\tno field package.preload['no_such_mod']\n" ..
+      "\tno file 'no_such_mod.lua'\n\tno file 'no_such_mod.so'\n", r.stdout)
+  end)
+
+  describe("-i with standard input that is not a terminal", function()
+    it("prints prompts, echoes lines and prints results as lua -i", function()
+      local r = run({"-e", "_PROMPT='P> ' _PROMPT2='C> '", "-i"},
+        {stdin = "x = 1\nx\n=6*7\nfunction f()\nreturn 5 end\nf()\n"})
+      assert.equal(0, r.status)
+      local banner = r.stdout:match("^spindle [^\n]*\n")
+      assert.truthy(banner)
+      assert.equal("P> x = 1\nP> x\n1\nP> =6*7\n42\nP> function f()\n" ..
+        "C> return 5 end\nP> f()\n5\nP> \n", r.stdout:sub(#banner + 1))
+    end)
+
+    it("uses the default prompts '> ' and '>> '", function()
+      local r = run({"-i"}, {stdin = "if true then\nend\n"})
+      assert.equal(0, r.status)
+      assert.matches("\n> if true then\n>> end\n> \n$", r.stdout)
+    end)
+
+    it("prints through the global print", function()
+      local r = run({"-i"}, {stdin = "print = nil\n1\n"})
+      assert.matches("error calling 'print'", r.stderr)
+    end)
+
+    it("reports errors without the program name and goes on", function()
+      local r = run({"-i"}, {stdin = "error('boom')\n=2\n"})
+      assert.matches("^stdin:1: boom", r.stderr)
+      assert.matches("\n2\n", r.stdout)
+    end)
+  end)
+
+  describe("SIGINT while a chunk runs outside the reactor", function()
+    -- The shell runs spindle in the background, where SIGINT starts out
+    -- ignored; the chunk touches a marker file, then spins until the
+    -- signal raises "interrupted!" in it.
+    local function interrupt(code)
+      local marker = os.tmpname()
+      os.remove(marker)
+      local chunk = "local f = io.open(" .. string.format("%q", marker) ..
+        ", 'w') f:close() " .. code
+      local cmd = "timeout -s KILL 20 " .. process.quote(process.bin) ..
+        " -e " .. process.quote(chunk) .. " & pid=$!; " ..
+        "while [ ! -e " .. marker .. " ]; do sleep 0.05; done; " ..
+        "kill -INT $pid; wait $pid; echo rc=$?"
+      local p = assert(io.popen("sh -c " .. process.quote(cmd) .. " 2>&1"))
+      local out = p:read("a")
+      p:close()
+      os.remove(marker)
+      return out
+    end
+
+    it("raises interrupted! that pcall catches", function()
+      local out = interrupt(
+        "print(pcall(function() while true do end end)); print(42)")
+      assert.matches("false\t[^\n]*interrupted!\n42\nrc=0\n$", out)
+    end)
+
+    it("still does after the reactor ran and stopped", function()
+      local out = interrupt("local r = require('spindle.reactor') " ..
+        "r.callLater(0, r.stop) r.run() " ..
+        "print(pcall(function() while true do end end)); print(42)")
+      assert.matches("interrupted!\n42\nrc=0\n$", out)
+    end)
   end)
 end)

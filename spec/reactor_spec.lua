@@ -194,6 +194,95 @@ describe("reactor.stop", function()
   end)
 end)
 
+describe("system events", function()
+  it("keeps running false until a before-startup Deferred fires",
+    function()
+      local seen = {}
+      local d = defer.Deferred()
+      reactor.addSystemEventTrigger("before", "startup", function()
+        reactor.callLater(0.01, function()
+          seen[#seen + 1] = "fire:" .. tostring(reactor.running)
+          d:callback(nil)
+        end)
+        return d
+      end)
+      reactor.addSystemEventTrigger("after", "startup", function()
+        seen[#seen + 1] = "after:" .. tostring(reactor.running)
+        reactor.stop()
+      end)
+      runUntilStopped()
+      assert.are.same({"fire:false", "after:true"}, seen)
+    end)
+
+  it("waits for every Deferred of the before phase, failed ones included",
+    function()
+      local order = {}
+      local d1, d2 = defer.Deferred(), defer.Deferred()
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        return d1
+      end)
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        return d2
+      end)
+      reactor.addSystemEventTrigger("during", "shutdown", function()
+        order[#order + 1] = "during"
+      end)
+      reactor.callLater(0, function()
+        reactor.stop()
+        reactor.callLater(0.01, function()
+          order[#order + 1] = "d2"
+          d2:errback("d2 failed")
+        end)
+        reactor.callLater(0.02, function()
+          order[#order + 1] = "d1"
+          d1:callback(nil)
+        end)
+      end)
+      runUntilStopped()
+      assert.are.same({"d2", "d1", "during"}, order)
+      -- The failure is left on d2, as Twisted's DeferredList leaves it.
+      local got
+      d2:addErrback(function(f) got = f.value end)
+      assert.are.equal("d2 failed", got)
+    end)
+
+  it("keeps triggers added while an event fires for its next firing",
+    function()
+      local c = H.counter()
+      reactor.addSystemEventTrigger("before", "shutdown", function()
+        reactor.addSystemEventTrigger("after", "shutdown", c)
+      end)
+      reactor.callLater(0, reactor.stop)
+      runUntilStopped()
+      assert.are.equal(0, c.calls)
+      reactor.callLater(0, reactor.stop)
+      runUntilStopped()
+      assert.are.equal(1, c.calls)
+    end)
+
+  it("fires triggers of any event name, passed as the id's event",
+    function()
+      local id = reactor.addSystemEventTrigger("before", "custom", print)
+      assert.are.equal("custom", id.event)
+      assert.are.equal("before", id.phase)
+      reactor.removeSystemEventTrigger(id)
+    end)
+
+  it("lets a call scheduled during shutdown wait for the next run()",
+    function()
+      local c = H.counter()
+      reactor.addSystemEventTrigger("during", "shutdown", function()
+        reactor.callLater(0, c, "next run")
+      end)
+      reactor.callLater(0, reactor.stop)
+      assert.are.same({}, runUntilStopped())
+      assert.are.equal(0, c.calls)
+      reactor.callLater(0.01, reactor.stop)
+      runUntilStopped()
+      assert.are.equal(1, c.calls)
+    end)
+end)
+
 describe("reactor.running", function()
   it("is false outside run() and true inside", function()
     assert.is_false(reactor.running)
@@ -231,6 +320,16 @@ describe("reactor.callWhenRunning", function()
     end)
     runUntilStopped()
     assert.are.equal(1, calledInline)
+  end)
+
+  it("returns nothing when it ran f at once", function()
+    local n
+    reactor.callLater(0, function()
+      n = select("#", reactor.callWhenRunning(function() end))
+      reactor.stop()
+    end)
+    runUntilStopped()
+    assert.are.equal(0, n)
   end)
 
   it("raises when f is not callable", function()
@@ -276,6 +375,13 @@ describe("reactor.removeSystemEventTrigger", function()
     runUntilStopped()
     assert.are.equal(0, c.calls)
     assert.are.equal(1, kept.calls)
+  end)
+
+  it("raises on an id that is not a table", function()
+    local ok, err = pcall(reactor.removeSystemEventTrigger, 42)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'removeSystemEventTrigger' "
+      .. "(table expected, got number)", 1, true), err)
   end)
 
   it("raises when the trigger was removed already", function()
@@ -345,6 +451,31 @@ describe("reactor.runUntilComplete", function()
     local ok, err = pcall(reactor.runUntilComplete, 42)
     assert.is_false(ok)
     assert.truthy(err:find("Deferred expected", 1, true), err)
+  end)
+
+  it("raises on a negative or NaN timeout", function()
+    for _, t in ipairs({-1, 0 / 0}) do
+      local ok, err = pcall(reactor.runUntilComplete, defer.Deferred(), t)
+      assert.is_false(ok)
+      assert.truthy(err:find("timeout must be >= 0", 1, true), err)
+    end
+  end)
+
+  it("runs the startup and shutdown triggers around d", function()
+    local order = {}
+    reactor.addSystemEventTrigger("after", "startup", function()
+      order[#order + 1] = "started"
+    end)
+    reactor.addSystemEventTrigger("after", "shutdown", function()
+      order[#order + 1] = "stopped"
+    end)
+    local d = defer.Deferred()
+    reactor.callLater(0, function()
+      order[#order + 1] = "fired"
+      d:callback("v")
+    end)
+    assert.are.equal("v", reactor.runUntilComplete(d, 5))
+    assert.are.same({"started", "fired", "stopped"}, order)
   end)
 end)
 
@@ -707,4 +838,71 @@ describe("signals", function()
       assert.are.equal(0, code)
     end)
   end
+end)
+
+describe("shutdown, issue 7", function()
+  -- Item 11: the first signal stops the reactor; a 'before shutdown'
+  -- trigger's Deferred never fires; a second signal (sent from the
+  -- trigger, once shutdown is under way) forces the exit.
+  local hanging = [[
+    local reactor = require("spindle.reactor")
+    local defer = require("spindle.defer")
+    local pid = io.open("/proc/self/stat"):read("a"):match("^(%d+)")
+    local function kill()
+      -- io.popen, not os.execute: system() ignores SIGINT while it waits.
+      io.popen("kill -" .. arg[1] .. " " .. pid):close()
+    end
+    reactor.addSystemEventTrigger("before", "shutdown", function()
+      print("before shutdown")
+      kill()
+      return defer.Deferred() -- never fires
+    end)
+    reactor.addSystemEventTrigger("after", "shutdown", print, "not forced")
+    reactor.callWhenRunning(kill)
+    reactor.callLater(10, function() print("no signal"); os.exit(3) end)
+    reactor.run()
+    print("run returned")
+  ]]
+
+  for sig, code in pairs({INT = 130, TERM = 143}) do
+    it("a second SIG" .. sig .. " while a before-shutdown Deferred hangs "
+      .. "forces the exit with status " .. code, function()
+      local out, err, status = H.runScript(hanging, {sig})
+      assert.are.equal("before shutdown\n", out)
+      assert.truthy(err:find("Received SIG" .. sig .. ", shutting down.", 1,
+        true), err)
+      assert.truthy(err:find("SIG" .. sig .. " while shutting down: exiting "
+        .. "now", 1, true), err)
+      assert.are.equal(code, status)
+    end)
+  end
+
+  -- Item 12: a connection still open when the process exits is lost then;
+  -- its protocol's connectionLost may call callLater, as in Twisted.
+  it("accepts callLater from a connectionLost at exit (it never runs)",
+    function()
+      local out, err, status = H.runScript([[
+        local reactor = require("spindle.reactor")
+        local protocol = require("spindle.protocol")
+        local P = protocol.Protocol:extend()
+        function P:connectionLost()
+          local dc = reactor.callLater(0, print, "ran")
+          print("lost", dc:active())
+          dc:reset(1)
+          dc:delay(1)
+          print("still", dc:active())
+        end
+        local port = reactor.listenTCP(0, protocol.Factory.forProtocol(P),
+          nil, "127.0.0.1")
+        local C = protocol.Protocol:extend()
+        function C:connectionMade() reactor.stop() end
+        reactor.connectTCP("127.0.0.1", port:getHost().port,
+          protocol.ClientFactory.forProtocol(C))
+        reactor.run()
+        print("run returned")
+      ]])
+      assert.are.equal("run returned\nlost\ttrue\nstill\ttrue\n", out)
+      assert.are.equal("", err)
+      assert.are.equal(0, status)
+    end)
 end)

@@ -1,9 +1,12 @@
 -- The interactive prompt (spindle -i, or spindle alone on a terminal):
 -- it runs on the reactor, prints values, awaits Deferreds at top level.
+-- SPINDLE_REPL=rich gives piped input the terminal's REPL (without it,
+-- -i on a pipe is lua -i's line mode: spec/main_spec.lua).
 local process = require("spec.support.process")
 
 local function repl(input, opts)
-  return process.run({"-i"}, {stdin = input, timeout = (opts or {}).timeout})
+  return process.run({"-i"}, {stdin = input, timeout = (opts or {}).timeout,
+    env = {SPINDLE_REPL = "rich"}})
 end
 
 describe("the REPL", function()
@@ -161,7 +164,8 @@ describe("the REPL and SIGINT", function()
       "echo $$ > %s; exec %s -i"
     local pidfile = os.tmpname()
     local p = assert(io.popen(string.format(
-      "printf 'while true do end\\n\"after\"\\n' | timeout 20 sh -c %s 2>&1",
+      "printf 'while true do end\\n\"after\"\\n' | SPINDLE_REPL=rich " ..
+      "timeout 20 sh -c %s 2>&1",
       process.quote(string.format(cmd, pidfile, pidfile,
         process.quote(process.bin))))))
     local out = p:read("a")

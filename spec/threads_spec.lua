@@ -380,6 +380,37 @@ describe("pool threads' spindle", function()
       "reactor thread", 1, true), t[4])
   end)
 
+  it("guards every other function of the real reactor and threads",
+    function()
+      local function names(t)
+        local out = {}
+        for k, v in pairs(t) do
+          if type(v) == "function" then out[#out + 1] = k end
+        end
+        table.sort(out)
+        return out
+      end
+      local got = H.wait(threads.deferToThread(function()
+        local r, t = require("spindle.reactor"), require("spindle.threads")
+        local out = {}
+        for _, m in ipairs({r, t}) do
+          local list = {}
+          for k, v in pairs(m) do
+            if type(v) == "function" then list[#list + 1] = k end
+          end
+          table.sort(list)
+          out[#out + 1] = list
+        end
+        local ok, err = pcall(r.getDelayedCalls)
+        out.err = not ok and tostring(err)
+        return out
+      end))
+      assert.are.same(names(reactor), got[1])
+      assert.are.same(names(threads), got[2])
+      assert.truthy(got.err:find("reactor.getDelayedCalls can only be "
+        .. "called on the reactor thread", 1, true), got.err)
+    end)
+
   it("sends the reactor's functions back by name", function()
     -- Twisted's idiom: reactor.callFromThread(reactor.stop) from a thread.
     reactor.callInThread(function()

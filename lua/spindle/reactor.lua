@@ -1,9 +1,10 @@
---- spindle.reactor: the one reactor, assembled from the C parts that run
--- on its libuv loop. Each part is a module whose functions become the
--- reactor's; a part's __getters table adds dynamic read-only fields
+--- spindle.reactor: the one reactor, assembled from the parts that run
+-- on its libuv loop (C modules, and lifecycle.lua's policy on loop.c).
+-- Each part is a module whose functions become the reactor's; a part's
+-- __getters table adds dynamic read-only fields
 -- (reactor.running). See API.md's spindle.reactor section.
 local parts = {
-  "spindle._loop",   -- run, stop, callLater, system events (loop.c)
+  "spindle.lifecycle", -- run, stop, system events (lifecycle.lua on loop.c)
   "spindle._tcp",    -- listenTCP, connectTCP, listenUNIX, connectUNIX (tcp.c)
   "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
   "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)

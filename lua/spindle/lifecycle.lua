@@ -1,0 +1,292 @@
+--- spindle.lifecycle: the reactor's lifecycle policy, a part of
+-- spindle.reactor (reactor.lua takes its fields): run and stop, system
+-- event triggers, callWhenRunning and runUntilComplete, written on the
+-- mechanism of spindle._loop (runtime/loop.c: run the loop, halt it, mark
+-- it stopping, the DelayedCall heap, signals). Follows
+-- twisted.internet.base.ReactorBase and _ThreePhaseEvent.
+--
+-- Shutdown, as Twisted does it: stop() marks the loop stopping and
+-- schedules the 'shutdown' event for the next timer pass; its 'before'
+-- triggers run and any Deferreds they return are waited on; then
+-- `running` turns false, the 'during' and 'after' triggers run, and the
+-- loop halts, so run() returns. Triggers are one-shot: an event's
+-- triggers are detached when it fires, so triggers added while it fires
+-- wait for the next time (a later run()). Loop thread only.
+local C = require("spindle._loop")
+local Cdefer = require("spindle._defer")
+local failure = require("spindle.failure")
+
+local isDeferred = Cdefer.isDeferred
+local errhandler = Cdefer.errhandler -- wraps an error in a Failure
+local isFailure = failure.isFailure
+local errors = failure.builtinErrorTypes("reactor")
+local pack, unpack = table.pack, table.unpack
+
+local M = {}
+
+-- The mechanism's functions that are the reactor's own.
+M.seconds = C.seconds
+M.callLater = C.callLater
+M.getDelayedCalls = C.getDelayedCalls
+M.callFromThread = C.callFromThread
+M.__getters = C.__getters -- reactor.running
+
+local PHASES = {before = true, during = true, after = true}
+
+-- event name -> {before = {entry...}, during = ..., after = ...}; an entry
+-- is the trigger's id: {f, args..., n = #args, phase =, event =}.
+local events = {}
+
+-- The type name a bad-argument message gives for v, as luaL_typeerror.
+local function typename(v, given)
+  if not given then return "no value" end
+  local mt = debug.getmetatable(v)
+  local name = mt and rawget(mt, "__name")
+  if type(name) == "string" then return name end
+  return type(v)
+end
+
+-- Raise "bad argument #n to 'fname' (msg)" at the caller of the public
+-- function (level: its distance from here, 3 by default).
+local function argerror(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level or 3)
+end
+
+local function callable(v)
+  if type(v) == "function" then return true end
+  local mt = debug.getmetatable(v)
+  return mt ~= nil and rawget(mt, "__call") ~= nil
+end
+
+-- Raise a bad-argument error naming fname unless arg #n (v) is callable.
+local function checkcallable(v, n, fname, given)
+  if not callable(v) then
+    argerror(n, fname, "callable expected, got " .. typename(v, given), 4)
+  end
+end
+
+-- log.err(f, why), loaded late: spindle.log may not be loaded yet.
+local function logErr(f, why)
+  require("spindle.log").err(f, why)
+end
+
+-- Call trigger entry e; its result, or nil after logging its error.
+local function call(e)
+  local r = pack(xpcall(e[1], errhandler, unpack(e, 2, e.n + 1)))
+  if not r[1] then
+    logErr(r[2])
+    return nil
+  end
+  return r[2]
+end
+
+local function runPhase(list)
+  if list == nil then return end
+  for i = 1, #list do call(list[i]) end
+end
+
+-- Fire system event `name`: detach its triggers, run the 'before' ones,
+-- wait for the Deferreds they return, then 'during' and 'after'; after
+-- shutdown, halt the loop. Twisted's ReactorBase.fireSystemEvent and
+-- _ThreePhaseEvent.fireEvent / _continueFiring.
+local function fire(name)
+  local ev = events[name] or {}
+  events[name] = nil
+  -- One count for the loop below, so Deferreds that fired already cannot
+  -- continue the event before all 'before' triggers ran.
+  local pending = 1
+  local function continue()
+    if name == "startup" then C.setRunning(true) end
+    if name == "shutdown" then C.setRunning(false) end
+    runPhase(ev.during)
+    runPhase(ev.after)
+    if name == "shutdown" then C.halt() end
+  end
+  local function countdown()
+    pending = pending - 1
+    if pending == 0 then continue() end
+  end
+  -- Passes the result on, as DeferredList leaves it.
+  local function done(result)
+    countdown()
+    return result
+  end
+  local before = ev.before or {}
+  for i = 1, #before do
+    local d = call(before[i])
+    if isDeferred(d) then
+      pending = pending + 1
+      local ok, err = xpcall(d.addBoth, errhandler, d, done)
+      if not ok then
+        logErr(err, "while waiting on a 'before' trigger:")
+        countdown()
+      end
+    end
+  end
+  countdown()
+end
+
+local function fireStartup() fire("startup") end
+local function fireShutdown() fire("shutdown") end
+
+-- Mark the reactor stopping and fire 'shutdown' on the next timer pass,
+-- so stop() returns at once; false if it is not running (or stopping).
+local function beginStop()
+  if not C.beginStop() then return false end
+  C.callLater(0, fireShutdown)
+  return true
+end
+
+--- reactor.run(): run the loop until stop() has finished. Fires the
+-- 'startup' triggers first. Raises ReactorAlreadyRunning if the reactor
+-- is running; unlike Twisted's, it may run again after it returned.
+-- twisted ReactorBase.run.
+function M.run()
+  C.run(fireStartup)
+end
+
+--- reactor.stop(): stop the reactor: returns at once; the loop then fires
+-- the 'before shutdown' triggers (waiting on Deferreds they return), the
+-- 'during' and 'after' ones, and run() returns. Raises ReactorNotRunning
+-- if the reactor is not running or already stopping.
+-- twisted ReactorBase.stop.
+function M.stop()
+  if not beginStop() then
+    error(errors.ReactorNotRunning("Can't stop reactor that isn't running."))
+  end
+end
+
+C.setStopHandler(M.stop) -- what SIGINT and SIGTERM call
+
+--- reactor.addSystemEventTrigger(phase, event, f, ...) -> id
+-- Call f(...) at `phase` ("before", "during", "after") of `event`
+-- ("startup", "shutdown"; any string names an event). A 'before' trigger
+-- may return a Deferred: the event waits for it. Each trigger fires
+-- once; an error in one is logged. Returns an opaque id for
+-- removeSystemEventTrigger. Raises on a bad phase, a non-string event or
+-- a non-callable f. twisted IReactorCore.addSystemEventTrigger.
+function M.addSystemEventTrigger(phase, event, f, ...)
+  local n = select("#", ...)
+  local fname = "addSystemEventTrigger"
+  if type(phase) ~= "string" then
+    argerror(1, fname, "string expected, got " .. typename(phase, phase ~= nil))
+  elseif not PHASES[phase] then
+    argerror(1, fname, "invalid option '" .. phase .. "'")
+  end
+  if type(event) == "number" then event = tostring(event) end
+  if type(event) ~= "string" then
+    argerror(2, fname, "string expected, got " .. typename(event, event ~= nil))
+  end
+  checkcallable(f, 3, fname, f ~= nil)
+  local entry = {f, ...}
+  entry.n, entry.phase, entry.event = n, phase, event
+  local ev = events[event]
+  if ev == nil then
+    ev = {}
+    events[event] = ev
+  end
+  local list = ev[phase]
+  if list == nil then
+    list = {}
+    ev[phase] = list
+  end
+  list[#list + 1] = entry
+  return entry
+end
+
+--- reactor.removeSystemEventTrigger(id): remove a trigger that has not
+-- fired. Raises if id is not a pending trigger.
+-- twisted IReactorCore.removeSystemEventTrigger.
+function M.removeSystemEventTrigger(id)
+  local fname = "removeSystemEventTrigger"
+  if type(id) ~= "table" then
+    argerror(1, fname, "table expected, got " .. typename(id, id ~= nil))
+  end
+  local ev = type(id.event) == "string" and events[id.event]
+  local list = ev and type(id.phase) == "string" and ev[id.phase]
+  if list then
+    for i = 1, #list do
+      if rawequal(list[i], id) then
+        table.remove(list, i)
+        return
+      end
+    end
+  end
+  argerror(1, fname, "not a pending system event trigger")
+end
+
+--- reactor.callWhenRunning(f, ...) -> id or nil: call f(...) once the
+-- reactor runs (an 'after startup' trigger, whose id is returned), or at
+-- once if it is running (an error in f then reaches the caller).
+-- twisted ReactorBase.callWhenRunning.
+function M.callWhenRunning(...)
+  local f = ...
+  checkcallable(f, 1, "callWhenRunning", select("#", ...) > 0)
+  if C.__getters.running() then
+    f(select(2, ...))
+    return
+  end
+  return M.addSystemEventTrigger("after", "startup", ...)
+end
+
+-- runUntilComplete's outcome in holder: return it or raise it.
+local function finish(holder, timeout)
+  if holder.done then
+    if isFailure(holder.result) then error(holder.result, 0) end
+    return holder.result
+  end
+  if holder.timedout then
+    error(errors.TimeoutError(("Deferred did not fire within %.14g seconds")
+      :format(timeout)))
+  end
+  error(errors.ReactorNotRunning("reactor stopped before the Deferred fired"))
+end
+
+--- reactor.runUntilComplete(d[, timeout]) -> result
+-- Run the reactor until Deferred d has fired (then stop it, shutdown
+-- triggers included) and return d's result, or raise its Failure (the
+-- same Failure object, never wrapped again). If d has fired already the
+-- loop does not run. After `timeout` seconds (float, optional) raises
+-- reactor.TimeoutError; d is left as it is. Raises ReactorAlreadyRunning
+-- if the reactor runs, ReactorNotRunning if it was stopped before d
+-- fired. For tests and scripts, like asyncio's run_until_complete.
+function M.runUntilComplete(d, timeout)
+  local fname = "runUntilComplete"
+  if not isDeferred(d) then
+    argerror(1, fname, "Deferred expected, got " .. typename(d, d ~= nil))
+  end
+  if timeout ~= nil then
+    if math.type(timeout) == nil then
+      timeout = tonumber(timeout) or
+        argerror(2, fname, "number expected, got " .. typename(timeout, true))
+    end
+    -- NaN too: not (NaN >= 0).
+    if not (timeout >= 0) then -- luacheck: ignore 581
+      argerror(2, fname, "timeout must be >= 0")
+    end
+  end
+  if C.state() ~= "idle" then
+    error(errors.ReactorAlreadyRunning("reactor is already running"))
+  end
+  local holder = {}
+  -- A Failure is consumed (runUntilComplete raises it); a success passes.
+  d:addBoth(function(result)
+    holder.done, holder.result = true, result
+    beginStop()
+    if isFailure(result) then return nil end
+    return result
+  end)
+  if holder.done then return finish(holder, 0) end
+  local tc
+  if timeout ~= nil then
+    tc = C.callLater(timeout, function()
+      holder.timedout = true
+      beginStop()
+    end)
+  end
+  M.run()
+  if tc ~= nil and tc:active() then tc:cancel() end
+  return finish(holder, timeout)
+end
+
+return M
