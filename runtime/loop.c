@@ -868,11 +868,39 @@ static void walk_close(uv_handle_t *h, void *arg) {
   uv_close(h, h->data == &owned_marker ? handle_free : NULL);
 }
 
-/* The shutdown hook: drop undelivered messages, close every handle left
-** on the loop and run it until they are closed, then close the loop. */
+/* The live-handle registry (loop.h): a circular list with a sentinel. */
+static sp_live live_head = {&live_head, &live_head, NULL};
+
+void sp_live_add(sp_live *n) {
+  n->next = live_head.next;
+  n->prev = &live_head;
+  live_head.next->prev = n;
+  live_head.next = n;
+}
+
+void sp_live_remove(sp_live *n) {
+  if (n->next == NULL) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* Close every registered handle with its own shutdown, newest first; an
+** entry may unlink itself or others while this runs. */
+static void live_shutdown(lua_State *L) {
+  while (live_head.next != &live_head) {
+    sp_live *n = live_head.next;
+    sp_live_remove(n);
+    n->shutdown(L, n);
+  }
+}
+
+/* The shutdown hook: close the registered handles (live_shutdown), drop
+** undelivered messages, close every handle left on the loop and run it
+** until they are closed, then close the loop. */
 static void loop_shutdown(lua_State *L) {
   sp_loop_msg *m, *next;
-  (void)L;
+  live_shutdown(L);
   uv_mutex_lock(&inbox.lock);
   inbox.closed = 1;
   m = inbox.head;

@@ -64,6 +64,7 @@ describe("reactor.listenUNIX", function()
       local f = echoFactory()
       local port = reactor.listenUNIX(path, f)
       assert.same({type = "UNIX", name = path, host = path}, port:getHost())
+      assert.equal("UNIXAddress('" .. path .. "')", tostring(port:getHost()))
       assert.is_true(exists(path))
       local p = spawn("printf 'over unix' | timeout 5 socat - UNIX-CONNECT:" ..
         path)

@@ -4,10 +4,10 @@
 -- Int8StringReceiver.
 -- Subclass them with Class:extend{...} and override lineReceived /
 -- stringReceived. The scanning (dataReceived) is done in C
--- (spindle._linebuf): pending bytes live in a C buffer with a read offset,
+-- (spindle._basic): pending bytes live in a C buffer with a read offset,
 -- so a chunk of many lines is cut without copying what is still pending.
 local Protocol = require("spindle.protocol").Protocol
-local C = require("spindle._linebuf")
+local C = require("spindle._basic")
 
 local M = {}
 
