@@ -337,10 +337,13 @@ void sp_openlibs(lua_State *L) {
     lua_setfield(L, -2, m->name);
   }
   lua_pop(L, 1);
-  /* Insert our searcher right after the preload one. */
+  sp_add_searcher(L, embedded_searcher);
+}
+
+void sp_add_searcher(lua_State *L, lua_CFunction searcher) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");
-  lua_pushcfunction(L, embedded_searcher);
+  lua_pushcfunction(L, searcher);
   for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
     lua_geti(L, -2, i);
     lua_seti(L, -3, i + 1);

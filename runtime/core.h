@@ -77,6 +77,12 @@ void sp_checkcallable(lua_State *L, int idx);
 ** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
 void sp_openlibs(lua_State *L);
 
+/* [-0, +0, e] Insert searcher into package.searchers right after the
+** preload one, so it answers before the path searchers. A searcher that
+** does not know a name must return nothing (no string), so that a failed
+** require lists the same places `lua` lists. */
+void sp_add_searcher(lua_State *L, lua_CFunction searcher);
+
 /* Register fn to run when the process ends normally, before lua_close
 ** (the reactor closes its handles there). Hooks run last-registered first. */
 void sp_on_shutdown(void (*fn)(lua_State *L));
