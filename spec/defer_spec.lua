@@ -83,13 +83,10 @@ describe("defer.Deferred", function()
 
   it("has metamethods that refuse a value that is not a Deferred",
     function()
-      local mt = debug.getmetatable(Deferred())
       local d = Deferred()
       d:errback("x")
-      local gcmt = debug.getmetatable(d)
       d:addErrback(function() end)
-      assert.is_function(gcmt.__gc)
-      for _, m in ipairs({mt, gcmt}) do
+      for _, m in ipairs({debug.getmetatable(d)}) do
         for _, call in ipairs({
           function() return m.__index(io.stdout, "called") end,
           function() return m.__index({}, "result") end,
@@ -102,9 +99,6 @@ describe("defer.Deferred", function()
           assert.matches("Deferred expected", e, 1, true)
         end
       end
-      local ok, e = pcall(gcmt.__gc, io.stdout)
-      assert.is_false(ok)
-      assert.matches("Deferred expected, got FILE*", e, 1, true)
       -- The real ones still work.
       assert.is_true(d.called)
       assert.matches("^<Deferred at", tostring(d))
