@@ -715,6 +715,7 @@ describe("chain rule 6: unhandled errors", function()
       local newer = {}
       for i = 1, 10000 do newer[i] = {} end
       for i = 1000, 1, -1 do ds[i]:errback("e" .. i) end
+      assert.equal(10000, #newer)
       ds, newer = nil, nil -- luacheck: ignore
       collectgarbage(); collectgarbage()
     end)
@@ -1648,6 +1649,37 @@ describe("defer.inlineCallbacks on the reactor", function()
       assert.is_true(cancelled)
       assert.is_truthy(H.waitForFailure(d):check(defer.CancelledError))
     end)
+
+  it("lets SIGINT interrupt a coroutine 300 levels down", function()
+    local source = [[
+      local reactor = require("spindle.reactor")
+      local defer = require("spindle.defer")
+      local pid = io.open("/proc/self/stat"):read("a"):match("^(%d+)")
+      local spin = defer.inlineCallbacks(function()
+        defer.await(defer.succeed(1))
+        local t0 = os.clock()
+        while os.clock() - t0 < 20 do end
+        print("not interrupted")
+      end)
+      local f
+      f = defer.inlineCallbacks(function(n)
+        if n == 0 then return defer.await(spin()) end
+        return defer.await(f(n - 1))
+      end)
+      reactor.callWhenRunning(function()
+        io.popen("(sleep 0.2; kill -INT " .. pid .. ") &"):close()
+        f(300):addErrback(function(fl)
+          print("failed: " .. fl:getErrorMessage())
+        end)
+      end)
+      reactor.run()
+      print("run returned")
+    ]]
+    local out, err, code = H.runScript(source)
+    assert.are.equal("failed: interrupted!\nrun returned\n", out)
+    assert.truthy(err:find("Received SIGINT", 1, true), err)
+    assert.are.equal(0, code)
+  end)
 
   it("starts a nested function before returning its Deferred", function()
     local order = {}
