@@ -1681,6 +1681,16 @@ describe("defer.inlineCallbacks on the reactor", function()
     assert.are.equal(0, code)
   end)
 
+  it("fails when fn returns its own Deferred", function()
+    local gate, d = Deferred(), nil
+    d = defer.inlineCallbacks(function()
+      defer.await(gate)
+      return d
+    end)()
+    gate:callback(1)
+    assert.matches("returned its own Deferred", H.waitForFailure(d).value)
+  end)
+
   it("starts a nested function before returning its Deferred", function()
     local order = {}
     local inner = defer.inlineCallbacks(function()

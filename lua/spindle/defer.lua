@@ -323,6 +323,9 @@ local function fire(co, d, ok, r)
     -- C.toFailure, not Failure: error() and error(nil) raise nil.
     if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
     d:errback(r)
+  elseif r == d then
+    d:errback(C.toFailure("an inlineCallbacks function returned its own " ..
+      "Deferred", debug.traceback(co)))
   elseif isDeferred(r) then
     C.adopt(d, r)
   else
@@ -331,15 +334,17 @@ local function fire(co, d, ok, r)
 end
 
 -- Fire the Deferred of a coroutine that has ended. Returns the `tail`
--- list of the coroutines awaiting it, for resume() to run, or nil.
+-- list of the coroutines awaiting it, for resume() to run, or nil. Never
+-- raises (resume() must go on with the coroutines it holds): a fire that
+-- fails (fn returned its own Deferred) fails d instead.
 local function finish(co, status, ok, r)
   local d = status.deferred
   if d.called then return nil end -- cancelled and not waiting on anything
   local t, saved = {d = d, outer = status.outer, n = 0}, tail
   tail = t
-  local fired, e = pcall(fire, co, d, ok, r)
+  local fired, e = xpcall(fire, errhandler, co, d, ok, r)
+  if not fired and not d.called then d:errback(e) end
   tail = saved
-  if not fired then error(e, 0) end
   return t
 end
 
