@@ -1627,6 +1627,15 @@ describe("defer.inlineCallbacks on the reactor", function()
     assert.equal(LEVELS, f(LEVELS).result)
   end)
 
+  it("runs 1000 nested levels that await through gatherResults", function()
+    local f
+    f = defer.inlineCallbacks(function(n)
+      if n == 0 then return defer.await(H.sleep(0)) or 0 end
+      return defer.await(defer.gatherResults({f(n - 1)}))[1] + 1
+    end)
+    assert.equal(LEVELS, H.wait(f(LEVELS)))
+  end)
+
   it("passes an error up 1000 levels with its traceback", function()
     local f = nested(function()
       return H.sleep(0):addCallback(function() error("deep") end)

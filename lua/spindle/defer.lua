@@ -278,14 +278,18 @@ end
 --   ends, then goes back to the caller with the new one's Deferred. The
 --   call still returns after the new coroutine ran, as in Twisted.
 -- - When a coroutine ends, the Deferred it fires is often what its
---   caller's coroutine awaits. That one is not resumed inside the fire but
---   by the same loop right after it (`tail`); the other callbacks of that
---   Deferred (and of those chained to it) run before it, not after as in
---   Twisted.
+--   caller's coroutine awaits, directly or through other Deferreds
+--   (gatherResults, addCallback). A coroutine whose awaited Deferred fires
+--   during that fire is not resumed inside it but by the same loop right
+--   after it (`tail`), so the rest of the fire's callbacks run before it,
+--   not after as in Twisted. Only resumptions at the same depth (`depth`:
+--   resume() calls on the stack) are put off; those inside a coroutine
+--   that a callback started are not.
 local running = setmetatable({}, {__mode = "k"})
 local statusOf = setmetatable({}, {__mode = "k"})
 local START = setmetatable({}, {__name = "inlineCallbacks start"})
-local tail -- while a coroutine's end fires: {d, outer, n, co, status, r, ...}
+local tail -- while a coroutine's end fires: {depth, n, co, status, r, ...}
+local depth = 0
 
 local resume
 
@@ -301,7 +305,7 @@ local function waitFor(co, status, d)
     end
     status.waitingOn = nil
     local t = tail
-    if t ~= nil and (d == t.d or d == t.outer) then
+    if t ~= nil and t.depth == depth then
       local n = t.n
       t[n + 1], t[n + 2], t[n + 3] = co, status, r
       t.n = n + 3
@@ -340,7 +344,7 @@ end
 local function finish(co, status, ok, r)
   local d = status.deferred
   if d.called then return nil end -- cancelled and not waiting on anything
-  local t, saved = {d = d, outer = status.outer, n = 0}, tail
+  local t, saved = {depth = depth, n = 0}, tail
   tail = t
   local fired, e = xpcall(fire, errhandler, co, d, ok, r)
   if not fired and not d.called then d:errback(e) end
@@ -354,6 +358,7 @@ end
 -- each (co, status, value), the last one first.
 resume = function(co, status, value)
   local work, n = {}, 0
+  depth = depth + 1
   while true do
     local ok, r, child = coresume(co, value)
     local nextOne = true
@@ -379,12 +384,13 @@ resume = function(co, status, value)
       nextOne = false
     end
     if nextOne then
-      if n == 0 then return end
+      if n == 0 then break end
       co, status, value = work[n - 2], work[n - 1], work[n]
       work[n - 2], work[n - 1], work[n] = nil, nil, nil
       n = n - 3
     end
   end
+  depth = depth - 1
 end
 
 -- The canceller of an inlineCallbacks Deferred d (the one its caller got,
