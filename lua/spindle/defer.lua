@@ -276,7 +276,9 @@ end
 --   not resume its new coroutine from inside the running one: the running
 --   one yields START to the loop, which runs the new one until it waits or
 --   ends, then goes back to the caller with the new one's Deferred. The
---   call still returns after the new coroutine ran, as in Twisted.
+--   call still returns after the new coroutine ran, as in Twisted. (Where
+--   the caller cannot yield, inside a C function such as a string.gsub
+--   callback, the new coroutine is resumed from inside it, as before.)
 -- - When a coroutine ends, the Deferred it fires is often what its
 --   caller's coroutine awaits, directly or through other Deferreds
 --   (gatherResults, addCallback). A coroutine whose awaited Deferred fires
