@@ -71,7 +71,11 @@ end
 local function stop(h)
   os.execute("kill " .. h.pid .. " 2>/dev/null")
   for _ = 1, 200 do
-    if not os.execute("kill -0 " .. h.pid .. " 2>/dev/null") then break end
+    -- gone, or a zombie nobody reaps (no init in some containers)
+    local ps = io.popen("ps -o stat= -p " .. h.pid)
+    local stat = ps:read("a")
+    ps:close()
+    if not stat:find("%a") or stat:find("Z") then break end
     os.execute("sleep 0.05")
   end
   os.execute("kill -9 " .. h.pid .. " 2>/dev/null")
