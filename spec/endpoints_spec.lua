@@ -325,3 +325,35 @@ describe("endpoints.connectProtocol", function()
     wait(port:stopListening())
   end)
 end)
+
+describe("endpoints.HostnameEndpoint attempts failing at once", function()
+  it("keeps one stagger timer when an attempt fails synchronously",
+     function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local n = port:getHost().port
+    local fake = setmetatable({}, {__index = reactor})
+    local calls = 0
+    function fake.connectTCP(host, ...)
+      calls = calls + 1
+      if host == "bad" then error(reactor.ConnectError("bad address")) end
+      return reactor.connectTCP(host, ...)
+    end
+    local timers = 0
+    function fake.callLater(_, ...)
+      timers = timers + 1
+      return reactor.callLater(...)
+    end
+    local ep = endpoints.HostnameEndpoint(fake, "h", n, 30, nil, 5)
+    function ep._nameResolution(_, _, p)
+      return defer.succeed({{family = "INET", host = "bad", port = p},
+        {family = "INET", host = "127.0.0.1", port = p},
+        {family = "INET", host = "127.0.0.1", port = p}})
+    end
+    local proto = wait(ep:connect(clientFactory()))
+    assert.equal(2, calls)
+    assert.equal(1, timers)
+    proto.transport:loseConnection()
+    wait(port:stopListening())
+    H.assertNoDelayedCalls()
+  end)
+end)

@@ -431,7 +431,8 @@ end
 -- backoffPolicy(): 1 s growing by 1.5 up to 60 s, plus up to 1 s of
 -- jitter) and try again. prepareConnection(protocol), if given, runs
 -- after each connect; if it raises or its Deferred fails the attempt
--- counts as failed. The five arguments may also be given as one options
+-- counts as failed and the connection is closed (Twisted leaves such a
+-- connection open and unused). The five arguments may also be given as one options
 -- table {endpoint=, factory=, retryPolicy=, clock=, prepareConnection=}.
 -- twisted.application.internet.ClientService (its state machine,
 -- written out).
@@ -513,8 +514,12 @@ function ClientService:_connect()
   self._connectionInProgress = d
   d:addCallback(function(p)
     if self._prepareConnection == nil then return p end
-    return defer.maybeDeferred(self._prepareConnection, p):addCallback(
-      function() return p end)
+    return defer.maybeDeferred(self._prepareConnection, p):addCallbacks(
+      function() return p end, function(f)
+        -- Rejected: closed here (Twisted leaves it open, unused).
+        if p.transport then p.transport:loseConnection() end
+        return f
+      end)
   end)
   d:addCallbacks(function(p) self:_connectionMade(p) end,
     function(f) self:_connectionFailed(f) end)

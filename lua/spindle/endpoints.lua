@@ -262,7 +262,9 @@ function HostnameEndpoint:connect(factory)
         if #queue > 0 then startNext() else checkDone() end
       end
     end)
-    if not done and #queue > 0 then
+    -- (an attempt that failed at once has already started the next one,
+    -- and its timer)
+    if not done and #queue > 0 and timer == nil then
       timer = self.reactor:callLater(self.attemptDelay, startNext)
     end
   end
