@@ -120,8 +120,7 @@ static int resolve_getaddrinfo(lua_State *L) {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   op->req.data = op;
-  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_done, host, portstr,
-                     &hints);
+  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_done, host, portstr, &hints);
   if (r < 0) {
     free(op);
     push_lookup_error(L, host, r);
@@ -136,8 +135,8 @@ static int resolve_getaddrinfo(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg resolve_funcs[] = {
-    {"getaddrinfo", resolve_getaddrinfo}, {NULL, NULL}};
+static const luaL_Reg resolve_funcs[] = {{"getaddrinfo", resolve_getaddrinfo},
+                                         {NULL, NULL}};
 
 int luaopen_spindle__resolve(lua_State *L) {
   luaL_newlib(L, resolve_funcs);

@@ -98,6 +98,22 @@ static int keys_public(lua_State *L) {
   return 1;
 }
 
+/* Raise unless the value at idx is a list of {string, string} pairs, so
+** that fill_name, which runs while OpenSSL objects are held, never
+** converts (allocates) or raises. */
+static void check_name(lua_State *L, int idx) {
+  lua_Integer i, n;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  n = (lua_Integer)lua_rawlen(L, idx);
+  for (i = 1; i <= n; i++) {
+    int ok = lua_rawgeti(L, idx, i) == LUA_TTABLE &&
+             lua_rawgeti(L, -1, 1) == LUA_TSTRING &&
+             lua_rawgeti(L, -2, 2) == LUA_TSTRING;
+    luaL_argcheck(L, ok, idx, "list of {name, value} string pairs expected");
+    lua_pop(L, 3);
+  }
+}
+
 /* Fill name from the Lua list at idx of {shortName, value} pairs
 ** ({{"C", "US"}, {"CN", "example.com"}}); 0 on an unknown name. The
 ** values are Lua strings on the caller's stack, alive during the call. */
@@ -152,8 +168,8 @@ static int keys_issue(lua_State *L) {
   EVP_PKEY *skey = NULL, *ikey = NULL;
   X509 *x = NULL;
   int ok;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  check_name(L, 2);
+  check_name(L, 4);
   ERR_clear_error();
   skey = read_key(spem, slen, 1);
   if (skey == NULL) {
@@ -162,16 +178,14 @@ static int keys_issue(lua_State *L) {
   }
   ikey = read_key(ipem, ilen, 1);
   x = X509_new();
-  ok = skey != NULL && ikey != NULL && x != NULL &&
-       X509_set_version(x, 2) &&
+  ok = skey != NULL && ikey != NULL && x != NULL && X509_set_version(x, 2) &&
        ASN1_INTEGER_set_int64(X509_get_serialNumber(x), serial) &&
        X509_gmtime_adj(X509_getm_notBefore(x), 0) &&
        X509_gmtime_adj(X509_getm_notAfter(x), (long)seconds) &&
-       X509_set_pubkey(x, skey) &&
-       fill_name(L, 2, X509_get_subject_name(x)) &&
+       X509_set_pubkey(x, skey) && fill_name(L, 2, X509_get_subject_name(x)) &&
        fill_name(L, 4, X509_get_issuer_name(x)) &&
-       add_ext(x, x, NID_basic_constraints, isCA ? "critical,CA:TRUE"
-                                                 : "CA:FALSE") &&
+       add_ext(x, x, NID_basic_constraints,
+               isCA ? "critical,CA:TRUE" : "CA:FALSE") &&
        add_ext(x, x, NID_subject_key_identifier, "hash") &&
        (san == NULL || add_ext(x, x, NID_subject_alt_name, san)) &&
        X509_sign(x, ikey, EVP_sha256()) > 0;
@@ -251,9 +265,9 @@ static int keys_x509_methods(lua_State *L) {
 
 static const luaL_Reg keys_funcs[] = {
     {"pubkey_of", keys_pubkey_of}, {"x509_methods", keys_x509_methods},
-    {"generate", keys_generate}, {"public", keys_public},
-    {"issue", keys_issue},       {"matches", keys_matches},
-    {"dump_der", keys_dump_der}, {NULL, NULL}};
+    {"generate", keys_generate},   {"public", keys_public},
+    {"issue", keys_issue},         {"matches", keys_matches},
+    {"dump_der", keys_dump_der},   {NULL, NULL}};
 
 int luaopen_spindle__sslkeys(lua_State *L) {
   luaL_newlib(L, keys_funcs);
