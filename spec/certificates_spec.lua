@@ -151,3 +151,35 @@ describe("ssl.KeyPair", function()
     assert.has_error(function() ssl.KeyPair.load("nothing") end)
   end)
 end)
+
+describe("endpoints.wrapClientTLS", function()
+  local endpoints = require("spindle.endpoints")
+
+  it("starts TLS over the wrapped endpoint, as tls: strings do", function()
+    local ca = ssl.Certificate.loadPEM(read(certs.ca))
+    local server = ssl.PrivateCertificate.loadPEM(read(certs.serverKey) ..
+      read(certs.server))
+    local n, _, port = tlsEcho(server:options())
+    for _, ep in ipairs({
+      endpoints.wrapClientTLS(ssl.optionsForClientTLS("localhost", ca),
+        endpoints.HostnameEndpoint(reactor, "localhost", n)),
+      endpoints.clientFromString(reactor, ("tls:localhost:%d:trustRoots=%s:" ..
+        "endpoint=tcp\\:127.0.0.1\\:%d"):format(n, certs.ca, n)),
+    }) do
+      local P = protocol.Protocol:extend({})
+      local done = defer.Deferred()
+      function P:handshakeCompleted()
+        self.peer = ssl.Certificate.peerFromTransport(self.transport)
+        self.transport:write("hi")
+      end
+      function P:dataReceived() self.transport:loseConnection() end
+      function P:connectionLost(reason) done:callback({self, reason}) end
+      local proto = H.wait(ep:connect(protocol.Factory.forProtocol(P)))
+      local r = H.wait(done)
+      assert.equal(proto, r[1])
+      assert.is_true(ssl.Certificate:isinstance(proto.peer))
+      assert.equal(server:getSubject(), proto.peer:getSubject())
+    end
+    H.wait(port:stopListening())
+  end)
+end)
