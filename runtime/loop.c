@@ -885,6 +885,53 @@ void sp_live_remove(sp_live *n) {
   n->next = n->prev = NULL;
 }
 
+/* The entries waiting for the due calls (loop.h): a circular list with a
+** sentinel, and the uv_prepare handle that runs them, active only while
+** the list is not empty. */
+static sp_loop_later later_head = {&later_head, &later_head, NULL};
+static uv_prepare_t *later_prepare = NULL;
+
+static void later_cb(uv_prepare_t *h);
+
+void sp_loop_after_due(sp_loop_later *n) {
+  if (n->next != NULL || closed) return;
+  n->prev = later_head.prev;
+  n->next = &later_head;
+  later_head.prev->next = n;
+  later_head.prev = n;
+  if (later_prepare != NULL) uv_prepare_start(later_prepare, later_cb);
+}
+
+void sp_loop_after_due_cancel(sp_loop_later *n) {
+  if (n->next == NULL) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* Run the entries linked before this pass, oldest first: they move to a
+** local list first, so that an entry linked meanwhile waits for the next
+** pass and one unlinked meanwhile (a stream freed) is skipped. */
+static void later_cb(uv_prepare_t *h) {
+  sp_loop_later pass = {&pass, &pass, NULL};
+  lua_State *L = sp_loop_state();
+  if (later_head.next == &later_head) {
+    uv_prepare_stop(h);
+    return;
+  }
+  pass.next = later_head.next;
+  pass.prev = later_head.prev;
+  pass.next->prev = &pass;
+  pass.prev->next = &pass;
+  later_head.next = later_head.prev = &later_head;
+  while (pass.next != &pass) {
+    sp_loop_later *n = pass.next;
+    sp_loop_after_due_cancel(n);
+    n->run(L, n);
+  }
+  if (later_head.next == &later_head) uv_prepare_stop(h);
+}
+
 /* Close every registered handle with its own shutdown, newest first; an
 ** entry may unlink itself or others while this runs. */
 static void live_shutdown(lua_State *L) {
@@ -911,6 +958,8 @@ static void loop_shutdown(lua_State *L) {
     m->run(NULL, m);
   }
   closed = 1;
+  while (later_head.next != &later_head)
+    sp_loop_after_due_cancel(later_head.next);
   for (int i = 0; i < timers.n; i++) {
     timers.heap[i]->heapidx = -1;
     timers.heap[i]->state = DC_CANCELLED;
@@ -925,6 +974,7 @@ static void loop_shutdown(lua_State *L) {
     fprintf(stderr, "spindle: the loop still had open handles at exit\n");
   timers.handle = NULL;
   timers.idle = NULL;
+  later_prepare = NULL;
   inbox.async = NULL;
 }
 
@@ -949,6 +999,9 @@ uv_loop_t *sp_loop(void) {
   timers.idle = handle_new(sizeof(uv_idle_t));
   uv_idle_init(loop, timers.idle);
   timers.idle->data = &owned_marker;
+  later_prepare = handle_new(sizeof(uv_prepare_t));
+  uv_prepare_init(loop, later_prepare);
+  later_prepare->data = &owned_marker;
   inbox.async = handle_new(sizeof(uv_async_t));
   uv_mutex_init(&inbox.lock);
   uv_async_init(loop, inbox.async, async_cb);

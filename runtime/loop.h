@@ -71,6 +71,27 @@ struct sp_live {
 void sp_live_add(sp_live *n);
 void sp_live_remove(sp_live *n);
 
+/* Work that must wait until the DelayedCalls already due in this loop
+** turn have run: a transport's close after loseConnection (Twisted closes
+** in doWrite, which its reactor reaches only after runUntilCurrent, so a
+** callLater(0) made right after loseConnection still writes first). An
+** entry linked with sp_loop_after_due runs once, from a uv_prepare handle
+** of the loop: after the idle phase that runs the due calls, before the
+** loop polls. Entries linked while the pass runs wait for the next one.
+** run must not raise (call Lua with sp_pcall) and may relink its entry.
+** Unlink an entry before freeing its memory. Loop thread only. */
+typedef struct sp_loop_later sp_loop_later;
+struct sp_loop_later {
+  sp_loop_later *prev, *next; /* owned by the loop while linked */
+  void (*run)(lua_State *L, sp_loop_later *n);
+};
+
+/* Link n (n->run set) to run after the due calls; linking an entry that
+** is already linked does nothing. sp_loop_after_due_cancel unlinks it
+** (nothing if it is not linked). Loop thread only. */
+void sp_loop_after_due(sp_loop_later *n);
+void sp_loop_after_due_cancel(sp_loop_later *n);
+
 /* Install fn to see SIGINT first while the reactor runs: if it returns
 ** nonzero the signal is handled (the REPL stops waiting or clears its
 ** line), otherwise the reactor stops as usual. NULL removes it. Loop

@@ -4,7 +4,11 @@
 ** Follows twisted.internet.abstract.FileDescriptor and tcp.Connection:
 ** write() buffers, loseConnection() closes once the buffer is written,
 ** producers are paused past a high-water mark and resumed when the buffer
-** drains, half-close goes to readConnectionLost/writeConnectionLost.
+** drains, half-close goes to readConnectionLost/writeConnectionLost and
+** the connection closes (ConnectionDone) once both halves are down. A
+** close or half-close waits for the DelayedCalls already due in the loop
+** turn (loop.h's sp_loop_after_due), as Twisted's doWrite comes after
+** runUntilCurrent.
 **
 ** Reads: libuv asks alloc_cb for a buffer, which comes from a small pool of
 ** 64 KiB buffers reused across reads and connections; the read callback
@@ -48,11 +52,12 @@ struct sp_stream {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } h;
-  sp_live live;   /* in loop.c's registry until freed */
-  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
-  int state;      /* ST_CONNECTING .. ST_CLOSED */
-  unsigned flags; /* SF_* */
-  int ref;        /* registry ref to the transport userdata */
+  sp_live live;        /* in loop.c's registry until freed */
+  sp_loop_later later; /* a close waiting for the due calls (stream_later) */
+  int kind;            /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int state;           /* ST_CONNECTING .. ST_CLOSED */
+  unsigned flags;      /* SF_* */
+  int ref;             /* registry ref to the transport userdata */
   /* The write queue: one uv_write in flight (either a Lua string kept in
   ** the transport's user value, or inflight.base), then pending bytes. */
   uv_write_t wreq;
@@ -103,6 +108,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
 #define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
+#define SF_WSHUT 0x20000   /* our write half's shutdown completed */
 
 /* User values of the transport userdata. */
 enum {
@@ -166,6 +172,7 @@ static sp_live pool_live = {NULL, NULL, pool_shutdown};
 /* ------------------------------------------------------- alloc, free */
 
 static void stream_shutdown(lua_State *L, sp_live *n);
+static void stream_later(lua_State *L, sp_loop_later *n);
 
 /* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
 ** NULL (with *err set to a libuv error) on failure; nothing to release. */
@@ -190,11 +197,13 @@ static sp_stream *stream_alloc(int kind, int *err) {
   s->h.handle.data = s;
   s->live.shutdown = stream_shutdown;
   sp_live_add(&s->live);
+  s->later.run = stream_later;
   return s;
 }
 
 static void stream_free(sp_stream *s) {
   sp_live_remove(&s->live);
+  sp_loop_after_due_cancel(&s->later);
   if (s->filter != NULL && s->filter->free != NULL)
     s->filter->free(s->filter_data);
   free(s->ibuf);
@@ -578,6 +587,8 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
   return deliver(L, s, data, len, 0);
 }
 
+static void check_both_halves(lua_State *L, sp_stream *s);
+
 /* The peer shut down its write half: a protocol with readConnectionLost
 ** keeps the connection half open (twisted IHalfCloseableProtocol). */
 static void stream_eof(lua_State *L, sp_stream *s) {
@@ -596,6 +607,7 @@ static void stream_eof(lua_State *L, sp_stream *s) {
       break;
   }
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
@@ -799,6 +811,14 @@ static void write_cb(uv_write_t *req, int status) {
   stream_drained(L, s);
 }
 
+/* Both halves are down (the peer's EOF read, our shutdown done): the
+** connection is over, and closes cleanly as Twisted's does once a
+** half-closeable protocol has lost both. */
+static void check_both_halves(lua_State *L, sp_stream *s) {
+  if (s->state == ST_OPEN && (s->flags & SF_READ_EOF) && (s->flags & SF_WSHUT))
+    stream_done(L, s);
+}
+
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
@@ -808,11 +828,13 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
     sp_stream_lose(L, s, 0, status);
     return;
   }
+  s->flags |= SF_WSHUT;
   push_uv(L, s, UV_PROTO);
   if (lua_type(L, -1) != LUA_TNIL &&
       call_method(L, -1, "writeConnectionLost", 0))
     stream_close(L, s);
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 /* Close after loseConnection, once everything (and the filter's last
@@ -835,7 +857,8 @@ static void stream_finish(lua_State *L, sp_stream *s) {
 }
 
 /* Nothing is queued: as twisted FileDescriptor.doWrite after the buffer
-** empties, resume the producer, or finish a close or half-close. */
+** empties, resume the producer, or finish a close or half-close, which
+** waits for the calls already due (stream_later). */
 static void stream_drained(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
   if (s->flags & SF_THROTTLED) {
@@ -846,10 +869,25 @@ static void stream_drained(lua_State *L, sp_stream *s) {
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
-  } else if (s->flags & SF_DISCONNECTING) {
+  } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
+    sp_loop_after_due(&s->later);
+  }
+}
+
+/* A close or half-close, once the DelayedCalls due in this loop turn have
+** run (loop.h): Twisted's reactor runs runUntilCurrent before the
+** doWrite that closes, so a callLater(0) made right after loseConnection
+** still writes. Anything written meanwhile goes out first: the write's
+** completion drains again and links the entry again. */
+static void stream_later(lua_State *L, sp_loop_later *n) {
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, later));
+  int r;
+  if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT) ||
+      sp_stream_queued(s) > 0)
+    return;
+  if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
-    int r;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
@@ -857,19 +895,16 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
 }
 
-/* Run stream_drained on a later loop turn, as Twisted's startWriting
-** does: an empty uv_write completes in the next turn, and whatever the
-** protocol writes meanwhile still goes out before the close. */
+/* Finish a close or half-close once the queue is written: the pending
+** bytes go out now, and the drain that follows (write_cb's, or at once
+** when nothing is queued) waits for the due calls. */
 static void schedule_drain(lua_State *L, sp_stream *s) {
-  static char empty[1];
   if (s->flags & SF_INFLIGHT) return; /* its callback drains */
   if (s->plen > 0) {
     flush_pending(L, s);
     return;
   }
-  s->inflight = uv_buf_init(empty, 0);
-  s->flags &= ~SF_ANCHOR;
-  start_write(L, s);
+  stream_drained(L, s);
 }
 
 void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
@@ -1067,7 +1102,9 @@ static int transport_loseConnection(lua_State *L) {
 
 /* t:loseWriteConnection(): shut down our write half once the queue is
 ** written (the peer reads EOF); a protocol with writeConnectionLost() is
-** then told. twisted FileDescriptor.loseWriteConnection. */
+** then told. If the peer's half is already down (readConnectionLost was
+** called), or goes down later, the connection then closes with
+** ConnectionDone. twisted FileDescriptor.loseWriteConnection. */
 static int transport_loseWriteConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL || (s->flags & (SF_WDISCONNECTING | SF_WDISCONNECTED)))

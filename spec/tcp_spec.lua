@@ -880,6 +880,130 @@ print(s.recv(100))
       wait(port:stopListening())
     end)
 
+  -- Open descriptors of this process (ls of /proc/<our pid>/fd; the
+  -- pipe of the popen itself is counted each time alike).
+  local function fdCount()
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("n")
+    f:close()
+    local ls = io.popen("ls /proc/" .. pid .. "/fd")
+    local n = 0
+    for _ in ls:lines() do n = n + 1 end
+    ls:close()
+    return n
+  end
+
+  it("closes once both halves are down, with one ConnectionDone on each " ..
+    "side, and leaves no descriptor behind (issue 7 item 5)", function()
+      -- Both ends are spindle protocols with readConnectionLost: the
+      -- client half-closes first, the server answers and half-closes in
+      -- readConnectionLost. Twisted closes each side once both of its
+      -- halves are down.
+      local rounds = 200
+      local events = {}
+      local function halfCloser(side, onLost)
+        local P = protocol.Protocol:extend({})
+        function P:connectionMade()
+          self.got = {}
+          if side == "client" then
+            self.transport:write("question")
+            self.transport:loseWriteConnection()
+          end
+        end
+        function P:dataReceived(d) self.got[#self.got + 1] = d end
+        function P:readConnectionLost()
+          events[side .. " rcl"] = (events[side .. " rcl"] or 0) + 1
+          if side == "server" then
+            self.transport:write("answer to " .. table.concat(self.got))
+            self.transport:loseWriteConnection()
+          end
+          -- Reading stays stopped while half open.
+          self.transport:resumeProducing()
+        end
+        function P:writeConnectionLost()
+          events[side .. " wcl"] = (events[side .. " wcl"] or 0) + 1
+        end
+        function P:connectionLost(reason)
+          events[side .. " lost"] = (events[side .. " lost"] or 0) + 1
+          onLost(self, reason)
+        end
+        return P
+      end
+      local serverLost = {}
+      local S = halfCloser("server", function(_, reason)
+        serverLost[#serverLost + 1] = reason
+      end)
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local portnum = port:getHost().port
+      local function round()
+        local d = defer.Deferred()
+        local C = halfCloser("client", function(self, reason)
+          d:callback({table.concat(self.got), reason})
+        end)
+        reactor.connectTCP("127.0.0.1", portnum,
+          protocol.ClientFactory.forProtocol(C))
+        return d
+      end
+      -- One round first: the descriptors the reactor opens once (its
+      -- loop, its signal pipe) are then already there.
+      local first = wait(round())
+      assert.equal("answer to question", first[1])
+      assert.is_truthy(first[2]:check(reactor.ConnectionDone))
+      wait(H.sleep(0.05)) -- the server's side of it closes too
+      local before = fdCount()
+      for i = 2, rounds do
+        local r = wait(round())
+        assert.equal("answer to question", r[1])
+        assert.is_truthy(r[2]:check(reactor.ConnectionDone), tostring(r[2]))
+        if i % 50 == 0 then
+          -- The server side closes in the same turn or the next.
+          wait(H.sleep(0.01))
+        end
+      end
+      wait(H.sleep(0.05))
+      assert.equal(rounds, #serverLost)
+      for _, reason in ipairs(serverLost) do
+        assert.is_truthy(reason:check(reactor.ConnectionDone),
+          tostring(reason))
+      end
+      for _, k in ipairs({"client rcl", "client wcl", "client lost",
+        "server rcl", "server wcl", "server lost"}) do
+        assert.equal(rounds, events[k], k)
+      end
+      assert.equal(before, fdCount())
+      wait(port:stopListening())
+    end)
+
+  it("lets a write made in a callLater(0) right after loseConnection reach " ..
+    "the peer, as Twisted does (issue 7 item 6)", function()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        self.transport:write("first ")
+        self.transport:loseConnection()
+        reactor.callLater(0, function() self.transport:write("late") end)
+      end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local cf = collector()
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      assert.equal("first late", wait(cf.done))
+      assert.is_truthy(cf.reason:check(reactor.ConnectionDone))
+      -- The same from dataReceived, with nothing queued at the close.
+      local E = protocol.Protocol:extend({})
+      function E:dataReceived()
+        self.transport:loseConnection()
+        reactor.callLater(0, function() self.transport:write("after") end)
+      end
+      local port2 = reactor.listenTCP(0, protocol.Factory.forProtocol(E), nil,
+        "127.0.0.1")
+      local cf2 = collector(function(c) c.transport:write("go") end)
+      reactor.connectTCP("127.0.0.1", port2:getHost().port, cf2)
+      assert.equal("after", wait(cf2.done))
+      wait(port:stopListening())
+      wait(port2:stopListening())
+    end)
+
   it("logs an error in dataReceived with its traceback and drops only that " ..
     "connection", function()
       local S = protocol.Protocol:extend({})
