@@ -687,14 +687,19 @@ static int pool_callInThread(lua_State *L) {
   return 0;
 }
 
-/* reactor.suggestThreadPoolSize(n): at most n (an integer >= 0) pool
-** threads from now on; more start at once if work is waiting, extra ones
-** end when idle. Main thread.
+/* reactor.suggestThreadPoolSize(n): at most n (an integer in 1..4096)
+** pool threads from now on; more start at once if work is waiting, extra
+** ones end when idle. Raises a bad-argument error for anything else: 0,
+** which Twisted accepts, would leave every later callInThread queued
+** forever without a word. Main thread.
 ** twisted ReactorBase.suggestThreadPoolSize. */
 static int pool_suggestThreadPoolSize(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   int start;
-  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "size must be in 0..4096");
+  luaL_argcheck(L, n >= 1 && n <= 4096, 1,
+                n == 0 ? "size must be at least 1 (0 would never run "
+                         "the work queued)"
+                       : "size must be in 1..4096");
   uv_mutex_lock(&pool.lock);
   pool.max = (int)n;
   start = pool.stopping ? 0 : pool_wanted();

@@ -1007,12 +1007,12 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
 /* ---------------------------------------------------- Lua methods */
 
 sp_stream *sp_stream_check(lua_State *L, int idx) {
-  transport_ud *t = luaL_checkudata(L, idx, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, idx, SP_TRANSPORT_MT);
   if (t->s != NULL && t->s->state == ST_OPEN) return t->s;
   return NULL;
 }
 
-/* luaL_checkudata for the hot path: the metatable is recognised by its
+/* sp_class_check for the hot path: the metatable is recognised by its
 ** address (luaL_checkudata looks its name up in the registry each call). */
 static transport_ud *transport_check_fast(lua_State *L) {
   if (lua_getmetatable(L, 1)) {
@@ -1020,7 +1020,7 @@ static transport_ud *transport_check_fast(lua_State *L) {
     lua_pop(L, 1);
     if (mt == transport_mt) return lua_touserdata(L, 1);
   }
-  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  return sp_class_check(L, 1, SP_TRANSPORT_MT);
 }
 
 /* t:write(data): send a string to the peer, after everything written
@@ -1030,7 +1030,8 @@ static transport_ud *transport_check_fast(lua_State *L) {
 static int transport_write(lua_State *L) {
   transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
-  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return sp_typeerror(L, 2, "string", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
       lua_rawlen(L, 2) == 0)
     return 0;
@@ -1042,19 +1043,20 @@ static int transport_write(lua_State *L) {
 ** write. Raises naming the index of an element that is not a string.
 ** twisted FileDescriptor.writeSequence. */
 static int transport_writeSequence(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   uv_buf_t bufs[64];
   lua_Integer n, i;
   unsigned nb = 0;
-  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_istable(L, 2)) return sp_typeerror(L, 2, "table", SP_TRANSPORT_MT);
   n = luaL_len(L, 2);
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, 2, i) != LUA_TSTRING)
-      return luaL_argerror(
+      return sp_argerror(
           L, 2,
           lua_pushfstring(L, "string expected at index %I, got %s",
-                          (LUAI_UACINT)i, luaL_typename(L, -1)));
+                          (LUAI_UACINT)i, luaL_typename(L, -1)),
+          SP_TRANSPORT_MT);
     lua_pop(L, 1);
   }
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
@@ -1130,7 +1132,7 @@ static int transport_abortConnection(lua_State *L) {
 ** "UNIX", name = path}); they still answer after the connection is
 ** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   if (t->s != NULL)
     sp_stream_pushaddr(L, t->s, peer);
   else
@@ -1179,10 +1181,11 @@ static int transport_stopProducing(lua_State *L) {
 ** producer is already registered; on a closed transport the producer gets
 ** stopProducing(). twisted FileDescriptor.registerProducer. */
 static int transport_registerProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   int streaming = lua_toboolean(L, 3);
-  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2, "producer");
+  if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
+    return sp_typeerror(L, 2, "producer", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN) {
     lua_getfield(L, 2, "stopProducing");
     lua_pushvalue(L, 2);
@@ -1211,7 +1214,7 @@ static int transport_registerProducer(lua_State *L) {
 /* t:unregisterProducer(): forget the producer; a pending loseConnection
 ** then completes. twisted FileDescriptor.unregisterProducer. */
 static int transport_unregisterProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, UV_PRODUCER);
@@ -1225,7 +1228,7 @@ static int transport_unregisterProducer(lua_State *L) {
 
 /* t:getBufferSize() -> bytes queued and not yet taken by the kernel. */
 static int transport_getBufferSize(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   lua_pushinteger(L, t->s != NULL ? (lua_Integer)sp_stream_queued(t->s) : 0);
   return 1;
 }
@@ -1238,7 +1241,7 @@ static int transport_isClosed(lua_State *L) {
 }
 
 static int transport_tostring(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);

@@ -61,11 +61,18 @@ static void check_factory(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/* [-0, +0, e] The port number at idx: an integer in 0..65535, or a
+** string holding one ("8080"), which Lua's own functions convert as
+** luaL_checkinteger does. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer p;
   int isnum;
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "port number");
+  int t = lua_type(L, idx);
+  if (t != LUA_TNUMBER && t != LUA_TSTRING)
+    luaL_typeerror(L, idx, "port number");
   p = lua_tointegerx(L, idx, &isnum);
+  if (!isnum && t == LUA_TSTRING && !lua_isnumber(L, idx))
+    luaL_typeerror(L, idx, "port number");
   if (!isnum || p < 0 || p > 65535)
     luaL_argerror(L, idx, "port number must be an integer in 0..65535");
   return (int)p;
@@ -1098,6 +1105,11 @@ int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
+  /* Port 0 means "any port" to listen on; to connect it names no port
+  ** (the kernel refuses it): say so at the call. */
+  luaL_argcheck(L, port != 0, 2,
+                "port 0 cannot be connected to (0 means any port only "
+                "when listening)");
   check_factory(L, 3);
   timeout = check_timeout(L, 4);
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);

@@ -77,15 +77,17 @@ static int addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
   return sp_addr_parse(host, port, ss);
 }
 
-/* [-0, +0, e] Check that the value at idx is a port number (0..65535). */
+/* [-0, +0, e] Check that the value at idx is a port number (0..65535):
+** an integer, or a string holding one, as luaL_checkinteger takes it. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer n;
-  if (!lua_isinteger(L, idx)) {
-    if (lua_type(L, idx) == LUA_TNUMBER)
+  int isnum;
+  n = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, idx))
       luaL_argerror(L, idx, "number has no integer representation");
     luaL_typeerror(L, idx, "integer");
   }
-  n = lua_tointeger(L, idx);
   luaL_argcheck(L, n >= 0 && n <= 65535, idx, "port out of range");
   return (int)n;
 }
