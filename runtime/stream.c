@@ -1358,9 +1358,6 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 
 void sp_stream_init(lua_State *L) {
   if (pool_live.next == NULL) sp_live_add(&pool_live);
-  sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
-                        "reactor.ConnectionLost");
-  lua_pop(L, 1);
   sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   transport_mt = lua_topointer(L, -1);

@@ -1288,8 +1288,7 @@ int luaopen_spindle__tcp(lua_State *L) {
   lua_setfield(L, -2, "methods");
   lua_pop(L, 1);
   luaL_newlib(L, tcp_funcs);
-  sp_errortype_register(L, "reactor.NotConnectingError", "NotConnectingError",
-                        NULL);
+  sp_errortype_push(L, "reactor.NotConnectingError");
   lua_setfield(L, -2, "NotConnectingError");
   sp_errortype_push(L, "reactor.ConnectionAborted");
   lua_setfield(L, -2, "ConnectionAborted");

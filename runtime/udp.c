@@ -214,15 +214,31 @@ static void port_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = p->maxPacketSize;
 }
 
-/* [-0, +0, -] Call protocol:name(...) with the nargs values on top of the
-** stack, under sp_pcall; an error is logged with its traceback. The box is
-** at index `box`. */
+/* (protocol, name, args...): protocol[name](protocol, args...), so that
+** the method lookup (a protocol's __index may raise) is inside
+** port_callback's protected call as well. A missing method is called as
+** nil, and that error is logged like any other. */
+static int callback_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_getfield(L, 1, lua_tostring(L, 2));
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, protocol, args... */
+  lua_call(L, n - 1, 0);
+  return 0;
+}
+
+/* [-nargs, +0, -] Call protocol:name(...) with the nargs values on top of
+** the stack, under sp_pcall; an error is logged with its traceback. The
+** box is at index `box`. */
 static void port_callback(lua_State *L, int box, const char *name, int nargs) {
+  lua_pushcfunction(L, callback_tramp);
   lua_getiuservalue(L, box, UV_PROTOCOL);
-  lua_getfield(L, -1, name);
-  lua_insert(L, -2 - nargs);
-  lua_insert(L, -1 - nargs);
-  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 0) != LUA_OK) {
     sp_log_failure(L, -1, NULL);
     lua_pop(L, 1);
   }
@@ -770,11 +786,9 @@ int luaopen_spindle__udp(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   luaL_newlib(L, udp_funcs);
-  sp_errortype_register(L, "reactor.InvalidAddressError", "InvalidAddressError",
-                        NULL);
+  sp_errortype_push(L, "reactor.InvalidAddressError");
   lua_setfield(L, -2, "InvalidAddressError");
-  sp_errortype_register(L, "reactor.MulticastJoinError", "MulticastJoinError",
-                        NULL);
+  sp_errortype_push(L, "reactor.MulticastJoinError");
   lua_setfield(L, -2, "MulticastJoinError");
   return 1;
 }
