@@ -869,7 +869,7 @@ static void walk_close(uv_handle_t *h, void *arg) {
 }
 
 /* The live-handle registry (loop.h): a circular list with a sentinel. */
-static sp_live live_head = {&live_head, &live_head, NULL};
+static sp_live live_head = {&live_head, &live_head, NULL, SP_LIVE_HANDLE};
 
 void sp_live_add(sp_live *n) {
   n->next = live_head.next;
@@ -932,14 +932,27 @@ static void later_cb(uv_prepare_t *h) {
   if (later_head.next == &later_head) uv_prepare_stop(h);
 }
 
-/* Close every registered handle with its own shutdown, newest first; an
-** entry may unlink itself or others while this runs. */
+/* The newest entry of `phase`, or NULL. */
+static sp_live *live_first(int phase) {
+  sp_live *n;
+  for (n = live_head.next; n != &live_head; n = n->next)
+    if (n->phase == phase) return n;
+  return NULL;
+}
+
+/* Close every registered entry with its own shutdown, phase by phase and
+** newest first within one (loop.h); an entry may unlink itself or others
+** while this runs, and one linked meanwhile in an earlier phase (a
+** connection made by a connectionLost) still runs, in the next pass. */
 static void live_shutdown(lua_State *L) {
-  while (live_head.next != &live_head) {
-    sp_live *n = live_head.next;
-    sp_live_remove(n);
-    n->shutdown(L, n);
+  for (int phase = SP_LIVE_THREADS; phase <= SP_LIVE_MEMORY; phase++) {
+    sp_live *n;
+    while ((n = live_first(phase)) != NULL) {
+      sp_live_remove(n);
+      n->shutdown(L, n);
+    }
   }
+  if (live_head.next != &live_head) live_shutdown(L);
 }
 
 /* The shutdown hook: close the registered handles (live_shutdown), drop

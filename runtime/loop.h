@@ -48,15 +48,18 @@ struct sp_loop_msg {
 ** Follows twisted's reactor.callFromThread / threadCallQueue. */
 void sp_loop_post(sp_loop_msg *m);
 
-/* The live-handle registry: every handle kind outside loop.c (streams,
-** listening sockets, connecting connectors, UDP ports) links an sp_live
+/* The live registry: every handle kind outside loop.c (streams,
+** listening sockets, connecting connectors, UDP ports), and what else must
+** end at exit (the thread pool, shared read buffers), links an sp_live
 ** into it while it is open. At process exit the loop's shutdown hook
-** first calls each entry's shutdown, newest first, so that each kind
-** closes its handles with its own close callback and tells its Lua side
-** (a connection's connectionLost, a port's doStop); only then does it
-** close what is left on the loop (its own timers, async and signals) and
-** run the loop until every close callback has run. This is the one order
-** at exit; no module registers a shutdown hook for handles of its own. */
+** first calls each entry's shutdown, by phase (SP_LIVE_THREADS, then
+** SP_LIVE_HANDLE, then SP_LIVE_MEMORY) and newest first within a phase,
+** so that each kind closes its handles with its own close callback and
+** tells its Lua side (a connection's connectionLost, a port's doStop);
+** only then does it close what is left on the loop (its own timers, async
+** and signals) and run the loop until every close callback has run. This
+** is the one order at exit; no module registers a shutdown hook of its
+** own. */
 typedef struct sp_live sp_live;
 struct sp_live {
   sp_live *prev, *next; /* owned by the registry while linked */
@@ -64,7 +67,14 @@ struct sp_live {
   ** other entries) and must not free n synchronously before unlinking it;
   ** close callbacks normally free and unlink. */
   void (*shutdown)(lua_State *L, sp_live *n);
+  int phase; /* SP_LIVE_*; 0 (a zeroed entry) is SP_LIVE_HANDLE */
 };
+
+/* Phases of the exit order. Threads end first (a worker may be waiting on
+** the loop thread, and no new reply should arrive while connections are
+** lost); then handles close (connectionLost may still use the loop); last,
+** memory that handles shared (the read buffers) is freed. */
+enum { SP_LIVE_THREADS = -1, SP_LIVE_HANDLE = 0, SP_LIVE_MEMORY = 1 };
 
 /* Link n into the registry (n->shutdown set) / out of it; removing an
 ** entry that is not linked does nothing. Loop thread only. */

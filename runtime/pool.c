@@ -791,10 +791,16 @@ static int threads_callMultiple(lua_State *L) {
 /* ---------------------------------------------------------------- */
 /* Set-up and shutdown                                                 */
 
-static void pool_shutdown(lua_State *L) {
+/* At exit the pool ends through loop.c's live registry, in its first
+** phase (SP_LIVE_THREADS): before connections are lost and before the
+** loop drops the replies still in its inbox. */
+static void pool_shutdown(lua_State *L, sp_live *n) {
   (void)L;
+  (void)n;
   sp_pool_stop();
 }
+
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_THREADS};
 
 /* __gc of a registry sentinel: os.exit(code, true) closes the state
 ** without the shutdown hooks; stop the pool then too. */
@@ -811,8 +817,8 @@ static void pool_init(lua_State *L) {
     luaL_error(L, "cannot set up the thread pool");
   pool.max = DEFAULT_MAX;
   pool.ready = 1;
-  sp_loop(); /* its shutdown hook first, so that ours runs before it */
-  sp_on_shutdown(pool_shutdown);
+  sp_loop();
+  sp_live_add(&pool_live);
   lua_newuserdatauv(L, 0, 0);
   lua_newtable(L);
   lua_pushcfunction(L, pool_sentinel_gc);

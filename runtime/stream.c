@@ -159,15 +159,15 @@ static void pool_put(char *b) {
     free(b);
 }
 
-/* The read buffers are freed at exit through the live registry: the
-** entry is linked first, so its shutdown runs after every stream's (the
-** registry goes newest first), once nothing reads any more. */
+/* The read buffers are freed at exit through the live registry, in its
+** last phase (SP_LIVE_MEMORY): after every stream's shutdown, once
+** nothing reads any more. */
 static void pool_shutdown(lua_State *L, sp_live *n) {
   (void)n;
   pool_free_all(L);
 }
 
-static sp_live pool_live = {NULL, NULL, pool_shutdown};
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 
 /* ------------------------------------------------------- alloc, free */
 
