@@ -353,7 +353,7 @@ static void port_closed(lua_State *L, port_ud *pu) {
 }
 
 static port_ud *check_port(lua_State *L) {
-  return luaL_checkudata(L, 1, PORT_MT);
+  return sp_class_check(L, 1, PORT_MT);
 }
 
 /* port:stopListening() -> Deferred: close the listening socket; the
@@ -945,7 +945,7 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
 }
 
 static connector *check_connector(lua_State *L) {
-  return luaL_checkudata(L, 1, CONNECTOR_MT);
+  return sp_class_check(L, 1, CONNECTOR_MT);
 }
 
 /* connector:connect(): start a new attempt (from clientConnectionLost or
@@ -999,26 +999,34 @@ static int connector_getDestination(lua_State *L) {
   return 1;
 }
 
-/* connector.state -> "disconnected", "connecting" or "connected";
-** connector.factory, connector.transport. */
-static int connector_index(lua_State *L) {
-  connector *c = check_connector(L);
-  const char *key = luaL_checkstring(L, 2);
+/* connector.state -> "disconnected", "connecting" or "connected", as
+** Twisted's BaseConnector.state. */
+static int connector_getstate(lua_State *L) {
   static const char *const states[] = {"disconnected", "connecting",
                                        "connected"};
-  if (strcmp(key, "state") == 0) {
-    lua_pushstring(L, states[c->state]);
-  } else if (strcmp(key, "factory") == 0) {
-    lua_getiuservalue(L, 1, CV_FACTORY);
-  } else if (strcmp(key, "transport") == 0) {
-    lua_getiuservalue(L, 1, CV_TRANSPORT);
-  } else {
-    luaL_getmetatable(L, CONNECTOR_MT);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, key);
-  }
+  lua_pushstring(L, states[check_connector(L)->state]);
   return 1;
 }
+
+/* connector.factory: the ClientFactory given to connectTCP. */
+static int connector_getfactory(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_FACTORY);
+  return 1;
+}
+
+/* connector.transport: the transport of the current connection, or nil. */
+static int connector_gettransport(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_TRANSPORT);
+  return 1;
+}
+
+static const luaL_Reg connector_getters[] = {
+    {"state", connector_getstate},
+    {"factory", connector_getfactory},
+    {"transport", connector_gettransport},
+    {NULL, NULL}};
 
 static int connector_gc(lua_State *L) {
   connector *c = check_connector(L);
@@ -1041,10 +1049,8 @@ static const luaL_Reg connector_methods[] = {
     {"getDestination", connector_getDestination},
     {NULL, NULL}};
 
-static const luaL_Reg connector_meta[] = {{"__index", connector_index},
-                                          {"__gc", connector_gc},
-                                          {"__tostring", connector_tostring},
-                                          {NULL, NULL}};
+static const luaL_Reg connector_meta[] = {
+    {"__gc", connector_gc}, {"__tostring", connector_tostring}, {NULL, NULL}};
 
 /* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
 static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
@@ -1281,12 +1287,8 @@ int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
   sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
-  luaL_newmetatable(L, CONNECTOR_MT);
-  luaL_setfuncs(L, connector_meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, connector_methods, 0);
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
+  sp_class_newx(L, CONNECTOR_MT, connector_methods, connector_meta,
+                connector_getters);
   luaL_newlib(L, tcp_funcs);
   sp_errortype_push(L, "reactor.NotConnectingError");
   lua_setfield(L, -2, "NotConnectingError");

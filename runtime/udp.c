@@ -199,7 +199,7 @@ static void port_shutdown(lua_State *L, sp_live *n) {
 
 /* [-0, +0, e] The open port behind the box at index 1, or raise. */
 static udpport *port_check(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing)
     luaL_error(L, "attempt to use a closed transport");
   return b->p;
@@ -566,7 +566,7 @@ static int port_getHost(lua_State *L) {
 ** when the port was already closed or closing. Never raises.
 ** Follows twisted udp.Port.stopListening; uv_close. */
 static int port_stopListening(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing) return 0;
   sp_deferred_new(L);
   lua_pushvalue(L, -1);
@@ -719,7 +719,7 @@ static int port_setOutgoingInterface(lua_State *L) {
 }
 
 static int port_tostring(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   struct sockaddr_storage ss;
   char host[SP_ADDR_HOSTLEN];
   int len = sizeof(ss);
@@ -733,27 +733,40 @@ static int port_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: methods, then the read-only fields maxPacketSize (bytes),
-** protocol, connected (boolean: listening) and disconnecting. */
-static int port_index(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
-  const char *key;
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "maxPacketSize") == 0) {
-    if (b->p == NULL) return 1;
-    lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
-  } else if (strcmp(key, "protocol") == 0) {
-    lua_getiuservalue(L, 1, UV_PROTOCOL);
-  } else if (strcmp(key, "connected") == 0) {
-    lua_pushboolean(L, b->p != NULL && !b->p->closing);
-  } else if (strcmp(key, "disconnecting") == 0) {
-    lua_pushboolean(L, b->p == NULL || b->p->closing);
-  }
+/* The port's read-only fields (sp_class_newx getters): maxPacketSize
+** (bytes; nil once closed), protocol, connected (boolean: listening) and
+** disconnecting. */
+static int port_getmaxPacketSize(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  if (b->p == NULL) return 0;
+  lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
   return 1;
 }
+
+static int port_getprotocol(lua_State *L) {
+  sp_class_check(L, 1, PORT_MT);
+  lua_getiuservalue(L, 1, UV_PROTOCOL);
+  return 1;
+}
+
+static int port_getconnected(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p != NULL && !b->p->closing);
+  return 1;
+}
+
+static int port_getdisconnecting(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p == NULL || b->p->closing);
+  return 1;
+}
+
+static const luaL_Reg port_getters[] = {
+    {"maxPacketSize", port_getmaxPacketSize},
+    {"protocol", port_getprotocol},
+    {"connected", port_getconnected},
+    {"disconnecting", port_getdisconnecting},
+    {NULL, NULL}};
 
 static const luaL_Reg port_methods[] = {
     {"write", port_write},
@@ -772,19 +785,16 @@ static const luaL_Reg port_methods[] = {
     {"setOutgoingInterface", port_setOutgoingInterface},
     {NULL, NULL}};
 
+static const luaL_Reg port_meta[] = {{"__tostring", port_tostring},
+                                     {NULL, NULL}};
+
 static const luaL_Reg udp_funcs[] = {{"listenUDP", udp_listenUDP},
                                      {"listenMulticast", udp_listenMulticast},
                                      {NULL, NULL}};
 
 /* spindle._udp: the UDP part of spindle.reactor. */
 int luaopen_spindle__udp(lua_State *L) {
-  luaL_newmetatable(L, PORT_MT);
-  luaL_newlib(L, port_methods);
-  lua_pushcclosure(L, port_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, port_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  sp_class_newx(L, PORT_MT, port_methods, port_meta, port_getters);
   luaL_newlib(L, udp_funcs);
   sp_errortype_push(L, "reactor.InvalidAddressError");
   lua_setfield(L, -2, "InvalidAddressError");
