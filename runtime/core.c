@@ -32,9 +32,9 @@ void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
 }
 
 /* __index of a class with getters: upvalue 1 the methods, upvalue 2 the
-** getters (field name -> getter(self)). */
+** getters (field name -> getter(self)). Lua calls it with (self, key);
+** no lua_settop, as it is on the path of every method call. */
 static int class_index(lua_State *L) {
-  lua_settop(L, 2);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   lua_pushvalue(L, 2);

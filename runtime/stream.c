@@ -1276,34 +1276,41 @@ static const luaL_Reg transport_methods[] = {
     {"isClosed", transport_isClosed},
     {NULL, NULL}};
 
-/* __index: a method (upvalue 1 is the method table), else one of the
-** state fields Twisted's transports have: `connected` (open),
+/* The state fields Twisted's transports have (sp_class_newx getters;
+** methods are found first, without a look at the transport):
 ** `disconnecting` (loseConnection was called, or the connection is lost;
-** spindle.basic stops delivering lines then), `disconnected`, and
-** `protocol`. */
-static int transport_index(lua_State *L) {
-  transport_ud *t;
-  const char *key;
-  /* A method (the common case, `t:write(...)`) needs no look at t: each
-  ** method checks its own argument. */
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  t = transport_check_fast(L);
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "disconnecting") == 0)
-    lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
-                           (t->s->flags & SF_DISCONNECTING));
-  else if (strcmp(key, "connected") == 0)
-    lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
-  else if (strcmp(key, "disconnected") == 0)
-    lua_pushboolean(L, t->s == NULL);
-  else if (strcmp(key, "protocol") == 0)
-    lua_getiuservalue(L, 1, UV_PROTO);
-  else
-    lua_pushnil(L);
+** spindle.basic stops delivering lines then), `connected` (open),
+** `disconnected`, and `protocol`. */
+static int transport_getdisconnecting(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
+                         (t->s->flags & SF_DISCONNECTING));
   return 1;
 }
+
+static int transport_getconnected(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
+  return 1;
+}
+
+static int transport_getdisconnected(lua_State *L) {
+  lua_pushboolean(L, transport_check_fast(L)->s == NULL);
+  return 1;
+}
+
+static int transport_getprotocol(lua_State *L) {
+  transport_check_fast(L);
+  lua_getiuservalue(L, 1, UV_PROTO);
+  return 1;
+}
+
+static const luaL_Reg transport_getters[] = {
+    {"disconnecting", transport_getdisconnecting},
+    {"connected", transport_getconnected},
+    {"disconnected", transport_getdisconnected},
+    {"protocol", transport_getprotocol},
+    {NULL, NULL}};
 
 static const luaL_Reg transport_meta[] = {{"__tostring", transport_tostring},
                                           {NULL, NULL}};
@@ -1358,11 +1365,9 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 
 void sp_stream_init(lua_State *L) {
   if (pool_live.next == NULL) sp_live_add(&pool_live);
-  sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
+  sp_class_newx(L, SP_TRANSPORT_MT, transport_methods, transport_meta,
+                transport_getters);
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   transport_mt = lua_topointer(L, -1);
-  luaL_newlib(L, transport_methods);
-  lua_pushcclosure(L, transport_index, 1);
-  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }
