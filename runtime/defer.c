@@ -792,7 +792,9 @@ static int deferred_tostring(lua_State *L) {
 ** (the pause() count, plus one while waiting on an inner Deferred, as in
 ** Twisted) and result, then fields a user set. Upvalue 1: methods; 2: the
 ** Deferred metatable. A method is found without touching d (the hot path:
-** every d:addCallback); d is checked before anything else. */
+** every d:addCallback); d is checked before anything else. Not core.c's
+** sp_class_newx: a Deferred also keeps fields its user sets (Python code
+** sets attributes on Deferreds), which that class builder does not. */
 static int deferred_index(lua_State *L) {
   Deferred *d;
   const char *k;
