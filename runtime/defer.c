@@ -3,6 +3,10 @@
 ** lua/spindle/defer.lua is the public face, spindle.defer).
 ** Follows twisted.internet.defer.Deferred.
 **
+** Length: a little over 1000 lines: the runner, the step encoding and the
+** methods that append steps share struct Deferred and the slot layout
+** below; splitting them would put that layout in a header.
+**
 ** A Deferred is a userdata (struct Deferred) with six user values: the
 ** current result, the slots table, the canceller, a debug table (where it
 ** was made and first fired, when defer.setDebugging(true)), a table of
