@@ -47,6 +47,7 @@
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "loop.h"
 #include "stream.h"
 #include "supervisor.h"
 #include "tcp.h"
@@ -663,17 +664,36 @@ static int supervisor_drainPeriod(lua_State *L) {
   return 1;
 }
 
+/* The channel's end closed: the supervisor is gone (killed), so nobody
+** would restart or stop this worker; drain and exit as on SIGTERM. The
+** supervisor never writes to the channel unasked (listen replies are
+** read at once by worker_listen), so readable means end of file. */
+static uv_poll_t orphan_poll;
+
+static void orphan_cb(uv_poll_t *p, int status, int events) {
+  char c;
+  (void)events;
+  if (status == 0 && recv(chan, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0) return;
+  uv_poll_stop(p);
+  raise(SIGTERM);
+}
+
 /* _supervisor.ready(): tell the supervisor this worker serves (once the
-** reactor has started); nothing outside a supervisor. */
+** reactor has started), and from then on watch for its end; nothing
+** outside a supervisor. */
 static int supervisor_ready(lua_State *L) {
+  static int watching = 0;
   sv_msg m;
   (void)L;
   if (chan < 0) return 0;
   memset(&m, 0, sizeof m);
   m.op = 'R';
-  if (send(chan, &m, sizeof m, MSG_NOSIGNAL) < 0) {
-    close(chan);
-    chan = -1;
+  send(chan, &m, sizeof m, MSG_NOSIGNAL);
+  if (!watching && uv_poll_init(sp_loop(), &orphan_poll, chan) == 0) {
+    /* Closed at exit with every handle left on the loop (loop.c). */
+    watching = 1;
+    uv_poll_start(&orphan_poll, UV_READABLE | UV_DISCONNECT, orphan_cb);
+    uv_unref((uv_handle_t *)&orphan_poll);
   }
   return 0;
 }
