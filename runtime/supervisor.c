@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -59,6 +60,7 @@ extern char **environ;
 #define BACKOFF_FIRST 0.1  /* seconds before the first restart */
 #define BACKOFF_MAX 10.0   /* seconds, the longest wait */
 #define HEALTHY_AFTER 10.0 /* seconds alive that reset the backoff */
+#define LISTEN_WAIT 10000  /* ms a worker waits for the supervisor's answer */
 #define KILL_GRACE 5.0     /* seconds past the drain before SIGKILL */
 
 /* A request from a worker (op 'L': listen; 'R': ready). Both ends are
@@ -294,6 +296,8 @@ static void reload_check(void) {
     if (w->gen == sv.gen && !w->ready) return;
   sv.reloading = 0;
   sv.serving = sv.gen;
+  /* The new generation fills every slot: no restart of an old one. */
+  for (int i = 1; i <= sv.n; i++) uv_timer_stop(&sv.restarts[i]);
   say("reload: generation %d ready; draining generation %d", sv.gen, old);
   for (worker *w = sv.workers; w != NULL; w = w->next)
     if (w->gen < sv.serving) worker_stop(w);
@@ -426,7 +430,9 @@ static void spawn(int slot, int gen) {
       socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     say("cannot start worker %d: %s", slot, strerror(errno));
     free(w);
-    exit(1);
+    sv.status = 1;
+    shutdown_all();
+    return;
   }
   w->slot = slot;
   w->gen = gen;
@@ -446,6 +452,10 @@ static void spawn(int slot, int gen) {
   o.env = env;
   o.stdio = stdio;
   o.stdio_count = 4;
+  /* A session of its own: a terminal's Ctrl-C reaches the supervisor
+  ** only, which then drains the workers once (a second signal would
+  ** force their exit). */
+  o.flags = UV_PROCESS_DETACHED;
   w->proc.data = w;
   r = env != NULL ? uv_spawn(sv.loop, &w->proc, &o) : UV_ENOMEM;
   if (env != NULL) env_free(env);
@@ -453,7 +463,12 @@ static void spawn(int slot, int gen) {
   if (r != 0) {
     say("cannot start worker %d: %s", slot, uv_strerror(r));
     close(pair[0]);
-    if (env != NULL) uv_close((uv_handle_t *)&w->proc, NULL);
+    if (env != NULL) {
+      w->open = 1;
+      uv_close((uv_handle_t *)&w->proc, worker_closed);
+    } else {
+      free(w);
+    }
     sv.status = 1;
     shutdown_all();
     return;
@@ -615,8 +630,13 @@ static int worker_listen(int kind, const struct sockaddr *want,
   mh.msg_iovlen = 1;
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
-  do n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
+  /* The channel is non-blocking once the orphan watch polls it. */
+  for (;;) {
+    struct pollfd pfd = {chan, POLLIN, 0};
+    n = recvmsg(chan, &mh, MSG_CMSG_CLOEXEC);
+    if (n >= 0 || (errno != EINTR && errno != EAGAIN)) break;
+    if (errno == EAGAIN && poll(&pfd, 1, LISTEN_WAIT) == 0) break;
+  }
   if (n != (ssize_t)sizeof r) return UV_EPIPE;
   c = CMSG_FIRSTHDR(&mh);
   if (c != NULL && c->cmsg_type == SCM_RIGHTS)

@@ -171,6 +171,12 @@ describe("spindle --workers", function()
     assert.truthy(text:find("worker 2 ready", 1, true), text)
   end)
 
+  it("hands sockets to workers that listen after start-up", function()
+    local r, text = scenario("late")
+    assert.are.equal("2", r.distinct_pids, text)
+    assert.are.equal("0", r.status, text)
+  end)
+
   it("replaces a killed worker", function()
     local r, text = scenario("replace")
     assert.are.equal("False", r.victim_answered, text)

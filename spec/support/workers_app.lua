@@ -5,7 +5,8 @@
 --   "hi"        -> "pid PID worker ID"
 --   "slow S"    -> the same, S seconds later (a request in flight)
 -- Usage: spindle workers_app.lua WHERE, WHERE being a TCP port on
--- 127.0.0.1, "unix:PATH" or an endpoint string ("systemd:...").
+-- 127.0.0.1, "late:PORT" (the same, listened on once the reactor runs),
+-- "unix:PATH" or an endpoint string ("systemd:...").
 -- "crash" as WHERE raises at start-up. Prints "listening" once it does.
 local reactor = require("spindle.reactor")
 local basic = require("spindle.basic")
@@ -33,7 +34,15 @@ function App:lineReceived(line)
 end
 
 local factory = protocol.Factory.forProtocol(App)
-if where:match("^%d+$") then
+if where:match("^late:%d+$") then
+  -- Listen once the reactor runs (the worker has said it is ready).
+  reactor.callLater(0.2, function()
+    reactor.listenTCP(tonumber(where:sub(6)), factory,
+      {interface = "127.0.0.1"})
+    print("late listening")
+    io.stdout:flush()
+  end)
+elseif where:match("^%d+$") then
   reactor.listenTCP(tonumber(where), factory, {interface = "127.0.0.1"})
 elseif where:match("^unix:") then
   reactor.listenUNIX(where:sub(6), factory)

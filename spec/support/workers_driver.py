@@ -147,6 +147,17 @@ def scenario_orphan():
     out("workers_gone", all(gone(p) for p in pids))
 
 
+def scenario_late():
+    port = free_port()
+    sup = Proc([SPINDLE, "--workers", "2", APP, "late:%d" % port],
+               "supervisor")
+    sup.wait_for("late listening", 2)
+    pids = set(request(port) for _ in range(40))
+    out("distinct_pids", len(pids))
+    sup.signal(signal.SIGTERM)
+    out("status", sup.wait())
+
+
 def slow_request(port, result):
     try:
         result["pid"] = request(port, "slow 1")
