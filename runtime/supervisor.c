@@ -581,7 +581,14 @@ int sp_supervisor_main(int argc, char **argv, int workers) {
     uv_signal_init(sv.loop, &sv.sigs[i]);
     uv_signal_start(&sv.sigs[i], signal_cb, signums[i]);
   }
-  say("starting %d workers: %s", workers, argc > 1 ? argv[argc - 1] : "");
+  {
+    char cmd[256] = "";
+    size_t used = 0;
+    for (i = 1; i < argc && used < sizeof cmd; i++)
+      used += (size_t)snprintf(cmd + used, sizeof cmd - used, "%s%s",
+                               i > 1 ? " " : "", argv[i]);
+    say("starting %d workers: %s", workers, cmd);
+  }
   for (i = 1; i <= workers && !sv.shutting; i++) spawn(i, 1);
   uv_run(sv.loop, UV_RUN_DEFAULT);
   say("all workers stopped; exiting with status %d", sv.status);

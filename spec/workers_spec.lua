@@ -171,6 +171,15 @@ describe("spindle --workers", function()
     assert.truthy(text:find("worker 2 ready", 1, true), text)
   end)
 
+  it("runs the README's example (scripts/hello_server.lua): both " ..
+    "workers answer, before and after a reload; SIGTERM drains", function()
+    local r, text = scenario("readme")
+    assert.are.equal("2", r.distinct_pids, text)
+    assert.are.equal("2", r.reloaded_pids, text)
+    assert.are.equal("0", r.status, text)
+    assert.are.equal("True", r.drained, text)
+  end)
+
   it("hands sockets to workers that listen after start-up", function()
     local r, text = scenario("late")
     assert.are.equal("2", r.distinct_pids, text)

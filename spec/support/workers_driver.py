@@ -158,6 +158,36 @@ def scenario_late():
     out("status", sup.wait())
 
 
+def hello(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"hi\n")
+    data = s.makefile("rb").read()
+    s.close()
+    m = re.match(rb"hello from worker (\d) \(pid (\d+)\)\r?\n$", data)
+    if not m:
+        raise IOError("bad answer %r" % data)
+    return int(m.group(2))
+
+
+def scenario_readme():
+    """The README's first example: scripts/hello_server.lua under
+    --workers 2, a reload, a drain."""
+    port = free_port()
+    hello_app = os.path.join(os.path.dirname(APP), "..", "..", "scripts",
+                             "hello_server.lua")
+    sup = Proc([SPINDLE, "--workers", "2", hello_app,
+                "tcp:%d:interface=127.0.0.1" % port], "supervisor")
+    sup.wait_for(r"worker \d \(pid \d+\) listening on tcp:", 2)
+    out("distinct_pids", len(set(hello(port) for _ in range(40))))
+    sup.signal(signal.SIGHUP)
+    sup.wait_for(r"generation 1\) exited with status 0", 2)
+    out("reloaded_pids", len(set(hello(port) for _ in range(40))))
+    sup.signal(signal.SIGTERM)
+    out("status", sup.wait())
+    out("drained", len(re.findall(r"listening on", sup.text())) == 4 and
+        len(re.findall(r"\) draining", sup.text())) == 4)
+
+
 def slow_request(port, result):
     try:
         result["pid"] = request(port, "slow 1")
@@ -327,34 +357,24 @@ def scenario_systemd():
     out("status", app.wait())
 
 
-HAPROXY_CFG = """\
-global
-    maxconn 256
-
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch 1
-
-frontend app
-    bind 127.0.0.1:%(front)d
-    default_backend spindles
-
-backend spindles
-    balance roundrobin
-    server s1 127.0.0.1:%(p1)d check inter 200ms fall 1 rise 2
-    server s2 127.0.0.1:%(p2)d check inter 200ms fall 1 rise 2
-"""
+def haproxy_config(front, p1, p2):
+    """The README's configuration (the block after its haproxy-config
+    marker), on these ports instead of 8080, 8081 and 8082."""
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "..", "..", "README.md")
+    with open(readme) as f:
+        text = f.read()
+    block = text.split("<!-- haproxy-config:", 1)[1].split("```\n", 2)[1]
+    for old, new in (("8080", front), ("8081", p1), ("8082", p2)):
+        block = block.replace(":" + old, ":%d" % new)
+    return block
 
 
 def scenario_haproxy():
     front, p1, p2 = free_port(), free_port(), free_port()
     cfg = os.path.join(TMP, "haproxy.cfg")
     with open(cfg, "w") as f:
-        f.write(HAPROXY_CFG % {"front": front, "p1": p1, "p2": p2})
+        f.write(haproxy_config(front, p1, p2))
     s1 = Proc([SPINDLE, APP, str(p1)], "s1")
     s2 = Proc([SPINDLE, APP, str(p2)], "s2")
     s1.wait_for("listening")
