@@ -204,12 +204,14 @@ describe("spindle --workers", function()
   end)
 
   it("reloads on SIGHUP under a client loop of 2000 requests, none " ..
-    "failed; 10 more reloads leave its descriptors flat", function()
+    "failed; 20 more reloads leave its descriptors and memory flat",
+    function()
     local r, text = scenario("reload")
     assert.are.equal("0", r.failed, text)
     assert.is_true(tonumber(r.requests) >= 2000, text)
     assert.are.equal("4", r.distinct_pids, text)
     assert.are.equal("True", r.fds_flat, text)
+    assert.are.equal("True", r.rss_flat, text)
     assert.are.equal("0", r.status, text)
   end)
 

@@ -261,6 +261,12 @@ def hammer(port, state):
             state["errors"].append(repr(e))
 
 
+def vmrss(pid):
+    """Resident memory of pid, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
 def scenario_reload():
     port = free_port()
     sup = supervisor(port)
@@ -283,11 +289,13 @@ def scenario_reload():
     out("failed", state["failed"])
     out("errors", state["errors"][:3])
     out("distinct_pids", len(state["pids"]))
-    fds = len(os.listdir("/proc/%d/fd" % sup.p.pid))
-    for gen in range(3, 13):
+    fds, rss = len(os.listdir("/proc/%d/fd" % sup.p.pid)), vmrss(sup.p.pid)
+    for gen in range(3, 23):
         sup.signal(signal.SIGHUP)
         sup.wait_for(r"generation %d\) exited with status 0" % (gen - 1), 2)
     out("fds_flat", len(os.listdir("/proc/%d/fd" % sup.p.pid)) == fds)
+    # Memory: flat within allocator noise (64 KiB) after 20 reloads.
+    out("rss_flat", vmrss(sup.p.pid) - rss <= 64)
     sup.signal(signal.SIGTERM)
     out("status", sup.wait())
 
