@@ -19,9 +19,13 @@ local APP = here("spec/support/workers_app.lua")
 
 -- Run a driver scenario: its key=value results, and the whole output
 -- (with the processes' logs) for failure messages.
-local function scenario(name)
-  local p = assert(io.popen(("timeout 60 python3 %s %s %s %s 2>&1"):format(
-    DRIVER, name, process.quote(H.SPINDLE), process.quote(APP))))
+local function scenario(name, env)
+  local vars = ""
+  for k, v in pairs(env or {}) do
+    vars = vars .. k .. "=" .. process.quote(v) .. " "
+  end
+  local p = assert(io.popen(("%stimeout 60 python3 %s %s %s %s 2>&1"):format(
+    vars, DRIVER, name, process.quote(H.SPINDLE), process.quote(APP))))
   local text = p:read("a")
   p:close()
   local r = {}
@@ -182,6 +186,14 @@ describe("spindle --workers", function()
 
   it("hands sockets to workers that listen after start-up", function()
     local r, text = scenario("late")
+    assert.are.equal("2", r.distinct_pids, text)
+    assert.are.equal("0", r.status, text)
+  end)
+
+  it("spreads TLS connections (listenSSL) over both workers", function()
+    local certs = require("spec.support.certs")()
+    local r, text = scenario("tls", {CERT = certs.server,
+      KEY = certs.serverKey})
     assert.are.equal("2", r.distinct_pids, text)
     assert.are.equal("0", r.status, text)
   end)

@@ -188,6 +188,30 @@ def scenario_readme():
         len(re.findall(r"\) draining", sup.text())) == 4)
 
 
+def scenario_tls():
+    """listenSSL (an ssl: endpoint) under --workers: the certificate and
+    key come in $CERT and $KEY."""
+    import ssl
+    port = free_port()
+    where = "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s" % (
+        port, os.environ["KEY"], os.environ["CERT"])
+    sup = Proc([SPINDLE, "--workers", "2", APP, where], "supervisor")
+    ready_pids(sup, 2)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    pids = set()
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            with ctx.wrap_socket(s) as t:
+                t.sendall(b"hi\n")
+                data = t.makefile("rb").read()
+        pids.add(re.match(rb"pid (\d+)", data).group(1))
+    out("distinct_pids", len(pids))
+    sup.signal(signal.SIGTERM)
+    out("status", sup.wait())
+
+
 def slow_request(port, result):
     try:
         result["pid"] = request(port, "slow 1")
