@@ -21,6 +21,7 @@ import time
 SPINDLE, APP = sys.argv[2], sys.argv[3]
 TMP = tempfile.mkdtemp(prefix="spindle-workers-")
 LOGS = []
+PROCS = []  # killed at the end if still running (a failed scenario)
 
 
 def out(key, value):
@@ -42,6 +43,7 @@ class Proc:
         self.path = os.path.join(TMP, name + ".log")
         self.log = open(self.path, "wb")
         LOGS.append(self.path)
+        PROCS.append(self)
         self.p = subprocess.Popen(args, stdout=self.log, stderr=self.log,
                                   stdin=subprocess.DEVNULL, **popen)
 
@@ -448,6 +450,10 @@ def main():
     try:
         globals()["scenario_" + sys.argv[1]]()
     finally:
+        for proc in PROCS:
+            if proc.p.poll() is None:
+                proc.p.kill()
+                proc.p.wait()
         print("log:")
         for path in LOGS:
             with open(path, "rb") as f:
