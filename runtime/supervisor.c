@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -74,6 +75,19 @@ typedef struct sv_msg {
 } sv_msg;
 
 static double drain_period = 10.0;
+
+/* Make the listening socket fd take no new connection while those in its
+** accept queue stay acceptable: a socket filter that drops every packet
+** drops new SYNs (the peer retries its SYN a second later and, the socket
+** closed by then, is refused), while connections already queued are
+** sockets of their own, untouched. Closing a listening socket resets the
+** connections in its queue; draining with this first, then accepting what
+** is queued, then closing, resets none. Returns 0 or -1 (errno). */
+static int refuse_new(int fd) {
+  struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+  struct sock_fprog prog = {1, &drop};
+  return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
 
 void sp_supervisor_set_drain(double seconds) {
   drain_period = seconds;
@@ -511,6 +525,8 @@ static void held_close_all(void) {
 static void shutdown_all(void) {
   if (sv.shutting) return;
   sv.shutting = 1;
+  /* The workers accept what is queued while they stop listening. */
+  for (held *h = sv.held; h != NULL; h = h->next) refuse_new(h->fd);
   held_close_all();
   for (int i = 1; i <= sv.n; i++) uv_timer_stop(&sv.restarts[i]);
   for (worker *w = sv.workers; w != NULL; w = w->next) worker_stop(w);
@@ -679,6 +695,18 @@ static int supervisor_ports(lua_State *L) {
   return 1;
 }
 
+/* _supervisor.refuseNew(port) -> boolean: the first step of draining a
+** listening Port: it takes no new connection, while those queued may
+** still be accepted (refuse_new), unless its socket was handed to us
+** (then others hold it: a supervisor's next worker, systemd), when
+** nothing changes. False if port is not a listening Port. */
+static int supervisor_refuseNew(lua_State *L) {
+  int adopted = 0, fd = sp_tcp_port_fd(L, 1, &adopted);
+  if (fd >= 0 && !adopted) refuse_new(fd);
+  lua_pushboolean(L, fd >= 0);
+  return 1;
+}
+
 /* _supervisor.openConnections() -> n: accepted connections still open. */
 static int supervisor_openConnections(lua_State *L) {
   lua_pushinteger(L, sp_tcp_open_accepted());
@@ -782,6 +810,7 @@ static void worker_init(void) {
 
 static const luaL_Reg supervisor_funcs[] = {
     {"ports", supervisor_ports},
+    {"refuseNew", supervisor_refuseNew},
     {"openConnections", supervisor_openConnections},
     {"drainPeriod", supervisor_drainPeriod},
     {"ready", supervisor_ready},

@@ -404,6 +404,15 @@ static port_ud *check_port(lua_State *L) {
   return luaL_checkudata(L, 1, PORT_MT);
 }
 
+int sp_tcp_port_fd(lua_State *L, int idx, int *adopted) {
+  port_ud *pu = luaL_testudata(L, idx, PORT_MT);
+  uv_os_fd_t fd;
+  if (pu == NULL || pu->ls == NULL || uv_fileno(&pu->ls->h.handle, &fd) != 0)
+    return -1;
+  *adopted = pu->adopted;
+  return fd;
+}
+
 /* port:stopListening() -> Deferred: close the listening socket; the
 ** Deferred fires (with nil) once it is closed and factory:doStop() has
 ** run. Connections already accepted stay open. On a port that is not

@@ -45,6 +45,12 @@ typedef void (*sp_tcp_listening_fn)(lua_State *L, int idx);
 void sp_tcp_set_listen_hooks(sp_tcp_listen_fn listen,
                              sp_tcp_listening_fn listening);
 
+/* The listening descriptor of the Port at idx, or -1 if that is not a
+** listening Port; *adopted tells whether the socket was handed to it
+** (adoptStreamPort, a supervisor), so that others hold it too. Loop
+** thread only; the descriptor stays the Port's. */
+int sp_tcp_port_fd(lua_State *L, int idx, int *adopted);
+
 /* How many connections accepted by any Port (TCP, TLS, Unix) are still
 ** open: what a draining reactor waits on. Loop thread only. */
 int sp_tcp_open_accepted(void);

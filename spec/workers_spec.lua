@@ -78,11 +78,14 @@ describe("drain (SIGTERM/SIGINT on one process)", function()
       return d
     end)
     reactor.addSystemEventTrigger("after", "drain", function()
-      local f = protocol.ClientFactory()
-      function f.clientConnectionFailed(_, _, reason)
-        print("new connection: " .. tostring(reason.type))
-      end
-      reactor.connectTCP("127.0.0.1", port:getHost().port, f)
+      -- The port closes once its queue is empty (at once here).
+      reactor.callLater(0.1, function()
+        local f = protocol.ClientFactory()
+        function f.clientConnectionFailed(_, _, reason)
+          print("new connection: " .. tostring(reason.type))
+        end
+        reactor.connectTCP("127.0.0.1", port:getHost().port, f)
+      end)
     end)
     reactor.addSystemEventTrigger("before", "shutdown", print, "shutdown")
     reactor.connectTCP("127.0.0.1", port:getHost().port,

@@ -16,8 +16,10 @@
 -- Draining, as gunicorn and Node's server.close() do it: SIGTERM or
 -- SIGINT does not stop at once but drains: the reactor is marked
 -- stopping (so a second signal forces the exit, loop.c), every listening
--- Port stops accepting, reactor.draining turns true and the 'drain'
--- event fires (a protocol may close idle connections from its 'before'
+-- Port stops accepting (it takes no new connection at once, accepts for
+-- a moment what its queue holds, then closes: closing a listening socket
+-- resets the connections queued on it), reactor.draining turns true and
+-- the 'drain' event fires (a protocol may close idle connections from its 'before'
 -- trigger, and a Deferred it returns is waited on); once every accepted
 -- connection has closed, or the drain period (--drain, default 10 s) is
 -- over, the 'shutdown' event fires as for stop(), and connections still
@@ -145,8 +147,24 @@ function M.run()
 end
 
 -- The drain under way: {timer = DelayedCall, poll = DelayedCall,
--- event = true once the 'drain' event has finished}, or nil.
+-- close = DelayedCall, ports = the Ports to close, event = true once the
+-- 'drain' event has finished, closed = true once the Ports are closed},
+-- or nil.
 local drain
+
+-- Seconds a draining Port keeps accepting what its queue holds.
+local QUIESCE = 0.05
+
+-- Close the draining Ports (their queues are empty by now).
+local function closePorts(dr)
+  if dr.closed then return end
+  dr.closed = true
+  if dr.close:active() then dr.close:cancel() end
+  for _, p in ipairs(dr.ports) do
+    local ok, err = xpcall(p.stopListening, errhandler, p)
+    if not ok then logErr(err, "while draining:") end
+  end
+end
 
 local function logMsg(text)
   require("spindle.log").msg(text)
@@ -158,6 +176,7 @@ local function endDrain()
   if drain == nil then return end
   local dr = drain
   drain = nil
+  closePorts(dr)
   if dr.timer:active() then dr.timer:cancel() end
   if dr.poll ~= nil and dr.poll:active() then dr.poll:cancel() end
   C.callLater(0, fireShutdown)
@@ -168,7 +187,7 @@ local POLL = 0.05 -- seconds between looks at the open connections
 local function pollDrain()
   if drain == nil then return end
   drain.poll = nil
-  if drain.event and S.openConnections() == 0 then
+  if drain.event and drain.closed and S.openConnections() == 0 then
     endDrain()
   else
     drain.poll = C.callLater(POLL, pollDrain)
@@ -191,23 +210,18 @@ local function gracefulStop()
   if not C.beginStop() then return false end
   draining = true
   local period = S.drainPeriod()
-  drain = {timer = C.callLater(period, drainOver)}
-  local listening, ports = 0, S.ports()
-  for i = 1, #ports do
-    local p = ports[i]
-    if tostring(p):find("not listening", 1, true) == nil then
-      listening = listening + 1
-      local ok, err = xpcall(p.stopListening, errhandler, p)
-      if not ok then logErr(err, "while draining:") end
-    end
+  local dr = {timer = C.callLater(period, drainOver), ports = {}}
+  drain = dr
+  for _, p in ipairs(S.ports()) do
+    if S.refuseNew(p) then dr.ports[#dr.ports + 1] = p end
   end
-  local n = S.openConnections()
+  dr.close = C.callLater(QUIESCE, closePorts, dr)
+  local listening, n = #dr.ports, S.openConnections()
   if listening > 0 or n > 0 then
     logMsg(("Draining: stopped accepting on %d port%s; waiting up to %.14g" ..
       " s for %d open connection%s."):format(listening,
       listening == 1 and "" or "s", period, n, n == 1 and "" or "s"))
   end
-  local dr = drain
   fire("drain", function()
     dr.event = true
     pollDrain()
