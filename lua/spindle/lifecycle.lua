@@ -19,12 +19,12 @@
 -- Port stops accepting (it takes no new connection at once, accepts for
 -- a moment what its queue holds, then closes: closing a listening socket
 -- resets the connections queued on it), reactor.draining turns true and
--- the 'drain' event fires (a protocol may close idle connections from its 'before'
--- trigger, and a Deferred it returns is waited on); once every accepted
--- connection has closed, or the drain period (--drain, default 10 s) is
--- over, the 'shutdown' event fires as for stop(), and connections still
--- open are lost when the process exits. Under spindle --workers the
--- supervisor sends SIGTERM to drain a worker.
+-- the 'drain' event fires (a protocol may close idle connections from its
+-- 'before' trigger, and a Deferred it returns is waited on); once every
+-- accepted connection has closed, or the drain period (--drain, default
+-- 10 s) is over, the 'shutdown' event fires as for stop(), and
+-- connections still open are lost when the process exits. Under spindle
+-- --workers the supervisor sends SIGTERM to drain a worker.
 local C = require("spindle._loop")
 local S = require("spindle._supervisor")
 local Cdefer = require("spindle._defer")
