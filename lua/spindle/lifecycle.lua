@@ -217,7 +217,7 @@ local function gracefulStop()
   end
   dr.close = C.callLater(QUIESCE, closePorts, dr)
   local listening, n = #dr.ports, S.openConnections()
-  if listening > 0 or n > 0 then
+  if n > 0 then -- with no open connection a stop looks as it does in Twisted
     logMsg(("Draining: stopped accepting on %d port%s; waiting up to %.14g" ..
       " s for %d open connection%s."):format(listening,
       listening == 1 and "" or "s", period, n, n == 1 and "" or "s"))
