@@ -10,7 +10,7 @@
 ** goes through SSL_write, and whatever OpenSSL put in the write BIO
 ** (records, handshake messages, alerts) is drained to the socket after
 ** every SSL call. The OpenSSL error queue is cleared before each SSL call;
-** failures become ssl.Error values through sp_ssl_pusherror (ssl.c).
+** failures become ssl.Error values through sp_ssl_pusherror (ssl.h).
 **
 ** Order of events: connectionMade comes when TCP connects; writes made
 ** before the handshake ends are held and go out encrypted once it ends,
@@ -37,9 +37,9 @@
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
+#include "ssl.h"
 #include "stream.h"
 #include "tcp.h"
-#include "tls.h"
 
 /* tls_conn flags. */
 #define TF_CLIENT 0x01   /* we are the TLS client */
@@ -53,18 +53,16 @@
 #define CHUNK (64 * 1024)
 
 typedef struct tls_conn {
+  sp_ssl_app app; /* first: ssl.c's view (app.L: the state to call Lua in) */
   SSL *ssl;
   BIO *rbio, *wbio; /* owned by ssl */
   sp_stream *s;
-  lua_State *L; /* the state to call Lua in (verify callbacks) */
   int anchor;   /* registry ref: {context, factory} */
   unsigned flags;
   char *held; /* plaintext written before the handshake ended */
   size_t hlen, hcap;
   char *hostname; /* the name verified (client), or NULL */
 } tls_conn;
-
-static int conn_index = -1; /* SSL ex_data index of the tls_conn */
 
 static const sp_stream_filter tls_filter;
 
@@ -78,17 +76,10 @@ static tls_conn *conn_of(sp_stream *s) {
   return sp_stream_filter_data(s, &tls_filter);
 }
 
-lua_State *sp_tls_state(SSL *ssl) {
-  tls_conn *c = SSL_get_ex_data(ssl, conn_index);
-  return c != NULL ? c->L : NULL;
-}
-
-void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
-  tls_conn *c = SSL_get_ex_data(ssl, conn_index);
-  if (c != NULL && c->s != NULL)
-    sp_stream_push_transport(L, c->s);
-  else
-    lua_pushnil(L);
+/* sp_ssl_app's push: the transport of c (app is c's first member). */
+static void app_push(lua_State *L, sp_ssl_app *app) {
+  tls_conn *c = (tls_conn *)app;
+  sp_stream_push_transport(L, c->s);
 }
 
 /* -------------------------------------------------------- plumbing */
@@ -161,7 +152,7 @@ static int handshake_done(lua_State *L, tls_conn *c) {
 ** is complete, 0 when it needs more bytes, -1 after a failure. */
 static int handshake(lua_State *L, tls_conn *c) {
   int r, err;
-  c->L = L;
+  c->app.L = L;
   ERR_clear_error();
   r = SSL_do_handshake(c->ssl);
   err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
@@ -179,7 +170,7 @@ static int handshake(lua_State *L, tls_conn *c) {
 static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   while (len > 0) {
     int n = len > CHUNK ? CHUNK : (int)len, w, err;
-    c->L = L;
+    c->app.L = L;
     ERR_clear_error();
     w = SSL_write(c->ssl, p, n);
     if (w <= 0) {
@@ -248,7 +239,7 @@ static void read_records(lua_State *L, tls_conn *c) {
   for (;;) {
     size_t got = 0;
     int n = 0, err = SSL_ERROR_NONE;
-    c->L = L;
+    c->app.L = L;
     while (got < sizeof readbuf) {
       ERR_clear_error();
       n = SSL_read(c->ssl, readbuf + got, (int)(sizeof readbuf - got));
@@ -310,7 +301,7 @@ static int filter_finish(lua_State *L, sp_stream *s) {
     return SP_FILTER_WAIT;
   }
   c->flags |= TF_SHUTDOWN;
-  c->L = L;
+  c->app.L = L;
   ERR_clear_error();
   SSL_shutdown(c->ssl);
   ERR_clear_error();
@@ -345,7 +336,7 @@ static int filter_eof(lua_State *L, sp_stream *s) {
 static void conn_free(tls_conn *c) {
   if (c == NULL) return;
   if (c->ssl != NULL) {
-    SSL_set_ex_data(c->ssl, conn_index, NULL);
+    sp_ssl_set_app(c->ssl, NULL);
     SSL_free(c->ssl);
   }
   free(c->held);
@@ -405,7 +396,7 @@ static int conn_make_ssl(lua_State *L, tls_conn *c, SSL_CTX *ctx,
   }
   BIO_set_mem_eof_return(c->rbio, -1);
   SSL_set_bio(c->ssl, c->rbio, c->wbio);
-  SSL_set_ex_data(c->ssl, conn_index, c);
+  sp_ssl_set_app(c->ssl, &c->app);
   if (!(c->flags & TF_CLIENT)) {
     SSL_set_accept_state(c->ssl);
     return 0;
@@ -443,7 +434,8 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
     return -1;
   }
   c->s = s;
-  c->L = L;
+  c->app.L = L;
+  c->app.push = app_push;
   c->anchor = LUA_NOREF;
   c->flags = client ? TF_CLIENT : 0;
   if (conn_make_ssl(L, c, ctx, host) != 0) {
@@ -552,7 +544,7 @@ static int transport_getPeerCertificate(lua_State *L) {
   if (c == NULL || !(c->flags & TF_DONE))
     lua_pushnil(L);
   else
-    sp_ssl_pushx509(L, SSL_get1_peer_certificate(c->ssl));
+    sp_ssl_pushx509(L, SSL_get0_peer_certificate(c->ssl));
   return 1;
 }
 
@@ -596,8 +588,6 @@ static const luaL_Reg tls_funcs[] = {
 /* spindle._tls: listenSSL and connectSSL for spindle.reactor; also adds
 ** the TLS methods to every stream transport. */
 int luaopen_spindle__tls(lua_State *L) {
-  if (conn_index < 0)
-    conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   /* The transport metatable is made by spindle._tcp; the Context and
   ** X509 ones by spindle._ssl. */
   lua_getglobal(L, "require");
