@@ -48,6 +48,20 @@ enum {
   M_TLSv1_3 = 8
 };
 
+/* The TLS 1.2 suites of a new Context: Mozilla's "intermediate" profile
+** without its DHE suites: forward secrecy (ECDHE) and AEAD (AES-GCM,
+** ChaCha20-Poly1305) only, no CBC (LUCKY13), no RSA key exchange. TLS 1.3
+** suites (OpenSSL's defaults) are all AEAD with forward secrecy. A user
+** widens them with ctx:set_cipher_list (CertificateOptions'
+** acceptableCiphers). */
+#define SP_DEFAULT_CIPHERS                                       \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"   \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"   \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Key exchange groups, the same profile's. */
+#define SP_DEFAULT_GROUPS "X25519:P-256:P-384"
+
 /* Registry: SSL_CTX address -> its Context userdata (weak values). */
 static const char contexts_key = 'C';
 
@@ -553,7 +567,10 @@ static void push_context(lua_State *L, SSL_CTX *ctx) {
 /* ssl.Context([method]) -> Context: a new SSL_CTX for method (TLS_METHOD
 ** by default; TLSv1_2_METHOD and TLSv1_3_METHOD pin that version). TLS 1.2
 ** is the lowest version any Context speaks; the insecure methods raise
-** ssl.Error saying what to use. pyOpenSSL SSL.Context. */
+** ssl.Error saying what to use. Its TLS 1.2 suites are
+** ssl.DEFAULT_CIPHERS (Mozilla "intermediate": ECDHE with AES-GCM or
+** ChaCha20-Poly1305; no CBC), its groups X25519, P-256, P-384.
+** pyOpenSSL SSL.Context (whose defaults are OpenSSL's wider ones). */
 static int ssl_Context(lua_State *L) {
   lua_Integer m = luaL_optinteger(L, 1, M_TLS);
   context_ud *u;
@@ -595,6 +612,9 @@ static int ssl_Context(lua_State *L) {
   /* No TLS 1.2 renegotiation: a peer cannot make us redo handshakes, and
   ** SSL_write never has to wait for a read. */
   SSL_CTX_set_options(u->ctx, SSL_OP_NO_RENEGOTIATION);
+  if (!SSL_CTX_set_cipher_list(u->ctx, SP_DEFAULT_CIPHERS) ||
+      !SSL_CTX_set1_groups_list(u->ctx, SP_DEFAULT_GROUPS))
+    return sp_ssl_raise(L, "Context");
   push_contexts(L);
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u->ctx);
@@ -814,8 +834,10 @@ static int context_set_verify_depth(lua_State *L) {
   return 0;
 }
 
-/* ctx:set_cipher_list(s): the TLS 1.2 cipher list (OpenSSL syntax).
-** Raises ssl.Error when no cipher matches. */
+/* ctx:set_cipher_list(s): the TLS 1.2 cipher list (OpenSSL syntax),
+** replacing ssl.DEFAULT_CIPHERS: the way to widen it (say to CBC suites
+** for an old peer). Raises ssl.Error when no cipher matches. pyOpenSSL
+** Context.set_cipher_list. */
 static int context_set_cipher_list(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   const char *s = luaL_checkstring(L, 2);
@@ -1035,6 +1057,8 @@ int luaopen_spindle__ssl(lua_State *L) {
     lua_pushinteger(L, constants[i].value);
     lua_setfield(L, -2, constants[i].name);
   }
+  lua_pushliteral(L, SP_DEFAULT_CIPHERS);
+  lua_setfield(L, -2, "DEFAULT_CIPHERS");
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
   lua_setfield(L, -2, "OPENSSL_VERSION");
   return 1;
