@@ -569,7 +569,8 @@ static void push_context(lua_State *L, SSL_CTX *ctx) {
 ** is the lowest version any Context speaks; the insecure methods raise
 ** ssl.Error saying what to use. Its TLS 1.2 suites are
 ** ssl.DEFAULT_CIPHERS (Mozilla "intermediate": ECDHE with AES-GCM or
-** ChaCha20-Poly1305; no CBC), its groups X25519, P-256, P-384.
+** ChaCha20-Poly1305; no CBC), its groups X25519, P-256, P-384, and a
+** server picks the suite (OP_CIPHER_SERVER_PREFERENCE).
 ** pyOpenSSL SSL.Context (whose defaults are OpenSSL's wider ones). */
 static int ssl_Context(lua_State *L) {
   lua_Integer m = luaL_optinteger(L, 1, M_TLS);
@@ -612,6 +613,12 @@ static int ssl_Context(lua_State *L) {
   /* No TLS 1.2 renegotiation: a peer cannot make us redo handshakes, and
   ** SSL_write never has to wait for a read. */
   SSL_CTX_set_options(u->ctx, SSL_OP_NO_RENEGOTIATION);
+  /* The server picks, in ssl.DEFAULT_CIPHERS' order, except that a client
+  ** preferring ChaCha20 (no AES hardware) gets it. Mozilla lets the client
+  ** choose, since every suite is strong; testssl.sh flags a server without
+  ** an order, and the order costs nothing. */
+  SSL_CTX_set_options(u->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                  SSL_OP_PRIORITIZE_CHACHA);
   if (!SSL_CTX_set_cipher_list(u->ctx, SP_DEFAULT_CIPHERS) ||
       !SSL_CTX_set1_groups_list(u->ctx, SP_DEFAULT_GROUPS))
     return sp_ssl_raise(L, "Context");
