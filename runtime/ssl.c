@@ -54,9 +54,9 @@ enum {
 ** suites (OpenSSL's defaults) are all AEAD with forward secrecy. A user
 ** widens them with ctx:set_cipher_list (CertificateOptions'
 ** acceptableCiphers). */
-#define SP_DEFAULT_CIPHERS                                       \
-  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"   \
-  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"   \
+#define SP_DEFAULT_CIPHERS                                     \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
   "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 /* Key exchange groups, the same profile's. */
@@ -91,8 +91,8 @@ static int app_index = -1; /* SSL ex_data: its sp_ssl_app */
 ** (wherever its last reference goes: a Context's __gc, an SSL_free in a
 ** stream's close callback). The verify callback's reference is dropped
 ** in the main state, unless it is already closed. */
-static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
-                           int idx, long argl, void *argp) {
+static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                           long argl, void *argp) {
   ctx_extra *e = ptr;
   (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
   if (e == NULL) return;
@@ -617,8 +617,8 @@ static int ssl_Context(lua_State *L) {
   ** preferring ChaCha20 (no AES hardware) gets it. Mozilla lets the client
   ** choose, since every suite is strong; testssl.sh flags a server without
   ** an order, and the order costs nothing. */
-  SSL_CTX_set_options(u->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                  SSL_OP_PRIORITIZE_CHACHA);
+  SSL_CTX_set_options(
+      u->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
   if (!SSL_CTX_set_cipher_list(u->ctx, SP_DEFAULT_CIPHERS) ||
       !SSL_CTX_set1_groups_list(u->ctx, SP_DEFAULT_GROUPS))
     return sp_ssl_raise(L, "Context");
@@ -823,8 +823,7 @@ static int context_set_verify(lua_State *L) {
   e = ctx_extra_of(L, ctx);
   luaL_unref(L, LUA_REGISTRYINDEX, e->verify);
   e->verify = lua_isnil(L, 3) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
-  SSL_CTX_set_verify(ctx, (int)mode,
-                     e->verify == LUA_NOREF ? NULL : verify_cb);
+  SSL_CTX_set_verify(ctx, (int)mode, e->verify == LUA_NOREF ? NULL : verify_cb);
   return 0;
 }
 

@@ -14,9 +14,13 @@
 **
 ** Order of events: connectionMade comes when TCP connects; writes made
 ** before the handshake ends are held and go out encrypted once it ends,
-** when protocol:handshakeCompleted() (if any) is called. loseConnection
-** waits for the handshake (if running) and the queue, then sends
-** close_notify and closes; a close_notify from the peer closes cleanly
+** when protocol:handshakeCompleted() (if any) is called; a streaming
+** producer is paused while such writes are held. loseConnection waits
+** for the handshake (if running) and the queue, then sends close_notify
+** and closes; loseWriteConnection sends close_notify too, then shuts down
+** the socket's write half (a TLS half-close: reading goes on until the
+** peer's close_notify, which closes with ConnectionDone); a close_notify from
+*the peer closes cleanly
 ** (ConnectionDone). A failed handshake, a refused certificate or a broken
 ** record loses the connection with the ssl.Error (VerifyError for
 ** verification), which reaches connectionLost and clientConnectionLost.
@@ -63,11 +67,11 @@ typedef struct tls_conn {
   SSL *ssl;
   BIO *rbio, *wbio; /* owned by ssl */
   sp_stream *s;
-  int anchor;   /* registry ref: {context, factory} */
+  int anchor; /* registry ref: {context, factory} */
   unsigned flags;
   char *held; /* plaintext written before the handshake ended */
   size_t hlen, hcap;
-  char *hostname; /* the name verified (client), or NULL */
+  char *hostname;    /* the name verified (client), or NULL */
   uv_timer_t *timer; /* server: the handshake timeout, or NULL */
   double timeout;    /* its length, seconds */
 } tls_conn;
@@ -151,6 +155,7 @@ static int handshake_done(lua_State *L, tls_conn *c) {
     r = write_plain(L, c, h, n);
     free(h);
     if (r < 0) return -1;
+    sp_stream_filter_hold(L, c->s, 0);
   }
   if (c->flags & TF_FINWAIT) {
     c->flags &= ~TF_FINWAIT;
@@ -196,10 +201,12 @@ static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   return 0;
 }
 
-/* Keep plaintext written before the handshake ended. */
+/* Keep plaintext written before the handshake ended; a streaming
+** producer is paused until it is sent (twisted TLSMemoryBIOProtocol). */
 static int hold(lua_State *L, tls_conn *c, const uv_buf_t *bufs,
                 unsigned nbufs) {
   unsigned i;
+  sp_stream_filter_hold(L, c->s, 1);
   for (i = 0; i < nbufs; i++) {
     size_t need = c->hlen + bufs[i].len;
     if (need > c->hcap) {
