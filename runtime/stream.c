@@ -909,8 +909,11 @@ void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold) {
   if (!(s->flags & SF_FHOLD)) return;
   s->flags &= ~SF_FHOLD;
   /* With a write in flight its callback resumes the producer (through
-  ** stream_drained, once the queue is empty); otherwise nothing will. */
-  if (!(s->flags & SF_INFLIGHT) && s->plen == 0) stream_drained(L, s);
+  ** stream_drained, once the queue is empty); otherwise nothing will.
+  ** Without a producer there is nothing to resume here (a pending close
+  ** goes on as before, on its own drain). */
+  if ((s->flags & SF_PRODUCER) && !(s->flags & SF_INFLIGHT) && s->plen == 0)
+    stream_drained(L, s);
 }
 
 void sp_stream_finish_ready(lua_State *L, sp_stream *s) {

@@ -648,8 +648,10 @@ static int tls_connectSSL(lua_State *L) {
 /* t:startTLS(contextFactory[, normal]): switch this TCP (or Unix)
 ** connection to TLS now: bytes written before go out in the clear, later
 ** ones encrypted. The side that made the connection (a connector) is the
-** TLS client unless normal is false. Raises on a closed transport, when
-** TLS is already on, and whatever getContext raises.
+** TLS client unless normal is false; as the server it has listenSSL's
+** handshake timeout (the factory's handshakeTimeout, else 30 s). Raises
+** on a closed transport, when TLS is already on, and whatever getContext
+** raises.
 ** twisted ITLSTransport.startTLS. */
 static int transport_startTLS(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
