@@ -203,6 +203,10 @@ static x509_ud *new_x509(lua_State *L) {
   return u;
 }
 
+X509 **sp_ssl_newx509(lua_State *L) {
+  return &new_x509(L)->x;
+}
+
 void sp_ssl_pushx509(lua_State *L, X509 *x) {
   x509_ud *u;
   if (x == NULL) {

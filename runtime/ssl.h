@@ -51,6 +51,12 @@ SSL_CTX *sp_ssl_tocontext(lua_State *L, int idx);
 ** nothing. x == NULL pushes nil. */
 void sp_ssl_pushx509(lua_State *L, X509 *x);
 
+/* [-0, +1, m] Push an empty X509 userdata and return its slot: an X509
+** the caller stores there belongs to the userdata (its __gc frees it).
+** Make it before acquiring the X509, so that a memory error leaks
+** nothing (STYLE.md: userdata before resource). */
+X509 **sp_ssl_newx509(lua_State *L);
+
 /* [-0, +1, m] Push a Connection userdata for ssl (takes its own
 ** reference with SSL_up_ref). */
 void sp_ssl_pushconnection(lua_State *L, SSL *ssl);

@@ -276,4 +276,9 @@ function M.trustRootFromCertificates(list)
   return list
 end
 
+-- Certificate, PrivateCertificate, KeyPair, PublicKey, DistinguishedName
+-- and their constants (spindle.certificates), with CertificateOptions and
+-- optionsForClientTLS taking those objects too.
+require("spindle.certificates").install(M)
+
 return require("spindle._core").strict("ssl", M, getters)
