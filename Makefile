@@ -9,6 +9,9 @@
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make test-tls-scan  testssl.sh against a default listenSSL server
+#                    (installs the testssl.sh package, about 3 MB plus
+#                    dnsutils, so it is not in DEB_PKGS)
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
@@ -128,6 +131,13 @@ bench: all
 # TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
 bench-net: all
 	sh bench/echo/run.sh
+
+# testssl.sh (Debian package) against a default listenSSL server: no
+# protocol below TLS 1.2, no CBC, nothing flagged (tools/tls_scan.sh).
+.PHONY: test-tls-scan
+test-tls-scan: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="testssl.sh"
+	sh tools/tls_scan.sh $(BUILD)/spindle
 
 .PHONY: bench-deferred
 bench-deferred: all
