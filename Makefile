@@ -109,9 +109,10 @@ test-tools:
 # clean. .ci/run runs this before `make test`.
 LUACHECK_DIRS := lua spec scripts bench
 
-lint: deps
+lint: all
 	clang-format --dry-run --Werror $(SRC) $(HDR)
 	luacheck -q $(LUACHECK_DIRS)
+	python3 tools/check_deps.py $(BUILD)/obj
 
 test-plain: all
 	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS)

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "core.h"
+#include "embed.h"
 #include "failure.h"
 #include "repl.h"
 #include "supervisor.h"
@@ -540,7 +541,7 @@ static int pmain(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     unsetenv("SPINDLE_LUA_PATH");
   }
-  sp_openlibs(L);
+  sp_openlibs(L, sp_cmodules);
   create_argtable(L, argv, argc, script);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
