@@ -5,7 +5,8 @@
 #   make test     tools self-test, busted suite under build/spindle, then
 #                 under the ASan+UBSan build
 #   make test-asan   the sanitizer run alone
-#   make lint     clang-format (runtime/) and luacheck (.luacheckrc): any
+#   make lint     clang-format (runtime/), luacheck (.luacheckrc) and no two
+#                 runtime files depending on each other: any
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
