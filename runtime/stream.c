@@ -47,9 +47,10 @@ struct sp_stream {
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
+    uv_tty_t tty;
   } h;
   sp_live live;   /* in loop.c's registry until freed */
-  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int kind;       /* SP_STREAM_TCP .. SP_STREAM_TTY */
   int state;      /* ST_CONNECTING .. ST_CLOSED */
   unsigned flags; /* SF_* */
   int ref;        /* registry ref to the transport userdata */
@@ -206,6 +207,35 @@ static void stream_free(sp_stream *s) {
 
 static void discarded_cb(uv_handle_t *h) {
   stream_free(h->data);
+}
+
+sp_stream *sp_stream_open_fd(int fd, int kind, int *err) {
+  sp_stream *s = calloc(1, sizeof *s);
+  int r;
+  if (s == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  s->kind = kind;
+  s->ref = LUA_NOREF;
+  s->state = ST_CONNECTING;
+  s->highwater = SP_STREAM_HIGHWATER;
+  r = kind == SP_STREAM_TTY ? uv_tty_init(sp_loop(), &s->h.tty, fd, fd == 0)
+                            : uv_pipe_init(sp_loop(), &s->h.pipe, 0);
+  if (r < 0) { /* libuv fails before the handle joins the loop */
+    free(s);
+    *err = r;
+    return NULL;
+  }
+  s->h.handle.data = s;
+  s->live.shutdown = stream_shutdown;
+  sp_live_add(&s->live);
+  if (kind != SP_STREAM_TTY && (r = uv_pipe_open(&s->h.pipe, fd)) < 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  return s;
 }
 
 void sp_stream_discard(sp_stream *s) {
@@ -911,6 +941,7 @@ static char *pipe_name(sp_stream *s, int peer) {
 /* Record both addresses while the socket is open. */
 static void fetch_addrs(sp_stream *s) {
   int len;
+  if (s->kind == SP_STREAM_PIPE || s->kind == SP_STREAM_TTY) return;
   if (s->kind == SP_STREAM_TCP) {
     len = sizeof s->peer;
     uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&s->peer, &len);
@@ -1202,7 +1233,8 @@ static int transport_isClosed(lua_State *L) {
 
 static int transport_tostring(lua_State *L) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
-  const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
+  static const char *const kinds[] = {"?", "TCP", "UNIX", "PIPE", "TTY"};
+  const char *kind = kinds[t->kind];
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {

@@ -9,6 +9,7 @@ local parts = {
   "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
   "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
+  "spindle.process", -- spawnProcess, environ (process.lua on process.c)
 }
 
 local M = {}
