@@ -399,6 +399,7 @@ static const char *const builtin_types[][3] = {
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},
     {"threads.TransferError", "TransferError", NULL},
+    {"utils.UnexpectedErrorOutput", "UnexpectedErrorOutput", NULL},
     {NULL, NULL, NULL}};
 
 static void errortypes_push(lua_State *L) {
