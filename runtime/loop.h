@@ -77,4 +77,9 @@ void sp_live_remove(sp_live *n);
 ** thread only. */
 void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L));
 
+/* Install fn to claim SIGINT and SIGTERM: while fn(signo) returns
+** nonzero, the signal is Lua code's (signals.c's addSignalHandler) and no
+** longer stops the reactor. NULL removes it. Loop thread only. */
+void sp_loop_set_signal_claim(int (*fn)(int signo));
+
 #endif

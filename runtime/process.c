@@ -37,6 +37,7 @@
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
+#include "signals.h"
 #include "stream.h"
 
 #define PROC_MT "spindle.ProcessHandle"
@@ -359,13 +360,23 @@ static int process_attach(lua_State *L) {
   return 0;
 }
 
-/* _process.kill(handle, signum) -> true, or false when the child has
-** ended (Twisted's ProcessExitedAlready, raised by the policy). Raises
-** on a signal number the system refuses. uv_process_kill;
+/* _process.kill(handle, signal) -> true, or false when the child has
+** ended (Twisted's ProcessExitedAlready, raised by the policy). signal
+** is a number or a name ("TERM", "SIGTERM"); raises on an unknown name
+** or a number the system refuses. uv_process_kill;
 ** twisted Process.signalProcess. */
 static int process_kill(lua_State *L) {
   proc_box *b = luaL_checkudata(L, 1, PROC_MT);
-  int signo = (int)luaL_checkinteger(L, 2), r;
+  int signo, r;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    signo = sp_signal_number(lua_tostring(L, 2));
+    if (signo == 0)
+      return luaL_error(L, "bad argument #1 to 'signalProcess' (unknown "
+                           "signal '%s')",
+                        lua_tostring(L, 2));
+  } else {
+    signo = (int)luaL_checkinteger(L, 2);
+  }
   if (b->p == NULL || uv_is_closing((uv_handle_t *)&b->p->h)) {
     lua_pushboolean(L, 0);
     return 1;
@@ -379,32 +390,6 @@ static int process_kill(lua_State *L) {
     return luaL_error(L, "signalProcess: %s (%s)", uv_strerror(r),
                       uv_err_name(r));
   lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* _process.signum(name) -> number or nil: "TERM", "SIGTERM" -> 15. The
-** signals a Lua program names (Twisted translates HUP, STOP, INT, KILL,
-** TERM; spindle knows the usual POSIX ones). */
-static int process_signum(lua_State *L) {
-  static const struct {
-    const char *name;
-    int num;
-  } sigs[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT},
-              {"ILL", SIGILL},   {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},
-              {"BUS", SIGBUS},   {"FPE", SIGFPE},   {"KILL", SIGKILL},
-              {"USR1", SIGUSR1}, {"SEGV", SIGSEGV}, {"USR2", SIGUSR2},
-              {"PIPE", SIGPIPE}, {"ALRM", SIGALRM}, {"TERM", SIGTERM},
-              {"CHLD", SIGCHLD}, {"CONT", SIGCONT}, {"STOP", SIGSTOP},
-              {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},
-              {"WINCH", SIGWINCH}};
-  const char *name = luaL_checkstring(L, 1);
-  if (strncmp(name, "SIG", 3) == 0) name += 3;
-  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-    if (strcmp(sigs[i].name, name) == 0) {
-      lua_pushinteger(L, sigs[i].num);
-      return 1;
-    }
-  lua_pushnil(L);
   return 1;
 }
 
@@ -440,7 +425,6 @@ static const luaL_Reg proc_meta[] = {{"__index", proc_index}, {NULL, NULL}};
 static const luaL_Reg process_funcs[] = {{"spawn", process_spawn},
                                          {"attach", process_attach},
                                          {"kill", process_kill},
-                                         {"signum", process_signum},
                                          {"environ", process_environ},
                                          {NULL, NULL}};
 

@@ -147,17 +147,11 @@ end
 -- reactor.ProcessExitedAlready once it has ended.
 -- twisted Process.signalProcess.
 function Process:signalProcess(sig)
-  local n = sig
-  if type(sig) == "string" then
-    n = C.signum(sig)
-    if n == nil then
-      check.argError(1, "signalProcess", "unknown signal '" .. sig .. "'")
-    end
-  elseif math.type(sig) ~= "integer" then
+  if type(sig) ~= "string" and math.type(sig) ~= "integer" then
     check.typeError(1, "signalProcess", "signal name or number", sig)
   end
   if self.pid == nil or self._handle == nil or
-      not C.kill(self._handle, n) then
+      not C.kill(self._handle, sig) then
     error(errors.ProcessExitedAlready(
       "The process has already exited and the operation requested can " ..
       "no longer be performed."), 2)

@@ -10,6 +10,7 @@ local parts = {
   "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
   "spindle.process", -- spawnProcess, environ (process.lua on process.c)
+  "spindle._signals", -- addSignalHandler (signals.c)
 }
 
 local M = {}
