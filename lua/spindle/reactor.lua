@@ -11,6 +11,7 @@ local parts = {
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
   "spindle.process", -- spawnProcess, environ (process.lua on process.c)
   "spindle._signals", -- addSignalHandler (signals.c)
+  "spindle.fdset",   -- addReader, addWriter, ... (fdset.lua on fdset.c)
 }
 
 local M = {}
