@@ -122,9 +122,9 @@ static char **check_argv(lua_State *L, int idx) {
   v = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, idx, i) != LUA_TSTRING)
-      luaL_argerror(L, idx,
-                    lua_pushfstring(L, "string expected at index %I",
-                                    (LUAI_UACINT)i));
+      luaL_argerror(
+          L, idx,
+          lua_pushfstring(L, "string expected at index %I", (LUAI_UACINT)i));
     v[i - 1] = (char *)lua_tostring(L, -1); /* anchored by the table */
     lua_pop(L, 1);
   }
@@ -167,8 +167,8 @@ static char **check_env(lua_State *L, int idx) {
 ** the parent streams too when `all` (spawn failed). */
 static void spawn_release(spawn_state *st, int all) {
   for (int i = 0; i < st->nfds; i++) {
-    if (st->child[i] >= 0 && (i == 0 || st->child[i] != st->child[0] ||
-                              !st->pty))
+    if (st->child[i] >= 0 &&
+        (i == 0 || st->child[i] != st->child[0] || !st->pty))
       close(st->child[i]);
     st->child[i] = -1;
     if (all && st->stream[i] != NULL) sp_stream_discard(st->stream[i]);
@@ -200,7 +200,8 @@ static int make_pipe(spawn_state *st, int i) {
 ** (Twisted's PTYProcess reads it as child fd 1). */
 static int make_pty(spawn_state *st) {
   int m, s;
-  if (openpty(&m, &s, NULL, NULL, NULL) < 0) return uv_translate_sys_error(errno);
+  if (openpty(&m, &s, NULL, NULL, NULL) < 0)
+    return uv_translate_sys_error(errno);
   fcntl(m, F_SETFD, FD_CLOEXEC);
   fcntl(s, F_SETFD, FD_CLOEXEC);
   st->pty = 1;
@@ -296,8 +297,8 @@ static int process_spawn(lua_State *L) {
   st = lua_newuserdatauv(L, sizeof *st, 0); /* 10: scratch */
   spawn_init(st);
   st->o.file = file;
-  st->o.args = check_argv(L, 2);                                /* 11 */
-  st->o.env = check_env(L, 3);                                  /* 12, 13 */
+  st->o.args = check_argv(L, 2); /* 11 */
+  st->o.env = check_env(L, 3);   /* 12, 13 */
   st->o.cwd = lua_isnil(L, 4) ? NULL : luaL_checkstring(L, 4);
   if (!lua_isnil(L, 5)) {
     st->o.uid = (uv_uid_t)luaL_checkinteger(L, 5);
@@ -371,8 +372,9 @@ static int process_kill(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING) {
     signo = sp_signal_number(lua_tostring(L, 2));
     if (signo == 0)
-      return luaL_error(L, "bad argument #1 to 'signalProcess' (unknown "
-                           "signal '%s')",
+      return luaL_error(L,
+                        "bad argument #1 to 'signalProcess' (unknown "
+                        "signal '%s')",
                         lua_tostring(L, 2));
   } else {
     signo = (int)luaL_checkinteger(L, 2);

@@ -80,9 +80,9 @@ static int check_signal(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     signo = sp_signal_number(lua_tostring(L, idx));
     if (signo == 0)
-      luaL_argerror(L, idx,
-                    lua_pushfstring(L, "unknown signal '%s'",
-                                    lua_tostring(L, idx)));
+      luaL_argerror(
+          L, idx,
+          lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, idx)));
     return signo;
   }
   signo = (int)luaL_checkinteger(L, idx);
@@ -203,8 +203,7 @@ static const luaL_Reg handler_meta[] = {{"__tostring", handler_tostring},
                                         {NULL, NULL}};
 
 static const luaL_Reg signal_funcs[] = {
-    {"addSignalHandler", signal_addSignalHandler},
-    {NULL, NULL}};
+    {"addSignalHandler", signal_addSignalHandler}, {NULL, NULL}};
 
 int luaopen_spindle__signals(lua_State *L) {
   sp_class_new(L, HANDLER_MT, handler_methods, handler_meta);

@@ -33,9 +33,9 @@
 typedef struct relay {
   uv_thread_t thread;
   int has_thread;
-  int from, to;    /* the thread copies from -> to, then closes ours */
-  int ours;        /* which of from/to the thread closes (its pipe end) */
-  int fd, oflags;  /* put fd's flags back to oflags; fd -1: nothing */
+  int from, to;   /* the thread copies from -> to, then closes ours */
+  int ours;       /* which of from/to the thread closes (its pipe end) */
+  int fd, oflags; /* put fd's flags back to oflags; fd -1: nothing */
 } relay;
 
 #define RELAY_BUF (64 * 1024)

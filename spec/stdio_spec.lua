@@ -23,7 +23,10 @@ function E:connectionMade()
   if mode == "flood" then
     local t, n = self.transport, 0
     local pr = {pauses = 0}
-    function pr:pauseProducing() self.paused = true; self.pauses = self.pauses + 1 end
+    function pr:pauseProducing()
+      self.paused = true
+      self.pauses = self.pauses + 1
+    end
     function pr:resumeProducing()
       self.paused = false
       while not self.paused and n < 128 do

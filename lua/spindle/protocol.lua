@@ -1,6 +1,7 @@
 --- spindle.protocol: Protocol, Factory, ServerFactory, ClientFactory,
--- DatagramProtocol and ProcessProtocol, as in twisted.internet.protocol. Subclass them with
--- Class:extend{...}; the reactor calls their methods on the loop thread.
+-- DatagramProtocol and ProcessProtocol, as in twisted.internet.protocol.
+-- Subclass them with Class:extend{...}; the reactor calls their methods
+-- on the loop thread.
 local Object = require("spindle.class").Object
 
 local M = {}
