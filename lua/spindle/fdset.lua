@@ -160,6 +160,7 @@ function M.removeReader(reader)
   update(fd)
 end
 
+--- reactor.removeWriter(writer): stop calling writer:doWrite().
 function M.removeWriter(writer)
   local fd = writers[writer]
   if fd == nil then return end
@@ -177,6 +178,7 @@ end
 --- reactor.getReaders(), reactor.getWriters() -> list of the objects
 -- watched (in no particular order). twisted IReactorFDSet.getReaders.
 function M.getReaders() return list(readers) end
+--- reactor.getWriters() -> list of the writers watched.
 function M.getWriters() return list(writers) end
 
 --- reactor.removeAll() -> list: stop watching every reader and writer and

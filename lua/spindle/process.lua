@@ -122,9 +122,11 @@ end
 function Process:closeStdin()
   if not self.usePTY then self:closeChildFD(0) end
 end
+--- p:closeStdout(): closeChildFD(1) (nothing with usePTY).
 function Process:closeStdout()
   if not self.usePTY then self:closeChildFD(1) end
 end
+--- p:closeStderr(): closeChildFD(2) (nothing with usePTY).
 function Process:closeStderr()
   if not self.usePTY then self:closeChildFD(2) end
 end
@@ -171,6 +173,7 @@ function Process:registerProducer(producer, streaming)
   t:registerProducer(producer, streaming)
 end
 
+--- p:unregisterProducer(): forget the standard input's producer.
 function Process:unregisterProducer()
   local t = self:_inPipe()
   if t ~= nil then t:unregisterProducer() end
@@ -183,16 +186,19 @@ function Process:pauseProducing()
   for _, t in pairs(self.pipes) do t:pauseProducing() end
 end
 
+--- p:resumeProducing(): read the child's output again.
 function Process:resumeProducing()
   for _, t in pairs(self.pipes) do t:resumeProducing() end
 end
 
+--- p:stopProducing(): loseConnection().
 function Process:stopProducing()
   self:loseConnection()
 end
 
 --- p:getPeer(), p:getHost(): {type = "PROCESS"} (twisted _ProcessAddress).
 function Process:getPeer() return {type = "PROCESS"} end
+--- p:getHost() -> {type = "PROCESS"}, as getPeer.
 function Process:getHost() return {type = "PROCESS"} end
 
 -- twisted Process.maybeCallProcessEnded: once the child is reaped and no

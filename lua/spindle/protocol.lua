@@ -157,6 +157,7 @@ end
 --- pp:outReceived(data), pp:errReceived(data): the child wrote to its
 -- standard output / standard error. Override them.
 function ProcessProtocol:outReceived(data) end
+--- pp:errReceived(data): the child wrote data to its standard error.
 function ProcessProtocol:errReceived(data) end
 
 --- pp:childConnectionLost(childFD): the pipe to childFD closed (the child
@@ -175,7 +176,9 @@ end
 --- pp:inConnectionLost(), pp:outConnectionLost(), pp:errConnectionLost():
 -- the child's standard input / output / error pipe closed. Override them.
 function ProcessProtocol:inConnectionLost() end
+--- pp:outConnectionLost(): the child's standard output pipe closed.
 function ProcessProtocol:outConnectionLost() end
+--- pp:errConnectionLost(): the child's standard error pipe closed.
 function ProcessProtocol:errConnectionLost() end
 
 --- pp:processExited(reason): the child ended (its pipes may still be

@@ -96,6 +96,7 @@ function StandardIO:write(data)
   if self._writer ~= nil then self._writer:write(data) end
 end
 
+--- sio:writeSequence(list): write each string of list, in order.
 function StandardIO:writeSequence(list)
   check.table(list, 1, "writeSequence")
   if self._writer ~= nil then self._writer:writeSequence(list) end
@@ -126,10 +127,12 @@ function StandardIO:pauseProducing()
   if self._reader ~= nil then self._reader:pauseProducing() end
 end
 
+--- sio:resumeProducing(): read standard input again.
 function StandardIO:resumeProducing()
   if self._reader ~= nil then self._reader:resumeProducing() end
 end
 
+--- sio:stopProducing(): loseConnection().
 function StandardIO:stopProducing() self:loseConnection() end
 
 --- sio:registerProducer(producer, streaming), sio:unregisterProducer():
@@ -142,12 +145,14 @@ function StandardIO:registerProducer(producer, streaming)
   self._writer:registerProducer(producer, streaming)
 end
 
+--- sio:unregisterProducer(): forget the output's producer.
 function StandardIO:unregisterProducer()
   if self._writer ~= nil then self._writer:unregisterProducer() end
 end
 
 --- sio:getPeer(), sio:getHost(): {type = "PIPE"} (twisted PipeAddress).
 function StandardIO:getPeer() return {type = "PIPE"} end
+--- sio:getHost() -> {type = "PIPE"}, as getPeer.
 function StandardIO:getHost() return {type = "PIPE"} end
 
 -- Call the protocol's method `name` if it has it; true if it had.
