@@ -35,10 +35,27 @@ describe("reactor.addSignalHandler", function()
       h2:remove() -- idempotent
       reactor.callLater(0, kill, "HUP")
       H.wait(d)
-      assert.same({"one 1", "three 1"}, calls)
       h1:remove()
       h3:remove()
+      assert.same({"one 1", "three 1"}, calls) -- in the order added
       assert.is_false(h1:active())
+    end)
+
+  it("calls many handlers in the order added, skipping one removed by " ..
+    "an earlier one", function()
+      local d = defer.Deferred()
+      local calls, hs = {}, {}
+      for i = 1, 8 do
+        hs[i] = reactor.addSignalHandler("USR1", function()
+          calls[#calls + 1] = i
+          if i == 2 then hs[3]:remove() end
+          if i == 8 then d:callback() end
+        end)
+      end
+      reactor.callLater(0, kill, "USR1")
+      H.wait(d)
+      for i = 1, 8 do hs[i]:remove() end
+      assert.same({1, 2, 4, 5, 6, 7, 8}, calls)
     end)
 
   it("raises for unknown and uncatchable signals", function()
