@@ -89,6 +89,24 @@ describe("IReactorFDSet", function()
       assert.equal(0, called)
     end)
 
+  it("tells a reader still watched at process exit it is lost", function()
+    local out, _, code = H.runScript([[
+      local reactor = require("spindle.reactor")
+      local uv = require("luv")
+      local fds = uv.pipe({nonblock = true}, {nonblock = true})
+      local r = {}
+      function r.fileno() return fds.read end
+      function r.doRead() end
+      function r.connectionLost(_, reason) print(reason.value.code) end
+      reactor.addReader(r)
+      reactor.callLater(0, reactor.stop)
+      reactor.run()
+      print("exiting")
+    ]])
+    assert.equal("exiting\nESHUTDOWN\n", out)
+    assert.equal(0, code)
+  end)
+
   it("raises for an object without a usable fileno", function()
     assert.has_error(function() reactor.addReader({}) end)
     assert.has_error(function()

@@ -273,6 +273,13 @@ describe("reactor.spawnProcess", function()
       "got nil)")
     assert.has_error(function() reactor.spawnProcess(p, 3) end)
     assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true", 3})
+    end, "bad argument #3 to 'spawnProcess' (string expected at index 2)")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true"}, {A = 1})
+    end, "bad argument #4 to 'spawnProcess' (string names and values " ..
+      "expected)")
+    assert.has_error(function()
       reactor.spawnProcess(p, "true", {"true"}, nil, nil, nil, nil, false,
         {[0] = "x"})
     end)

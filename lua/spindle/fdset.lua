@@ -80,10 +80,14 @@ local function disconnect(obj, why)
   end
 end
 
+local WHY = {ESHUTDOWN = "the process is exiting", EOF = "hang-up"}
+
 local function lostError(err)
-  return errors.ConnectionLost(
+  local e = errors.ConnectionLost(
     "Connection to the other side was lost in a non-clean fashion: " ..
-    err .. ".")
+    (WHY[err] or err) .. ".")
+  e.code = err
+  return e
 end
 
 -- Call obj:method() (doRead/doWrite); disconnect on a result or error.

@@ -280,8 +280,22 @@ function M.spawnProcess(pp, executable, args, env, path, uid, gid, usePTY,
     check.typeError(1, "spawnProcess", "process protocol", pp)
   end
   check.string(executable, 2, "spawnProcess")
-  if args ~= nil then check.table(args, 3, "spawnProcess") end
-  if env ~= nil then check.table(env, 4, "spawnProcess") end
+  if args ~= nil then
+    check.table(args, 3, "spawnProcess")
+    for i = 1, #args do
+      if type(args[i]) ~= "string" then
+        check.argError(3, "spawnProcess", "string expected at index " .. i)
+      end
+    end
+  end
+  if env ~= nil then
+    check.table(env, 4, "spawnProcess")
+    for k, v in pairs(env) do
+      if type(k) ~= "string" or type(v) ~= "string" then
+        check.argError(4, "spawnProcess", "string names and values expected")
+      end
+    end
+  end
   if path ~= nil then check.string(path, 5, "spawnProcess") end
   if uid ~= nil then check.number(uid, 6, "spawnProcess") end
   if gid ~= nil then check.number(gid, 7, "spawnProcess") end
