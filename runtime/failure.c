@@ -387,6 +387,10 @@ static const char *const builtin_types[][3] = {
     {"reactor.ConnectionDone", "ConnectionDone", "reactor.ConnectionClosed"},
     {"reactor.ConnectionAborted", "ConnectionAborted",
      "reactor.ConnectionLost"},
+    {"reactor.ProcessDone", "ProcessDone", "reactor.ConnectionDone"},
+    {"reactor.ProcessTerminated", "ProcessTerminated",
+     "reactor.ConnectionLost"},
+    {"reactor.ProcessExitedAlready", "ProcessExitedAlready", NULL},
     {"reactor.NotConnectingError", "NotConnectingError", NULL},
     {"reactor.MessageLengthError", "MessageLengthError", NULL},
     {"reactor.InvalidAddressError", "InvalidAddressError", NULL},
@@ -396,6 +400,7 @@ static const char *const builtin_types[][3] = {
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},
     {"threads.TransferError", "TransferError", NULL},
+    {"utils.UnexpectedErrorOutput", "UnexpectedErrorOutput", NULL},
     {NULL, NULL, NULL}};
 
 static void errortypes_push(lua_State *L) {

@@ -565,11 +565,18 @@ static void signal_force_exit(int signum) {
   _exit(128 + signum);
 }
 
+static int (*signal_claim)(int signo) = NULL;
+
+void sp_loop_set_signal_claim(int (*fn)(int signo)) {
+  signal_claim = fn;
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
   interrupt_clear();
+  if (signal_claim != NULL && signal_claim(signum)) return;
   if (state == S_STOPPING) signal_force_exit(signum);
   if (state != S_RUNNING) return;
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;

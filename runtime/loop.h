@@ -108,4 +108,9 @@ void sp_loop_after_due_cancel(sp_loop_later *n);
 ** thread only. */
 void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L));
 
+/* Install fn to claim SIGINT and SIGTERM: while fn(signo) returns
+** nonzero, the signal is Lua code's (signals.c's addSignalHandler) and no
+** longer stops the reactor. NULL removes it. Loop thread only. */
+void sp_loop_set_signal_claim(int (*fn)(int signo));
+
 #endif

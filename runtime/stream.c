@@ -51,10 +51,11 @@ struct sp_stream {
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
+    uv_tty_t tty;
   } h;
   sp_live live;        /* in loop.c's registry until freed */
   sp_loop_later later; /* a close waiting for the due calls (stream_later) */
-  int kind;            /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int kind;            /* SP_STREAM_TCP .. SP_STREAM_TTY */
   int state;           /* ST_CONNECTING .. ST_CLOSED */
   unsigned flags;      /* SF_* */
   int ref;             /* registry ref to the transport userdata */
@@ -175,9 +176,10 @@ static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 static void stream_shutdown(lua_State *L, sp_live *n);
 static void stream_later(lua_State *L, sp_loop_later *n);
 
-/* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
-** NULL (with *err set to a libuv error) on failure; nothing to release. */
-static sp_stream *stream_alloc(int kind, int *err) {
+/* Allocate a stream of `kind` and init its handle on sp_loop() (a TTY
+** stream on descriptor fd; other kinds ignore fd). Returns NULL (with
+** *err set to a libuv error) on failure; nothing to release then. */
+static sp_stream *stream_alloc(int kind, int fd, int *err) {
   sp_stream *s = calloc(1, sizeof *s);
   int r;
   if (s == NULL) {
@@ -188,9 +190,13 @@ static sp_stream *stream_alloc(int kind, int *err) {
   s->ref = LUA_NOREF;
   s->state = ST_CONNECTING;
   s->highwater = SP_STREAM_HIGHWATER;
-  r = kind == SP_STREAM_TCP ? uv_tcp_init(sp_loop(), &s->h.tcp)
-                            : uv_pipe_init(sp_loop(), &s->h.pipe, 0);
-  if (r < 0) {
+  if (kind == SP_STREAM_TCP)
+    r = uv_tcp_init(sp_loop(), &s->h.tcp);
+  else if (kind == SP_STREAM_TTY)
+    r = uv_tty_init(sp_loop(), &s->h.tty, fd, fd == 0);
+  else
+    r = uv_pipe_init(sp_loop(), &s->h.pipe, 0);
+  if (r < 0) { /* libuv fails before the handle joins the loop */
     free(s);
     *err = r;
     return NULL;
@@ -218,6 +224,18 @@ static void discarded_cb(uv_handle_t *h) {
   stream_free(h->data);
 }
 
+sp_stream *sp_stream_open_fd(int fd, int kind, int *err) {
+  sp_stream *s = stream_alloc(kind, fd, err);
+  int r;
+  if (s == NULL) return NULL;
+  if (kind != SP_STREAM_TTY && (r = uv_pipe_open(&s->h.pipe, fd)) < 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  return s;
+}
+
 void sp_stream_discard(sp_stream *s) {
   if (uv_is_closing(&s->h.handle)) return;
   s->state = ST_CLOSING;
@@ -232,7 +250,7 @@ static void connect_cb(uv_connect_t *req, int status) {
 }
 
 sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
-  sp_stream *s = stream_alloc(kind, err);
+  sp_stream *s = stream_alloc(kind, -1, err);
   int r;
   if (s == NULL) return NULL;
   r = uv_accept(server, &s->h.stream);
@@ -247,7 +265,7 @@ sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
 sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
                                  const struct sockaddr *to, void *owner,
                                  sp_stream_connected_fn done, int *err) {
-  sp_stream *s = stream_alloc(SP_STREAM_TCP, err);
+  sp_stream *s = stream_alloc(SP_STREAM_TCP, -1, err);
   int r = 0;
   if (s == NULL) return NULL;
   if (bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
@@ -269,7 +287,7 @@ sp_stream *sp_stream_connect_unix(const char *path, void *owner,
     *err = UV_ENAMETOOLONG;
     return NULL;
   }
-  s = stream_alloc(SP_STREAM_UNIX, err);
+  s = stream_alloc(SP_STREAM_UNIX, -1, err);
   if (s == NULL) return NULL;
   s->owner = owner;
   s->on_connect = done;
@@ -982,6 +1000,7 @@ static char *pipe_name(sp_stream *s, int peer) {
 /* Record both addresses while the socket is open. */
 static void fetch_addrs(sp_stream *s) {
   int len;
+  if (s->kind == SP_STREAM_PIPE || s->kind == SP_STREAM_TTY) return;
   if (s->kind == SP_STREAM_TCP) {
     len = sizeof s->peer;
     uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&s->peer, &len);
@@ -1278,7 +1297,8 @@ static int transport_isClosed(lua_State *L) {
 
 static int transport_tostring(lua_State *L) {
   transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
-  const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
+  static const char *const kinds[] = {"?", "TCP", "UNIX", "PIPE", "TTY"};
+  const char *kind = kinds[t->kind];
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {

@@ -9,6 +9,9 @@ local parts = {
   "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
   "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
+  "spindle.process", -- spawnProcess, environ (process.lua on process.c)
+  "spindle._signals", -- addSignalHandler (signals.c)
+  "spindle.fdset",   -- addReader, addWriter, ... (fdset.lua on fdset.c)
 }
 
 local M = {}
