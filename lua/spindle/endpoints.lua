@@ -304,13 +304,7 @@ function M.connectProtocol(endpoint, proto)
   return endpoint:connect(OneShotFactory())
 end
 
---- endpoints.wrapClientTLS(connectionCreator, wrappedEndpoint) -> an
--- endpoint that connects with wrappedEndpoint, then starts TLS on the
--- connection with connectionCreator (ssl.optionsForClientTLS(...), or any
--- context factory) before the protocol's connectionMade; the Deferred
--- fires with the protocol once TCP is up (the handshake follows; the
--- protocol's handshakeCompleted() tells when it ends). Field
--- wrappedEndpoint. twisted.internet.endpoints.wrapClientTLS.
+-- The endpoint wrapClientTLS returns.
 local WrapperEndpoint = Object:extend({__name = "_WrapperEndpoint"})
 
 function WrapperEndpoint:__init(wrappedEndpoint, connectionCreator)
@@ -341,6 +335,14 @@ function WrapperEndpoint:connect(factory)
   return self.wrappedEndpoint:connect(proxy)
 end
 
+--- endpoints.wrapClientTLS(connectionCreator, wrappedEndpoint) -> an
+-- endpoint that connects with wrappedEndpoint, then starts TLS on the
+-- connection with connectionCreator (ssl.optionsForClientTLS(...), or any
+-- context factory) before the protocol's connectionMade; its connect's
+-- Deferred fires with the protocol once TCP is up (the handshake follows;
+-- the protocol's handshakeCompleted() tells when it ends). Field
+-- wrappedEndpoint. Raises a bad-argument error when wrappedEndpoint has
+-- no connect method. twisted.internet.endpoints.wrapClientTLS.
 function M.wrapClientTLS(connectionCreator, wrappedEndpoint)
   if type(wrappedEndpoint) ~= "table" or wrappedEndpoint.connect == nil then
     error(("bad argument #2 to 'wrapClientTLS' (endpoint expected, got %s)")
@@ -358,6 +360,9 @@ function UNIXServerEndpoint:__init(reactor, address, backlog)
   self.reactor, self.address, self.backlog = reactor, address, backlog or 50
 end
 
+--- ep:listen(factory) -> Deferred of the Port listening on the socket
+-- path (or a CannotListenError Failure). twisted
+-- UNIXServerEndpoint.listen.
 function UNIXServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenUNIX, self.address, factory,
     self.backlog)
@@ -372,6 +377,10 @@ function UNIXClientEndpoint:__init(reactor, path, timeout)
   self.reactor, self.path, self.timeout = reactor, path, timeout or 30
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade; a failed connection errbacks it with the
+-- reactor's error (ConnectionRefusedError, ...); cancelling it stops the
+-- attempt with ConnectingCancelledError. twisted UNIXClientEndpoint.connect.
 function UNIXClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
@@ -392,6 +401,8 @@ function SSL4ServerEndpoint:__init(reactor, port, sslContextFactory, backlog,
   self.backlog, self.interface = backlog or 50, interface or ""
 end
 
+--- ep:listen(factory) -> Deferred of the TLS Port (or a
+-- CannotListenError Failure). twisted SSL4ServerEndpoint.listen.
 function SSL4ServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenSSL, self.port, factory,
     self.sslContextFactory, self.backlog, self.interface)
@@ -412,6 +423,11 @@ function SSL4ClientEndpoint:__init(reactor, host, port, sslContextFactory,
   self.timeout, self.bindAddress = timeout or 30, bindAddress
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade (TCP up; the handshake follows); a failed
+-- connection errbacks it with the reactor's error; a failed handshake
+-- reaches the protocol's connectionLost as an ssl.Error Failure.
+-- twisted SSL4ClientEndpoint.connect.
 function SSL4ClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
@@ -423,7 +439,7 @@ end
 --- AdoptedStreamServerEndpoint(reactor, fileDescriptor, addressFamily):
 -- listens on a socket that is already bound and listening (addressFamily
 -- "INET", "INET6" or "UNIX"); listen() adopts it once, as Twisted's, and
--- raises on a second call. twisted AdoptedStreamServerEndpoint.
+-- fails on a second call. twisted AdoptedStreamServerEndpoint.
 local AdoptedStreamServerEndpoint = Object:extend({
   __name = "AdoptedStreamServerEndpoint"})
 
@@ -434,6 +450,10 @@ function AdoptedStreamServerEndpoint:__init(reactor, fileDescriptor,
   self.addressFamily = addressFamily
 end
 
+--- ep:listen(factory) -> Deferred of the Port serving the adopted
+-- descriptor (reactor.adoptStreamPort); a second call gives a Deferred
+-- failing with reactor.AlreadyListened. twisted
+-- AdoptedStreamServerEndpoint.listen.
 function AdoptedStreamServerEndpoint:listen(factory)
   if self._used then
     return defer.fail(require("spindle.reactor").AlreadyListened(

@@ -73,8 +73,12 @@ function Factory:doStop()
   if self.numPorts == 0 then self:stopFactory() end
 end
 
---- f:startFactory(), f:stopFactory(): override for set-up and tear-down.
+--- f:startFactory(): override for set-up; called (by doStart) before
+-- the first port or connector uses f. twisted Factory.startFactory.
 function Factory:startFactory() end
+
+--- f:stopFactory(): override for tear-down; called (by doStop) after the
+-- last port or connector stopped using f. twisted Factory.stopFactory.
 function Factory:stopFactory() end
 
 --- f:buildProtocol(addr) -> protocol or nil: an instance of f.protocol with
@@ -218,6 +222,9 @@ function DatagramProtocol:doStart()
   self.numPorts = self.numPorts + 1
 end
 
+--- dp:doStop(): called when a port stops using dp; stopProtocol() after
+-- the last, and dp.transport becomes nil. twisted
+-- AbstractDatagramProtocol.doStop.
 function DatagramProtocol:doStop()
   if self.numPorts == 0 then return end
   self.numPorts = self.numPorts - 1
@@ -225,8 +232,13 @@ function DatagramProtocol:doStop()
   if self.numPorts == 0 then self:stopProtocol() end
 end
 
---- dp:startProtocol(), dp:stopProtocol(): override for set-up, tear-down.
+--- dp:startProtocol(): override for set-up; called once the first port
+-- listens with dp (dp.transport is set). twisted
+-- AbstractDatagramProtocol.startProtocol.
 function DatagramProtocol:startProtocol() end
+
+--- dp:stopProtocol(): override for tear-down; called after the last port
+-- stopped listening with dp. twisted AbstractDatagramProtocol.stopProtocol.
 function DatagramProtocol:stopProtocol() end
 
 --- dp:datagramReceived(data, addr): a datagram arrived from

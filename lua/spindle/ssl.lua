@@ -99,6 +99,10 @@ local ClientContextFactory = Object:extend({
   method = C.TLS_METHOD,
 })
 
+--- ccf:getContext() -> a new Context for self.method (TLS_METHOD unless
+-- set): no certificate, no verification. Override it to add either.
+-- Raises ssl.Error for an insecure method. twisted
+-- ssl.ClientContextFactory.getContext.
 function ClientContextFactory:getContext()
   return C.Context(self.method or C.TLS_METHOD)
 end
@@ -228,6 +232,10 @@ local ClientTLSOptions = Object:extend({
   isClient = true,
 })
 
+--- opts:getContext() -> the Context (made on the first call, the same
+-- one after) that verifies the peer as optionsForClientTLS describes.
+-- Raises ssl.Error when the trust root or client certificate cannot be
+-- loaded. twisted ssl.ClientTLSOptions (its _clientContextFactory).
 function ClientTLSOptions:getContext()
   if self._context == nil then
     local o = self._options
@@ -245,6 +253,10 @@ function ClientTLSOptions:getContext()
   return self._context
 end
 
+--- ssl.optionsForClientTLS(hostname[, {trustRoot, clientCertificate,
+-- acceptableProtocols}]) -> ClientTLSOptions, as described above it;
+-- spindle.certificates wraps it to take Twisted's objects too.
+-- twisted.internet.ssl.optionsForClientTLS.
 function M.optionsForClientTLS(hostname, opts)
   if type(hostname) ~= "string" or hostname == "" then
     check.typeError(1, "optionsForClientTLS", "hostname", hostname)
