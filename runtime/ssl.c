@@ -300,6 +300,8 @@ static int x509_get_subject(lua_State *L) {
   return 1;
 }
 
+/* x:get_issuer() -> X509Name table of the issuer (fields CN, O, ...;
+** tostring like "/C=../CN=.."). pyOpenSSL X509.get_issuer. */
 static int x509_get_issuer(lua_State *L) {
   push_name(L, X509_get_issuer_name(check_x509(L, 1)));
   return 1;
@@ -364,6 +366,8 @@ static int x509_get_notBefore(lua_State *L) {
   return push_time(L, X509_get0_notBefore(check_x509(L, 1)));
 }
 
+/* x:get_notAfter() -> the end of validity, "YYYYMMDDhhmmssZ" (UTC).
+** pyOpenSSL X509.get_notAfter. */
 static int x509_get_notAfter(lua_State *L) {
   return push_time(L, X509_get0_notAfter(check_x509(L, 1)));
 }
@@ -419,6 +423,9 @@ static int ssl_load_certificate(lua_State *L) {
   return 1;
 }
 
+/* ssl.load_certificate_file(path) -> X509 of the first PEM certificate
+** in the file at path. Raises ssl.Error naming the path and the OpenSSL
+** reason. */
 static int ssl_load_certificate_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   x509_ud *u = new_x509(L);
@@ -498,6 +505,9 @@ static int connection_get_protocol_version_name(lua_State *L) {
   return 1;
 }
 
+/* c:get_cipher_name() -> the negotiated cipher suite's OpenSSL name
+** ("TLS_AES_256_GCM_SHA384"), or nil before the handshake. pyOpenSSL
+** Connection.get_cipher_name; SSL_get_cipher_name. */
 static int connection_get_cipher_name(lua_State *L) {
   const char *n = SSL_get_cipher_name(check_conn(L));
   if (n != NULL)
@@ -658,6 +668,11 @@ static int filetype(lua_State *L, int idx) {
   return (int)t;
 }
 
+/* ctx:use_certificate_file(path[, filetype=FILETYPE_PEM]): the
+** certificate this side presents, read from the file at path (filetype
+** FILETYPE_PEM or FILETYPE_ASN1). Raises ssl.Error with the OpenSSL
+** reason (a missing file: "No such file or directory"). pyOpenSSL
+** Context.use_certificate_file. */
 static int context_use_certificate_file(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   const char *path = luaL_checkstring(L, 2);
@@ -876,6 +891,10 @@ static int context_set_min_proto_version(lua_State *L) {
   return 0;
 }
 
+/* ctx:set_max_proto_version(v): the highest TLS version to negotiate; v
+** is TLS1_2_VERSION or TLS1_3_VERSION, anything else a bad-argument
+** error. pyOpenSSL Context.set_max_proto_version;
+** SSL_CTX_set_max_proto_version. */
 static int context_set_max_proto_version(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer v = luaL_checkinteger(L, 2);

@@ -1195,10 +1195,14 @@ static int transport_addr(lua_State *L, int peer) {
   return 1;
 }
 
+/* t:getPeer() -> the other end's address, as transport_addr above says;
+** still answers after the close. twisted ITransport.getPeer. */
 static int transport_getPeer(lua_State *L) {
   return transport_addr(L, 1);
 }
 
+/* t:getHost() -> this end's address, as transport_addr above says; still
+** answers after the close. twisted ITransport.getHost. */
 static int transport_getHost(lua_State *L) {
   return transport_addr(L, 0);
 }
@@ -1214,6 +1218,9 @@ static int transport_pauseProducing(lua_State *L) {
   return 0;
 }
 
+/* t:resumeProducing(): read from the peer again after pauseProducing
+** (dataReceived calls resume). A no-op once closed. twisted
+** FileDescriptor.resumeProducing. */
 static int transport_resumeProducing(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;

@@ -1370,6 +1370,8 @@ static int transport_getTcpNoDelay(lua_State *L) {
   return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
 }
 
+/* t:getTcpKeepAlive() -> boolean: SO_KEEPALIVE is on. Raises on a closed
+** or non-TCP transport. twisted tcp.Connection.getTcpKeepAlive. */
 static int transport_getTcpKeepAlive(lua_State *L) {
   return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
 }
