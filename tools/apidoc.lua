@@ -294,21 +294,42 @@ local function doc_function(mod, qname, key, f, owner, cls)
   add(mod, qname, doc, where)
 end
 
+-- "Class:method" for a method, "Class.func" for a Lua function whose
+-- first parameter is not self (nor, in a class, cls: Factory:forProtocol):
+-- KeyPair.generate(...), a mixin's TimeoutMixin.mixInto(cls).
+local function member_name(cname, key, f, in_class)
+  local first = debug.getlocal(f, 1)
+  if debug.getinfo(f, "S").what == "Lua" and first ~= "self" and
+      (first ~= "cls" or not in_class) then
+    return cname .. "." .. key
+  end
+  return cname .. ":" .. key
+end
+
+-- A class's own methods, and those it inherits from private ancestors
+-- (named "_..."): TCPClient's startService lives in _AbstractClient.
 local function doc_class(mod, cls, key)
   local cname = class_name(cls, key)
-  for mk, mv in sorted_pairs(cls) do
-    if type(mv) == "function" and mk:sub(1, 1) ~= "_" then
-      doc_function(mod, cname .. ":" .. mk, mk, mv, cname, cls)
+  local c, done = cls, {}
+  repeat
+    for mk, mv in sorted_pairs(c) do
+      if type(mv) == "function" and mk:sub(1, 1) ~= "_" and not done[mk] then
+        done[mk] = true
+        doc_function(mod, member_name(cname, mk, mv, is_class(c)), mk, mv,
+          class_name(c, "?"), c)
+      end
     end
-  end
+    c = rawget(c, "super")
+  until not is_class(c) or class_name(c, "?"):sub(1, 1) ~= "_"
 end
 
 -- Classes no module exports but users still hold an instance of: the
--- transport spawnProcess gives a ProcessProtocol, the endpoints a
--- serverFromString string makes. Found by walking from each module
--- through table fields and function upvalues; a class goes to the module
--- nearest to it. Internal classes (a name starting with "_", or listed
--- here with the reason) are skipped.
+-- transport spawnProcess gives a ProcessProtocol, Object (the root of
+-- every class: extend, new, isinstance). Found by walking from each
+-- module through table fields and function upvalues; a class goes to the
+-- module nearest to it (or its HOME). Internal classes (a name starting
+-- with "_", or listed here with the reason) are skipped.
+local HOME = {Object = "protocol"}
 local INTERNAL = {
   ProcessPipe = "the protocol on one of a child's pipes, inside Process",
   StandardIOHalf = "the protocol on one of StandardIO's two streams",
@@ -341,13 +362,11 @@ do
       if is_class(v) and not exported[v] and not reached[v] then
         local n = class_name(v, "_")
         if n:sub(1, 1) ~= "_" and not INTERNAL[n] then
-          reached[v] = mod
+          reached[v] = HOME[n] or mod
           reached[#reached + 1] = v
         end
       end
-      for k, x in next, v do
-        if type(k) ~= "string" or k ~= "super" then visit(x, mod) end
-      end
+      for _, x in next, v do visit(x, mod) end
     else
       local i = 1
       while true do
@@ -366,7 +385,9 @@ for _, mod in ipairs(modules) do
     if k:sub(1, 1) ~= "_" then
       if type(v) == "function" then
         doc_function(mod, mod .. "." .. k, k, v, "M")
-      elseif is_class(v) then
+      elseif is_class(v) or type(v) == "table" and
+          type(rawget(v, "mixInto")) == "function" then
+        -- a class, or a mixin (policies.TimeoutMixin)
         doc_class(mod, v, k)
       end
     end

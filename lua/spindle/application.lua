@@ -114,11 +114,16 @@ function MultiService:__init()
   self.namedServices = {}
 end
 
+--- ms:privilegedStartService(): this service's, then each child's
+-- privilegedStartService, in the order they were added. twisted
+-- MultiService.privilegedStartService.
 function MultiService:privilegedStartService()
   Service.privilegedStartService(self)
   for _, s in ipairs(self.services) do s:privilegedStartService() end
 end
 
+--- ms:startService(): mark running, then start each child in the order
+-- they were added. twisted MultiService.startService.
 function MultiService:startService()
   Service.startService(self)
   for _, s in ipairs(self.services) do s:startService() end
@@ -330,6 +335,11 @@ function StreamServerEndpointService:__init(endpoint, factory)
   self._raiseSynchronously = false
 end
 
+--- sses:privilegedStartService(): listen on the endpoint with the
+-- factory (binding a low port before privileges are dropped). A failure
+-- is logged, or raised here when _raiseSynchronously is set and the
+-- endpoint failed at once. twisted
+-- StreamServerEndpointService.privilegedStartService.
 function StreamServerEndpointService:privilegedStartService()
   Service.privilegedStartService(self)
   local d = self.endpoint:listen(self.factory)
@@ -345,6 +355,9 @@ function StreamServerEndpointService:privilegedStartService()
   if raised ~= nil then raised:raiseException() end
 end
 
+--- sses:startService(): mark running, and listen unless
+-- privilegedStartService already did. twisted
+-- StreamServerEndpointService.startService.
 function StreamServerEndpointService:startService()
   Service.startService(self)
   if self._waitingForPort == nil then self:privilegedStartService() end
@@ -385,6 +398,10 @@ function TimerService:__init(step, f, ...)
   self.clock = nil
 end
 
+--- ts:startService(): mark running and start the LoopingCall on
+-- ts.clock (the reactor unless set), calling f at once and then every
+-- step seconds; an error in f is logged and ends the loop. twisted
+-- TimerService.startService.
 function TimerService:startService()
   Service.startService(self)
   local loop = task.LoopingCall(self.call.f,
