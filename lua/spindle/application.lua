@@ -258,11 +258,18 @@ function AbstractServer:_getPort()
   return r[self.method](table.unpack(self.args, 1, self.args.n))
 end
 
+--- server:privilegedStartService(): bind the port now (reactor.listenTCP,
+-- listenSSL or listenUNIX with the constructor's arguments), before
+-- privileges are dropped; raises CannotListenError as that call does.
+-- twisted.application.internet._AbstractServer.privilegedStartService.
 function AbstractServer:privilegedStartService()
   Service.privilegedStartService(self)
   self._port = self:_getPort()
 end
 
+--- server:startService(): mark running, and bind the port unless
+-- privilegedStartService already did; raises CannotListenError as the
+-- listen call does. twisted _AbstractServer.startService.
 function AbstractServer:startService()
   Service.startService(self)
   if self._port == nil then self._port = self:_getPort() end
@@ -297,6 +304,10 @@ function AbstractClient:__init(...)
   self.args = table.pack(...)
 end
 
+--- client:startService(): mark running and start connecting
+-- (reactor.connectTCP, connectSSL or connectUNIX with the constructor's
+-- arguments); the factory hears how it goes. twisted
+-- _AbstractClient.startService.
 function AbstractClient:startService()
   Service.startService(self)
   local r = reactor()
@@ -304,6 +315,8 @@ function AbstractClient:startService()
     self.args.n))
 end
 
+--- client:stopService(): mark stopped and disconnect the connector (the
+-- connection, or the attempt). twisted _AbstractClient.stopService.
 function AbstractClient:stopService()
   Service.stopService(self)
   if self._connection ~= nil then
