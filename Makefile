@@ -175,7 +175,7 @@ deb:
 # comment gathered by tools/apidoc.lua (which fails, naming them, when one
 # has none), rendered by LDoc one page per module.
 doc: all
-	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc lua-markdown"
 	rm -rf $(BUILD)/apidoc doc/api
 	SPINDLE_LUA_PATH='lua/?.lua' $(BUILD)/spindle tools/apidoc.lua $(BUILD)/apidoc
 	ldoc -q -d doc/api -p spindle -t "spindle API reference" -f markdown \

@@ -1195,14 +1195,16 @@ static int transport_addr(lua_State *L, int peer) {
   return 1;
 }
 
-/* t:getPeer() -> the other end's address, as transport_addr above says;
-** still answers after the close. twisted ITransport.getPeer. */
+/* t:getPeer() -> the other end's address ({type = "TCP", host =
+** "127.0.0.1", port = 1234}, or {type = "UNIX", name = path}); still
+** answers after the close. twisted ITransport.getPeer. */
 static int transport_getPeer(lua_State *L) {
   return transport_addr(L, 1);
 }
 
-/* t:getHost() -> this end's address, as transport_addr above says; still
-** answers after the close. twisted ITransport.getHost. */
+/* t:getHost() -> this end's address ({type = "TCP", host = "127.0.0.1",
+** port = 1234}, or {type = "UNIX", name = path}); still answers after
+** the close. twisted ITransport.getHost. */
 static int transport_getHost(lua_State *L) {
   return transport_addr(L, 0);
 }

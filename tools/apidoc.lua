@@ -433,12 +433,57 @@ local function module_doc(mod)
     end
     if #block > 0 then return table.concat(block, "\n") end
   end
+  -- A module written in C only (spindle.failure): its file's head comment.
+  ok, lines = pcall(readlines, "runtime/" .. mod .. ".c")
+  if ok and lines[1] and lines[1]:match("^/%*") then
+    local block = {}
+    for i = 2, #lines do
+      if lines[i]:match("%*/") then break end
+      block[#block + 1] = lines[i]:gsub("^%*%*%s?", "")
+    end
+    if #block > 0 then return table.concat(block, "\n") end
+  end
   return "spindle." .. mod
+end
+
+-- Doc comments are plain text, read by LDoc as markdown: keep it from
+-- taking __getattr__ for bold, `*` for emphasis or "<name>" for an HTML
+-- tag, except inside `code` spans; and make an indented block after a
+-- blank line (an example) a code block.
+local function md_line(line)
+  local out, pos = {}, 1
+  while pos <= #line do
+    local a, b = line:find("`[^`]*`", pos)
+    local text = line:sub(pos, (a or #line + 1) - 1)
+    text = text:gsub("[_*]", "\\%0"):gsub("<", "&lt;")
+    out[#out + 1] = text
+    if not a then break end
+    out[#out + 1] = line:sub(a, b)
+    pos = b + 1
+  end
+  return table.concat(out)
+end
+
+local function markdown(s)
+  local out, blank, code = {}, true, false
+  for line in (s .. "\n"):gmatch("(.-)\n") do
+    if line:match("^%s*$") then
+      blank, code = true, false
+      out[#out + 1] = ""
+    elseif line:match("^  ") and (blank or code) then
+      blank, code = false, true
+      out[#out + 1] = "    " .. line
+    else
+      blank, code = false, false
+      out[#out + 1] = md_line(line)
+    end
+  end
+  return table.concat(out, "\n")
 end
 
 local function ldoc_text(s)
   -- Each line becomes a comment line; '@' would start an LDoc tag.
-  s = s:gsub("@", "(at)")
+  s = markdown(s):gsub("@", "(at)")
   return "-- " .. s:gsub("\n", "\n-- ")
 end
 
