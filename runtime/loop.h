@@ -54,4 +54,13 @@ void sp_loop_post(sp_loop_msg *m);
 ** thread only. */
 void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L));
 
+/* Run fn(L) once on the loop thread, from a Lua hook, as soon as Lua
+** code runs there (the running reactor's thread, or the coroutine it
+** resumes through spindle._interrupt). fn must not raise or yield; it may
+** call Lua under lua_pcall. Async-signal-safe: call it from a signal
+** handler running on the loop thread (the watchdog's way in); a later
+** request replaces one not yet run. Nothing happens while the reactor
+** is not running. As the interrupt of lua.c's laction. */
+void sp_loop_request_hook(void (*fn)(lua_State *L));
+
 #endif
