@@ -665,6 +665,10 @@ static void pool_checkopen(lua_State *L) {
 ** "file:line", into buf (for the inspector's view of the workers). */
 static void work_describe(lua_State *L, int idx, char *buf, size_t size) {
   lua_Debug ar;
+  if (lua_type(L, idx) != LUA_TFUNCTION) {
+    snprintf(buf, size, "?");
+    return;
+  }
   lua_pushvalue(L, idx);
   if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
     snprintf(buf, size, "%s:%d", ar.short_src, ar.linedefined);
@@ -788,6 +792,7 @@ static int threads_deferToThread(lua_State *L) {
   job->kind = W_DEFER;
   job->ref = ref;
   job->call = p;
+  work_describe(L, 1, job->what, sizeof job->what);
   pool_submit(job);
   return 1;
 }
