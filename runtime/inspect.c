@@ -186,7 +186,7 @@ static int inspect_handles(lua_State *L) {
 /* The watchdog                                                        */
 
 static struct {
-  double limit;     /* seconds; 0: off */
+  double limit; /* seconds; 0: off */
   uv_prepare_t *prepare;
   uv_check_t *check;
   uv_thread_t tid;

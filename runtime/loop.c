@@ -634,7 +634,7 @@ static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   double dt;
   (void)ar;
   if (request_pending) {
-    void (*fn)(lua_State *L) = request_fn;
+    void (*fn)(lua_State * L) = request_fn;
     request_pending = 0;
     if (fn != NULL) fn(L);
   }

@@ -69,8 +69,8 @@ typedef struct bcall {
 typedef struct worker {
   struct worker *next;
   uv_thread_t tid;
-  int exited;     /* the thread has left its loop: join it */
-  bcall *waiting; /* its blockingCallFromThread, if any */
+  int exited;       /* the thread has left its loop: join it */
+  bcall *waiting;   /* its blockingCallFromThread, if any */
   char running[96]; /* its job's `what` while it runs one, else "" */
 } worker;
 

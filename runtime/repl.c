@@ -15,6 +15,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -40,7 +44,8 @@ static struct {
   char history[4096];
 } repl;
 
-static const char repl_key = 'R'; /* registry: the spindle.repl module */
+static const char repl_key = 'R';      /* registry: the spindle.repl module */
+static const char *attach_path = NULL; /* spindle --attach PATH */
 
 static void input_start(void);
 static void tty_line(char *line);
@@ -51,13 +56,13 @@ static void handle_free(uv_handle_t *h) {
   free(h);
 }
 
-enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR };
+enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR, R_IGNORE };
 
 /* [-0, +0, -] Call repl.<fname>([arg[, resume]]) and classify the string
 ** it returns. An error in it is logged, never raised. */
 static int repl_call(const char *fname, const char *arg) {
-  static const char *const names[] = {"?",      "ready", "more", "waiting",
-                                      "resume", "clear", NULL};
+  static const char *const names[] = {"?",      "ready", "more",   "waiting",
+                                      "resume", "clear", "ignore", NULL};
   lua_State *L = repl.L;
   int nargs = 0, r = R_ERROR;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &repl_key);
@@ -226,11 +231,13 @@ static int repl_resume(lua_State *L) {
 
 /* SIGINT while the REPL runs: stop waiting, or clear the line. */
 static int repl_interrupt(lua_State *L) {
+  int status;
   (void)L;
   if (repl.done) return 0;
-  if (repl_call("interrupt", NULL) == R_RESUME) {
+  status = repl_call("interrupt", NULL);
+  if (status == R_RESUME) {
     repl_resume(repl.L);
-  } else if (repl.tty) {
+  } else if (status != R_IGNORE && repl.tty) {
     fputc('\n', stdout);
     rl_callback_handler_remove();
     rl_callback_handler_install(PROMPT, tty_line);
@@ -315,6 +322,12 @@ static int repl_load(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "spindle.repl");
   lua_call(L, 1, 1);
+  if (attach_path != NULL) { /* entries go to the process at the path */
+    lua_getfield(L, -1, "client");
+    lua_pushstring(L, attach_path);
+    lua_call(L, 1, 1);
+    lua_remove(L, -2);
+  }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
   lua_pushcfunction(L, repl_resume);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl);
@@ -325,6 +338,10 @@ static int repl_load(lua_State *L) {
   lua_setglobal(L, "await");
   lua_pop(L, 1);
   return 0;
+}
+
+void sp_repl_attach(const char *path) {
+  attach_path = path;
 }
 
 void sp_repl_run(lua_State *L, sp_repl_docall docall) {
@@ -362,4 +379,72 @@ void sp_repl_run(lua_State *L, sp_repl_docall docall) {
   sp_loop_set_interrupt_hook(NULL);
   input_close();
   fflush(stdout);
+}
+
+/* _repl.umask(mask) -> old mask: umask(2), so that repl.listen makes its
+** socket file 0600 from the start (no moment where others may connect).
+** Main thread; the process's mask is shared by every thread. */
+static int repl_umask(lua_State *L) {
+  mode_t mask = (mode_t)luaL_checkinteger(L, 1);
+  lua_pushinteger(L, (lua_Integer)umask(mask & 0777));
+  return 1;
+}
+
+/* _repl.request(path, bytes) -> reply or nil, message: connect to the
+** Unix socket at path, send bytes, half-close, and read the reply until
+** the server's frame is whole or 2 seconds pass. Blocks the calling
+** thread: only for the attach client's completion, which libedit asks
+** for synchronously. */
+static int repl_request(lua_State *L) {
+  size_t len, off = 0;
+  const char *path = luaL_checkstring(L, 1);
+  const char *data = luaL_checklstring(L, 2, &len);
+  struct sockaddr_un sa;
+  struct timeval tv = {2, 0};
+  luaL_Buffer b;
+  char buf[4096];
+  int fd;
+  ssize_t n;
+  if (strlen(path) >= sizeof sa.sun_path) return luaL_error(L, "path too long");
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path));
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) goto fail;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) goto fail;
+  while (off < len) {
+    n = write(fd, data + off, len - off);
+    if (n <= 0) goto fail;
+    off += (size_t)n;
+  }
+  luaL_buffinit(L, &b);
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    const char *colon;
+    luaL_addlstring(&b, buf, (size_t)n);
+    /* One frame answers: stop once it is whole ("C<len>:<payload>"). */
+    colon = memchr(luaL_buffaddr(&b), ':', luaL_bufflen(&b));
+    if (colon != NULL && (size_t)(colon - luaL_buffaddr(&b)) + 1 +
+                                 strtoul(luaL_buffaddr(&b) + 1, NULL, 10) <=
+                             luaL_bufflen(&b))
+      break;
+  }
+  close(fd);
+  luaL_pushresult(&b);
+  return 1;
+fail:
+  lua_pushnil(L);
+  lua_pushstring(L, strerror(errno));
+  if (fd >= 0) close(fd);
+  return 2;
+}
+
+static const luaL_Reg repl_funcs[] = {
+    {"umask", repl_umask}, {"request", repl_request}, {NULL, NULL}};
+
+/* spindle._repl: the C half of spindle.repl's attach support. */
+int luaopen_spindle__repl(lua_State *L) {
+  luaL_newlib(L, repl_funcs);
+  return 1;
 }

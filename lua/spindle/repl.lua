@@ -8,8 +8,6 @@ local defer = require("spindle.defer")
 
 local M = {}
 
-local pending = nil   -- source of an unfinished statement
-local waiting = nil   -- the entry whose Deferred has not fired yet
 
 M.MAX_DEPTH = 3
 M.MAX_ITEMS = 40
@@ -89,77 +87,192 @@ end
 
 M.repr = function(v) return repr(v, 0, {}, true, "") end
 
-local function show(results)
-  for i = 1, results.n do
-    io.stdout:write(repr(results[i], 0, {}, true, ""),
-      i < results.n and "\t" or "\n")
+-- The modules a person wants at hand: globals at the prompt, loaded on
+-- first use (as Node exposes its core modules).
+M.PRELOAD = {reactor = "spindle.reactor", defer = "spindle.defer",
+  task = "spindle.task", protocol = "spindle.protocol",
+  basic = "spindle.basic", ssl = "spindle.ssl", threads = "spindle.threads",
+  log = "spindle.log", inspect = "spindle.inspect"}
+
+local function lookup(k)
+  local v = _G[k]
+  if v == nil and M.PRELOAD[k] then
+    local ok, mod = pcall(require, M.PRELOAD[k])
+    if ok then v = mod end
   end
+  return v
+end
+
+local HELP = [[
+.help      this text
+.exit      leave (on an attached REPL: detach; the program goes on)
+.pending   pending Deferreds: where made, what each waits on
+.timers    pending DelayedCalls
+.conns     ports, connections and libuv handles
+.threads   the thread pool
+.inspect   all of the above, with a summary line
+Globals: reactor, defer, task, protocol, basic, ssl, threads, log,
+inspect (loaded on first use); await(d) waits for a Deferred.]]
+
+local COMMANDS = {
+  pending = function() return require("spindle.inspect").pendingText() end,
+  timers = function() return require("spindle.inspect").timersText() end,
+  conns = function() return require("spindle.inspect").connectionsText() end,
+  threads = function() return require("spindle.inspect").threadsText() end,
+  inspect = function() return require("spindle.inspect").report() end,
+  help = function() return HELP end,
+}
+
+--- repl.errorText(f) -> string: how the prompt shows the Failure of an
+-- entry: a table error value pretty-printed (`{code = 1}`), and the
+-- traceback cut to the user's frames (the REPL's own are dropped).
+function M.errorText(f)
+  local text = f:getTraceback()
+  local v = f.value
+  if type(v) == "table" and not (debug.getmetatable(v) or {}).__tostring then
+    local shown = tostring(v)
+    local at = text:find(shown, 1, true)
+    if at then
+      text = text:sub(1, at - 1) .. M.repr(v) .. text:sub(at + #shown)
+    end
+  end
+  local lines = {}
+  for line in (text .. "\n"):gmatch("(.-)\n") do
+    if not (line:find("lua/spindle/repl.lua", 1, true) or
+        line:find("(...tail calls...)", 1, true) or
+        line:find("lua/spindle/defer.lua", 1, true) or
+        line:find("[C]: in ?", 1, true)) then
+      lines[#lines + 1] = line
+    end
+  end
+  return (table.concat(lines, "\n"):gsub("%s+$", ""))
+end
+
+--- repl.Session(out, err[, onExit]) -> session: one prompt's state
+-- (an unfinished statement, the entry being awaited). out(text) and
+-- err(text) write its output and errors; onExit() is what `.exit` does.
+-- Entries see the program's globals, the PRELOAD modules and a `print`
+-- writing to out. The local prompt is one session (repl.line etc.);
+-- each attached client (repl.listen) is another.
+function M.Session(out, err, onExit)
+  local self = {}
+  local pending, waiting = nil, nil
+  local env = setmetatable({}, {
+    __index = function(_, k) return lookup(k) end,
+    __newindex = _G,
+  })
+  rawset(env, "await", defer.await)
+  rawset(env, "print", function(...)
+    local n, parts = select("#", ...), {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    out(table.concat(parts, "\t") .. "\n")
+  end)
+  self.env = env
+
+  local function show(results)
+    local parts = {}
+    for i = 1, results.n do
+      parts[i] = repr(results[i], 0, {}, true, "")
+    end
+    if results.n > 0 then out(table.concat(parts, "\t") .. "\n") end
+  end
+
+  --- session.line(text, resume) -> "more" | "ready" | "waiting": as
+  -- repl.line.
+  function self.line(text, resume)
+    local cmd = not pending and text:match("^%s*%.(%a+)%s*$")
+    if cmd == "exit" then
+      if onExit then onExit() end
+      return "ready"
+    elseif cmd and COMMANDS[cmd] then
+      local ok, r = pcall(COMMANDS[cmd])
+      if ok then out(r .. "\n") else err(tostring(r) .. "\n") end
+      return "ready"
+    end
+    local src = pending and (pending .. "\n" .. text) or text
+    local fn, e = load("return " .. src, "=stdin", "t", env)
+    if not fn then fn, e = load(src, "=stdin", "t", env) end
+    if not fn then
+      if e:sub(-5) == "<eof>" then
+        pending = src
+        return "more"
+      end
+      pending = nil
+      err(e .. "\n")
+      return "ready"
+    end
+    pending = nil
+    local entry = {done = false}
+    local function finish()
+      entry.done = true
+      if waiting == entry then
+        waiting = nil
+        resume()
+      end
+    end
+    local d = defer.inlineCallbacks(function()
+      return table.pack(fn())
+    end)()
+    d:addCallbacks(function(results)
+      if not entry.abandoned then show(results) end
+      finish()
+    end, function(f)
+      if not entry.abandoned then err(M.errorText(f) .. "\n") end
+      finish()
+    end)
+    if entry.done then return "ready" end
+    waiting = entry
+    return "waiting"
+  end
+
+  --- session.interrupt() -> "resume" | "clear": as repl.interrupt.
+  function self.interrupt()
+    pending = nil
+    if waiting then
+      waiting.abandoned = true
+      waiting = nil
+      err("KeyboardInterrupt: stopped waiting\n")
+      return "resume"
+    end
+    return "clear"
+  end
+
+  function self.waiting() return waiting ~= nil end
+
+  function self.complete(word) return M.complete(word) end
+
+  return self
+end
+
+local function stdoutWrite(text)
+  io.stdout:write(text)
   io.stdout:flush()
 end
 
-local function showFailure(f)
-  io.stderr:write(f:getTraceback(), "\n")
+local function stderrWrite(text)
+  io.stderr:write(text)
   io.stderr:flush()
 end
 
---- repl.line(text) -> "more" | "ready" | "waiting"
--- Take one line: "more" when the statement is unfinished (the prompt asks
--- for the rest), "ready" when it ran (its values or error printed),
--- "waiting" when it awaits a Deferred: the prompt comes back through
--- resume() once it fires.
-function M.line(text, resume)
-  local src = pending and (pending .. "\n" .. text) or text
-  local fn, err = load("return " .. src, "=stdin")
-  if not fn then fn, err = load(src, "=stdin") end
-  if not fn then
-    if err:sub(-5) == "<eof>" then
-      pending = src
-      return "more"
-    end
-    pending = nil
-    io.stderr:write(err, "\n")
-    return "ready"
-  end
-  pending = nil
-  local entry = {done = false}
-  local function finish()
-    entry.done = true
-    if waiting == entry then
-      waiting = nil
-      resume()
-    end
-  end
-  local d = defer.inlineCallbacks(function()
-    return table.pack(fn())
-  end)()
-  d:addCallbacks(function(results)
-    if not entry.abandoned then show(results) end
-    finish()
-  end, function(f)
-    if not entry.abandoned then showFailure(f) end
-    finish()
-  end)
-  if entry.done then return "ready" end
-  waiting = entry
-  return "waiting"
-end
+local console = M.Session(stdoutWrite, stderrWrite, function()
+  require("spindle.reactor").stop()
+end)
+
+--- repl.line(text, resume) -> "more" | "ready" | "waiting"
+-- Take one line at the local prompt: "more" when the statement is
+-- unfinished (the prompt asks for the rest), "ready" when it ran (its
+-- values or error printed), "waiting" when it awaits a Deferred: the
+-- prompt comes back through resume() once it fires. `.help` lists the
+-- dot commands.
+function M.line(text, resume) return console.line(text, resume) end
 
 --- repl.interrupt() -> "resume" | "clear": Ctrl-C. While an entry waits,
 -- stop waiting for it (it goes on, its result is not shown); otherwise
 -- drop the unfinished statement.
-function M.interrupt()
-  pending = nil
-  if waiting then
-    waiting.abandoned = true
-    waiting = nil
-    io.stderr:write("KeyboardInterrupt: stopped waiting\n")
-    return "resume"
-  end
-  return "clear"
-end
+function M.interrupt() return console.interrupt() end
 
 --- repl.waiting() -> boolean: is an entry waiting on a Deferred?
-function M.waiting() return waiting ~= nil end
+function M.waiting() return console.waiting() end
 
 local function fields(v, seen, out)
   for _ = 1, 8 do
@@ -192,7 +305,10 @@ function M.complete(word)
   local v = _G
   if base then
     for name in base:gmatch("[^%.:]+") do
-      local ok, nv = pcall(function() return v[name] end)
+      local ok, nv = pcall(function()
+        if v == _G then return lookup(name) end
+        return v[name]
+      end)
       if not ok or nv == nil then return {} end
       v = nv
     end
@@ -201,6 +317,9 @@ function M.complete(word)
   end
   local names = {}
   fields(v, {}, names)
+  if v == _G then
+    for k in pairs(M.PRELOAD) do names[k] = true end
+  end
   local out = {}
   for k in pairs(names) do
     if k:sub(1, #partial) == partial and isIdentifier(k) then
@@ -209,6 +328,197 @@ function M.complete(word)
   end
   table.sort(out)
   return out
+end
+
+--- The attach protocol: frames of one kind byte, a decimal length, ":"
+-- and the payload. Client to server: E (an entry, complete), I (Ctrl-C),
+-- C (complete a word). Server to client: O (output), R (errors), D (the
+-- entry is done), C (completions, one a line).
+local function frame(kind, payload)
+  payload = payload or ""
+  return kind .. #payload .. ":" .. payload
+end
+M.frame = frame
+
+-- Split buf into frames: calls each(kind, payload); returns the rest.
+local function unframe(buf, each)
+  while true do
+    local kind, len, at = buf:match("^(%a)(%d+):()")
+    if not kind then
+      if #buf > 20 and not buf:match("^%a%d*$") then
+        error("bad frame from peer")
+      end
+      return buf
+    end
+    len = tonumber(len)
+    if #buf - at + 1 < len then return buf end
+    each(kind, buf:sub(at, at + len - 1))
+    buf = buf:sub(at + len)
+  end
+end
+
+local function sessionProtocol()
+  local protocol = require("spindle.protocol")
+  local P = protocol.Protocol:extend({__name = "REPLSession"})
+  function P:connectionMade()
+    self.buf = ""
+    local transport = self.transport
+    local function send(kind, text)
+      if self.connected == 1 then transport:write(frame(kind, text)) end
+    end
+    self.send = send
+    self.session = M.Session(function(t) send("O", t) end,
+      function(t) send("R", t) end,
+      function() transport:loseConnection() end)
+  end
+  function P:dataReceived(data)
+    -- A session's error is its own: it never reaches the server.
+    local ok, e = pcall(function()
+      self.buf = unframe(self.buf .. data, function(kind, payload)
+        if kind == "E" then
+          local r = self.session.line(payload, function()
+            self.send("D")
+          end)
+          if r ~= "waiting" then self.send("D") end
+        elseif kind == "I" then
+          if self.session.interrupt() == "resume" then self.send("D") end
+        elseif kind == "C" then
+          self.send("C", table.concat(self.session.complete(payload), "\n"))
+        end
+      end)
+    end)
+    if not ok then
+      self.send("R", "spindle REPL: " .. tostring(e) .. "\n")
+      self.transport:loseConnection()
+    end
+  end
+  function P:connectionLost()
+    self.connected = 0
+    if self.session.waiting() then self.session.interrupt() end
+  end
+  return P
+end
+
+--- repl.listen(where) -> Port: serve the REPL to `spindle --attach
+-- PATH` clients, each its own session (history, completion and line
+-- editing happen in the client; entries run here, in this process, on
+-- its reactor, with its globals). where is a Unix socket path, or
+-- "unix:PATH" (its file is made with permissions 0600: only this user
+-- can attach). Several sessions may be attached at once; an error in one
+-- is reported to it and never disturbs the program. Raises for any
+-- other endpoint: a REPL is never served over TCP (use a Unix socket,
+-- and ssh to reach it from elsewhere). Main thread. Also
+-- reactor.listenREPL. Twisted's manhole (twisted.conch.manhole), without
+-- conch.
+function M.listen(where)
+  if type(where) ~= "string" then
+    error("bad argument #1 to 'listenREPL' (string expected, got " ..
+      type(where) .. ")", 2)
+  end
+  local path = where:match("^unix:(.+)$") or where
+  if path:match("^%a+:") then
+    error("listenREPL: only a Unix socket path is accepted (got '" ..
+      where .. "'): a REPL is never served over the network", 2)
+  end
+  path = path:gsub("^path=", "")
+  local reactor = require("spindle.reactor")
+  local protocol = require("spindle.protocol")
+  local C = require("spindle._repl")
+  local old = C.umask(tonumber("177", 8))
+  local ok, port = pcall(reactor.listenUNIX, path,
+    protocol.Factory.forProtocol(sessionProtocol()), nil, tonumber("600", 8))
+  C.umask(old)
+  if not ok then error(port, 2) end
+  return port
+end
+
+--- repl.client(path) -> the object repl.c drives for `spindle --attach
+-- PATH`: line, interrupt, waiting, complete, as the local prompt's, but
+-- entries run in the process listening at path (repl.listen). Whether
+-- a statement is finished is decided here (by compiling it), so only
+-- whole entries travel; completion asks the server synchronously on a
+-- second short connection.
+function M.client(path)
+  local reactor = require("spindle.reactor")
+  local protocol = require("spindle.protocol")
+  local C = require("spindle._repl")
+  local self, conn, pending, resumeFn = {}, nil, nil, nil
+  local queue = {}
+  local function send(data)
+    if conn then conn.transport:write(data) else queue[#queue + 1] = data end
+  end
+  local P = protocol.Protocol:extend({__name = "REPLClient"})
+  function P:connectionMade()
+    conn = self
+    self.buf = ""
+    for _, data in ipairs(queue) do self.transport:write(data) end
+    queue = {}
+  end
+  function P:dataReceived(data)
+    self.buf = unframe(self.buf .. data, function(kind, payload)
+      if kind == "O" then stdoutWrite(payload)
+      elseif kind == "R" then stderrWrite(payload)
+      elseif kind == "D" and resumeFn then
+        local r = resumeFn
+        resumeFn = nil
+        r()
+      end
+    end)
+  end
+  function P:connectionLost()
+    conn = nil
+    stderrWrite("\nspindle: detached (" .. path .. " closed)\n")
+    if reactor.running then reactor.stop() end
+  end
+  local F = protocol.ClientFactory:extend({protocol = P})
+  function F:clientConnectionFailed(_, reason)
+    stderrWrite("spindle: cannot attach to " .. path .. ": " ..
+      tostring(reason.value) .. "\n")
+    if reactor.running then reactor.stop() end
+  end
+  reactor.connectUNIX(path, F())
+
+  function self.line(text, resume)
+    local src = pending and (pending .. "\n" .. text) or text
+    if not pending and text:match("^%s*%.exit%s*$") then
+      if conn then conn.transport:loseConnection() end
+      return "ready"
+    end
+    if not (not pending and text:match("^%s*%.%a+%s*$")) and
+      not load("return " .. src, "=stdin") then
+      local _, e = load(src, "=stdin")
+      if e and e:sub(-5) == "<eof>" then
+        pending = src
+        return "more"
+      end
+    end
+    pending = nil
+    resumeFn = resume
+    send(frame("E", src))
+    return "waiting"
+  end
+  function self.interrupt()
+    pending = nil
+    if resumeFn then
+      send(frame("I"))
+      return "ignore"
+    end
+    return "clear"
+  end
+  function self.waiting() return resumeFn ~= nil end
+  function self.complete(word)
+    local ok, reply = pcall(C.request, path, frame("C", word))
+    local out = {}
+    if ok and reply then
+      unframe(reply, function(kind, payload)
+        if kind == "C" then
+          for name in payload:gmatch("[^\n]+") do out[#out + 1] = name end
+        end
+      end)
+    end
+    return out
+  end
+  return self
 end
 
 return require("spindle._core").strict("repl", M)
