@@ -28,6 +28,7 @@
 */
 #include <pthread.h>
 #include <signal.h>
+#include <arpa/inet.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,9 +158,71 @@ static int inspect_rows(lua_State *L) {
   return 1;
 }
 
+/* [-0, +0, m] Set field `name` of the table on top to the address sa
+** as "host:port" ("[v6]:port"), if it is an IP address. */
+static void addr_field(lua_State *L, const struct sockaddr_storage *sa,
+                       const char *name) {
+  char host[64];
+  int port;
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, host, sizeof host);
+    port = ntohs(in->sin_port);
+    lua_pushfstring(L, "%s:%d", host, port);
+  } else if (sa->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+    lua_pushfstring(L, "[%s]:%d", host, port);
+  } else {
+    return;
+  }
+  lua_setfield(L, -2, name);
+}
+
+/* [-0, +0, m] The addresses and write queue of a socket handle, read
+** through libuv's public calls (the stream's own struct is stream.c's):
+** host, peer, queued. */
+static void handle_addrs(lua_State *L, uv_handle_t *h) {
+  struct sockaddr_storage sa;
+  char path[256];
+  size_t plen = sizeof path;
+  int len = sizeof sa;
+  uv_handle_type t = uv_handle_get_type(h);
+  if (t == UV_TCP) {
+    if (uv_tcp_getsockname((uv_tcp_t *)h, (struct sockaddr *)&sa, &len) == 0)
+      addr_field(L, &sa, "host");
+    len = sizeof sa;
+    if (uv_tcp_getpeername((uv_tcp_t *)h, (struct sockaddr *)&sa, &len) == 0)
+      addr_field(L, &sa, "peer");
+  } else if (t == UV_UDP) {
+    if (uv_udp_getsockname((uv_udp_t *)h, (struct sockaddr *)&sa, &len) == 0)
+      addr_field(L, &sa, "host");
+  } else if (t == UV_NAMED_PIPE) {
+    if (uv_pipe_getsockname((uv_pipe_t *)h, path, &plen) == 0 && plen > 0) {
+      lua_pushlstring(L, path, plen);
+      lua_setfield(L, -2, "host");
+    }
+    plen = sizeof path;
+    if (uv_pipe_getpeername((uv_pipe_t *)h, path, &plen) == 0 && plen > 0) {
+      lua_pushlstring(L, path, plen);
+      lua_setfield(L, -2, "peer");
+    }
+  }
+  if (t == UV_TCP || t == UV_NAMED_PIPE || t == UV_TTY) {
+    lua_pushinteger(L, (lua_Integer)uv_stream_get_write_queue_size(
+                           (uv_stream_t *)h));
+    lua_setfield(L, -2, "queued");
+    lua_pushboolean(L, uv_is_readable((uv_stream_t *)h) ||
+                           uv_is_writable((uv_stream_t *)h));
+    lua_setfield(L, -2, "connection");
+  }
+}
+
 static void handle_row(uv_handle_t *h, void *arg) {
   lua_State *L = arg;
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 8);
+  if (!uv_is_closing(h)) handle_addrs(L, h);
   lua_pushstring(L, uv_handle_type_name(uv_handle_get_type(h)));
   lua_setfield(L, -2, "type");
   lua_pushboolean(L, uv_is_active(h));
@@ -171,13 +234,16 @@ static void handle_row(uv_handle_t *h, void *arg) {
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 }
 
-/* _inspect.handles() -> {{type=, active=, ref=, closing=}, ...}: every
-** libuv handle on the loop (spindle's own timer, async and signals
-** included), as uv_walk sees them. Loop thread. Like Node's
+/* _inspect.handles() -> {{type=, active=, ref=, closing=, host=, peer=,
+** queued=}, ...}: every libuv handle on the loop (spindle's own timer,
+** async and signals included), as uv_walk sees them; sockets with their
+** local and peer addresses ("host:port", or a Unix path), the bytes
+** libuv still has to write, and whether it is a connection (readable or
+** writable) rather than a listening port. Loop thread. Like Node's
 ** process.getActiveResourcesInfo, with states. */
 static int inspect_handles(lua_State *L) {
   lua_newtable(L);
-  luaL_checkstack(L, 4, NULL);
+  luaL_checkstack(L, 8, NULL);
   uv_walk(sp_loop(), handle_row, L);
   return 1;
 }

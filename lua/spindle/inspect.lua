@@ -233,12 +233,30 @@ local function handleCounts(handles)
   return table.concat(parts, ", ")
 end
 
---- inspect.connectionsText() -> string
+local SOCKETS = {tcp = true, udp = true, pipe = true}
+
+--- inspect.connectionsText() -> string: the transports' rows when they
+-- report them, else each open socket handle with its addresses.
 function M.connectionsText()
   local rows, handles = M.connections()
   local out = {}
   if #rows == 0 then
-    out[1] = "no ports or connections reported"
+    for _, h in ipairs(handles) do
+      if SOCKETS[h.type] and not h.closing and (h.host or h.peer) then
+        local parts = {"  " .. h.type, h.host or "?"}
+        if h.peer or h.connection then
+          parts[#parts + 1] = "<-> " .. (h.peer or "(unnamed)")
+        elseif h.type ~= "udp" then
+          parts[#parts + 1] = h.active and "listening" or "idle"
+        end
+        if h.queued and h.queued > 0 then
+          parts[#parts + 1] = ("queued %d B"):format(h.queued)
+        end
+        rows[#rows + 1] = table.concat(parts, " ")
+      end
+    end
+    out[1] = ("%d socket(s):"):format(#rows)
+    for _, line in ipairs(rows) do out[#out + 1] = line end
   else
     out[1] = ("%d port(s) and connection(s):"):format(#rows)
     for _, row in ipairs(rows) do out[#out + 1] = rowText(row) end
