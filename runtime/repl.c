@@ -107,6 +107,12 @@ static void line_done(int status) {
 /* libedit's line handler: line is malloc'd, NULL at end of input. */
 static void tty_line(char *line) {
   if (line == NULL) {
+    int status = repl_call("eof", "");
+    if (status == R_READY || status == R_WAITING) { /* .editor's Ctrl-D */
+      fputc('\n', stdout);
+      line_done(status);
+      return;
+    }
     repl.eof = 1;
     session_end();
     return;
@@ -234,7 +240,7 @@ static int repl_interrupt(lua_State *L) {
   int status;
   (void)L;
   if (repl.done) return 0;
-  status = repl_call("interrupt", NULL);
+  status = repl_call("interrupt", repl.tty ? rl_line_buffer : "");
   if (status == R_RESUME) {
     repl_resume(repl.L);
   } else if (status != R_IGNORE && repl.tty) {
@@ -246,6 +252,8 @@ static int repl_interrupt(lua_State *L) {
 }
 
 /* libedit completion: candidates come from repl.complete(word). */
+static int completion_end = 0; /* where the word ends in rl_line_buffer */
+
 static char *repl_generator(const char *text, int state) {
   lua_State *L = repl.L;
   char *r = NULL;
@@ -254,7 +262,8 @@ static char *repl_generator(const char *text, int state) {
     lua_getfield(L, -1, "complete");
     lua_remove(L, -2);
     lua_pushstring(L, text);
-    if (sp_pcall(L, 1, 1) != LUA_OK) {
+    lua_pushlstring(L, rl_line_buffer, (size_t)completion_end);
+    if (sp_pcall(L, 2, 1) != LUA_OK) {
       lua_pop(L, 1);
       lua_newtable(L);
     }
@@ -269,7 +278,7 @@ static char *repl_generator(const char *text, int state) {
 
 static char **repl_completion(const char *text, int start, int end) {
   (void)start;
-  (void)end;
+  completion_end = end;
   return rl_completion_matches(text, repl_generator);
 }
 

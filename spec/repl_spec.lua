@@ -81,8 +81,77 @@ describe("the REPL", function()
   end)
 
   it("shows a Deferred with its state", function()
-    local r = repl("require('spindle.defer').succeed(3)\n")
-    assert.matches("<Deferred at 0x%x+ current result: 3>", r.stdout)
+    local r = repl("defer.succeed(3)\ndefer.Deferred()\n" ..
+      "d = defer.fail(defer.errorType('Oops')('bad')); d\n" ..
+      "d:addErrback(function() end)\n")
+    assert.matches("Deferred <fired: 3>\nDeferred <pending>\n" ..
+      "Deferred <failed: Oops: bad>\n", r.stdout, 1, true)
+  end)
+
+  it("has spindle's modules as globals, as Node has its core ones", function()
+    local r = repl("type(reactor.callLater), type(defer.Deferred), " ..
+      "type(inspect.summary), type(task.Clock), type(log.msg)\n")
+    assert.matches("function\tfunction\tfunction\ttable\tfunction\n",
+      r.stdout, 1, true)
+  end)
+
+  it("keeps locals of earlier entries, runs `x = 1; x`, sets _", function()
+    local r = repl("local y = 5\ny\nx = 1; x\n_ + 1\n" ..
+      "local function sq(n) return n * n end\nsq(3)\n")
+    assert.matches("\n5\n1\n2\n9\n$", r.stdout)
+    assert.equal("", r.stderr)
+  end)
+
+  it("prints table errors and only the user's frames", function()
+    local r = repl("error({code = 1})\nerror('kaput')\n")
+    assert.matches("{code = 1}", r.stderr, 1, true)
+    assert.not_matches("repl.lua", r.stderr, 1, true)
+    assert.not_matches("table: 0x", r.stderr, 1, true)
+  end)
+
+  it("prints arrays in columns with a count when cut, classes by name",
+    function()
+      local r = repl("t = {} for i = 1, 100 do t[i] = i end\nt\n" ..
+        "protocol.Protocol:extend({__name = 'Echo'})()\n")
+      assert.matches("{\n  1,   2,   3,", r.stdout, 1, true)
+      assert.matches("... 60 more\n}", r.stdout, 1, true)
+      assert.matches("\nEcho {}\n", r.stdout, 1, true)
+    end)
+
+  it("lists the dot commands with .help and runs the inspector's",
+    function()
+      local r = repl(".help\nd = defer.Deferred()\n.pending\n.timers\n" ..
+        ".threads\n.conns\n")
+      assert.matches(".pending   pending Deferreds", r.stdout, 1, true)
+      assert.matches("Deferred made at stdin:1, [%d.]+ s ago, unfired",
+        r.stdout)
+      assert.matches("no pending DelayedCalls", r.stdout, 1, true)
+      assert.matches("thread pool: 0/10 threads", r.stdout, 1, true)
+      assert.matches("active libuv handles:", r.stdout, 1, true)
+    end)
+
+  it("runs an .editor block at .end", function()
+    local r = repl(".editor\nlocal a = 2\nreturn a * 21\n.end\n'after'\n")
+    assert.matches("\n42\nafter\n$", r.stdout)
+  end)
+
+  it("reports a failed Deferred dropped by an entry right after it",
+    function()
+      local r = repl("defer.fail(defer.errorType('Dropped')('x')) " ..
+        "return nil\nprint('next')\n")
+      local at = r.stderr:find("Unhandled error in Deferred", 1, true)
+      assert.is_not_nil(at)
+      assert.matches("Dropped: x", r.stderr, 1, true)
+    end)
+
+  it("completes string methods, module names and file paths", function()
+    local r = repl(table.concat({
+      "c = require('spindle.repl').complete",
+      "table.concat(c(':up', '(\"ab\"):up'), ',')",
+      "table.concat(c('spindle.def', 'require \"spindle.def'), ',')",
+      "table.concat(c('helpe', 'dofile(\"spec/support/helpe'), ',')",
+    }, "\n") .. "\n")
+    assert.matches("\n:upper\nspindle.defer\nhelper.lua\n$", r.stdout)
   end)
 
   it("ends when the reactor is stopped", function()

@@ -5,6 +5,9 @@
 -- comes back when the entry finishes. Values print as the lua command
 -- prints them, tables pretty-printed to a depth.
 local defer = require("spindle.defer")
+local isDeferred = require("spindle._defer").isDeferred
+local deferredInfo = require("spindle._defer").info
+local isFailure = require("spindle.failure").isFailure
 
 local M = {}
 
@@ -61,12 +64,38 @@ local function tableRepr(t, depth, seen, indent)
     parts[#parts + 1] = keyRepr(k, depth + 1, seen) .. " = " ..
       repr(rawget(t, k), depth + 1, seen, false, indent .. "  ")
   end
-  if n > M.MAX_ITEMS then parts[#parts + 1] = "..." end
+  local shown = math.min(n, M.MAX_ITEMS)
+  if n > M.MAX_ITEMS then
+    table.insert(parts, shown + 1, ("... %d more"):format(n - M.MAX_ITEMS))
+    shown = shown + 1
+  end
   seen[t] = nil
   local line = "{" .. table.concat(parts, ", ") .. "}"
   if #line + #indent <= M.WIDTH and not line:find("\n") then return line end
+  -- Array items without newlines go in columns, several to a line.
+  local lines, cur, width = {}, nil, 0
+  for i = 1, math.min(n, M.MAX_ITEMS) do width = math.max(width, #parts[i]) end
+  for i, part in ipairs(parts) do
+    local cell = part .. ","
+    if i <= shown and not part:find("\n") and width < M.WIDTH / 3 then
+      cell = cell .. (" "):rep(width + 1 - #part)
+      if cur and #cur + #cell + #indent + 2 <= M.WIDTH then
+        cur = cur .. " " .. cell
+      else
+        if cur then lines[#lines + 1] = cur end
+        cur = cell
+      end
+    else
+      if cur then lines[#lines + 1] = cur end
+      cur = nil
+      lines[#lines + 1] = cell
+    end
+  end
+  if cur then lines[#lines + 1] = cur end
+  for i, l in ipairs(lines) do lines[i] = l:gsub("%s+$", "") end
+  lines[#lines] = lines[#lines]:gsub(",$", "")
   return "{\n" .. indent .. "  " ..
-    table.concat(parts, ",\n" .. indent .. "  ") .. "\n" .. indent .. "}"
+    table.concat(lines, "\n" .. indent .. "  ") .. "\n" .. indent .. "}"
 end
 
 --- repr(v) -> string: how the prompt shows a value. Strings at top level
@@ -80,7 +109,22 @@ function repr(v, depth, seen, top, indent)
   elseif t == "table" then
     local mt = debug.getmetatable(v)
     if mt and mt.__tostring then return rawTostring(v) end
-    return tableRepr(v, depth or 0, seen or {}, indent or "")
+    local body = tableRepr(v, depth or 0, seen or {}, indent or "")
+    -- An instance of a spindle.class class: its class's name first.
+    if mt and rawget(mt, "__index") == mt and type(mt.__name) == "string" then
+      return mt.__name .. " " .. body
+    end
+    return body
+  elseif t == "userdata" and isDeferred(v) then
+    local _, _, called, _, waiting = deferredInfo(v)
+    if not called then return "Deferred <pending>" end
+    if waiting then return "Deferred <waiting on another Deferred>" end
+    local r = v.result
+    if isFailure(r) then
+      return "Deferred <failed: " .. tostring(r.value) .. ">"
+    end
+    return "Deferred <fired: " .. repr(r, (depth or 0) + 1, seen or {},
+      false, indent or "") .. ">"
   end
   return rawTostring(v)
 end
@@ -156,10 +200,13 @@ end
 -- each attached client (repl.listen) is another.
 function M.Session(out, err, onExit)
   local self = {}
-  local pending, waiting = nil, nil
+  local pending, waiting, editor = nil, nil, nil
+  local locals = {} -- names declared `local` at the prompt
   local env = setmetatable({}, {
     __index = function(_, k) return lookup(k) end,
-    __newindex = _G,
+    __newindex = function(t, k, v)
+      if locals[k] then rawset(t, k, v) else _G[k] = v end
+    end,
   })
   rawset(env, "await", defer.await)
   rawset(env, "print", function(...)
@@ -174,37 +221,49 @@ function M.Session(out, err, onExit)
     for i = 1, results.n do
       parts[i] = repr(results[i], 0, {}, true, "")
     end
-    if results.n > 0 then out(table.concat(parts, "\t") .. "\n") end
+    if results.n > 0 then
+      out(table.concat(parts, "\t") .. "\n")
+      locals._ = true
+      env._ = results[1]
+    end
   end
 
-  --- session.line(text, resume) -> "more" | "ready" | "waiting": as
-  -- repl.line.
-  function self.line(text, resume)
-    local cmd = not pending and text:match("^%s*%.(%a+)%s*$")
-    if cmd == "exit" then
-      if onExit then onExit() end
-      return "ready"
-    elseif cmd and COMMANDS[cmd] then
-      local ok, r = pcall(COMMANDS[cmd])
-      if ok then out(r .. "\n") else err(tostring(r) .. "\n") end
-      return "ready"
-    end
-    local src = pending and (pending .. "\n" .. text) or text
+  -- `local x, y = ...` at the start of an entry: x and y stay visible to
+  -- later entries (as session variables, not the program's globals).
+  local function keepLocals(src)
+    local fname = src:match("^%s*local%s+function%s+([%a_][%w_]*)")
+    local names = fname or src:match("^%s*local%s+([%a_][%w_%s,]*)=") or
+      src:match("^%s*local%s+([%a_][%w_%s,]*)$")
+    if not names then return src end
+    for name in names:gmatch("[%a_][%w_]*") do locals[name] = true end
+    return (src:gsub("^%s*local%s+", "", 1))
+  end
+
+  -- Compile an entry: as an expression, as statements, or as statements
+  -- whose last part is an expression (`x = 1; x`). Returns fn or nil,
+  -- error.
+  local function compile(src)
     local fn, e = load("return " .. src, "=stdin", "t", env)
-    if not fn then fn, e = load(src, "=stdin", "t", env) end
-    if not fn then
-      if e:sub(-5) == "<eof>" then
-        pending = src
-        return "more"
-      end
-      pending = nil
-      err(e .. "\n")
-      return "ready"
+    if fn then return fn end
+    src = keepLocals(src)
+    fn, e = load(src, "=stdin", "t", env)
+    if fn then return fn end
+    local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
+    if head and tail ~= "" then
+      local fn2 = load(head .. ";\nreturn " .. tail, "=stdin", "t", env)
+      if fn2 then return fn2 end
     end
-    pending = nil
+    return nil, e
+  end
+
+  local function run(fn, resume)
     local entry = {done = false}
     local function finish()
       entry.done = true
+      -- A Deferred dropped by this entry with a Failure in it reports its
+      -- unhandled error now, not at some later collection.
+      collectgarbage()
+      collectgarbage()
       if waiting == entry then
         waiting = nil
         resume()
@@ -213,6 +272,7 @@ function M.Session(out, err, onExit)
     local d = defer.inlineCallbacks(function()
       return table.pack(fn())
     end)()
+    entry.deferred = d
     d:addCallbacks(function(results)
       if not entry.abandoned then show(results) end
       finish()
@@ -225,21 +285,78 @@ function M.Session(out, err, onExit)
     return "waiting"
   end
 
-  --- session.interrupt() -> "resume" | "clear": as repl.interrupt.
-  function self.interrupt()
+  --- session.line(text, resume) -> "more" | "ready" | "waiting": as
+  -- repl.line.
+  function self.line(text, resume)
+    if editor then
+      if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
+      editor[#editor + 1] = text
+      return "more"
+    end
+    local cmd = not pending and text:match("^%s*%.(%a+)%s*$")
+    if cmd == "exit" then
+      if onExit then onExit() end
+      return "ready"
+    elseif cmd == "editor" then
+      editor = {}
+      out("// Entering editor mode (Ctrl-D or a line .end to run it, " ..
+        "Ctrl-C to cancel)\n")
+      return "more"
+    elseif cmd and COMMANDS[cmd] then
+      local ok, r = pcall(COMMANDS[cmd])
+      if ok then out(r .. "\n") else err(tostring(r) .. "\n") end
+      return "ready"
+    end
+    local src = pending and (pending .. "\n" .. text) or text
+    local fn, e = compile(src)
+    if not fn then
+      if e:sub(-5) == "<eof>" then
+        pending = src
+        return "more"
+      end
+      pending = nil
+      err(e .. "\n")
+      return "ready"
+    end
     pending = nil
+    return run(fn, resume)
+  end
+
+  --- session.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D. In
+  -- editor mode, run what was typed; otherwise the session ends.
+  function self.eof(_, resume)
+    if not editor then return "end" end
+    local src = table.concat(editor, "\n")
+    editor = nil
+    local fn, e = compile(src)
+    if not fn then
+      err(e .. "\n")
+      return "ready"
+    end
+    return run(fn, resume)
+  end
+
+  --- session.interrupt([line]) -> "resume" | "clear": as repl.interrupt.
+  function self.interrupt(line)
+    local wasEmpty = pending == nil and editor == nil and
+      (line == nil or line == "")
+    pending, editor = nil, nil
     if waiting then
-      waiting.abandoned = true
+      local entry = waiting
+      entry.abandoned = true
       waiting = nil
-      err("KeyboardInterrupt: stopped waiting\n")
+      err("KeyboardInterrupt: the awaited Deferred is cancelled\n")
+      -- The rest of the entry is abandoned: await raises CancelledError.
+      entry.deferred:cancel()
       return "resume"
     end
+    if wasEmpty then err("\n(To exit, press Ctrl-D or type .exit)") end
     return "clear"
   end
 
   function self.waiting() return waiting ~= nil end
 
-  function self.complete(word) return M.complete(word) end
+  function self.complete(word, line) return M.complete(word, line) end
 
   return self
 end
@@ -269,7 +386,11 @@ function M.line(text, resume) return console.line(text, resume) end
 --- repl.interrupt() -> "resume" | "clear": Ctrl-C. While an entry waits,
 -- stop waiting for it (it goes on, its result is not shown); otherwise
 -- drop the unfinished statement.
-function M.interrupt() return console.interrupt() end
+function M.interrupt(line) return console.interrupt(line) end
+
+--- repl.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D (end of
+-- input): runs the `.editor` buffer when one is open, else ends.
+function M.eof(_, resume) return console.eof(_, resume) end
 
 --- repl.waiting() -> boolean: is an entry waiting on a Deferred?
 function M.waiting() return console.waiting() end
@@ -298,11 +419,82 @@ local function fields(v, seen, out)
   end
 end
 
---- repl.complete(word) -> list of completions of word: a global name, or
--- a path of fields and methods ("reactor.callL", "d:addC").
-function M.complete(word)
+--- repl.complete(word[, line]) -> list of completions of word: a global
+-- name, or a path of fields and methods ("reactor.callL", "d:addC"); a
+-- method of a string literal (`("ab"):u`); a module name after require
+-- "; a file path in a string passed to dofile, loadfile, io.open or
+-- io.lines. line is the whole line up to the word's end.
+-- Completions of word as a module name (require "spindle.").
+local function moduleNames(word)
+  local out, seen = {}, {}
+  for _, t in ipairs({package.preload, package.loaded}) do
+    for name in pairs(t) do
+      if type(name) == "string" and name:sub(1, #word) == word and
+        not seen[name] then
+        seen[name] = true
+        out[#out + 1] = name
+      end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- Completions of word as a file path (inside dofile("..."), ...).
+local function filePaths(word)
+  local dir, partial = word:match("^(.*/)([^/]*)$")
+  dir, partial = dir or "", partial or word
+  local p = io.popen("ls -1ap " .. ("'" .. (dir == "" and "." or dir):gsub(
+    "'", "'\\''") .. "'") .. " 2>/dev/null")
+  local out = {}
+  if not p then return out end
+  for name in p:lines() do
+    if name ~= "./" and name ~= "../" and
+      name:sub(1, #partial) == partial then
+      out[#out + 1] = dir .. name
+    end
+  end
+  p:close()
+  return out
+end
+
+function M.complete(word, line)
+  line = line or word
+  local before = line:sub(1, #line - #word)
+  local full = line:match("require%s*%(?%s*[\"']([^\"']*)$")
+  local list
+  if full then
+    list = moduleNames(full)
+  else
+    for _, f in ipairs({"dofile", "loadfile", "io%.open", "io%.lines"}) do
+      full = full or line:match(f .. "%s*%(?%s*[\"']([^\"']*)$")
+    end
+    if full then list = filePaths(full) end
+  end
+  if list then
+    -- The line editor replaces only `word`, the end of `full`.
+    local cut = #full - #word
+    for i, name in ipairs(list) do list[i] = name:sub(cut + 1) end
+    return list
+  end
+  -- ("ab"):u -- a method of a string literal: safe to evaluate.
+  local lit = before:match("%(%s*(%b\"\")%s*%)$") or
+    before:match("%(%s*(%b'')%s*%)$")
+  if lit and word:match("^[:.]") then
+    local names = {}
+    fields("", {}, names)
+    local out, partial = {}, word:sub(2)
+    for k in pairs(names) do
+      if k:sub(1, #partial) == partial then
+        out[#out + 1] = word:sub(1, 1) .. k
+      end
+    end
+    table.sort(out)
+    return out
+  end
   local base, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
   local v = _G
+  if base == "" then return {} end
   if base then
     for name in base:gmatch("[^%.:]+") do
       local ok, nv = pcall(function()
@@ -383,7 +575,9 @@ local function sessionProtocol()
         elseif kind == "I" then
           if self.session.interrupt() == "resume" then self.send("D") end
         elseif kind == "C" then
-          self.send("C", table.concat(self.session.complete(payload), "\n"))
+          local word, line = payload:match("^(%Z*)%z(.*)$")
+          self.send("C", table.concat(
+            self.session.complete(word or payload, line), "\n"))
         end
       end)
     end)
@@ -478,11 +672,33 @@ function M.client(path)
   end
   reactor.connectUNIX(path, F())
 
+  local editor
+  local function submit(src, resume)
+    resumeFn = resume
+    send(frame("E", src))
+    return "waiting"
+  end
+  function self.eof(_, resume)
+    if not editor then return "end" end
+    local src = table.concat(editor, "\n")
+    editor = nil
+    return submit(src, resume)
+  end
   function self.line(text, resume)
+    if editor then
+      if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
+      editor[#editor + 1] = text
+      return "more"
+    end
     local src = pending and (pending .. "\n" .. text) or text
     if not pending and text:match("^%s*%.exit%s*$") then
       if conn then conn.transport:loseConnection() end
       return "ready"
+    elseif not pending and text:match("^%s*%.editor%s*$") then
+      editor = {}
+      stdoutWrite("// Entering editor mode (Ctrl-D or a line .end to run " ..
+        "it, Ctrl-C to cancel)\n")
+      return "more"
     end
     if not (not pending and text:match("^%s*%.%a+%s*$")) and
       not load("return " .. src, "=stdin") then
@@ -493,21 +709,25 @@ function M.client(path)
       end
     end
     pending = nil
-    resumeFn = resume
-    send(frame("E", src))
-    return "waiting"
+    return submit(src, resume)
   end
-  function self.interrupt()
-    pending = nil
+  function self.interrupt(line)
+    local wasEmpty = pending == nil and editor == nil and
+      (line == nil or line == "")
+    pending, editor = nil, nil
     if resumeFn then
       send(frame("I"))
       return "ignore"
     end
+    if wasEmpty then
+      stderrWrite("\n(To detach, press Ctrl-D or type .exit)")
+    end
     return "clear"
   end
   function self.waiting() return resumeFn ~= nil end
-  function self.complete(word)
-    local ok, reply = pcall(C.request, path, frame("C", word))
+  function self.complete(word, line)
+    local ok, reply = pcall(C.request, path,
+      frame("C", word .. "\0" .. (line or word)))
     local out = {}
     if ok and reply then
       unframe(reply, function(kind, payload)
