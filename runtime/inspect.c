@@ -210,8 +210,8 @@ static void handle_addrs(lua_State *L, uv_handle_t *h) {
     }
   }
   if (t == UV_TCP || t == UV_NAMED_PIPE || t == UV_TTY) {
-    lua_pushinteger(L, (lua_Integer)uv_stream_get_write_queue_size(
-                           (uv_stream_t *)h));
+    lua_pushinteger(
+        L, (lua_Integer)uv_stream_get_write_queue_size((uv_stream_t *)h));
     lua_setfield(L, -2, "queued");
     lua_pushboolean(L, uv_is_readable((uv_stream_t *)h) ||
                            uv_is_writable((uv_stream_t *)h));

@@ -37,6 +37,7 @@ static struct {
   int eof;         /* no more input */
   int waiting;     /* an entry awaits a Deferred: input is held */
   int done;        /* the session has ended */
+  int prompting;   /* a prompt and the line being typed are on screen */
   uv_poll_t *poll; /* standard input, if pollable (tty, pipe) */
   uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
   char buf[4096];  /* pipe/file input not yet split into lines */
@@ -101,15 +102,18 @@ static void line_done(int status) {
     rl_callback_handler_remove();
     rl_callback_handler_install(status == R_MORE ? PROMPT_MORE : PROMPT,
                                 tty_line);
+    repl.prompting = 1;
   }
 }
 
 /* libedit's line handler: line is malloc'd, NULL at end of input. */
 static void tty_line(char *line) {
+  repl.prompting = 0;
   if (line == NULL) {
-    int status = repl_call("eof", "");
+    int status;
+    fputc('\n', stdout);
+    status = repl_call("eof", "");
     if (status == R_READY || status == R_WAITING) { /* .editor's Ctrl-D */
-      fputc('\n', stdout);
       line_done(status);
       return;
     }
@@ -186,11 +190,13 @@ static void idle_cb(uv_idle_t *h) {
 static void input_start(void) {
   if (repl.done || repl.eof) return;
   if (repl.tty) rl_callback_handler_install(PROMPT, tty_line);
+  repl.prompting = repl.tty;
   if (repl.poll != NULL) uv_poll_start(repl.poll, UV_READABLE, poll_cb);
   if (repl.idle != NULL) uv_idle_start(repl.idle, idle_cb);
 }
 
 static void input_stop(void) {
+  repl.prompting = 0;
   if (repl.tty) rl_callback_handler_remove();
   if (repl.poll != NULL) uv_poll_stop(repl.poll);
   if (repl.idle != NULL) uv_idle_stop(repl.idle);
@@ -213,7 +219,7 @@ static void session_end(void) {
   if (repl.done) return;
   repl.done = 1;
   input_stop();
-  if (repl.tty) fputc('\n', stdout);
+  if (repl.tty && !repl.eof) fputc('\n', stdout);
   fflush(stdout);
   if (sp_loop_running()) {
     lua_pushcfunction(L, reactor_stop);
@@ -306,6 +312,8 @@ static int input_open(void) {
     rl_readline_name = "spindle";
     rl_attempted_completion_function = repl_completion;
     rl_completer_word_break_characters = word_breaks;
+    /* libedit splits words on the basic set, not the completer's. */
+    rl_basic_word_break_characters = word_breaks;
     rl_completion_append_character = '\0';
     using_history();
     if (home != NULL) {
@@ -346,6 +354,14 @@ static int repl_load(lua_State *L) {
   lua_getfield(L, -1, "await");
   lua_setglobal(L, "await");
   lua_pop(L, 1);
+  if (isatty(0)) { /* print from timers redraws the prompt after */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "spindle.repl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "wrapPrint");
+    lua_call(L, 0, 0);
+    lua_pop(L, 1);
+  }
   return 0;
 }
 
@@ -449,8 +465,31 @@ fail:
   return 2;
 }
 
-static const luaL_Reg repl_funcs[] = {
-    {"umask", repl_umask}, {"request", repl_request}, {NULL, NULL}};
+/* _repl.output(f, ...) -> f's results: call f(...), which writes to the
+** terminal (print from a timer, say). While a prompt is on screen, its
+** line is cleared first and drawn again after, with what was typed, so
+** output never lands in the middle of the line being edited
+** (libedit's rl_forced_update_display). Errors propagate. */
+static int repl_output(lua_State *L) {
+  int prompting = repl.prompting, n;
+  luaL_checkany(L, 1);
+  if (prompting) {
+    fputs("\r\033[K", stdout);
+    fflush(stdout);
+  }
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  n = lua_gettop(L);
+  if (prompting && repl.prompting) {
+    fflush(stdout);
+    rl_forced_update_display();
+  }
+  return n;
+}
+
+static const luaL_Reg repl_funcs[] = {{"umask", repl_umask},
+                                      {"request", repl_request},
+                                      {"output", repl_output},
+                                      {NULL, NULL}};
 
 /* spindle._repl: the C half of spindle.repl's attach support. */
 int luaopen_spindle__repl(lua_State *L) {

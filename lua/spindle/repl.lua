@@ -361,14 +361,20 @@ function M.Session(out, err, onExit)
   return self
 end
 
+-- Writes to the terminal go through _repl.output, which keeps the
+-- prompt and the line being typed intact when a timer prints.
 local function stdoutWrite(text)
-  io.stdout:write(text)
-  io.stdout:flush()
+  require("spindle._repl").output(function()
+    io.stdout:write(text)
+    io.stdout:flush()
+  end)
 end
 
 local function stderrWrite(text)
-  io.stderr:write(text)
-  io.stderr:flush()
+  require("spindle._repl").output(function()
+    io.stderr:write(text)
+    io.stderr:flush()
+  end)
 end
 
 local console = M.Session(stdoutWrite, stderrWrite, function()
@@ -387,6 +393,15 @@ function M.line(text, resume) return console.line(text, resume) end
 -- stop waiting for it (it goes on, its result is not shown); otherwise
 -- drop the unfinished statement.
 function M.interrupt(line) return console.interrupt(line) end
+
+--- repl.wrapPrint(): make the global print, when called outside an
+-- entry (from a timer, a protocol), clear the prompt line first and draw
+-- it again after, with what was being typed. The terminal REPL calls it.
+function M.wrapPrint()
+  local output = require("spindle._repl").output
+  local print0 = print
+  _G.print = function(...) return output(print0, ...) end
+end
 
 --- repl.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D (end of
 -- input): runs the `.editor` buffer when one is open, else ends.
