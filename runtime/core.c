@@ -97,6 +97,42 @@ int sp_pcall_with(lua_State *L, int nargs, int nresults,
   return status;
 }
 
+/* Trampoline of sp_callmethod: (obj, name, args...) -> found, result. */
+static int method_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, 2);
+  if (lua_gettable(L, 1) == LUA_TNIL) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, obj, args... */
+  lua_call(L, n - 1, 1);
+  lua_pushboolean(L, 1);
+  lua_insert(L, -2);
+  return 2;
+}
+
+int sp_callmethod(lua_State *L, int objidx, const char *name, int nargs) {
+  int found;
+  objidx = lua_absindex(L, objidx);
+  lua_pushcfunction(L, method_tramp);
+  lua_pushvalue(L, objidx);
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 2) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    return SP_CALL_ERROR;
+  }
+  found = lua_toboolean(L, -2);
+  lua_remove(L, -2);
+  return found ? SP_CALL_OK : SP_CALL_MISSING;
+}
+
 void sp_log_failure(lua_State *L, int idx, const char *why) {
   idx = lua_absindex(L, idx);
   lua_getglobal(L, "require");
@@ -127,18 +163,6 @@ void sp_checkcallable(lua_State *L, int idx) {
     return;
   }
   luaL_typeerror(L, idx, "callable");
-}
-
-void sp_pushaddrfields(lua_State *L, int idx) {
-  idx = lua_absindex(L, idx);
-  if (lua_getfield(L, idx, "host") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 1);
-  }
-  if (lua_getfield(L, idx, "port") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, idx, 2);
-  }
 }
 
 /* Edit distance between a and b, ignoring case, capped at 8. */
@@ -313,10 +337,13 @@ void sp_openlibs(lua_State *L) {
     lua_setfield(L, -2, m->name);
   }
   lua_pop(L, 1);
-  /* Insert our searcher right after the preload one. */
+  sp_add_searcher(L, embedded_searcher);
+}
+
+void sp_add_searcher(lua_State *L, lua_CFunction searcher) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "searchers");
-  lua_pushcfunction(L, embedded_searcher);
+  lua_pushcfunction(L, searcher);
   for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
     lua_geti(L, -2, i);
     lua_seti(L, -3, i + 1);

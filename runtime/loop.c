@@ -915,11 +915,39 @@ static void walk_close(uv_handle_t *h, void *arg) {
   uv_close(h, h->data == &owned_marker ? handle_free : NULL);
 }
 
-/* The shutdown hook: drop undelivered messages, close every handle left
-** on the loop and run it until they are closed, then close the loop. */
+/* The live-handle registry (loop.h): a circular list with a sentinel. */
+static sp_live live_head = {&live_head, &live_head, NULL};
+
+void sp_live_add(sp_live *n) {
+  n->next = live_head.next;
+  n->prev = &live_head;
+  live_head.next->prev = n;
+  live_head.next = n;
+}
+
+void sp_live_remove(sp_live *n) {
+  if (n->next == NULL) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* Close every registered handle with its own shutdown, newest first; an
+** entry may unlink itself or others while this runs. */
+static void live_shutdown(lua_State *L) {
+  while (live_head.next != &live_head) {
+    sp_live *n = live_head.next;
+    sp_live_remove(n);
+    n->shutdown(L, n);
+  }
+}
+
+/* The shutdown hook: close the registered handles (live_shutdown), drop
+** undelivered messages, close every handle left on the loop and run it
+** until they are closed, then close the loop. */
 static void loop_shutdown(lua_State *L) {
   sp_loop_msg *m, *next;
-  (void)L;
+  live_shutdown(L);
   uv_mutex_lock(&inbox.lock);
   inbox.closed = 1;
   m = inbox.head;
@@ -1021,5 +1049,49 @@ int luaopen_spindle__loop(lua_State *L) {
   lua_pushcfunction(L, loop_getrunning);
   lua_setfield(L, -2, "running");
   lua_setfield(L, -2, "__getters");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- */
+/* Open-handle census (spindle._handles), for the spec helper         */
+
+/* Counts by uv_handle_type of the handles uv_walk sees. */
+typedef struct {
+  int n[UV_HANDLE_TYPE_MAX];
+} handle_census;
+
+/* Count h unless it is closing (its close callback will free it) or one
+** of the loop's own permanent handles (timer, idle, inbox, signals). Pure
+** C: nothing may raise inside uv_walk, which holds the loop's handle queue
+** apart while it walks. */
+static void walk_count(uv_handle_t *h, void *arg) {
+  handle_census *c = arg;
+  uv_handle_type t = uv_handle_get_type(h);
+  if (uv_is_closing(h) || h->data == &owned_marker) return;
+  if (t > UV_UNKNOWN_HANDLE && t < UV_HANDLE_TYPE_MAX) c->n[t]++;
+}
+
+/* spindle._handles.count() -> {[type] = n, ...}: the open handles on the
+** loop by libuv type name ("tcp", "udp", "pipe", "timer", ...), leaving
+** out closing ones and the reactor's own; an empty table when none are
+** open. Internal, loop thread only: spec/support/helper.lua checks after
+** each test that it left no transport, port or timer open. */
+static int handles_count(lua_State *L) {
+  handle_census c;
+  memset(&c, 0, sizeof c);
+  uv_walk(sp_loop(), walk_count, &c);
+  lua_newtable(L);
+  for (int t = UV_UNKNOWN_HANDLE + 1; t < UV_HANDLE_TYPE_MAX; t++) {
+    if (c.n[t] == 0) continue;
+    lua_pushinteger(L, c.n[t]);
+    lua_setfield(L, -2, uv_handle_type_name((uv_handle_type)t));
+  }
+  return 1;
+}
+
+int luaopen_spindle__handles(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, handles_count);
+  lua_setfield(L, -2, "count");
   return 1;
 }

@@ -48,6 +48,29 @@ struct sp_loop_msg {
 ** Follows twisted's reactor.callFromThread / threadCallQueue. */
 void sp_loop_post(sp_loop_msg *m);
 
+/* The live-handle registry: every handle kind outside loop.c (streams,
+** listening sockets, connecting connectors, UDP ports) links an sp_live
+** into it while it is open. At process exit the loop's shutdown hook
+** first calls each entry's shutdown, newest first, so that each kind
+** closes its handles with its own close callback and tells its Lua side
+** (a connection's connectionLost, a port's doStop); only then does it
+** close what is left on the loop (its own timers, async and signals) and
+** run the loop until every close callback has run. This is the one order
+** at exit; no module registers a shutdown hook for handles of its own. */
+typedef struct sp_live sp_live;
+struct sp_live {
+  sp_live *prev, *next; /* owned by the registry while linked */
+  /* Close the handle(s) behind n for process exit. It may unlink n (or
+  ** other entries) and must not free n synchronously before unlinking it;
+  ** close callbacks normally free and unlink. */
+  void (*shutdown)(lua_State *L, sp_live *n);
+};
+
+/* Link n into the registry (n->shutdown set) / out of it; removing an
+** entry that is not linked does nothing. Loop thread only. */
+void sp_live_add(sp_live *n);
+void sp_live_remove(sp_live *n);
+
 /* Install fn to see SIGINT first while the reactor runs: if it returns
 ** nonzero the signal is handled (the REPL stops waiting or clears its
 ** line), otherwise the reactor stops as usual. NULL removes it. Loop

@@ -20,22 +20,61 @@
 **
 ** Lifetime: the sp_stream is freed in the handle's close callback, which
 ** also calls producer:stopProducing(), protocol:connectionLost(reason) and
-** the owner's hook; the transport userdata then answers as closed.
+** the owner's hook; the transport userdata then answers as closed.**
+** Length: this file is over 1000 lines on purpose. Reading, the write
+** queue, closing and the transport's Lua methods all work on the private
+** struct sp_stream and its flags; splitting them into files would publish
+** the struct again (what stream.h is closed to prevent).
 */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <sys/un.h>
 
 #include <lauxlib.h>
 
+#include "addr.h"
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
 #include "stream.h"
+
+struct sp_stream {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  sp_live live;   /* in loop.c's registry until freed */
+  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int state;      /* ST_CONNECTING .. ST_CLOSED */
+  unsigned flags; /* SF_* */
+  int ref;        /* registry ref to the transport userdata */
+  /* The write queue: one uv_write in flight (either a Lua string kept in
+  ** the transport's user value, or inflight.base), then pending bytes. */
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  uv_connect_t creq; /* the connect request of a client stream */
+  uv_buf_t inflight; /* what the in-flight uv_write sends */
+  char *ibuf;        /* owned buffer behind inflight, or NULL */
+  size_t icap;
+  char *pbuf; /* pending bytes, not yet handed to libuv */
+  size_t plen, pcap;
+  size_t highwater;
+  /* Addresses, kept so getPeer/getHost answer after close. */
+  struct sockaddr_storage peer, host;
+  char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
+  /* Filter (TLS) and its state. */
+  const sp_stream_filter *filter;
+  void *filter_data;
+  /* Owner hooks (client connector). */
+  sp_stream_connected_fn on_connect;
+  sp_stream_lost_fn on_lost;
+  void *owner;
+};
 
 /* Stream states. */
 enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
@@ -63,6 +102,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_CORKED 0x2000   /* inside dataReceived: writes are batched */
 #define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
+#define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
 
 /* User values of the transport userdata. */
 enum {
@@ -75,7 +115,6 @@ enum {
   UV_HOST, /* the addresses, kept here once the stream is freed */
   UV_N
 };
-_Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
 
 typedef struct transport_ud {
   sp_stream *s;
@@ -114,41 +153,23 @@ static void pool_put(char *b) {
     free(b);
 }
 
-/* ------------------------------------------------------ live handles */
-
-static sp_live live_head = {&live_head, &live_head, NULL};
-
-void sp_live_add(sp_live *n) {
-  n->next = live_head.next;
-  n->prev = &live_head;
-  live_head.next->prev = n;
-  live_head.next = n;
-}
-
-void sp_live_remove(sp_live *n) {
-  if (n->next == NULL) return;
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  n->next = n->prev = NULL;
-}
-
-/* The process is ending: close every live handle with its own callback,
-** before the loop's hook (registered earlier, so run later) runs the loop
-** one last time. Runs once, from sp_shutdown. */
-static void live_shutdown(lua_State *L) {
-  sp_live *n, *next;
-  for (n = live_head.next; n != &live_head; n = next) {
-    next = n->next;
-    n->shutdown(L, n);
-  }
+/* The read buffers are freed at exit through the live registry: the
+** entry is linked first, so its shutdown runs after every stream's (the
+** registry goes newest first), once nothing reads any more. */
+static void pool_shutdown(lua_State *L, sp_live *n) {
+  (void)n;
   pool_free_all(L);
 }
+
+static sp_live pool_live = {NULL, NULL, pool_shutdown};
 
 /* ------------------------------------------------------- alloc, free */
 
 static void stream_shutdown(lua_State *L, sp_live *n);
 
-sp_stream *sp_stream_alloc(int kind, int *err) {
+/* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
+** NULL (with *err set to a libuv error) on failure; nothing to release. */
+static sp_stream *stream_alloc(int kind, int *err) {
   sp_stream *s = calloc(1, sizeof *s);
   int r;
   if (s == NULL) {
@@ -174,7 +195,8 @@ sp_stream *sp_stream_alloc(int kind, int *err) {
 
 static void stream_free(sp_stream *s) {
   sp_live_remove(&s->live);
-  if (s->filter != NULL && s->filter->free != NULL) s->filter->free(s);
+  if (s->filter != NULL && s->filter->free != NULL)
+    s->filter->free(s->filter_data);
   free(s->ibuf);
   free(s->pbuf);
   free(s->peerpath);
@@ -192,21 +214,100 @@ void sp_stream_discard(sp_stream *s) {
   uv_close(&s->h.handle, discarded_cb);
 }
 
+static void connect_cb(uv_connect_t *req, int status) {
+  sp_stream *s = req->handle->data;
+  /* An abandoned attempt (no owner) only waits for its close. */
+  if (s->owner == NULL || status == UV_ECANCELED) return;
+  s->on_connect(s, status);
+}
+
+sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
+  sp_stream *s = stream_alloc(kind, err);
+  int r;
+  if (s == NULL) return NULL;
+  r = uv_accept(server, &s->h.stream);
+  if (r != 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  return s;
+}
+
+sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
+                                 const struct sockaddr *to, void *owner,
+                                 sp_stream_connected_fn done, int *err) {
+  sp_stream *s = stream_alloc(SP_STREAM_TCP, err);
+  int r = 0;
+  if (s == NULL) return NULL;
+  if (bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
+  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, to, connect_cb);
+  if (r < 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  s->owner = owner;
+  s->on_connect = done;
+  return s;
+}
+
+sp_stream *sp_stream_connect_unix(const char *path, void *owner,
+                                  sp_stream_connected_fn done, int *err) {
+  sp_stream *s;
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    *err = UV_ENAMETOOLONG;
+    return NULL;
+  }
+  s = stream_alloc(SP_STREAM_UNIX, err);
+  if (s == NULL) return NULL;
+  s->owner = owner;
+  s->on_connect = done;
+  uv_pipe_connect(&s->creq, &s->h.pipe, path, connect_cb);
+  return s;
+}
+
+void sp_stream_set_owner(sp_stream *s, void *owner, sp_stream_lost_fn lost) {
+  s->owner = owner;
+  s->on_lost = lost;
+}
+
+void *sp_stream_owner(const sp_stream *s) {
+  return s->owner;
+}
+
+void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data) {
+  s->filter = f;
+  s->filter_data = data;
+}
+
+void *sp_stream_filter_data(const sp_stream *s, const sp_stream_filter *f) {
+  if (s == NULL || s->filter == NULL) return NULL;
+  return f == NULL || s->filter == f ? s->filter_data : NULL;
+}
+
+int sp_stream_kind(const sp_stream *s) {
+  return s->kind;
+}
+
+int sp_stream_fileno(const sp_stream *s, uv_os_fd_t *fd) {
+  return uv_fileno(&s->h.handle, fd);
+}
+
 size_t sp_stream_queued(const sp_stream *s) {
   return s->h.stream.write_queue_size + s->plen;
 }
 
 /* ------------------------------------------------------ Lua helpers */
 
-/* [-0, +1, -] Push the transport userdata of an open or closing stream. */
-static void push_transport(lua_State *L, sp_stream *s) {
+void sp_stream_push_transport(lua_State *L, sp_stream *s) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
 }
 
 /* [-0, +1, -] Push user value n of the stream's transport. */
 static int push_uv(lua_State *L, sp_stream *s, int n) {
   int t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   t = lua_getiuservalue(L, -1, n);
   lua_remove(L, -2);
   return t;
@@ -214,75 +315,55 @@ static int push_uv(lua_State *L, sp_stream *s, int n) {
 
 /* [-1, +0, -] Pop the top value into user value n of the transport. */
 static void set_uv(lua_State *L, sp_stream *s, int n) {
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   lua_insert(L, -2);
   lua_setiuservalue(L, -2, n);
   lua_pop(L, 1);
 }
 
-/* Trampoline of sp_stream_callmethod: (obj, name, args...) -> found,
-** result. */
-static int method_tramp(lua_State *L) {
-  int n = lua_gettop(L);
-  lua_pushvalue(L, 2);
-  if (lua_gettable(L, 1) == LUA_TNIL) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 2;
-  }
-  lua_replace(L, 2);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 1);
-  lua_replace(L, 2);
-  lua_replace(L, 1); /* fn, obj, args... */
-  lua_call(L, n - 1, 1);
-  lua_pushboolean(L, 1);
-  lua_insert(L, -2);
-  return 2;
+void sp_stream_set_owner_value(lua_State *L, sp_stream *s) {
+  set_uv(L, s, UV_OWNER);
 }
 
-int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
-                         int nargs) {
-  int found;
-  objidx = lua_absindex(L, objidx);
-  lua_pushcfunction(L, method_tramp);
-  lua_pushvalue(L, objidx);
-  lua_pushstring(L, name);
-  lua_rotate(L, -nargs - 3, 3);
-  if (sp_pcall(L, nargs + 2, 2) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    return SP_CALL_ERROR;
-  }
-  found = lua_toboolean(L, -2);
-  lua_remove(L, -2);
-  return found ? SP_CALL_OK : SP_CALL_MISSING;
+void sp_stream_push_owner_value(lua_State *L, sp_stream *s) {
+  push_uv(L, s, UV_OWNER);
 }
 
-/* [-nargs, +(0|1), -] sp_stream_callmethod, keeping only a Failure: returns
+/* [-nargs, +(0|1), -] sp_callmethod, keeping only a Failure: returns
 ** 1 with the Failure on top after an error, else 0 with nothing pushed. */
 static int call_method(lua_State *L, int objidx, const char *method,
                        int nargs) {
-  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR) return 1;
+  if (sp_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR) return 1;
   lua_pop(L, 1);
   return 0;
 }
 
-/* [-0, +1, m] Push an error value of type `key` whose message is msg (a
-** sentence without its final period) followed, if code != 0, by the
-** libuv error, whose name also goes in its `code` field. */
-static void push_error(lua_State *L, const char *key, const char *msg,
-                       int code) {
+void sp_stream_pusherror(lua_State *L, int why, const char *detail, int code) {
+  static const char *const keys[] = {"reactor.ConnectionDone",
+                                     "reactor.ConnectionLost",
+                                     "reactor.ConnectionAborted"};
+  static const char *const texts[] = {
+      "Connection was closed cleanly",
+      "Connection to the other side was lost in a non-clean fashion",
+      "Connection was aborted locally using abortConnection"};
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, texts[why]);
+  if (detail != NULL) {
+    luaL_addstring(&b, ": ");
+    luaL_addstring(&b, detail);
+  }
   if (code != 0) {
-    lua_pushfstring(L, "%s: %s (%s).", msg, uv_strerror(code),
-                    uv_err_name(code));
-    sp_errortype_make(L, key, lua_tostring(L, -1));
-    lua_remove(L, -2);
+    lua_pushfstring(L, ": %s (%s)", uv_strerror(code), uv_err_name(code));
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '.');
+  luaL_pushresult(&b);
+  sp_errortype_make(L, keys[why], lua_tostring(L, -1));
+  lua_remove(L, -2);
+  if (code != 0) {
     lua_pushstring(L, uv_err_name(code));
     lua_setfield(L, -2, "code");
-  } else {
-    lua_pushfstring(L, "%s.", msg);
-    sp_errortype_make(L, key, lua_tostring(L, -1));
-    lua_remove(L, -2);
   }
 }
 
@@ -305,18 +386,17 @@ static void stream_close(lua_State *L, sp_stream *s) {
 }
 
 void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
-  if (idx != 0)
+  if (s->flags & SF_LAST) /* after write_last, every close is clean */
+    sp_stream_pusherror(L, SP_LOST_DONE, NULL, 0);
+  else if (idx != 0)
     lua_pushvalue(L, idx);
   else
-    push_error(L, "reactor.ConnectionLost",
-               "Connection to the other side was lost in a non-clean "
-               "fashion",
-               code);
+    sp_stream_pusherror(L, SP_LOST_NONCLEAN, NULL, code);
   stream_close(L, s);
 }
 
 static void stream_done(lua_State *L, sp_stream *s) {
-  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly", 0);
+  sp_stream_pusherror(L, SP_LOST_DONE, NULL, 0);
   stream_close(L, s);
 }
 
@@ -327,7 +407,7 @@ static void closed_cb(uv_handle_t *h) {
   lua_State *L = sp_loop_state();
   int top = lua_gettop(L), tr, reason;
   transport_ud *t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   tr = lua_gettop(L);
   t = lua_touserdata(L, tr);
   t->s = NULL;
@@ -507,7 +587,7 @@ static void stream_eof(lua_State *L, sp_stream *s) {
   if (s->filter != NULL && s->filter->eof != NULL && s->filter->eof(L, s))
     return;
   push_uv(L, s, UV_PROTO);
-  switch (sp_stream_callmethod(L, -1, "readConnectionLost", 0)) {
+  switch (sp_callmethod(L, -1, "readConnectionLost", 0)) {
     case SP_CALL_ERROR:
       stream_close(L, s);
       break;
@@ -792,6 +872,18 @@ static void schedule_drain(lua_State *L, sp_stream *s) {
   start_write(L, s);
 }
 
+void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                          unsigned nbufs) {
+  if (s->state != ST_OPEN) return;
+  s->flags |= SF_LAST | SF_DISCONNECTING | SF_FINISHED;
+  reading_update(s);
+  if (sp_stream_write_raw(L, s, bufs, nbufs) != 0) return; /* closed */
+  if (sp_stream_queued(s) == 0)
+    stream_done(L, s);
+  else
+    schedule_drain(L, s);
+}
+
 void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || !(s->flags & SF_FWAIT)) return;
   s->flags &= ~SF_FWAIT;
@@ -800,21 +892,6 @@ void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
 }
 
 /* -------------------------------------------------- opening, addresses */
-
-const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf, int *port) {
-  buf[0] = '\0';
-  *port = 0;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    uv_ip4_name(in, buf, 64);
-    *port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(in6, buf, 64);
-    *port = ntohs(in6->sin6_port);
-  }
-  return buf;
-}
 
 static char *pipe_name(sp_stream *s, int peer) {
   char buf[256];
@@ -847,29 +924,10 @@ static void fetch_addrs(sp_stream *s) {
 
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
   if (s->kind == SP_STREAM_TCP) {
-    char buf[64];
-    int port;
     if (s->peer.ss_family == 0) fetch_addrs(s);
-    sp_stream_addrstr((struct sockaddr *)(peer ? &s->peer : &s->host), buf,
-                      &port);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "TCP");
-    lua_setfield(L, -2, "type");
-    lua_pushstring(L, buf);
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, port);
-    lua_setfield(L, -2, "port");
+    sp_addr_push(L, "TCP", (struct sockaddr *)(peer ? &s->peer : &s->host));
   } else {
-    const char *path = peer ? s->peerpath : s->hostpath;
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "UNIX");
-    lua_setfield(L, -2, "type");
-    if (path != NULL) {
-      lua_pushstring(L, path);
-      lua_setfield(L, -2, "name");
-      lua_pushstring(L, path);
-      lua_setfield(L, -2, "host");
-    }
+    sp_addr_push_unix(L, peer ? s->peerpath : s->hostpath);
   }
 }
 
@@ -905,7 +963,7 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
     schedule_drain(L, s);
   } else {
     reading_update(s);
-    push_transport(L, s);
+    sp_stream_push_transport(L, s);
     if (call_method(L, top, "makeConnection", 1)) stream_close(L, s);
   }
   lua_settop(L, top - 1);
@@ -917,12 +975,6 @@ sp_stream *sp_stream_check(lua_State *L, int idx) {
   transport_ud *t = luaL_checkudata(L, idx, SP_TRANSPORT_MT);
   if (t->s != NULL && t->s->state == ST_OPEN) return t->s;
   return NULL;
-}
-
-static sp_stream *check_open(lua_State *L) {
-  sp_stream *s = sp_stream_check(L, 1);
-  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
-  return s;
 }
 
 /* luaL_checkudata for the hot path: the metatable is recognised by its
@@ -1031,15 +1083,15 @@ static int transport_loseWriteConnection(lua_State *L) {
 static int transport_abortConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;
-  push_error(L, "reactor.ConnectionAborted",
-             "Connection was aborted locally using abortConnection", 0);
+  sp_stream_pusherror(L, SP_LOST_ABORTED, NULL, 0);
   stream_close(L, s);
   return 0;
 }
 
-/* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
-** port = 1234} or {type = "UNIX", name = path}; they still answer after
-** the connection is closed. */
+/* t:getPeer() / t:getHost() -> an address (addr.h: {type = "TCP", host =
+** "127.0.0.1", port = 1234}, printing as IPv4Address(...), or {type =
+** "UNIX", name = path}); they still answer after the connection is
+** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
   if (t->s != NULL)
@@ -1055,55 +1107,6 @@ static int transport_getPeer(lua_State *L) {
 
 static int transport_getHost(lua_State *L) {
   return transport_addr(L, 0);
-}
-
-static sp_stream *check_tcp(lua_State *L) {
-  sp_stream *s = check_open(L);
-  if (s->kind != SP_STREAM_TCP)
-    luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
-  return s;
-}
-
-/* t:setTcpNoDelay(enabled): TCP_NODELAY (Nagle off). Raises on a closed
-** or non-TCP transport. twisted tcp.Connection.setTcpNoDelay. */
-static int transport_setTcpNoDelay(lua_State *L) {
-  sp_stream *s = check_tcp(L);
-  int r = uv_tcp_nodelay(&s->h.tcp, lua_toboolean(L, 2));
-  if (r < 0) return luaL_error(L, "setTcpNoDelay: %s", uv_strerror(r));
-  return 0;
-}
-
-static int sockopt(lua_State *L, int level, int name, int set) {
-  sp_stream *s = check_tcp(L);
-  uv_os_fd_t fd;
-  int v = lua_toboolean(L, 2);
-  socklen_t len = sizeof v;
-  if (uv_fileno(&s->h.handle, &fd) != 0)
-    return luaL_error(L, "attempt to use a closed transport");
-  if (set) {
-    if (setsockopt(fd, level, name, &v, len) != 0)
-      return luaL_error(L, "setsockopt: %s", strerror(errno));
-    return 0;
-  }
-  if (getsockopt(fd, level, name, &v, &len) != 0)
-    return luaL_error(L, "getsockopt: %s", strerror(errno));
-  lua_pushboolean(L, v != 0);
-  return 1;
-}
-
-/* t:setTcpKeepAlive(enabled): SO_KEEPALIVE with the system's timings,
-** as twisted tcp.Connection.setTcpKeepAlive. */
-static int transport_setTcpKeepAlive(lua_State *L) {
-  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1);
-}
-
-/* t:getTcpNoDelay(), t:getTcpKeepAlive() -> boolean. */
-static int transport_getTcpNoDelay(lua_State *L) {
-  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
-}
-
-static int transport_getTcpKeepAlive(lua_State *L) {
-  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
 }
 
 /* t:pauseProducing() / t:resumeProducing(): stop and restart reading
@@ -1203,10 +1206,9 @@ static int transport_tostring(lua_State *L) {
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {
-    char a[64], b[64];
-    int pa, pb;
-    sp_stream_addrstr((struct sockaddr *)&t->s->host, a, &pa);
-    sp_stream_addrstr((struct sockaddr *)&t->s->peer, b, &pb);
+    char a[SP_ADDR_HOSTLEN], b[SP_ADDR_HOSTLEN];
+    int pa = sp_addr_format((struct sockaddr *)&t->s->host, a);
+    int pb = sp_addr_format((struct sockaddr *)&t->s->peer, b);
     lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
   } else {
     lua_pushfstring(L, "<UNIX transport %s>",
@@ -1225,10 +1227,6 @@ static const luaL_Reg transport_methods[] = {
     {"abortConnection", transport_abortConnection},
     {"getPeer", transport_getPeer},
     {"getHost", transport_getHost},
-    {"setTcpNoDelay", transport_setTcpNoDelay},
-    {"setTcpKeepAlive", transport_setTcpKeepAlive},
-    {"getTcpNoDelay", transport_getTcpNoDelay},
-    {"getTcpKeepAlive", transport_getTcpKeepAlive},
     {"pauseProducing", transport_pauseProducing},
     {"resumeProducing", transport_resumeProducing},
     {"stopProducing", transport_stopProducing},
@@ -1310,17 +1308,6 @@ int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
   return 1;
 }
 
-int sp_stream_disconnecting(lua_State *L, int idx) {
-  const void *t = sp_transport_test(L, idx);
-  return t == NULL ? -1 : sp_transport_disconnecting(t);
-}
-
-int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
-                         unsigned nbufs) {
-  void *t = sp_transport_test(L, idx);
-  return t == NULL ? 0 : sp_transport_write(L, t, bufs, nbufs);
-}
-
 void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   lua_getfield(L, -1, "__index");
@@ -1330,12 +1317,7 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 }
 
 void sp_stream_init(lua_State *L) {
-  static int hooked = 0;
-  if (!hooked) {
-    sp_loop(); /* its shutdown hook first, so that ours runs before it */
-    sp_on_shutdown(live_shutdown);
-    hooked = 1;
-  }
+  if (pool_live.next == NULL) sp_live_add(&pool_live);
   sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
                         "reactor.ConnectionLost");
   lua_pop(L, 1);

@@ -52,11 +52,11 @@ end)
 local function captureStderr(fn)
   local written = {}
   local stderr = io.stderr
-  io.stderr = {write = function(_, ...) -- luacheck: ignore
+  io.stderr = {write = function(_, ...) -- luacheck: ignore 122
     for _, s in ipairs({...}) do written[#written + 1] = tostring(s) end
   end, flush = function() end}
   local ok, err = pcall(fn)
-  io.stderr = stderr -- luacheck: ignore
+  io.stderr = stderr -- luacheck: ignore 122
   assert(ok, err)
   return table.concat(written)
 end

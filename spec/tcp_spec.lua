@@ -12,10 +12,9 @@ local function wait(d, timeout)
   return H.wait(d, timeout or 10)
 end
 
--- Sleep without the reactor (lets a spawned peer start).
-local function sleep(s) os.execute("sleep " .. s) end
-
--- A free TCP port on 127.0.0.1, found by binding port 0 and closing.
+-- A TCP port on 127.0.0.1 that nobody listens on, found by binding port 0
+-- and closing: for connections meant to be refused, or for spindle's own
+-- bind. Never handed to an outside server (peers.listening is for those).
 local function freePort()
   local port = reactor.listenTCP(0, protocol.Factory.forProtocol(
     protocol.Protocol), nil, "127.0.0.1")
@@ -120,12 +119,27 @@ s.close()
     wait(port:stopListening())
   end)
 
+  it("gives addresses that print as Twisted's and travel to threads",
+    function()
+      local threads = require("spindle.threads")
+      local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+      local host = port:getHost()
+      assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+        :format(host.port), tostring(host))
+      assert.equal("127.0.0.1:" .. host.port, wait(threads.deferToThread(
+        function(a) return a.host .. ":" .. a.port end, host)))
+      wait(port:stopListening())
+    end)
+
   it("listens on IPv6 loopback and reports the address", function()
     local f = echoFactory()
     local ok, port = pcall(reactor.listenTCP, 0, f, 5, "::1")
     if not ok then return pending("no IPv6 loopback: " .. tostring(port)) end
     local host = port:getHost()
-    assert.same({type = "TCP", host = "::1", port = host.port}, host)
+    assert.same({type = "TCP", host = "::1", port = host.port, "::1",
+      host.port, flowInfo = 0, scopeID = 0}, host)
+    assert.equal(("IPv6Address(type='TCP', host='::1', port=%d, " ..
+      "flowInfo=0, scopeID=0)"):format(host.port), tostring(host))
     local cf = collector(function(p) p.transport:write("six") end)
     cf.protocol.dataReceived = function(self, data)
       self.chunks[#self.chunks + 1] = data
@@ -218,10 +232,9 @@ end)
 
 describe("reactor.connectTCP", function()
   it("talks to a socat echo server", function()
-    local n = freePort()
-    local p = spawn("timeout 10 socat TCP-LISTEN:" .. n ..
-      ",bind=127.0.0.1,reuseaddr EXEC:cat")
-    sleep(0.3)
+    local p, n = peers.listening("timeout 10 socat -d -d " ..
+      "TCP-LISTEN:0,bind=127.0.0.1,reuseaddr EXEC:cat",
+      "listening on AF=2 [%d.]+:(%d+)")
     local cf = collector(function(c)
       c.transport:write("through socat\n")
     end)
@@ -270,8 +283,10 @@ describe("reactor.connectTCP", function()
     end
     local n = port:getHost().port
     local connector = reactor.connectTCP("127.0.0.1", n, cf)
-    assert.same({type = "TCP", host = "127.0.0.1", port = n},
+    assert.same({type = "TCP", host = "127.0.0.1", port = n, "127.0.0.1", n},
       connector:getDestination())
+    assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+      :format(n), tostring(connector:getDestination()))
     wait(done)
     assert.same({"startFactory", "startedConnecting connecting",
       "buildProtocol TCP " .. n, "makeConnection", "connectionMade",
@@ -279,6 +294,52 @@ describe("reactor.connectTCP", function()
       "stopFactory"}, calls)
     wait(port:stopListening())
   end)
+
+  it("raises what doStart raises and keeps nothing of the attempt",
+    function()
+      -- Twisted's BaseConnector.connect calls factory.doStart() first and
+      -- lets its error propagate; nothing may pin the Connector (and so
+      -- the factory) afterwards.
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local weak = setmetatable({}, {__mode = "v"})
+      do
+        local cf = protocol.ClientFactory.forProtocol(protocol.Protocol)
+        function cf:startFactory() error({tag = "no start"}) end
+        function cf:startedConnecting() error("must not be reached") end
+        weak.factory = cf
+        local ok, err = pcall(reactor.connectTCP, "127.0.0.1",
+          port:getHost().port, cf)
+        assert.is_false(ok)
+        assert.equal("no start", err.tag)
+      end
+      collectgarbage("collect")
+      collectgarbage("collect")
+      assert.is_nil(weak.factory)
+      assert.equal(0, f.count)
+      wait(port:stopListening())
+    end)
+
+  it("lets an error of startedConnecting reach the caller while the " ..
+    "attempt goes on, as Twisted does", function()
+      -- twisted BaseConnector.connect: factory.startedConnecting(self) is
+      -- its last statement, after the transport exists; what it raises
+      -- propagates out of connectTCP and the connection still happens.
+      local f = echoFactory()
+      local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
+      local cf = protocol.ClientFactory.forProtocol(protocol.Protocol:extend({
+        connectionMade = function(self) self.transport:loseConnection() end}))
+      local done = defer.Deferred()
+      function cf:startedConnecting() error({tag = "started"}) end
+      function cf:clientConnectionLost(_, reason) done:callback({reason}) end
+      local ok, err = pcall(reactor.connectTCP, "127.0.0.1",
+        port:getHost().port, cf)
+      assert.is_false(ok)
+      assert.equal("started", err.tag)
+      assert.is_truthy(wait(done)[1]:check(reactor.ConnectionDone))
+      assert.equal(1, f.count)
+      wait(port:stopListening())
+    end)
 
   it("resolves names without blocking and reconnects from " ..
     "clientConnectionLost", function()
@@ -375,14 +436,15 @@ time.sleep(1.5)
     local f = echoFactory()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
     local local_port = freePort()
+    local host
     local cf = collector(function(p)
-      cf_host = p.transport:getHost() -- luacheck: ignore
+      host = p.transport:getHost()
       p.transport:loseConnection()
     end)
     reactor.connectTCP("127.0.0.1", port:getHost().port, cf, 5,
       {"127.0.0.1", local_port})
     wait(cf.done)
-    assert.equal(local_port, cf_host.port) -- luacheck: ignore
+    assert.equal(local_port, host.port)
     wait(port:stopListening())
   end)
 
@@ -575,13 +637,16 @@ import time; time.sleep(0.5)
 ]]):format(port:getHost().port))
       local p = spawn("python3 " .. py)
       local d = defer.Deferred()
-      local peak = 0
+      local peak, polling = 0, nil
       local function poll()
         peak = math.max(peak, rss() - before)
-        if not d.called then reactor.callLater(0.05, poll) end
+        polling = reactor.callLater(0.05, poll)
       end
       poll()
-      reactor.callLater(3, function() d:callback(nil) end)
+      reactor.callLater(3, function()
+        polling:cancel()
+        d:callback(nil)
+      end)
       wait(d)
       assert.equal("blocked\n", finish(p))
       -- 64 MiB queued, plus garbage strings of the reads not yet collected.
@@ -649,8 +714,11 @@ import time; time.sleep(0.5)
       assert.equal("abcdef", wait(cf.done))
       assert.is_true(info.nodelay)
       assert.is_true(info.keepalive)
-      assert.same({type = "TCP", host = "127.0.0.1",
-        port = port:getHost().port}, info.host)
+      local pn = port:getHost().port
+      assert.same({type = "TCP", host = "127.0.0.1", port = pn,
+        "127.0.0.1", pn}, info.host)
+      assert.equal(("IPv4Address(type='TCP', host='127.0.0.1', port=%d)")
+        :format(pn), tostring(info.host))
       assert.equal("127.0.0.1", info.peer.host)
       wait(port:stopListening())
     end)
@@ -867,7 +935,8 @@ print(s.recv(100))
 
   it("logs once, clearly, a buildProtocol that returns a non-protocol",
     function()
-    local f = protocol.Factory:extend({buildProtocol = function() return 42 end})()
+    local f = protocol.Factory:extend({
+      buildProtocol = function() return 42 end})()
     local port = reactor.listenTCP(0, f, nil, "127.0.0.1")
     local cf = collector(function(c) c.transport:write("data") end)
     local errors = H.loggedErrors(function()

@@ -28,6 +28,10 @@ after_each(function()
   end
 end)
 
+-- After the closing above (busted runs a block's after_each functions in
+-- the order given): the helper's check of what each test left open.
+require("spec.support.helper")
+
 -- Run the reactor until d fires; return its result.
 local function wait(d, timeout)
   return reactor.runUntilComplete(d, timeout or TIMEOUT)
@@ -136,8 +140,10 @@ describe("reactor.listenUDP", function()
     local got = b:next()
     pa:write("hello", {host = "127.0.0.1", port = pb:getHost().port})
     assert.equal("hello", wait(got))
-    assert.same({host = "127.0.0.1", port = pa:getHost().port,
+    assert.same({type = "UDP", host = "127.0.0.1", port = pa:getHost().port,
       "127.0.0.1", pa:getHost().port}, b.addrs[1])
+    assert.equal(("IPv4Address(type='UDP', host='127.0.0.1', port=%d)")
+      :format(pa:getHost().port), tostring(b.addrs[1]))
     -- Reply to the addr as received, and with the positional form.
     got = a:next()
     pb:write("back", b.addrs[1])

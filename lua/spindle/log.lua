@@ -117,12 +117,7 @@ end
 -- is a function or a table with __call. An observer that raises is
 -- reported on stderr and kept.
 function M.addObserver(observer)
-  local mt = getmetatable(observer)
-  if type(observer) ~= "function" and
-    not (type(mt) == "table" and mt.__call ~= nil) then
-    error(("bad argument #1 to 'addObserver' (callable expected, got %s)")
-      :format(type(observer)), 2)
-  end
+  require("spindle.check").callable(observer, 1, "addObserver")
   observers[#observers + 1] = observer
 end
 
