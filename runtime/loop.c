@@ -925,6 +925,10 @@ void sp_live_add(sp_live *n) {
   live_head.next = n;
 }
 
+void sp_live_each(void (*fn)(sp_live *n, void *arg), void *arg) {
+  for (sp_live *n = live_head.prev; n != &live_head; n = n->prev) fn(n, arg);
+}
+
 void sp_live_remove(sp_live *n) {
   if (n->next == NULL) return;
   n->prev->next = n->next;

@@ -71,6 +71,11 @@ struct sp_live {
 void sp_live_add(sp_live *n);
 void sp_live_remove(sp_live *n);
 
+/* Call fn(n, arg) for every entry, oldest first (the inspector's view of
+** the handles: each kind finds its own by n->shutdown). fn must not add
+** or remove entries. Loop thread only. */
+void sp_live_each(void (*fn)(sp_live *n, void *arg), void *arg);
+
 /* Install fn to see SIGINT first while the reactor runs: if it returns
 ** nonzero the signal is handled (the REPL stops waiting or clears its
 ** line), otherwise the reactor stops as usual. NULL removes it. Loop

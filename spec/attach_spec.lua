@@ -83,7 +83,9 @@ describe("spindle --attach", function()
         process.quote(srv.sock), {HOME = "/tmp"})
       term:waitFor("> ", 5, true)
       term:line(".conns")
-      term:waitFor("tcp 127%.0%.0%.1:" .. srv.port .. " <%-> 127%.0%.0%.1:%d+")
+      term:waitFor("tcp connection Echo 127%.0%.0%.1:" .. srv.port ..
+        " <%-> 127%.0%.0%.1:%d+ [%d.]+ s old in 6 B, out 6 B, queued 0 B")
+      term:waitFor("tcp port Factory 127%.0%.0%.1:" .. srv.port)
       term:line(".pending")
       local script = srv.script:gsub("%p", "%%%0")
       term:waitFor("Deferred made at [^\n]*" .. script:sub(-20) ..

@@ -115,6 +115,50 @@ describe("inspect.threads", function()
   end)
 end)
 
+describe("inspect.connections", function()
+  it("reports ports and connections with their class, peer and bytes",
+    function()
+      local protocol = require("spindle.protocol")
+      local Echo = protocol.Protocol:extend({__name = "EchoSpec"})
+      local got = defer.Deferred()
+      function Echo:dataReceived(data) self.transport:write(data .. data) end
+      local Client = protocol.Protocol:extend({__name = "ClientSpec"})
+      function Client:connectionMade() self.transport:write("abc") end
+      function Client:dataReceived(data)
+        if not got.called then got:callback(self) end
+        self.data = data
+      end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo),
+        nil, "127.0.0.1")
+      reactor.connectTCP("127.0.0.1", port:getHost().port,
+        protocol.ClientFactory.forProtocol(Client))
+      local client = H.wait(got)
+      local rows = inspect.connections()
+      local server, listening
+      for _, row in ipairs(rows) do
+        if row.protocol == "EchoSpec" then server = row end
+        if row.kind == "port" and row.host.port == port:getHost().port then
+          listening = row
+        end
+      end
+      assert.equal("connection", server.kind)
+      assert.equal("tcp", server.transport)
+      assert.equal(3, server.bytesIn)
+      assert.equal(6, server.bytesOut)
+      assert.equal(0, server.queued)
+      assert.is_false(server.paused)
+      assert.equal(client.transport:getHost().port, server.peer.port)
+      assert.is_true(server.age >= 0)
+      assert.equal("tcp", listening.transport)
+      assert.matches("tcp connection EchoSpec 127%.0%.0%.1:%d+ <%-> " ..
+        "127%.0%.0%.1:%d+ [%d.]+ s old in 3 B, out 6 B,",
+        inspect.connectionsText())
+      client.transport:loseConnection()
+      H.wait(port:stopListening())
+      H.runFor(0.05)
+    end)
+end)
+
 describe("inspect.connections and summary", function()
   it("lists the loop's handles and sums up in one line", function()
     local dc = reactor.callLater(30, function() end)

@@ -199,14 +199,26 @@ function M.connections()
   return C.rows(), C.handles()
 end
 
+-- An address (addr.c's table, or a string) as "host:port" or its path.
+local function addrText(a)
+  if type(a) ~= "table" then return tostring(a) end
+  local host, port, name = rawget(a, "host"), rawget(a, "port"),
+    rawget(a, "name")
+  if host and port then
+    return (tostring(host):find(":") and "[" .. host .. "]" or host) ..
+      ":" .. port
+  end
+  return name or "(unnamed)"
+end
+
 local function rowText(row)
   local parts = {row.transport or "?", row.kind or ""}
   if row.protocol then parts[#parts + 1] = row.protocol end
-  if row.host then parts[#parts + 1] = "on " .. tostring(row.host) end
-  if row.peer then parts[#parts + 1] = "peer " .. tostring(row.peer) end
+  if row.host then parts[#parts + 1] = addrText(row.host) end
+  if row.peer then parts[#parts + 1] = "<-> " .. addrText(row.peer) end
   if row.age then parts[#parts + 1] = ("%.1f s old"):format(row.age) end
   if row.bytesIn then
-    parts[#parts + 1] = ("in %d B, out %d B"):format(row.bytesIn,
+    parts[#parts + 1] = ("in %d B, out %d B,"):format(row.bytesIn,
       row.bytesOut or 0)
   end
   if row.queued then parts[#parts + 1] = ("queued %d B"):format(row.queued) end

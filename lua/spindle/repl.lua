@@ -243,9 +243,10 @@ function M.Session(out, err, onExit)
   -- whose last part is an expression (`x = 1; x`). Returns fn or nil,
   -- error.
   local function compile(src)
-    local fn, e = load("return " .. src, "=stdin", "t", env)
+    local fn = load("return " .. src, "=stdin", "t", env)
     if fn then return fn end
     src = keepLocals(src)
+    local e
     fn, e = load(src, "=stdin", "t", env)
     if fn then return fn end
     local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
@@ -651,7 +652,7 @@ function M.client(path)
   local reactor = require("spindle.reactor")
   local protocol = require("spindle.protocol")
   local C = require("spindle._repl")
-  local self, conn, pending, resumeFn = {}, nil, nil, nil
+  local client, conn, pending, resumeFn = {}, nil, nil, nil
   local queue = {}
   local function send(data)
     if conn then conn.transport:write(data) else queue[#queue + 1] = data end
@@ -693,15 +694,15 @@ function M.client(path)
     send(frame("E", src))
     return "waiting"
   end
-  function self.eof(_, resume)
+  function client.eof(_, resume)
     if not editor then return "end" end
     local src = table.concat(editor, "\n")
     editor = nil
     return submit(src, resume)
   end
-  function self.line(text, resume)
+  function client.line(text, resume)
     if editor then
-      if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
+      if text:match("^%s*%.end%s*$") then return client.eof(nil, resume) end
       editor[#editor + 1] = text
       return "more"
     end
@@ -726,7 +727,7 @@ function M.client(path)
     pending = nil
     return submit(src, resume)
   end
-  function self.interrupt(line)
+  function client.interrupt(line)
     local wasEmpty = pending == nil and editor == nil and
       (line == nil or line == "")
     pending, editor = nil, nil
@@ -739,8 +740,8 @@ function M.client(path)
     end
     return "clear"
   end
-  function self.waiting() return resumeFn ~= nil end
-  function self.complete(word, line)
+  function client.waiting() return resumeFn ~= nil end
+  function client.complete(word, line)
     local ok, reply = pcall(C.request, path,
       frame("C", word .. "\0" .. (line or word)))
     local out = {}
@@ -753,7 +754,7 @@ function M.client(path)
     end
     return out
   end
-  return self
+  return client
 end
 
 return require("spindle._core").strict("repl", M)
