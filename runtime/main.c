@@ -523,7 +523,10 @@ static int pmain(lua_State *L) {
   if (attach_path != NULL) { /* spindle --attach PATH: the client only */
     sp_repl_attach(attach_path);
     sp_repl_run(L, docall);
-    a->ok = 1;
+    /* repl.lua's client marks a connection that never came up. */
+    a->ok = lua_getfield(L, LUA_REGISTRYINDEX, "spindle.attach.failed") ==
+            LUA_TNIL;
+    lua_pop(L, 1);
     return 0;
   }
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;

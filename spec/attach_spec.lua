@@ -126,10 +126,17 @@ describe("spindle --attach", function()
     local r = process.run({"--attach", srv.sock .. ".missing"},
       {stdin = "", env = {SPINDLE_REPL = "rich"}})
     assert.matches("cannot attach to .*%.missing", r.stderr)
+    assert.equal(1, r.status)
   end)
 end)
 
 describe("reactor.listenREPL", function()
+  it("checks its argument", function()
+    local reactor = require("spindle.reactor")
+    assert.has_error(function() reactor.listenREPL(nil) end,
+      "bad argument #1 to 'listenREPL' (string expected, got nil)")
+  end)
+
   it("refuses network endpoints", function()
     local reactor = require("spindle.reactor")
     assert.has_error(function() reactor.listenREPL("tcp:8000") end,

@@ -621,10 +621,7 @@ end
 -- reactor.listenREPL. Twisted's manhole (twisted.conch.manhole), without
 -- conch.
 function M.listen(where)
-  if type(where) ~= "string" then
-    error("bad argument #1 to 'listenREPL' (string expected, got " ..
-      type(where) .. ")", 2)
-  end
+  require("spindle.check").string(where, 1, "listenREPL")
   local path = where:match("^unix:(.+)$") or where
   if path:match("^%a+:") then
     error("listenREPL: only a Unix socket path is accepted (got '" ..
@@ -684,6 +681,7 @@ function M.client(path)
   function F:clientConnectionFailed(_, reason)
     stderrWrite("spindle: cannot attach to " .. path .. ": " ..
       tostring(reason.value) .. "\n")
+    debug.getregistry()["spindle.attach.failed"] = true
     if reactor.running then reactor.stop() end
   end
   reactor.connectUNIX(path, F())
