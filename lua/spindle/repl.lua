@@ -192,6 +192,20 @@ function M.errorText(f)
   return (table.concat(lines, "\n"):gsub("%s+$", ""))
 end
 
+--- repl.unfinished(src) -> boolean: is src the start of a statement
+-- that goes on (the prompt asks for more), as the session compiles it?
+-- Compiles only; runs nothing.
+function M.unfinished(src)
+  if load("return " .. src, "=stdin") then return false end
+  local _, e = load(src, "=stdin")
+  if not e then return false end
+  local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
+  if head and tail ~= "" and load(head .. ";\nreturn " .. tail, "=stdin") then
+    return false
+  end
+  return e:sub(-5) == "<eof>"
+end
+
 --- repl.Session(out, err[, onExit]) -> session: one prompt's state
 -- (an unfinished statement, the entry being awaited). out(text) and
 -- err(text) write its output and errors; onExit() is what `.exit` does.
@@ -715,12 +729,9 @@ function M.client(path)
       return "more"
     end
     if not (not pending and text:match("^%s*%.%a+%s*$")) and
-      not load("return " .. src, "=stdin") then
-      local _, e = load(src, "=stdin")
-      if e and e:sub(-5) == "<eof>" then
-        pending = src
-        return "more"
-      end
+      M.unfinished(src) then
+      pending = src
+      return "more"
     end
     pending = nil
     return submit(src, resume)
