@@ -12,6 +12,7 @@
 ** that awaits a Deferred.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,6 +300,14 @@ static int input_open(void) {
   if (repl.poll != NULL && uv_poll_init(loop, repl.poll, 0) != 0) {
     free(repl.poll);
     repl.poll = NULL;
+  }
+  if (repl.poll != NULL && repl.tty) {
+    /* uv_poll_init made the terminal non-blocking, but libedit's own
+    ** nested reads (Ctrl-R's incremental search, the rest of an escape
+    ** sequence) must wait for the next key, not take EAGAIN for the end
+    ** of input. The poll still says when a key is there. */
+    int fl = fcntl(0, F_GETFL);
+    if (fl != -1) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
   }
   if (repl.poll == NULL && !repl.tty) {
     repl.idle = malloc(sizeof *repl.idle);
