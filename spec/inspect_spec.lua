@@ -159,6 +159,25 @@ describe("inspect.connections", function()
     end)
 end)
 
+describe("inspect.connections for UDP", function()
+  it("reports a UDP port with its protocol's class and address", function()
+    local protocol = require("spindle.protocol")
+    local P = protocol.DatagramProtocol:extend({__name = "DgramSpec"})
+    local port = reactor.listenUDP(0, P(), "127.0.0.1")
+    local found
+    for _, row in ipairs(inspect.connections()) do
+      if row.protocol == "DgramSpec" then found = row end
+    end
+    assert.equal("udp", found.transport)
+    assert.equal("port", found.kind)
+    assert.equal(port:getHost().port, found.host.port)
+    assert.equal(0, found.queued)
+    assert.matches("udp port DgramSpec 127%.0%.0%.1:%d+",
+      inspect.connectionsText())
+    H.wait(port:stopListening())
+  end)
+end)
+
 describe("inspect.connections and summary", function()
   it("lists the loop's handles and sums up in one line", function()
     local dc = reactor.callLater(30, function() end)
