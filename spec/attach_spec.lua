@@ -100,6 +100,15 @@ describe("spindle --attach", function()
       term:waitFor("\nline 1\nline 2\n", 5, true)
       term:line("error({code = 1})")
       term:waitFor("{code = 1}", 5, true)
+      -- A second session at the same time, with an error of its own.
+      local both = process.run({"--attach", srv.sock}, {stdin =
+        "x + 1\nerror('second')\nnil + 1\n'still'\n",
+        env = {SPINDLE_REPL = "rich"}})
+      assert.matches("^43\n", both.stdout)
+      assert.matches("still\n", both.stdout, 1, true)
+      assert.matches("stdin:1: second", both.stderr, 1, true)
+      term:line("x + 2")
+      term:waitFor("\n44\n", 5, true)
       term:keys("C-d")
       term:waitFor("[exited 0]", 5, true)
       assert.is_true(alive(srv.pid))
