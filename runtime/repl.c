@@ -49,6 +49,10 @@ static struct {
 static const char repl_key = 'R';      /* registry: the spindle.repl module */
 static const char *attach_path = NULL; /* spindle --attach PATH */
 
+/* The last key libedit read from the terminal, and lines handed over. */
+static int last_key = -1;
+static unsigned long lines_taken = 0;
+
 static void input_start(void);
 static void tty_line(char *line);
 static void input_stop(void);
@@ -110,6 +114,7 @@ static void line_done(int status) {
 /* libedit's line handler: line is malloc'd, NULL at end of input. */
 static void tty_line(char *line) {
   repl.prompting = 0;
+  lines_taken++;
   if (line == NULL) {
     int status;
     fputc('\n', stdout);
@@ -168,6 +173,18 @@ static void buffer_read(void) {
   buffer_lines();
 }
 
+/* libedit's reads from the terminal (rl_getc_function): one byte, waiting
+** for it (the terminal is blocking), retried after a signal. */
+static int tty_getc(FILE *f) {
+  unsigned char c;
+  ssize_t n;
+  do {
+    n = read(fileno(f), &c, 1);
+  } while (n < 0 && errno == EINTR);
+  last_key = n == 1 ? c : -1;
+  return n == 1 ? c : EOF;
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events) {
   (void)h;
   (void)events;
@@ -177,10 +194,18 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     buffer_lines();
     return;
   }
-  if (repl.tty)
+  if (repl.tty) {
+    unsigned long taken = lines_taken;
+    last_key = -1;
     rl_callback_read_char();
-  else
+    /* Enter that ends a Ctrl-R search is pushed back by libedit and
+    ** would wait for the next key: take it now. */
+    if ((last_key == '\r' || last_key == '\n') && lines_taken == taken &&
+        repl.prompting)
+      rl_callback_read_char();
+  } else {
     buffer_read();
+  }
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -321,6 +346,7 @@ static int input_open(void) {
     rl_readline_name = "spindle";
     rl_attempted_completion_function = repl_completion;
     rl_completer_word_break_characters = word_breaks;
+    rl_getc_function = tty_getc;
     /* libedit splits words on the basic set, not the completer's. */
     rl_basic_word_break_characters = word_breaks;
     rl_completion_append_character = '\0';

@@ -328,7 +328,6 @@ describe("the REPL's Ctrl-R on a tmux terminal", function()
     -- as end of input, and the line became "<\4>".
     term:waitFor("\n> 'needle' .. 1\nbck:need", 5, true)
     term:keys("Enter")
-    term:keys("Enter")
     term:waitFor("> 'other'\nother\n> 'needle' .. 1\nneedle1\n", 5, true)
     local screen = term:screen()
     term:stop()
