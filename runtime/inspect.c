@@ -374,11 +374,12 @@ static void wd_stop_thread(void) {
   wd.thread_on = 0;
 }
 
-/* The shutdown hook: stop the thread and close the phase handles. It
-** runs before loop.c's (hooks run last registered first), whose run of
-** the loop then finishes the closes. */
-static void wd_shutdown(lua_State *L) {
+/* At exit (loop.h's live registry, SP_LIVE_THREADS phase): stop the
+** thread and close the phase handles; the loop's last run finishes the
+** closes. */
+static void wd_shutdown(lua_State *L, sp_live *n) {
   (void)L;
+  sp_live_remove(n);
   wd_stop_thread();
   wd.limit = 0;
   uv_close((uv_handle_t *)wd.prepare, wd_handle_free);
@@ -386,6 +387,8 @@ static void wd_shutdown(lua_State *L) {
   wd.prepare = NULL;
   wd.check = NULL;
 }
+
+static sp_live wd_live = {NULL, NULL, wd_shutdown, SP_LIVE_THREADS};
 
 /* [-0, +0, e] Start the phase handles, the SIGURG handler and the thread,
 ** once. */
@@ -411,7 +414,7 @@ static void wd_start(lua_State *L) {
     uv_unref((uv_handle_t *)wd.check);
     uv_mutex_init(&wd.lock);
     uv_cond_init(&wd.cond);
-    sp_on_shutdown(wd_shutdown);
+    sp_live_add(&wd_live);
   }
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wd_signal;

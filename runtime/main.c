@@ -524,8 +524,8 @@ static int pmain(lua_State *L) {
     sp_repl_attach(attach_path);
     sp_repl_run(L, docall);
     /* repl.lua's client marks a connection that never came up. */
-    a->ok = lua_getfield(L, LUA_REGISTRYINDEX, "spindle.attach.failed") ==
-            LUA_TNIL;
+    a->ok =
+        lua_getfield(L, LUA_REGISTRYINDEX, "spindle.attach.failed") == LUA_TNIL;
     lua_pop(L, 1);
     return 0;
   }

@@ -377,7 +377,9 @@ end
 local TimerService = Service:extend({__name = "TimerService"})
 
 function TimerService:__init(step, f, ...)
-  if type(step) ~= "number" then typeError(1, "TimerService", "number", step) end
+  if type(step) ~= "number" then
+    typeError(1, "TimerService", "number", step)
+  end
   if not isCallable(f) then typeError(2, "TimerService", "callable", f) end
   self.step, self.call = step, {f = f, args = table.pack(...)}
   self.clock = nil
@@ -432,8 +434,9 @@ end
 -- jitter) and try again. prepareConnection(protocol), if given, runs
 -- after each connect; if it raises or its Deferred fails the attempt
 -- counts as failed and the connection is closed (Twisted leaves such a
--- connection open and unused). The five arguments may also be given as one options
--- table {endpoint=, factory=, retryPolicy=, clock=, prepareConnection=}.
+-- connection open and unused). The five arguments may also be given as
+-- one options table {endpoint=, factory=, retryPolicy=, clock=,
+-- prepareConnection=}.
 -- twisted.application.internet.ClientService (its state machine,
 -- written out).
 local ClientService = Service:extend({__name = "ClientService"})

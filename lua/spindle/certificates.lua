@@ -2,7 +2,8 @@
 -- re-exported by spindle.ssl: Certificate, PrivateCertificate, KeyPair,
 -- PublicKey, DistinguishedName.
 --
---   local cert = ssl.PrivateCertificate.loadPEM(io.open("server.pem"):read("a"))
+--   local pem = io.open("server.pem"):read("a")
+--   local cert = ssl.PrivateCertificate.loadPEM(pem)
 --   reactor.listenSSL(8443, f, cert:options(caCert))  -- mutual TLS
 --   local kp = ssl.KeyPair.generate()
 --   local ca = kp:selfSignedCert(1, {commonName = "my CA"})
@@ -80,7 +81,9 @@ function DistinguishedName:_add(short, value)
   comps[#comps + 1] = {short, tostring(value)}
   if rawget(self, short) == nil then
     rawset(self, short, tostring(value))
-    if shortToLong[short] then rawset(self, shortToLong[short], tostring(value)) end
+    if shortToLong[short] then
+      rawset(self, shortToLong[short], tostring(value))
+    end
   end
 end
 
@@ -382,7 +385,9 @@ end
 -- certificate's PEM text and a KeyPair.
 function PrivateCertificate.load(...)
   local cls, data, key = ...
-  if type(cls) == "string" then cls, data, key = PrivateCertificate, cls, data end
+  if type(cls) == "string" then
+    cls, data, key = PrivateCertificate, cls, data
+  end
   return cls(C.load_certificate(data)):_setPrivateKey(key)
 end
 
@@ -497,7 +502,9 @@ function M.install(ssl)
     if type(opts) == "table" then
       local o = {}
       for k, v in pairs(opts) do o[k] = v end
-      if KeyPair:isinstance(o.privateKey) then o.privateKey = o.privateKey.pem end
+      if KeyPair:isinstance(o.privateKey) then
+        o.privateKey = o.privateKey.pem
+      end
       if Certificate:isinstance(o.certificate) then
         o.certificate = o.certificate.original
       end

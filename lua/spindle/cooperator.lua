@@ -135,7 +135,11 @@ function CooperativeTask:_completeWith(state, result)
   local ds = self._deferreds
   self._deferreds = {}
   for _, d in ipairs(ds) do
-    if failure.isFailure(result) then d:errback(result) else d:callback(result) end
+    if failure.isFailure(result) then
+      d:errback(result)
+    else
+      d:callback(result)
+    end
   end
 end
 
@@ -319,7 +323,8 @@ local function global()
 end
 
 --- task.cooperate(iterator[, s][, var]) -> CooperativeTask on the global
--- Cooperator (made on first use; it runs while the reactor runs). twisted.internet.task.cooperate.
+-- Cooperator (made on first use; it runs while the reactor runs).
+-- twisted.internet.task.cooperate.
 function M.cooperate(it, s, var)
   checkIterator(it, "cooperate")
   return global():cooperate(it, s, var)

@@ -348,7 +348,7 @@ LimitTotalConnectionsFactory.connectionCount = 0
 LimitTotalConnectionsFactory.connectionLimit = nil
 LimitTotalConnectionsFactory.overflowProtocol = nil
 
-function LimitTotalConnectionsFactory:buildProtocol(addr) -- luacheck: ignore addr
+function LimitTotalConnectionsFactory:buildProtocol(addr)
   local wrapped
   if self.connectionLimit == nil or
       self.connectionCount < self.connectionLimit then

@@ -134,7 +134,7 @@ end
 
 --- rcf:clientConnectionFailed(connector, reason): retry while
 -- continueTrying.
-function ReconnectingClientFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore reason
+function ReconnectingClientFactory:clientConnectionFailed(connector, reason)
   if self.continueTrying then
     self.connector = connector
     self:retry()
@@ -143,7 +143,7 @@ end
 
 --- rcf:clientConnectionLost(connector, reason): retry while
 -- continueTrying.
-function ReconnectingClientFactory:clientConnectionLost(connector, reason) -- luacheck: ignore reason
+function ReconnectingClientFactory:clientConnectionLost(connector, reason)
   if self.continueTrying then
     self.connector = connector
     self:retry()

@@ -34,12 +34,12 @@ function EchoClientFactory:__init()
   self.done = defer.Deferred()
 end
 
-function EchoClientFactory:clientConnectionFailed(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionFailed(connector, reason)
   print("connection failed:", reason:getErrorMessage())
   self.done:errback(reason)
 end
 
-function EchoClientFactory:clientConnectionLost(connector, reason) -- luacheck: ignore connector
+function EchoClientFactory:clientConnectionLost(connector, reason)
   print("connection lost:", reason:getErrorMessage())
   self.done:callback(nil)
 end
