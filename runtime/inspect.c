@@ -24,7 +24,10 @@
 ** and logs one warning per stall with the Lua traceback of what runs. The
 ** next phase logs how long the stall lasted. Only the hook and the
 ** phase callbacks touch the marks, both on the loop thread; the watchdog
-** thread reads `epoch` and `armed` (atomics) and nothing else.
+** thread reads `epoch` and `armed` (atomics) and nothing else. While the
+** reactor is not running no phase passes: one SIGURG is sent, finds no
+** Lua state to hook (loop.c's hook needs a running reactor), and `armed`
+** stays set until the next phase, so no more are sent.
 */
 #include <pthread.h>
 #include <signal.h>
@@ -257,6 +260,7 @@ static struct {
   uv_check_t *check;
   uv_thread_t tid;
   int thread_on;
+  int sync_made;   /* lock and cond initialized */
   uv_mutex_t lock; /* guards quit and the condition */
   uv_cond_t cond;
   int quit;
@@ -329,6 +333,9 @@ static void wd_phase(void) {
   wd.mark = now;
   wd.idle_mark = uv_metrics_idle_time(sp_loop());
   atomic_fetch_add(&wd_epoch, 1);
+  /* A hook asked for while no Lua ran (the loop idle, or stopped) is not
+  ** owed any more: the next stall may ask again. */
+  atomic_store(&wd_armed, 0);
 }
 
 static void wd_prepare_cb(uv_prepare_t *h) {
@@ -353,7 +360,7 @@ static void wd_main(void *arg) {
     uv_cond_timedwait(&wd.cond, &wd.lock, period);
     if (wd.quit) break;
     e = atomic_load(&wd_epoch);
-    if (e == seen && sp_loop_running() && !atomic_exchange(&wd_armed, 1))
+    if (e == seen && !atomic_exchange(&wd_armed, 1))
       pthread_kill(wd.loop_thread, SIGURG);
     seen = e;
   }
@@ -374,21 +381,31 @@ static void wd_stop_thread(void) {
   wd.thread_on = 0;
 }
 
-/* At exit (loop.h's live registry, SP_LIVE_THREADS phase): stop the
-** thread and close the phase handles; the loop's last run finishes the
-** closes. */
-static void wd_shutdown(lua_State *L, sp_live *n) {
-  (void)L;
-  sp_live_remove(n);
+static void wd_shutdown(lua_State *L, sp_live *n);
+static sp_live wd_live = {NULL, NULL, wd_shutdown, SP_LIVE_THREADS};
+
+/* Turn the watchdog off: stop the thread, close the phase handles (their
+** close callbacks free them), leave the live registry. */
+static void wd_off(void) {
+  sp_live_remove(&wd_live);
   wd_stop_thread();
   wd.limit = 0;
-  uv_close((uv_handle_t *)wd.prepare, wd_handle_free);
-  uv_close((uv_handle_t *)wd.check, wd_handle_free);
-  wd.prepare = NULL;
-  wd.check = NULL;
+  wd.warned = 0;
+  if (wd.prepare != NULL) {
+    uv_close((uv_handle_t *)wd.prepare, wd_handle_free);
+    uv_close((uv_handle_t *)wd.check, wd_handle_free);
+    wd.prepare = NULL;
+    wd.check = NULL;
+  }
 }
 
-static sp_live wd_live = {NULL, NULL, wd_shutdown, SP_LIVE_THREADS};
+/* At exit (loop.h's live registry, SP_LIVE_THREADS phase): off; the
+** loop's last run finishes the closes. */
+static void wd_shutdown(lua_State *L, sp_live *n) {
+  (void)L;
+  (void)n;
+  wd_off();
+}
 
 /* [-0, +0, e] Start the phase handles, the SIGURG handler and the thread,
 ** once. */
@@ -412,9 +429,12 @@ static void wd_start(lua_State *L) {
     uv_check_start(wd.check, wd_check_cb);
     uv_unref((uv_handle_t *)wd.prepare);
     uv_unref((uv_handle_t *)wd.check);
+    sp_live_add(&wd_live);
+  }
+  if (!wd.sync_made) {
     uv_mutex_init(&wd.lock);
     uv_cond_init(&wd.cond);
-    sp_live_add(&wd_live);
+    wd.sync_made = 1;
   }
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wd_signal;
@@ -439,15 +459,12 @@ static void wd_start(lua_State *L) {
 ** No Twisted equivalent (twisted#4304); like Node's --trace-sync-io
 ** spirit, or asyncio's slow_callback_duration in debug mode. */
 static int inspect_setStallWarning(lua_State *L) {
-  double s = lua_toboolean(L, 1) ? luaL_checknumber(L, 1) : 0;
-  if (lua_type(L, 1) == LUA_TTABLE) { /* reactor:setStallWarning(s) */
-    lua_remove(L, 1);
-    s = lua_toboolean(L, 1) ? luaL_checknumber(L, 1) : 0;
-  }
+  double s;
+  if (lua_type(L, 1) == LUA_TTABLE) lua_remove(L, 1); /* reactor:... */
+  s = lua_toboolean(L, 1) ? luaL_checknumber(L, 1) : 0;
   luaL_argcheck(L, s >= 0 && s == s, 1, "seconds must be >= 0");
   if (s == 0) {
-    wd_stop_thread();
-    wd.limit = 0;
+    wd_off();
     return 0;
   }
   wd_stop_thread();

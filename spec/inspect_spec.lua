@@ -239,6 +239,25 @@ reactor.run()
     assert.not_matches("stall warning", r.stdout)
   end)
 
+  it("warns in each run of the reactor, not only the first", function()
+    local capture = H.captureLog()
+    reactor.setStallWarning(0.2)
+    H.runFor(0.3) -- idle: no warning
+    local function spin()
+      local t = reactor.seconds()
+      while reactor.seconds() - t < 0.6 do end
+    end
+    for _ = 1, 2 do
+      reactor.callLater(0.01, spin)
+      H.runFor(0.8)
+    end
+    reactor.setStallWarning(nil)
+    assert.is_nil(reactor.getStallWarning())
+    capture:stop()
+    local _, n = capture:text():gsub("has been busy in one callback", "")
+    assert.equal(2, n)
+  end)
+
   it("rejects a negative limit", function()
     assert.has_error(function() reactor.setStallWarning(-1) end,
       "bad argument #1 to 'setStallWarning' (seconds must be >= 0)")
