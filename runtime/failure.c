@@ -391,6 +391,7 @@ static const char *const builtin_types[][3] = {
     {"reactor.MessageLengthError", "MessageLengthError", NULL},
     {"reactor.InvalidAddressError", "InvalidAddressError", NULL},
     {"reactor.MulticastJoinError", "MulticastJoinError", NULL},
+    {"reactor.AlreadyListened", "AlreadyListened", NULL},
     {"basic.StringTooLongError", "StringTooLongError", NULL},
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},

@@ -15,8 +15,10 @@
 #include <uv.h>
 
 #include "core.h"
+#include "embed.h"
 #include "failure.h"
 #include "repl.h"
+#include "supervisor.h"
 
 #define SPINDLE_VERSION "0.1.0"
 
@@ -35,6 +37,10 @@ static void print_options(FILE *out) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --workers N|auto  run N copies of script under a supervisor\n"
+          "            (SIGHUP reloads them, SIGTERM/SIGINT drains them)\n"
+          "  --drain S seconds SIGTERM/SIGINT waits for open connections\n"
+          "            (default 10); these two come before the script\n"
           "  --attach PATH        a REPL inside the running program that\n"
           "                       listens at PATH (reactor.listenREPL)\n"
           "  --stall-warning S    log a warning with a traceback when one\n"
@@ -477,6 +483,68 @@ static int handle_luainit(lua_State *L) {
   return dostring(L, init, name);
 }
 
+/* --workers N|auto and --drain SECONDS, among the options before the
+** script (in either form, "--workers 2" or "--workers=2"): parse them and
+** take them out of argv, so the rest is lua.c's command line. Returns 0
+** after printing a message when one is bad. */
+static int take_option(int *argc, char **argv, int i, const char *name,
+                       const char **value) {
+  size_t len = strlen(name);
+  int n = 1;
+  if (strncmp(argv[i], name, len) != 0) return 0;
+  if (argv[i][len] == '=') {
+    *value = argv[i] + len + 1;
+  } else if (argv[i][len] == '\0' && argv[i + 1] != NULL) {
+    *value = argv[i + 1];
+    n = 2;
+  } else {
+    *value = NULL;
+    return 1;
+  }
+  memmove(argv + i, argv + i + n, (size_t)(*argc - i - n + 1) * sizeof *argv);
+  *argc -= n;
+  return 1;
+}
+
+static int production_options(int *argc, char **argv, int *workers) {
+  const char *v;
+  char *end;
+  int i = 1;
+  while (argv[i] != NULL && argv[i][0] == '-' && argv[i][1] != '\0' &&
+         strcmp(argv[i], "--") != 0) {
+    if (take_option(argc, argv, i, "--workers", &v)) {
+      long n = v == NULL ? 0 : strtol(v, &end, 10);
+      if (v != NULL && strcmp(v, "auto") == 0)
+        n = (long)uv_available_parallelism();
+      else if (v == NULL || *end != '\0' || n < 1 || n > 1024)
+        n = 0;
+      if (n == 0) {
+        fprintf(stderr, "%s: --workers needs a number (1..1024) or 'auto'\n",
+                progname);
+        return 0;
+      }
+      *workers = (int)n;
+    } else if (take_option(argc, argv, i, "--drain", &v)) {
+      double d = v == NULL ? -1 : strtod(v, &end);
+      if (v == NULL || *end != '\0' || !(d >= 0 && d <= 1e6)) {
+        fprintf(stderr, "%s: --drain needs a number of seconds\n", progname);
+        return 0;
+      }
+      sp_supervisor_set_drain(d);
+    } else {
+      if ((argv[i][1] == 'e' || argv[i][1] == 'l') && argv[i][2] == '\0' &&
+          argv[i + 1] != NULL)
+        i++;
+      i++;
+    }
+  }
+  if (*workers > 0 && (argv[i] == NULL || strcmp(argv[i], "-") == 0)) {
+    fprintf(stderr, "%s: --workers needs a script file\n", progname);
+    return 0;
+  }
+  return 1;
+}
+
 struct pmain_args {
   int argc;
   char **argv;
@@ -508,7 +576,7 @@ static int pmain(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     unsetenv("SPINDLE_LUA_PATH");
   }
-  sp_openlibs(L);
+  sp_openlibs(L, sp_cmodules);
   create_argtable(L, argv, argc, script);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
@@ -549,10 +617,16 @@ static int pmain(lua_State *L) {
 
 int main(int argc, char **argv) {
   struct pmain_args a = {argc, argv, 0};
-  int status;
+  int status, workers = 0;
   lua_State *L;
   /* A peer that vanishes mid-write must give connectionLost, not kill us. */
   signal(SIGPIPE, SIG_IGN);
+  if (argv[0] != NULL && argv[0][0]) progname = argv[0];
+  if (argv[0] != NULL && !production_options(&argc, argv, &workers))
+    return EXIT_FAILURE;
+  a.argc = argc;
+  /* The supervisor runs no Lua at all. */
+  if (workers > 0) return sp_supervisor_main(argc, argv, workers);
   L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", argv[0]);

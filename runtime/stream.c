@@ -113,6 +113,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
 #define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
 #define SF_WSHUT 0x20000   /* our write half's shutdown completed */
+#define SF_FHOLD 0x40000   /* the filter holds writes: producer stays paused */
 
 /* User values of the transport userdata. */
 enum {
@@ -846,22 +847,30 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
   check_both_halves(L, s);
 }
 
+/* Before the write side ends (loseConnection, loseWriteConnection) the
+** filter may queue its last record (TLS close_notify), once. Returns 1
+** when the caller must wait: for that record to drain (stream_drained
+** comes again), or for the filter to be ready (sp_stream_finish_ready). */
+static int filter_last(lua_State *L, sp_stream *s) {
+  int r;
+  if (s->filter == NULL || s->filter->finish == NULL ||
+      (s->flags & SF_FINISHED))
+    return 0;
+  s->flags |= SF_FINISHED;
+  r = s->filter->finish(L, s);
+  if (r == SP_FILTER_WAIT) {
+    s->flags &= ~SF_FINISHED;
+    s->flags |= SF_FWAIT;
+    reading_update(s);
+    return 1;
+  }
+  return r && sp_stream_queued(s) > 0;
+}
+
 /* Close after loseConnection, once everything (and the filter's last
 ** record) is written. */
 static void stream_finish(lua_State *L, sp_stream *s) {
-  if (s->filter != NULL && s->filter->finish != NULL &&
-      !(s->flags & SF_FINISHED)) {
-    int r;
-    s->flags |= SF_FINISHED;
-    r = s->filter->finish(L, s);
-    if (r == SP_FILTER_WAIT) {
-      s->flags &= ~SF_FINISHED;
-      s->flags |= SF_FWAIT;
-      reading_update(s);
-      return;
-    }
-    if (r && sp_stream_queued(s) > 0) return;
-  }
+  if (filter_last(L, s)) return;
   if (s->state == ST_OPEN) stream_done(L, s);
 }
 
@@ -876,6 +885,7 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
   if ((s->flags & SF_PRODUCER) &&
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
+    if (s->flags & SF_FHOLD) return; /* sp_stream_filter_hold resumes */
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
   } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
@@ -897,6 +907,7 @@ static void stream_later(lua_State *L, sp_loop_later *n) {
   if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
+    if (filter_last(L, s) || s->state != ST_OPEN) return;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
@@ -928,10 +939,35 @@ void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
     schedule_drain(L, s);
 }
 
+void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold) {
+  if (s->state != ST_OPEN) return;
+  if (hold) {
+    s->flags |= SF_FHOLD;
+    if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
+        (SF_PRODUCER | SF_STREAMING)) {
+      s->flags |= SF_PPAUSED;
+      producer_call(L, s, "pauseProducing");
+    }
+    return;
+  }
+  if (!(s->flags & SF_FHOLD)) return;
+  s->flags &= ~SF_FHOLD;
+  /* With a write in flight its callback resumes the producer (through
+  ** stream_drained, once the queue is empty); otherwise nothing will.
+  ** Without a producer there is nothing to resume here (a pending close
+  ** goes on as before, on its own drain). */
+  if ((s->flags & SF_PRODUCER) && !(s->flags & SF_INFLIGHT) && s->plen == 0)
+    stream_drained(L, s);
+}
+
 void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || !(s->flags & SF_FWAIT)) return;
   s->flags &= ~SF_FWAIT;
   reading_update(s);
+  /* A half-close that finished meanwhile (the filter's held writes went
+  ** out and drained): nothing is left to finish, and a write now would
+  ** fail with EPIPE. */
+  if (s->flags & SF_WDISCONNECTED) return;
   schedule_drain(L, s);
 }
 

@@ -120,8 +120,10 @@ typedef struct sp_stream_filter {
   ** to sp_stream_write_raw. Returns 0 or a negative error. */
   int (*write)(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                unsigned nbufs);
-  /* The write queue drained during loseConnection: the filter may queue a
-  ** last record (close_notify). Returns 1 if it queued something (the
+  /* The write queue drained during loseConnection or loseWriteConnection
+  ** (called once for both): the filter may queue a last record
+  ** (close_notify) before the close or the write half's shutdown. Returns 1 if
+  *it queued something (the
   ** stream then waits for that to drain as well), else 0; or
   ** SP_FILTER_WAIT when it cannot finish yet (a TLS handshake still
   ** running, with writes held until it ends): the stream then keeps
@@ -167,6 +169,14 @@ int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 ** cleanly. Does nothing on a stream that is not open. */
 void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                           unsigned nbufs);
+
+/* The filter keeps (hold != 0) plaintext the protocol wrote that it
+** cannot encode yet (TLS before its handshake ends), or has just sent it
+** on (hold == 0). While held, a registered streaming producer is paused
+** (as past the high-water mark) and not resumed by a drain; once
+** released it is resumed when the queue is empty, now or when it drains.
+** twisted TLSMemoryBIOProtocol._bufferedWrite/_unbufferPendingWrites. */
+void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold);
 
 /* A filter whose finish returned SP_FILTER_WAIT is ready: finish the
 ** pending loseConnection once the queue drains (finish is called again). */

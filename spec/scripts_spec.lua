@@ -35,6 +35,8 @@ local servers = {
   ["scripts/echo_server.lua"] = "needs clients: run by tcp_spec.lua",
   ["scripts/echo_client.lua"] = "needs a server: run by tcp_spec.lua",
   ["scripts/chat_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/hello_server.lua"] = "needs clients and signals: run by " ..
+    "workers_spec.lua",
   ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
   ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
     "run by spec/udp_spec.lua",

@@ -420,6 +420,30 @@ function SSL4ClientEndpoint:connect(factory)
   end) or wf.onConnection
 end
 
+--- AdoptedStreamServerEndpoint(reactor, fileDescriptor, addressFamily):
+-- listens on a socket that is already bound and listening (addressFamily
+-- "INET", "INET6" or "UNIX"); listen() adopts it once, as Twisted's, and
+-- raises on a second call. twisted AdoptedStreamServerEndpoint.
+local AdoptedStreamServerEndpoint = Object:extend({
+  __name = "AdoptedStreamServerEndpoint"})
+
+function AdoptedStreamServerEndpoint:__init(reactor, fileDescriptor,
+    addressFamily)
+  checkReactor(reactor, "AdoptedStreamServerEndpoint")
+  self.reactor, self.fileDescriptor = reactor, fileDescriptor
+  self.addressFamily = addressFamily
+end
+
+function AdoptedStreamServerEndpoint:listen(factory)
+  if self._used then
+    return defer.fail(require("spindle.reactor").AlreadyListened(
+      "Cannot listen on the same adopted descriptor twice"))
+  end
+  self._used = true
+  return defer.maybeDeferred(self.reactor.adoptStreamPort,
+    self.fileDescriptor, self.addressFamily, factory)
+end
+
 -- Parsing ------------------------------------------------------------------
 
 --- Split a description into its type, positional args and key=value
@@ -458,7 +482,7 @@ local function parse(description)
     kwargs
 end
 
-local supported = "supported: tcp, tcp6, unix, ssl, tls"
+local supported = "supported: tcp, tcp6, unix, ssl, tls, systemd"
 
 local function badType(kind, description)
   error(("Unknown endpoint type: '%s' in %q (%s)"):format(
@@ -492,8 +516,10 @@ end
 -- "tcp6:PORT[...]" (interface "::"), "unix:PATH[:backlog=N]" (also
 -- "unix:address=PATH"), "ssl:PORT:privateKey=KEY[:certKey=CERT]
 -- [:interface=IP][:backlog=N]" (certKey defaults to privateKey: one PEM
--- file with both); a bare "PORT" means tcp. Raises on an unknown
--- type or a bad value, naming it. twisted endpoints.serverFromString.
+-- file with both), "systemd:domain=INET:index=N" (the Nth socket systemd
+-- passed by socket activation, LISTEN_FDS; domain INET, INET6 or UNIX);
+-- a bare "PORT" means tcp. Raises on an unknown type or a bad value,
+-- naming it. twisted endpoints.serverFromString.
 function M.serverFromString(reactor, description)
   checkReactor(reactor, "serverFromString")
   checkDescription(description, "serverFromString")
@@ -516,6 +542,19 @@ function M.serverFromString(reactor, description)
       kw.certKey or kw.privateKey)
     return SSL4ServerEndpoint(reactor, port, cf,
       toint(kw.backlog or 50, "backlog", description), kw.interface)
+  elseif kind == "systemd" then
+    local index = toint(kw.index or 0, "index", description)
+    local domain = kw.domain or "INET"
+    if domain ~= "INET" and domain ~= "INET6" and domain ~= "UNIX" then
+      error(("bad domain %q in %q (INET, INET6 or UNIX)"):format(domain,
+        description), 2)
+    end
+    local fds = require("spindle._supervisor").listenFds()
+    if fds[index + 1] == nil then
+      error(("no socket %d from systemd in %q (LISTEN_FDS gives %d)")
+        :format(index, description, #fds), 2)
+    end
+    return AdoptedStreamServerEndpoint(reactor, fds[index + 1], domain)
   elseif kind == "unix" then
     local address = kw.address or args[1]
     if address == nil or address == "" then
@@ -631,5 +670,6 @@ M.SSL4ServerEndpoint = SSL4ServerEndpoint
 M.SSL4ClientEndpoint = SSL4ClientEndpoint
 M.HostnameEndpoint = HostnameEndpoint
 M._WrapperEndpoint = WrapperEndpoint
+M.AdoptedStreamServerEndpoint = AdoptedStreamServerEndpoint
 
 return require("spindle._core").strict("endpoints", M)

@@ -44,7 +44,9 @@ end
 -- Its Context is made (and the files read) at once: a missing or bad
 -- file raises ssl.Error here. getContext() returns that same Context each
 -- time, so changes made to it (set_verify, load_verify_locations) apply
--- to later connections. twisted.internet.ssl.DefaultOpenSSLContextFactory.
+-- to later connections. Setting f.handshakeTimeout (seconds) changes the
+-- server-side handshake timeout of listenSSL (default 30).
+-- twisted.internet.ssl.DefaultOpenSSLContextFactory.
 local DefaultOpenSSLContextFactory = Object:extend({
   __name = "DefaultOpenSSLContextFactory",
   isClient = false,
@@ -120,15 +122,21 @@ local function toVersion(v, what)
 end
 
 --- CertificateOptions{privateKey, certificate, verify, caCerts,
--- requireCertificate, acceptableProtocols, minimumVersion, maximumVersion,
--- method}: a context factory for either side.
+-- requireCertificate, acceptableProtocols, acceptableCiphers,
+-- minimumVersion, maximumVersion, method, handshakeTimeout}: a context
+-- factory for either side.
 --   privateKey, certificate: PEM file paths (the certificate file may hold
 --     the chain after it) or PEM text; certificate may be an X509.
 --   verify: verify the peer's certificate against caCerts (a path, a list
 --     of paths or of X509 objects); requireCertificate (default true when
 --     verify) makes a server refuse clients without one.
 --   acceptableProtocols: ALPN protocol names, most preferred first.
+--   acceptableCiphers: the TLS 1.2 suites, an OpenSSL cipher string that
+--     replaces ssl.DEFAULT_CIPHERS (Mozilla "intermediate": ECDHE with
+--     AES-GCM or ChaCha20-Poly1305); the way to widen them.
 --   minimumVersion / maximumVersion: "TLSv1_2" or "TLSv1_3".
+--   handshakeTimeout: seconds a server-side handshake may take before the
+--     connection is lost with ssl.Error (default 30; see listenSSL).
 -- getContext() returns one Context, made on first use.
 -- twisted.internet.ssl.CertificateOptions (paths instead of objects).
 local CertificateOptions = Object:extend({__name = "CertificateOptions"})
@@ -179,6 +187,9 @@ function CertificateOptions:_makeContext()
   local ctx = C.Context(self.method or C.TLS_METHOD)
   if self._minimum then ctx:set_min_proto_version(self._minimum) end
   if self._maximum then ctx:set_max_proto_version(self._maximum) end
+  if self.acceptableCiphers then
+    ctx:set_cipher_list(self.acceptableCiphers)
+  end
   if self.certificate then
     useKeyPair(ctx, self.certificate, self.privateKey)
   end
