@@ -25,7 +25,7 @@ BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
               libssl-dev libedit-dev
 DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
-            lua-cjson lua-lpeg lua-check clang-format haproxy
+            lua-cjson lua-lpeg lua-check clang-format haproxy tmux
 
 CC      ?= cc
 OPT     ?= -O2

@@ -41,6 +41,10 @@ static void print_options(FILE *out) {
           "            (SIGHUP reloads them, SIGTERM/SIGINT drains them)\n"
           "  --drain S seconds SIGTERM/SIGINT waits for open connections\n"
           "            (default 10); these two come before the script\n"
+          "  --attach PATH        a REPL inside the running program that\n"
+          "                       listens at PATH (reactor.listenREPL)\n"
+          "  --stall-warning S    log a warning with a traceback when one\n"
+          "                       callback keeps the reactor busy > S s\n"
           "  --help    show this help and exit\n"
           "  --version show version information and exit\n"
           "  --        stop handling options\n"
@@ -53,7 +57,9 @@ static void print_options(FILE *out) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l')
+  if (badoption[1] == 'e' || badoption[1] == 'l' ||
+      strcmp(badoption, "--attach") == 0 ||
+      strcmp(badoption, "--stall-warning") == 0)
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   else
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -353,6 +359,29 @@ static void line_repl(lua_State *L) {
 #define has_help 32
 #define has_version 64
 
+static const char *attach_path = NULL; /* --attach PATH */
+static double stall_warning = 0;       /* --stall-warning S */
+
+/* --attach PATH, --stall-warning S: 1 if argv[*i] is one of them (its
+** value taken, *i moved past it), 0 if not, -1 if its value is bad. */
+static int collect_long(char **argv, int *i) {
+  char *end;
+  int attach = strcmp(argv[*i], "--attach") == 0;
+  if (!attach && strcmp(argv[*i], "--stall-warning") != 0) return 0;
+  if (argv[*i + 1] == NULL) return -1;
+  (*i)++;
+  if (attach) {
+    attach_path = argv[*i];
+    return 1;
+  }
+  stall_warning = strtod(argv[*i], &end);
+  if (*end != '\0' || !(stall_warning > 0)) {
+    (*i)--;
+    return -1;
+  }
+  return 1;
+}
+
 /* The rich REPL (repl.c) for a terminal, or whatever standard input is
 ** when SPINDLE_REPL=rich (for programs and tests that drive it through a
 ** pipe); lua.c's line mode otherwise. */
@@ -374,6 +403,12 @@ static int collect_args(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        switch (collect_long(argv, &i)) {
+          case 1:
+            continue;
+          case -1:
+            return has_error;
+        }
         if (strcmp(argv[i], "--help") == 0) return args | has_help;
         if (strcmp(argv[i], "--version") == 0) return args | has_version;
         if (argv[i][2] != '\0') return has_error;
@@ -545,7 +580,23 @@ static int pmain(lua_State *L) {
   create_argtable(L, argv, argc, script);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
+  if (stall_warning > 0) {
+    char stat[80];
+    snprintf(stat, sizeof stat,
+             "require('spindle.reactor').setStallWarning(%.17g)",
+             stall_warning);
+    if (dostring(L, stat, "=(--stall-warning)") != LUA_OK) return 0;
+  }
   if (!run_args(L, argv, script)) return 0;
+  if (attach_path != NULL) { /* spindle --attach PATH: the client only */
+    sp_repl_attach(attach_path);
+    sp_repl_run(L, docall);
+    /* repl.lua's client marks a connection that never came up. */
+    a->ok =
+        lua_getfield(L, LUA_REGISTRYINDEX, "spindle.attach.failed") == LUA_TNIL;
+    lua_pop(L, 1);
+    return 0;
+  }
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
   if (args & has_i) {
     if (want_rich_repl(args))

@@ -43,6 +43,7 @@
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
+#include "inspect.h"
 #include "stream.h"
 
 struct sp_stream {
@@ -80,6 +81,9 @@ struct sp_stream {
   sp_stream_connected_fn on_connect;
   sp_stream_lost_fn on_lost;
   void *owner;
+  /* For the inspector (inspect.h): bytes read and handed to the kernel,
+  ** and uv_now() when the stream was made. */
+  uint64_t nin, nout, born;
 };
 
 /* Stream states. */
@@ -203,6 +207,7 @@ static sp_stream *stream_alloc(int kind, int fd, int *err) {
   }
   s->h.handle.data = s;
   s->live.shutdown = stream_shutdown;
+  s->born = uv_now(sp_loop());
   sp_live_add(&s->live);
   s->later.run = stream_later;
   return s;
@@ -544,6 +549,7 @@ static void flush_corked(lua_State *L, sp_stream *s) {
     sp_stream_lose(L, s, 0, w);
     return;
   }
+  s->nout += (uint64_t)w;
   if ((size_t)w < s->plen) {
     memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
     s->plen -= (size_t)w;
@@ -633,6 +639,7 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   sp_stream *s = h->data;
   lua_State *L = sp_loop_state();
   if (nread > 0) {
+    s->nin += (uint64_t)nread;
     if (s->filter != NULL && s->filter->read != NULL) {
       int r = s->filter->read(L, s, buf->base, (size_t)nread);
       if (r < 0) sp_stream_lose(L, s, 0, r);
@@ -755,6 +762,7 @@ static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
     return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
+  if (r > 0) s->nout += (uint64_t)r;
   return r;
 }
 
@@ -807,6 +815,7 @@ static void write_cb(uv_write_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
   s->flags &= ~SF_INFLIGHT;
+  if (status >= 0) s->nout += s->inflight.len;
   if (s->flags & SF_ANCHOR) {
     s->flags &= ~SF_ANCHOR;
     lua_pushnil(L);
@@ -1428,8 +1437,67 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 3);
 }
 
+/* [-0, +0, e] One inspector row (inspect.h) for the open stream s,
+** appended to the array at t. */
+static void stream_row(lua_State *L, sp_stream *s, int t) {
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, s->filter != NULL          ? "tls"
+                    : s->kind == SP_STREAM_TCP ? "tcp"
+                                               : "unix");
+  lua_setfield(L, -2, "transport");
+  lua_pushliteral(L, "connection");
+  lua_setfield(L, -2, "kind");
+  sp_stream_push_transport(L, s);
+  if (lua_getiuservalue(L, -1, UV_PROTO) != LUA_TNIL &&
+      lua_getmetatable(L, -1) && lua_getfield(L, -1, "__name") == LUA_TSTRING)
+    lua_setfield(L, top + 1, "protocol");
+  lua_settop(L, top + 1);
+  sp_stream_pushaddr(L, s, 0);
+  lua_setfield(L, -2, "host");
+  sp_stream_pushaddr(L, s, 1);
+  lua_setfield(L, -2, "peer");
+  lua_pushnumber(L, (double)(uv_now(sp_loop()) - s->born) / 1e3);
+  lua_setfield(L, -2, "age");
+  lua_pushinteger(L, (lua_Integer)s->nin);
+  lua_setfield(L, -2, "bytesIn");
+  lua_pushinteger(L, (lua_Integer)s->nout);
+  lua_setfield(L, -2, "bytesOut");
+  lua_pushinteger(L, (lua_Integer)sp_stream_queued(s));
+  lua_setfield(L, -2, "queued");
+  if (s->flags & SF_PRODUCER) {
+    lua_pushstring(L, (s->flags & SF_STREAMING) ? "streaming" : "pull");
+    lua_setfield(L, -2, "producer");
+  }
+  lua_pushboolean(L, (s->flags & SF_PAUSED) != 0);
+  lua_setfield(L, -2, "paused");
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+typedef struct rows_arg {
+  lua_State *L;
+  int t;
+} rows_arg;
+
+static void stream_row_each(sp_live *n, void *arg) {
+  rows_arg *a = arg;
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
+  if (n->shutdown != stream_shutdown || s->state != ST_OPEN ||
+      s->ref == LUA_NOREF)
+    return;
+  luaL_checkstack(a->L, 8, NULL);
+  stream_row(a->L, s, a->t);
+}
+
+/* The inspector's provider: a row per open connection. */
+static void stream_rows(lua_State *L, int t) {
+  rows_arg a = {L, t};
+  sp_live_each(stream_row_each, &a);
+}
+
 void sp_stream_init(lua_State *L) {
   if (pool_live.next == NULL) sp_live_add(&pool_live);
+  sp_inspect_register("stream", stream_rows);
   sp_class_newx(L, SP_TRANSPORT_MT, transport_methods, transport_meta,
                 transport_getters);
   luaL_getmetatable(L, SP_TRANSPORT_MT);

@@ -42,6 +42,7 @@
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
+#include "inspect.h"
 #include "loop.h"
 #include "stream.h"
 #include "tcp.h"
@@ -1391,8 +1392,48 @@ static const luaL_Reg tcp_funcs[] = {{"resolve", tcp_resolve},
                                      {"connectUNIX", tcp_connectUNIX},
                                      {NULL, NULL}};
 
+/* [-0, +0, e] The inspector's row (inspect.h) for a listening port:
+** its address (port:getHost()) and its factory's class. */
+typedef struct rows_arg {
+  lua_State *L;
+  int t;
+} rows_arg;
+
+static void listener_row(sp_live *n, void *arg) {
+  lua_State *L = ((rows_arg *)arg)->L;
+  int t = ((rows_arg *)arg)->t;
+  listener *ls = (listener *)((char *)n - offsetof(listener, live));
+  int top = lua_gettop(L);
+  if (n->shutdown != listener_shutdown || ls->port == NULL ||
+      ls->port->ref == LUA_NOREF)
+    return;
+  luaL_checkstack(L, 8, NULL);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, ls->port->kind == SP_STREAM_TCP ? "tcp" : "unix");
+  lua_setfield(L, -2, "transport");
+  lua_pushliteral(L, "port");
+  lua_setfield(L, -2, "kind");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->port->ref);
+  if (lua_getiuservalue(L, -1, PV_FACTORY) != LUA_TNIL &&
+      lua_getmetatable(L, -1) && lua_getfield(L, -1, "__name") == LUA_TSTRING)
+    lua_setfield(L, top + 1, "protocol");
+  lua_settop(L, top + 2);
+  lua_getfield(L, -1, "getHost");
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  lua_setfield(L, -2, "host");
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+/* The provider of the listening ports' rows. */
+static void port_rows(lua_State *L, int t) {
+  rows_arg a = {L, t};
+  sp_live_each(listener_row, &a);
+}
+
 int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
+  sp_inspect_register("port", port_rows);
   sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
   sp_class_newx(L, CONNECTOR_MT, connector_methods, connector_meta,
