@@ -141,14 +141,50 @@ local p = io.popen("ls runtime/*.h runtime/*.c")
 for path in p:lines() do scan_c(path) end
 p:close()
 
--- The public modules: the names spindle's lazy table loads.
+-- The public modules: the names spindle's lazy table loads, and those
+-- users require by name that it does not load.
 local modules = {}
 for line in io.lines("lua/spindle/init.lua") do
   for name in line:gmatch("([%w_]+)%s*=%s*true") do
     modules[#modules + 1] = name
   end
 end
+local REQUIRED_BY_NAME = {
+  inspect = "require('spindle.inspect'): the REPL's views (README)",
+}
+for name in pairs(REQUIRED_BY_NAME) do modules[#modules + 1] = name end
 table.sort(modules)
+
+-- Every other file of lua/spindle/ must be a part of a public module (its
+-- functions are documented there) or internal; a new file that is
+-- neither stops the tool, so a new module is not left out unseen.
+local PART_OF = {
+  certificates = "ssl", process = "reactor", fdset = "reactor",
+  lifecycle = "reactor", class = "protocol (Object)",
+}
+local INTERNAL_MODULES = {
+  init = "the lazy spindle table", check = "argument checks",
+  strict = "strict module tables", repl = "the prompt's policy",
+}
+do
+  local known = {}
+  for _, m in ipairs(modules) do known[m] = true end
+  local unknown = {}
+  local ls = io.popen("ls lua/spindle/*.lua")
+  for path in ls:lines() do
+    local name = path:match("([%w_]+)%.lua$")
+    if not (known[name] or PART_OF[name] or INTERNAL_MODULES[name]) then
+      unknown[#unknown + 1] = path
+    end
+  end
+  ls:close()
+  if #unknown > 0 then
+    io.stderr:write("apidoc: neither a public module (lua/spindle/init.lua",
+      " or REQUIRED_BY_NAME) nor listed in PART_OF or INTERNAL_MODULES ",
+      "(tools/apidoc.lua):\n  ", table.concat(unknown, "\n  "), "\n")
+    os.exit(1)
+  end
+end
 
 -- The C file a userdata method belongs to decides its module's page.
 local cfile_module = {
@@ -395,14 +431,18 @@ for _, mod in ipairs(modules) do
 end
 for _, cls in ipairs(reached) do doc_class(reached[cls], cls, "?") end
 
+-- C types only spindle's own Lua code holds.
+local INTERNAL_TYPES = {
+  ["spindle.Poll"] = "spindle._fdset's watcher, held by fdset.lua only",
+}
 local untyped = {}
 for _, e in ipairs(cmethods) do
   local mod = cfile_module[e.file] or "reactor"
   local mt = macro_value(array_mt[e.file .. " " .. e.array])
-  if mt then
+  if mt and not INTERNAL_TYPES[mt] then
     local typename = mt:match("([%w_]+)$")
     add(mod, typename .. ":" .. e.name, cdoc[e.cfunc], e.file)
-  elseif not untyped[e.file .. " " .. e.array] then
+  elseif not mt and not untyped[e.file .. " " .. e.array] then
     untyped[e.file .. " " .. e.array] = true
     untyped[#untyped + 1] = e.array .. " (" .. e.file .. ")"
   end
