@@ -5,10 +5,11 @@
 -- their source files.
 --
 -- Public means: every function field of a module listed in
--- lua/spindle/init.lua, every own method of a class (a table with
--- `extend`) in such a module or reachable from one (Process, the
--- transport spawnProcess hands a ProcessProtocol), and every method of a
--- C userdata type (each entry of a `*_methods` luaL_Reg array in
+-- lua/spindle/init.lua (or in REQUIRED_BY_NAME below: spindle.inspect),
+-- every own method of a class (a table with `extend`) or mixin in such a
+-- module or reachable from one (Process, the transport spawnProcess
+-- hands a ProcessProtocol), with those inherited from private bases, and
+-- every method of a C userdata type that users hold (each entry of a `*_methods` luaL_Reg array in
 -- runtime/*.c, named after the metatable it is registered under:
 -- "spindle.Transport" -> Transport). A Lua function's doc is the `---`
 -- comment block just above its definition (above its factory for a
