@@ -9,9 +9,9 @@
 -- every own method of a class (a table with `extend`) or mixin in such a
 -- module or reachable from one (Process, the transport spawnProcess
 -- hands a ProcessProtocol), with those inherited from private bases, and
--- every method of a C userdata type that users hold (each entry of a `*_methods` luaL_Reg array in
--- runtime/*.c, named after the metatable it is registered under:
--- "spindle.Transport" -> Transport). A Lua function's doc is the `---`
+-- every method of a C userdata type that users hold (each entry of a
+-- `*_methods` luaL_Reg array in runtime/*.c, named after the metatable
+-- it is registered under: "spindle.Transport" -> Transport). A Lua function's doc is the `---`
 -- comment block just above its definition (above its factory for a
 -- closure, above the loop for functions made in a loop, above
 -- `Class.name = C.func` for a C function Lua installs); a C function's
