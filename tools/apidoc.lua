@@ -11,14 +11,15 @@
 -- hands a ProcessProtocol), with those inherited from private bases, and
 -- every method of a C userdata type that users hold (each entry of a
 -- `*_methods` luaL_Reg array in runtime/*.c, named after the metatable
--- it is registered under: "spindle.Transport" -> Transport). A Lua function's doc is the `---`
--- comment block just above its definition (above its factory for a
--- closure, above the loop for functions made in a loop, above
--- `Class.name = C.func` for a C function Lua installs); a C function's
--- is the comment just above `static int cfunc(`. A method without one
--- that overrides a documented method of an ancestor class shows that doc
--- as "Overrides Base:name: ...". Exits 1, naming them, when any public
--- function has no doc.
+-- it is registered under: "spindle.Transport" -> Transport).
+--
+-- A Lua function's doc is the `---` comment block just above its
+-- definition (above its factory for a closure, above the loop for
+-- functions made in a loop, above `Class.name = C.func` for a C function
+-- Lua installs); a C function's is the comment just above
+-- `static int cfunc(`. A method without one that overrides a documented
+-- method of an ancestor class shows that doc as "Overrides Base:name:
+-- ...". Exits 1, naming them, when any public function has no doc.
 local outdir = assert(arg[1], "usage: apidoc.lua OUTDIR")
 
 local function readlines(path)
