@@ -186,4 +186,4 @@ check-install:
 	sh tools/check_install.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan doc/api
