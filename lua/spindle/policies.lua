@@ -588,8 +588,9 @@ function TimeoutProtocol:connectionLost(reason)
 end
 
 --- tp:timeoutConnection(): idle for timeoutPeriod seconds: abort the
--- connection (abortConnection: unsent data is dropped, as Twisted's
--- TimeoutProtocol does). twisted policies.TimeoutProtocol.timeoutConnection.
+-- connection (abortConnection: unsent data is dropped). Twisted's
+-- TimeoutProtocol.timeoutFunc calls loseConnection instead, which waits
+-- for buffered data a stalled peer may never read.
 function TimeoutProtocol:timeoutConnection()
   self.transport:abortConnection()
 end
