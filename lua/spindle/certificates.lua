@@ -549,7 +549,8 @@ function M.install(ssl)
   -- clientCertificate is {certificate = path, privateKey = path} or a
   -- PrivateCertificate; acceptableProtocols a list of ALPN names. Twisted's
   -- positional form (hostname, trustRoot, clientCertificate,
-  -- acceptableProtocols) works too. A mismatch fails the handshake with
+  -- acceptableProtocols) works too when trustRoot is a Certificate, an
+  -- X509 or a list, or nil. A mismatch fails the handshake with
   -- ssl.VerifyError naming the hostname. Raises a bad-argument error for a
   -- hostname that is not a string, ssl.Error for unreadable files.
   -- twisted.internet.ssl.optionsForClientTLS.
