@@ -70,9 +70,12 @@ end
 
 --- t:waitFor(pattern[, timeout[, plain]]) -> screen: poll the pane until
 -- pattern (a Lua pattern, or plain text) matches; raise with the screen
--- after timeout seconds (5).
+-- after timeout seconds (at least 30, see below).
 function T:waitFor(pattern, timeout, plain)
-  local deadline = os.time() + (timeout or 5) + 1
+  -- A bound, not a delay: a loaded machine running the ASan build (CI's
+  -- second pass) may take many seconds to start or exit, so never wait
+  -- less than 30 s before calling it a failure.
+  local deadline = os.time() + math.max(timeout or 5, 30) + 1
   local s
   repeat
     s = self:screen()
