@@ -57,9 +57,11 @@ static void print_options(FILE *out) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l' ||
-      strcmp(badoption, "--attach") == 0 ||
-      strcmp(badoption, "--stall-warning") == 0)
+  if (strcmp(badoption, "--stall-warning") == 0)
+    fprintf(stderr, "%s: '%s' needs a number of seconds (> 0)\n", progname,
+            badoption);
+  else if (badoption[1] == 'e' || badoption[1] == 'l' ||
+           strcmp(badoption, "--attach") == 0)
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   else
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
