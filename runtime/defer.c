@@ -162,6 +162,18 @@ static Deferred *deferred_upcheck(lua_State *L, int idx, int up) {
 ** 1). */
 #define deferred_self(L, idx) deferred_upcheck((L), (idx), 1)
 
+/* [-0, +0, e] sp_checkcallable for argument idx of a Deferred method: the
+** error names the method and counts as written (`d:addCallback(42)`:
+** "bad argument #1 to 'addCallback'") even through pcall (sp_argerror). */
+static void method_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  sp_typeerror(L, idx, "callable", DEFERRED_MT);
+}
+
 /* [-0, +0, -] Is the value at idx a Failure? Non-tables are answered
 ** without touching the registry: this runs once per callback. */
 static int is_failure(lua_State *L, int idx) {
@@ -611,7 +623,7 @@ static int add_step(lua_State *L, int kind, int cb, int eb, int ca, int nca,
 static int deferred_addCallback(lua_State *L) {
   int n = lua_gettop(L);
   Deferred *d = deferred_self(L, 1);
-  sp_checkcallable(L, 2);
+  method_callable(L, 2);
   if (n > 2) return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
   slots_push(L, 1); /* the common case: a bare callable in one slot */
   lua_pushvalue(L, 2);
@@ -627,7 +639,7 @@ static int deferred_addCallback(lua_State *L) {
 static int deferred_addErrback(lua_State *L) {
   int n = lua_gettop(L);
   deferred_self(L, 1);
-  sp_checkcallable(L, 2);
+  method_callable(L, 2);
   return add_step(L, STEP_PLAIN, 0, 2, 0, 0, 3, n - 2);
 }
 
@@ -636,7 +648,7 @@ static int deferred_addErrback(lua_State *L) {
 static int deferred_addBoth(lua_State *L) {
   int n = lua_gettop(L);
   deferred_self(L, 1);
-  sp_checkcallable(L, 2);
+  method_callable(L, 2);
   return add_step(L, STEP_SHARED, 2, 2, 3, n - 2, 0, 0);
 }
 
@@ -645,7 +657,7 @@ static int deferred_addBoth(lua_State *L) {
 static int args_unpack(lua_State *L, int idx) {
   lua_Integer n, i;
   if (lua_isnoneornil(L, idx)) return 0;
-  luaL_checktype(L, idx, LUA_TTABLE);
+  if (!lua_istable(L, idx)) sp_typeerror(L, idx, "table", DEFERRED_MT);
   if (lua_getfield(L, idx, "n") == LUA_TNUMBER)
     n = lua_tointeger(L, -1);
   else
@@ -664,8 +676,8 @@ static int args_unpack(lua_State *L, int idx) {
 static int deferred_addCallbacks(lua_State *L) {
   int nca, nea;
   deferred_self(L, 1);
-  sp_checkcallable(L, 2);
-  if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
+  method_callable(L, 2);
+  if (!lua_isnoneornil(L, 3)) method_callable(L, 3);
   lua_settop(L, 5);
   nca = args_unpack(L, 4);
   nea = args_unpack(L, 5);
@@ -695,9 +707,10 @@ static int deferred_callback(lua_State *L) {
   deferred_self(L, 1);
   lua_settop(L, 2);
   if (deferred_test(L, 2) != NULL)
-    return luaL_argerror(L, 2,
-                         "a Deferred cannot be a result (return it "
-                         "from a callback to chain it)");
+    return sp_argerror(L, 2,
+                       "a Deferred cannot be a result (return it "
+                       "from a callback to chain it)",
+                       DEFERRED_MT);
   deferred_start(L, 1, 2);
   return 0;
 }

@@ -57,9 +57,11 @@ static void print_options(FILE *out) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l' ||
-      strcmp(badoption, "--attach") == 0 ||
-      strcmp(badoption, "--stall-warning") == 0)
+  if (strcmp(badoption, "--stall-warning") == 0)
+    fprintf(stderr, "%s: '%s' needs a number of seconds (> 0)\n", progname,
+            badoption);
+  else if (badoption[1] == 'e' || badoption[1] == 'l' ||
+           strcmp(badoption, "--attach") == 0)
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   else
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -260,25 +262,43 @@ static int line_incomplete(lua_State *L, int status) {
 }
 
 /* [-0, +(0|1), m] Prompt, read a line from stdin and push it (without its
-** newline; "=x" on a first line becomes "return x"). Returns 0 at end of
-** input, with nothing pushed. */
+** newline; "=x" on a first line becomes "return x"). A line of any length
+** is read whole, as readline does. Returns 0 at end of input, with nothing
+** pushed. */
 static int line_push(lua_State *L, int firstline) {
-  char buf[LINE_MAX_INPUT];
+  char chunk[LINE_MAX_INPUT];
+  luaL_Buffer b;
+  const char *line;
   size_t len;
+  int got = 0;
   fputs(line_prompt(L, firstline), stdout);
   fflush(stdout);
   lua_pop(L, 1);
-  if (fgets(buf, sizeof buf, stdin) == NULL) return 0;
-  len = strlen(buf);
-  if (len > 0 && buf[len - 1] == '\n') buf[--len] = '\0';
+  luaL_buffinit(L, &b);
+  while (fgets(chunk, sizeof chunk, stdin) != NULL) {
+    size_t n = strlen(chunk);
+    got = 1;
+    if (n > 0 && chunk[n - 1] == '\n') {
+      luaL_addlstring(&b, chunk, n - 1);
+      break;
+    }
+    luaL_addlstring(&b, chunk, n);
+  }
+  luaL_pushresult(&b);
+  if (!got) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  line = lua_tolstring(L, -1, &len);
   /* Echo the line, as readline does for input that is not a terminal:
   ** Debian's lua5.4 (built with readline) does, and Lua's own tests of
   ** `lua -i` expect the echo. */
-  fprintf(stdout, "%s\n", buf);
-  if (firstline && buf[0] == '=')
-    lua_pushfstring(L, "return %s", buf + 1);
-  else
-    lua_pushlstring(L, buf, len);
+  fwrite(line, 1, len, stdout);
+  fputc('\n', stdout);
+  if (firstline && line[0] == '=') {
+    lua_pushfstring(L, "return %s", line + 1);
+    lua_remove(L, -2);
+  }
   return 1;
 }
 

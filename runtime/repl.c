@@ -43,6 +43,7 @@ static struct {
   uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
   char buf[4096];  /* pipe/file input not yet split into lines */
   size_t len;
+  int skipping; /* dropping the rest of a line longer than buf */
   char history[4096];
 } repl;
 
@@ -136,6 +137,16 @@ static void tty_line(char *line) {
 ** an entry starts waiting. */
 static void buffer_lines(void) {
   char *nl;
+  if (repl.skipping) { /* the tail of a line too long: up to its newline */
+    nl = memchr(repl.buf, '\n', repl.len);
+    if (nl == NULL) {
+      repl.len = 0;
+    } else {
+      repl.skipping = 0;
+      repl.len -= (size_t)(nl + 1 - repl.buf);
+      memmove(repl.buf, nl + 1, repl.len);
+    }
+  }
   while (!repl.waiting && !repl.done &&
          (nl = memchr(repl.buf, '\n', repl.len)) != NULL) {
     size_t n = (size_t)(nl - repl.buf);
@@ -162,6 +173,7 @@ static void buffer_read(void) {
     fprintf(stderr, "spindle: input line too long (over %zu bytes)\n",
             sizeof repl.buf);
     repl.len = 0;
+    repl.skipping = 1;
   }
   n = read(0, repl.buf + repl.len, sizeof repl.buf - repl.len);
   if (n > 0) {

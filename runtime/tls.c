@@ -657,8 +657,8 @@ static int transport_startTLS(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   int client;
   if (s == NULL) return luaL_error(L, "attempt to use a closed transport");
-  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2,
-                   "context factory");
+  if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
+    return sp_typeerror(L, 2, "context factory", SP_TRANSPORT_MT);
   if (sp_stream_filter_data(s, NULL) != NULL)
     return luaL_error(L, "TLS is already started");
   client = sp_stream_owner(s) != NULL;

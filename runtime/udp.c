@@ -78,18 +78,53 @@ static int addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
   return sp_addr_parse(host, port, ss);
 }
 
+/* [-0, +0, v] An argument error: of a port method (cls = PORT_MT, named
+** and counted as `port:name(...)` even through pcall: sp_argerror), or
+** of a plain function (cls = NULL: luaL_argerror). Never returns. */
+static int arg_error(lua_State *L, int idx, const char *msg, const char *cls) {
+  if (cls != NULL) return sp_argerror(L, idx, msg, cls);
+  return luaL_argerror(L, idx, msg);
+}
+
+/* [-0, +0, v] luaL_typeerror through arg_error. */
+static int type_error(lua_State *L, int idx, const char *tname,
+                      const char *cls) {
+  if (cls != NULL) return sp_typeerror(L, idx, tname, cls);
+  return luaL_typeerror(L, idx, tname);
+}
+
+/* [-0, +0, e] luaL_checkinteger for argument idx of a port method. */
+static lua_Integer method_integer(lua_State *L, int idx) {
+  int isnum;
+  lua_Integer n = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, idx))
+      arg_error(L, idx, "number has no integer representation", PORT_MT);
+    type_error(L, idx, "number", PORT_MT);
+  }
+  return n;
+}
+
+/* [-0, +0, e] luaL_checkstring for argument idx of a port method. */
+static const char *method_string(lua_State *L, int idx) {
+  const char *str = lua_tostring(L, idx);
+  if (str == NULL) type_error(L, idx, "string", PORT_MT);
+  return str;
+}
+
 /* [-0, +0, e] Check that the value at idx is a port number (0..65535):
-** an integer, or a string holding one, as luaL_checkinteger takes it. */
-static int check_portnum(lua_State *L, int idx) {
+** an integer, or a string holding one, as luaL_checkinteger takes it.
+** cls: PORT_MT in a port method, NULL in a plain function. */
+static int check_portnum(lua_State *L, int idx, const char *cls) {
   lua_Integer n;
   int isnum;
   n = lua_tointegerx(L, idx, &isnum);
   if (!isnum) {
     if (lua_isnumber(L, idx))
-      luaL_argerror(L, idx, "number has no integer representation");
-    luaL_typeerror(L, idx, "integer");
+      arg_error(L, idx, "number has no integer representation", cls);
+    type_error(L, idx, "integer", cls);
   }
-  luaL_argcheck(L, n >= 0 && n <= 65535, idx, "port out of range");
+  if (n < 0 || n > 65535) arg_error(L, idx, "port out of range", cls);
   return (int)n;
 }
 
@@ -99,14 +134,15 @@ static const char *check_addr(lua_State *L, int idx,
                               struct sockaddr_storage *ss) {
   const char *host;
   int port, rc;
-  luaL_argexpected(L, lua_type(L, idx) == LUA_TTABLE, idx, "address table");
+  if (lua_type(L, idx) != LUA_TTABLE)
+    type_error(L, idx, "address table", PORT_MT);
   sp_addr_pushfields(L, idx);
   host = lua_tostring(L, -2);
   if (host == NULL || lua_type(L, -2) != LUA_TSTRING)
-    luaL_argerror(L, idx, "address host must be a string");
+    arg_error(L, idx, "address host must be a string", PORT_MT);
   if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 ||
       lua_tointeger(L, -1) > 65535)
-    luaL_argerror(L, idx, "address port must be an integer in 0..65535");
+    arg_error(L, idx, "address port must be an integer in 0..65535", PORT_MT);
   port = (int)lua_tointeger(L, -1);
   lua_pop(L, 2); /* host stays alive: it is in the table at idx */
   rc = addr_parse(host, port, ss);
@@ -304,7 +340,7 @@ static int port_open(udpport *p, const struct sockaddr *sa, unsigned flags) {
 static const char *listen_args(lua_State *L, int multicast,
                                struct sockaddr_storage *ss, lua_Integer *maxp,
                                int *reuse) {
-  int portnum = check_portnum(L, 1);
+  int portnum = check_portnum(L, 1, NULL);
   const char *iface;
   /* listenUDP(port, protocol, maxPacketSize): each optional argument may
   ** be left out on its own, as API.md's "[, interface][, maxPacketSize]". */
@@ -462,7 +498,7 @@ static void check_connected_addr(lua_State *L, udpport *p,
     same = a->sin6_port == b->sin6_port &&
            memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
   }
-  if (!same) luaL_argerror(L, 3, "not the connected address");
+  if (!same) arg_error(L, 3, "not the connected address", PORT_MT);
 }
 
 /* port:write(data[, addr]) -> bytes sent (nil when queued or dropped)
@@ -480,16 +516,18 @@ static int port_write(lua_State *L) {
   const char *data;
   struct sockaddr_storage ss;
   const struct sockaddr *sa = NULL;
-  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion: Twisted raises */
+  if (lua_type(L, 2) != LUA_TSTRING) /* no number coercion: Twisted raises */
+    type_error(L, 2, "string", PORT_MT);
   data = lua_tolstring(L, 2, &n);
   uv_buf_t buf = uv_buf_init((char *)data, (unsigned)n);
   int rc;
   if (!p->connected) {
     const char *host;
     if (lua_isnoneornil(L, 3))
-      return luaL_argerror(L, 3,
-                           "address table expected, got no value "
-                           "(the port is not connected)");
+      return arg_error(L, 3,
+                       "address table expected, got no value "
+                       "(the port is not connected)",
+                       PORT_MT);
     host = check_addr(L, 3, &ss);
     check_family(L, p, host, &ss);
     sa = (const struct sockaddr *)&ss;
@@ -528,8 +566,8 @@ static int port_write(lua_State *L) {
 ** Follows twisted udp.Port.connect; uv_udp_connect. */
 static int port_connect(lua_State *L) {
   udpport *p = port_check(L);
-  const char *host = luaL_checkstring(L, 2);
-  int portnum = check_portnum(L, 3), rc;
+  const char *host = method_string(L, 2);
+  int portnum = check_portnum(L, 3, PORT_MT), rc;
   struct sockaddr_storage ss;
   if (p->connected)
     return luaL_error(L,
@@ -585,8 +623,8 @@ static int option_error(lua_State *L, const char *what, int rc) {
 ** or failed with MulticastJoinError naming the group and the reason. */
 static int group_change(lua_State *L, uv_membership how) {
   udpport *p = port_check(L);
-  const char *group = luaL_checkstring(L, 2);
-  const char *iface = luaL_optstring(L, 3, "");
+  const char *group = method_string(L, 2);
+  const char *iface = lua_isnoneornil(L, 3) ? "" : method_string(L, 3);
   int rc = uv_udp_set_membership(&p->handle, group, *iface ? iface : NULL, how);
   sp_deferred_new(L);
   if (rc == 0) {
@@ -647,9 +685,9 @@ static int get_sockopt(lua_State *L, udpport *p, int level4, int opt4,
 ** Follows twisted MulticastMixin.setTTL; uv_udp_set_multicast_ttl. */
 static int port_setTTL(lua_State *L) {
   udpport *p = port_check(L);
-  lua_Integer ttl = luaL_checkinteger(L, 2);
+  lua_Integer ttl = method_integer(L, 2);
   int rc;
-  luaL_argcheck(L, ttl >= 1 && ttl <= 255, 2, "ttl must be in 1..255");
+  if (ttl < 1 || ttl > 255) arg_error(L, 2, "ttl must be in 1..255", PORT_MT);
   rc = uv_udp_set_multicast_ttl(&p->handle, (int)ttl);
   if (rc != 0) return option_error(L, "setTTL", rc);
   return 0;
@@ -670,7 +708,7 @@ static int port_setLoopbackMode(lua_State *L) {
   udpport *p = port_check(L);
   int on = lua_isinteger(L, 2) ? lua_tointeger(L, 2) != 0 : lua_toboolean(L, 2);
   int rc;
-  luaL_checkany(L, 2);
+  if (lua_isnone(L, 2)) arg_error(L, 2, "value expected", PORT_MT);
   rc = uv_udp_set_multicast_loop(&p->handle, on);
   if (rc != 0) return option_error(L, "setLoopbackMode", rc);
   return 0;
@@ -689,7 +727,7 @@ static int port_getLoopbackMode(lua_State *L) {
 static int port_setBroadcastAllowed(lua_State *L) {
   udpport *p = port_check(L);
   int rc;
-  luaL_checkany(L, 2);
+  if (lua_isnone(L, 2)) arg_error(L, 2, "value expected", PORT_MT);
   rc = uv_udp_set_broadcast(&p->handle, lua_toboolean(L, 2));
   if (rc != 0) return option_error(L, "setBroadcastAllowed", rc);
   return 0;
@@ -709,7 +747,7 @@ static int port_getBroadcastAllowed(lua_State *L) {
 ** uv_udp_set_multicast_interface. */
 static int port_setOutgoingInterface(lua_State *L) {
   udpport *p = port_check(L);
-  const char *iface = luaL_checkstring(L, 2);
+  const char *iface = method_string(L, 2);
   int rc = uv_udp_set_multicast_interface(&p->handle, iface);
   if (rc != 0) return option_error(L, "setOutgoingInterface", rc);
   sp_deferred_new(L);

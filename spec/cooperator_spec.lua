@@ -89,6 +89,20 @@ describe("task.Cooperator", function()
     assert.is_false(turn())
   end)
 
+  it("runs a coroutine.wrap iterator through bare yields to its end",
+     function()
+    -- The README's form: coroutine.yield() gives nil, which must not end
+    -- a coroutine as it ends a plain closure (a generator's `yield`).
+    local c, turn = manual(10)
+    local steps = 0
+    local d = c:coiterate(coroutine.wrap(function()
+      for _ = 1, 25 do steps = steps + 1; coroutine.yield() end
+    end))
+    while turn() do end
+    assert.equal(25, steps)
+    assert.is_function(H.wait(d))
+  end)
+
   it("waits for a Deferred a step produces and fails with its error",
      function()
     local c, turn = manual(10)

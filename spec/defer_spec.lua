@@ -162,6 +162,30 @@ describe("Deferred:addCallback", function()
   end)
 end)
 
+describe("Deferred methods through pcall", function()
+  it("name the method and count arguments as written", function()
+    -- Lua cannot see a call made through pcall; before, these said
+    -- "bad argument #2 to '?'".
+    local d = Deferred()
+    local function msg(...)
+      local ok, err = pcall(...)
+      assert.is_false(ok)
+      return tostring(err)
+    end
+    assert.equal("bad argument #1 to 'addCallback' (callable expected, " ..
+      "got nil)", msg(d.addCallback, d, nil))
+    assert.equal("bad argument #1 to 'addErrback' (callable expected, " ..
+      "got number)", msg(d.addErrback, d, 42))
+    assert.equal("bad argument #2 to 'addCallbacks' (callable expected, " ..
+      "got string)", msg(d.addCallbacks, d, print, "x"))
+    assert.equal("bad argument #3 to 'addCallbacks' (table expected, " ..
+      "got number)", msg(d.addCallbacks, d, print, print, 1))
+    assert.equal("bad argument #1 to 'callback' (a Deferred cannot be a " ..
+      "result (return it from a callback to chain it))",
+      msg(d.callback, d, Deferred()))
+  end)
+end)
+
 describe("Deferred:addErrback", function()
   it("gets a Failure and recovers the chain (rule 2)", function()
     local got

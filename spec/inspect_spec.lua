@@ -226,6 +226,15 @@ reactor.run()
       assert.is_true(lasted >= 1.5)
     end)
 
+  it("says --stall-warning needs seconds when its value is not one",
+     function()
+    -- Before: "'--stall-warning' needs argument", though it had one.
+    local r = process.run({"--stall-warning", "abc", "-e", "print(1)"})
+    assert.equal(1, r.status)
+    assert.matches("'--stall-warning' needs a number of seconds (> 0)",
+      r.stderr, 1, true)
+  end)
+
   it("stays quiet while the loop is idle", function()
     local r = runScript([[
 local reactor = require("spindle.reactor")

@@ -251,6 +251,16 @@ describe("spindle as a drop-in for lua", function()
       assert.matches("error calling 'print'", r.stderr)
     end)
 
+    it("reads a line longer than 512 bytes whole, as readline does",
+       function()
+      -- Before: lua.c's 512-byte fgets split it, and each piece was
+      -- compiled as a line of its own ("unfinished string").
+      local r = run({"-i"},
+        {stdin = "s = '" .. ("x"):rep(5000) .. "' print(#s)\n=#s\n"})
+      assert.equal("", r.stderr)
+      assert.matches("' print%(#s%)\n5000\n> =#s\n5000\n", r.stdout)
+    end)
+
     it("reports errors without the program name and goes on", function()
       local r = run({"-i"}, {stdin = "error('boom')\n=2\n"})
       assert.matches("^stdin:1: boom", r.stderr)

@@ -279,10 +279,17 @@ describe("reactor.spawnProcess", function()
       reactor.spawnProcess(p, "true", {"true"}, {A = 1})
     end, "bad argument #4 to 'spawnProcess' (string names and values " ..
       "expected)")
+    -- Before: "process.lua:307: bad argument #8 to 'spawn'" (the C call).
     assert.has_error(function()
       reactor.spawnProcess(p, "true", {"true"}, nil, nil, nil, nil, false,
         {[0] = "x"})
-    end)
+    end, "bad argument #9 to 'spawnProcess' (childFDs values are \"r\", " ..
+      "\"w\" or a descriptor)")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true"}, nil, nil, nil, nil, false,
+        {[256] = "r"})
+    end, "bad argument #9 to 'spawnProcess' (child descriptors are " ..
+      "integers 0..255)")
   end)
 
   it("sends 64 MiB through cat and back intact with a producer and " ..

@@ -47,6 +47,23 @@ describe("the REPL", function()
     assert.matches("after\n", r.stdout, 1, true)
   end)
 
+  it("reports a parser overflow as a syntax error and goes on", function()
+    -- Before: load's "C stack overflow" came back through the REPL's
+    -- message handler as a Failure, and `e:sub` raised inside the REPL.
+    local r = repl(("("):rep(300) .. (")"):rep(300) .. "\n'after'\n")
+    assert.matches("C stack overflow\n", r.stderr, 1, true)
+    assert.not_matches("spindle REPL:", r.stderr, 1, true)
+    assert.matches("after\n", r.stdout, 1, true)
+  end)
+
+  it("drops the whole of a piped line too long for its buffer", function()
+    -- Before: each 4 KiB of the line was dropped, and what was left after
+    -- the last full 4 KiB ran as an entry of its own.
+    local r = repl(("x"):rep(5000) .. "\n'after'\n")
+    assert.matches("input line too long", r.stderr, 1, true)
+    assert.equal("after\n", (r.stdout:gsub("^[^\n]*Lua%.org[^\n]*\n", "")))
+  end)
+
   it("awaits a Deferred at top level while the reactor runs", function()
     local r = repl(table.concat({
       "reactor = require('spindle.reactor')",

@@ -146,6 +146,16 @@ describe("stdio.StandardIO", function()
     assert.matches("lost ConnectionDone", buf, 1, true)
   end)
 
+  it("refuses a protocol without makeConnection before opening anything",
+     function()
+    -- Before: "stdio.lua:84: attempt to call a nil value (method
+    -- 'makeConnection')", with standard input and output left attached.
+    local ok, err = pcall(require("spindle.stdio").StandardIO, {})
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'StandardIO' (protocol expected",
+      tostring(err), 1, true)
+  end)
+
   it("raises for a descriptor that is not open", function()
     local ok, err = pcall(require("spindle.stdio").StandardIO,
       protocol.Protocol(), 57)

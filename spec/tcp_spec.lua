@@ -363,6 +363,29 @@ describe("reactor.connectTCP", function()
       wait(port:stopListening())
     end)
 
+  it("makes a factory of the class forProtocol is called on, with a dot",
+     function()
+    -- Twisted's forProtocol is a classmethod: MyClientFactory.forProtocol(P)
+    -- is a MyClientFactory. Before, a dot call gave a plain Factory, so
+    -- the subclass's clientConnectionFailed was never called.
+    assert.is_true(protocol.ClientFactory.isinstance(protocol.ClientFactory,
+      protocol.ClientFactory.forProtocol(protocol.Protocol)))
+    local failed = defer.Deferred()
+    local CF = protocol.ClientFactory:extend({
+      clientConnectionFailed = function(_, _, reason)
+        failed:callback({reason})
+      end,
+    })
+    local f = CF.forProtocol(protocol.Protocol)
+    assert.is_true(CF.isinstance(CF, f))
+    assert.equal(protocol.Protocol, f.protocol)
+    assert.is_true(CF.isinstance(CF, CF:forProtocol(protocol.Protocol)))
+    assert.is_true(CF.isinstance(protocol.Factory,
+      protocol.Factory.forProtocol(protocol.Protocol)))
+    reactor.connectTCP("127.0.0.1", freePort(), f)
+    assert.is_truthy(wait(failed)[1]:check(reactor.ConnectionRefusedError))
+  end)
+
   it("delivers ConnectionRefusedError naming the address", function()
     local n = freePort()
     local cf = collector()

@@ -455,6 +455,11 @@ describe("transport:startTLS", function()
       transport = p.transport
       assert.has_error(function() p.transport:startTLS(serverCF()) end,
         "TLS is already started")
+      -- Through pcall the method is still named (was "#2 to '?'").
+      local ok, err = pcall(p.transport.startTLS, p.transport, 42)
+      assert.is_false(ok)
+      assert.equal("bad argument #1 to 'startTLS' (context factory " ..
+        "expected, got number)", err)
       p.transport:loseConnection()
     end})
     reactor.connectSSL("127.0.0.1", n, cf, trusting())

@@ -321,6 +321,36 @@ describe("Port:write", function()
   end)
 end)
 
+describe("Port methods through pcall", function()
+  it("name the method and count arguments as written", function()
+    -- As README says of transports: Lua cannot see a call made through
+    -- pcall; before, these said "bad argument #3 to '?'".
+    local port = listen(0, Recorder(), "127.0.0.1")
+    local function msg(...)
+      local ok, err = pcall(...)
+      assert.is_false(ok)
+      return tostring(err)
+    end
+    assert.equal("bad argument #2 to 'write' (address table expected, " ..
+      "got no value (the port is not connected))", msg(port.write, port, "x"))
+    assert.equal("bad argument #2 to 'write' (address port must be an " ..
+      "integer in 0..65535)", msg(port.write, port, "x", {"127.0.0.1"}))
+    assert.equal("bad argument #1 to 'write' (string expected, got number)",
+      msg(port.write, port, 5, {"127.0.0.1", 9}))
+    assert.equal("bad argument #1 to 'setTTL' (ttl must be in 1..255)",
+      msg(port.setTTL, port, 1000))
+    assert.equal("bad argument #1 to 'setTTL' (number expected, got string)",
+      msg(port.setTTL, port, "x"))
+    assert.equal("bad argument #2 to 'connect' (port out of range)",
+      msg(port.connect, port, "127.0.0.1", 70000))
+    assert.equal(
+      "bad argument #1 to 'joinGroup' (string expected, got no value)",
+      msg(port.joinGroup, port))
+    assert.equal("bad argument #1 to 'setLoopbackMode' (value expected)",
+      msg(port.setLoopbackMode, port))
+  end)
+end)
+
 describe("Port:connect", function()
   it("writes without an address once connected", function()
     local a, b = Recorder(), Recorder()

@@ -10,7 +10,8 @@
 --   task.cooperate(function() ... end)       -- a closure; nil ends it
 --   task.cooperate(coroutine.create(fn))     -- a coroutine; each yield
 --                                            -- is one step
---   task.cooperate(coroutine.wrap(fn))       -- likewise
+--   task.cooperate(coroutine.wrap(fn))       -- likewise (a bare yield
+--                                            -- is a step, not the end)
 --
 -- A step that produces a Deferred (returns it, or yields it) pauses its
 -- task until the Deferred fires; a failure there ends the task with it.
@@ -38,7 +39,20 @@ end
 
 -- One step of an iterator given as (f, s, var) or a coroutine: returns
 -- (more, value) where more is false once it is exhausted.
+-- The coroutine behind a coroutine.wrap function (a C closure whose one
+-- upvalue is a thread), so that a bare coroutine.yield() (nil) is one
+-- step rather than the end, as for coroutine.create; nil for others.
+local function wrappedThread(f)
+  if type(f) ~= "function" then return nil end
+  local info = debug.getinfo(f, "Su")
+  if info.what ~= "C" or info.nups ~= 1 then return nil end
+  local _, up = debug.getupvalue(f, 1)
+  if type(up) == "thread" then return up end
+  return nil
+end
+
 local function makeStepper(it, s, var)
+  if s == nil and var == nil then it = wrappedThread(it) or it end
   if type(it) == "thread" then
     return function()
       local res = table.pack(coroutine.resume(it))

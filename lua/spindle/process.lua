@@ -299,7 +299,18 @@ function M.spawnProcess(pp, executable, args, env, path, uid, gid, usePTY,
   if path ~= nil then check.string(path, 5, "spawnProcess") end
   if uid ~= nil then check.number(uid, 6, "spawnProcess") end
   if gid ~= nil then check.number(gid, 7, "spawnProcess") end
-  if childFDs ~= nil then check.table(childFDs, 9, "spawnProcess") end
+  if childFDs ~= nil then
+    check.table(childFDs, 9, "spawnProcess")
+    for fd, v in pairs(childFDs) do
+      if math.type(fd) ~= "integer" or fd < 0 or fd > 255 then
+        check.argError(9, "spawnProcess",
+          "child descriptors are integers 0..255")
+      elseif v ~= "r" and v ~= "w" and math.type(v) ~= "integer" then
+        check.argError(9, "spawnProcess",
+          'childFDs values are "r", "w" or a descriptor')
+      end
+    end
+  end
   local proc = Process()
   proc.proto = pp
   proc.pipes = {}

@@ -46,17 +46,36 @@ local function isFactoryClass(cls)
   return false
 end
 
---- Factory.forProtocol(P, ...) or FactoryClass:forProtocol(P, ...) -> a
--- factory of that class (Factory when called with a dot) whose protocol
--- is P; the other arguments go to the factory's __init.
--- twisted Factory.forProtocol (a classmethod).
-function Factory.forProtocol(cls, P, ...)
-  if not isFactoryClass(cls) then
-    return Factory.forProtocol(Factory, cls, P, ...)
-  end
+local function forProtocol(cls, P, ...)
   local factory = cls(...)
   factory.protocol = P
   return factory
+end
+
+-- The forProtocol of one factory class: called with a dot it makes a
+-- factory of that class, with a colon (or on a subclass) of the receiver.
+local function forProtocolOf(class)
+  return function(cls, P, ...)
+    if not isFactoryClass(cls) then return forProtocol(class, cls, P, ...) end
+    return forProtocol(cls, P, ...)
+  end
+end
+
+--- Factory.forProtocol(P, ...), FactoryClass.forProtocol(P, ...) or
+-- FactoryClass:forProtocol(P, ...) -> a factory of that class whose
+-- protocol is P; the other arguments go to the factory's __init.
+-- twisted Factory.forProtocol (a classmethod).
+Factory.forProtocol = forProtocolOf(Factory)
+
+--- FactoryClass:extend([fields]) -> subclass, as Object:extend, with its
+-- own forProtocol so that Subclass.forProtocol(P) (a dot call, as a
+-- Twisted classmethod reads) makes a Subclass.
+function Factory.extend(cls, fields)
+  local sub = Object.extend(cls, fields)
+  if rawget(sub, "forProtocol") == nil then
+    sub.forProtocol = forProtocolOf(sub)
+  end
+  return sub
 end
 
 --- f:doStart(): called by each port or connector that starts using the

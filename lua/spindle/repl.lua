@@ -263,6 +263,10 @@ function M.Session(out, err, onExit)
     local e
     fn, e = load(src, "=stdin", "t", env)
     if fn then return fn end
+    -- An error the parser raises (C stack overflow, out of memory) went
+    -- through the REPL's message handler, which made it a Failure.
+    if type(e) == "table" and type(e.value) == "string" then e = e.value end
+    e = tostring(e)
     local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
     if head and tail ~= "" then
       local fn2 = load(head .. ";\nreturn " .. tail, "=stdin", "t", env)

@@ -62,6 +62,9 @@ end
 function StandardIO:__init(protocol, stdin, stdout)
   if type(protocol) ~= "table" and type(protocol) ~= "userdata" then
     check.typeError(1, "StandardIO", "protocol", protocol, 3)
+  elseif protocol.makeConnection == nil then
+    check.argError(1, "StandardIO", "protocol expected (no makeConnection)",
+      3)
   end
   stdin = stdin or 0
   stdout = stdout or 1
