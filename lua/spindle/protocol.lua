@@ -52,8 +52,11 @@ local function forProtocol(cls, P, ...)
   return factory
 end
 
--- The forProtocol of one factory class: called with a dot it makes a
--- factory of that class, with a colon (or on a subclass) of the receiver.
+--- FactoryClass.forProtocol(P, ...) or FactoryClass:forProtocol(P, ...)
+-- -> a factory of that class (with a dot) or of the receiver (with a
+-- colon, or on a subclass) whose protocol is P; the other arguments go
+-- to the factory's __init. Every factory class has its own (this makes
+-- them). twisted Factory.forProtocol (a classmethod).
 local function forProtocolOf(class)
   return function(cls, P, ...)
     if not isFactoryClass(cls) then return forProtocol(class, cls, P, ...) end
