@@ -277,7 +277,11 @@ describe("spindle as a drop-in for lua", function()
       os.remove(marker)
       local chunk = "local f = io.open(" .. string.format("%q", marker) ..
         ", 'w') f:close() " .. code
-      local cmd = "timeout -s KILL 20 " .. process.quote(process.bin) ..
+      -- --foreground: timeout passes the SIGINT to spindle once (without it,
+      -- it also signals its whole process group: a second SIGINT, which
+      -- kills as it does with lua).
+      local cmd = "timeout --foreground -s KILL 20 " ..
+        process.quote(process.bin) ..
         " -e " .. process.quote(chunk) .. " & pid=$!; " ..
         "while [ ! -e " .. marker .. " ]; do sleep 0.05; done; " ..
         "kill -INT $pid; wait $pid; echo rc=$?"
