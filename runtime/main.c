@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "failure.h"
 #include "repl.h"
@@ -502,7 +503,8 @@ int main(int argc, char **argv) {
   lua_State *L;
   /* A peer that vanishes mid-write must give connectionLost, not kill us. */
   signal(SIGPIPE, SIG_IGN);
-  L = luaL_newstate();
+  sp_alloc_setup();
+  L = sp_alloc_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", argv[0]);
     return EXIT_FAILURE;

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "failure.h"
 #include "marshal.h"
@@ -982,7 +983,7 @@ static int marshal_roundtrip(lua_State *L) {
   int m;
   memset(&sc, 0, sizeof sc);
   sp_marshal_pack(L, 1, lua_gettop(L), "arg", 1, &sc.in);
-  S = luaL_newstate();
+  S = sp_alloc_newstate();
   if (S == NULL) {
     sp_marshal_free(&sc.in);
     return luaL_error(L, "not enough memory");

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "embed.h"
 #include "failure.h"
@@ -240,7 +241,7 @@ static int worker_open(lua_State *L) {
 }
 
 lua_State *sp_worker_newstate(const sp_worker_funcs *funcs) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = sp_alloc_newstate();
   if (L == NULL) return NULL;
   lua_pushcfunction(L, worker_open);
   lua_pushlightuserdata(L, (void *)funcs);
