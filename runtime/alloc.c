@@ -17,6 +17,15 @@
 static atomic_ulong count;
 static atomic_ulong fail_at;
 
+/* The request failed last on this thread: Lua answers a failed request
+** with an emergency collection and the same request again (lmem.c's
+** tryagain), which must fail too, or no memory error would be raised. */
+static _Thread_local struct {
+  void *ptr;
+  size_t nsize;
+  int set;
+} failed;
+
 void *sp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   if (nsize == 0) {
@@ -25,8 +34,19 @@ void *sp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   /* osize is a type tag, not a size, when ptr is NULL. */
   if (ptr == NULL || nsize > osize) {
-    unsigned long n = atomic_fetch_add(&count, 1) + 1;
-    if (n == atomic_load(&fail_at)) return NULL;
+    unsigned long n;
+    if (failed.set && failed.ptr == ptr && failed.nsize == nsize) {
+      failed.set = 0;
+      return NULL;
+    }
+    failed.set = 0;
+    n = atomic_fetch_add(&count, 1) + 1;
+    if (n == atomic_load(&fail_at)) {
+      failed.ptr = ptr;
+      failed.nsize = nsize;
+      failed.set = 1;
+      return NULL;
+    }
   }
   return realloc(ptr, nsize);
 }
@@ -52,4 +72,22 @@ unsigned long sp_alloc_failat(unsigned long n) {
   unsigned long before = atomic_exchange(&count, 0);
   atomic_store(&fail_at, n);
   return before;
+}
+
+/* _alloc.failAt(n) -> count: fail the nth counted allocation from now
+** (0 or nil: none) and restart the count; returns how many were counted
+** since the last call. Every thread's states count. For the specs, which
+** prove memory-error paths with it (spec/alloc_spec.lua); Lua's ltests
+** T.alloccount. */
+static int alloc_failAt(lua_State *L) {
+  lua_Integer n = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, n >= 0, 1, "must be >= 0");
+  lua_pushinteger(L, (lua_Integer)sp_alloc_failat((unsigned long)n));
+  return 1;
+}
+
+int luaopen_spindle__alloc(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"failAt", alloc_failAt}, {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  return 1;
 }

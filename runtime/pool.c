@@ -141,7 +141,8 @@ static int pack_cf(lua_State *L) {
 }
 
 /* [-0, +0, -] Pack n values from idx, catching errors: returns LUA_OK or
-** leaves nothing and pushes the error as a Failure. */
+** leaves nothing and pushes the error as a Failure (a memory error as
+** its bare message, since Lua runs no message handler for one). */
 static int pack_protected(lua_State *L, int idx, int n, const char *what,
                           sp_packed *out) {
   idx = lua_absindex(L, idx);
@@ -286,6 +287,11 @@ static int reply_deliver(lua_State *L) {
     lua_pushcfunction(L, unpack_cf);
     lua_pushlightuserdata(L, &r->p);
     if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    /* No outcome came: it could not be packed or run for lack of memory. */
+    if (r->p.n == 0 && !r->ok) {
+      lua_settop(L, 1);
+      lua_pushliteral(L, "not enough memory");
+    }
     if (r->ok)
       sp_deferred_callback(L, 1, 2);
     else
@@ -307,6 +313,7 @@ static int reply_deliver(lua_State *L) {
       lua_call(L, n, 0);
       break;
     case R_ERR:
+      if (n == 0) lua_pushliteral(L, "not enough memory");
       sp_log_failure(L, base, n > 1 ? lua_tostring(L, base + 1) : NULL);
       break;
     default:
@@ -399,6 +406,17 @@ static void work_run(lua_State *L, work *job) {
 
 static lua_State *worker_state(void);
 
+/* Fail a job that no Lua state can run: its Deferred gets (or the log,
+** for callInThread) a memory error. Worker thread, no lock held. */
+static void work_fail(work *job) {
+  sp_packed none = {NULL, 0, 0};
+  if (!reply_post(job->kind == W_DEFER ? R_RESULT : R_ERR, &none, job->ref, 0,
+                  NULL))
+    fprintf(stderr, "spindle: out of memory returning a thread result\n");
+  sp_marshal_free(&job->call);
+  free(job);
+}
+
 static void worker_main(void *arg) {
   worker *w = arg;
   lua_State *L;
@@ -420,8 +438,22 @@ static void worker_main(void *arg) {
     uv_mutex_lock(&pool.lock);
     pool.busy--;
   }
-  if (L == NULL)
+  if (L == NULL) {
+    /* The job this worker was started for would wait for a worker that
+    ** never comes: it fails with a memory error instead. */
+    work *job = pool.head;
+    if (job != NULL && !pool.stopping) {
+      pool.head = job->next;
+      if (pool.head == NULL) pool.tail = NULL;
+      pool.queued--;
+    } else {
+      job = NULL;
+    }
+    uv_mutex_unlock(&pool.lock);
     fprintf(stderr, "spindle: cannot make a Lua state for a pool thread\n");
+    if (job != NULL) work_fail(job);
+    uv_mutex_lock(&pool.lock);
+  }
   pool.workers--;
   w->exited = 1;
   uv_mutex_unlock(&pool.lock);
@@ -748,7 +780,8 @@ static int threads_deferToThread(lua_State *L) {
   ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (pack_protected(L, 1, n, "arg", &p) != LUA_OK) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "value");
+    /* A memory error comes bare: the message handler did not run. */
+    if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
     return lua_error(L);
   }
   job = calloc(1, sizeof *job);

@@ -1,0 +1,130 @@
+-- spec/alloc_spec.lua: memory-error paths, proved by failing one chosen
+-- allocation (spindle._alloc.failAt, runtime/alloc.c), as Lua's own test
+-- suite does. tools/allocfail.sh does the same to whole scripts.
+local H = require("spec.support.helper")
+local reactor = require("spindle.reactor")
+local threads = require("spindle.threads")
+local alloc = require("spindle._alloc")
+local process = require("spec.support.process")
+
+-- Is err a memory error (bare, or inside a Failure)?
+local function isMemoryError(err)
+  return tostring(err):find("not enough memory", 1, true) ~= nil
+end
+
+describe("alloc.failAt", function()
+  after_each(function() alloc.failAt(0) end)
+
+  it("fails the nth allocation from now with a memory error", function()
+    local ok, err = pcall(function()
+      alloc.failAt(1)
+      return {}
+    end)
+    alloc.failAt(0)
+    assert.is_false(ok)
+    assert.truthy(isMemoryError(err))
+  end)
+
+  it("counts the allocations since the last call", function()
+    alloc.failAt(0)
+    local t = {}
+    for i = 1, 10 do t[i] = {} end
+    assert.is_true(alloc.failAt(0) >= 10)
+  end)
+end)
+
+describe("threads.deferToThread out of memory", function()
+  after_each(function() alloc.failAt(0) end)
+
+  -- Regression (fuzz/allocfail/thread.lua, tools/allocfail.sh): a memory
+  -- error while packing the arguments was raised as nil.
+  it("raises a memory error when the arguments cannot be packed", function()
+    local arg = {a = {1, 2, 3}, b = "x", c = {d = {e = {}}}}
+    local n, done = 0, false
+    local function identity(t) return t end
+    local function call()
+      alloc.failAt(n)
+      return threads.deferToThread(identity, arg)
+    end
+    while not done do
+      n = n + 1
+      local ok, d = pcall(call)
+      local counted = alloc.failAt(0)
+      if ok then
+        local ok2, r = pcall(H.wait, d, 10)
+        if ok2 then assert.are.same(arg, r)
+        else assert.truthy(isMemoryError(r), tostring(r)) end
+        done = counted < n
+      else
+        assert.truthy(isMemoryError(d), tostring(d))
+      end
+    end
+    assert.is_true(n > 1)
+  end)
+
+  -- Regression (fuzz/allocfail/thread.lua): a pool thread that could not
+  -- make its Lua state left its job queued for ever, so the Deferred
+  -- never fired.
+  it("fails the Deferred when a new pool thread has no memory", function()
+    local failed = 0
+    local function one() return 1 end
+    local function call(n)
+      alloc.failAt(n)
+      return H.wait(threads.deferToThread(one), 10)
+    end
+    for n = 1, 400, 13 do
+      reactor.suggestThreadPoolSize(0)
+      for _ = 1, 500 do
+        if reactor.getThreadPool().workers == 0 then break end
+        H.wait(H.sleep(0.01))
+      end
+      assert.are.equal(0, reactor.getThreadPool().workers)
+      reactor.suggestThreadPoolSize(1)
+      local ok, r = pcall(call, n)
+      alloc.failAt(0)
+      if not ok then
+        assert.truthy(isMemoryError(r), tostring(r))
+        failed = failed + 1
+      end
+    end
+    reactor.suggestThreadPoolSize(10)
+    assert.is_true(failed > 0)
+    assert.are.equal(1, H.wait(threads.deferToThread(one), 10))
+  end)
+end)
+
+describe("reactor.stop out of memory", function()
+  -- Regression (fuzz/allocfail/thread.lua, tools/allocfail.sh): a memory
+  -- error while the 'shutdown' event was fired left the reactor stopping
+  -- for ever, so run() never returned.
+  it("ends run() whichever allocation fails", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local reactor = require("spindle.reactor")
+      local alloc = require("spindle._alloc")
+      local n = tonumber(arg[1])
+      reactor.addSystemEventTrigger("before", "shutdown", function() end)
+      reactor.callWhenRunning(function()
+        alloc.failAt(n)
+        local ok = pcall(reactor.stop)
+        alloc.failAt(0)
+        -- Failed before the stop began: stop again (if it began, this
+        -- raises ReactorNotRunning).
+        if not ok then pcall(reactor.stop) end
+      end)
+      reactor.run()
+      alloc.failAt(0)
+      print("stopped")
+    ]])
+    f:close()
+    for n = 1, 60 do
+      local r = process.run({script, tostring(n)}, {timeout = 10})
+      assert.is_truthy(r.stdout:find("stopped", 1, true) or
+        r.stderr:find("not enough memory", 1, true),
+        "failing allocation " .. n .. ": " .. r.stdout .. r.stderr)
+      assert.is_true(r.status == 0 or r.status == 1, r.stderr)
+    end
+    os.remove(script)
+  end)
+end)
