@@ -134,7 +134,7 @@ static void bcall_answer(bcall *bc, int ok, sp_packed *out) {
 
 static int pack_cf(lua_State *L) {
   sp_packed *out = lua_touserdata(L, 1);
-  const char *what = lua_tostring(L, 2);
+  const char *what = lua_touserdata(L, 2);
   int n = lua_gettop(L) - 2;
   sp_marshal_pack(L, 3, n, what, 1, out);
   return 0;
@@ -146,30 +146,39 @@ static int pack_cf(lua_State *L) {
 static int pack_protected(lua_State *L, int idx, int n, const char *what,
                           sp_packed *out) {
   idx = lua_absindex(L, idx);
+  /* Nothing before the call may raise: a worker calls this outside any
+  ** protected call. So the stack is grown with lua_checkstack and `what`
+  ** goes as a light userdata (a string would be allocated). Lua keeps
+  ** its memory error message interned: pushing it allocates nothing. */
+  if (!lua_checkstack(L, n + 3)) {
+    lua_pushliteral(L, "not enough memory");
+    return LUA_ERRMEM;
+  }
   lua_pushcfunction(L, pack_cf);
   lua_pushlightuserdata(L, out);
-  lua_pushstring(L, what);
+  lua_pushlightuserdata(L, (void *)what);
   for (int i = 0; i < n; i++) lua_pushvalue(L, idx + i);
   return sp_pcall(L, n + 2, 0);
 }
 
-/* [-0, +0, -] Pack a Failure for the error at idx, and `why` (may be
-** NULL). An error value that cannot be copied goes as its text, with
-** the same traceback. Never raises (memory errors are reported). */
-static void pack_failure(lua_State *L, int idx, const char *why,
-                         sp_packed *out) {
-  int top = lua_gettop(L);
-  idx = lua_absindex(L, idx);
-  sp_failure_new(L, idx, NULL, 0);
-  if (why)
-    lua_pushstring(L, why);
+typedef struct failpack {
+  const char *why;
+  sp_packed *out;
+} failpack;
+
+/* [-1, +0, e] pack_failure's body, protected: the error is at 2. */
+static int pack_failure_cf(lua_State *L) {
+  failpack *fp = lua_touserdata(L, 1);
+  sp_failure_new(L, 2, NULL, 0); /* 3 */
+  if (fp->why)
+    lua_pushstring(L, fp->why);
   else
-    lua_pushnil(L);
-  if (pack_protected(L, top + 1, 2, "error", out) != LUA_OK) {
-    lua_settop(L, top + 2);
-    lua_getfield(L, top + 1, "value");
+    lua_pushnil(L); /* 4 */
+  if (pack_protected(L, 3, 2, "error", fp->out) != LUA_OK) {
+    lua_settop(L, 4);
+    lua_getfield(L, 3, "value");
     luaL_tolstring(L, -1, NULL);
-    lua_getfield(L, top + 1, "_tb");
+    lua_getfield(L, 3, "_tb");
     lua_createtable(L, 0, 3);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "value");
@@ -178,13 +187,34 @@ static void pack_failure(lua_State *L, int idx, const char *why,
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "_tb");
     luaL_setmetatable(L, SP_FAILURE_MT);
-    lua_pushvalue(L, top + 2);
-    if (pack_protected(L, -2, 2, "error", out) != LUA_OK) {
-      out->data = NULL;
-      out->len = 0;
-      out->n = 0;
-      fprintf(stderr, "spindle: cannot pass an error between threads\n");
-    }
+    lua_pushvalue(L, 4);
+    if (pack_protected(L, -2, 2, "error", fp->out) != LUA_OK)
+      return lua_error(L);
+  }
+  return 0;
+}
+
+/* [-0, +0, -] Pack a Failure for the error at idx, and `why` (may be
+** NULL). An error value that cannot be copied goes as its text, with
+** the same traceback. Never raises, even outside a protected call (a
+** worker's): out of memory, out is left empty, which the loop thread
+** reads as a memory error. */
+static void pack_failure(lua_State *L, int idx, const char *why,
+                         sp_packed *out) {
+  failpack fp = {why, out};
+  int top = lua_gettop(L);
+  out->data = NULL;
+  out->len = 0;
+  out->n = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 3)) return;
+  lua_pushcfunction(L, pack_failure_cf);
+  lua_pushlightuserdata(L, &fp);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    sp_marshal_free(out);
+    out->n = 0;
+    fprintf(stderr, "spindle: cannot pass an error between threads\n");
   }
   lua_settop(L, top);
 }

@@ -158,3 +158,53 @@ describe("reactor.listenTCP out of memory", function()
     end
   end)
 end)
+
+describe("a pool thread out of memory", function()
+  -- Regression (fuzz/allocfail/thread.lua, tools/allocfail.sh): a memory
+  -- error while a worker packed its outcome, outside any protected call,
+  -- made Lua panic and abort the process.
+  it("fails the Deferred with a memory error, whichever allocation fails",
+    function()
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write([[
+        local reactor = require("spindle.reactor")
+        local threads = require("spindle.threads")
+        local alloc = require("spindle._alloc")
+        local n = tonumber(arg[1])
+        local function work(t)
+          local r = {t, {t}, "x" .. t}
+          collectgarbage() -- so packing allocates its names again
+          return r
+        end
+        reactor.callWhenRunning(function()
+          threads.deferToThread(work, 1):addBoth(function()
+            alloc.failAt(n)
+            local ok, d = pcall(threads.deferToThread, work, 2)
+            if not ok then
+              alloc.failAt(0)
+              print(d)
+              return reactor.stop()
+            end
+            d:addBoth(function(r)
+              alloc.failAt(0)
+              print(type(r) == "table" and "done" or tostring(r))
+              reactor.stop()
+            end)
+          end)
+        end)
+        reactor.callLater(5, reactor.stop)
+        reactor.run()
+      ]])
+      f:close()
+      for n = 1, 80 do
+        local r = process.run({script, tostring(n)}, {timeout = 10})
+        assert.is_true(r.status == 0 or r.status == 1,
+          "failing allocation " .. n .. ": " .. r.stderr)
+        assert.is_truthy(r.stdout:find("done", 1, true) or
+          (r.stdout .. r.stderr):find("not enough memory", 1, true),
+          "failing allocation " .. n .. ": " .. r.stdout .. r.stderr)
+      end
+      os.remove(script)
+    end)
+end)
