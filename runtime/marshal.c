@@ -957,7 +957,8 @@ int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
   luaL_checkstack(L, p->n + 16, "too many values to copy");
   d.L = L;
   d.p = p->data;
-  d.end = p->data + p->len;
+  /* An empty message may have no buffer at all (NULL + 0 is undefined). */
+  d.end = p->len > 0 ? p->data + p->len : p->data;
   d.depth = 0;
   lua_newtable(L);
   d.refs = base = lua_gettop(L);
