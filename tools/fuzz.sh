@@ -22,8 +22,8 @@ run)
       -artifact_prefix="$dir/crash/$n-" -timeout=10 -rss_limit_mb=4096 -detect_leaks=0 \
       "$dir/corpus/$n" "fuzz/corpus/$n" >"$log" 2>&1
     rc=$?
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | head -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | head -1)
     if [ $rc -eq 0 ]; then
       echo "fuzz: $n: ${execs:-?} executions in ${secs}s (${rate:-?}/s)," \
         "corpus $(ls "$dir/corpus/$n" | wc -l), no crash"
