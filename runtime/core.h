@@ -29,8 +29,22 @@ void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
 void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta, const luaL_Reg *getters);
 
-/* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
+/* [-0, +0, e] Like luaL_checkudata for a method of class `name`, with
+** sp_typeerror's message. */
 void *sp_class_check(lua_State *L, int idx, const char *name);
+
+/* [-0, +0, v] luaL_argerror for a method of class cls (a metatable name):
+** when Lua knows how the function was called it is luaL_argerror itself
+** (`t:write(42)`: "bad argument #1 to 'write'"). When it does not (a call
+** through pcall or a tail call, where luaL_argerror says "to '?'" and
+** counts self), the method is named from the class and counted as the
+** user writes `t:name(...)`: "bad argument #<arg-1> to 'name' (...)", or
+** "calling 'name' on bad self" for arg 1. Never returns. */
+int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls);
+
+/* [-0, +0, v] luaL_typeerror through sp_argerror: "<tname> expected, got
+** <type>" (the __name of a userdata's metatable, as Lua's). */
+int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
 ** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on
@@ -47,6 +61,19 @@ void sp_pcall_set_handler(lua_CFunction handler);
 ** handler, pushed under the function and removed after. */
 int sp_pcall_with(lua_State *L, int nargs, int nresults, lua_CFunction handler);
 
+/* Results of sp_callmethod. */
+enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
+
+/* [-nargs, +1, -] obj:name(args...) for obj at objidx and the nargs
+** arguments on top, protected (sp_pcall), the method lookup included (an
+** object's __index may raise). Pushes the method's first result
+** (SP_CALL_OK), nil when obj has no such method (SP_CALL_MISSING), or the
+** Failure of an error, which is logged as "Unhandled Error", as Twisted's
+** reactor logs what a callback raises (SP_CALL_ERROR). The one protected
+** method call for libuv callbacks (factories, protocols, producers),
+** which must never raise. */
+int sp_callmethod(lua_State *L, int objidx, const char *name, int nargs);
+
 /* [-0, +0, -] Log the value at idx (a Failure or any error value) through
 ** spindle.log.err, with `why` as the context line ("Unhandled error in
 ** Deferred:"). Never raises: if logging itself fails it writes to stderr. */
@@ -60,14 +87,15 @@ void sp_strict(lua_State *L, int idx, const char *name);
 ** or a value whose metatable has __call). */
 void sp_checkcallable(lua_State *L, int idx);
 
-/* [-0, +2, e] Push the host and port of the address table at idx, from
-** its named fields {host = h, port = p} or else its positions {h, p} (the
-** shape of Twisted's (host, port) tuples). Either may be nil. */
-void sp_pushaddrfields(lua_State *L, int idx);
-
 /* Install the module searcher for the Lua files compiled into the binary
 ** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
 void sp_openlibs(lua_State *L);
+
+/* [-0, +0, e] Insert searcher into package.searchers right after the
+** preload one, so it answers before the path searchers. A searcher that
+** does not know a name must return nothing (no string), so that a failed
+** require lists the same places `lua` lists. */
+void sp_add_searcher(lua_State *L, lua_CFunction searcher);
 
 /* Register fn to run when the process ends normally, before lua_close
 ** (the reactor closes its handles there). Hooks run last-registered first. */

@@ -4,7 +4,11 @@
 ** Follows twisted.internet.abstract.FileDescriptor and tcp.Connection:
 ** write() buffers, loseConnection() closes once the buffer is written,
 ** producers are paused past a high-water mark and resumed when the buffer
-** drains, half-close goes to readConnectionLost/writeConnectionLost.
+** drains, half-close goes to readConnectionLost/writeConnectionLost and
+** the connection closes (ConnectionDone) once both halves are down. A
+** close or half-close waits for the DelayedCalls already due in the loop
+** turn (loop.h's sp_loop_after_due), as Twisted's doWrite comes after
+** runUntilCurrent.
 **
 ** Reads: libuv asks alloc_cb for a buffer, which comes from a small pool of
 ** 64 KiB buffers reused across reads and connections; the read callback
@@ -20,22 +24,62 @@
 **
 ** Lifetime: the sp_stream is freed in the handle's close callback, which
 ** also calls producer:stopProducing(), protocol:connectionLost(reason) and
-** the owner's hook; the transport userdata then answers as closed.
+** the owner's hook; the transport userdata then answers as closed.**
+** Length: this file is over 1000 lines on purpose. Reading, the write
+** queue, closing and the transport's Lua methods all work on the private
+** struct sp_stream and its flags; splitting them into files would publish
+** the struct again (what stream.h is closed to prevent).
 */
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <sys/un.h>
 
 #include <lauxlib.h>
 
+#include "addr.h"
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
 #include "stream.h"
+
+struct sp_stream {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  sp_live live;        /* in loop.c's registry until freed */
+  sp_loop_later later; /* a close waiting for the due calls (stream_later) */
+  int kind;            /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int state;           /* ST_CONNECTING .. ST_CLOSED */
+  unsigned flags;      /* SF_* */
+  int ref;             /* registry ref to the transport userdata */
+  /* The write queue: one uv_write in flight (either a Lua string kept in
+  ** the transport's user value, or inflight.base), then pending bytes. */
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  uv_connect_t creq; /* the connect request of a client stream */
+  uv_buf_t inflight; /* what the in-flight uv_write sends */
+  char *ibuf;        /* owned buffer behind inflight, or NULL */
+  size_t icap;
+  char *pbuf; /* pending bytes, not yet handed to libuv */
+  size_t plen, pcap;
+  size_t highwater;
+  /* Addresses, kept so getPeer/getHost answer after close. */
+  struct sockaddr_storage peer, host;
+  char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
+  /* Filter (TLS) and its state. */
+  const sp_stream_filter *filter;
+  void *filter_data;
+  /* Owner hooks (client connector). */
+  sp_stream_connected_fn on_connect;
+  sp_stream_lost_fn on_lost;
+  void *owner;
+};
 
 /* Stream states. */
 enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
@@ -63,6 +107,8 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_CORKED 0x2000   /* inside dataReceived: writes are batched */
 #define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
+#define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
+#define SF_WSHUT 0x20000   /* our write half's shutdown completed */
 
 /* User values of the transport userdata. */
 enum {
@@ -75,7 +121,6 @@ enum {
   UV_HOST, /* the addresses, kept here once the stream is freed */
   UV_N
 };
-_Static_assert(UV_OWNER == SP_TRANSPORT_UV_OWNER, "owner user value");
 
 typedef struct transport_ud {
   sp_stream *s;
@@ -114,41 +159,24 @@ static void pool_put(char *b) {
     free(b);
 }
 
-/* ------------------------------------------------------ live handles */
-
-static sp_live live_head = {&live_head, &live_head, NULL};
-
-void sp_live_add(sp_live *n) {
-  n->next = live_head.next;
-  n->prev = &live_head;
-  live_head.next->prev = n;
-  live_head.next = n;
-}
-
-void sp_live_remove(sp_live *n) {
-  if (n->next == NULL) return;
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  n->next = n->prev = NULL;
-}
-
-/* The process is ending: close every live handle with its own callback,
-** before the loop's hook (registered earlier, so run later) runs the loop
-** one last time. Runs once, from sp_shutdown. */
-static void live_shutdown(lua_State *L) {
-  sp_live *n, *next;
-  for (n = live_head.next; n != &live_head; n = next) {
-    next = n->next;
-    n->shutdown(L, n);
-  }
+/* The read buffers are freed at exit through the live registry, in its
+** last phase (SP_LIVE_MEMORY): after every stream's shutdown, once
+** nothing reads any more. */
+static void pool_shutdown(lua_State *L, sp_live *n) {
+  (void)n;
   pool_free_all(L);
 }
+
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 
 /* ------------------------------------------------------- alloc, free */
 
 static void stream_shutdown(lua_State *L, sp_live *n);
+static void stream_later(lua_State *L, sp_loop_later *n);
 
-sp_stream *sp_stream_alloc(int kind, int *err) {
+/* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
+** NULL (with *err set to a libuv error) on failure; nothing to release. */
+static sp_stream *stream_alloc(int kind, int *err) {
   sp_stream *s = calloc(1, sizeof *s);
   int r;
   if (s == NULL) {
@@ -169,12 +197,15 @@ sp_stream *sp_stream_alloc(int kind, int *err) {
   s->h.handle.data = s;
   s->live.shutdown = stream_shutdown;
   sp_live_add(&s->live);
+  s->later.run = stream_later;
   return s;
 }
 
 static void stream_free(sp_stream *s) {
   sp_live_remove(&s->live);
-  if (s->filter != NULL && s->filter->free != NULL) s->filter->free(s);
+  sp_loop_after_due_cancel(&s->later);
+  if (s->filter != NULL && s->filter->free != NULL)
+    s->filter->free(s->filter_data);
   free(s->ibuf);
   free(s->pbuf);
   free(s->peerpath);
@@ -192,21 +223,100 @@ void sp_stream_discard(sp_stream *s) {
   uv_close(&s->h.handle, discarded_cb);
 }
 
+static void connect_cb(uv_connect_t *req, int status) {
+  sp_stream *s = req->handle->data;
+  /* An abandoned attempt (no owner) only waits for its close. */
+  if (s->owner == NULL || status == UV_ECANCELED) return;
+  s->on_connect(s, status);
+}
+
+sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
+  sp_stream *s = stream_alloc(kind, err);
+  int r;
+  if (s == NULL) return NULL;
+  r = uv_accept(server, &s->h.stream);
+  if (r != 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  return s;
+}
+
+sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
+                                 const struct sockaddr *to, void *owner,
+                                 sp_stream_connected_fn done, int *err) {
+  sp_stream *s = stream_alloc(SP_STREAM_TCP, err);
+  int r = 0;
+  if (s == NULL) return NULL;
+  if (bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
+  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, to, connect_cb);
+  if (r < 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  s->owner = owner;
+  s->on_connect = done;
+  return s;
+}
+
+sp_stream *sp_stream_connect_unix(const char *path, void *owner,
+                                  sp_stream_connected_fn done, int *err) {
+  sp_stream *s;
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    *err = UV_ENAMETOOLONG;
+    return NULL;
+  }
+  s = stream_alloc(SP_STREAM_UNIX, err);
+  if (s == NULL) return NULL;
+  s->owner = owner;
+  s->on_connect = done;
+  uv_pipe_connect(&s->creq, &s->h.pipe, path, connect_cb);
+  return s;
+}
+
+void sp_stream_set_owner(sp_stream *s, void *owner, sp_stream_lost_fn lost) {
+  s->owner = owner;
+  s->on_lost = lost;
+}
+
+void *sp_stream_owner(const sp_stream *s) {
+  return s->owner;
+}
+
+void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data) {
+  s->filter = f;
+  s->filter_data = data;
+}
+
+void *sp_stream_filter_data(const sp_stream *s, const sp_stream_filter *f) {
+  if (s == NULL || s->filter == NULL) return NULL;
+  return f == NULL || s->filter == f ? s->filter_data : NULL;
+}
+
+int sp_stream_kind(const sp_stream *s) {
+  return s->kind;
+}
+
+int sp_stream_fileno(const sp_stream *s, uv_os_fd_t *fd) {
+  return uv_fileno(&s->h.handle, fd);
+}
+
 size_t sp_stream_queued(const sp_stream *s) {
   return s->h.stream.write_queue_size + s->plen;
 }
 
 /* ------------------------------------------------------ Lua helpers */
 
-/* [-0, +1, -] Push the transport userdata of an open or closing stream. */
-static void push_transport(lua_State *L, sp_stream *s) {
+void sp_stream_push_transport(lua_State *L, sp_stream *s) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
 }
 
 /* [-0, +1, -] Push user value n of the stream's transport. */
 static int push_uv(lua_State *L, sp_stream *s, int n) {
   int t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   t = lua_getiuservalue(L, -1, n);
   lua_remove(L, -2);
   return t;
@@ -214,75 +324,55 @@ static int push_uv(lua_State *L, sp_stream *s, int n) {
 
 /* [-1, +0, -] Pop the top value into user value n of the transport. */
 static void set_uv(lua_State *L, sp_stream *s, int n) {
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   lua_insert(L, -2);
   lua_setiuservalue(L, -2, n);
   lua_pop(L, 1);
 }
 
-/* Trampoline of sp_stream_callmethod: (obj, name, args...) -> found,
-** result. */
-static int method_tramp(lua_State *L) {
-  int n = lua_gettop(L);
-  lua_pushvalue(L, 2);
-  if (lua_gettable(L, 1) == LUA_TNIL) {
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 2;
-  }
-  lua_replace(L, 2);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 1);
-  lua_replace(L, 2);
-  lua_replace(L, 1); /* fn, obj, args... */
-  lua_call(L, n - 1, 1);
-  lua_pushboolean(L, 1);
-  lua_insert(L, -2);
-  return 2;
+void sp_stream_set_owner_value(lua_State *L, sp_stream *s) {
+  set_uv(L, s, UV_OWNER);
 }
 
-int sp_stream_callmethod(lua_State *L, int objidx, const char *name,
-                         int nargs) {
-  int found;
-  objidx = lua_absindex(L, objidx);
-  lua_pushcfunction(L, method_tramp);
-  lua_pushvalue(L, objidx);
-  lua_pushstring(L, name);
-  lua_rotate(L, -nargs - 3, 3);
-  if (sp_pcall(L, nargs + 2, 2) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    return SP_CALL_ERROR;
-  }
-  found = lua_toboolean(L, -2);
-  lua_remove(L, -2);
-  return found ? SP_CALL_OK : SP_CALL_MISSING;
+void sp_stream_push_owner_value(lua_State *L, sp_stream *s) {
+  push_uv(L, s, UV_OWNER);
 }
 
-/* [-nargs, +(0|1), -] sp_stream_callmethod, keeping only a Failure: returns
+/* [-nargs, +(0|1), -] sp_callmethod, keeping only a Failure: returns
 ** 1 with the Failure on top after an error, else 0 with nothing pushed. */
 static int call_method(lua_State *L, int objidx, const char *method,
                        int nargs) {
-  if (sp_stream_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR) return 1;
+  if (sp_callmethod(L, objidx, method, nargs) == SP_CALL_ERROR) return 1;
   lua_pop(L, 1);
   return 0;
 }
 
-/* [-0, +1, m] Push an error value of type `key` whose message is msg (a
-** sentence without its final period) followed, if code != 0, by the
-** libuv error, whose name also goes in its `code` field. */
-static void push_error(lua_State *L, const char *key, const char *msg,
-                       int code) {
+void sp_stream_pusherror(lua_State *L, int why, const char *detail, int code) {
+  static const char *const keys[] = {"reactor.ConnectionDone",
+                                     "reactor.ConnectionLost",
+                                     "reactor.ConnectionAborted"};
+  static const char *const texts[] = {
+      "Connection was closed cleanly",
+      "Connection to the other side was lost in a non-clean fashion",
+      "Connection was aborted locally using abortConnection"};
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, texts[why]);
+  if (detail != NULL) {
+    luaL_addstring(&b, ": ");
+    luaL_addstring(&b, detail);
+  }
   if (code != 0) {
-    lua_pushfstring(L, "%s: %s (%s).", msg, uv_strerror(code),
-                    uv_err_name(code));
-    sp_errortype_make(L, key, lua_tostring(L, -1));
-    lua_remove(L, -2);
+    lua_pushfstring(L, ": %s (%s)", uv_strerror(code), uv_err_name(code));
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '.');
+  luaL_pushresult(&b);
+  sp_errortype_make(L, keys[why], lua_tostring(L, -1));
+  lua_remove(L, -2);
+  if (code != 0) {
     lua_pushstring(L, uv_err_name(code));
     lua_setfield(L, -2, "code");
-  } else {
-    lua_pushfstring(L, "%s.", msg);
-    sp_errortype_make(L, key, lua_tostring(L, -1));
-    lua_remove(L, -2);
   }
 }
 
@@ -305,18 +395,17 @@ static void stream_close(lua_State *L, sp_stream *s) {
 }
 
 void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code) {
-  if (idx != 0)
+  if (s->flags & SF_LAST) /* after write_last, every close is clean */
+    sp_stream_pusherror(L, SP_LOST_DONE, NULL, 0);
+  else if (idx != 0)
     lua_pushvalue(L, idx);
   else
-    push_error(L, "reactor.ConnectionLost",
-               "Connection to the other side was lost in a non-clean "
-               "fashion",
-               code);
+    sp_stream_pusherror(L, SP_LOST_NONCLEAN, NULL, code);
   stream_close(L, s);
 }
 
 static void stream_done(lua_State *L, sp_stream *s) {
-  push_error(L, "reactor.ConnectionDone", "Connection was closed cleanly", 0);
+  sp_stream_pusherror(L, SP_LOST_DONE, NULL, 0);
   stream_close(L, s);
 }
 
@@ -327,7 +416,7 @@ static void closed_cb(uv_handle_t *h) {
   lua_State *L = sp_loop_state();
   int top = lua_gettop(L), tr, reason;
   transport_ud *t;
-  push_transport(L, s);
+  sp_stream_push_transport(L, s);
   tr = lua_gettop(L);
   t = lua_touserdata(L, tr);
   t->s = NULL;
@@ -498,6 +587,8 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
   return deliver(L, s, data, len, 0);
 }
 
+static void check_both_halves(lua_State *L, sp_stream *s);
+
 /* The peer shut down its write half: a protocol with readConnectionLost
 ** keeps the connection half open (twisted IHalfCloseableProtocol). */
 static void stream_eof(lua_State *L, sp_stream *s) {
@@ -507,7 +598,7 @@ static void stream_eof(lua_State *L, sp_stream *s) {
   if (s->filter != NULL && s->filter->eof != NULL && s->filter->eof(L, s))
     return;
   push_uv(L, s, UV_PROTO);
-  switch (sp_stream_callmethod(L, -1, "readConnectionLost", 0)) {
+  switch (sp_callmethod(L, -1, "readConnectionLost", 0)) {
     case SP_CALL_ERROR:
       stream_close(L, s);
       break;
@@ -516,6 +607,7 @@ static void stream_eof(lua_State *L, sp_stream *s) {
       break;
   }
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
@@ -719,6 +811,14 @@ static void write_cb(uv_write_t *req, int status) {
   stream_drained(L, s);
 }
 
+/* Both halves are down (the peer's EOF read, our shutdown done): the
+** connection is over, and closes cleanly as Twisted's does once a
+** half-closeable protocol has lost both. */
+static void check_both_halves(lua_State *L, sp_stream *s) {
+  if (s->state == ST_OPEN && (s->flags & SF_READ_EOF) && (s->flags & SF_WSHUT))
+    stream_done(L, s);
+}
+
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
@@ -728,11 +828,13 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
     sp_stream_lose(L, s, 0, status);
     return;
   }
+  s->flags |= SF_WSHUT;
   push_uv(L, s, UV_PROTO);
   if (lua_type(L, -1) != LUA_TNIL &&
       call_method(L, -1, "writeConnectionLost", 0))
     stream_close(L, s);
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 /* Close after loseConnection, once everything (and the filter's last
@@ -755,7 +857,8 @@ static void stream_finish(lua_State *L, sp_stream *s) {
 }
 
 /* Nothing is queued: as twisted FileDescriptor.doWrite after the buffer
-** empties, resume the producer, or finish a close or half-close. */
+** empties, resume the producer, or finish a close or half-close, which
+** waits for the calls already due (stream_later). */
 static void stream_drained(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
   if (s->flags & SF_THROTTLED) {
@@ -766,10 +869,25 @@ static void stream_drained(lua_State *L, sp_stream *s) {
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
-  } else if (s->flags & SF_DISCONNECTING) {
+  } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
+    sp_loop_after_due(&s->later);
+  }
+}
+
+/* A close or half-close, once the DelayedCalls due in this loop turn have
+** run (loop.h): Twisted's reactor runs runUntilCurrent before the
+** doWrite that closes, so a callLater(0) made right after loseConnection
+** still writes. Anything written meanwhile goes out first: the write's
+** completion drains again and links the entry again. */
+static void stream_later(lua_State *L, sp_loop_later *n) {
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, later));
+  int r;
+  if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT) ||
+      sp_stream_queued(s) > 0)
+    return;
+  if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
-    int r;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
@@ -777,19 +895,28 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
 }
 
-/* Run stream_drained on a later loop turn, as Twisted's startWriting
-** does: an empty uv_write completes in the next turn, and whatever the
-** protocol writes meanwhile still goes out before the close. */
+/* Finish a close or half-close once the queue is written: the pending
+** bytes go out now, and the drain that follows (write_cb's, or at once
+** when nothing is queued) waits for the due calls. */
 static void schedule_drain(lua_State *L, sp_stream *s) {
-  static char empty[1];
   if (s->flags & SF_INFLIGHT) return; /* its callback drains */
   if (s->plen > 0) {
     flush_pending(L, s);
     return;
   }
-  s->inflight = uv_buf_init(empty, 0);
-  s->flags &= ~SF_ANCHOR;
-  start_write(L, s);
+  stream_drained(L, s);
+}
+
+void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                          unsigned nbufs) {
+  if (s->state != ST_OPEN) return;
+  s->flags |= SF_LAST | SF_DISCONNECTING | SF_FINISHED;
+  reading_update(s);
+  if (sp_stream_write_raw(L, s, bufs, nbufs) != 0) return; /* closed */
+  if (sp_stream_queued(s) == 0)
+    stream_done(L, s);
+  else
+    schedule_drain(L, s);
 }
 
 void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
@@ -800,21 +927,6 @@ void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
 }
 
 /* -------------------------------------------------- opening, addresses */
-
-const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf, int *port) {
-  buf[0] = '\0';
-  *port = 0;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    uv_ip4_name(in, buf, 64);
-    *port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(in6, buf, 64);
-    *port = ntohs(in6->sin6_port);
-  }
-  return buf;
-}
 
 static char *pipe_name(sp_stream *s, int peer) {
   char buf[256];
@@ -847,29 +959,10 @@ static void fetch_addrs(sp_stream *s) {
 
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
   if (s->kind == SP_STREAM_TCP) {
-    char buf[64];
-    int port;
     if (s->peer.ss_family == 0) fetch_addrs(s);
-    sp_stream_addrstr((struct sockaddr *)(peer ? &s->peer : &s->host), buf,
-                      &port);
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "TCP");
-    lua_setfield(L, -2, "type");
-    lua_pushstring(L, buf);
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, port);
-    lua_setfield(L, -2, "port");
+    sp_addr_push(L, "TCP", (struct sockaddr *)(peer ? &s->peer : &s->host));
   } else {
-    const char *path = peer ? s->peerpath : s->hostpath;
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "UNIX");
-    lua_setfield(L, -2, "type");
-    if (path != NULL) {
-      lua_pushstring(L, path);
-      lua_setfield(L, -2, "name");
-      lua_pushstring(L, path);
-      lua_setfield(L, -2, "host");
-    }
+    sp_addr_push_unix(L, peer ? s->peerpath : s->hostpath);
   }
 }
 
@@ -905,7 +998,7 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
     schedule_drain(L, s);
   } else {
     reading_update(s);
-    push_transport(L, s);
+    sp_stream_push_transport(L, s);
     if (call_method(L, top, "makeConnection", 1)) stream_close(L, s);
   }
   lua_settop(L, top - 1);
@@ -914,18 +1007,12 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
 /* ---------------------------------------------------- Lua methods */
 
 sp_stream *sp_stream_check(lua_State *L, int idx) {
-  transport_ud *t = luaL_checkudata(L, idx, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, idx, SP_TRANSPORT_MT);
   if (t->s != NULL && t->s->state == ST_OPEN) return t->s;
   return NULL;
 }
 
-static sp_stream *check_open(lua_State *L) {
-  sp_stream *s = sp_stream_check(L, 1);
-  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
-  return s;
-}
-
-/* luaL_checkudata for the hot path: the metatable is recognised by its
+/* sp_class_check for the hot path: the metatable is recognised by its
 ** address (luaL_checkudata looks its name up in the registry each call). */
 static transport_ud *transport_check_fast(lua_State *L) {
   if (lua_getmetatable(L, 1)) {
@@ -933,7 +1020,7 @@ static transport_ud *transport_check_fast(lua_State *L) {
     lua_pop(L, 1);
     if (mt == transport_mt) return lua_touserdata(L, 1);
   }
-  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  return sp_class_check(L, 1, SP_TRANSPORT_MT);
 }
 
 /* t:write(data): send a string to the peer, after everything written
@@ -943,7 +1030,8 @@ static transport_ud *transport_check_fast(lua_State *L) {
 static int transport_write(lua_State *L) {
   transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
-  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return sp_typeerror(L, 2, "string", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
       lua_rawlen(L, 2) == 0)
     return 0;
@@ -955,19 +1043,20 @@ static int transport_write(lua_State *L) {
 ** write. Raises naming the index of an element that is not a string.
 ** twisted FileDescriptor.writeSequence. */
 static int transport_writeSequence(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   uv_buf_t bufs[64];
   lua_Integer n, i;
   unsigned nb = 0;
-  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_istable(L, 2)) return sp_typeerror(L, 2, "table", SP_TRANSPORT_MT);
   n = luaL_len(L, 2);
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, 2, i) != LUA_TSTRING)
-      return luaL_argerror(
+      return sp_argerror(
           L, 2,
           lua_pushfstring(L, "string expected at index %I, got %s",
-                          (LUAI_UACINT)i, luaL_typename(L, -1)));
+                          (LUAI_UACINT)i, luaL_typename(L, -1)),
+          SP_TRANSPORT_MT);
     lua_pop(L, 1);
   }
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
@@ -1015,7 +1104,9 @@ static int transport_loseConnection(lua_State *L) {
 
 /* t:loseWriteConnection(): shut down our write half once the queue is
 ** written (the peer reads EOF); a protocol with writeConnectionLost() is
-** then told. twisted FileDescriptor.loseWriteConnection. */
+** then told. If the peer's half is already down (readConnectionLost was
+** called), or goes down later, the connection then closes with
+** ConnectionDone. twisted FileDescriptor.loseWriteConnection. */
 static int transport_loseWriteConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL || (s->flags & (SF_WDISCONNECTING | SF_WDISCONNECTED)))
@@ -1031,17 +1122,17 @@ static int transport_loseWriteConnection(lua_State *L) {
 static int transport_abortConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;
-  push_error(L, "reactor.ConnectionAborted",
-             "Connection was aborted locally using abortConnection", 0);
+  sp_stream_pusherror(L, SP_LOST_ABORTED, NULL, 0);
   stream_close(L, s);
   return 0;
 }
 
-/* t:getPeer() / t:getHost() -> {type = "TCP", host = "127.0.0.1",
-** port = 1234} or {type = "UNIX", name = path}; they still answer after
-** the connection is closed. */
+/* t:getPeer() / t:getHost() -> an address (addr.h: {type = "TCP", host =
+** "127.0.0.1", port = 1234}, printing as IPv4Address(...), or {type =
+** "UNIX", name = path}); they still answer after the connection is
+** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   if (t->s != NULL)
     sp_stream_pushaddr(L, t->s, peer);
   else
@@ -1055,55 +1146,6 @@ static int transport_getPeer(lua_State *L) {
 
 static int transport_getHost(lua_State *L) {
   return transport_addr(L, 0);
-}
-
-static sp_stream *check_tcp(lua_State *L) {
-  sp_stream *s = check_open(L);
-  if (s->kind != SP_STREAM_TCP)
-    luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
-  return s;
-}
-
-/* t:setTcpNoDelay(enabled): TCP_NODELAY (Nagle off). Raises on a closed
-** or non-TCP transport. twisted tcp.Connection.setTcpNoDelay. */
-static int transport_setTcpNoDelay(lua_State *L) {
-  sp_stream *s = check_tcp(L);
-  int r = uv_tcp_nodelay(&s->h.tcp, lua_toboolean(L, 2));
-  if (r < 0) return luaL_error(L, "setTcpNoDelay: %s", uv_strerror(r));
-  return 0;
-}
-
-static int sockopt(lua_State *L, int level, int name, int set) {
-  sp_stream *s = check_tcp(L);
-  uv_os_fd_t fd;
-  int v = lua_toboolean(L, 2);
-  socklen_t len = sizeof v;
-  if (uv_fileno(&s->h.handle, &fd) != 0)
-    return luaL_error(L, "attempt to use a closed transport");
-  if (set) {
-    if (setsockopt(fd, level, name, &v, len) != 0)
-      return luaL_error(L, "setsockopt: %s", strerror(errno));
-    return 0;
-  }
-  if (getsockopt(fd, level, name, &v, &len) != 0)
-    return luaL_error(L, "getsockopt: %s", strerror(errno));
-  lua_pushboolean(L, v != 0);
-  return 1;
-}
-
-/* t:setTcpKeepAlive(enabled): SO_KEEPALIVE with the system's timings,
-** as twisted tcp.Connection.setTcpKeepAlive. */
-static int transport_setTcpKeepAlive(lua_State *L) {
-  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1);
-}
-
-/* t:getTcpNoDelay(), t:getTcpKeepAlive() -> boolean. */
-static int transport_getTcpNoDelay(lua_State *L) {
-  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
-}
-
-static int transport_getTcpKeepAlive(lua_State *L) {
-  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
 }
 
 /* t:pauseProducing() / t:resumeProducing(): stop and restart reading
@@ -1139,10 +1181,11 @@ static int transport_stopProducing(lua_State *L) {
 ** producer is already registered; on a closed transport the producer gets
 ** stopProducing(). twisted FileDescriptor.registerProducer. */
 static int transport_registerProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   int streaming = lua_toboolean(L, 3);
-  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2, "producer");
+  if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
+    return sp_typeerror(L, 2, "producer", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN) {
     lua_getfield(L, 2, "stopProducing");
     lua_pushvalue(L, 2);
@@ -1171,7 +1214,7 @@ static int transport_registerProducer(lua_State *L) {
 /* t:unregisterProducer(): forget the producer; a pending loseConnection
 ** then completes. twisted FileDescriptor.unregisterProducer. */
 static int transport_unregisterProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, UV_PRODUCER);
@@ -1185,7 +1228,7 @@ static int transport_unregisterProducer(lua_State *L) {
 
 /* t:getBufferSize() -> bytes queued and not yet taken by the kernel. */
 static int transport_getBufferSize(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   lua_pushinteger(L, t->s != NULL ? (lua_Integer)sp_stream_queued(t->s) : 0);
   return 1;
 }
@@ -1198,15 +1241,14 @@ static int transport_isClosed(lua_State *L) {
 }
 
 static int transport_tostring(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {
-    char a[64], b[64];
-    int pa, pb;
-    sp_stream_addrstr((struct sockaddr *)&t->s->host, a, &pa);
-    sp_stream_addrstr((struct sockaddr *)&t->s->peer, b, &pb);
+    char a[SP_ADDR_HOSTLEN], b[SP_ADDR_HOSTLEN];
+    int pa = sp_addr_format((struct sockaddr *)&t->s->host, a);
+    int pb = sp_addr_format((struct sockaddr *)&t->s->peer, b);
     lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
   } else {
     lua_pushfstring(L, "<UNIX transport %s>",
@@ -1225,10 +1267,6 @@ static const luaL_Reg transport_methods[] = {
     {"abortConnection", transport_abortConnection},
     {"getPeer", transport_getPeer},
     {"getHost", transport_getHost},
-    {"setTcpNoDelay", transport_setTcpNoDelay},
-    {"setTcpKeepAlive", transport_setTcpKeepAlive},
-    {"getTcpNoDelay", transport_getTcpNoDelay},
-    {"getTcpKeepAlive", transport_getTcpKeepAlive},
     {"pauseProducing", transport_pauseProducing},
     {"resumeProducing", transport_resumeProducing},
     {"stopProducing", transport_stopProducing},
@@ -1238,34 +1276,41 @@ static const luaL_Reg transport_methods[] = {
     {"isClosed", transport_isClosed},
     {NULL, NULL}};
 
-/* __index: a method (upvalue 1 is the method table), else one of the
-** state fields Twisted's transports have: `connected` (open),
+/* The state fields Twisted's transports have (sp_class_newx getters;
+** methods are found first, without a look at the transport):
 ** `disconnecting` (loseConnection was called, or the connection is lost;
-** spindle.basic stops delivering lines then), `disconnected`, and
-** `protocol`. */
-static int transport_index(lua_State *L) {
-  transport_ud *t;
-  const char *key;
-  /* A method (the common case, `t:write(...)`) needs no look at t: each
-  ** method checks its own argument. */
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  t = transport_check_fast(L);
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "disconnecting") == 0)
-    lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
-                           (t->s->flags & SF_DISCONNECTING));
-  else if (strcmp(key, "connected") == 0)
-    lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
-  else if (strcmp(key, "disconnected") == 0)
-    lua_pushboolean(L, t->s == NULL);
-  else if (strcmp(key, "protocol") == 0)
-    lua_getiuservalue(L, 1, UV_PROTO);
-  else
-    lua_pushnil(L);
+** spindle.basic stops delivering lines then), `connected` (open),
+** `disconnected`, and `protocol`. */
+static int transport_getdisconnecting(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
+                         (t->s->flags & SF_DISCONNECTING));
   return 1;
 }
+
+static int transport_getconnected(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
+  return 1;
+}
+
+static int transport_getdisconnected(lua_State *L) {
+  lua_pushboolean(L, transport_check_fast(L)->s == NULL);
+  return 1;
+}
+
+static int transport_getprotocol(lua_State *L) {
+  transport_check_fast(L);
+  lua_getiuservalue(L, 1, UV_PROTO);
+  return 1;
+}
+
+static const luaL_Reg transport_getters[] = {
+    {"disconnecting", transport_getdisconnecting},
+    {"connected", transport_getconnected},
+    {"disconnected", transport_getdisconnected},
+    {"protocol", transport_getprotocol},
+    {NULL, NULL}};
 
 static const luaL_Reg transport_meta[] = {{"__tostring", transport_tostring},
                                           {NULL, NULL}};
@@ -1310,17 +1355,6 @@ int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
   return 1;
 }
 
-int sp_stream_disconnecting(lua_State *L, int idx) {
-  const void *t = sp_transport_test(L, idx);
-  return t == NULL ? -1 : sp_transport_disconnecting(t);
-}
-
-int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
-                         unsigned nbufs) {
-  void *t = sp_transport_test(L, idx);
-  return t == NULL ? 0 : sp_transport_write(L, t, bufs, nbufs);
-}
-
 void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   lua_getfield(L, -1, "__index");
@@ -1330,20 +1364,10 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 }
 
 void sp_stream_init(lua_State *L) {
-  static int hooked = 0;
-  if (!hooked) {
-    sp_loop(); /* its shutdown hook first, so that ours runs before it */
-    sp_on_shutdown(live_shutdown);
-    hooked = 1;
-  }
-  sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
-                        "reactor.ConnectionLost");
-  lua_pop(L, 1);
-  sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
+  if (pool_live.next == NULL) sp_live_add(&pool_live);
+  sp_class_newx(L, SP_TRANSPORT_MT, transport_methods, transport_meta,
+                transport_getters);
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   transport_mt = lua_topointer(L, -1);
-  luaL_newlib(L, transport_methods);
-  lua_pushcclosure(L, transport_index, 1);
-  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

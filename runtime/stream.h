@@ -1,12 +1,16 @@
 /*
 ** stream.h: the transport over a connected uv_stream_t (TCP or Unix
-** socket), shared by tcp.c and, later, tls.c.
+** socket), a closed module: struct sp_stream is defined in stream.c only,
+** and its users (tcp.c for ports and connectors, tls.c as a filter, the
+** framers of basic.c on their hot path) go through the functions here.
 **
 ** An sp_stream is C memory owning one libuv stream handle; it is freed in
 ** the handle's close callback, never by the garbage collector. Once
 ** connected it has a Lua transport userdata ("spindle.Transport") whose
-** user values hold the protocol, the producer and the close reason; the
-** open handle holds one registry reference to that userdata.
+** user values hold the protocol, the producer, the owner and the close
+** reason; the open handle holds one registry reference to that userdata.
+** Every stream is in loop.c's live registry (loop.h) until it is freed:
+** at exit an open one is lost (connectionLost), a connecting one dropped.
 **
 ** Bytes flow through two hooks so that a filter (TLS over memory BIOs) can
 ** sit between the socket and the protocol:
@@ -30,26 +34,80 @@
 ** FileDescriptor.bufferSize): past it a streaming producer is paused. */
 #define SP_STREAM_HIGHWATER (64 * 1024)
 
-/* The transport's user value that holds its owner (the client Connector),
-** set with lua_setiuservalue by the owner. */
-#define SP_TRANSPORT_UV_OWNER 5
-
 typedef struct sp_stream sp_stream;
 
-/* Every handle this module family owns is on one list, so that the
-** shutdown hook can close each with its own callback (and tell its Lua
-** side) before the loop closes what is left. */
-typedef struct sp_live sp_live;
-struct sp_live {
-  sp_live *prev, *next;
-  /* Close the handle(s) behind n for process exit; must not free n
-  ** synchronously (close callbacks free it, and unlink it). */
-  void (*shutdown)(lua_State *L, sp_live *n);
-};
+/* Kinds of stream. */
+enum { SP_STREAM_TCP = 1, SP_STREAM_UNIX = 2 };
 
-/* Link n into / out of the list (loop thread only). */
-void sp_live_add(sp_live *n);
-void sp_live_remove(sp_live *n);
+/* ------------------------------------------------------------ making */
+
+/* Called when a connect started by sp_stream_connect_* ends, with 0 or a
+** libuv error, unless the attempt was abandoned (sp_stream_set_owner to
+** NULL, then sp_stream_discard) before. On success the stream is still
+** without a transport: the owner calls sp_stream_open; on failure it
+** calls sp_stream_discard. Runs in a libuv callback: must not raise. */
+typedef void (*sp_stream_connected_fn)(sp_stream *s, int status);
+
+/* Accept a connection of `kind` from the listening stream `server`.
+** Returns the new stream (no transport yet), or NULL with *err set to a
+** libuv error; nothing to release then. */
+sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err);
+
+/* Start a TCP connect to `to`, bound first to `bind` unless it is NULL;
+** `owner` (the connector) is what sp_stream_owner answers and `done` is
+** called when the connect ends. Returns the stream, or NULL with *err set
+** to a libuv error; nothing to release then. */
+sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
+                                 const struct sockaddr *to, void *owner,
+                                 sp_stream_connected_fn done, int *err);
+
+/* The same for a Unix socket at `path` (shorter than sun_path: checked,
+** UV_ENAMETOOLONG otherwise). */
+sp_stream *sp_stream_connect_unix(const char *path, void *owner,
+                                  sp_stream_connected_fn done, int *err);
+
+/* Close a stream that has no transport yet (a failed connect, a refused
+** accept, an abandoned attempt): the handle is closed and the memory
+** freed in its callback. */
+void sp_stream_discard(sp_stream *s);
+
+/* [-0, +1, m] Make the transport userdata for a connected stream, take a
+** registry reference to it, record the addresses. Pushes the transport;
+** reading starts with sp_stream_connect_protocol. */
+void sp_stream_open(lua_State *L, sp_stream *s);
+
+/* [-1, +0, -] Give the stream its protocol (the value on top of the stack;
+** nil for none) and call protocol:makeConnection(transport). An error in
+** it is logged and drops the connection. */
+void sp_stream_connect_protocol(lua_State *L, sp_stream *s);
+
+/* ------------------------------------------------------------- owner */
+
+/* Called once after the protocol's connectionLost, with the reason (a
+** Failure) at the top of L's stack; the client connector uses it to call
+** clientConnectionLost. Every function here takes the Lua state to call
+** into: the caller's in a Lua method, sp_loop_state() in a libuv
+** callback (the reactor may run inside a coroutine). */
+typedef void (*sp_stream_lost_fn)(sp_stream *s, lua_State *L);
+
+/* Set the C owner of s (a client stream's connector; NULL detaches an
+** attempt being abandoned) and the hook run after connectionLost. */
+void sp_stream_set_owner(sp_stream *s, void *owner, sp_stream_lost_fn lost);
+
+/* The C owner of s, or NULL. A stream with an owner is the side that made
+** the connection (TLS takes the client role from it). */
+void *sp_stream_owner(const sp_stream *s);
+
+/* [-1, +0, -] Keep the value on top (the owner's Lua object, the
+** Connector) in the transport of the open stream s, so that the owner
+** lives as long as its connection does. */
+void sp_stream_set_owner_value(lua_State *L, sp_stream *s);
+
+/* [-0, +1, -] Push the owner value kept by sp_stream_set_owner_value (nil
+** if none). */
+void sp_stream_push_owner_value(lua_State *L, sp_stream *s);
+
+/* ------------------------------------------------------------ filter */
 
 /* A filter between the socket and the protocol (TLS). Every hook may be
 ** NULL, meaning "pass through". */
@@ -73,86 +131,97 @@ typedef struct sp_stream_filter {
   ** with it (it lost the connection with its own reason, as TLS does for
   ** an EOF in the middle of a handshake), 0 for the usual handling. */
   int (*eof)(lua_State *L, sp_stream *s);
-  /* The stream is being freed: release the filter's state. */
-  void (*free)(sp_stream *s);
+  /* The stream is being freed: release the filter's state (data is what
+  ** sp_stream_set_filter was given). */
+  void (*free)(void *data);
 } sp_stream_filter;
 
 /* filter->finish: not ready to finish, see above. */
 #define SP_FILTER_WAIT 2
 
-/* Kinds of stream, for getPeer/getHost. */
-enum { SP_STREAM_TCP = 1, SP_STREAM_UNIX = 2 };
+/* Install filter f with its state `data` on s (which has none: check
+** with sp_stream_filter_data). From then on the stream owns data: f->free
+** releases it when the stream is freed. */
+void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data);
 
-/* Called once after the protocol's connectionLost, with the reason (a
-** Failure) at the top of L's stack; the client connector uses it to call
-** clientConnectionLost. Every function here takes the Lua state to call
-** into: the caller's in a Lua method, sp_loop_state() in a libuv
-** callback (the reactor may run inside a coroutine). */
-typedef void (*sp_stream_lost_fn)(sp_stream *s, lua_State *L);
-
-/* A libuv stream handle of either kind, seen as any of its types; the
-** connections here and tcp.c's listening sockets are one of these. */
-typedef union sp_stream_handle {
-  uv_handle_t handle;
-  uv_stream_t stream;
-  uv_tcp_t tcp;
-  uv_pipe_t pipe;
-} sp_stream_handle;
-
-struct sp_stream {
-  sp_stream_handle h;
-  sp_live live;
-  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
-  int state;      /* see stream.c: CONNECTING .. CLOSED */
-  unsigned flags; /* see stream.c: SF_* */
-  int ref;        /* registry ref to the transport userdata */
-  /* The write queue: one uv_write in flight (either a Lua string kept in
-  ** the transport's user value, or inflight.base), then pending bytes. */
-  uv_write_t wreq;
-  uv_shutdown_t sreq;
-  uv_connect_t creq; /* the connect request of a client stream */
-  uv_buf_t inflight; /* what the in-flight uv_write sends */
-  char *ibuf;        /* owned buffer behind inflight, or NULL */
-  size_t icap;
-  char *pbuf; /* pending bytes, not yet handed to libuv */
-  size_t plen, pcap;
-  size_t highwater;
-  /* Addresses, kept so getPeer/getHost answer after close. */
-  struct sockaddr_storage peer, host;
-  char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
-  /* Filter (TLS) and its state. */
-  const sp_stream_filter *filter;
-  void *filter_data;
-  /* Owner hooks (client connector). */
-  sp_stream_lost_fn on_lost;
-  void *owner;
-};
-
-/* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
-** NULL (with *err set to a libuv error) on failure; nothing to release. */
-sp_stream *sp_stream_alloc(int kind, int *err);
-
-/* Close a stream that has no transport yet (a failed connect, a refused
-** accept): the handle is closed and the memory freed in its callback. */
-void sp_stream_discard(sp_stream *s);
-
-/* [-0, +1, m] Make the transport userdata for a connected stream, take a
-** registry reference to it, record the addresses and start reading.
-** Pushes the transport. */
-void sp_stream_open(lua_State *L, sp_stream *s);
-
-/* [-0, +1, m] Push the address table of the peer (peer != 0) or of the
-** local end, as getPeer/getHost return it. */
-void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer);
-
-/* [-1, +0, -] Give the stream its protocol (the value on top of the stack;
-** nil for none) and call protocol:makeConnection(transport). An error in
-** it is logged and drops the connection. */
-void sp_stream_connect_protocol(lua_State *L, sp_stream *s);
+/* The state of filter f on s, or NULL when s is NULL or has another
+** filter or none; f NULL asks whether s has any filter (its state, or
+** NULL). */
+void *sp_stream_filter_data(const sp_stream *s, const sp_stream_filter *f);
 
 /* Hand decoded bytes to the protocol's dataReceived. Returns 0, or -1 if
 ** the stream closed meanwhile (the caller must stop using it). */
 int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data, size_t len);
+
+/* Queue raw bytes for the socket, after everything queued before, past
+** any filter: uv_try_write when nothing is queued, a copy into the queue
+** for the rest. Returns 0 or a negative libuv error (the stream is then
+** closing). */
+int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                        unsigned nbufs);
+
+/* The last bytes of the connection (TLS's answer to the peer's
+** close_notify): queue bufs as sp_stream_write_raw does, then close
+** cleanly (ConnectionDone) once the queue is written; a write error from
+** then on (the peer has often closed its socket already) still closes
+** cleanly. Does nothing on a stream that is not open. */
+void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
+                          unsigned nbufs);
+
+/* A filter whose finish returned SP_FILTER_WAIT is ready: finish the
+** pending loseConnection once the queue drains (finish is called again). */
+void sp_stream_finish_ready(lua_State *L, sp_stream *s);
+
+/* Bytes queued and not yet taken by the kernel. */
+size_t sp_stream_queued(const sp_stream *s);
+
+/* ------------------------------------------------------- Lua side */
+
+/* [-0, +1, -] Push the transport userdata of a stream made into one by
+** sp_stream_open (open or closing). */
+void sp_stream_push_transport(lua_State *L, sp_stream *s);
+
+/* [-0, +1, m] Push the address of the peer (peer != 0) or of the local
+** end (addr.h's shape), as getPeer/getHost return it. */
+void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer);
+
+/* Why a connection ended, for sp_stream_pusherror. */
+enum { SP_LOST_DONE, SP_LOST_NONCLEAN, SP_LOST_ABORTED };
+
+/* [-0, +1, m] Push the error value of a connection that ended, with
+** Twisted's texts (the one place they are written): SP_LOST_DONE
+** reactor.ConnectionDone "Connection was closed cleanly.",
+** SP_LOST_NONCLEAN reactor.ConnectionLost "Connection to the other side
+** was lost in a non-clean fashion", SP_LOST_ABORTED
+** reactor.ConnectionAborted; then ": detail" unless detail is NULL, then
+** ": <libuv message> (<NAME>)" unless code is 0 (NAME also goes in the
+** error's `code` field), then ".". */
+void sp_stream_pusherror(lua_State *L, int why, const char *detail, int code);
+
+/* [-0, +0, -] Lose the connection now with the error value at idx (a
+** Failure or error value; idx 0 means ConnectionLost with `code`). */
+void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
+
+/* The stream behind the transport at idx, or NULL if it is closed; raises
+** if idx is not a transport. */
+sp_stream *sp_stream_check(lua_State *L, int idx);
+
+/* SP_STREAM_TCP or SP_STREAM_UNIX. */
+int sp_stream_kind(const sp_stream *s);
+
+/* The socket of an open stream, for socket options (tcp.c's
+** setTcpNoDelay and friends). Returns 0 or a libuv error. */
+int sp_stream_fileno(const sp_stream *s, uv_os_fd_t *fd);
+
+/* [-0, +0, m] Add methods to every stream transport (TLS adds startTLS
+** and getPeerCertificate, tcp.c the TCP socket options); call after
+** sp_stream_init. */
+void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods);
+
+/* [-0, +0, m] Register the transport metatable (done by luaopen). */
+void sp_stream_init(lua_State *L);
+
+/* ------------------------------------- the framers' hot path (basic.c) */
 
 /* A C implementation of dataReceived that can take the bytes of a read
 ** without a Lua string: direct(L, data, len) is called inside the
@@ -168,78 +237,23 @@ typedef int (*sp_direct_fn)(lua_State *L, const char *data, size_t len);
 ** call from luaopen on the loop thread. */
 void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct);
 
-/* Queue raw bytes for the socket, after everything queued before:
-** uv_try_write when nothing is queued, a copy into the queue for the rest.
-** Returns 0 or a negative libuv error (the stream is then closing). */
-int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
-                        unsigned nbufs);
-
-/* A filter whose finish returned SP_FILTER_WAIT is ready: finish the
-** pending loseConnection once the queue drains (finish is called again). */
-void sp_stream_finish_ready(lua_State *L, sp_stream *s);
-
-/* [-0, +0, m] Add methods to every stream transport (TLS adds startTLS
-** and getPeerCertificate); call after sp_stream_init. */
-void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods);
-
-/* Bytes queued and not yet taken by the kernel. */
-size_t sp_stream_queued(const sp_stream *s);
-
-/* [-0, +0, -] Lose the connection now with the error value at idx (a
-** Failure or error value; idx 0 means ConnectionLost with `code`). */
-void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
-
-/* The stream behind the transport at idx, or NULL if it is closed; raises
-** if idx is not a transport. */
-sp_stream *sp_stream_check(lua_State *L, int idx);
-
-/* [-0, +0, -] For the value at idx: 1 if it is a stream transport that is
-** closed or closing (loseConnection() was called: Twisted's
-** transport.disconnecting), 0 if it is an open one, -1 if it is not a
-** stream transport. No registry lookup: spindle.basic asks it after
-** every line. */
-int sp_stream_disconnecting(lua_State *L, int idx);
-
-/* [-0, +0, -] transport:write(b1 .. b2 ...) for the value at idx without
-** building the string, when it is a stream transport with no filter (TLS
-** keeps the Lua call): returns 1 when done (nothing is written once the
-** transport is closed or half-closed, as transport:write), 0 when the
-** caller must call transport:write itself. */
-int sp_stream_write_fast(lua_State *L, int idx, const uv_buf_t *bufs,
-                         unsigned nbufs);
-
 /* [-0, +0, -] The stream transport userdata at idx, as an opaque handle
-** for the two functions below, or NULL if the value is something else.
-** The handle is valid while the userdata lives (the caller anchors it),
-** also after the connection closes. For per-line hot paths that keep the
-** handle instead of checking the metatable each time. */
+** for the two functions below, or NULL if the value is something else
+** (no registry lookup). The handle is valid while the userdata lives
+** (the caller anchors it), also after the connection closes. */
 void *sp_transport_test(lua_State *L, int idx);
 
-/* sp_stream_disconnecting for a handle from sp_transport_test: 1 if the
-** transport is closed or closing, else 0. */
+/* For a handle from sp_transport_test: 1 if the transport is closed or
+** closing (loseConnection() was called: Twisted's
+** transport.disconnecting), else 0. */
 int sp_transport_disconnecting(const void *tud);
 
-/* [-0, +0, -] sp_stream_write_fast for a handle from sp_transport_test:
-** 1 when done (or nothing to do on a closed transport), 0 when the caller
-** must call transport:write itself (a filter such as TLS). */
+/* [-0, +0, -] transport:write(b1 .. b2 ...) for a handle from
+** sp_transport_test without building the string: returns 1 when done
+** (nothing is written once the transport is closed or half-closed, as
+** transport:write), 0 when the caller must call transport:write itself
+** (a filter such as TLS keeps the Lua call). */
 int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
                        unsigned nbufs);
-
-/* Format a sockaddr as "host" and *port; buf must hold 64 bytes. */
-const char *sp_stream_addrstr(const struct sockaddr *sa, char *buf, int *port);
-
-/* Results of sp_stream_callmethod. */
-enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
-
-/* [-nargs, +1, -] obj:name(args...) for obj at objidx and the nargs
-** arguments on top, protected, the method lookup included (an object's
-** __index may raise). Pushes the method's first result (SP_CALL_OK), nil
-** when obj has no such method (SP_CALL_MISSING), or the Failure of an
-** error, which is logged (SP_CALL_ERROR). For libuv callbacks, which must
-** never raise. */
-int sp_stream_callmethod(lua_State *L, int objidx, const char *name, int nargs);
-
-/* [-0, +0, m] Register the transport metatable (done by luaopen). */
-void sp_stream_init(lua_State *L);
 
 #endif

@@ -17,6 +17,12 @@
 ** handles in C memory, freed in their close callbacks. A listening Port
 ** and a connecting Connector hold a registry reference to their userdata;
 ** a connected Connector is kept alive by its transport.
+**
+** Length: over 1000 lines because it is all of spindle._tcp: Port,
+** Connector, the TCP options of transports and reactor.resolve; each part
+** is a section below and they share the module's argument checks. The
+** Connector section is the one to move to a file of its own when this
+** module grows again.
 */
 #include <errno.h>
 #include <stddef.h>
@@ -25,10 +31,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
+#include "addr.h"
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
@@ -52,22 +61,21 @@ static void check_factory(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/* [-0, +0, e] The port number at idx: an integer in 0..65535, or a
+** string holding one ("8080"), which Lua's own functions convert as
+** luaL_checkinteger does. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer p;
   int isnum;
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "port number");
+  int t = lua_type(L, idx);
+  if (t != LUA_TNUMBER && t != LUA_TSTRING)
+    luaL_typeerror(L, idx, "port number");
   p = lua_tointegerx(L, idx, &isnum);
+  if (!isnum && t == LUA_TSTRING && !lua_isnumber(L, idx))
+    luaL_typeerror(L, idx, "port number");
   if (!isnum || p < 0 || p > 65535)
     luaL_argerror(L, idx, "port number must be an integer in 0..65535");
   return (int)p;
-}
-
-/* Parse an IP literal into sa; 0 on success. */
-static int parse_ip(const char *host, int port, struct sockaddr_storage *sa) {
-  memset(sa, 0, sizeof *sa);
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)sa) == 0) return 0;
-  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)sa) == 0) return 0;
-  return -1;
 }
 
 /* ------------------------------------------------------------- Port */
@@ -108,14 +116,15 @@ static int run_setup(lua_State *L, sp_tcp_setup_fn setup, sp_stream *s,
 }
 
 struct listener {
-  sp_stream_handle h;
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
   port_ud *port;
   sp_live live;
 };
-
-static void listener_free_cb(uv_handle_t *h) {
-  free(h->data);
-}
 
 /* A client connected to a listening port: accept it, build its protocol
 ** (twisted tcp.Port.doRead). */
@@ -133,16 +142,12 @@ static void on_connection(uv_stream_t *server, int status) {
     lua_settop(L, top);
     return;
   }
-  s = sp_stream_alloc(pu->kind, &err);
+  s = sp_stream_accept(server, pu->kind, &err);
   if (s == NULL) return;
-  if (uv_accept(server, &s->h.stream) != 0) {
-    sp_stream_discard(s);
-    return;
-  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   lua_getiuservalue(L, -1, PV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
+  if (sp_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
       lua_isnil(L, -1)) {
     sp_stream_discard(s);
   } else {
@@ -154,81 +159,121 @@ static void on_connection(uv_stream_t *server, int status) {
   lua_settop(L, top);
 }
 
-static void port_closed_cb(uv_handle_t *h);
+static void port_closed(lua_State *L, port_ud *pu);
+
+/* Close callback of every listener: out of the live registry, freed; a
+** listener still attached to its Port (ls->port) tells it. */
+static void listener_closed_cb(uv_handle_t *h) {
+  listener *ls = h->data;
+  port_ud *pu = ls->port;
+  sp_live_remove(&ls->live);
+  free(ls);
+  if (pu != NULL) port_closed(sp_loop_state(), pu);
+}
+
+/* The one release path of a listener whose handle is initialized:
+** close it (once); listener_closed_cb frees it. */
+static void listener_close(listener *ls) {
+  if (!uv_is_closing(&ls->h.handle))
+    uv_close(&ls->h.handle, listener_closed_cb);
+}
 
 /* At exit the listening socket closes as by stopListening. */
 static void listener_shutdown(lua_State *L, sp_live *n) {
   listener *ls = (listener *)((char *)n - offsetof(listener, live));
   (void)L;
-  if (ls->port != NULL && ls->port->ls == ls) {
-    ls->port->ls = NULL;
-    uv_close(&ls->h.handle, port_closed_cb);
-  }
+  if (ls->port != NULL) ls->port->ls = NULL;
+  listener_close(ls);
 }
 
-/* [-0, +0, e] Open the listening socket of the Port at idx; raises
-** CannotListenError. */
-static void port_listen(lua_State *L, int idx) {
-  port_ud *pu = lua_touserdata(L, idx);
+/* A listener for pu with its handle initialized, in the live registry,
+** not yet attached to pu. Returns NULL with *err set to a libuv error;
+** nothing to release then. */
+static listener *listener_new(port_ud *pu, int *err) {
   listener *ls = calloc(1, sizeof *ls);
-  const char *path = NULL;
   int r;
-  char host[64];
-  int portnum;
-  if (ls == NULL) luaL_error(L, "not enough memory");
-  ls->h.handle.data = ls;
-  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+  if (ls == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport)
     /* uv_tcp_init_ex makes the socket now, so the option can precede
     ** bind (libuv 1.44 has no UV_TCP_REUSEPORT flag). */
     r = uv_tcp_init_ex(sp_loop(), &ls->h.tcp, pu->want.ss_family);
-    if (r == 0) {
-      uv_os_fd_t fd;
-      int one = 1;
-      uv_fileno(&ls->h.handle, &fd);
-      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        r = uv_translate_sys_error(errno);
-      if (r < 0) {
-        uv_close(&ls->h.handle, listener_free_cb);
-        sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
-                           "Couldn't set SO_REUSEPORT: %s (%s).",
-                           uv_strerror(r), uv_err_name(r));
-      }
-    }
-  } else if (pu->kind == SP_STREAM_TCP) {
+  else if (pu->kind == SP_STREAM_TCP)
     r = uv_tcp_init(sp_loop(), &ls->h.tcp);
-  } else {
-    lua_getiuservalue(L, idx, PV_PATH);
-    path = lua_tostring(L, -1);
-    lua_pop(L, 1); /* the user value keeps it */
+  else
     r = uv_pipe_init(sp_loop(), &ls->h.pipe, 0);
-  }
   if (r < 0) {
     free(ls);
+    *err = r;
+    return NULL;
+  }
+  ls->h.handle.data = ls;
+  ls->live.shutdown = listener_shutdown;
+  sp_live_add(&ls->live);
+  return ls;
+}
+
+/* What listener_bind failed at, for the error message. */
+enum { LS_INIT, LS_REUSEPORT, LS_BIND };
+
+/* Set SO_REUSEPORT if asked, bind to pu's address or path, listen.
+** Returns 0, or a libuv error with *stage set. */
+static int listener_bind(listener *ls, port_ud *pu, const char *path,
+                         int *stage) {
+  int r = 0;
+  *stage = LS_REUSEPORT;
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport) {
+    uv_os_fd_t fd;
+    int one = 1;
+    uv_fileno(&ls->h.handle, &fd);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+      return uv_translate_sys_error(errno);
+  }
+  *stage = LS_BIND;
+  if (pu->kind == SP_STREAM_TCP)
+    r = uv_tcp_bind(&ls->h.tcp, (struct sockaddr *)&pu->want, 0);
+  else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+    r = UV_ENAMETOOLONG;
+  else
+    r = uv_pipe_bind(&ls->h.pipe, path);
+  if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
+  return r;
+}
+
+/* [-0, +0, e] Raise CannotListenError for libuv error r at `stage`. */
+static void raise_listen(lua_State *L, port_ud *pu, const char *path, int r,
+                         int stage) {
+  char host[SP_ADDR_HOSTLEN];
+  int portnum;
+  if (stage == LS_INIT)
     sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
                        "Couldn't listen: %s (%s).", uv_strerror(r),
                        uv_err_name(r));
-  }
-  if (pu->kind == SP_STREAM_TCP) {
-    r = uv_tcp_bind(&ls->h.tcp, (struct sockaddr *)&pu->want, 0);
-  } else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-    r = UV_ENAMETOOLONG;
-  } else {
-    r = uv_pipe_bind(&ls->h.pipe, path);
-  }
-  if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
-  if (r < 0) {
-    uv_close(&ls->h.handle, listener_free_cb);
-    if (pu->kind == SP_STREAM_TCP) {
-      sp_stream_addrstr((struct sockaddr *)&pu->want, host, &portnum);
-      sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
-                         "Couldn't listen on %s:%d: %s (%s).",
-                         host[0] ? host : "any", portnum, uv_strerror(r),
-                         uv_err_name(r));
-    }
+  if (stage == LS_REUSEPORT)
+    sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                       "Couldn't set SO_REUSEPORT: %s (%s).", uv_strerror(r),
+                       uv_err_name(r));
+  if (pu->kind == SP_STREAM_UNIX)
     sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
                        "Couldn't listen on %s: %s (%s).", path, uv_strerror(r),
                        uv_err_name(r));
-  }
+  portnum = sp_addr_format((struct sockaddr *)&pu->want, host);
+  sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                     "Couldn't listen on %s:%d: %s (%s).",
+                     host[0] ? host : "any", portnum, uv_strerror(r),
+                     uv_err_name(r));
+}
+
+/* [-0, +0, e] The Port at idx listens on ls: attach them, pin the Port,
+** factory:doStart() (twisted Port.startListening). If doStart raises, the
+** listener is detached and closed (Twisted's socket is a local of
+** startListening, freed with the error) and the original error value is
+** raised, as it propagates in Twisted. */
+static void port_started(lua_State *L, int idx, listener *ls,
+                         const char *path) {
+  port_ud *pu = lua_touserdata(L, idx);
   if (pu->kind == SP_STREAM_TCP) {
     int len = sizeof pu->bound;
     uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
@@ -236,43 +281,52 @@ static void port_listen(lua_State *L, int idx) {
     chmod(path, (mode_t)pu->mode);
   }
   ls->port = pu;
-  ls->live.shutdown = listener_shutdown;
-  sp_live_add(&ls->live);
   pu->ls = ls;
   lua_pushvalue(L, idx);
   pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* twisted Port.startListening: the factory starts once we listen. */
   lua_getiuservalue(L, idx, PV_FACTORY);
-  lua_getfield(L, -1, "doStart");
-  if (lua_isnil(L, -1)) {
+  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
     lua_pop(L, 2);
-  } else {
-    lua_insert(L, -2);
-    if (sp_pcall(L, 1, 0) != LUA_OK) {
-      /* Twisted's socket is a local of startListening, freed with the
-      ** error: close ours too, so the port is free again. The original
-      ** error value is raised, as it would propagate in Twisted. */
-      sp_live_remove(&ls->live);
-      pu->ls = NULL;
-      luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
-      pu->ref = LUA_NOREF;
-      if (path != NULL) unlink(path);
-      uv_close(&ls->h.handle, listener_free_cb);
-      lua_getfield(L, -1, "value");
-      lua_error(L);
-    }
+    return;
   }
+  lua_insert(L, -2);
+  if (sp_pcall(L, 1, 0) == LUA_OK) return;
+  ls->port = NULL;
+  pu->ls = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
+  pu->ref = LUA_NOREF;
+  if (path != NULL) unlink(path);
+  listener_close(ls);
+  lua_getfield(L, -1, "value");
+  lua_error(L);
+}
+
+/* [-0, +0, e] Open the listening socket of the Port at idx; raises
+** CannotListenError, or what factory:doStart() raises. */
+static void port_listen(lua_State *L, int idx) {
+  port_ud *pu = lua_touserdata(L, idx);
+  const char *path = NULL;
+  listener *ls;
+  int r, stage;
+  if (pu->kind == SP_STREAM_UNIX) {
+    lua_getiuservalue(L, idx, PV_PATH);
+    path = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the user value keeps it */
+  }
+  ls = listener_new(pu, &r);
+  if (ls == NULL) raise_listen(L, pu, path, r, LS_INIT);
+  r = listener_bind(ls, pu, path, &stage);
+  if (r < 0) {
+    listener_close(ls);
+    raise_listen(L, pu, path, r, stage);
+  }
+  port_started(L, idx, ls, path);
 }
 
 /* The listening socket is closed: the factory stops, then the Deferreds
 ** of stopListening fire (twisted tcp.Port.connectionLost). */
-static void port_closed_cb(uv_handle_t *h) {
-  listener *ls = h->data;
-  lua_State *L = sp_loop_state();
-  port_ud *pu = ls->port;
+static void port_closed(lua_State *L, port_ud *pu) {
   int top = lua_gettop(L), pidx, n, i;
-  sp_live_remove(&ls->live);
-  free(ls);
   lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
   pidx = lua_gettop(L);
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
@@ -283,7 +337,7 @@ static void port_closed_cb(uv_handle_t *h) {
     lua_pop(L, 1);
   }
   lua_getiuservalue(L, pidx, PV_FACTORY);
-  sp_stream_callmethod(L, -1, "doStop", 0);
+  sp_callmethod(L, -1, "doStop", 0);
   lua_settop(L, pidx);
   lua_getiuservalue(L, pidx, PV_WAITERS);
   lua_pushnil(L);
@@ -299,7 +353,7 @@ static void port_closed_cb(uv_handle_t *h) {
 }
 
 static port_ud *check_port(lua_State *L) {
-  return luaL_checkudata(L, 1, PORT_MT);
+  return sp_class_check(L, 1, PORT_MT);
 }
 
 /* port:stopListening() -> Deferred: close the listening socket; the
@@ -327,7 +381,7 @@ static int port_stopListening(lua_State *L) {
   if (pu->ls != NULL) {
     listener *ls = pu->ls;
     pu->ls = NULL;
-    uv_close(&ls->h.handle, port_closed_cb);
+    listener_close(ls);
   }
   return 1;
 }
@@ -343,29 +397,17 @@ static int port_startListening(lua_State *L) {
   return 0;
 }
 
-/* port:getHost() -> {type = "TCP", host = "127.0.0.1", port = 8080} (the
-** real port when 0 was asked for) or {type = "UNIX", name = path}.
+/* port:getHost() -> an address (addr.h): {type = "TCP", host =
+** "127.0.0.1", port = 8080} (the real port when 0 was asked for) or
+** {type = "UNIX", name = path}.
 ** twisted tcp.Port.getHost. */
 static int port_getHost(lua_State *L) {
   port_ud *pu = check_port(L);
-  lua_createtable(L, 0, 3);
   if (pu->kind == SP_STREAM_TCP) {
-    char host[64];
-    int portnum;
-    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
-    lua_pushliteral(L, "TCP");
-    lua_setfield(L, -2, "type");
-    lua_pushstring(L, host);
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, portnum);
-    lua_setfield(L, -2, "port");
+    sp_addr_push(L, "TCP", (struct sockaddr *)&pu->bound);
   } else {
-    lua_pushliteral(L, "UNIX");
-    lua_setfield(L, -2, "type");
     lua_getiuservalue(L, 1, PV_PATH);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "name");
-    lua_setfield(L, -2, "host");
+    sp_addr_push_unix(L, lua_tostring(L, -1));
   }
   return 1;
 }
@@ -374,9 +416,8 @@ static int port_tostring(lua_State *L) {
   port_ud *pu = check_port(L);
   const char *state = pu->ls != NULL ? "" : " (not listening)";
   if (pu->kind == SP_STREAM_TCP) {
-    char host[64];
-    int portnum;
-    sp_stream_addrstr((struct sockaddr *)&pu->bound, host, &portnum);
+    char host[SP_ADDR_HOSTLEN];
+    int portnum = sp_addr_format((struct sockaddr *)&pu->bound, host);
     lua_pushfstring(L, "<TCP Port %s:%d%s>", host, portnum, state);
   } else {
     lua_getiuservalue(L, 1, PV_PATH);
@@ -461,7 +502,7 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   }
   pu = port_new(L, SP_STREAM_TCP, 2, backlog);
   pu->reuseport = reuse;
-  if (parse_ip(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
+  if (sp_addr_parse(iface[0] ? iface : "0.0.0.0", portnum, &pu->want) != 0)
     return sp_errortype_raise(L, "reactor.CannotListenError", "EINVAL",
                               "Couldn't listen on %s:%d: the interface "
                               "must be an IP address (EINVAL).",
@@ -555,7 +596,7 @@ static void conn_cleanup(connector *c) {
     c->failop = NULL;
   }
   if (c->attempt != NULL) {
-    c->attempt->owner = NULL;
+    sp_stream_set_owner(c->attempt, NULL, NULL);
     sp_stream_discard(c->attempt);
     c->attempt = NULL;
   }
@@ -620,11 +661,11 @@ static void conn_failed(lua_State *L, connector *c) {
   fidx = lua_gettop(L);
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, cidx + 1);
-  sp_stream_callmethod(L, fidx, "clientConnectionFailed", 2);
+  sp_callmethod(L, fidx, "clientConnectionFailed", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    sp_stream_callmethod(L, fidx, "doStop", 0);
+    sp_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, top);
 }
@@ -664,13 +705,12 @@ static void conn_fail_later(connector *c, int code) {
 ** then doStop unless the factory reconnected (twisted
 ** BaseConnector.connectionLost). The reason is on top of the stack. */
 static void conn_lost(sp_stream *s, lua_State *L) {
-  connector *c = s->owner;
+  connector *c = sp_stream_owner(s);
   int reason = lua_gettop(L), cidx, fidx;
   if (c == NULL) return;
   c->stream = NULL;
   c->state = C_DISCONNECTED;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
-  lua_getiuservalue(L, -1, SP_TRANSPORT_UV_OWNER);
+  sp_stream_push_owner_value(L, s);
   cidx = lua_gettop(L);
   lua_pushnil(L);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
@@ -678,11 +718,11 @@ static void conn_lost(sp_stream *s, lua_State *L) {
   fidx = lua_gettop(L);
   lua_pushvalue(L, cidx);
   lua_pushvalue(L, reason);
-  sp_stream_callmethod(L, fidx, "clientConnectionLost", 2);
+  sp_callmethod(L, fidx, "clientConnectionLost", 2);
   lua_settop(L, fidx);
   if (c->state == C_DISCONNECTED && c->factory_started) {
     c->factory_started = 0;
-    sp_stream_callmethod(L, fidx, "doStop", 0);
+    sp_callmethod(L, fidx, "doStop", 0);
   }
   lua_settop(L, reason);
 }
@@ -701,10 +741,9 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   c->ref = LUA_NOREF;
   sp_live_remove(&c->live);
   sp_stream_open(L, s);
-  s->owner = c;
-  s->on_lost = conn_lost;
+  sp_stream_set_owner(s, c, conn_lost);
   lua_pushvalue(L, cidx);
-  lua_setiuservalue(L, -2, SP_TRANSPORT_UV_OWNER);
+  sp_stream_set_owner_value(L, s);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) {
     lua_settop(L, top);
@@ -712,7 +751,7 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   }
   lua_getiuservalue(L, cidx, CV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
-  if (sp_stream_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
+  if (sp_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
     sp_stream_connect_protocol(L, s);
   } else {
     if (lua_isnil(L, -1))
@@ -723,23 +762,15 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
   lua_settop(L, top);
 }
 
-static void connect_cb(uv_connect_t *req, int status);
+static void conn_done(sp_stream *s, int status);
 
 /* Start connecting to sa; 0 or a libuv error. */
 static int conn_attempt(connector *c, const struct sockaddr *sa) {
-  int err, r;
-  sp_stream *s = sp_stream_alloc(SP_STREAM_TCP, &err);
-  if (s == NULL) return err;
-  r = 0;
-  if (c->has_bind) r = uv_tcp_bind(&s->h.tcp, (struct sockaddr *)&c->bind, 0);
-  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, sa, connect_cb);
-  if (r < 0) {
-    sp_stream_discard(s);
-    return r;
-  }
-  s->owner = c;
-  c->attempt = s;
-  return 0;
+  int err = 0;
+  const struct sockaddr *bind =
+      c->has_bind ? (const struct sockaddr *)&c->bind : NULL;
+  c->attempt = sp_stream_connect_tcp(bind, sa, c, conn_done, &err);
+  return c->attempt != NULL ? 0 : err;
 }
 
 /* Try the next resolved address; on none left, fail with `code`. */
@@ -753,16 +784,15 @@ static void conn_next(lua_State *L, connector *c, int code) {
   conn_fail_code(L, c, code);
 }
 
-static void connect_cb(uv_connect_t *req, int status) {
-  sp_stream *s = req->handle->data;
-  connector *c = s->owner;
-  if (c == NULL || status == UV_ECANCELED) return; /* abandoned */
+/* The connect of an attempt ended (sp_stream_connected_fn). */
+static void conn_done(sp_stream *s, int status) {
+  connector *c = sp_stream_owner(s);
   c->attempt = NULL;
   if (status == 0) {
     conn_connected(sp_loop_state(), c, s);
     return;
   }
-  s->owner = NULL;
+  sp_stream_set_owner(s, NULL, NULL);
   sp_stream_discard(s);
   conn_next(sp_loop_state(), c, status);
 }
@@ -811,80 +841,99 @@ static void conn_shutdown(lua_State *L, sp_live *n) {
   sp_live_remove(&c->live);
 }
 
-/* [-0, +0, e] Begin an attempt for the Connector at cidx (twisted
-** BaseConnector.connect). */
-static void conn_start(lua_State *L, connector *c, int cidx) {
+/* [-0, +0, e] factory:doStart() the first time the Connector at cidx
+** connects (twisted BaseConnector.connect). Nothing of the attempt exists
+** yet, so an error propagates to the caller (as in Twisted) with nothing
+** to release; the factory counts as started only once doStart returned,
+** and the connector stays disconnected (Twisted leaves it "connecting"). */
+static void conn_start_factory(lua_State *L, connector *c, int cidx) {
+  if (c->factory_started) return;
+  lua_getiuservalue(L, cidx, CV_FACTORY);
+  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
+    lua_pop(L, 2);
+  } else {
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  }
+  c->factory_started = 1;
+}
+
+/* Start resolving c's host (a name) to try each address in turn; 0 or a
+** libuv error. */
+static int conn_resolve(connector *c, const char *host) {
+  conn_op *op = calloc(1, sizeof *op);
+  struct addrinfo hints;
+  char portstr[16];
+  int r;
+  if (op == NULL) return UV_ENOMEM;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  snprintf(portstr, sizeof portstr, "%d", c->port);
+  op->c = c;
+  op->u.gai.data = op;
+  r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr, &hints);
+  if (r < 0)
+    free(op);
+  else
+    c->gai = op;
+  return r;
+}
+
+/* Arm the connect timeout of c, if it has one. */
+static void conn_arm_timeout(connector *c) {
+  conn_op *op;
+  if (c->timeout <= 0) return;
+  op = calloc(1, sizeof *op);
+  if (op == NULL) return;
+  op->c = c;
+  op->u.timer.data = op;
+  uv_timer_init(sp_loop(), &op->u.timer);
+  uv_timer_start(&op->u.timer, timeout_cb,
+                 (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
+  c->timer = op;
+}
+
+/* Begin the attempt proper (twisted _makeTransport): a Unix connect, a
+** TCP connect to an IP literal, or name resolution first. A failure found
+** now is reported on the next loop turn, after startedConnecting. */
+static void conn_begin(lua_State *L, connector *c, int cidx) {
   const char *host;
   int r = 0;
+  lua_getiuservalue(L, cidx, CV_HOST);
+  host = lua_tostring(L, -1);
+  if (c->kind == SP_STREAM_UNIX) {
+    c->attempt = sp_stream_connect_unix(host, c, conn_done, &r);
+  } else {
+    struct sockaddr_storage sa;
+    if (sp_addr_parse(host, c->port, &sa) == 0)
+      r = conn_attempt(c, (struct sockaddr *)&sa);
+    else
+      r = conn_resolve(c, host);
+  }
+  lua_pop(L, 1);
+  if (r < 0)
+    conn_fail_later(c, r);
+  else
+    conn_arm_timeout(c);
+}
+
+/* [-0, +0, e] Begin an attempt for the Connector at cidx (twisted
+** BaseConnector.connect): doStart (see conn_start_factory), then the
+** attempt, which pins the Connector (registry ref, live registry) until
+** it connects or fails, then factory:startedConnecting(connector). As in
+** Twisted that last call is not protected: what it raises reaches the
+** caller of connectTCP (or connector:connect()) while the attempt goes on
+** and ends as usual. */
+static void conn_start(lua_State *L, connector *c, int cidx) {
+  conn_start_factory(L, c, cidx);
   c->state = C_CONNECTING;
   lua_pushvalue(L, cidx);
   c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   c->live.shutdown = conn_shutdown;
   sp_live_add(&c->live);
+  conn_begin(L, c, cidx);
   lua_getiuservalue(L, cidx, CV_FACTORY);
-  if (!c->factory_started) {
-    c->factory_started = 1;
-    if (lua_getfield(L, -1, "doStart") != LUA_TNIL) {
-      lua_pushvalue(L, -2);
-      lua_call(L, 1, 0);
-    } else {
-      lua_pop(L, 1);
-    }
-  }
-  lua_getiuservalue(L, cidx, CV_HOST);
-  host = lua_tostring(L, -1);
-  if (c->kind == SP_STREAM_UNIX) {
-    int err;
-    sp_stream *s = sp_stream_alloc(SP_STREAM_UNIX, &err);
-    if (s == NULL)
-      r = err;
-    else if (strlen(host) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-      sp_stream_discard(s);
-      r = UV_ENAMETOOLONG;
-    } else {
-      s->owner = c;
-      c->attempt = s;
-      uv_pipe_connect(&s->creq, &s->h.pipe, host, connect_cb);
-    }
-  } else {
-    struct sockaddr_storage sa;
-    if (parse_ip(host, c->port, &sa) == 0) {
-      r = conn_attempt(c, (struct sockaddr *)&sa);
-    } else {
-      conn_op *op = calloc(1, sizeof *op);
-      struct addrinfo hints;
-      char portstr[16];
-      memset(&hints, 0, sizeof hints);
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      snprintf(portstr, sizeof portstr, "%d", c->port);
-      if (op == NULL) {
-        r = UV_ENOMEM;
-      } else {
-        op->c = c;
-        op->u.gai.data = op;
-        r = uv_getaddrinfo(sp_loop(), &op->u.gai, gai_cb, host, portstr,
-                           &hints);
-        if (r < 0)
-          free(op);
-        else
-          c->gai = op;
-      }
-    }
-  }
-  if (r < 0) conn_fail_later(c, r);
-  if (c->timeout > 0 && r == 0) {
-    conn_op *op = calloc(1, sizeof *op);
-    if (op != NULL) {
-      op->c = c;
-      op->u.timer.data = op;
-      uv_timer_init(sp_loop(), &op->u.timer);
-      uv_timer_start(&op->u.timer, timeout_cb,
-                     (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
-      c->timer = op;
-    }
-  }
-  lua_pop(L, 1);
   if (lua_getfield(L, -1, "startedConnecting") != LUA_TNIL) {
     lua_pushvalue(L, -2);
     lua_pushvalue(L, cidx);
@@ -896,7 +945,7 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
 }
 
 static connector *check_connector(lua_State *L) {
-  return luaL_checkudata(L, 1, CONNECTOR_MT);
+  return sp_class_check(L, 1, CONNECTOR_MT);
 }
 
 /* connector:connect(): start a new attempt (from clientConnectionLost or
@@ -937,46 +986,47 @@ static int connector_disconnect(lua_State *L) {
   return 0;
 }
 
-/* connector:getDestination() -> {type = "TCP", host = host, port = port}
-** as given to connectTCP, or {type = "UNIX", name = path}. */
+/* connector:getDestination() -> an address (addr.h) of host and port as
+** given to connectTCP (host may be a name), or {type = "UNIX", name =
+** path}. twisted BaseConnector.getDestination. */
 static int connector_getDestination(lua_State *L) {
   connector *c = check_connector(L);
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, c->kind == SP_STREAM_TCP ? "TCP" : "UNIX");
-  lua_setfield(L, -2, "type");
   lua_getiuservalue(L, 1, CV_HOST);
-  if (c->kind == SP_STREAM_TCP) {
-    lua_setfield(L, -2, "host");
-    lua_pushinteger(L, c->port);
-    lua_setfield(L, -2, "port");
-  } else {
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "host");
-    lua_setfield(L, -2, "name");
-  }
+  if (c->kind == SP_STREAM_TCP)
+    sp_addr_push_hostport(L, "TCP", lua_tostring(L, -1), c->port);
+  else
+    sp_addr_push_unix(L, lua_tostring(L, -1));
   return 1;
 }
 
-/* connector.state -> "disconnected", "connecting" or "connected";
-** connector.factory, connector.transport. */
-static int connector_index(lua_State *L) {
-  connector *c = check_connector(L);
-  const char *key = luaL_checkstring(L, 2);
+/* connector.state -> "disconnected", "connecting" or "connected", as
+** Twisted's BaseConnector.state. */
+static int connector_getstate(lua_State *L) {
   static const char *const states[] = {"disconnected", "connecting",
                                        "connected"};
-  if (strcmp(key, "state") == 0) {
-    lua_pushstring(L, states[c->state]);
-  } else if (strcmp(key, "factory") == 0) {
-    lua_getiuservalue(L, 1, CV_FACTORY);
-  } else if (strcmp(key, "transport") == 0) {
-    lua_getiuservalue(L, 1, CV_TRANSPORT);
-  } else {
-    luaL_getmetatable(L, CONNECTOR_MT);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, key);
-  }
+  lua_pushstring(L, states[check_connector(L)->state]);
   return 1;
 }
+
+/* connector.factory: the ClientFactory given to connectTCP. */
+static int connector_getfactory(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_FACTORY);
+  return 1;
+}
+
+/* connector.transport: the transport of the current connection, or nil. */
+static int connector_gettransport(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_TRANSPORT);
+  return 1;
+}
+
+static const luaL_Reg connector_getters[] = {
+    {"state", connector_getstate},
+    {"factory", connector_getfactory},
+    {"transport", connector_gettransport},
+    {NULL, NULL}};
 
 static int connector_gc(lua_State *L) {
   connector *c = check_connector(L);
@@ -999,10 +1049,8 @@ static const luaL_Reg connector_methods[] = {
     {"getDestination", connector_getDestination},
     {NULL, NULL}};
 
-static const luaL_Reg connector_meta[] = {{"__index", connector_index},
-                                          {"__gc", connector_gc},
-                                          {"__tostring", connector_tostring},
-                                          {NULL, NULL}};
+static const luaL_Reg connector_meta[] = {
+    {"__gc", connector_gc}, {"__tostring", connector_tostring}, {NULL, NULL}};
 
 /* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
 static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
@@ -1031,11 +1079,11 @@ static void check_bind(lua_State *L, int idx, connector *c) {
   const char *host;
   lua_Integer port;
   luaL_argexpected(L, lua_istable(L, idx), idx, "table {host, port}");
-  sp_pushaddrfields(L, idx);
+  sp_addr_pushfields(L, idx);
   host = lua_tostring(L, -2);
   port = lua_isnil(L, -1) ? 0 : lua_tointeger(L, -1);
   if (host == NULL || port < 0 || port > 65535 ||
-      parse_ip(host, (int)port, &c->bind) != 0)
+      sp_addr_parse(host, (int)port, &c->bind) != 0)
     luaL_argerror(L, idx, "bindAddress must be {IP address, port}");
   c->has_bind = 1;
   lua_pop(L, 2);
@@ -1063,6 +1111,11 @@ int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
+  /* Port 0 means "any port" to listen on; to connect it names no port
+  ** (the kernel refuses it): say so at the call. */
+  luaL_argcheck(L, port != 0, 2,
+                "port 0 cannot be connected to (0 means any port only "
+                "when listening)");
   check_factory(L, 3);
   timeout = check_timeout(L, 4);
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
@@ -1118,9 +1171,9 @@ static void resolve_cb(uv_getaddrinfo_t *req, int status,
     lua_setfield(L, -2, "code");
     sp_deferred_errback(L, top + 1, -1);
   } else {
-    char buf[64];
-    int port;
-    lua_pushstring(L, sp_stream_addrstr(res->ai_addr, buf, &port));
+    char buf[SP_ADDR_HOSTLEN];
+    sp_addr_format(res->ai_addr, buf);
+    lua_pushstring(L, buf);
     sp_deferred_callback(L, top + 1, -1);
   }
   uv_freeaddrinfo(res);
@@ -1139,7 +1192,7 @@ static int tcp_resolve(lua_State *L) {
   resolve_op *op;
   int r;
   sp_deferred_new(L);
-  if (parse_ip(name, 0, &sa) == 0) {
+  if (sp_addr_parse(name, 0, &sa) == 0) {
     sp_deferred_callback(L, -1, 1);
     return 1;
   }
@@ -1166,6 +1219,65 @@ static int tcp_resolve(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------- TCP options of transports */
+
+/* The open TCP stream behind the transport at 1, or raise. */
+static sp_stream *check_tcp(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
+  if (sp_stream_kind(s) != SP_STREAM_TCP)
+    luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
+  return s;
+}
+
+/* Set (set != 0, to the truth of argument 2) or get the boolean socket
+** option level/name of the TCP transport at 1. */
+static int sockopt(lua_State *L, int level, int name, int set) {
+  sp_stream *s = check_tcp(L);
+  uv_os_fd_t fd;
+  int v = lua_toboolean(L, 2);
+  socklen_t len = sizeof v;
+  if (sp_stream_fileno(s, &fd) != 0)
+    return luaL_error(L, "attempt to use a closed transport");
+  if (set) {
+    if (setsockopt(fd, level, name, &v, len) != 0)
+      return luaL_error(L, "setsockopt: %s", strerror(errno));
+    return 0;
+  }
+  if (getsockopt(fd, level, name, &v, &len) != 0)
+    return luaL_error(L, "getsockopt: %s", strerror(errno));
+  lua_pushboolean(L, v != 0);
+  return 1;
+}
+
+/* t:setTcpNoDelay(enabled): TCP_NODELAY (Nagle off). Raises on a closed
+** or non-TCP transport. twisted tcp.Connection.setTcpNoDelay. */
+static int transport_setTcpNoDelay(lua_State *L) {
+  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 1);
+}
+
+/* t:setTcpKeepAlive(enabled): SO_KEEPALIVE with the system's timings,
+** as twisted tcp.Connection.setTcpKeepAlive. */
+static int transport_setTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 1);
+}
+
+/* t:getTcpNoDelay(), t:getTcpKeepAlive() -> boolean. */
+static int transport_getTcpNoDelay(lua_State *L) {
+  return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
+}
+
+static int transport_getTcpKeepAlive(lua_State *L) {
+  return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
+}
+
+static const luaL_Reg transport_tcp_methods[] = {
+    {"setTcpNoDelay", transport_setTcpNoDelay},
+    {"setTcpKeepAlive", transport_setTcpKeepAlive},
+    {"getTcpNoDelay", transport_getTcpNoDelay},
+    {"getTcpKeepAlive", transport_getTcpKeepAlive},
+    {NULL, NULL}};
+
 static const luaL_Reg tcp_funcs[] = {
     {"resolve", tcp_resolve},         {"listenTCP", tcp_listenTCP},
     {"connectTCP", tcp_connectTCP},   {"listenUNIX", tcp_listenUNIX},
@@ -1173,16 +1285,12 @@ static const luaL_Reg tcp_funcs[] = {
 
 int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
+  sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
-  luaL_newmetatable(L, CONNECTOR_MT);
-  luaL_setfuncs(L, connector_meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, connector_methods, 0);
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
+  sp_class_newx(L, CONNECTOR_MT, connector_methods, connector_meta,
+                connector_getters);
   luaL_newlib(L, tcp_funcs);
-  sp_errortype_register(L, "reactor.NotConnectingError", "NotConnectingError",
-                        NULL);
+  sp_errortype_push(L, "reactor.NotConnectingError");
   lua_setfield(L, -2, "NotConnectingError");
   sp_errortype_push(L, "reactor.ConnectionAborted");
   lua_setfield(L, -2, "ConnectionAborted");

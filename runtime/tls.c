@@ -75,7 +75,7 @@ static char readbuf[CHUNK];
 static char drainbuf[CHUNK];
 
 static tls_conn *conn_of(sp_stream *s) {
-  return s != NULL && s->filter == &tls_filter ? s->filter_data : NULL;
+  return sp_stream_filter_data(s, &tls_filter);
 }
 
 lua_State *sp_tls_state(SSL *ssl) {
@@ -86,7 +86,7 @@ lua_State *sp_tls_state(SSL *ssl) {
 void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
   tls_conn *c = SSL_get_ex_data(ssl, conn_index);
   if (c != NULL && c->s != NULL)
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
+    sp_stream_push_transport(L, c->s);
   else
     lua_pushnil(L);
 }
@@ -119,7 +119,7 @@ static void conn_fail(lua_State *L, tls_conn *c, int err, const char *what) {
 
 /* [-0, +1, -] Push the protocol of c's transport. */
 static void push_protocol(lua_State *L, tls_conn *c) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
+  sp_stream_push_transport(L, c->s);
   lua_getfield(L, -1, "protocol");
   lua_remove(L, -2);
 }
@@ -134,7 +134,7 @@ static int handshake_done(lua_State *L, tls_conn *c) {
   c->flags |= TF_DONE;
   push_protocol(L, c);
   if (!lua_isnil(L, -1) &&
-      sp_stream_callmethod(L, -1, "handshakeCompleted", 0) == SP_CALL_ERROR) {
+      sp_callmethod(L, -1, "handshakeCompleted", 0) == SP_CALL_ERROR) {
     sp_stream_lose(L, c->s, -1, 0);
     lua_settop(L, top);
     return -1;
@@ -221,14 +221,15 @@ static int hold(lua_State *L, tls_conn *c, const uv_buf_t *bufs,
 /* The peer sent close_notify (twisted TLSMemoryBIOProtocol on
 ** ZeroReturnError). With data still queued, close as loseConnection does
 ** (the queue, then our close_notify). Otherwise answer with our
-** close_notify straight to the socket, ignoring a failure (the peer often
-** has closed its socket already: that is not an error), and close
-** cleanly with ConnectionDone. */
+** close_notify as the stream's last write, which closes cleanly with
+** ConnectionDone once written, and also when the write fails (the peer
+** often has closed its socket already: that is not an error). */
 static void peer_closed(lua_State *L, tls_conn *c) {
   int top = lua_gettop(L), n;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->ref);
+  uv_buf_t b = uv_buf_init(drainbuf, 0);
   if (sp_stream_queued(c->s) > 0) {
-    sp_stream_callmethod(L, -1, "loseConnection", 0);
+    sp_stream_push_transport(L, c->s);
+    sp_callmethod(L, -1, "loseConnection", 0);
     lua_settop(L, top);
     return;
   }
@@ -237,14 +238,8 @@ static void peer_closed(lua_State *L, tls_conn *c) {
   SSL_shutdown(c->ssl);
   ERR_clear_error();
   n = BIO_read(c->wbio, drainbuf, sizeof drainbuf);
-  if (n > 0) {
-    uv_buf_t b = uv_buf_init(drainbuf, (unsigned)n);
-    uv_try_write(&c->s->h.stream, &b, 1);
-  }
-  sp_errortype_make(L, "reactor.ConnectionDone",
-                    "Connection was closed cleanly.");
-  sp_stream_lose(L, c->s, -1, 0);
-  lua_settop(L, top);
+  if (n > 0) b.len = (size_t)n;
+  sp_stream_write_last(L, c->s, &b, n > 0 ? 1 : 0);
 }
 
 /* Decrypt what is in the read BIO and deliver it, in pieces of up to
@@ -282,7 +277,7 @@ static void read_records(lua_State *L, tls_conn *c) {
 
 static int filter_read(lua_State *L, sp_stream *s, const char *data,
                        size_t len) {
-  tls_conn *c = s->filter_data;
+  tls_conn *c = conn_of(s);
   if (c->flags & TF_FAILED) return 0;
   while (len > 0) {
     int n = len > INT32_MAX ? INT32_MAX : (int)len;
@@ -298,7 +293,7 @@ static int filter_read(lua_State *L, sp_stream *s, const char *data,
 
 static int filter_write(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                         unsigned nbufs) {
-  tls_conn *c = s->filter_data;
+  tls_conn *c = conn_of(s);
   unsigned i;
   if (c->flags & (TF_FAILED | TF_SHUTDOWN)) return 0;
   if (!(c->flags & TF_DONE)) return hold(L, c, bufs, nbufs);
@@ -308,7 +303,7 @@ static int filter_write(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 }
 
 static int filter_finish(lua_State *L, sp_stream *s) {
-  tls_conn *c = s->filter_data;
+  tls_conn *c = conn_of(s);
   if (c->flags & (TF_FAILED | TF_SHUTDOWN)) return 0;
   if (!(c->flags & TF_DONE)) {
     c->flags |= TF_FINWAIT;
@@ -330,7 +325,7 @@ static int filter_finish(lua_State *L, sp_stream *s) {
 ** there; many clients never send close_notify, so spindle keeps ssl.Error
 ** for real TLS failures). */
 static int filter_eof(lua_State *L, sp_stream *s) {
-  tls_conn *c = s->filter_data;
+  tls_conn *c = conn_of(s);
   int top = lua_gettop(L);
   if (c->flags & TF_FAILED) return 0;
   ERR_clear_error();
@@ -338,25 +333,30 @@ static int filter_eof(lua_State *L, sp_stream *s) {
     conn_fail(L, c, SSL_ERROR_SYSCALL, "TLS handshake failed");
     return 1;
   }
-  sp_errortype_make(L, "reactor.ConnectionLost",
-                    "Connection to the other side was lost in a non-clean "
-                    "fashion: the peer closed without a TLS close_notify.");
+  sp_stream_pusherror(L, SP_LOST_NONCLEAN,
+                      "the peer closed without a TLS close_notify", 0);
   sp_stream_lose(L, s, -1, 0);
   lua_settop(L, top);
   return 1;
 }
 
-static void filter_free(sp_stream *s) {
-  tls_conn *c = s->filter_data;
+/* The one release path of a tls_conn: the filter's free hook once it is
+** installed, tls_attach's failure path before. */
+static void conn_free(tls_conn *c) {
   if (c == NULL) return;
-  SSL_set_ex_data(c->ssl, conn_index, NULL);
-  SSL_free(c->ssl);
+  if (c->ssl != NULL) {
+    SSL_set_ex_data(c->ssl, conn_index, NULL);
+    SSL_free(c->ssl);
+  }
   free(c->held);
   free(c->hostname);
   if (sp_mainstate != NULL)
     luaL_unref(sp_mainstate, LUA_REGISTRYINDEX, c->anchor);
   free(c);
-  s->filter_data = NULL;
+}
+
+static void filter_free(void *data) {
+  conn_free(data);
 }
 
 static const sp_stream_filter tls_filter = {
@@ -449,9 +449,7 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
   if (conn_make_ssl(L, c, ctx, host) != 0) {
     lua_replace(L, -3);
     lua_pop(L, 1);
-    SSL_free(c->ssl);
-    free(c->hostname);
-    free(c);
+    conn_free(c);
     return -1;
   }
   lua_pop(L, 1);
@@ -461,8 +459,7 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
   lua_pushvalue(L, fidx);
   lua_rawseti(L, -2, 2);
   c->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-  s->filter = &tls_filter;
-  s->filter_data = c;
+  sp_stream_set_filter(s, &tls_filter, c);
   if (client && handshake(L, c) < 0) {
     lua_pushliteral(L, "TLS handshake failed");
     return -1;
@@ -538,8 +535,9 @@ static int transport_startTLS(lua_State *L) {
   if (s == NULL) return luaL_error(L, "attempt to use a closed transport");
   luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2,
                    "context factory");
-  if (s->filter != NULL) return luaL_error(L, "TLS is already started");
-  client = s->owner != NULL;
+  if (sp_stream_filter_data(s, NULL) != NULL)
+    return luaL_error(L, "TLS is already started");
+  client = sp_stream_owner(s) != NULL;
   if (lua_gettop(L) >= 3 && !lua_isnil(L, 3) && !lua_toboolean(L, 3))
     client = !client;
   if (tls_attach(L, s, 2, client) != 0) return lua_error(L);

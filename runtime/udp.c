@@ -21,6 +21,7 @@
 ** full kernel buffer would drop it).
 */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@
 
 #include <uv.h>
 
+#include "addr.h"
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
@@ -53,15 +55,12 @@ typedef struct udpport {
   int family;           /* AF_INET or AF_INET6 */
   size_t maxPacketSize; /* bytes */
   char *rbuf;           /* the reused receive buffer, maxPacketSize */
-  struct udpport *next; /* list of open ports, for shutdown */
-  struct udpport **prevp;
+  sp_live live;         /* in loop.c's live registry while open */
 } udpport;
 
 typedef struct portbox {
   udpport *p; /* NULL once the port is closed */
 } portbox;
-
-static udpport *open_ports = NULL;
 
 typedef struct sendreq {
   uv_udp_send_t req;
@@ -71,55 +70,24 @@ typedef struct sendreq {
 /* ---- addresses ------------------------------------------------------- */
 
 /* Parse an IP literal (or "<broadcast>", Twisted's name for the IPv4
-** broadcast address) and port into ss. Returns 0 or a libuv error. */
+** broadcast address) and port into ss (addr.h). Returns 0 or a libuv
+** error. */
 static int addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof(*ss));
   if (strcmp(host, "<broadcast>") == 0) host = "255.255.255.255";
-  if (strchr(host, ':') != NULL)
-    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
-  return uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+  return sp_addr_parse(host, port, ss);
 }
 
-/* [-0, +1, m] Push {host = "1.2.3.4", port = n, "1.2.3.4", n} (named
-** fields as API.md says, positions as Twisted's (host, port) tuple),
-** plus type = "UDP" when withType is set (getHost()). */
-static void addr_push(lua_State *L, const struct sockaddr *sa, int withType) {
-  char host[INET6_ADDRSTRLEN];
-  int port = 0;
-  host[0] = '\0';
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(a, host, sizeof(host));
-    port = ntohs(a->sin6_port);
-  } else if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    uv_ip4_name(a, host, sizeof(host));
-    port = ntohs(a->sin_port);
-  }
-  lua_createtable(L, 2, withType ? 3 : 2);
-  lua_pushstring(L, host);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "host");
-  lua_rawseti(L, -2, 1);
-  lua_pushinteger(L, port);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "port");
-  lua_rawseti(L, -2, 2);
-  if (withType) {
-    lua_pushliteral(L, "UDP");
-    lua_setfield(L, -2, "type");
-  }
-}
-
-/* [-0, +0, e] Check that the value at idx is a port number (0..65535). */
+/* [-0, +0, e] Check that the value at idx is a port number (0..65535):
+** an integer, or a string holding one, as luaL_checkinteger takes it. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer n;
-  if (!lua_isinteger(L, idx)) {
-    if (lua_type(L, idx) == LUA_TNUMBER)
+  int isnum;
+  n = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, idx))
       luaL_argerror(L, idx, "number has no integer representation");
     luaL_typeerror(L, idx, "integer");
   }
-  n = lua_tointeger(L, idx);
   luaL_argcheck(L, n >= 0 && n <= 65535, idx, "port out of range");
   return (int)n;
 }
@@ -131,7 +99,7 @@ static const char *check_addr(lua_State *L, int idx,
   const char *host;
   int port, rc;
   luaL_argexpected(L, lua_type(L, idx) == LUA_TTABLE, idx, "address table");
-  sp_pushaddrfields(L, idx);
+  sp_addr_pushfields(L, idx);
   host = lua_tostring(L, -2);
   if (host == NULL || lua_type(L, -2) != LUA_TSTRING)
     luaL_argerror(L, idx, "address host must be a string");
@@ -154,13 +122,9 @@ static void port_free(udpport *p) {
   free(p);
 }
 
-/* [-0, +0, -] Unlink p from the open list. */
+/* [-0, +0, -] Take p out of the live registry. */
 static void port_unlink(udpport *p) {
-  if (p->prevp == NULL) return;
-  *p->prevp = p->next;
-  if (p->next != NULL) p->next->prevp = p->prevp;
-  p->next = NULL;
-  p->prevp = NULL;
+  sp_live_remove(&p->live);
 }
 
 /* Protected part of the close callback: [box] -> doStop, fire Deferred.
@@ -218,26 +182,24 @@ static void port_close(udpport *p) {
   uv_close((uv_handle_t *)&p->handle, port_closed);
 }
 
-/* Shutdown hook: close every open port without calling Lua (the state is
-** about to go). It runs before loop.c's hook (registered first, so run
-** last), whose final uv_run calls port_closed, which frees them. */
-static void udp_shutdown(lua_State *L) {
-  while (open_ports != NULL) {
-    udpport *p = open_ports;
-    if (p->ref != LUA_NOREF) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-      ((portbox *)lua_touserdata(L, -1))->p = NULL;
-      lua_pop(L, 1);
-      luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
-      p->ref = LUA_NOREF;
-    }
-    port_close(p);
+/* Live-registry shutdown (loop.h): close the port without calling Lua
+** (the process is ending); the loop's final run calls port_closed, which
+** frees it. */
+static void port_shutdown(lua_State *L, sp_live *n) {
+  udpport *p = (udpport *)((char *)n - offsetof(udpport, live));
+  if (p->ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+    ((portbox *)lua_touserdata(L, -1))->p = NULL;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+    p->ref = LUA_NOREF;
   }
+  port_close(p);
 }
 
 /* [-0, +0, e] The open port behind the box at index 1, or raise. */
 static udpport *port_check(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing)
     luaL_error(L, "attempt to use a closed transport");
   return b->p;
@@ -252,15 +214,31 @@ static void port_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = p->maxPacketSize;
 }
 
-/* [-0, +0, -] Call protocol:name(...) with the nargs values on top of the
-** stack, under sp_pcall; an error is logged with its traceback. The box is
-** at index `box`. */
+/* (protocol, name, args...): protocol[name](protocol, args...), so that
+** the method lookup (a protocol's __index may raise) is inside
+** port_callback's protected call as well. A missing method is called as
+** nil, and that error is logged like any other. */
+static int callback_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_getfield(L, 1, lua_tostring(L, 2));
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, protocol, args... */
+  lua_call(L, n - 1, 0);
+  return 0;
+}
+
+/* [-nargs, +0, -] Call protocol:name(...) with the nargs values on top of
+** the stack, under sp_pcall; an error is logged with its traceback. The
+** box is at index `box`. */
 static void port_callback(lua_State *L, int box, const char *name, int nargs) {
+  lua_pushcfunction(L, callback_tramp);
   lua_getiuservalue(L, box, UV_PROTOCOL);
-  lua_getfield(L, -1, name);
-  lua_insert(L, -2 - nargs);
-  lua_insert(L, -1 - nargs);
-  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 0) != LUA_OK) {
     sp_log_failure(L, -1, NULL);
     lua_pop(L, 1);
   }
@@ -286,7 +264,7 @@ static void port_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     port_callback(L, top + 1, "connectionRefused", 0);
   } else {
     lua_pushlstring(L, buf->base, (size_t)nread);
-    addr_push(L, addr, 0);
+    sp_addr_push(L, "UDP", addr);
     port_callback(L, top + 1, "datagramReceived", 2);
   }
   lua_settop(L, top);
@@ -318,11 +296,15 @@ static int port_open(udpport *p, const struct sockaddr *sa, unsigned flags) {
   return rc;
 }
 
-/* Shared body of listenUDP and listenMulticast. */
-static int listen_common(lua_State *L, int multicast) {
+/* [-0, +0, e] Check listenUDP's arguments (listenMulticast's when
+** multicast is set) into ss, *maxp and *reuse; the stack is left as
+** (port, protocol, interface, maxPacketSize, listenMultiple). Returns the
+** interface (kept alive at index 3). */
+static const char *listen_args(lua_State *L, int multicast,
+                               struct sockaddr_storage *ss, lua_Integer *maxp,
+                               int *reuse) {
   int portnum = check_portnum(L, 1);
   const char *iface;
-  lua_Integer maxp;
   /* listenUDP(port, protocol, maxPacketSize): each optional argument may
   ** be left out on its own, as API.md's "[, interface][, maxPacketSize]". */
   if (lua_type(L, 3) == LUA_TNUMBER && lua_isnoneornil(L, 4)) {
@@ -330,50 +312,63 @@ static int listen_common(lua_State *L, int multicast) {
     lua_insert(L, 3);
   }
   iface = luaL_optstring(L, 3, "");
-  maxp = luaL_optinteger(L, 4, 8192);
-  int reuse = multicast && lua_toboolean(L, 5);
-  struct sockaddr_storage ss;
-  portbox *b;
-  udpport *p;
-  int rc;
+  *maxp = luaL_optinteger(L, 4, 8192);
+  *reuse = multicast && lua_toboolean(L, 5);
   luaL_argexpected(
       L, lua_type(L, 2) == LUA_TTABLE || lua_type(L, 2) == LUA_TUSERDATA, 2,
       "protocol");
   if (lua_getfield(L, 2, "makeConnection") == LUA_TNIL)
     luaL_argerror(L, 2, "DatagramProtocol expected (no makeConnection)");
   lua_pop(L, 1);
-  luaL_argcheck(L, maxp > 0 && maxp <= MAX_PACKET_LIMIT, 4,
+  luaL_argcheck(L, *maxp > 0 && *maxp <= MAX_PACKET_LIMIT, 4,
                 "maxPacketSize out of range");
-  if (addr_parse(*iface ? iface : "0.0.0.0", portnum, &ss) != 0)
-    return sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
-                              "Invalid address %s: not an IPv4 or IPv6 "
-                              "address",
-                              iface);
+  if (addr_parse(*iface ? iface : "0.0.0.0", portnum, ss) != 0)
+    sp_errortype_raise(L, "reactor.InvalidAddressError", "EINVAL",
+                       "Invalid address %s: not an IPv4 or IPv6 address",
+                       iface);
   lua_settop(L, 5); /* keep `iface` (index 3) alive */
-  b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
-  b->p = NULL;
-  luaL_setmetatable(L, PORT_MT);
-  p = calloc(1, sizeof(*p));
+  return iface;
+}
+
+/* [-0, +0, e] A new port bound to ss and reading; raises "not enough
+** memory" or CannotListenError (nothing to release then). */
+static udpport *port_make(lua_State *L, const struct sockaddr_storage *ss,
+                          lua_Integer maxp, int reuse, const char *iface) {
+  udpport *p = calloc(1, sizeof(*p));
+  int rc;
   if (p != NULL) p->rbuf = malloc((size_t)maxp);
   if (p == NULL || p->rbuf == NULL) {
-    if (p != NULL) free(p);
-    return luaL_error(L, "not enough memory");
+    free(p);
+    luaL_error(L, "not enough memory");
   }
   p->ref = LUA_NOREF;
-  p->family = ss.ss_family;
+  p->family = ss->ss_family;
   p->maxPacketSize = (size_t)maxp;
-  rc = port_open(p, (const struct sockaddr *)&ss, reuse ? UV_UDP_REUSEADDR : 0);
-  if (rc != 0) return raise_cannot_listen(L, iface, portnum, rc);
+  rc = port_open(p, (const struct sockaddr *)ss, reuse ? UV_UDP_REUSEADDR : 0);
+  if (rc != 0) raise_cannot_listen(L, iface, (int)lua_tointeger(L, 1), rc);
+  return p;
+}
+
+/* Shared body of listenUDP and listenMulticast: the port's box (index 6)
+** owns p from here; protocol:makeConnection(port) runs (startProtocol),
+** and what it raises closes the port and propagates. */
+static int listen_common(lua_State *L, int multicast) {
+  struct sockaddr_storage ss;
+  lua_Integer maxp;
+  int reuse;
+  const char *iface = listen_args(L, multicast, &ss, &maxp, &reuse);
+  portbox *b = lua_newuserdatauv(L, sizeof(portbox), PORT_NUV);
+  udpport *p;
+  b->p = NULL;
+  luaL_setmetatable(L, PORT_MT);
+  p = port_make(L, &ss, maxp, reuse, iface);
   b->p = p;
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 6, UV_PROTOCOL);
   lua_pushvalue(L, 6);
   p->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  p->next = open_ports;
-  if (open_ports != NULL) open_ports->prevp = &p->next;
-  p->prevp = &open_ports;
-  open_ports = p;
-  /* protocol:makeConnection(port): startProtocol() runs now. */
+  p->live.shutdown = port_shutdown;
+  sp_live_add(&p->live);
   lua_getfield(L, 2, "makeConnection");
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 6);
@@ -552,7 +547,7 @@ static int port_connect(lua_State *L) {
   return 0;
 }
 
-/* port:getHost() -> {type = "UDP", host = ip, port = n}
+/* port:getHost() -> an address (addr.h): {type = "UDP", host = ip, port = n}
 ** The bound address. Follows twisted udp.Port.getHost; uv_udp_getsockname. */
 static int port_getHost(lua_State *L) {
   udpport *p = port_check(L);
@@ -561,7 +556,7 @@ static int port_getHost(lua_State *L) {
   int rc = uv_udp_getsockname(&p->handle, (struct sockaddr *)&ss, &len);
   if (rc != 0)
     return luaL_error(L, "getHost: %s (%s)", uv_strerror(rc), uv_err_name(rc));
-  addr_push(L, (const struct sockaddr *)&ss, 1);
+  sp_addr_push(L, "UDP", (const struct sockaddr *)&ss);
   return 1;
 }
 
@@ -571,7 +566,7 @@ static int port_getHost(lua_State *L) {
 ** when the port was already closed or closing. Never raises.
 ** Follows twisted udp.Port.stopListening; uv_close. */
 static int port_stopListening(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing) return 0;
   sp_deferred_new(L);
   lua_pushvalue(L, -1);
@@ -724,41 +719,54 @@ static int port_setOutgoingInterface(lua_State *L) {
 }
 
 static int port_tostring(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   struct sockaddr_storage ss;
+  char host[SP_ADDR_HOSTLEN];
   int len = sizeof(ss);
   if (b->p == NULL || b->p->closing ||
       uv_udp_getsockname(&b->p->handle, (struct sockaddr *)&ss, &len) != 0) {
     lua_pushliteral(L, "<UDP port (closed)>");
     return 1;
   }
-  addr_push(L, (const struct sockaddr *)&ss, 0);
-  lua_getfield(L, -1, "port");
-  lua_pushfstring(L, "<UDP port %d>", (int)lua_tointeger(L, -1));
+  lua_pushfstring(L, "<UDP port %d>",
+                  sp_addr_format((const struct sockaddr *)&ss, host));
   return 1;
 }
 
-/* __index: methods, then the read-only fields maxPacketSize (bytes),
-** protocol, connected (boolean: listening) and disconnecting. */
-static int port_index(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
-  const char *key;
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "maxPacketSize") == 0) {
-    if (b->p == NULL) return 1;
-    lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
-  } else if (strcmp(key, "protocol") == 0) {
-    lua_getiuservalue(L, 1, UV_PROTOCOL);
-  } else if (strcmp(key, "connected") == 0) {
-    lua_pushboolean(L, b->p != NULL && !b->p->closing);
-  } else if (strcmp(key, "disconnecting") == 0) {
-    lua_pushboolean(L, b->p == NULL || b->p->closing);
-  }
+/* The port's read-only fields (sp_class_newx getters): maxPacketSize
+** (bytes; nil once closed), protocol, connected (boolean: listening) and
+** disconnecting. */
+static int port_getmaxPacketSize(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  if (b->p == NULL) return 0;
+  lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
   return 1;
 }
+
+static int port_getprotocol(lua_State *L) {
+  sp_class_check(L, 1, PORT_MT);
+  lua_getiuservalue(L, 1, UV_PROTOCOL);
+  return 1;
+}
+
+static int port_getconnected(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p != NULL && !b->p->closing);
+  return 1;
+}
+
+static int port_getdisconnecting(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p == NULL || b->p->closing);
+  return 1;
+}
+
+static const luaL_Reg port_getters[] = {
+    {"maxPacketSize", port_getmaxPacketSize},
+    {"protocol", port_getprotocol},
+    {"connected", port_getconnected},
+    {"disconnecting", port_getdisconnecting},
+    {NULL, NULL}};
 
 static const luaL_Reg port_methods[] = {
     {"write", port_write},
@@ -777,27 +785,20 @@ static const luaL_Reg port_methods[] = {
     {"setOutgoingInterface", port_setOutgoingInterface},
     {NULL, NULL}};
 
+static const luaL_Reg port_meta[] = {{"__tostring", port_tostring},
+                                     {NULL, NULL}};
+
 static const luaL_Reg udp_funcs[] = {{"listenUDP", udp_listenUDP},
                                      {"listenMulticast", udp_listenMulticast},
                                      {NULL, NULL}};
 
 /* spindle._udp: the UDP part of spindle.reactor. */
 int luaopen_spindle__udp(lua_State *L) {
-  luaL_newmetatable(L, PORT_MT);
-  luaL_newlib(L, port_methods);
-  lua_pushcclosure(L, port_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, port_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-  sp_loop(); /* registers loop.c's shutdown hook before ours */
-  sp_on_shutdown(udp_shutdown);
+  sp_class_newx(L, PORT_MT, port_methods, port_meta, port_getters);
   luaL_newlib(L, udp_funcs);
-  sp_errortype_register(L, "reactor.InvalidAddressError", "InvalidAddressError",
-                        NULL);
+  sp_errortype_push(L, "reactor.InvalidAddressError");
   lua_setfield(L, -2, "InvalidAddressError");
-  sp_errortype_register(L, "reactor.MulticastJoinError", "MulticastJoinError",
-                        NULL);
+  sp_errortype_push(L, "reactor.MulticastJoinError");
   lua_setfield(L, -2, "MulticastJoinError");
   return 1;
 }

@@ -13,7 +13,7 @@ local function printSquare(n) -- the success handler
   print(("Square of %d is %d"):format(n, n * n))
 end
 
-local function processError(f) -- the error handler
+local function processError(_) -- the error handler
   print("error when process ")
 end
 

@@ -10,7 +10,7 @@ local function printSquare(n) -- success handler
   return n
 end
 
-local function processError(f) -- error handler
+local function processError(_) -- error handler
   print("error when process ")
 end
 

@@ -29,6 +29,7 @@ local MyProtocol = Protocol:extend({__name = "MyProtocol"})
 
 -- A transport that keeps what is written.
 local written = {}
+-- luacheck: globals protocol
 protocol = MyProtocol()                         -- a global, as in Python
 protocol.transport = {
   write = function(_, data) written[#written + 1] = data end,

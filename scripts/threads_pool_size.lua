@@ -22,6 +22,7 @@ local SIZE, CALLS = 10, 12
 
 -- Main-thread bookkeeping, a global so that functions copied to the pool
 -- threads and back find it when they run here.
+-- luacheck: globals demo
 demo = {running = 0, most = 0, late = 0, held = {}, released = false}
 
 -- On the main thread: a call has started. The first SIZE are held until

@@ -2,7 +2,7 @@
 -- transport (spec/support/string_transport.lua); the real-TCP part is in
 -- the "over TCP" block at the end.
 local basic = require("spindle.basic")
-local linebuf = require("spindle._linebuf")
+local cbasic = require("spindle._basic")
 local StringTransport = require("spec.support.string_transport")
 
 -- A LineReceiver that records lines and raw chunks.
@@ -89,7 +89,7 @@ describe("LineReceiver", function()
       for i = 1, #data do p:dataReceived(data:sub(i, i)) end
       assert.equal(50, #p.lines)
       assert.equal("abc", p.lines[50])
-      assert.equal(0, (linebuf.bufferInfo(p)))
+      assert.equal(0, (cbasic.bufferInfo(p)))
     end)
 
     it("splits on delimiters of several bytes", function()
@@ -290,7 +290,7 @@ describe("LineReceiver", function()
       local maxcap, maxpending = 0, 0
       for _ = 1, 160 do
         p:dataReceived(chunk)
-        local pending, cap = linebuf.bufferInfo(p)
+        local pending, cap = cbasic.bufferInfo(p)
         if cap > maxcap then maxcap = cap end
         if pending > maxpending then maxpending = pending end
       end
@@ -307,7 +307,7 @@ describe("LineReceiver", function()
       local p, t = connect(P)
       for _ = 1, 5000 do p:dataReceived("abcdefghij") end
       assert.is_true(t.disconnecting)
-      local pending = linebuf.bufferInfo(p)
+      local pending = cbasic.bufferInfo(p)
       assert.is_true(pending < 1000 + 2 + 10)
     end)
   end)
@@ -402,7 +402,7 @@ describe("NetstringReceiver", function()
         assert.equal(1, p.brokenPeer)
         p:dataReceived("2:no,")
         assert.same({"ok"}, p.strings)
-        assert.equal(0, (linebuf.bufferInfo(p)))
+        assert.equal(0, (cbasic.bufferInfo(p)))
       end)
     end
 
@@ -470,7 +470,7 @@ describe("Int32StringReceiver", function()
       assert.same({"ok"}, p.strings)
       assert.same({101}, p.limits)
       assert.is_true(t.disconnecting)
-      assert.equal(0, (linebuf.bufferInfo(p)))
+      assert.equal(0, (cbasic.bufferInfo(p)))
     end)
 
     it("holds strings while paused", function()

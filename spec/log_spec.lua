@@ -52,11 +52,11 @@ end)
 local function captureStderr(fn)
   local written = {}
   local stderr = io.stderr
-  io.stderr = {write = function(_, ...) -- luacheck: ignore
+  io.stderr = {write = function(_, ...) -- luacheck: ignore 122
     for _, s in ipairs({...}) do written[#written + 1] = tostring(s) end
   end, flush = function() end}
   local ok, err = pcall(fn)
-  io.stderr = stderr -- luacheck: ignore
+  io.stderr = stderr -- luacheck: ignore 122
   assert(ok, err)
   return table.concat(written)
 end
@@ -171,6 +171,41 @@ describe("log.FileLogObserver", function()
     assert.matches("^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%+0000 " ..
       "%[%-%] line one\n", text)
     assert.matches("%[%-%] context\n\tbad thing", text)
+  end)
+end)
+
+describe("log.startLogging", function()
+  it("refuses what is not a file and keeps logging where it did " ..
+    "(issue 7 item 7)", function()
+      local seen = {}
+      withObserver(function(e) seen[#seen + 1] = e end, function()
+        for _, bad in ipairs({"stdout", 42, {}}) do
+          local ok, err = pcall(log.startLogging, bad)
+          assert.is_false(ok)
+          assert.matches("bad argument #1 to 'startLogging' %(file " ..
+            "expected, got " .. type(bad) .. "%)", err)
+        end
+        log.msg("still here")
+      end)
+      assert.equal(1, #seen)
+      assert.equal("still here", log.textFromEventDict(seen[1]))
+    end)
+
+  it("logs to a file it is given", function()
+    local path = os.tmpname()
+    local file = assert(io.open(path, "w"))
+    local saved = log.observers()
+    local observer = log.startLogging(file)
+    log.msg("to the file")
+    log.removeObserver(observer)
+    for _, o in ipairs(saved) do
+      log.removeObserver(o)
+      log.addObserver(o)
+    end
+    file:close()
+    local text = assert(io.open(path)):read("a")
+    os.remove(path)
+    assert.matches("%[%-%] to the file\n", text)
   end)
 end)
 

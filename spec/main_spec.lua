@@ -107,9 +107,10 @@ describe("spindle binary", function()
   end)
 
   it("runs LUA_INIT unless -E is given", function()
-    local r = run({"-e", "print(INITED)"}, {env = {LUA_INIT = "INITED = 'yes'"}})
+    local init = {env = {LUA_INIT = "INITED = 'yes'"}}
+    local r = run({"-e", "print(INITED)"}, init)
     assert.equal("yes\n", r.stdout)
-    r = run({"-E", "-e", "print(INITED)"}, {env = {LUA_INIT = "INITED = 'yes'"}})
+    r = run({"-E", "-e", "print(INITED)"}, init)
     assert.equal("nil\n", r.stdout)
   end)
 
@@ -139,8 +140,8 @@ describe("strict modules", function()
     local protocol = require("spindle.protocol")
     local ok, err = pcall(function() return protocol.Protcol end)
     assert.is_false(ok)
-    assert.matches("protocol has no field 'Protcol' %(did you mean 'Protocol'%?%)",
-      err)
+    assert.matches(
+      "protocol has no field 'Protcol' %(did you mean 'Protocol'%?%)", err)
   end)
 
   it("match names whatever their case", function()
@@ -207,6 +208,20 @@ describe("spindle as a drop-in for lua", function()
   it("lists only lua's own places when require fails", function()
     local code = "package.path = '?.lua'; package.cpath = '?.so'; " ..
       "print(select(2, pcall(require, 'no_such_mod')))"
+    local r = run({"-e", code})
+    assert.equal(0, r.status)
+    assert.equal("module 'no_such_mod' not found:\n" ..
+      "\tno field package.preload['no_such_mod']\n" ..
+      "\tno file 'no_such_mod.lua'\n\tno file 'no_such_mod.so'\n", r.stdout)
+  end)
+
+  it("lists only lua's own places when require fails in a pool thread",
+    function()
+    local code = "local t = require('spindle.threads') " ..
+      "local r = require('spindle.reactor') " ..
+      "print(r.runUntilComplete(t.deferToThread(function() " ..
+      "package.path = '?.lua'; package.cpath = '?.so' " ..
+      "return select(2, pcall(require, 'no_such_mod')) end)))"
     local r = run({"-e", code})
     assert.equal(0, r.status)
     assert.equal("module 'no_such_mod' not found:\n" ..

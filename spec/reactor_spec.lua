@@ -419,6 +419,17 @@ describe("reactor.runUntilComplete", function()
     assert.are.equal("broken", err.value)
   end)
 
+  it("is not stopped by a Deferred that timed out in an earlier run", function()
+    local late = defer.Deferred()
+    assertErrorType(reactor.TimeoutError, "0.01",
+      pcall(reactor.runUntilComplete, late, 0.01))
+    -- late fires during the next run: that run must go on to its own end.
+    local d = defer.Deferred()
+    reactor.callLater(0, late.callback, late, "late")
+    reactor.callLater(0.05, d.callback, d, "mine")
+    assert.are.equal("mine", reactor.runUntilComplete(d, 5))
+  end)
+
   it("raises reactor.TimeoutError after timeout seconds", function()
     local d = defer.Deferred()
     local t0 = reactor.seconds()

@@ -100,7 +100,8 @@ describe("the REPL", function()
       "d = require('spindle.defer').Deferred()",
       "table.concat(complete('d:addCallb'), ',')",
     }, "\n") .. "\n")
-    assert.matches("\nreactor.callLater\nrequire\nd:addCallback,d:addCallbacks\n",
+    assert.matches(
+      "\nreactor.callLater\nrequire\nd:addCallback,d:addCallbacks\n",
       r.stdout, 1, true)
   end)
 end)
@@ -129,7 +130,8 @@ def pump(t):
         except OSError:
             return
 for line in [b"d = require('spindle.defer').Deferred()\r",
-             b"require('spindle.reactor').callLater(0.2, d.callback, d, 6 * 7)\r",
+             b"require('spindle.reactor').callLater(0.2, d.callback, d, "
+             b"6 * 7)\r",
              b"await(d)\r"]:
     os.write(fd, line); pump(0.3)
 pump(0.3)

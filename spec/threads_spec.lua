@@ -15,6 +15,60 @@ local sink = {events = {}}
 function sink.add(...) sink.events[#sink.events + 1] = table.pack(...) end
 package.loaded["threads_spec.sink"] = sink
 
+-- The main thread's gate for pool calls: each probed call reports its
+-- start and end here (blockingCallFromThread), so a spec sees how many
+-- ran at once and in what order, never how long they took. Calls that
+-- start are held (their thread waits) until `holdUntil` run at once; from
+-- then on none is held. A pool that cannot run that many at once never
+-- opens the gate: the spec fails on its timeout.
+local gate = {}
+package.loaded["threads_spec.gate"] = gate
+
+local function gateReset(holdUntil)
+  gate.running, gate.most, gate.order = 0, 0, {}
+  gate.held, gate.open, gate.holdUntil = {}, false, holdUntil
+end
+
+-- Open the gate: release every held call (also after a failed spec, so
+-- that no pool thread stays blocked).
+function gate.release()
+  gate.open = true
+  local held = gate.held or {}
+  gate.held = {}
+  for _, d in ipairs(held) do d:callback(nil) end
+end
+
+-- On the main thread: call i started; a Deferred holds its thread.
+function gate.started(i)
+  gate.running = gate.running + 1
+  gate.most = math.max(gate.most, gate.running)
+  gate.order[#gate.order + 1] = "start " .. i
+  if gate.open then return nil end
+  if gate.running >= gate.holdUntil then gate.release() return nil end
+  local d = defer.Deferred()
+  gate.held[#gate.held + 1] = d
+  return d
+end
+
+function gate.finished(i)
+  gate.running = gate.running - 1
+  gate.order[#gate.order + 1] = "end " .. i
+end
+
+-- A function for the pool: report start, end, and return i.
+local function probed(i)
+  return function()
+    local T = require("spindle.threads")
+    T.blockingCallFromThread(function(n)
+      return package.loaded["threads_spec.gate"].started(n)
+    end, i)
+    T.blockingCallFromThread(function(n)
+      package.loaded["threads_spec.gate"].finished(n)
+    end, i)
+    return i
+  end
+end
+
 local TE = threads.TransferError
 
 before_each(function()
@@ -23,15 +77,20 @@ before_each(function()
 end)
 
 after_each(function()
+  gate.release()
+  -- Released calls end before the next spec resets the gate.
+  for _ = 1, 500 do
+    local pool = reactor.getThreadPool()
+    if pool.busy + pool.queued == 0 then break end
+    H.runFor(0.01)
+  end
   reactor.suggestThreadPoolSize(10)
   H.assertNoDelayedCalls()
 end)
 
--- Wait for every Deferred in list; returns the seconds it took.
-local function timed(list)
-  local t0 = reactor.seconds()
-  H.wait(defer.gatherResults(list), 10)
-  return reactor.seconds() - t0
+-- Wait for every Deferred in list; return their results.
+local function all(list)
+  return H.wait(defer.gatherResults(list), 10)
 end
 
 local function sleeper(seconds)
@@ -113,24 +172,34 @@ describe("threads.deferToThread", function()
 
   it("runs calls in parallel up to the pool size", function()
     reactor.suggestThreadPoolSize(4)
+    gateReset(4)
     local list = {}
-    for i = 1, 4 do list[i] = threads.deferToThread(sleeper(0.3)) end
-    local took = timed(list)
-    -- Serially this takes 1.2 s.
-    assert.is_true(took < 0.9, "4 sleeps of 0.3 s took " .. took)
+    for i = 1, 6 do list[i] = threads.deferToThread(probed(i)) end
+    assert.are.same({1, 2, 3, 4, 5, 6}, {table.unpack(all(list), 1, 6)})
+    assert.are.equal(4, gate.most) -- 4 at once (the gate), never 5
+    assert.are.equal(12, #gate.order)
   end)
 
   it("runs them one after another with suggestThreadPoolSize(1)", function()
     reactor.suggestThreadPoolSize(1)
+    gateReset(math.huge) -- hold each: a second call would run meanwhile
     local list = {}
-    for i = 1, 3 do list[i] = threads.deferToThread(sleeper(0.2)) end
-    local took = timed(list)
-    assert.is_true(took >= 0.55, "3 sleeps of 0.2 s took " .. took)
+    for i = 1, 3 do list[i] = threads.deferToThread(probed(i)) end
+    -- The gate never fills: release each held call in turn.
+    for _ = 1, 3 do
+      while #gate.held == 0 do H.runFor(0.01) end
+      table.remove(gate.held, 1):callback(nil)
+    end
+    all(list)
+    assert.are.equal(1, gate.most)
+    assert.are.same({"start 1", "end 1", "start 2", "end 2", "start 3",
+      "end 3"}, gate.order)
   end)
 
   it("keeps each thread's Lua state for its life", function()
     reactor.suggestThreadPoolSize(1)
     local function count()
+      -- luacheck: globals counter
       counter = (counter or 0) + 1   -- a global of the worker's state
       return counter
     end
@@ -284,7 +353,7 @@ describe("reactor.getThreadPool", function()
     assert.are.equal(1, p.max)
     assert.are.equal(1, p.workers)
     assert.are.equal(3, p.busy + p.queued)
-    timed(list)
+    all(list)
     p = reactor.getThreadPool()
     assert.are.equal(0, p.busy)
     assert.are.equal(0, p.queued)
@@ -294,18 +363,19 @@ end)
 describe("reactor.suggestThreadPoolSize", function()
   it("takes effect at once for waiting work", function()
     reactor.suggestThreadPoolSize(1)
+    gateReset(2) -- the first call waits until a second runs beside it
     local list = {}
-    for i = 1, 2 do list[i] = threads.deferToThread(sleeper(0.4)) end
+    for i = 1, 2 do list[i] = threads.deferToThread(probed(i)) end
     reactor.suggestThreadPoolSize(2)
-    local took = timed(list)
-    assert.is_true(took < 0.75, "2 sleeps of 0.4 s took " .. took)
+    all(list)
+    assert.are.equal(2, gate.most)
   end)
 
   it("ends threads beyond a lowered size when they are idle", function()
     reactor.suggestThreadPoolSize(3)
     local list = {}
     for i = 1, 3 do list[i] = threads.deferToThread(sleeper(0.1)) end
-    timed(list)
+    all(list)
     reactor.suggestThreadPoolSize(1)
     local t0 = reactor.seconds()
     while reactor.getThreadPool().workers > 1 and
@@ -319,6 +389,17 @@ describe("reactor.suggestThreadPoolSize", function()
     assert.has_error(function() reactor.suggestThreadPoolSize(-1) end)
     assert.has_error(function() reactor.suggestThreadPoolSize("x") end)
   end)
+
+  it("refuses 0, which would leave every later call queued forever " ..
+    "(issue 7 item 7)", function()
+      local before = reactor.getThreadPool().max
+      local ok, err = pcall(reactor.suggestThreadPoolSize, 0)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to '.*suggestThreadPoolSize' %(size " ..
+        "must be at least 1", err)
+      assert.equal(before, reactor.getThreadPool().max)
+      assert.equal(42, H.wait(threads.deferToThread(function() return 42 end)))
+    end)
 end)
 
 describe("pool threads' spindle", function()

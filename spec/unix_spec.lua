@@ -64,6 +64,7 @@ describe("reactor.listenUNIX", function()
       local f = echoFactory()
       local port = reactor.listenUNIX(path, f)
       assert.same({type = "UNIX", name = path, host = path}, port:getHost())
+      assert.equal("UNIXAddress('" .. path .. "')", tostring(port:getHost()))
       assert.is_true(exists(path))
       local p = spawn("printf 'over unix' | timeout 5 socat - UNIX-CONNECT:" ..
         path)
@@ -126,11 +127,8 @@ describe("reactor.connectUNIX", function()
 
   it("talks to a socat echo server", function()
     local path = tmpPath()
-    local p = spawn("timeout 10 socat UNIX-LISTEN:" .. path .. " EXEC:cat")
-    for _ = 1, 50 do
-      if exists(path) then break end
-      os.execute("sleep 0.05")
-    end
+    local p = peers.listening("timeout 10 socat -d -d UNIX-LISTEN:" ..
+      path .. " EXEC:cat", "listening on AF=1 (%S+)")
     local cf = collector(function(c) c.transport:write("via socat\n") end)
     cf.until_ = "\n"
     reactor.connectUNIX(path, cf)

@@ -4,10 +4,10 @@
 -- Int8StringReceiver.
 -- Subclass them with Class:extend{...} and override lineReceived /
 -- stringReceived. The scanning (dataReceived) is done in C
--- (spindle._linebuf): pending bytes live in a C buffer with a read offset,
+-- (spindle._basic): pending bytes live in a C buffer with a read offset,
 -- so a chunk of many lines is cut without copying what is still pending.
 local Protocol = require("spindle.protocol").Protocol
-local C = require("spindle._linebuf")
+local C = require("spindle._basic")
 
 local M = {}
 
@@ -67,19 +67,21 @@ LineReceiver.clearLineBuffer = C.clearLineBuffer
 LineReceiver.sendLine = C.sendLine
 
 --- lr:lineReceived(line): override; line is without its delimiter.
-function LineReceiver:lineReceived(line) -- luacheck: ignore
-  error("LineReceiver.lineReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+function LineReceiver:lineReceived(line)
+  error("LineReceiver.lineReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- lr:rawDataReceived(data): override when using raw mode.
-function LineReceiver:rawDataReceived(data) -- luacheck: ignore
-  error("LineReceiver.rawDataReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+function LineReceiver:rawDataReceived(data)
+  error("LineReceiver.rawDataReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- lr:lineLengthExceeded(line): a line was longer than MAX_LENGTH. line
 -- holds everything buffered from the start of that line. Default: drop
 -- the connection (transport:loseConnection()).
-function LineReceiver:lineLengthExceeded(line) -- luacheck: ignore
+function LineReceiver:lineLengthExceeded(line)
   return self.transport:loseConnection()
 end
 
@@ -103,8 +105,9 @@ NetstringReceiver.dataReceived = C.netstringDataReceived
 NetstringReceiver.sendString = C.netstringSendString
 
 --- ns:stringReceived(s): override.
-function NetstringReceiver:stringReceived(s) -- luacheck: ignore
-  error("NetstringReceiver.stringReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+function NetstringReceiver:stringReceived(s)
+  error("NetstringReceiver.stringReceived must be overridden by a subclass " ..
+    "(abstract, as in Twisted)", 2)
 end
 
 --- IntNStringReceiver: strings after a big-endian length prefix of
@@ -122,13 +125,14 @@ IntNStringReceiver.dataReceived = C.intDataReceived
 IntNStringReceiver.sendString = C.intSendString
 
 --- ins:stringReceived(s): override.
-function IntNStringReceiver:stringReceived(s) -- luacheck: ignore
-  error(tostring(self.__name) .. ".stringReceived must be overridden by a subclass (abstract, as in Twisted)", 2)
+function IntNStringReceiver:stringReceived(s)
+  error(tostring(self.__name) .. ".stringReceived must be overridden by " ..
+    "a subclass (abstract, as in Twisted)", 2)
 end
 
 --- ins:lengthLimitExceeded(length): a prefix announced more than
 -- MAX_LENGTH bytes. Default: drop the connection.
-function IntNStringReceiver:lengthLimitExceeded(length) -- luacheck: ignore
+function IntNStringReceiver:lengthLimitExceeded(length)
   self.transport:loseConnection()
 end
 

@@ -4,6 +4,8 @@
 -- and calls its __init(...) if it has one. Instances look names up in their
 -- class, then its ancestors; metamethods (__tostring, __eq, ...) are
 -- inherited too. Class.super is the parent class.
+local check = require("spindle.check")
+
 local M = {}
 
 local metamethods = {
@@ -35,10 +37,7 @@ end
 --- Class:extend([fields]) -> subclass. fields (a table, optional) is used
 -- as the subclass itself: its functions are methods, other values defaults.
 function Object:extend(fields)
-  if fields ~= nil and type(fields) ~= "table" then
-    error("bad argument #1 to 'extend' (table expected, got " ..
-      type(fields) .. ")", 2)
-  end
+  check.optTable(fields, 1, "extend")
   local cls = fields or {}
   cls.__index = cls
   cls.super = self

@@ -7,6 +7,7 @@
 local C = require("spindle._defer")
 local failure = require("spindle.failure")
 local Object = require("spindle.class").Object
+local check = require("spindle.check")
 
 local Deferred = C.Deferred
 local isDeferred = C.isDeferred
@@ -27,18 +28,8 @@ for name, T in pairs(failure.builtinErrorTypes("defer")) do M[name] = T end
 local CancelledError, TimeoutError = M.CancelledError, M.TimeoutError
 local FirstError = M.FirstError
 
-local function isCallable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return type(mt) == "table" and mt.__call ~= nil
-end
-
-local function checkCallable(f, n, fname)
-  if not isCallable(f) then
-    error(("bad argument #%d to '%s' (callable expected, got %s)")
-      :format(n, fname, type(f)), 3)
-  end
-end
+local isCallable = check.isCallable
+local checkCallable = check.callable
 
 -- Does clock look like a clock (a table or userdata with callLater)?
 -- Indexing a userdata may raise: that is a no.
@@ -51,8 +42,7 @@ end
 
 local function checkDeferred(d, n, fname)
   if not isDeferred(d) then
-    error(("bad argument #%d to '%s' (Deferred expected, got %s)")
-      :format(n, fname, type(d)), 3)
+    check.typeError(n, fname, "Deferred", d, 3)
   end
 end
 
@@ -78,21 +68,12 @@ end
 -- addTimeout. twisted.internet.defer.Deferred.addTimeout.
 function C.methods.addTimeout(self, seconds, clock, onTimeoutCancel)
   checkDeferred(self, 1, "addTimeout")
-  if type(seconds) ~= "number" then
-    error(("bad argument #1 to 'addTimeout' (number expected, got %s)")
-      :format(type(seconds)), 2)
-  end
-  if seconds ~= seconds then
-    error("bad argument #1 to 'addTimeout' (timeout is NaN)", 2)
-  elseif seconds < 0 then
-    error("bad argument #1 to 'addTimeout' (timeout must be >= 0)", 2)
-  end
+  check.nonNegative(seconds, 1, "addTimeout", "timeout")
   if onTimeoutCancel == nil and type(clock) == "function" then
     clock, onTimeoutCancel = nil, clock
   end
   if clock ~= nil and not hasCallLater(clock) then
-    error("bad argument #2 to 'addTimeout' (clock with callLater expected)",
-      2)
+    check.argError(2, "addTimeout", "clock with callLater expected")
   end
   if onTimeoutCancel ~= nil then
     checkCallable(onTimeoutCancel, 3, "addTimeout")
@@ -186,20 +167,13 @@ end}
 -- 1-based. Cancelling it cancels every Deferred in list.
 -- twisted.internet.defer.DeferredList.
 function M.DeferredList(list, options)
-  if type(list) ~= "table" then
-    error(("bad argument #1 to 'DeferredList' (table expected, got %s)")
-      :format(type(list)), 2)
-  end
-  if options ~= nil and type(options) ~= "table" then
-    error(("bad argument #2 to 'DeferredList' (table expected, got %s)")
-      :format(type(options)), 2)
-  end
-  options = options or {}
+  check.table(list, 1, "DeferredList")
+  options = check.optTable(options, 2, "DeferredList") or {}
   local n = list.n or #list
   for i = 1, n do
     if not isDeferred(list[i]) then
-      error(("bad argument #1 to 'DeferredList' (element %d is a %s, " ..
-        "not a Deferred)"):format(i, type(list[i])), 2)
+      check.argError(1, "DeferredList", ("element %d is a %s, not a " ..
+        "Deferred"):format(i, check.typeName(list[i])))
     end
   end
   local fireOnOneCallback = options.fireOnOneCallback
@@ -248,10 +222,7 @@ end
 -- table.unpack(values, 1, values.n). n comes from the list's metatable,
 -- not an own key. twisted.internet.defer.gatherResults.
 function M.gatherResults(list, consumeErrors)
-  if type(list) ~= "table" then
-    error("bad argument #1 to 'gatherResults' (table expected, got " ..
-      type(list) .. ")", 2)
-  end
+  check.table(list, 1, "gatherResults")
   local n = list.n or #list
   local dl = M.DeferredList(list, {fireOnOneErrback = true,
     consumeErrors = consumeErrors})
@@ -264,9 +235,34 @@ function M.gatherResults(list, consumeErrors)
 end
 
 --- Coroutines (inlineCallbacks / await).
--- running[co] is the status of each inlineCallbacks coroutine: its
--- Deferred and the Deferred it waits on (Twisted's _CancellationStatus).
+-- running[co] is the status of each inlineCallbacks coroutine (Twisted's
+-- _CancellationStatus): co, the Deferred its end fires (deferred), the one
+-- its caller got (outer; the same until a cancel replaces deferred) and
+-- the Deferred it waits on (waitingOn). statusOf[d] finds it from either
+-- Deferred.
+--
+-- Coroutines waiting on each other cost heap, never C stack (DESIGN.md),
+-- because resume() runs them all from one loop:
+-- - An inlineCallbacks function called inside another's coroutine does
+--   not resume its new coroutine from inside the running one: the running
+--   one yields START to the loop, which runs the new one until it waits or
+--   ends, then goes back to the caller with the new one's Deferred. The
+--   call still returns after the new coroutine ran, as in Twisted. (Where
+--   the caller cannot yield, inside a C function such as a string.gsub
+--   callback, the new coroutine is resumed from inside it, as before.)
+-- - When a coroutine ends, the Deferred it fires is often what its
+--   caller's coroutine awaits, directly or through other Deferreds
+--   (gatherResults, addCallback). A coroutine whose awaited Deferred fires
+--   during that fire is not resumed inside it but by the same loop right
+--   after it (`tail`), so the rest of the fire's callbacks run before it,
+--   not after as in Twisted. Only resumptions at the same depth (`depth`:
+--   resume() calls on the stack) are put off; those inside a coroutine
+--   that a callback started are not.
 local running = setmetatable({}, {__mode = "k"})
+local statusOf = setmetatable({}, {__mode = "k"})
+local START = setmetatable({}, {__name = "inlineCallbacks start"})
+local tail -- while a coroutine's end fires: {depth, n, co, status, r, ...}
+local depth = 0
 
 local resume
 
@@ -278,8 +274,15 @@ local function waitFor(co, status, d)
   d:addBoth(function(r)
     if sync then
       done, value = true, r
+      return nil
+    end
+    status.waitingOn = nil
+    local t = tail
+    if t ~= nil and t.depth == depth then
+      local n = t.n
+      t[n + 1], t[n + 2], t[n + 3] = co, status, r
+      t.n = n + 3
     else
-      status.waitingOn = nil
       resume(co, status, r)
     end
     return nil
@@ -290,33 +293,106 @@ local function waitFor(co, status, d)
   return false
 end
 
--- Run co with `value` until it waits on a Deferred or ends; its end fires
--- status.deferred (an error keeps the traceback of its raise point).
+-- Fire d with the end of coroutine co: its error (a Failure keeping the
+-- traceback of its raise point), a Deferred to wait on, or its value.
+local function fire(co, d, ok, r)
+  if not ok then
+    -- C.toFailure, not Failure: error() and error(nil) raise nil.
+    if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
+    d:errback(r)
+  elseif r == d then
+    d:errback(C.toFailure("an inlineCallbacks function returned its own " ..
+      "Deferred", debug.traceback(co)))
+  elseif isDeferred(r) then
+    C.adopt(d, r)
+  else
+    d:callback(r)
+  end
+end
+
+-- Fire the Deferred of a coroutine that has ended. Returns the `tail`
+-- list of the coroutines awaiting it, for resume() to run, or nil. Never
+-- raises (resume() must go on with the coroutines it holds): a fire that
+-- fails (fn returned its own Deferred) fails d instead.
+local function finish(co, status, ok, r)
+  local d = status.deferred
+  if d.called then return nil end -- cancelled and not waiting on anything
+  local t, saved = {depth = depth, n = 0}, tail
+  tail = t
+  local fired, e = xpcall(fire, errhandler, co, d, ok, r)
+  if not fired and not d.called then d:errback(e) end
+  tail = saved
+  return t
+end
+
+-- Run co with `value`, and every coroutine that asks to be run meanwhile
+-- (see above), each until it waits on a Deferred or ends; an end fires
+-- status.deferred. `work` holds the coroutines to run next, three slots
+-- each (co, status, value), the last one first.
 resume = function(co, status, value)
+  local work, n = {}, 0
+  depth = depth + 1
   while true do
-    local ok, r = coresume(co, value)
-    if coroutine.status(co) == "dead" then
+    local ok, r, child = coresume(co, value)
+    local nextOne = true
+    if not ok or coroutine.status(co) == "dead" then
       running[co] = nil
-      local d = status.deferred
-      if d.called then return end -- cancelled and not waiting on anything
-      if not ok then
-        -- C.toFailure, not Failure: error() and error(nil) raise nil.
-        if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
-        d:errback(r)
-      elseif isDeferred(r) then
-        C.adopt(d, r)
-      else
-        d:callback(r)
+      local t = finish(co, status, ok, r)
+      if t ~= nil then
+        for i = t.n - 2, 1, -3 do
+          work[n + 1], work[n + 2], work[n + 3] = t[i], t[i + 1], t[i + 2]
+          n = n + 3
+        end
       end
+    elseif r == START then
+      work[n + 1], work[n + 2], work[n + 3] = co, status, child.outer
+      n = n + 3
+      co, status, value = child.co, child, nil
+      nextOne = false
+    elseif isDeferred(r) then
+      local ready, v = waitFor(co, status, r)
+      if ready then value, nextOne = v, false end
+    else
+      value = r
+      nextOne = false
+    end
+    if nextOne then
+      if n == 0 then break end
+      co, status, value = work[n - 2], work[n - 1], work[n]
+      work[n - 2], work[n - 1], work[n] = nil, nil, nil
+      n = n - 3
+    end
+  end
+  depth = depth - 1
+end
+
+-- The canceller of an inlineCallbacks Deferred d (the one its caller got,
+-- or one that replaced it). As Twisted's _cancellableInlineCallbacks: if
+-- its coroutine waits on a Deferred, d now waits on a fresh one that the
+-- coroutine's end will fire, and the awaited one is cancelled. When that
+-- one is itself an inlineCallbacks Deferred whose coroutine waits, the
+-- work its canceller would do is done by this loop instead of a nested
+-- call, so a cancel through any number of levels costs no C stack.
+local function cancel(d)
+  while true do
+    local status = statusOf[d]
+    local awaited = status and status.waitingOn
+    if awaited == nil then return end
+    local fresh = Deferred(cancel)
+    statusOf[fresh] = status
+    status.deferred = fresh
+    C.adopt(d, fresh)
+    -- What awaited:cancel() reaches: it follows Deferreds waiting on others.
+    local target = awaited
+    while target.called and isDeferred(target.result) do
+      target = target.result
+    end
+    local lower = not target.called and statusOf[target]
+    if not lower or lower.waitingOn == nil then
+      awaited:cancel()
       return
     end
-    if not isDeferred(r) then
-      value = r
-    else
-      local ready
-      ready, value = waitFor(co, status, r)
-      if not ready then return end
-    end
+    d = target
   end
 end
 
@@ -324,9 +400,11 @@ end
 -- The returned function runs fn(...) in a new coroutine, in which
 -- defer.await(d) suspends until d fires, and returns a Deferred of fn's
 -- return value (or of its error, as a Failure with the traceback of the
--- raise point). Cancelling that Deferred cancels the one fn awaits; fn
--- sees CancelledError raised by await and may go on.
--- twisted.internet.defer.inlineCallbacks.
+-- raise point). It returns once fn has run up to its first wait on an
+-- unfired Deferred (or to its end). Cancelling that Deferred cancels the
+-- one fn awaits; fn sees CancelledError raised by await and may go on.
+-- Any number of these functions may await each other (nested calls cost
+-- heap, not C stack). twisted.internet.defer.inlineCallbacks.
 function M.inlineCallbacks(fn)
   checkCallable(fn, 1, "inlineCallbacks")
   return function(...)
@@ -334,20 +412,15 @@ function M.inlineCallbacks(fn)
     local co = coroutine.create(function()
       return fn(unpack(args, 1, args.n))
     end)
-    local status = {}
-    local function cancel(outer)
-      local awaited = status.waitingOn
-      if awaited == nil then return end
-      -- As Twisted: the outer Deferred now waits on a fresh one that the
-      -- coroutine's end will fire; the awaited one gets the cancel.
-      status.deferred = Deferred(cancel)
-      C.adopt(outer, status.deferred)
-      awaited:cancel()
-    end
-    status.deferred = Deferred(cancel)
-    local outer = status.deferred
+    local outer = Deferred(cancel)
+    local status = {co = co, deferred = outer, outer = outer}
+    statusOf[outer] = status
     running[co] = status
-    resume(co, status, nil)
+    if running[coroutine.running()] ~= nil and coroutine.isyieldable() then
+      coroutine.yield(START, status) -- resume() runs co, then comes back
+    else
+      resume(co, status, nil)
+    end
     return outer
   end
 end
@@ -454,17 +527,14 @@ local DeferredSemaphore = Object:extend({__name = "DeferredSemaphore"})
 function DeferredSemaphore:__init(tokens)
   -- Level 3: the caller of DeferredSemaphore(...) (its __call is a tail
   -- call to new, which calls us).
-  if type(tokens) ~= "number" then
-    error(("bad argument #1 to 'DeferredSemaphore' (number expected, " ..
-      "got %s)"):format(type(tokens)), 3)
-  end
+  check.number(tokens, 1, "DeferredSemaphore", 3)
   local n = math.tointeger(tokens)
   if n == nil then
-    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
-      "requires an integer number of tokens)", 3)
+    check.argError(1, "DeferredSemaphore", "DeferredSemaphore requires " ..
+      "an integer number of tokens", 3)
   elseif n < 1 then
-    error("bad argument #1 to 'DeferredSemaphore' (DeferredSemaphore " ..
-      "requires tokens >= 1)", 3)
+    check.argError(1, "DeferredSemaphore", "DeferredSemaphore requires " ..
+      "tokens >= 1", 3)
   end
   self.tokens = n
   self.limit = n
@@ -513,12 +583,9 @@ local DeferredQueue = Object:extend({__name = "DeferredQueue"})
 local function checkLimit(x, n, what)
   if x == nil then return end
   if type(x) ~= "number" then
-    error(("bad argument #%d to 'DeferredQueue' (number or nil expected, " ..
-      "got %s)"):format(n, type(x)), 4)
-  elseif not (x >= 0) then
-    error(("bad argument #%d to 'DeferredQueue' (%s must be >= 0)")
-      :format(n, what), 4)
+    check.typeError(n, "DeferredQueue", "number or nil", x, 4)
   end
+  check.nonNegative(x, n, "DeferredQueue", what, 4)
 end
 
 function DeferredQueue:__init(size, backlog)

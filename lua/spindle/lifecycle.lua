@@ -37,33 +37,8 @@ local PHASES = {before = true, during = true, after = true}
 -- is the trigger's id: {f, args..., n = #args, phase =, event =}.
 local events = {}
 
--- The type name a bad-argument message gives for v, as luaL_typeerror.
-local function typename(v, given)
-  if not given then return "no value" end
-  local mt = debug.getmetatable(v)
-  local name = mt and rawget(mt, "__name")
-  if type(name) == "string" then return name end
-  return type(v)
-end
-
--- Raise "bad argument #n to 'fname' (msg)" at the caller of the public
--- function (level: its distance from here, 3 by default).
-local function argerror(n, fname, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level or 3)
-end
-
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = debug.getmetatable(v)
-  return mt ~= nil and rawget(mt, "__call") ~= nil
-end
-
--- Raise a bad-argument error naming fname unless arg #n (v) is callable.
-local function checkcallable(v, n, fname, given)
-  if not callable(v) then
-    argerror(n, fname, "callable expected, got " .. typename(v, given), 4)
-  end
-end
+local check = require("spindle.check")
+local argError, typeError = check.argError, check.typeError
 
 -- log.err(f, why), loaded late: spindle.log may not be loaded yet.
 local function logErr(f, why)
@@ -191,15 +166,15 @@ function M.addSystemEventTrigger(phase, event, f, ...)
   local n = select("#", ...)
   local fname = "addSystemEventTrigger"
   if type(phase) ~= "string" then
-    argerror(1, fname, "string expected, got " .. typename(phase, phase ~= nil))
+    typeError(1, fname, "string", phase)
   elseif not PHASES[phase] then
-    argerror(1, fname, "invalid option '" .. phase .. "'")
+    argError(1, fname, "invalid option '" .. phase .. "'")
   end
   if type(event) == "number" then event = tostring(event) end
   if type(event) ~= "string" then
-    argerror(2, fname, "string expected, got " .. typename(event, event ~= nil))
+    typeError(2, fname, "string", event)
   end
-  checkcallable(f, 3, fname, f ~= nil)
+  check.callable(f, 3, fname)
   local entry = {f, ...}
   entry.n, entry.phase, entry.event = n, phase, event
   local ev = events[event]
@@ -222,7 +197,7 @@ end
 function M.removeSystemEventTrigger(id)
   local fname = "removeSystemEventTrigger"
   if type(id) ~= "table" then
-    argerror(1, fname, "table expected, got " .. typename(id, id ~= nil))
+    typeError(1, fname, "table", id)
   end
   local ev = type(id.event) == "string" and events[id.event]
   local list = ev and type(id.phase) == "string" and ev[id.phase]
@@ -234,7 +209,7 @@ function M.removeSystemEventTrigger(id)
       end
     end
   end
-  argerror(1, fname, "not a pending system event trigger")
+  argError(1, fname, "not a pending system event trigger")
 end
 
 --- reactor.callWhenRunning(f, ...) -> id or nil: call f(...) once the
@@ -243,7 +218,7 @@ end
 -- twisted ReactorBase.callWhenRunning.
 function M.callWhenRunning(...)
   local f = ...
-  checkcallable(f, 1, "callWhenRunning", select("#", ...) > 0)
+  check.callable(f, 1, "callWhenRunning")
   if C.__getters.running() then
     f(select(2, ...))
     return
@@ -275,26 +250,28 @@ end
 function M.runUntilComplete(d, timeout)
   local fname = "runUntilComplete"
   if not isDeferred(d) then
-    argerror(1, fname, "Deferred expected, got " .. typename(d, d ~= nil))
+    typeError(1, fname, "Deferred", d)
   end
   if timeout ~= nil then
     if math.type(timeout) == nil then
       timeout = tonumber(timeout) or
-        argerror(2, fname, "number expected, got " .. typename(timeout, true))
+        typeError(2, fname, "number", timeout)
     end
     -- NaN too: not (NaN >= 0).
     if not (timeout >= 0) then -- luacheck: ignore 581
-      argerror(2, fname, "timeout must be >= 0")
+      argError(2, fname, "timeout must be >= 0")
     end
   end
   if C.state() ~= "idle" then
     error(errors.ReactorAlreadyRunning("reactor is already running"))
   end
-  local holder = {}
+  local holder = {waiting = true}
   -- A Failure is consumed (runUntilComplete raises it); a success passes.
+  -- Once this call has returned (timed out, or the reactor was stopped),
+  -- d firing later must not stop some other run.
   d:addBoth(function(result)
     holder.done, holder.result = true, result
-    beginStop()
+    if holder.waiting then beginStop() end
     if isFailure(result) then return nil end
     return result
   end)
@@ -307,6 +284,7 @@ function M.runUntilComplete(d, timeout)
     end)
   end
   M.run()
+  holder.waiting = false
   if tc ~= nil and tc:active() then tc:cancel() end
   return finish(holder, timeout)
 end

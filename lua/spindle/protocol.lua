@@ -26,11 +26,11 @@ local Protocol = BaseProtocol:extend({__name = "Protocol"})
 Protocol.factory = nil
 
 --- p:dataReceived(data): bytes arrived (a string; any split of the stream).
-function Protocol:dataReceived(data) end -- luacheck: ignore
+function Protocol:dataReceived(data) end
 
 --- p:connectionLost(reason): the connection closed; reason is a Failure,
 -- ConnectionDone for a clean close, ConnectionLost otherwise.
-function Protocol:connectionLost(reason) end -- luacheck: ignore
+function Protocol:connectionLost(reason) end
 
 --- Factory: makes a protocol instance per connection.
 local Factory = Object:extend({__name = "Factory"})
@@ -94,12 +94,110 @@ local ServerFactory = Factory:extend({__name = "ServerFactory"})
 local ClientFactory = Factory:extend({__name = "ClientFactory"})
 
 --- cf:startedConnecting(connector): a connection attempt began.
-function ClientFactory:startedConnecting(connector) end -- luacheck: ignore
+function ClientFactory:startedConnecting(connector) end
 --- cf:clientConnectionFailed(connector, reason): the attempt failed.
-function ClientFactory:clientConnectionFailed(connector, reason) end -- luacheck: ignore
+function ClientFactory:clientConnectionFailed(connector, reason) end
 --- cf:clientConnectionLost(connector, reason): an established connection
 -- was lost.
-function ClientFactory:clientConnectionLost(connector, reason) end -- luacheck: ignore
+function ClientFactory:clientConnectionLost(connector, reason) end
+
+--- ReconnectingClientFactory: a ClientFactory that reconnects with an
+-- exponentially growing delay after a failed attempt or a lost
+-- connection. twisted.internet.protocol.ReconnectingClientFactory, with
+-- its defaults: initialDelay 1 s, maxDelay 3600 s, factor e (2.718...),
+-- jitter 0.1196 (the delay is drawn from a normal distribution of that
+-- relative spread), maxRetries nil (forever). Fields: delay, retries,
+-- continueTrying, connector, clock (the reactor unless set; a task.Clock
+-- in tests). Subclasses that override clientConnectionFailed/Lost call
+-- ReconnectingClientFactory's to keep retrying; call resetDelay() from
+-- buildProtocol or connectionMade once connected (as Twisted's users do).
+local ReconnectingClientFactory = ClientFactory:extend({
+  __name = "ReconnectingClientFactory"})
+ReconnectingClientFactory.maxDelay = 3600
+ReconnectingClientFactory.initialDelay = 1.0
+ReconnectingClientFactory.factor = 2.7182818284590451
+ReconnectingClientFactory.jitter = 0.11962656472
+ReconnectingClientFactory.delay = 1.0
+ReconnectingClientFactory.retries = 0
+ReconnectingClientFactory.maxRetries = nil
+ReconnectingClientFactory.continueTrying = true
+ReconnectingClientFactory.connector = nil
+ReconnectingClientFactory.clock = nil
+ReconnectingClientFactory._callID = nil
+
+-- A normally distributed number (Box-Muller), as random.normalvariate.
+local function normalvariate(mu, sigma)
+  local u1 = 1 - math.random() -- in (0, 1]: log(u1) is finite
+  local u2 = math.random()
+  return mu + sigma * math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
+end
+
+--- rcf:clientConnectionFailed(connector, reason): retry while
+-- continueTrying.
+function ReconnectingClientFactory:clientConnectionFailed(connector, reason)
+  if self.continueTrying then
+    self.connector = connector
+    self:retry()
+  end
+end
+
+--- rcf:clientConnectionLost(connector, reason): retry while
+-- continueTrying.
+function ReconnectingClientFactory:clientConnectionLost(connector, reason)
+  if self.continueTrying then
+    self.connector = connector
+    self:retry()
+  end
+end
+
+--- rcf:retry([connector]): schedule connector:connect() after the next
+-- delay: delay = min(delay * factor, maxDelay), then jittered. Does
+-- nothing once stopTrying() was called or maxRetries is passed. Raises
+-- if there is no connector to retry.
+function ReconnectingClientFactory:retry(connector)
+  if not self.continueTrying then return end
+  connector = connector or self.connector
+  if connector == nil then
+    error("no connector to retry", 2)
+  end
+  self.retries = self.retries + 1
+  if self.maxRetries ~= nil and self.retries > self.maxRetries then
+    require("spindle.log").msg(("Abandoning %s after %d retries."):format(
+      tostring(connector), self.retries - 1))
+    return
+  end
+  self.delay = math.min(self.delay * self.factor, self.maxDelay)
+  if self.jitter and self.jitter ~= 0 then
+    self.delay = normalvariate(self.delay, self.delay * self.jitter)
+  end
+  if self.clock == nil then self.clock = require("spindle.reactor") end
+  self._callID = self.clock:callLater(math.max(self.delay, 0), function()
+    self._callID = nil
+    connector:connect()
+  end)
+end
+
+--- rcf:stopTrying(): cancel a pending retry, stop retrying, and stop a
+-- connection attempt in progress.
+function ReconnectingClientFactory:stopTrying()
+  if self._callID ~= nil then
+    self._callID:cancel()
+    self._callID = nil
+  end
+  self.continueTrying = false
+  if self.connector ~= nil then
+    pcall(self.connector.stopConnecting, self.connector)
+  end
+end
+
+--- rcf:resetDelay(): back to initialDelay and 0 retries (call it once a
+-- connection is made).
+function ReconnectingClientFactory:resetDelay()
+  self.delay = self.initialDelay
+  self.retries = 0
+  self._callID = nil
+  self.continueTrying = true
+end
 
 --- DatagramProtocol: a UDP protocol; one instance per port.
 local DatagramProtocol = Object:extend({__name = "DatagramProtocol"})
@@ -132,7 +230,7 @@ function DatagramProtocol:stopProtocol() end
 
 --- dp:datagramReceived(data, addr): a datagram arrived from
 -- addr = {host = "127.0.0.1", port = 9999}.
-function DatagramProtocol:datagramReceived(data, addr) end -- luacheck: ignore
+function DatagramProtocol:datagramReceived(data, addr) end
 
 --- dp:connectionRefused(): a connected port's peer refused (ICMP).
 function DatagramProtocol:connectionRefused() end
@@ -142,6 +240,7 @@ M.Protocol = Protocol
 M.Factory = Factory
 M.ServerFactory = ServerFactory
 M.ClientFactory = ClientFactory
+M.ReconnectingClientFactory = ReconnectingClientFactory
 M.DatagramProtocol = DatagramProtocol
 
 return require("spindle._core").strict("protocol", M)

@@ -13,6 +13,7 @@
 -- the TLS transport is runtime/tls.c.
 local C = require("spindle._ssl")
 local Object = require("spindle.class").Object
+local check = require("spindle.check")
 local failure = require("spindle.failure")
 
 local M = {}
@@ -50,14 +51,8 @@ local DefaultOpenSSLContextFactory = Object:extend({
 })
 
 function DefaultOpenSSLContextFactory:__init(keyFile, certFile, method)
-  if type(keyFile) ~= "string" then
-    error("bad argument #1 to 'DefaultOpenSSLContextFactory' (string " ..
-      "expected, got " .. type(keyFile) .. ")", 3)
-  end
-  if type(certFile) ~= "string" then
-    error("bad argument #2 to 'DefaultOpenSSLContextFactory' (string " ..
-      "expected, got " .. type(certFile) .. ")", 3)
-  end
+  check.string(keyFile, 1, "DefaultOpenSSLContextFactory", 3)
+  check.string(certFile, 2, "DefaultOpenSSLContextFactory", 3)
   self.privateKeyFileName = keyFile
   self.certificateFileName = certFile
   self.sslmethod = method or C.TLS_METHOD
@@ -139,11 +134,7 @@ end
 local CertificateOptions = Object:extend({__name = "CertificateOptions"})
 
 function CertificateOptions:__init(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'CertificateOptions' (table expected, got " ..
-      type(opts) .. ")", 3)
-  end
+  opts = check.optTable(opts, 1, "CertificateOptions", 3) or {}
   for k, v in pairs(opts) do self[k] = v end
   if (self.privateKey == nil) ~= (self.certificate == nil) then
     error("CertificateOptions: privateKey and certificate go together", 3)
@@ -216,9 +207,9 @@ M.CertificateOptions = CertificateOptions
 --- optionsForClientTLS(hostname[, {trustRoot, clientCertificate,
 -- acceptableProtocols}]) -> a client context factory that verifies the
 -- server: its chain against the system's CA certificates (or trustRoot: a
--- PEM file of CA certificates, PEM text, an X509, or a list of those), and its name against
--- hostname (DNS name or IP literal; also sent as SNI). A mismatch fails
--- the handshake with ssl.VerifyError naming the hostname.
+-- PEM file of CA certificates, PEM text, an X509, or a list of those), and
+-- its name against hostname (DNS name or IP literal; also sent as SNI). A
+-- mismatch fails the handshake with ssl.VerifyError naming the hostname.
 -- clientCertificate = {certificate = path, privateKey = path}.
 -- twisted.internet.ssl.optionsForClientTLS.
 local ClientTLSOptions = Object:extend({
@@ -245,19 +236,14 @@ end
 
 function M.optionsForClientTLS(hostname, opts)
   if type(hostname) ~= "string" or hostname == "" then
-    error("bad argument #1 to 'optionsForClientTLS' (hostname expected, " ..
-      "got " .. type(hostname) .. ")", 2)
+    check.typeError(1, "optionsForClientTLS", "hostname", hostname)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'optionsForClientTLS' (table expected, got " ..
-      type(opts) .. ")", 2)
-  end
-  opts = opts or {}
+  opts = check.optTable(opts, 2, "optionsForClientTLS") or {}
   local cc = opts.clientCertificate
   if cc ~= nil and (type(cc) ~= "table" or cc.certificate == nil
       or type(cc.privateKey) ~= "string") then
-    error("bad argument #2 to 'optionsForClientTLS' (clientCertificate " ..
-      "must be {certificate = path, privateKey = path})", 2)
+    check.argError(2, "optionsForClientTLS", "clientCertificate must be " ..
+      "{certificate = path, privateKey = path}")
   end
   local o = ClientTLSOptions()
   o._hostname = hostname
@@ -275,11 +261,13 @@ end
 --- trustRootFromCertificates(list) -> list: X509 objects (or PEM paths)
 -- to trust, as a trustRoot. twisted.internet.ssl.trustRootFromCertificates.
 function M.trustRootFromCertificates(list)
-  if type(list) ~= "table" then
-    error("bad argument #1 to 'trustRootFromCertificates' (table " ..
-      "expected, got " .. type(list) .. ")", 2)
-  end
+  check.table(list, 1, "trustRootFromCertificates")
   return list
 end
+
+-- Certificate, PrivateCertificate, KeyPair, PublicKey, DistinguishedName
+-- and their constants (spindle.certificates), with CertificateOptions and
+-- optionsForClientTLS taking those objects too.
+require("spindle.certificates").install(M)
 
 return require("spindle._core").strict("ssl", M, getters)

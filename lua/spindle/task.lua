@@ -6,6 +6,7 @@
 -- clock:callLater(delay, f, ...) returning a DelayedCall: the reactor
 -- (its functions also work as methods) or a task.Clock.
 local Object = require("spindle.class").Object
+local check = require("spindle.check")
 local defer = require("spindle.defer")
 local errors = require("spindle.failure").builtinErrorTypes("reactor")
 
@@ -13,21 +14,6 @@ local M = {}
 
 local function reactor()
   return require("spindle.reactor")
-end
-
-local function checkCallable(f, fname, n)
-  local mt = getmetatable(f)
-  if type(f) ~= "function" and not (type(mt) == "table" and mt.__call) then
-    error(string.format("bad argument #%d to '%s' (callable expected, got %s)",
-      n, fname, type(f)), 3)
-  end
-end
-
-local function checkNumber(x, fname, n)
-  if type(x) ~= "number" then
-    error(string.format("bad argument #%d to '%s' (number expected, got %s)",
-      n, fname, type(x)), 3)
-  end
 end
 
 ---------------------------------------------------------------------------
@@ -68,8 +54,7 @@ end
 -- -math.huge): it would fire out of order.
 local function checkTime(t, fname)
   if t ~= t then
-    error(string.format("bad argument #1 to '%s' (the new due time would " ..
-      "be NaN)", fname), 3)
+    check.argError(1, fname, "the new due time would be NaN", 3)
   end
 end
 
@@ -77,7 +62,7 @@ end
 -- now instead. Raises AlreadyCalled / AlreadyCancelled, and a
 -- bad-argument error if the due time would be NaN.
 function DelayedCall:reset(secondsFromNow)
-  checkNumber(secondsFromNow, "reset", 1)
+  check.number(secondsFromNow, 1, "reset")
   checkPending(self, "reset")
   local t = self._clock:seconds() + secondsFromNow
   checkTime(t, "reset")
@@ -86,7 +71,7 @@ end
 
 --- dc:delay(seconds): run `seconds` later. Raises as reset does.
 function DelayedCall:delay(seconds)
-  checkNumber(seconds, "delay", 1)
+  check.number(seconds, 1, "delay")
   checkPending(self, "delay")
   local t = self.time + seconds
   checkTime(t, "delay")
@@ -121,11 +106,8 @@ end
 --- clock:callLater(delay, f, ...) -> DelayedCall: call f(...) once the
 -- clock has advanced by `delay` seconds (>= 0); nil arguments kept.
 function Clock:callLater(delay, f, ...)
-  checkNumber(delay, "callLater", 1)
-  if not (delay >= 0) then
-    error("bad argument #1 to 'callLater' (delay must be >= 0)", 2)
-  end
-  checkCallable(f, "callLater", 2)
+  check.nonNegative(delay, 1, "callLater", "delay")
+  check.callable(f, 2, "callLater")
   self._seq = self._seq + 1
   local dc = setmetatable({
     time = self.rightNow + delay, func = f, args = table.pack(...),
@@ -163,10 +145,8 @@ end
 -- advance() (the call is spent). A NaN amount is a bad argument (Twisted
 -- would run nothing and be stuck at NaN).
 function Clock:advance(amount)
-  checkNumber(amount, "advance", 1)
-  if amount ~= amount then
-    error("bad argument #1 to 'advance' (amount is NaN)", 2)
-  end
+  check.number(amount, 1, "advance")
+  if amount ~= amount then check.argError(1, "advance", "amount is NaN") end
   self.rightNow = self.rightNow + amount
   while true do
     table.sort(self.calls, callOrder)
@@ -198,7 +178,7 @@ M.Clock = Clock
 local LoopingCall = Object:extend({__name = "LoopingCall"})
 
 function LoopingCall:__init(f, ...)
-  checkCallable(f, "LoopingCall", 1)
+  check.callable(f, 1, "LoopingCall", 3)
   self.f = f
   self.a = table.pack(...)
   self.running = false
@@ -209,7 +189,7 @@ end
 -- countCallable(n), n being the number of intervals since the last call
 -- (more than 1 when intervals were skipped). twisted LoopingCall.withCount.
 function LoopingCall.withCount(countCallable)
-  checkCallable(countCallable, "withCount", 1)
+  check.callable(countCallable, 1, "withCount")
   local self
   local function counter()
     local now = self.clock:seconds()
@@ -245,13 +225,11 @@ end
 -- bad-argument error if interval is negative or NaN (Twisted asserts
 -- interval >= 0).
 function LoopingCall:start(interval, now)
-  checkNumber(interval, "start", 1)
+  check.number(interval, 1, "start")
   if self.running then
     error("Tried to start an already running LoopingCall.", 2)
   end
-  if not (interval >= 0) then
-    error("bad argument #1 to 'start' (interval must be >= 0)", 2)
-  end
+  check.nonNegative(interval, 1, "start", "interval")
   self.running = true
   local d = defer.Deferred()
   self.deferred = d
@@ -343,9 +321,7 @@ local function hasCallLater(clock)
   local t = type(clock)
   if t ~= "table" and t ~= "userdata" then return false end
   local ok, f = pcall(function() return clock.callLater end)
-  if not ok then return false end
-  local mt = getmetatable(f)
-  return type(f) == "function" or (type(mt) == "table" and mt.__call ~= nil)
+  return ok and check.isCallable(f)
 end
 
 --- task.deferLater(clock, delay, f, ...) -> Deferred: call f(...) after
@@ -357,16 +333,10 @@ end
 -- twisted.internet.task.deferLater.
 function M.deferLater(clock, delay, f, ...)
   if not hasCallLater(clock) then
-    error(string.format("bad argument #1 to 'deferLater' (clock expected, " ..
-      "got %s)", type(clock)), 2)
+    check.typeError(1, "deferLater", "clock", clock)
   end
-  checkNumber(delay, "deferLater", 2)
-  if delay ~= delay then
-    error("bad argument #2 to 'deferLater' (delay is NaN)", 2)
-  elseif delay < 0 then
-    error("bad argument #2 to 'deferLater' (delay must be >= 0)", 2)
-  end
-  if f ~= nil then checkCallable(f, "deferLater", 3) end
+  check.nonNegative(delay, 2, "deferLater", "delay")
+  if f ~= nil then check.callable(f, 3, "deferLater") end
   local dc
   local d = defer.Deferred(function() dc:cancel() end)
   if f ~= nil then
@@ -383,7 +353,7 @@ end
 -- success, 1 on failure after logging it. Never returns.
 -- twisted.internet.task.react.
 function M.react(main, argv)
-  checkCallable(main, "react", 1)
+  check.callable(main, 1, "react")
   local r = reactor()
   argv = argv or {}
   local code = 0
@@ -407,6 +377,14 @@ function M.react(main, argv)
   end)
   r.run()
   os.exit(code)
+end
+
+-- Cooperator, cooperate, coiterate and their errors live in
+-- spindle.cooperator (twisted.internet.task's names).
+for _, name in ipairs({"Cooperator", "CooperativeTask", "cooperate",
+    "coiterate", "SchedulerError", "SchedulerStopped", "TaskFinished",
+    "TaskDone", "TaskStopped", "TaskFailed", "NotPaused"}) do
+  M[name] = require("spindle.cooperator")[name]
 end
 
 return require("spindle._core").strict("task", M)

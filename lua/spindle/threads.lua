@@ -4,6 +4,7 @@
 -- (runtime/marshal.c), see API.md's spindle.threads section.
 local C = require("spindle._threads")
 local failure = require("spindle.failure")
+local check = require("spindle.check")
 
 local M = {}
 
@@ -35,17 +36,12 @@ end
 -- nils). Raises TransferError at the call as callInThread does. Main
 -- thread. twisted.internet.threads.callMultipleInThread.
 function M.callMultipleInThread(tupleList)
-  if type(tupleList) ~= "table" then
-    error("bad argument #1 to 'callMultipleInThread' (table expected, got "
-      .. type(tupleList) .. ")", 2)
-  end
+  check.table(tupleList, 1, "callMultipleInThread")
   for i = 1, #tupleList do
     local t = tupleList[i]
-    local f = type(t) == "table" and t[1]
-    if not (type(f) == "function" or
-        (type(f) == "table" and (getmetatable(f) or {}).__call)) then
-      error("bad argument #1 to 'callMultipleInThread' (entry " .. i ..
-        " must be {callable, args...})", 2)
+    if not (type(t) == "table" and check.isCallable(t[1])) then
+      check.argError(1, "callMultipleInThread", "entry " .. i ..
+        " must be {callable, args...}")
     end
   end
   C.callMultiple(runMultiple, tupleList)

@@ -27,6 +27,13 @@
 --   H.assertNoDelayedCalls()   fail if reactor.callLater calls are pending
 --                               (a test that leaves timers behind).
 --
+-- After each test (busted after_each, registered when a spec file loads
+-- this module): the test fails if it left a DelayedCall pending (they are
+-- cancelled) or a libuv handle open (a listening port, a connection, a
+-- UDP port, a connect timer: spindle._handles.count()) that was not open
+-- before it. The reactor gets one short turn first, so closes already
+-- under way finish. H.leftovers() -> text or nil runs the same check.
+--
 -- Checking errors:
 --   H.assertErrorType(T, substring, pcall(f, ...)): the call failed with
 --                               an error value of type T whose text holds
@@ -51,6 +58,7 @@ local defer = require("spindle.defer")
 local log = require("spindle.log")
 local failure = require("spindle.failure")
 local process = require("spec.support.process")
+local handles = require("spindle._handles")
 
 local H = {}
 
@@ -176,6 +184,88 @@ function H.assertNoDelayedCalls()
   for _, dc in ipairs(pending) do dc:cancel() end
   error(string.format("%d DelayedCall(s) left pending: %s", #pending, first),
     2)
+end
+
+-- What was open when the current test began: DelayedCalls (as a set) and
+-- handle counts by type; a test answers only for what it adds.
+local before = {calls = {}, handles = {}}
+
+local function snapshot()
+  before.calls = {}
+  for _, dc in ipairs(reactor.getDelayedCalls()) do before.calls[dc] = true end
+  before.handles = handles.count()
+end
+
+-- "tcp 1, timer 2": the handle types open beyond the snapshot, or nil.
+local function extraHandles()
+  local parts = {}
+  for kind, n in pairs(handles.count()) do
+    local more = n - (before.handles[kind] or 0)
+    if more > 0 then parts[#parts + 1] = kind .. " " .. more end
+  end
+  if #parts == 0 then return nil end
+  table.sort(parts)
+  return table.concat(parts, ", ")
+end
+
+local function newDelayedCalls()
+  local list = {}
+  for _, dc in ipairs(reactor.getDelayedCalls()) do
+    if not before.calls[dc] then list[#list + 1] = dc end
+  end
+  return list
+end
+
+--- H.leftovers() -> text or nil: what the current test left behind: new
+-- pending DelayedCalls (cancelled), and handles still open after one short
+-- turn of the reactor; nil when nothing.
+function H.leftovers()
+  local problems = {}
+  local calls = newDelayedCalls()
+  if #calls > 0 then
+    problems[#problems + 1] = ("%d pending DelayedCall(s) (cancelled), " ..
+      "first %s"):format(#calls, tostring(calls[1]))
+    for _, dc in ipairs(calls) do dc:cancel() end
+  end
+  -- One turn lets closes and stops already asked for complete (a
+  -- connection closing, a port stopping), as trial's janitor does.
+  if extraHandles() ~= nil and not reactor.running then
+    pcall(reactor.runUntilComplete, H.sleep(0.01), H.TIMEOUT)
+  end
+  local open = extraHandles()
+  if open then
+    problems[#problems + 1] = "open handles: " .. open
+  end
+  if #problems == 0 then return nil end
+  return table.concat(problems, "; ")
+end
+
+-- Busted's after_each, in the block (usually the file) that requires this
+-- module: each spec file runs insulated, with its own package.loaded, so
+-- each loads this module afresh. Outside busted (a child process) there is
+-- no busted module to hook.
+local hasBusted, busted = pcall(require, "busted")
+if hasBusted and type(busted) == "table" then
+  -- The running test's full name, for the message (after_each is not told).
+  local testName = "?"
+  busted.subscribe({"test", "start"}, function(element)
+    local names = {}
+    while element and element.descriptor ~= "file" do
+      table.insert(names, 1, element.name)
+      element = busted.parent(element)
+    end
+    testName = table.concat(names, " ")
+    return nil, true
+  end)
+  busted.before_each(snapshot)
+  busted.after_each(function()
+    local problem = H.leftovers()
+    -- The next test answers only for its own: take what is left as given.
+    snapshot()
+    if problem then
+      error(("test '%s' left %s"):format(testName, problem), 0)
+    end
+  end)
 end
 
 --- H.assertErrorType(T, substring, ok, err): assert that a pcall failed

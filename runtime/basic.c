@@ -1,5 +1,5 @@
 /*
-** linebuf.c: the framing engine of spindle.basic (module spindle._linebuf).
+** basic.c: the framing engine of spindle.basic (module spindle._basic).
 **
 ** One C "framer" per protocol instance holds the bytes received but not yet
 ** delivered, and the scanners that cut them into lines (LineReceiver),
@@ -119,7 +119,7 @@ static const char *const key_names[K_NKEYS] = {"transport",
                                                "isClosed"};
 
 /* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
-** the K_ names. Only in functions registered by luaopen_spindle__linebuf. */
+** the K_ names. Only in functions registered by luaopen_spindle__basic. */
 static int getk(lua_State *L, int idx, int key) {
   idx = lua_absindex(L, idx);
   lua_pushvalue(L, lua_upvalueindex(key));
@@ -300,7 +300,9 @@ static int framer_begin(lua_State *L, framer *f) {
 ** stream.h; another without that field, transport:isClosed(). */
 static int transport_disconnecting(lua_State *L) {
   int yes = 0, t = getk(L, 1, K_TRANSPORT);
-  if (t == LUA_TUSERDATA && (yes = sp_stream_disconnecting(L, -1)) >= 0) {
+  const void *tud = t == LUA_TUSERDATA ? sp_transport_test(L, -1) : NULL;
+  if (tud != NULL) {
+    yes = sp_transport_disconnecting(tud);
     /* a TCP, Unix or TLS transport: asked directly */
   } else if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
     yes = 0;
@@ -688,7 +690,9 @@ static int line_sendLine(lua_State *L) {
     uv_buf_t b[2];
     b[0] = uv_buf_init((char *)line, (unsigned)n);
     b[1] = uv_buf_init((char *)d, (unsigned)dlen);
-    if (n <= UINT32_MAX && sp_stream_write_fast(L, 3, b, 2)) return 0;
+    void *tud = sp_transport_test(L, 3);
+    if (tud != NULL && n <= UINT32_MAX && sp_transport_write(L, tud, b, 2))
+      return 0;
   }
   getk(L, 3, K_WRITE);
   lua_pushvalue(L, 3);
@@ -699,7 +703,7 @@ static int line_sendLine(lua_State *L) {
   return 1;
 }
 
-/* _linebuf.bufferInfo(p) -> pending, capacity: bytes buffered and the
+/* _basic.bufferInfo(p) -> pending, capacity: bytes buffered and the
 ** size of the C buffer behind them (for tests of the memory bound). */
 static int framer_bufferInfo(lua_State *L) {
   framer *f = framer_get(L);
@@ -708,7 +712,7 @@ static int framer_bufferInfo(lua_State *L) {
   return 2;
 }
 
-/* _linebuf.setPaused(p, flag): the receiving loop stops while paused.
+/* _basic.setPaused(p, flag): the receiving loop stops while paused.
 ** (pauseProducing/resumeProducing/stopProducing in basic.lua.) */
 static int framer_setPaused(lua_State *L) {
   framer *f = framer_get(L);
@@ -915,7 +919,7 @@ static int int_sendString(lua_State *L) {
 
 static const luaL_Reg framer_meta[] = {{"__gc", framer_gc}, {NULL, NULL}};
 
-static const luaL_Reg linebuf_funcs[] = {
+static const luaL_Reg basic_funcs[] = {
     {"lineDataReceived", line_dataReceived},
     {"setRawMode", line_setRawMode},
     {"setLineMode", line_setLineMode},
@@ -929,22 +933,21 @@ static const luaL_Reg linebuf_funcs[] = {
     {"intSendString", int_sendString},
     {NULL, NULL}};
 
-/* spindle._linebuf: the C half of spindle.basic (see basic.lua). */
-int luaopen_spindle__linebuf(lua_State *L) {
+/* spindle._basic: the C half of spindle.basic (see basic.lua). */
+int luaopen_spindle__basic(lua_State *L) {
   sp_class_new(L, FRAMER_MT, NULL, framer_meta);
   luaL_getmetatable(L, FRAMER_MT);
   framer_mt = lua_topointer(L, -1);
   lua_pop(L, 1);
-  luaL_newlibtable(L, linebuf_funcs);
+  luaL_newlibtable(L, basic_funcs);
   for (int k = 0; k < K_NKEYS; k++) lua_pushstring(L, key_names[k]);
   for (int k = 0; k < K_NKEYS; k++) lua_pushvalue(L, -K_NKEYS);
   lua_pushcclosure(L, line_loop, K_NKEYS);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &line_loop_key);
-  luaL_setfuncs(L, linebuf_funcs, K_LINELOOP);
+  luaL_setfuncs(L, basic_funcs, K_LINELOOP);
   sp_stream_set_direct(line_dataReceived, line_direct);
-  sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
-                        NULL);
+  sp_errortype_push(L, "basic.StringTooLongError");
   lua_setfield(L, -2, "StringTooLongError");
   return 1;
 }
