@@ -156,8 +156,8 @@ function check(s) -- luacheck: ignore 111 (the harness's entry point)
   local limited = limit < 16384 or kind == "netstring"
   if not same(whole, chunked, limited) or not same(whole, single, limited) then
     error(("%s, MAX_LENGTH %d, chunks differ:\n  whole:   %s\n" ..
-      "  chunked: %s\n  bytes:   %s"):format(kind, limit, show(whole), show(chunked),
-      show(single)))
+      "  chunked: %s\n  bytes:   %s"):format(kind, limit, show(whole),
+      show(chunked), show(single)))
   end
   if kind == "lines" or kind:match("^int") then
     local want = model(kind, limit, data)
