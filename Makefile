@@ -176,9 +176,11 @@ fuzz-build: fuzz-deps
 
 # Each harness for FUZZ_SECONDS from fuzz/corpus/NAME (new inputs go to
 # build-fuzz/corpus/NAME; crashes to build-fuzz/crash/): prints the
-# executions per harness, fails on a crash.
+# executions per harness, fails on a crash. FUZZ_RUNS=N (environment or
+# make variable) ends each after N executions instead.
 fuzz: fuzz-build
-	sh tools/fuzz.sh run build-fuzz $(FUZZ_SECONDS) $(FUZZERS)
+	FUZZ_RUNS=$(FUZZ_RUNS) sh tools/fuzz.sh run build-fuzz $(FUZZ_SECONDS) \
+	  $(FUZZERS)
 
 tsan: fuzz-deps
 	$(MAKE) BUILD=build-tsan CC=clang OPT="$(TSAN_FLAGS)" \

@@ -734,6 +734,8 @@ static void get_table(dec *d, int isfailure) {
     lua_pop(L, 1);
   else if (lua_istable(L, -1))
     lua_setmetatable(L, t);
+  else if (luaL_testudata(L, -1, ABSENT_MT) != NULL)
+    lua_pop(L, 1); /* a module's metatable this state lacks: none here */
   else
     corrupt(d);
 }

@@ -4,7 +4,8 @@
 #   inputs go to DIR/corpus/NAME, a crash to DIR/crash/NAME-*), and print
 #   its executions. Exit status 1 if any harness crashed: the input that
 #   did then belongs in fuzz/corpus/NAME/ (make test replays it) with the
-#   fix. Leak checks are off (the harnesses keep their Lua states for
+#   fix. FUZZ_RUNS=N stops a harness after N executions (SECONDS still
+#   bounds it); inputs are at most 1 KiB. Leak checks are off (the harnesses keep their Lua states for
 #   the whole run; the ASan suite checks leaks).
 # tools/fuzz.sh replay DIR NAME...: run DIR/fuzz/NAME (linked with
 #   fuzz/replay.c) once on each file of fuzz/corpus/NAME.
@@ -19,13 +20,15 @@ run)
     mkdir -p "$dir/corpus/$n" "fuzz/corpus/$n"
     log="$dir/fuzz-$n.log"
     "$dir/fuzz/$n" -max_total_time="$secs" -print_final_stats=1 \
-      -artifact_prefix="$dir/crash/$n-" -timeout=10 -rss_limit_mb=4096 -detect_leaks=0 \
+      -artifact_prefix="$dir/crash/$n-" -timeout=10 -rss_limit_mb=4096 \
+      -detect_leaks=0 -max_len=1024 ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} \
       "$dir/corpus/$n" "fuzz/corpus/$n" >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | head -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | head -1)
+    took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log")
     if [ $rc -eq 0 ]; then
-      echo "fuzz: $n: ${execs:-?} executions in ${secs}s (${rate:-?}/s)," \
+      echo "fuzz: $n: ${execs:-?} executions in ${took:-$secs}s (${rate:-?}/s)," \
         "corpus $(ls "$dir/corpus/$n" | wc -l), no crash"
     else
       echo "fuzz: $n: FAILED after ${execs:-?} executions (log: $log):"
