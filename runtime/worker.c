@@ -89,6 +89,9 @@ void sp_worker_snapshot(lua_State *L) {
   static const char *const reactor_own[] = {"callFromThread", "seconds", NULL};
   static const char *const threads_own[] = {"blockingCallFromThread", NULL};
   if (guarded.taken) return;
+  /* A memory error in an earlier try may have left the first block. No
+  ** worker reads them before they are taken. */
+  sp_worker_release();
   guarded.reactor = names_take(L, "spindle.reactor", reactor_own);
   guarded.threads = names_take(L, "spindle.threads", threads_own);
   guarded.taken = 1;

@@ -38,7 +38,10 @@ describe("threads.deferToThread out of memory", function()
   after_each(function() alloc.failAt(0) end)
 
   -- Regression (fuzz/allocfail/thread.lua, tools/allocfail.sh): a memory
-  -- error while packing the arguments was raised as nil.
+  -- error while packing the arguments was raised as nil. Run first in
+  -- the suite's process, this is also the first thread call, whose
+  -- memory errors leaked the names worker.c had taken before (seen by
+  -- LeakSanitizer in make test-asan).
   it("raises a memory error when the arguments cannot be packed", function()
     local arg = {a = {1, 2, 3}, b = "x", c = {d = {e = {}}}}
     local n, done = 0, false
