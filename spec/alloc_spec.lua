@@ -72,15 +72,24 @@ describe("threads.deferToThread out of memory", function()
   it("fails the Deferred when a new pool thread has no memory", function()
     local failed = 0
     local function one() return 1 end
-    -- Keeps a pool thread busy for a while, so the next call needs a new
-    -- one.
+    -- Keeps a thread busy for a while (a pool thread: so the next call
+    -- needs a new one).
     local function spin(seconds)
       local t = os.clock()
       while os.clock() - t < seconds do end
     end
+    -- The failing allocation is armed only while the call is queued and
+    -- the new thread makes its state (the reactor is not run meanwhile,
+    -- so the failure cannot land in the spec's own machinery).
     local function call(n)
-      alloc.failAt(n)
-      return H.wait(threads.deferToThread(one), 10)
+      local ok, d = pcall(function()
+        alloc.failAt(n)
+        return threads.deferToThread(one)
+      end)
+      spin(0.1)
+      alloc.failAt(0)
+      if not ok then error(d, 0) end
+      return H.wait(d, 10)
     end
     for n = 1, 400, 37 do
       -- At most one pool thread: the others end when they next look for
@@ -93,7 +102,6 @@ describe("threads.deferToThread out of memory", function()
       local busy = threads.deferToThread(spin, 0.1)
       reactor.suggestThreadPoolSize(2)
       local ok, r = pcall(call, n)
-      alloc.failAt(0)
       -- The busy call may be the one whose new thread had no memory.
       local bok, br = pcall(H.wait, busy, 10)
       assert.truthy(bok or isMemoryError(br), tostring(br))
