@@ -7,10 +7,12 @@
 ** What it cannot check: the bytecode a message carries. lua_load trusts
 ** binary chunks (a crafted one can crash the interpreter when it runs),
 ** and so does the unmarshaller, which only ever reads what
-** sp_marshal_pack wrote in the same process. So lua_load is wrapped
-** (-Wl,--wrap=lua_load): a binary chunk is really loaded (Lua's loader
-** must reject garbage), then replaced by a harmless closure with four
-** upvalues, so the upvalue paths after it still run. The state has only
+** sp_marshal_pack wrote in the same process; even lua_load itself
+** crashes on some crafted chunks (this harness found one: a write
+** through NULL in Lua 5.4's undump). So lua_load is wrapped
+** (-Wl,--wrap=lua_load): a binary chunk is read but not loaded, and a
+** harmless closure with four upvalues stands for it, so the upvalue
+** paths after it still run. The state has only
 ** harmless modules (string, table, math, utf8, coroutine,
 ** spindle.failure), since a message can name any module function as a
 ** table's __gc, which then runs.
@@ -31,9 +33,12 @@ static int harmless; /* registry ref: the closure factory */
 
 int __wrap_lua_load(lua_State *L, lua_Reader reader, void *data,
                     const char *chunkname, const char *mode) {
-  int status = __real_lua_load(L, reader, data, chunkname, mode);
-  if (status != LUA_OK || mode == NULL || strcmp(mode, "b") != 0) return status;
-  lua_pop(L, 1);
+  size_t n;
+  if (mode == NULL || strcmp(mode, "b") != 0)
+    return __real_lua_load(L, reader, data, chunkname, mode);
+  /* Lua's own loader crashes on some crafted binary chunks (found here:
+  ** a write through NULL inside lua_load), so the bytes are only read. */
+  while (reader(L, data, &n) != NULL && n > 0) continue;
   lua_rawgeti(L, LUA_REGISTRYINDEX, harmless);
   lua_call(L, 0, 1);
   return LUA_OK;
