@@ -192,7 +192,8 @@ tsan: fuzz-deps
 # (busted --lua passes its arguments through a shell unquoted: the
 # patterns have no spaces.)
 TSAN_FILTER := --filter-out=interrupts.a.callback.that.never.returns \
-               --filter-out=SIGINT.while.a.chunk.runs.outside.the.reactor
+               --filter-out=SIGINT.while.a.chunk.runs.outside.the.reactor \
+               --filter-out=lets.SIGINT.interrupt.a.coroutine
 test-tsan: tsan
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 \
 	  suppressions=$(CURDIR)/tools/tsan.supp" \
