@@ -5,10 +5,14 @@
 #   make test     tools self-test, busted suite under build/spindle, then
 #                 under the ASan+UBSan build
 #   make test-asan   the sanitizer run alone
-#   make lint     clang-format (runtime/) and luacheck (.luacheckrc): any
+#   make lint     clang-format (runtime/), luacheck (.luacheckrc) and no two
+#                 runtime files depending on each other: any
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make test-tls-scan  testssl.sh against a default listenSSL server
+#                    (installs the testssl.sh package, about 3 MB plus
+#                    dnsutils, so it is not in DEB_PKGS)
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
@@ -27,7 +31,7 @@ BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
               libssl-dev libedit-dev
 DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
-            lua-cjson lua-lpeg lua-check clang-format
+            lua-cjson lua-lpeg lua-check clang-format haproxy tmux
 
 CC      ?= cc
 OPT     ?= -O2
@@ -135,9 +139,10 @@ test-tools:
 # clean. .ci/run runs this before `make test`.
 LUACHECK_DIRS := lua spec scripts bench fuzz tools/soak
 
-lint: deps
+lint: all
 	clang-format --dry-run --Werror $(SRC) $(HDR)
 	luacheck -q $(LUACHECK_DIRS)
+	python3 tools/check_deps.py $(BUILD)/obj
 
 test-plain: all
 	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS)
@@ -214,6 +219,13 @@ bench: all
 bench-net: all
 	sh bench/echo/run.sh
 
+# testssl.sh (Debian package) against a default listenSSL server: no
+# protocol below TLS 1.2, no CBC, nothing flagged (tools/tls_scan.sh).
+.PHONY: test-tls-scan
+test-tls-scan: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="testssl.sh"
+	sh tools/tls_scan.sh $(BUILD)/spindle
+
 .PHONY: bench-deferred
 bench-deferred: all
 	sh bench/deferred.sh
@@ -248,7 +260,7 @@ deb:
 # comment gathered by tools/apidoc.lua (which fails, naming them, when one
 # has none), rendered by LDoc one page per module.
 doc: all
-	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc lua-markdown"
 	rm -rf $(BUILD)/apidoc doc/api
 	SPINDLE_LUA_PATH='lua/?.lua' $(BUILD)/spindle tools/apidoc.lua $(BUILD)/apidoc
 	ldoc -q -d doc/api -p spindle -t "spindle API reference" -f markdown \
@@ -259,4 +271,4 @@ check-install:
 	sh tools/check_install.sh
 
 clean:
-	rm -rf build build-asan build-fuzz build-tsan
+	rm -rf build build-asan build-fuzz build-tsan doc/api

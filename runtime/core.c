@@ -381,11 +381,11 @@ static int embedded_searcher(lua_State *L) {
   return 2;
 }
 
-void sp_openlibs(lua_State *L) {
+void sp_openlibs(lua_State *L, const luaL_Reg *cmodules) {
   const luaL_Reg *m;
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  for (m = sp_cmodules; m->name != NULL; m++) {
+  for (m = cmodules; m->name != NULL; m++) {
     lua_pushcfunction(L, m->func);
     lua_setfield(L, -2, m->name);
   }

@@ -87,9 +87,12 @@ void sp_strict(lua_State *L, int idx, const char *name);
 ** or a value whose metatable has __call). */
 void sp_checkcallable(lua_State *L, int idx);
 
-/* Install the module searcher for the Lua files compiled into the binary
-** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
-void sp_openlibs(lua_State *L);
+/* [-0, +0, e] Open the standard libraries, preload the C modules of
+** `cmodules` (embed.h's generated sp_cmodules: main.c passes it, so that
+** core.c, which every module uses, does not depend on the table that
+** names them all) and install the searcher for the Lua files compiled
+** into the binary (and SPINDLE_LUA_PATH for development). */
+void sp_openlibs(lua_State *L, const luaL_Reg *cmodules);
 
 /* [-0, +0, e] Insert searcher into package.searchers right after the
 ** preload one, so it answers before the path searchers. A searcher that

@@ -54,6 +54,7 @@
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
+#include "inspect.h"
 
 #define DEFERRED_MT "spindle.Deferred"
 
@@ -106,6 +107,7 @@ typedef struct Deferred {
   unsigned char unhandled; /* ended a run with a Failure as result */
   unsigned char waiting;   /* the result is an inner Deferred we wait on */
   unsigned char guarded;   /* has its sentinel (UV_SENTINEL) */
+  sp_where where;          /* where it was made (inspect.h), always */
 } Deferred;
 
 static const char mt_key = 'M';       /* registry: the Deferred metatable */
@@ -212,6 +214,7 @@ static Deferred *deferred_push(lua_State *L, int canceller) {
   Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
   memset(d, 0, sizeof *d);
   d->head = d->tail = d->clean = 1;
+  sp_inspect_where(L, &d->where);
   meta_push(L);
   lua_setmetatable(L, -2);
   if (canceller) {
@@ -896,6 +899,21 @@ static int defer_getDebugging(lua_State *L) {
   return 1;
 }
 
+/* _defer.info(d) -> where, age, called, paused, waiting: where d was
+** made ("file:line", the first frame outside lua/spindle/, or "?"), how
+** many seconds ago, whether it has fired, its pause count, and whether
+** it waits on the inner Deferred that d.result then is. For
+** spindle.inspect; nil for a non-Deferred. */
+static int defer_info(lua_State *L) {
+  Deferred *d = deferred_test(L, 1);
+  if (d == NULL) return 0;
+  sp_inspect_pushwhere(L, &d->where);
+  lua_pushboolean(L, d->called);
+  lua_pushinteger(L, d->paused);
+  lua_pushboolean(L, d->waiting);
+  return 5;
+}
+
 /* _defer.isDeferred(v) -> boolean: for spindle's own Lua code. */
 static int defer_isDeferred(lua_State *L) {
   lua_pushboolean(L, deferred_test(L, 1) != NULL);
@@ -1018,6 +1036,7 @@ static const luaL_Reg defer_funcs[] = {{"Deferred", deferred_new},
                                        {"setDebugging", defer_setDebugging},
                                        {"getDebugging", defer_getDebugging},
                                        {"isDeferred", defer_isDeferred},
+                                       {"info", defer_info},
                                        {"adopt", defer_adopt},
                                        {"toFailure", defer_toFailure},
                                        {NULL, NULL}};

@@ -457,10 +457,34 @@ static int dcall_gettime(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg dcall_getters[] = {{"called", dcall_getcalled},
-                                         {"cancelled", dcall_getcancelled},
-                                         {"time", dcall_gettime},
-                                         {NULL, NULL}};
+/* dc.func -> the function, dc.args -> {arguments..., n = count}: what
+** the call will run, while it is pending (nil once it has run or been
+** cancelled, when they are let go), as Twisted's DelayedCall.func and
+** .args; the inspector shows where func was defined. */
+static int dcall_getfunc(lua_State *L) {
+  dcall_check(L);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int dcall_getargs(lua_State *L) {
+  dcall *c = dcall_check(L);
+  if (c->state != DC_PENDING) return 0;
+  luaL_checkstack(L, c->nargs + 2, NULL);
+  lua_createtable(L, c->nargs, 1);
+  for (int i = 1; i <= c->nargs; i++) {
+    lua_getiuservalue(L, 1, i + 1);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, c->nargs);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+static const luaL_Reg dcall_getters[] = {
+    {"called", dcall_getcalled}, {"cancelled", dcall_getcancelled},
+    {"time", dcall_gettime},     {"func", dcall_getfunc},
+    {"args", dcall_getargs},     {NULL, NULL}};
 
 static const luaL_Reg dcall_meta[] = {{"__tostring", dcall_tostring},
                                       {NULL, NULL}};
@@ -565,11 +589,18 @@ static void signal_force_exit(int signum) {
   _exit(128 + signum);
 }
 
+static int (*signal_claim)(int signo) = NULL;
+
+void sp_loop_set_signal_claim(int (*fn)(int signo)) {
+  signal_claim = fn;
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
   interrupt_clear();
+  if (signal_claim != NULL && signal_claim(signum)) return;
   if (state == S_STOPPING) signal_force_exit(signum);
   if (state != S_RUNNING) return;
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
@@ -606,10 +637,20 @@ static struct sigaction libuv_action[NSIGNALS];
 ** uv_signal_stop would leave SIG_DFL. */
 static struct sigaction outer_action[NSIGNALS];
 
+/* A hook requested by sp_loop_request_hook: run once, at the next hook
+** call on the loop thread. */
+static void (*volatile request_fn)(lua_State *L) = NULL;
+static volatile sig_atomic_t request_pending = 0;
+
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   struct timespec now;
   double dt;
   (void)ar;
+  if (request_pending) {
+    void (*fn)(lua_State * L) = request_fn;
+    request_pending = 0;
+    if (fn != NULL) fn(L);
+  }
   if (!interrupt_pending) {
     lua_sethook(L, NULL, 0, 0);
     return;
@@ -643,6 +684,19 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
   else if (libuv_action[i].sa_handler != SIG_DFL &&
            libuv_action[i].sa_handler != SIG_IGN)
     libuv_action[i].sa_handler(signum);
+}
+
+void sp_loop_request_hook(void (*fn)(lua_State *L)) {
+  lua_State *L = interrupt_L;
+  request_fn = fn;
+  request_pending = 1;
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                100);
+  L = interrupt_co;
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                100);
 }
 
 /* The loop has the signal: no need to interrupt Lua code any more. */
@@ -882,6 +936,10 @@ void sp_live_add(sp_live *n) {
   n->prev = &live_head;
   live_head.next->prev = n;
   live_head.next = n;
+}
+
+void sp_live_each(void (*fn)(sp_live *n, void *arg), void *arg) {
+  for (sp_live *n = live_head.prev; n != &live_head; n = n->prev) fn(n, arg);
 }
 
 void sp_live_remove(sp_live *n) {

@@ -81,6 +81,11 @@ enum { SP_LIVE_THREADS = -1, SP_LIVE_HANDLE = 0, SP_LIVE_MEMORY = 1 };
 void sp_live_add(sp_live *n);
 void sp_live_remove(sp_live *n);
 
+/* Call fn(n, arg) for every entry, oldest first (the inspector's view of
+** the handles: each kind finds its own by n->shutdown). fn must not add
+** or remove entries. Loop thread only. */
+void sp_live_each(void (*fn)(sp_live *n, void *arg), void *arg);
+
 /* Work that must wait until the DelayedCalls already due in this loop
 ** turn have run: a transport's close after loseConnection (Twisted closes
 ** in doWrite, which its reactor reaches only after runUntilCurrent, so a
@@ -107,5 +112,18 @@ void sp_loop_after_due_cancel(sp_loop_later *n);
 ** line), otherwise the reactor stops as usual. NULL removes it. Loop
 ** thread only. */
 void sp_loop_set_interrupt_hook(int (*fn)(lua_State *L));
+
+/* Install fn to claim SIGINT and SIGTERM: while fn(signo) returns
+** nonzero, the signal is Lua code's (signals.c's addSignalHandler) and no
+** longer stops the reactor. NULL removes it. Loop thread only. */
+void sp_loop_set_signal_claim(int (*fn)(int signo));
+/* Run fn(L) once on the loop thread, from a Lua hook, as soon as Lua
+** code runs there (the running reactor's thread, or the coroutine it
+** resumes through spindle._interrupt). fn must not raise or yield; it may
+** call Lua under lua_pcall. Async-signal-safe: call it from a signal
+** handler running on the loop thread (the watchdog's way in); a later
+** request replaces one not yet run. Nothing happens while the reactor
+** is not running. As the interrupt of lua.c's laction. */
+void sp_loop_request_hook(void (*fn)(lua_State *L));
 
 #endif

@@ -7,9 +7,10 @@
 **
 ** Keys cross to Lua as PEM text (PKCS#8 for private keys), which every
 ** other spindle.ssl function already accepts; certificates as X509
-** userdata (tls.h's sp_ssl_pushx509). Each function reads all of its
-** Lua arguments first, then works on OpenSSL objects released on one
-** path at the end, and raises (if it must) only after releasing them.
+** userdata (ssl.h's sp_ssl_newx509, made before the X509). Each function
+** reads all of its Lua arguments first, then works on OpenSSL objects
+** released on one path at the end, and raises (if it must) only after
+** releasing them.
 */
 #include <string.h>
 
@@ -22,7 +23,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "tls.h"
+#include "ssl.h"
 
 /* [-0, +1, m] Push the contents of memory BIO b as a string. */
 static void push_bio(lua_State *L, BIO *b) {
@@ -166,10 +167,12 @@ static int keys_issue(lua_State *L) {
   int isCA = lua_toboolean(L, 7);
   const char *san = luaL_optstring(L, 8, NULL);
   EVP_PKEY *skey = NULL, *ikey = NULL;
-  X509 *x = NULL;
-  int ok;
+  X509 *x = NULL, **slot;
+  int ok, ud;
   check_name(L, 2);
   check_name(L, 4);
+  slot = sp_ssl_newx509(L); /* before the X509: a memory error leaks none */
+  ud = lua_gettop(L);
   ERR_clear_error();
   skey = read_key(spem, slen, 1);
   if (skey == NULL) {
@@ -195,7 +198,8 @@ static int keys_issue(lua_State *L) {
     X509_free(x);
     return sp_ssl_raise(L, "issue certificate");
   }
-  sp_ssl_pushx509(L, x);
+  *slot = x;
+  lua_pushvalue(L, ud);
   return 1;
 }
 

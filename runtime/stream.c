@@ -43,6 +43,7 @@
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
+#include "inspect.h"
 #include "stream.h"
 
 struct sp_stream {
@@ -51,10 +52,11 @@ struct sp_stream {
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
+    uv_tty_t tty;
   } h;
   sp_live live;        /* in loop.c's registry until freed */
   sp_loop_later later; /* a close waiting for the due calls (stream_later) */
-  int kind;            /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int kind;            /* SP_STREAM_TCP .. SP_STREAM_TTY */
   int state;           /* ST_CONNECTING .. ST_CLOSED */
   unsigned flags;      /* SF_* */
   int ref;             /* registry ref to the transport userdata */
@@ -79,6 +81,9 @@ struct sp_stream {
   sp_stream_connected_fn on_connect;
   sp_stream_lost_fn on_lost;
   void *owner;
+  /* For the inspector (inspect.h): bytes read and handed to the kernel,
+  ** and uv_now() when the stream was made. */
+  uint64_t nin, nout, born;
 };
 
 /* Stream states. */
@@ -109,6 +114,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
 #define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
 #define SF_WSHUT 0x20000   /* our write half's shutdown completed */
+#define SF_FHOLD 0x40000   /* the filter holds writes: producer stays paused */
 
 /* User values of the transport userdata. */
 enum {
@@ -174,9 +180,10 @@ static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 static void stream_shutdown(lua_State *L, sp_live *n);
 static void stream_later(lua_State *L, sp_loop_later *n);
 
-/* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
-** NULL (with *err set to a libuv error) on failure; nothing to release. */
-static sp_stream *stream_alloc(int kind, int *err) {
+/* Allocate a stream of `kind` and init its handle on sp_loop() (a TTY
+** stream on descriptor fd; other kinds ignore fd). Returns NULL (with
+** *err set to a libuv error) on failure; nothing to release then. */
+static sp_stream *stream_alloc(int kind, int fd, int *err) {
   sp_stream *s = calloc(1, sizeof *s);
   int r;
   if (s == NULL) {
@@ -187,15 +194,20 @@ static sp_stream *stream_alloc(int kind, int *err) {
   s->ref = LUA_NOREF;
   s->state = ST_CONNECTING;
   s->highwater = SP_STREAM_HIGHWATER;
-  r = kind == SP_STREAM_TCP ? uv_tcp_init(sp_loop(), &s->h.tcp)
-                            : uv_pipe_init(sp_loop(), &s->h.pipe, 0);
-  if (r < 0) {
+  if (kind == SP_STREAM_TCP)
+    r = uv_tcp_init(sp_loop(), &s->h.tcp);
+  else if (kind == SP_STREAM_TTY)
+    r = uv_tty_init(sp_loop(), &s->h.tty, fd, fd == 0);
+  else
+    r = uv_pipe_init(sp_loop(), &s->h.pipe, 0);
+  if (r < 0) { /* libuv fails before the handle joins the loop */
     free(s);
     *err = r;
     return NULL;
   }
   s->h.handle.data = s;
   s->live.shutdown = stream_shutdown;
+  s->born = uv_now(sp_loop());
   sp_live_add(&s->live);
   s->later.run = stream_later;
   return s;
@@ -217,6 +229,18 @@ static void discarded_cb(uv_handle_t *h) {
   stream_free(h->data);
 }
 
+sp_stream *sp_stream_open_fd(int fd, int kind, int *err) {
+  sp_stream *s = stream_alloc(kind, fd, err);
+  int r;
+  if (s == NULL) return NULL;
+  if (kind != SP_STREAM_TTY && (r = uv_pipe_open(&s->h.pipe, fd)) < 0) {
+    sp_stream_discard(s);
+    *err = r;
+    return NULL;
+  }
+  return s;
+}
+
 void sp_stream_discard(sp_stream *s) {
   if (uv_is_closing(&s->h.handle)) return;
   s->state = ST_CLOSING;
@@ -231,7 +255,7 @@ static void connect_cb(uv_connect_t *req, int status) {
 }
 
 sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
-  sp_stream *s = stream_alloc(kind, err);
+  sp_stream *s = stream_alloc(kind, -1, err);
   int r;
   if (s == NULL) return NULL;
   r = uv_accept(server, &s->h.stream);
@@ -246,7 +270,7 @@ sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
 sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
                                  const struct sockaddr *to, void *owner,
                                  sp_stream_connected_fn done, int *err) {
-  sp_stream *s = stream_alloc(SP_STREAM_TCP, err);
+  sp_stream *s = stream_alloc(SP_STREAM_TCP, -1, err);
   int r = 0;
   if (s == NULL) return NULL;
   if (bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
@@ -268,7 +292,7 @@ sp_stream *sp_stream_connect_unix(const char *path, void *owner,
     *err = UV_ENAMETOOLONG;
     return NULL;
   }
-  s = stream_alloc(SP_STREAM_UNIX, err);
+  s = stream_alloc(SP_STREAM_UNIX, -1, err);
   if (s == NULL) return NULL;
   s->owner = owner;
   s->on_connect = done;
@@ -525,6 +549,7 @@ static void flush_corked(lua_State *L, sp_stream *s) {
     sp_stream_lose(L, s, 0, w);
     return;
   }
+  s->nout += (uint64_t)w;
   if ((size_t)w < s->plen) {
     memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
     s->plen -= (size_t)w;
@@ -614,6 +639,7 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   sp_stream *s = h->data;
   lua_State *L = sp_loop_state();
   if (nread > 0) {
+    s->nin += (uint64_t)nread;
     if (s->filter != NULL && s->filter->read != NULL) {
       int r = s->filter->read(L, s, buf->base, (size_t)nread);
       if (r < 0) sp_stream_lose(L, s, 0, r);
@@ -736,6 +762,7 @@ static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
     return 0;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
+  if (r > 0) s->nout += (uint64_t)r;
   return r;
 }
 
@@ -788,6 +815,7 @@ static void write_cb(uv_write_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
   s->flags &= ~SF_INFLIGHT;
+  if (status >= 0) s->nout += s->inflight.len;
   if (s->flags & SF_ANCHOR) {
     s->flags &= ~SF_ANCHOR;
     lua_pushnil(L);
@@ -837,22 +865,30 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
   check_both_halves(L, s);
 }
 
+/* Before the write side ends (loseConnection, loseWriteConnection) the
+** filter may queue its last record (TLS close_notify), once. Returns 1
+** when the caller must wait: for that record to drain (stream_drained
+** comes again), or for the filter to be ready (sp_stream_finish_ready). */
+static int filter_last(lua_State *L, sp_stream *s) {
+  int r;
+  if (s->filter == NULL || s->filter->finish == NULL ||
+      (s->flags & SF_FINISHED))
+    return 0;
+  s->flags |= SF_FINISHED;
+  r = s->filter->finish(L, s);
+  if (r == SP_FILTER_WAIT) {
+    s->flags &= ~SF_FINISHED;
+    s->flags |= SF_FWAIT;
+    reading_update(s);
+    return 1;
+  }
+  return r && sp_stream_queued(s) > 0;
+}
+
 /* Close after loseConnection, once everything (and the filter's last
 ** record) is written. */
 static void stream_finish(lua_State *L, sp_stream *s) {
-  if (s->filter != NULL && s->filter->finish != NULL &&
-      !(s->flags & SF_FINISHED)) {
-    int r;
-    s->flags |= SF_FINISHED;
-    r = s->filter->finish(L, s);
-    if (r == SP_FILTER_WAIT) {
-      s->flags &= ~SF_FINISHED;
-      s->flags |= SF_FWAIT;
-      reading_update(s);
-      return;
-    }
-    if (r && sp_stream_queued(s) > 0) return;
-  }
+  if (filter_last(L, s)) return;
   if (s->state == ST_OPEN) stream_done(L, s);
 }
 
@@ -867,6 +903,7 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
   if ((s->flags & SF_PRODUCER) &&
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
+    if (s->flags & SF_FHOLD) return; /* sp_stream_filter_hold resumes */
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
   } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
@@ -888,6 +925,7 @@ static void stream_later(lua_State *L, sp_loop_later *n) {
   if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
+    if (filter_last(L, s) || s->state != ST_OPEN) return;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
@@ -919,10 +957,35 @@ void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
     schedule_drain(L, s);
 }
 
+void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold) {
+  if (s->state != ST_OPEN) return;
+  if (hold) {
+    s->flags |= SF_FHOLD;
+    if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
+        (SF_PRODUCER | SF_STREAMING)) {
+      s->flags |= SF_PPAUSED;
+      producer_call(L, s, "pauseProducing");
+    }
+    return;
+  }
+  if (!(s->flags & SF_FHOLD)) return;
+  s->flags &= ~SF_FHOLD;
+  /* With a write in flight its callback resumes the producer (through
+  ** stream_drained, once the queue is empty); otherwise nothing will.
+  ** Without a producer there is nothing to resume here (a pending close
+  ** goes on as before, on its own drain). */
+  if ((s->flags & SF_PRODUCER) && !(s->flags & SF_INFLIGHT) && s->plen == 0)
+    stream_drained(L, s);
+}
+
 void sp_stream_finish_ready(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || !(s->flags & SF_FWAIT)) return;
   s->flags &= ~SF_FWAIT;
   reading_update(s);
+  /* A half-close that finished meanwhile (the filter's held writes went
+  ** out and drained): nothing is left to finish, and a write now would
+  ** fail with EPIPE. */
+  if (s->flags & SF_WDISCONNECTED) return;
   schedule_drain(L, s);
 }
 
@@ -946,6 +1009,7 @@ static char *pipe_name(sp_stream *s, int peer) {
 /* Record both addresses while the socket is open. */
 static void fetch_addrs(sp_stream *s) {
   int len;
+  if (s->kind == SP_STREAM_PIPE || s->kind == SP_STREAM_TTY) return;
   if (s->kind == SP_STREAM_TCP) {
     len = sizeof s->peer;
     uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&s->peer, &len);
@@ -1140,10 +1204,16 @@ static int transport_addr(lua_State *L, int peer) {
   return 1;
 }
 
+/* t:getPeer() -> the other end's address ({type = "TCP", host =
+** "127.0.0.1", port = 1234}, or {type = "UNIX", name = path}); still
+** answers after the close. twisted ITransport.getPeer. */
 static int transport_getPeer(lua_State *L) {
   return transport_addr(L, 1);
 }
 
+/* t:getHost() -> this end's address ({type = "TCP", host = "127.0.0.1",
+** port = 1234}, or {type = "UNIX", name = path}); still answers after
+** the close. twisted ITransport.getHost. */
 static int transport_getHost(lua_State *L) {
   return transport_addr(L, 0);
 }
@@ -1159,6 +1229,9 @@ static int transport_pauseProducing(lua_State *L) {
   return 0;
 }
 
+/* t:resumeProducing(): read from the peer again after pauseProducing
+** (dataReceived calls resume). A no-op once closed. twisted
+** FileDescriptor.resumeProducing. */
 static int transport_resumeProducing(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL) return 0;
@@ -1242,7 +1315,8 @@ static int transport_isClosed(lua_State *L) {
 
 static int transport_tostring(lua_State *L) {
   transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
-  const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
+  static const char *const kinds[] = {"?", "TCP", "UNIX", "PIPE", "TTY"};
+  const char *kind = kinds[t->kind];
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {
@@ -1363,8 +1437,67 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
   lua_pop(L, 3);
 }
 
+/* [-0, +0, e] One inspector row (inspect.h) for the open stream s,
+** appended to the array at t. */
+static void stream_row(lua_State *L, sp_stream *s, int t) {
+  int top = lua_gettop(L);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, s->filter != NULL          ? "tls"
+                    : s->kind == SP_STREAM_TCP ? "tcp"
+                                               : "unix");
+  lua_setfield(L, -2, "transport");
+  lua_pushliteral(L, "connection");
+  lua_setfield(L, -2, "kind");
+  sp_stream_push_transport(L, s);
+  if (lua_getiuservalue(L, -1, UV_PROTO) != LUA_TNIL &&
+      lua_getmetatable(L, -1) && lua_getfield(L, -1, "__name") == LUA_TSTRING)
+    lua_setfield(L, top + 1, "protocol");
+  lua_settop(L, top + 1);
+  sp_stream_pushaddr(L, s, 0);
+  lua_setfield(L, -2, "host");
+  sp_stream_pushaddr(L, s, 1);
+  lua_setfield(L, -2, "peer");
+  lua_pushnumber(L, (double)(uv_now(sp_loop()) - s->born) / 1e3);
+  lua_setfield(L, -2, "age");
+  lua_pushinteger(L, (lua_Integer)s->nin);
+  lua_setfield(L, -2, "bytesIn");
+  lua_pushinteger(L, (lua_Integer)s->nout);
+  lua_setfield(L, -2, "bytesOut");
+  lua_pushinteger(L, (lua_Integer)sp_stream_queued(s));
+  lua_setfield(L, -2, "queued");
+  if (s->flags & SF_PRODUCER) {
+    lua_pushstring(L, (s->flags & SF_STREAMING) ? "streaming" : "pull");
+    lua_setfield(L, -2, "producer");
+  }
+  lua_pushboolean(L, (s->flags & SF_PAUSED) != 0);
+  lua_setfield(L, -2, "paused");
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+typedef struct rows_arg {
+  lua_State *L;
+  int t;
+} rows_arg;
+
+static void stream_row_each(sp_live *n, void *arg) {
+  rows_arg *a = arg;
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
+  if (n->shutdown != stream_shutdown || s->state != ST_OPEN ||
+      s->ref == LUA_NOREF)
+    return;
+  luaL_checkstack(a->L, 8, NULL);
+  stream_row(a->L, s, a->t);
+}
+
+/* The inspector's provider: a row per open connection. */
+static void stream_rows(lua_State *L, int t) {
+  rows_arg a = {L, t};
+  sp_live_each(stream_row_each, &a);
+}
+
 void sp_stream_init(lua_State *L) {
   if (pool_live.next == NULL) sp_live_add(&pool_live);
+  sp_inspect_register("stream", stream_rows);
   sp_class_newx(L, SP_TRANSPORT_MT, transport_methods, transport_meta,
                 transport_getters);
   luaL_getmetatable(L, SP_TRANSPORT_MT);

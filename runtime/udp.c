@@ -33,6 +33,7 @@
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
+#include "inspect.h"
 #include "loop.h"
 
 #define PORT_MT "spindle.UDPPort"
@@ -793,7 +794,46 @@ static const luaL_Reg udp_funcs[] = {{"listenUDP", udp_listenUDP},
                                      {NULL, NULL}};
 
 /* spindle._udp: the UDP part of spindle.reactor. */
+typedef struct rows_arg {
+  lua_State *L;
+  int t;
+} rows_arg;
+
+/* [-0, +0, e] The inspector's row (inspect.h) for an open UDP port: its
+** protocol's class, its address, and the bytes waiting to be sent. */
+static void port_row(sp_live *n, void *arg) {
+  lua_State *L = ((rows_arg *)arg)->L;
+  int t = ((rows_arg *)arg)->t, top = lua_gettop(L);
+  udpport *p = (udpport *)((char *)n - offsetof(udpport, live));
+  if (n->shutdown != port_shutdown || p->closing || p->ref == LUA_NOREF) return;
+  luaL_checkstack(L, 8, NULL);
+  lua_createtable(L, 0, 5);
+  lua_pushliteral(L, "udp");
+  lua_setfield(L, -2, "transport");
+  lua_pushliteral(L, "port");
+  lua_setfield(L, -2, "kind");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
+  if (lua_getiuservalue(L, -1, UV_PROTOCOL) != LUA_TNIL &&
+      lua_getmetatable(L, -1) && lua_getfield(L, -1, "__name") == LUA_TSTRING)
+    lua_setfield(L, top + 1, "protocol");
+  lua_settop(L, top + 2);
+  lua_pushcfunction(L, port_getHost);
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  lua_setfield(L, -2, "host");
+  lua_pushinteger(L, (lua_Integer)uv_udp_get_send_queue_size(&p->handle));
+  lua_setfield(L, -2, "queued");
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+/* The provider of UDP ports' rows. */
+static void port_rows(lua_State *L, int t) {
+  rows_arg a = {L, t};
+  sp_live_each(port_row, &a);
+}
+
 int luaopen_spindle__udp(lua_State *L) {
+  sp_inspect_register("udp", port_rows);
   sp_class_newx(L, PORT_MT, port_methods, port_meta, port_getters);
   luaL_newlib(L, udp_funcs);
   sp_errortype_push(L, "reactor.InvalidAddressError");

@@ -114,11 +114,16 @@ function MultiService:__init()
   self.namedServices = {}
 end
 
+--- ms:privilegedStartService(): this service's, then each child's
+-- privilegedStartService, in the order they were added. twisted
+-- MultiService.privilegedStartService.
 function MultiService:privilegedStartService()
   Service.privilegedStartService(self)
   for _, s in ipairs(self.services) do s:privilegedStartService() end
 end
 
+--- ms:startService(): mark running, then start each child in the order
+-- they were added. twisted MultiService.startService.
 function MultiService:startService()
   Service.startService(self)
   for _, s in ipairs(self.services) do s:startService() end
@@ -253,11 +258,18 @@ function AbstractServer:_getPort()
   return r[self.method](table.unpack(self.args, 1, self.args.n))
 end
 
+--- server:privilegedStartService(): bind the port now (reactor.listenTCP,
+-- listenSSL or listenUNIX with the constructor's arguments), before
+-- privileges are dropped; raises CannotListenError as that call does.
+-- twisted.application.internet._AbstractServer.privilegedStartService.
 function AbstractServer:privilegedStartService()
   Service.privilegedStartService(self)
   self._port = self:_getPort()
 end
 
+--- server:startService(): mark running, and bind the port unless
+-- privilegedStartService already did; raises CannotListenError as the
+-- listen call does. twisted _AbstractServer.startService.
 function AbstractServer:startService()
   Service.startService(self)
   if self._port == nil then self._port = self:_getPort() end
@@ -292,6 +304,10 @@ function AbstractClient:__init(...)
   self.args = table.pack(...)
 end
 
+--- client:startService(): mark running and start connecting
+-- (reactor.connectTCP, connectSSL or connectUNIX with the constructor's
+-- arguments); the factory hears how it goes. twisted
+-- _AbstractClient.startService.
 function AbstractClient:startService()
   Service.startService(self)
   local r = reactor()
@@ -299,6 +315,8 @@ function AbstractClient:startService()
     self.args.n))
 end
 
+--- client:stopService(): mark stopped and disconnect the connector (the
+-- connection, or the attempt). twisted _AbstractClient.stopService.
 function AbstractClient:stopService()
   Service.stopService(self)
   if self._connection ~= nil then
@@ -330,6 +348,11 @@ function StreamServerEndpointService:__init(endpoint, factory)
   self._raiseSynchronously = false
 end
 
+--- sses:privilegedStartService(): listen on the endpoint with the
+-- factory (binding a low port before privileges are dropped). A failure
+-- is logged, or raised here when _raiseSynchronously is set and the
+-- endpoint failed at once. twisted
+-- StreamServerEndpointService.privilegedStartService.
 function StreamServerEndpointService:privilegedStartService()
   Service.privilegedStartService(self)
   local d = self.endpoint:listen(self.factory)
@@ -345,6 +368,9 @@ function StreamServerEndpointService:privilegedStartService()
   if raised ~= nil then raised:raiseException() end
 end
 
+--- sses:startService(): mark running, and listen unless
+-- privilegedStartService already did. twisted
+-- StreamServerEndpointService.startService.
 function StreamServerEndpointService:startService()
   Service.startService(self)
   if self._waitingForPort == nil then self:privilegedStartService() end
@@ -385,6 +411,10 @@ function TimerService:__init(step, f, ...)
   self.clock = nil
 end
 
+--- ts:startService(): mark running and start the LoopingCall on
+-- ts.clock (the reactor unless set), calling f at once and then every
+-- step seconds; an error in f is logged and ends the loop. twisted
+-- TimerService.startService.
 function TimerService:startService()
   Service.startService(self)
   local loop = task.LoopingCall(self.call.f,

@@ -87,6 +87,9 @@ function DistinguishedName:_add(short, value)
   end
 end
 
+--- dn:getComponents() -> list of {shortName, value} pairs ({"CN",
+-- "example.com"}), in the certificate's order (names may repeat).
+-- twisted ssl.DistinguishedName.getComponents.
 function DistinguishedName:getComponents()
   return rawget(self, "_components")
 end
@@ -136,10 +139,13 @@ function PublicKey:__init(pem)
   self.original = self.pem
 end
 
+--- pk:matches(other) -> boolean: other (a PublicKey, KeyPair or
+-- Certificate) has the same public key. twisted ssl.PublicKey.matches.
 function PublicKey:matches(other)
   return self.pem == other:getPublicKey().pem
 end
 
+--- pk:getPublicKey() -> pk itself (so matches takes any key holder).
 function PublicKey:getPublicKey()
   return self
 end
@@ -192,6 +198,8 @@ function KeyPair:dump()
   return self.pem
 end
 
+--- kp:getPublicKey() -> PublicKey of this private key. Raises ssl.Error
+-- when OpenSSL cannot read the key. twisted ssl.KeyPair (PublicKey).
 function KeyPair:getPublicKey()
   return PublicKey(self.pem)
 end
@@ -259,13 +267,17 @@ function Certificate:__init(x509)
 end
 
 --- Certificate.loadPEM(data) -> Certificate of the first certificate in
--- PEM text data. Certificate.load(data[, FILETYPE_PEM]) likewise.
+-- PEM text data (a string). Raises ssl.Error when data holds none.
+-- twisted ssl.Certificate.loadPEM.
 function Certificate.loadPEM(...)
   local cls, data = ...
   if type(cls) == "string" then cls, data = Certificate, cls end
   return cls(C.load_certificate(data))
 end
 
+--- Certificate.load(data[, format=FILETYPE_PEM]) -> Certificate, as
+-- loadPEM. Raises an error for any other format, ssl.Error when data
+-- holds no certificate. twisted ssl.Certificate.load.
 function Certificate.load(...)
   local cls, data, format = ...
   if type(cls) == "string" then cls, data, format = Certificate, cls, data end
@@ -285,11 +297,14 @@ function Certificate.peerFromTransport(...)
   return Certificate(x)
 end
 
---- c:getSubject(), c:getIssuer() -> DistinguishedName.
+--- c:getSubject() -> DistinguishedName of the certificate's subject.
+-- twisted ssl.Certificate.getSubject.
 function Certificate:getSubject()
   return dnFromX509Name(self.original:get_subject())
 end
 
+--- c:getIssuer() -> DistinguishedName of the certificate's issuer.
+-- twisted ssl.Certificate.getIssuer.
 function Certificate:getIssuer()
   return dnFromX509Name(self.original:get_issuer())
 end
@@ -304,12 +319,14 @@ function Certificate:serialNumber()
   return self.original:get_serial_number()
 end
 
---- c:dumpPEM() -> PEM text; c:dump([format]) -> PEM text, or the DER
--- bytes with ssl.FILETYPE_ASN1.
+--- c:dumpPEM() -> the certificate as PEM text. twisted
+-- ssl.Certificate.dumpPEM.
 function Certificate:dumpPEM()
   return self.original:to_pem()
 end
 
+--- c:dump([format=FILETYPE_PEM]) -> PEM text, or the DER bytes (a
+-- binary string) with ssl.FILETYPE_ASN1. twisted ssl.Certificate.dump.
 function Certificate:dump(format)
   if format == C.FILETYPE_ASN1 then return K.dump_der(self.original) end
   return self.original:to_pem()
@@ -521,6 +538,22 @@ function M.install(ssl)
     return init(self, opts)
   end
   local optionsForClientTLS = ssl.optionsForClientTLS
+  --- ssl.optionsForClientTLS(hostname[, options]) -> ClientTLSOptions, a
+  -- context factory for connectSSL, startTLS or wrapClientTLS that
+  -- verifies the server: its chain against the system's CA certificates
+  -- (or options.trustRoot), its name against hostname (a DNS name or IP
+  -- literal, also sent as SNI). options: {trustRoot, clientCertificate,
+  -- acceptableProtocols}; trustRoot is a path to a PEM file of CA
+  -- certificates, PEM text, an X509, a Certificate, a list of those, or
+  -- ssl.trustRootFromCertificates(...) / ssl.platformTrust();
+  -- clientCertificate is {certificate = path, privateKey = path} or a
+  -- PrivateCertificate; acceptableProtocols a list of ALPN names. Twisted's
+  -- positional form (hostname, trustRoot, clientCertificate,
+  -- acceptableProtocols) works too when trustRoot is a Certificate, an
+  -- X509 or a list, or nil. A mismatch fails the handshake with
+  -- ssl.VerifyError naming the hostname. Raises a bad-argument error for a
+  -- hostname that is not a string, ssl.Error for unreadable files.
+  -- twisted.internet.ssl.optionsForClientTLS.
   ssl.optionsForClientTLS = function(hostname, opts, clientCertificate,
       acceptableProtocols)
     if isCertificate(opts) or (opts == nil and clientCertificate ~= nil) or

@@ -453,8 +453,13 @@ local function checkSelf(self, cls, fname)
   end
 end
 
--- Shared by DeferredLock and DeferredSemaphore: run(f, ...) acquires,
--- calls f(...) (which may return a Deferred), releases when it is done.
+--- lock:run(f, ...) -> Deferred: acquire the lock (or a semaphore
+-- token), call f(...) (which may return a Deferred), release once f's
+-- result is ready, and fire with that result (or f's Failure). f: a
+-- callable; raises a bad-argument error when f is not one, and "calling
+-- 'run' on bad self" when run is called with a dot (lock.run(f)). Shared
+-- by DeferredLock and DeferredSemaphore.
+-- twisted.internet.defer._ConcurrencyPrimitive.run.
 local function makeRun(cls)
   return function(self, f, ...)
     checkSelf(self, cls, "run")

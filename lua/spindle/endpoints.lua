@@ -304,13 +304,7 @@ function M.connectProtocol(endpoint, proto)
   return endpoint:connect(OneShotFactory())
 end
 
---- endpoints.wrapClientTLS(connectionCreator, wrappedEndpoint) -> an
--- endpoint that connects with wrappedEndpoint, then starts TLS on the
--- connection with connectionCreator (ssl.optionsForClientTLS(...), or any
--- context factory) before the protocol's connectionMade; the Deferred
--- fires with the protocol once TCP is up (the handshake follows; the
--- protocol's handshakeCompleted() tells when it ends). Field
--- wrappedEndpoint. twisted.internet.endpoints.wrapClientTLS.
+-- The endpoint wrapClientTLS returns.
 local WrapperEndpoint = Object:extend({__name = "_WrapperEndpoint"})
 
 function WrapperEndpoint:__init(wrappedEndpoint, connectionCreator)
@@ -341,6 +335,14 @@ function WrapperEndpoint:connect(factory)
   return self.wrappedEndpoint:connect(proxy)
 end
 
+--- endpoints.wrapClientTLS(connectionCreator, wrappedEndpoint) -> an
+-- endpoint that connects with wrappedEndpoint, then starts TLS on the
+-- connection with connectionCreator (ssl.optionsForClientTLS(...), or any
+-- context factory) before the protocol's connectionMade; its connect's
+-- Deferred fires with the protocol once TCP is up (the handshake follows;
+-- the protocol's handshakeCompleted() tells when it ends). Field
+-- wrappedEndpoint. Raises a bad-argument error when wrappedEndpoint has
+-- no connect method. twisted.internet.endpoints.wrapClientTLS.
 function M.wrapClientTLS(connectionCreator, wrappedEndpoint)
   if type(wrappedEndpoint) ~= "table" or wrappedEndpoint.connect == nil then
     error(("bad argument #2 to 'wrapClientTLS' (endpoint expected, got %s)")
@@ -358,6 +360,9 @@ function UNIXServerEndpoint:__init(reactor, address, backlog)
   self.reactor, self.address, self.backlog = reactor, address, backlog or 50
 end
 
+--- ep:listen(factory) -> Deferred of the Port listening on the socket
+-- path (or a CannotListenError Failure). twisted
+-- UNIXServerEndpoint.listen.
 function UNIXServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenUNIX, self.address, factory,
     self.backlog)
@@ -372,6 +377,10 @@ function UNIXClientEndpoint:__init(reactor, path, timeout)
   self.reactor, self.path, self.timeout = reactor, path, timeout or 30
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade; a failed connection errbacks it with the
+-- reactor's error (ConnectionRefusedError, ...); cancelling it stops the
+-- attempt with ConnectingCancelledError. twisted UNIXClientEndpoint.connect.
 function UNIXClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
@@ -392,6 +401,8 @@ function SSL4ServerEndpoint:__init(reactor, port, sslContextFactory, backlog,
   self.backlog, self.interface = backlog or 50, interface or ""
 end
 
+--- ep:listen(factory) -> Deferred of the TLS Port (or a
+-- CannotListenError Failure). twisted SSL4ServerEndpoint.listen.
 function SSL4ServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenSSL, self.port, factory,
     self.sslContextFactory, self.backlog, self.interface)
@@ -412,12 +423,45 @@ function SSL4ClientEndpoint:__init(reactor, host, port, sslContextFactory,
   self.timeout, self.bindAddress = timeout or 30, bindAddress
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade (TCP up; the handshake follows); a failed
+-- connection errbacks it with the reactor's error; a failed handshake
+-- reaches the protocol's connectionLost as an ssl.Error Failure.
+-- twisted SSL4ClientEndpoint.connect.
 function SSL4ClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
     self.reactor.connectSSL(self.host, self.port, wf, self.sslContextFactory,
       self.timeout, self.bindAddress)
   end) or wf.onConnection
+end
+
+--- AdoptedStreamServerEndpoint(reactor, fileDescriptor, addressFamily):
+-- listens on a socket that is already bound and listening (addressFamily
+-- "INET", "INET6" or "UNIX"); listen() adopts it once, as Twisted's, and
+-- fails on a second call. twisted AdoptedStreamServerEndpoint.
+local AdoptedStreamServerEndpoint = Object:extend({
+  __name = "AdoptedStreamServerEndpoint"})
+
+function AdoptedStreamServerEndpoint:__init(reactor, fileDescriptor,
+    addressFamily)
+  checkReactor(reactor, "AdoptedStreamServerEndpoint")
+  self.reactor, self.fileDescriptor = reactor, fileDescriptor
+  self.addressFamily = addressFamily
+end
+
+--- ep:listen(factory) -> Deferred of the Port serving the adopted
+-- descriptor (reactor.adoptStreamPort); a second call gives a Deferred
+-- failing with reactor.AlreadyListened. twisted
+-- AdoptedStreamServerEndpoint.listen.
+function AdoptedStreamServerEndpoint:listen(factory)
+  if self._used then
+    return defer.fail(require("spindle.reactor").AlreadyListened(
+      "Cannot listen on the same adopted descriptor twice"))
+  end
+  self._used = true
+  return defer.maybeDeferred(self.reactor.adoptStreamPort,
+    self.fileDescriptor, self.addressFamily, factory)
 end
 
 -- Parsing ------------------------------------------------------------------
@@ -458,7 +502,7 @@ local function parse(description)
     kwargs
 end
 
-local supported = "supported: tcp, tcp6, unix, ssl, tls"
+local supported = "supported: tcp, tcp6, unix, ssl, tls, systemd"
 
 local function badType(kind, description)
   error(("Unknown endpoint type: '%s' in %q (%s)"):format(
@@ -492,8 +536,10 @@ end
 -- "tcp6:PORT[...]" (interface "::"), "unix:PATH[:backlog=N]" (also
 -- "unix:address=PATH"), "ssl:PORT:privateKey=KEY[:certKey=CERT]
 -- [:interface=IP][:backlog=N]" (certKey defaults to privateKey: one PEM
--- file with both); a bare "PORT" means tcp. Raises on an unknown
--- type or a bad value, naming it. twisted endpoints.serverFromString.
+-- file with both), "systemd:domain=INET:index=N" (the Nth socket systemd
+-- passed by socket activation, LISTEN_FDS; domain INET, INET6 or UNIX);
+-- a bare "PORT" means tcp. Raises on an unknown type or a bad value,
+-- naming it. twisted endpoints.serverFromString.
 function M.serverFromString(reactor, description)
   checkReactor(reactor, "serverFromString")
   checkDescription(description, "serverFromString")
@@ -516,6 +562,19 @@ function M.serverFromString(reactor, description)
       kw.certKey or kw.privateKey)
     return SSL4ServerEndpoint(reactor, port, cf,
       toint(kw.backlog or 50, "backlog", description), kw.interface)
+  elseif kind == "systemd" then
+    local index = toint(kw.index or 0, "index", description)
+    local domain = kw.domain or "INET"
+    if domain ~= "INET" and domain ~= "INET6" and domain ~= "UNIX" then
+      error(("bad domain %q in %q (INET, INET6 or UNIX)"):format(domain,
+        description), 2)
+    end
+    local fds = require("spindle._supervisor").listenFds()
+    if fds[index + 1] == nil then
+      error(("no socket %d from systemd in %q (LISTEN_FDS gives %d)")
+        :format(index, description, #fds), 2)
+    end
+    return AdoptedStreamServerEndpoint(reactor, fds[index + 1], domain)
   elseif kind == "unix" then
     local address = kw.address or args[1]
     if address == nil or address == "" then
@@ -631,5 +690,6 @@ M.SSL4ServerEndpoint = SSL4ServerEndpoint
 M.SSL4ClientEndpoint = SSL4ClientEndpoint
 M.HostnameEndpoint = HostnameEndpoint
 M._WrapperEndpoint = WrapperEndpoint
+M.AdoptedStreamServerEndpoint = AdoptedStreamServerEndpoint
 
 return require("spindle._core").strict("endpoints", M)

@@ -45,32 +45,57 @@ function ProtocolWrapper:logPrefix()
     tostring(getmetatable(self).__name) .. ")"
 end
 
+--- pw:makeConnection(transport): take the real transport, register with
+-- the factory (factory:registerProtocol(pw)), then start the wrapped
+-- protocol with pw as its transport. Called by the reactor.
+-- twisted policies.ProtocolWrapper.makeConnection.
 function ProtocolWrapper:makeConnection(transport)
   protocol.Protocol.makeConnection(self, transport)
   self.factory:registerProtocol(self)
   self.wrappedProtocol:makeConnection(self)
 end
 
+--- pw:write(data): the wrapped protocol's write, passed to the real
+-- transport. data: a string of bytes. Raises as the transport's write
+-- (after the connection closed: "attempt to use a closed transport").
+-- twisted policies.ProtocolWrapper.write.
 function ProtocolWrapper:write(data)
   self.transport:write(data)
 end
 
+--- pw:writeSequence(list): as write, for a list of strings.
+-- twisted policies.ProtocolWrapper.writeSequence.
 function ProtocolWrapper:writeSequence(data)
   self.transport:writeSequence(data)
 end
 
+--- pw:loseConnection(): set pw.disconnecting, then close the real
+-- transport once its buffered data is written.
+-- twisted policies.ProtocolWrapper.loseConnection.
 function ProtocolWrapper:loseConnection()
   self.disconnecting = true
   self.transport:loseConnection()
 end
 
--- The rest of the transport, forwarded as is.
+-- The rest of the transport, forwarded as is (names also in Twisted's
+-- ITransport, ITCPTransport, IProducer, IConsumer, ISSLTransport).
 M.TRANSPORT_METHODS = {
   "abortConnection", "getPeer", "getHost", "registerProducer",
   "unregisterProducer", "pauseProducing", "resumeProducing",
   "stopProducing", "stopConsuming", "setTcpNoDelay", "setTcpKeepAlive",
   "startTLS", "loseWriteConnection", "getPeerCertificate", "getHandle",
 }
+--- pw:abortConnection(), pw:getPeer(), pw:getHost(),
+-- pw:registerProducer(p, streaming), pw:unregisterProducer(),
+-- pw:pauseProducing(), pw:resumeProducing(), pw:stopProducing(),
+-- pw:stopConsuming(), pw:setTcpNoDelay(b), pw:setTcpKeepAlive(b),
+-- pw:startTLS(contextFactory), pw:loseWriteConnection(),
+-- pw:getPeerCertificate(), pw:getHandle(): each calls the real
+-- transport's method of that name with the same arguments and returns
+-- what it returns (see Transport); raises what it raises, and "attempt
+-- to call a nil value" when that transport has no such method (a UNIX
+-- transport has no setTcpNoDelay). Twisted's ProtocolWrapper forwards
+-- them with __getattr__.
 for _, name in ipairs(M.TRANSPORT_METHODS) do
   ProtocolWrapper[name] = function(self, ...)
     local t = self.transport
@@ -78,6 +103,9 @@ for _, name in ipairs(M.TRANSPORT_METHODS) do
   end
 end
 
+--- pw:dataReceived(data): pass data (a string of bytes) to the wrapped
+-- protocol's dataReceived; override it to filter or count.
+-- twisted policies.ProtocolWrapper.dataReceived.
 function ProtocolWrapper:dataReceived(data)
   self.wrappedProtocol:dataReceived(data)
 end
@@ -88,6 +116,9 @@ function ProtocolWrapper:handshakeCompleted()
   if p and p.handshakeCompleted then p:handshakeCompleted() end
 end
 
+--- pw:connectionLost(reason): unregister from the factory, then pass
+-- reason (a Failure: ConnectionDone for a clean close) to the wrapped
+-- protocol. twisted policies.ProtocolWrapper.connectionLost.
 function ProtocolWrapper:connectionLost(reason)
   self.factory:unregisterProtocol(self)
   local p = self.wrappedProtocol
@@ -110,30 +141,46 @@ function WrappingFactory:__init(wrappedFactory)
   self.protocols = {}
 end
 
+--- wf:logPrefix() -> "<wrapped factory class name> (WrappingFactory)"
+-- (the subclass's name in place of WrappingFactory).
+-- twisted policies.WrappingFactory.logPrefix.
 function WrappingFactory:logPrefix()
   local mt = getmetatable(self.wrappedFactory)
   return tostring(mt and mt.__name or "?") .. " (" ..
     tostring(getmetatable(self).__name) .. ")"
 end
 
+--- wf:doStart(): start the wrapped factory (its doStart), then this
+-- one. Called by the reactor when a port or connector starts using wf.
+-- twisted policies.WrappingFactory.doStart.
 function WrappingFactory:doStart()
   self.wrappedFactory:doStart()
   protocol.ClientFactory.doStart(self)
 end
 
+--- wf:doStop(): stop the wrapped factory (its doStop), then this one.
+-- twisted policies.WrappingFactory.doStop.
 function WrappingFactory:doStop()
   self.wrappedFactory:doStop()
   protocol.ClientFactory.doStop(self)
 end
 
+--- wf:startedConnecting(connector): passed to the wrapped factory.
+-- twisted policies.WrappingFactory.startedConnecting.
 function WrappingFactory:startedConnecting(connector)
   self.wrappedFactory:startedConnecting(connector)
 end
 
+--- wf:clientConnectionFailed(connector, reason): passed to the wrapped
+-- factory (reason: a Failure). twisted
+-- policies.WrappingFactory.clientConnectionFailed.
 function WrappingFactory:clientConnectionFailed(connector, reason)
   self.wrappedFactory:clientConnectionFailed(connector, reason)
 end
 
+--- wf:clientConnectionLost(connector, reason): passed to the wrapped
+-- factory (reason: a Failure). twisted
+-- policies.WrappingFactory.clientConnectionLost.
 function WrappingFactory:clientConnectionLost(connector, reason)
   self.wrappedFactory:clientConnectionLost(connector, reason)
 end
@@ -146,12 +193,16 @@ function WrappingFactory:buildProtocol(addr)
   return self.protocol(self, p)
 end
 
---- wf:registerProtocol(p), wf:unregisterProtocol(p): called by each
--- wrapper when its connection starts and ends.
+--- wf:registerProtocol(p): add wrapper p to wf.protocols; called by each
+-- wrapper when its connection starts.
+-- twisted policies.WrappingFactory.registerProtocol.
 function WrappingFactory:registerProtocol(p)
   self.protocols[p] = true
 end
 
+--- wf:unregisterProtocol(p): remove wrapper p from wf.protocols; called
+-- by each wrapper when its connection ends.
+-- twisted policies.WrappingFactory.unregisterProtocol.
 function WrappingFactory:unregisterProtocol(p)
   self.protocols[p] = nil
 end
@@ -164,11 +215,16 @@ end
 local ThrottlingProtocol = ProtocolWrapper:extend({
   __name = "ThrottlingProtocol"})
 
+--- tp:write(data): count #data bytes as written (the factory's
+-- registerWritten), then write. twisted policies.ThrottlingProtocol.write.
 function ThrottlingProtocol:write(data)
   self.factory:registerWritten(#data)
   ProtocolWrapper.write(self, data)
 end
 
+--- tp:writeSequence(list): count the bytes of all strings of list as
+-- written, then write them. twisted
+-- policies.ThrottlingProtocol.writeSequence.
 function ThrottlingProtocol:writeSequence(seq)
   local n = 0
   for _, s in ipairs(seq) do n = n + #s end
@@ -176,33 +232,49 @@ function ThrottlingProtocol:writeSequence(seq)
   ProtocolWrapper.writeSequence(self, seq)
 end
 
+--- tp:dataReceived(data): count #data bytes as read (the factory's
+-- registerRead), then pass data on. twisted
+-- policies.ThrottlingProtocol.dataReceived.
 function ThrottlingProtocol:dataReceived(data)
   self.factory:registerRead(#data)
   ProtocolWrapper.dataReceived(self, data)
 end
 
+--- tp:registerProducer(producer, streaming): remember producer (so
+-- throttleWrites can pause it), then register it with the transport.
+-- twisted policies.ThrottlingProtocol.registerProducer.
 function ThrottlingProtocol:registerProducer(producer, streaming)
   self.producer = producer
   ProtocolWrapper.registerProducer(self, producer, streaming)
 end
 
+--- tp:unregisterProducer(): forget the producer and unregister it from
+-- the transport. twisted policies.ThrottlingProtocol.unregisterProducer.
 function ThrottlingProtocol:unregisterProducer()
   self.producer = nil
   ProtocolWrapper.unregisterProducer(self)
 end
 
+--- tp:throttleReads(): stop reading from the transport
+-- (pauseProducing). twisted policies.ThrottlingProtocol.throttleReads.
 function ThrottlingProtocol:throttleReads()
   self.transport:pauseProducing()
 end
 
+--- tp:unthrottleReads(): read from the transport again
+-- (resumeProducing). twisted policies.ThrottlingProtocol.unthrottleReads.
 function ThrottlingProtocol:unthrottleReads()
   self.transport:resumeProducing()
 end
 
+--- tp:throttleWrites(): pause the registered producer, if any.
+-- twisted policies.ThrottlingProtocol.throttleWrites.
 function ThrottlingProtocol:throttleWrites()
   if self.producer ~= nil then self.producer:pauseProducing() end
 end
 
+--- tp:unthrottleWrites(): resume the registered producer, if any.
+-- twisted policies.ThrottlingProtocol.unthrottleWrites.
 function ThrottlingProtocol:unthrottleWrites()
   if self.producer ~= nil then self.producer:resumeProducing() end
 end
@@ -234,10 +306,14 @@ function ThrottlingFactory:callLater(period, f)
   return clock:callLater(period, f)
 end
 
+--- tf:registerWritten(length): add length (bytes) to this second's
+-- written count. twisted policies.ThrottlingFactory.registerWritten.
 function ThrottlingFactory:registerWritten(length)
   self.writtenThisSecond = self.writtenThisSecond + length
 end
 
+--- tf:registerRead(length): add length (bytes) to this second's read
+-- count. twisted policies.ThrottlingFactory.registerRead.
 function ThrottlingFactory:registerRead(length)
   self.readThisSecond = self.readThisSecond + length
 end
@@ -258,6 +334,9 @@ function ThrottlingFactory:checkReadBandwidth()
   end)
 end
 
+--- tf:checkWriteBandwidth(): once a second: over writeLimit, pause
+-- writes for (written / limit - 1) seconds; resets the count.
+-- twisted policies.ThrottlingFactory.checkWriteBandwidth.
 function ThrottlingFactory:checkWriteBandwidth()
   if self.writtenThisSecond > self.writeLimit then
     self:throttleWrites()
@@ -278,28 +357,40 @@ local function each(self, method)
   for _, p in ipairs(list) do p[method](p) end
 end
 
+--- tf:throttleReads(): log it and throttle reads on every live
+-- connection. twisted policies.ThrottlingFactory.throttleReads.
 function ThrottlingFactory:throttleReads()
   log.msg(("Throttling reads on %s"):format(tostring(self)))
   each(self, "throttleReads")
 end
 
+--- tf:unthrottleReads(): log it and let every live connection read
+-- again. twisted policies.ThrottlingFactory.unthrottleReads.
 function ThrottlingFactory:unthrottleReads()
   self.unthrottleReadsID = nil
   log.msg(("Stopped throttling reads on %s"):format(tostring(self)))
   each(self, "unthrottleReads")
 end
 
+--- tf:throttleWrites(): log it and pause the producers of every live
+-- connection. twisted policies.ThrottlingFactory.throttleWrites.
 function ThrottlingFactory:throttleWrites()
   log.msg(("Throttling writes on %s"):format(tostring(self)))
   each(self, "throttleWrites")
 end
 
+--- tf:unthrottleWrites(): log it and resume the producers of every live
+-- connection. twisted policies.ThrottlingFactory.unthrottleWrites.
 function ThrottlingFactory:unthrottleWrites()
   self.unthrottleWritesID = nil
   log.msg(("Stopped throttling writes on %s"):format(tostring(self)))
   each(self, "unthrottleWrites")
 end
 
+--- tf:buildProtocol(addr) -> a ThrottlingProtocol, or nil (logged: "Max
+-- connection count reached!") when maxConnectionCount connections are
+-- open. The first connection starts the once-a-second bandwidth checks.
+-- twisted policies.ThrottlingFactory.buildProtocol.
 function ThrottlingFactory:buildProtocol(addr)
   if self.connectionCount == 0 then
     if self.readLimit ~= nil then self:checkReadBandwidth() end
@@ -322,6 +413,9 @@ local function cancelIfActive(self, field)
   end
 end
 
+--- tf:unregisterProtocol(p): forget wrapper p; when the last connection
+-- ends, cancel the bandwidth checks and pending unthrottles.
+-- twisted policies.ThrottlingFactory.unregisterProtocol.
 function ThrottlingFactory:unregisterProtocol(p)
   WrappingFactory.unregisterProtocol(self, p)
   self.connectionCount = self.connectionCount - 1
@@ -348,6 +442,10 @@ LimitTotalConnectionsFactory.connectionCount = 0
 LimitTotalConnectionsFactory.connectionLimit = nil
 LimitTotalConnectionsFactory.overflowProtocol = nil
 
+--- ltf:buildProtocol(addr) -> a ProtocolWrapper around self.protocol(),
+-- or around self.overflowProtocol() past connectionLimit, or nil (the
+-- connection is refused) past it with no overflowProtocol.
+-- twisted policies.LimitTotalConnectionsFactory.buildProtocol.
 function LimitTotalConnectionsFactory:buildProtocol(addr)
   local wrapped
   if self.connectionLimit == nil or
@@ -364,8 +462,13 @@ function LimitTotalConnectionsFactory:buildProtocol(addr)
   return p
 end
 
+--- ltf:registerProtocol(p): nothing (buildProtocol already counted the
+-- connection). twisted
+-- policies.LimitTotalConnectionsFactory.registerProtocol.
 function LimitTotalConnectionsFactory:registerProtocol(p) end -- luacheck: ignore
 
+--- ltf:unregisterProtocol(p): one connection fewer in connectionCount.
+-- twisted policies.LimitTotalConnectionsFactory.unregisterProtocol.
 function LimitTotalConnectionsFactory:unregisterProtocol(p) -- luacheck: ignore
   self.connectionCount = self.connectionCount - 1
 end
@@ -439,6 +542,7 @@ function M.mixin(cls, mixin)
   return cls
 end
 
+--- TimeoutMixin.mixInto(cls) -> cls: policies.mixin(cls, TimeoutMixin).
 function TimeoutMixin.mixInto(cls)
   return M.mixin(cls, TimeoutMixin)
 end
@@ -455,26 +559,38 @@ function TimeoutProtocol:__init(factory, wrappedProtocol, timeoutPeriod)
   self:setTimeout(timeoutPeriod)
 end
 
+--- tp:write(data): restart the idle countdown, then write.
+-- twisted policies.TimeoutProtocol.write.
 function TimeoutProtocol:write(data)
   self:resetTimeout()
   ProtocolWrapper.write(self, data)
 end
 
+--- tp:writeSequence(list): restart the idle countdown, then write list.
+-- twisted policies.TimeoutProtocol.writeSequence.
 function TimeoutProtocol:writeSequence(seq)
   self:resetTimeout()
   ProtocolWrapper.writeSequence(self, seq)
 end
 
+--- tp:dataReceived(data): restart the idle countdown, then pass data on.
+-- twisted policies.TimeoutProtocol.dataReceived.
 function TimeoutProtocol:dataReceived(data)
   self:resetTimeout()
   ProtocolWrapper.dataReceived(self, data)
 end
 
+--- tp:connectionLost(reason): cancel the countdown, then as
+-- ProtocolWrapper. twisted policies.TimeoutProtocol.connectionLost.
 function TimeoutProtocol:connectionLost(reason)
   self:setTimeout(nil)
   ProtocolWrapper.connectionLost(self, reason)
 end
 
+--- tp:timeoutConnection(): idle for timeoutPeriod seconds: abort the
+-- connection (abortConnection: unsent data is dropped). Twisted's
+-- TimeoutProtocol.timeoutFunc calls loseConnection instead, which waits
+-- for buffered data a stalled peer may never read.
 function TimeoutProtocol:timeoutConnection()
   self.transport:abortConnection()
 end
@@ -487,6 +603,9 @@ function TimeoutFactory:__init(wrappedFactory, timeoutPeriod)
   self.timeoutPeriod = timeoutPeriod or 30 * 60
 end
 
+--- tof:buildProtocol(addr) -> a TimeoutProtocol around the wrapped
+-- factory's protocol with this factory's timeoutPeriod, or nil when the
+-- wrapped factory refuses. twisted policies.TimeoutFactory.buildProtocol.
 function TimeoutFactory:buildProtocol(addr)
   local p = self.wrappedFactory:buildProtocol(addr)
   if p == nil then return nil end

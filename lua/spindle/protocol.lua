@@ -1,6 +1,7 @@
---- spindle.protocol: Protocol, Factory, ServerFactory, ClientFactory and
--- DatagramProtocol, as in twisted.internet.protocol. Subclass them with
--- Class:extend{...}; the reactor calls their methods on the loop thread.
+--- spindle.protocol: Protocol, Factory, ServerFactory, ClientFactory,
+-- DatagramProtocol and ProcessProtocol, as in twisted.internet.protocol.
+-- Subclass them with Class:extend{...}; the reactor calls their methods
+-- on the loop thread.
 local Object = require("spindle.class").Object
 
 local M = {}
@@ -72,8 +73,12 @@ function Factory:doStop()
   if self.numPorts == 0 then self:stopFactory() end
 end
 
---- f:startFactory(), f:stopFactory(): override for set-up and tear-down.
+--- f:startFactory(): override for set-up; called (by doStart) before
+-- the first port or connector uses f. twisted Factory.startFactory.
 function Factory:startFactory() end
+
+--- f:stopFactory(): override for tear-down; called (by doStop) after the
+-- last port or connector stopped using f. twisted Factory.stopFactory.
 function Factory:stopFactory() end
 
 --- f:buildProtocol(addr) -> protocol or nil: an instance of f.protocol with
@@ -217,6 +222,9 @@ function DatagramProtocol:doStart()
   self.numPorts = self.numPorts + 1
 end
 
+--- dp:doStop(): called when a port stops using dp; stopProtocol() after
+-- the last, and dp.transport becomes nil. twisted
+-- AbstractDatagramProtocol.doStop.
 function DatagramProtocol:doStop()
   if self.numPorts == 0 then return end
   self.numPorts = self.numPorts - 1
@@ -224,8 +232,13 @@ function DatagramProtocol:doStop()
   if self.numPorts == 0 then self:stopProtocol() end
 end
 
---- dp:startProtocol(), dp:stopProtocol(): override for set-up, tear-down.
+--- dp:startProtocol(): override for set-up; called once the first port
+-- listens with dp (dp.transport is set). twisted
+-- AbstractDatagramProtocol.startProtocol.
 function DatagramProtocol:startProtocol() end
+
+--- dp:stopProtocol(): override for tear-down; called after the last port
+-- stopped listening with dp. twisted AbstractDatagramProtocol.stopProtocol.
 function DatagramProtocol:stopProtocol() end
 
 --- dp:datagramReceived(data, addr): a datagram arrived from
@@ -235,7 +248,60 @@ function DatagramProtocol:datagramReceived(data, addr) end
 --- dp:connectionRefused(): a connected port's peer refused (ICMP).
 function DatagramProtocol:connectionRefused() end
 
+--- ProcessProtocol: talks to a child process started by
+-- reactor.spawnProcess; its transport is the Process (write, closeStdin,
+-- signalProcess, pid, ...). Follows twisted.internet.protocol.
+-- ProcessProtocol.
+local ProcessProtocol = BaseProtocol:extend({__name = "ProcessProtocol"})
+
+--- pp:childDataReceived(childFD, data): bytes the child wrote on childFD
+-- (an integer); the default sends fd 1 to outReceived, 2 to errReceived.
+function ProcessProtocol:childDataReceived(childFD, data)
+  if childFD == 1 then
+    self:outReceived(data)
+  elseif childFD == 2 then
+    self:errReceived(data)
+  end
+end
+
+--- pp:outReceived(data), pp:errReceived(data): the child wrote to its
+-- standard output / standard error. Override them.
+function ProcessProtocol:outReceived(data) end
+--- pp:errReceived(data): the child wrote data to its standard error.
+function ProcessProtocol:errReceived(data) end
+
+--- pp:childConnectionLost(childFD): the pipe to childFD closed (the child
+-- closed it, exited, or closeChildFD was called); the default calls
+-- inConnectionLost (0), outConnectionLost (1) or errConnectionLost (2).
+function ProcessProtocol:childConnectionLost(childFD)
+  if childFD == 0 then
+    self:inConnectionLost()
+  elseif childFD == 1 then
+    self:outConnectionLost()
+  elseif childFD == 2 then
+    self:errConnectionLost()
+  end
+end
+
+--- pp:inConnectionLost(), pp:outConnectionLost(), pp:errConnectionLost():
+-- the child's standard input / output / error pipe closed. Override them.
+function ProcessProtocol:inConnectionLost() end
+--- pp:outConnectionLost(): the child's standard output pipe closed.
+function ProcessProtocol:outConnectionLost() end
+--- pp:errConnectionLost(): the child's standard error pipe closed.
+function ProcessProtocol:errConnectionLost() end
+
+--- pp:processExited(reason): the child ended (its pipes may still be
+-- open); reason is a Failure of reactor.ProcessDone (exit code 0) or
+-- reactor.ProcessTerminated, with exitCode, signal and status.
+function ProcessProtocol:processExited(reason) end
+
+--- pp:processEnded(reason): the child ended and every pipe to it closed:
+-- the last call this protocol gets; reason as in processExited.
+function ProcessProtocol:processEnded(reason) end
+
 M.BaseProtocol = BaseProtocol
+M.ProcessProtocol = ProcessProtocol
 M.Protocol = Protocol
 M.Factory = Factory
 M.ServerFactory = ServerFactory
