@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "core.h"
+#include "embed.h"
 #include "harness.h"
 
 #define FZ_MAX_BLOCK ((size_t)64 << 20)
@@ -25,7 +26,7 @@ lua_State *fz_newstate(int spindle) {
   if (L == NULL) fz_fail("cannot make a Lua state");
   lua_setallocf(L, fz_alloc, NULL);
   if (spindle)
-    sp_openlibs(L);
+    sp_openlibs(L, sp_cmodules);
   else
     luaL_openlibs(L);
   return L;
