@@ -20,7 +20,7 @@
 #include <openssl/x509.h>
 
 #include "harness.h"
-#include "tls.h"
+#include "ssl.h"
 
 static SSL_CTX *ctx;
 static lua_State *L; /* kept open: it holds the Context */
