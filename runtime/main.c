@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "embed.h"
 #include "failure.h"
@@ -647,7 +648,8 @@ int main(int argc, char **argv) {
   a.argc = argc;
   /* The supervisor runs no Lua at all. */
   if (workers > 0) return sp_supervisor_main(argc, argv, workers);
-  L = luaL_newstate();
+  sp_alloc_setup();
+  L = sp_alloc_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", argv[0]);
     return EXIT_FAILURE;

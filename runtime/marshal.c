@@ -27,7 +27,9 @@
 ** Anything else (userdata, coroutines, C functions that are no module's
 ** field) raises threads.TransferError naming the argument and the path
 ** inside it. Packing writes into a userdata-owned buffer, so an error
-** frees it; unpacking trusts the buffer, which only pack writes.
+** frees it. Unpacking checks the buffer's structure (a message not
+** written by pack raises "corrupt message", fuzz/marshal_bytes.c) but
+** trusts the bytecode in it, as lua_load does: only pack writes it.
 **
 ** Length: about 1000 lines, on purpose: pack and unpack mirror each other
 ** tag by tag and stay side by side so that a change to one is seen in the
@@ -37,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "failure.h"
 #include "marshal.h"
@@ -667,11 +670,18 @@ void sp_marshal_free(sp_packed *p) {
 typedef struct dec {
   lua_State *L;
   const char *p, *end;
-  int refs; /* stack index: id -> value */
+  int refs;  /* stack index: id -> value */
+  int depth; /* tables and functions being read, as pack's MAX_DEPTH */
 } dec;
 
+/* [-0, +1, v] Refuse the message. Pack only writes what unpack reads, so
+** only a message that did not come from sp_marshal_pack gets here. */
+static void corrupt(dec *d) {
+  luaL_error(d->L, "corrupt message");
+}
+
 static void get(dec *d, void *out, size_t n) {
-  if ((size_t)(d->end - d->p) < n) luaL_error(d->L, "corrupt message");
+  if ((size_t)(d->end - d->p) < n) corrupt(d);
   memcpy(out, d->p, n);
   d->p += n;
 }
@@ -691,7 +701,7 @@ static lua_Integer get_int(dec *d) {
 static const char *get_str(dec *d, size_t *n) {
   const char *s;
   get(d, n, sizeof *n);
-  if ((size_t)(d->end - d->p) < *n) luaL_error(d->L, "corrupt message");
+  if ((size_t)(d->end - d->p) < *n) corrupt(d);
   s = d->p;
   d->p += *n;
   return s;
@@ -722,8 +732,12 @@ static void get_table(dec *d, int isfailure) {
   get_value(d, get_tag(d));
   if (lua_isnil(L, -1))
     lua_pop(L, 1);
-  else
+  else if (lua_istable(L, -1))
     lua_setmetatable(L, t);
+  else if (luaL_testudata(L, -1, ABSENT_MT) != NULL)
+    lua_pop(L, 1); /* a module's metatable this state lacks: none here */
+  else
+    corrupt(d);
 }
 
 typedef struct chunk {
@@ -754,7 +768,14 @@ static void get_function(dec *d) {
     int tag = get_tag(d);
     if (tag == T_UPREF) {
       lua_Integer code = get_int(d);
+      if (code < 0) corrupt(d);
       lua_rawgeti(L, d->refs, code / 256);
+      /* lua_upvaluejoin checks nothing: both upvalues must exist. */
+      if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+          lua_getupvalue(L, -1, (int)(code % 256)) == NULL ||
+          lua_getupvalue(L, f, i) == NULL)
+        corrupt(d);
+      lua_pop(L, 2);
       lua_upvaluejoin(L, f, i, -1, (int)(code % 256));
       lua_pop(L, 1);
     } else {
@@ -877,6 +898,8 @@ static void get_value(dec *d, int tag) {
   size_t n;
   const char *s;
   luaL_checkstack(L, 16, "value nested too deeply to copy");
+  if (d->depth > 2 * MAX_DEPTH) corrupt(d); /* keys and leaves count too */
+  d->depth++;
   switch (tag) {
     case T_NIL:
       lua_pushnil(L);
@@ -929,8 +952,9 @@ static void get_value(dec *d, int tag) {
       get_errname(d);
       break;
     default:
-      luaL_error(L, "corrupt message");
+      corrupt(d);
   }
+  d->depth--;
 }
 
 int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
@@ -939,7 +963,9 @@ int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
   luaL_checkstack(L, p->n + 16, "too many values to copy");
   d.L = L;
   d.p = p->data;
-  d.end = p->data + p->len;
+  /* An empty message may have no buffer at all (NULL + 0 is undefined). */
+  d.end = p->len > 0 ? p->data + p->len : p->data;
+  d.depth = 0;
   lua_newtable(L);
   d.refs = base = lua_gettop(L);
   for (int i = 0; i < p->n; i++) get_value(&d, get_tag(&d));
@@ -986,7 +1012,7 @@ static int marshal_roundtrip(lua_State *L) {
   int m;
   memset(&sc, 0, sizeof sc);
   sp_marshal_pack(L, 1, lua_gettop(L), "arg", 1, &sc.in);
-  S = luaL_newstate();
+  S = sp_alloc_newstate();
   if (S == NULL) {
     sp_marshal_free(&sc.in);
     return luaL_error(L, "not enough memory");

@@ -136,41 +136,51 @@ static void bcall_answer(bcall *bc, int ok, sp_packed *out) {
 
 static int pack_cf(lua_State *L) {
   sp_packed *out = lua_touserdata(L, 1);
-  const char *what = lua_tostring(L, 2);
+  const char *what = lua_touserdata(L, 2);
   int n = lua_gettop(L) - 2;
   sp_marshal_pack(L, 3, n, what, 1, out);
   return 0;
 }
 
 /* [-0, +0, -] Pack n values from idx, catching errors: returns LUA_OK or
-** leaves nothing and pushes the error as a Failure. */
+** leaves nothing and pushes the error as a Failure (a memory error as
+** its bare message, since Lua runs no message handler for one). */
 static int pack_protected(lua_State *L, int idx, int n, const char *what,
                           sp_packed *out) {
   idx = lua_absindex(L, idx);
+  /* Nothing before the call may raise: a worker calls this outside any
+  ** protected call. So the stack is grown with lua_checkstack and `what`
+  ** goes as a light userdata (a string would be allocated). Lua keeps
+  ** its memory error message interned: pushing it allocates nothing. */
+  if (!lua_checkstack(L, n + 3)) {
+    lua_pushliteral(L, "not enough memory");
+    return LUA_ERRMEM;
+  }
   lua_pushcfunction(L, pack_cf);
   lua_pushlightuserdata(L, out);
-  lua_pushstring(L, what);
+  lua_pushlightuserdata(L, (void *)what);
   for (int i = 0; i < n; i++) lua_pushvalue(L, idx + i);
   return sp_pcall(L, n + 2, 0);
 }
 
-/* [-0, +0, -] Pack a Failure for the error at idx, and `why` (may be
-** NULL). An error value that cannot be copied goes as its text, with
-** the same traceback. Never raises (memory errors are reported). */
-static void pack_failure(lua_State *L, int idx, const char *why,
-                         sp_packed *out) {
-  int top = lua_gettop(L);
-  idx = lua_absindex(L, idx);
-  sp_failure_new(L, idx, NULL, 0);
-  if (why)
-    lua_pushstring(L, why);
+typedef struct failpack {
+  const char *why;
+  sp_packed *out;
+} failpack;
+
+/* [-1, +0, e] pack_failure's body, protected: the error is at 2. */
+static int pack_failure_cf(lua_State *L) {
+  failpack *fp = lua_touserdata(L, 1);
+  sp_failure_new(L, 2, NULL, 0); /* 3 */
+  if (fp->why)
+    lua_pushstring(L, fp->why);
   else
-    lua_pushnil(L);
-  if (pack_protected(L, top + 1, 2, "error", out) != LUA_OK) {
-    lua_settop(L, top + 2);
-    lua_getfield(L, top + 1, "value");
+    lua_pushnil(L); /* 4 */
+  if (pack_protected(L, 3, 2, "error", fp->out) != LUA_OK) {
+    lua_settop(L, 4);
+    lua_getfield(L, 3, "value");
     luaL_tolstring(L, -1, NULL);
-    lua_getfield(L, top + 1, "_tb");
+    lua_getfield(L, 3, "_tb");
     lua_createtable(L, 0, 3);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "value");
@@ -179,13 +189,34 @@ static void pack_failure(lua_State *L, int idx, const char *why,
     lua_pushvalue(L, -2);
     lua_setfield(L, -2, "_tb");
     luaL_setmetatable(L, SP_FAILURE_MT);
-    lua_pushvalue(L, top + 2);
-    if (pack_protected(L, -2, 2, "error", out) != LUA_OK) {
-      out->data = NULL;
-      out->len = 0;
-      out->n = 0;
-      fprintf(stderr, "spindle: cannot pass an error between threads\n");
-    }
+    lua_pushvalue(L, 4);
+    if (pack_protected(L, -2, 2, "error", fp->out) != LUA_OK)
+      return lua_error(L);
+  }
+  return 0;
+}
+
+/* [-0, +0, -] Pack a Failure for the error at idx, and `why` (may be
+** NULL). An error value that cannot be copied goes as its text, with
+** the same traceback. Never raises, even outside a protected call (a
+** worker's): out of memory, out is left empty, which the loop thread
+** reads as a memory error. */
+static void pack_failure(lua_State *L, int idx, const char *why,
+                         sp_packed *out) {
+  failpack fp = {why, out};
+  int top = lua_gettop(L);
+  out->data = NULL;
+  out->len = 0;
+  out->n = 0;
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 3)) return;
+  lua_pushcfunction(L, pack_failure_cf);
+  lua_pushlightuserdata(L, &fp);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    sp_marshal_free(out);
+    out->n = 0;
+    fprintf(stderr, "spindle: cannot pass an error between threads\n");
   }
   lua_settop(L, top);
 }
@@ -288,6 +319,11 @@ static int reply_deliver(lua_State *L) {
     lua_pushcfunction(L, unpack_cf);
     lua_pushlightuserdata(L, &r->p);
     if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    /* No outcome came: it could not be packed or run for lack of memory. */
+    if (r->p.n == 0 && !r->ok) {
+      lua_settop(L, 1);
+      lua_pushliteral(L, "not enough memory");
+    }
     if (r->ok)
       sp_deferred_callback(L, 1, 2);
     else
@@ -309,6 +345,7 @@ static int reply_deliver(lua_State *L) {
       lua_call(L, n, 0);
       break;
     case R_ERR:
+      if (n == 0) lua_pushliteral(L, "not enough memory");
       sp_log_failure(L, base, n > 1 ? lua_tostring(L, base + 1) : NULL);
       break;
     default:
@@ -401,6 +438,17 @@ static void work_run(lua_State *L, work *job) {
 
 static lua_State *worker_state(void);
 
+/* Fail a job that no Lua state can run: its Deferred gets (or the log,
+** for callInThread) a memory error. Worker thread, no lock held. */
+static void work_fail(work *job) {
+  sp_packed none = {NULL, 0, 0};
+  if (!reply_post(job->kind == W_DEFER ? R_RESULT : R_ERR, &none, job->ref, 0,
+                  NULL))
+    fprintf(stderr, "spindle: out of memory returning a thread result\n");
+  sp_marshal_free(&job->call);
+  free(job);
+}
+
 static void worker_main(void *arg) {
   worker *w = arg;
   lua_State *L;
@@ -424,8 +472,22 @@ static void worker_main(void *arg) {
     w->running[0] = '\0';
     pool.busy--;
   }
-  if (L == NULL)
+  if (L == NULL) {
+    /* The job this worker was started for would wait for a worker that
+    ** never comes: it fails with a memory error instead. */
+    work *job = pool.head;
+    if (job != NULL && !pool.stopping) {
+      pool.head = job->next;
+      if (pool.head == NULL) pool.tail = NULL;
+      pool.queued--;
+    } else {
+      job = NULL;
+    }
+    uv_mutex_unlock(&pool.lock);
     fprintf(stderr, "spindle: cannot make a Lua state for a pool thread\n");
+    if (job != NULL) work_fail(job);
+    uv_mutex_lock(&pool.lock);
+  }
   pool.workers--;
   w->exited = 1;
   uv_mutex_unlock(&pool.lock);
@@ -785,7 +847,8 @@ static int threads_deferToThread(lua_State *L) {
   ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (pack_protected(L, 1, n, "arg", &p) != LUA_OK) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, "value");
+    /* A memory error comes bare: the message handler did not run. */
+    if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
     return lua_error(L);
   }
   job = calloc(1, sizeof *job);

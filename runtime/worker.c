@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "core.h"
 #include "embed.h"
 #include "failure.h"
@@ -88,6 +89,9 @@ void sp_worker_snapshot(lua_State *L) {
   static const char *const reactor_own[] = {"callFromThread", "seconds", NULL};
   static const char *const threads_own[] = {"blockingCallFromThread", NULL};
   if (guarded.taken) return;
+  /* A memory error in an earlier try may have left the first block. No
+  ** worker reads them before they are taken. */
+  sp_worker_release();
   guarded.reactor = names_take(L, "spindle.reactor", reactor_own);
   guarded.threads = names_take(L, "spindle.threads", threads_own);
   guarded.taken = 1;
@@ -230,7 +234,7 @@ static int worker_open(lua_State *L) {
 }
 
 lua_State *sp_worker_newstate(const sp_worker_funcs *funcs) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = sp_alloc_newstate();
   if (L == NULL) return NULL;
   lua_pushcfunction(L, worker_open);
   lua_pushlightuserdata(L, (void *)funcs);

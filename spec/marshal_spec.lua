@@ -167,3 +167,23 @@ describe("marshal", function()
     end)
   end)
 end)
+
+describe("marshal of a module's metatable the receiver lacks", function()
+  -- Regression (fuzz/marshal_bytes.c found lua_setmetatable given a
+  -- non-table; spec/tcp_spec.lua's address through a thread met it): a
+  -- table whose metatable is a field of a module the receiving state
+  -- cannot require arrives without a metatable, instead of one made of
+  -- the absent module's userdata (undefined behaviour).
+  it("arrives as a plain table with its fields", function()
+    local reactor = require("spindle.reactor")
+    local protocol = require("spindle.protocol")
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(
+      protocol.Protocol), nil, "127.0.0.1")
+    local host = port:getHost()
+    local r = roundtrip(host)
+    H.wait(port:stopListening())
+    assert.are.equal("127.0.0.1", r.host)
+    assert.are.equal(host.port, r.port)
+    assert.is_nil(getmetatable(r))
+  end)
+end)

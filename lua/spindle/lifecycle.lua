@@ -126,13 +126,35 @@ local function fire(name, done)
 end
 
 local function fireStartup() fire("startup") end
-local function fireShutdown() fire("shutdown") end
+
+-- End run() now, shutdown or not (what is left when the shutdown itself
+-- fails, or the loop would stay stopping for ever).
+local function halt()
+  C.setRunning(false)
+  C.halt()
+end
+
+-- Fire 'shutdown'. The triggers' own errors are logged inside; an error
+-- that escapes (a memory error) still ends run(), then is logged.
+local function fireShutdown()
+  local ok, err = pcall(fire, "shutdown")
+  if not ok then
+    halt()
+    logErr(err, "while shutting down:")
+  end
+end
 
 -- Mark the reactor stopping and fire 'shutdown' on the next timer pass,
 -- so stop() returns at once; false if it is not running (or stopping).
+-- If the timer cannot be made (out of memory), run() ends without the
+-- shutdown triggers and stop() raises the error.
 local function beginStop()
   if not C.beginStop() then return false end
-  C.callLater(0, fireShutdown)
+  local ok, err = pcall(C.callLater, 0, fireShutdown)
+  if not ok then
+    halt()
+    error(err, 0)
+  end
   return true
 end
 
