@@ -18,10 +18,10 @@ PKGS     := lua5.4 libuv libssl libcrypto libedit
 # What building needs (make install installs only these), then the test
 # peers and tools that make test adds.
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
-              libssl-dev libedit-dev
+              libssl-dev libedit-dev node-llhttp
 DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
-            lua-cjson lua-lpeg lua-check clang-format
+            lua-cjson lua-lpeg lua-check clang-format curl
 
 CC      ?= cc
 OPT     ?= -O2
@@ -34,9 +34,16 @@ SRC     := $(wildcard runtime/*.c)
 HDR     := $(wildcard runtime/*.h)
 LUASRC  := $(wildcard lua/spindle/*.lua)
 
+# llhttp (HTTP/1.1 parsing for spindle.web) is compiled from the C sources
+# Debian's node-llhttp package ships, not from a copy in this tree.
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
 BUILD   ?= build
 OBJ     := $(SRC:runtime/%.c=$(BUILD)/obj/%.o) \
-           $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o
+           $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o \
+           $(BUILD)/obj/llhttp_api.o $(BUILD)/obj/llhttp_http.o \
+           $(BUILD)/obj/llhttp_llhttp.o
 
 ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined
@@ -73,7 +80,11 @@ $(BUILD)/spindle: $(OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -I$(LLHTTP_INC) -c -o $@ $<
+
+# The package's generated C is not ours to warn about.
+$(BUILD)/obj/llhttp_%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/obj
+	$(CC) $(CPPFLAGS) $(CFLAGS) -w -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<

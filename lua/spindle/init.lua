@@ -2,7 +2,7 @@
 local modules = {
   defer = true, failure = true, reactor = true, protocol = true,
   basic = true, ssl = true, threads = true, task = true, endpoints = true,
-  log = true,
+  log = true, web = true,
 }
 
 local M = {}
