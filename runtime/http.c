@@ -90,7 +90,7 @@ typedef struct hparser {
   size_t max_body;
   size_t headbytes; /* counted against max_head */
   int event;        /* EV_ bits set by the callbacks */
-  int errstatus;    /* 400, 413, 414 or 431 for a limit error */
+  int errstatus;    /* 400 or 413 for a limit error */
   int keepalive;    /* of the message just completed */
   int expect;       /* Expect: 100-continue seen */
   int blocked;      /* server: waiting for _http.resume */
@@ -183,14 +183,14 @@ static int on_message_begin(llhttp_t *p) {
 static int head_count(hparser *h, size_t n) {
   h->headbytes += n;
   if (h->headbytes > h->max_head)
-    return limit_error(h, 431, "Header overflow");
+    return limit_error(h, 400, "Header overflow");
   return 0;
 }
 
 static int on_target(llhttp_t *p, const char *at, size_t n) {
   hparser *h = hp_of(p);
   if (h->side == SIDE_SERVER && h->tlen + n > h->max_url)
-    return limit_error(h, 414, "Request-target too long");
+    return limit_error(h, 400, "Request-target too long");
   if (head_count(h, n)) return HPE_USER;
   if (!buf_add(&h->head, at, n)) return limit_error(h, 500, "out of memory");
   h->tlen += (uint32_t)n;
@@ -203,7 +203,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   if (head_count(h, n)) return HPE_USER;
   if (h->nfields == 0 || h->in_value) {
     if (h->nfields >= h->max_fields)
-      return limit_error(h, 431, "Too many header fields");
+      return limit_error(h, 400, "Too many header fields");
     if (h->nfields == h->fcap) {
       size_t nc = h->fcap ? h->fcap * 2 : 16;
       field *nf = realloc(h->fields, nc * sizeof(field));
