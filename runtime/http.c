@@ -173,6 +173,7 @@ static int on_message_begin(llhttp_t *p) {
   h->in_value = 0;
   h->headbytes = 0;
   h->expect = 0;
+  h->errstatus = 0;
   h->msg_ms = uv_now(sp_loop());
   if (h->msg_ms == 0) h->msg_ms = 1;
   h->hdr_ms = 0;
@@ -262,10 +263,12 @@ static int on_headers_complete(llhttp_t *p) {
   hparser *h = hp_of(p);
   h->hdr_ms = uv_now(sp_loop());
   if (h->side == SIDE_CLIENT) {
+    /* No pause here: with no body to come, llhttp completes the message
+    ** only on its next execute, which may have no bytes to run on. The
+    ** head goes to Lua at the message's end or the feed's, whichever is
+    ** first. 1 means "no body" (the answer to HEAD). */
     h->event |= EV_HEADERS;
-    /* 1 means "no body" (the answer to HEAD) and cannot be combined with a
-    ** pause: the message completes at once and pauses there. */
-    return h->nobody ? 1 : HPE_PAUSED;
+    return h->nobody ? 1 : 0;
   }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return limit_error(h, 413, "Request body too large");
@@ -448,7 +451,6 @@ static void client_body(lua_State *L, hparser *h, int obj) {
 /* [-0, +0, e] Client events for obj: _onHead(code, reason, minor,
 ** headers), then _onDone(keepAlive). */
 static void client_event(lua_State *L, hparser *h, int obj, int ev) {
-  client_body(L, h, obj);
   if (ev & EV_HEADERS) {
     lua_getfield(L, obj, "_onHead");
     lua_pushvalue(L, obj);
@@ -458,6 +460,7 @@ static void client_event(lua_State *L, hparser *h, int obj, int ev) {
     push_headers(L, h);
     lua_call(L, 5, 0);
   }
+  client_body(L, h, obj);
   if (ev & EV_MESSAGE) {
     lua_getfield(L, obj, "_onDone");
     lua_pushvalue(L, obj);
@@ -474,7 +477,7 @@ static void parse_error(lua_State *L, hparser *h, int obj, int err) {
   if (h->side == SIDE_CLIENT) client_body(L, h, obj);
   lua_getfield(L, obj, "_onParseError");
   lua_pushvalue(L, obj);
-  lua_pushinteger(L, err == HPE_USER && h->errstatus ? h->errstatus : 400);
+  lua_pushinteger(L, h->errstatus ? h->errstatus : 400);
   lua_pushstring(L, llhttp_errno_name((llhttp_errno_t)err));
   lua_pushstring(L, reason != NULL ? reason : "");
   lua_call(L, 4, 0);
@@ -490,7 +493,13 @@ static size_t parse_some(lua_State *L, hparser *h, int obj, const char *data,
     llhttp_errno_t e = llhttp_execute(&h->p, data, len);
     size_t used;
     int ev;
-    if (e == HPE_OK) return (size_t)(data - start) + len;
+    if (e == HPE_OK) {
+      if (h->side == SIDE_CLIENT && (h->event & EV_HEADERS)) {
+        h->event = EV_NONE;
+        client_event(L, h, obj, EV_HEADERS);
+      }
+      return (size_t)(data - start) + len;
+    }
     if (e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
       parse_error(L, h, obj, e);
       return (size_t)(data - start);

@@ -751,9 +751,6 @@ function HTTPChannel:_requestDone(req)
     self._blocked = false
     C.resume(self)
   end
-  if self._eof and self._current == nil then
-    self.transport:loseConnection()
-  end
 end
 
 -- The parser met bad input: answer with its status and close.
@@ -765,13 +762,6 @@ function HTTPChannel:_onParseError(status)
   end
   writeHead(self.transport, status, nil, nil, 0, CLOSE)
   self.transport:loseConnection()
-end
-
---- ch:readConnectionLost(): the client closed its sending half: answer
--- what it sent, then close.
-function HTTPChannel:readConnectionLost()
-  self._eof = true
-  if self._current == nil then self.transport:loseConnection() end
 end
 
 --- ch:connectionLost(reason): fail the request being answered (its
@@ -835,7 +825,8 @@ function Site:__init(resource, options)
   elseif type(resource) == "table" then
     self.resource = resource
   else
-    check.typeError(1, "Site", "resource or function", resource)
+    -- level 4: Site(...) -> class __call -> new -> __init
+    check.typeError(1, "Site", "resource or function", resource, 4)
   end
   check.optTable(options, 2, "Site")
   options = options or {}

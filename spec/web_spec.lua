@@ -1,0 +1,699 @@
+-- spindle.web: the HTTP/1.1 server (Site, Resource, Request, File), its
+-- limits and errors, and the client (Agent, pool, RedirectAgent,
+-- readBody), over real sockets on 127.0.0.1. Outside peers (curl,
+-- Python, Twisted) are in web_interop_spec.lua.
+local reactor = require("spindle.reactor")
+local protocol = require("spindle.protocol")
+local defer = require("spindle.defer")
+local web = require("spindle.web")
+local H = require("spec.support.helper")
+
+local function wait(d)
+  return H.wait(d, 10)
+end
+
+-- Listen with a Site on 127.0.0.1; returns site, port, number.
+local function serve(resource, options)
+  local site = web.Site(resource, options)
+  local port = reactor.listenTCP(0, site, nil, "127.0.0.1")
+  return site, port, port:getHost().port
+end
+
+-- Connect, write `data` (a string or a list of strings written one after
+-- another), collect every byte until the connection closes: Deferred of
+-- the bytes. opts.onData(proto, all) may act on what came so far.
+local function raw(n, data, opts)
+  opts = opts or {}
+  local P = protocol.Protocol:extend({})
+  local cf = protocol.ClientFactory.forProtocol(P)
+  local done = defer.Deferred()
+  function P:connectionMade()
+    self.chunks = {}
+    cf.proto = self
+    if type(data) == "string" then self.transport:write(data)
+    elseif data then
+      for _, s in ipairs(data) do self.transport:write(s) end
+    end
+    if opts.onMade then opts.onMade(self) end
+  end
+  function P:dataReceived(s)
+    self.chunks[#self.chunks + 1] = s
+    if opts.onData then opts.onData(self, table.concat(self.chunks)) end
+  end
+  function P:connectionLost(reason)
+    cf.reason = reason
+    done:callback(table.concat(self.chunks))
+  end
+  function cf:clientConnectionFailed(_, reason) done:errback(reason) end
+  reactor.connectTCP("127.0.0.1", n, cf)
+  return done, cf
+end
+
+-- Close the client once `count` responses have fully arrived (by
+-- counting status lines and the last body's end marker).
+local function closeAfter(count, marker)
+  return function(p, all)
+    local n = 0
+    for _ in all:gmatch("HTTP/1%.1 %d%d%d") do n = n + 1 end
+    if n >= count and all:sub(-#marker) == marker then
+      p.transport:loseConnection()
+    end
+  end
+end
+
+local function GET(path, extra)
+  return "GET " .. path .. " HTTP/1.1\r\nHost: x\r\n" .. (extra or "") ..
+    "\r\n"
+end
+
+local function statusOf(resp)
+  return tonumber(resp:match("^HTTP/1%.1 (%d%d%d)"))
+end
+
+local function stop(port)
+  wait(port:stopListening())
+end
+
+describe("web.Site", function()
+  it("answers a function handler's string with Content-Length", function()
+    local _, port, n = serve(function(request)
+      return "hello " .. request.method .. " " .. request.path
+    end)
+    local resp = wait(raw(n, GET("/a/b?x=1", "Connection: close\r\n")))
+    assert.equal(200, statusOf(resp))
+    assert.truthy(resp:find("\r\nContent-Length: 14\r\n", 1, true))
+    assert.truthy(resp:find("\r\nContent-Type: text/html\r\n", 1, true))
+    assert.truthy(resp:find("\r\nDate: %a%a%a, "))
+    assert.truthy(resp:find("\r\nConnection: close\r\n", 1, true))
+    assert.equal("hello GET /a/b", resp:match("\r\n\r\n(.*)$"))
+    stop(port)
+  end)
+
+  it("gives args, headers and the request's fields as Twisted does",
+    function()
+      local seen
+      local _, port, n = serve(function(request)
+        seen = {
+          args = request.args, uri = request.uri, path = request.path,
+          proto = request.clientproto, ua = request:getHeader("User-Agent"),
+          multi = request.requestHeaders:getRawHeaders("x-multi"),
+          host = request:getRequestHostname(),
+          peer = request:getClientAddress().host,
+        }
+        return "ok"
+      end)
+      wait(raw(n, GET("/p%20q?a=1&b=x+y&a=%41", "User-Agent: t/1\r\n" ..
+        "X-Multi: 1\r\nx-multi: 2\r\nConnection: close\r\n")))
+      assert.same({a = {"1", "A"}, b = {"x y"}}, seen.args)
+      assert.equal("/p%20q?a=1&b=x+y&a=%41", seen.uri)
+      assert.equal("/p%20q", seen.path)
+      assert.equal("HTTP/1.1", seen.proto)
+      assert.equal("t/1", seen.ua)
+      assert.same({"1", "2"}, seen.multi)
+      assert.equal("x", seen.host)
+      assert.equal("127.0.0.1", seen.peer)
+      stop(port)
+    end)
+
+  it("keeps the connection open and answers pipelined requests in order",
+    function()
+      local _, port, n = serve(function(request)
+        if request.path == "/slow" then
+          reactor.callLater(0.05, function()
+            request:write("slow")
+            request:finish()
+          end)
+          return web.NOT_DONE_YET
+        end
+        return "fast" .. request.path
+      end)
+      local resp = wait(raw(n, GET("/slow") .. GET("/1") .. GET("/2"),
+        {onData = closeAfter(3, "fast/2")}))
+      local bodies = {}
+      for b in resp:gmatch("\r\n\r\n(%x*\r?\n?[%a/%d]+)") do
+        bodies[#bodies + 1] = b
+      end
+      local i1 = resp:find("slow", 1, true)
+      local i2 = resp:find("fast/1", 1, true)
+      local i3 = resp:find("fast/2", 1, true)
+      assert.truthy(i1 and i2 and i3)
+      assert.truthy(i1 < i2 and i2 < i3)
+      assert.is_nil(resp:find("Connection: close", 1, true))
+      stop(port)
+    end)
+
+  it("sends a body written without a length chunked, and ends it",
+    function()
+      local _, port, n = serve(function(request)
+        request:write("abc")
+        request:write("")
+        request:write("defgh")
+        request:finish()
+        return web.NOT_DONE_YET
+      end)
+      local resp = wait(raw(n, GET("/", "Connection: close\r\n")))
+      assert.truthy(resp:find("Transfer-Encoding: chunked", 1, true))
+      assert.equal("3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n",
+        resp:match("\r\n\r\n(.*)$"))
+      stop(port)
+    end)
+
+  it("reads chunked and Content-Length request bodies", function()
+    local bodies = {}
+    local _, port, n = serve(function(request)
+      bodies[#bodies + 1] = request.content:read()
+      return "ok"
+    end)
+    wait(raw(n, {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " ..
+      "chunked\r\n\r\n4\r\nWiki\r\n", "5\r\npedia\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n" ..
+      "Connection: close\r\n\r\nxyz"}))
+    assert.same({"Wikipedia", "xyz"}, bodies)
+    stop(port)
+  end)
+
+  it("parses a form body into args", function()
+    local args
+    local _, port, n = serve(function(request)
+      args = request.args
+      return "ok"
+    end)
+    wait(raw(n, "POST /?q=1 HTTP/1.1\r\nHost: x\r\nContent-Type: " ..
+      "application/x-www-form-urlencoded\r\nContent-Length: 9\r\n" ..
+      "Connection: close\r\n\r\nname=a%2B"))
+    assert.same({q = {"1"}, name = {"a+"}}, args)
+    stop(port)
+  end)
+
+  it("answers Expect: 100-continue before the body is sent", function()
+    local _, port, n = serve(function(request)
+      return "got " .. request.content:read()
+    end)
+    local sentBody = false
+    local resp = wait(raw(n, "POST / HTTP/1.1\r\nHost: x\r\nContent-" ..
+      "Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", {
+        onData = function(p, all)
+          if not sentBody and all:find("^HTTP/1%.1 100 Continue\r\n\r\n")
+          then
+            sentBody = true
+            p.transport:write("body")
+          end
+        end,
+      }))
+    assert.is_true(sentBody)
+    assert.truthy(resp:find("got body$"))
+    stop(port)
+  end)
+
+  it("sends HEAD answers with the length and no body", function()
+    local _, port, n = serve(function() return "twelve bytes" end)
+    local resp = wait(raw(n, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" ..
+      GET("/", "Connection: close\r\n")))
+    local first = resp:match("^(.-\r\n\r\n)")
+    assert.truthy(first:find("Content-Length: 12", 1, true))
+    assert.truthy(resp:find("\r\n\r\nHTTP/1.1 200", 1, true))
+    assert.truthy(resp:find("twelve bytes$"))
+    stop(port)
+  end)
+
+  it("waits for a Deferred returned by the handler", function()
+    local _, port, n = serve(function()
+      local d = defer.Deferred()
+      reactor.callLater(0.01, function() d:callback("later") end)
+      return d
+    end)
+    local resp = wait(raw(n, GET("/", "Connection: close\r\n")))
+    assert.truthy(resp:find("\r\n\r\nlater$"))
+    stop(port)
+  end)
+
+  it("answers 500 without the traceback and logs the error", function()
+    local _, port, n = serve(function() error("secret detail") end)
+    local errors, resp = H.loggedErrors(function()
+      return wait(raw(n, GET("/", "Connection: close\r\n")))
+    end)
+    assert.equal(500, statusOf(resp))
+    assert.is_nil(resp:find("secret", 1, true))
+    assert.is_nil(resp:find("traceback", 1, true))
+    assert.equal(1, #errors)
+    assert.truthy(errors[1].failure:getErrorMessage():find("secret detail"))
+    assert.truthy(errors[1].failure:getTraceback():find("web_spec"))
+    stop(port)
+  end)
+
+  it("fires notifyFinish's Deferred with the loss of the connection",
+    function()
+      local lost = defer.Deferred()
+      local _, port, n = serve(function(request)
+        request:notifyFinish():addErrback(function(f) lost:callback({f}) end)
+        return web.NOT_DONE_YET
+      end)
+      local _, cf = raw(n, GET("/"), {onMade = function(p)
+        reactor.callLater(0.05, function() p.transport:loseConnection() end)
+      end})
+      local f = wait(lost)[1]
+      assert.truthy(f:check(reactor.ConnectionDone, reactor.ConnectionLost))
+      assert.truthy(cf)
+      stop(port)
+    end)
+
+  it("pauses a streaming producer while the client does not read",
+    function()
+      local paused, stopped = defer.Deferred(), defer.Deferred()
+      local producer = {written = 0}
+      local request
+      function producer.pauseProducing(self)
+        self.paused = true
+        if not paused.called then paused:callback(self.written) end
+      end
+      function producer.resumeProducing(self) self.paused = false end
+      function producer.stopProducing() stopped:callback(true) end
+      local chunk = string.rep("x", 64 * 1024)
+      local _, port, n = serve(function(req)
+        request = req
+        req:registerProducer(producer, true)
+        local function pump()
+          while not producer.paused and producer.written < 64 * 2 ^ 20 do
+            req:write(chunk)
+            producer.written = producer.written + #chunk
+          end
+        end
+        pump()
+        return web.NOT_DONE_YET
+      end)
+      local _, cf = raw(n, GET("/"), {onMade = function(p)
+        p.transport:pauseProducing()
+      end})
+      local written = wait(paused)
+      assert.truthy(written < 16 * 2 ^ 20)
+      assert.truthy(request)
+      cf.proto.transport:abortConnection()
+      wait(stopped)
+      stop(port)
+    end)
+
+  it("writes an access line in the common log format when asked",
+    function()
+      local lines = {}
+      local _, port, n = serve(function() return "12345" end,
+        {accessLog = function(line) lines[#lines + 1] = line end})
+      wait(raw(n, GET("/x?y", "Connection: close\r\n")))
+      assert.equal(1, #lines)
+      assert.truthy(lines[1]:find('^127%.0%.0%.1 %- %- %[%d%d/%a%a%a/%d%d%d%d' ..
+        ':%d%d:%d%d:%d%d %+0000%] "GET /x%?y HTTP/1%.1" 200 5$'))
+      stop(port)
+    end)
+
+  it("logs nothing per request by default", function()
+    local _, port, n = serve(function() return "x" end)
+    local cap = H.captureLog()
+    wait(raw(n, GET("/", "Connection: close\r\n")))
+    cap:stop()
+    assert.equal(0, #cap.events)
+    stop(port)
+  end)
+
+  it("rejects a Site of something else", function()
+    local ok, err = pcall(web.Site, 42)
+    assert.is_false(ok)
+    assert.truthy(err:find("bad argument #1 to 'Site' (resource or " ..
+      "function expected, got number)", 1, true))
+  end)
+end)
+
+describe("web.Resource", function()
+  local function tree()
+    local root = web.Resource()
+    local Hello = web.Resource:extend({isLeaf = true})
+    function Hello:render_GET(request)
+      return "hello " .. table.concat(request.postpath, "|")
+    end
+    function Hello:render_POST() return "posted" end
+    local Dyn = web.Resource:extend({})
+    function Dyn:getChild(path) -- luacheck: ignore 212
+      local r = web.Resource()
+      r.render_GET = function() return "dyn:" .. path end
+      return r
+    end
+    root:putChild("hello", Hello())
+    root:putChild("dyn", Dyn())
+    root:putChild("", web.Redirect("/hello"))
+    return root
+  end
+
+  it("walks putChild, getChild and isLeaf as Twisted does", function()
+    local _, port, n = serve(tree())
+    local resp = wait(raw(n, GET("/hello/a/b") .. GET("/dyn/zz") ..
+      GET("/") .. GET("/nope", "Connection: close\r\n")))
+    assert.truthy(resp:find("hello a|b", 1, true))
+    assert.truthy(resp:find("dyn:zz", 1, true))
+    assert.truthy(resp:find("HTTP/1.1 302 Found\r\n", 1, true))
+    assert.truthy(resp:find("Location: /hello\r\n", 1, true))
+    assert.truthy(resp:find("HTTP/1.1 404 Not Found\r\n", 1, true))
+    stop(port)
+  end)
+
+  it("answers 405 with Allow for a method without render_", function()
+    local _, port, n = serve(tree())
+    local resp = wait(raw(n, "DELETE /hello HTTP/1.1\r\nHost: x\r\n" ..
+      "Connection: close\r\n\r\n"))
+    assert.equal(405, statusOf(resp))
+    assert.truthy(resp:find("Allow: GET, HEAD, POST\r\n", 1, true))
+    stop(port)
+  end)
+end)
+
+describe("web limits", function()
+  local function site()
+    return serve(function() return "fine" end, {headersTimeout = 0.3,
+      idleTimeout = 0.3, requestTimeout = 1})
+  end
+
+  -- Another client is answered while the bad one is handled.
+  local function stillServes(n)
+    local resp = wait(raw(n, GET("/", "Connection: close\r\n")))
+    assert.equal(200, statusOf(resp))
+  end
+
+  it("answers garbage with 400 and closes", function()
+    local _, port, n = site()
+    local resp = wait(raw(n, "\1\2garbage\255\r\n\r\n"))
+    assert.equal(400, statusOf(resp))
+    assert.truthy(resp:find("Connection: close", 1, true))
+    stillServes(n)
+    stop(port)
+  end)
+
+  it("answers a 1 MiB header with 400 and closes, memory bounded",
+    function()
+      local s, port, n = site()
+      local big = string.rep("a", 64 * 1024)
+      local parts = {"GET / HTTP/1.1\r\nX-Big: "}
+      for i = 2, 17 do parts[i] = big end
+      local peak = 0
+      local orig = web.HTTPChannel._onParseError
+      local mem = require("spindle._http").memory
+      s.buildProtocol = function(self, addr)
+        local ch = web.Site.buildProtocol(self, addr)
+        ch._onParseError = function(c, ...)
+          peak = math.max(peak, mem(c))
+          return orig(c, ...)
+        end
+        return ch
+      end
+      local resp = wait(raw(n, parts))
+      assert.equal(400, statusOf(resp))
+      assert.truthy(peak > 0 and peak <= 64 * 1024)
+      stillServes(n)
+      stop(port)
+    end)
+
+  it("answers a request line without end with 400", function()
+    local _, port, n = site()
+    local resp = wait(raw(n, "GET /" .. string.rep("a", 20000)))
+    assert.equal(400, statusOf(resp))
+    stillServes(n)
+    stop(port)
+  end)
+
+  it("closes a slow-loris client with 408 after headersTimeout", function()
+    local _, port, n = site()
+    local timer
+    local d = raw(n, "GET / HTTP/1.1\r\n", {onMade = function(p)
+      local i = 0
+      local function drip()
+        i = i + 1
+        p.transport:write("X-" .. i .. ": y\r\n")
+        timer = reactor.callLater(0.05, drip)
+      end
+      drip()
+    end})
+    local resp = wait(d)
+    if timer:active() then timer:cancel() end
+    assert.equal(408, statusOf(resp))
+    stillServes(n)
+    stop(port)
+  end)
+
+  it("answers an invalid chunk size with 400 and closes", function()
+    local _, port, n = site()
+    local resp = wait(raw(n, "POST / HTTP/1.1\r\nHost: x\r\n" ..
+      "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n"))
+    assert.equal(400, statusOf(resp))
+    stillServes(n)
+    stop(port)
+  end)
+
+  it("answers a body over maxBodyBytes with 413", function()
+    local _, port, n = serve(function() return "x" end, {maxBodyBytes = 10})
+    local resp = wait(raw(n, "POST / HTTP/1.1\r\nHost: x\r\n" ..
+      "Content-Length: 11\r\n\r\n01234567890"))
+    assert.equal(413, statusOf(resp))
+    stop(port)
+  end)
+
+  it("answers too many header fields with 400", function()
+    local _, port, n = serve(function() return "x" end, {maxHeaders = 3})
+    local resp = wait(raw(n, GET("/", "A: 1\r\nB: 2\r\nC: 3\r\n")))
+    assert.equal(400, statusOf(resp))
+    stop(port)
+  end)
+
+  it("closes an idle keep-alive connection after idleTimeout", function()
+    local _, port, n = site()
+    local t0 = reactor.seconds()
+    local resp = wait(raw(n, GET("/")))
+    assert.equal(200, statusOf(resp))
+    assert.truthy(reactor.seconds() - t0 >= 0.25)
+    stop(port)
+  end)
+end)
+
+describe("web.File", function()
+  local dir
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "/sub'")
+    local f = io.open(dir .. "/a.txt", "wb")
+    f:write("0123456789")
+    f:close()
+    f = io.open(dir .. "/page.html", "wb")
+    f:write("<p>hi</p>")
+    f:close()
+    f = io.open(dir .. "/big.bin", "wb")
+    f:write(string.rep("z", 300 * 1024))
+    f:close()
+    f = io.open(dir .. "/sub/index.html", "wb")
+    f:write("index!")
+    f:close()
+  end)
+  teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  it("serves a file with its type and length", function()
+    local _, port, n = serve(web.File(dir))
+    local resp = wait(raw(n, GET("/a.txt") .. GET("/page.html",
+      "Connection: close\r\n")))
+    assert.truthy(resp:find("Content-Type: text/plain\r\n", 1, true))
+    assert.truthy(resp:find("Content-Length: 10\r\n", 1, true))
+    assert.truthy(resp:find("\r\n\r\n0123456789HTTP", 1, true))
+    assert.truthy(resp:find("Content-Type: text/html\r\n", 1, true))
+    assert.truthy(resp:find("Accept-Ranges: bytes\r\n", 1, true))
+    assert.truthy(resp:find("<p>hi</p>$"))
+    stop(port)
+  end)
+
+  it("serves byte ranges (206) and refuses bad ones (416)", function()
+    local _, port, n = serve(web.File(dir))
+    local resp = wait(raw(n, GET("/a.txt", "Range: bytes=2-4\r\n") ..
+      GET("/a.txt", "Range: bytes=-3\r\n") ..
+      GET("/a.txt", "Range: bytes=20-\r\nConnection: close\r\n")))
+    assert.truthy(resp:find("HTTP/1.1 206 Partial Content\r\n", 1, true))
+    assert.truthy(resp:find("Content-Range: bytes 2-4/10\r\n", 1, true))
+    assert.truthy(resp:find("\r\n\r\n234HTTP", 1, true))
+    assert.truthy(resp:find("Content-Range: bytes 7-9/10\r\n", 1, true))
+    assert.truthy(resp:find("\r\n\r\n789HTTP", 1, true))
+    assert.truthy(resp:find("HTTP/1.1 416 ", 1, true))
+    assert.truthy(resp:find("Content-Range: bytes */10\r\n", 1, true))
+    stop(port)
+  end)
+
+  it("streams a large file whole, HEAD without it", function()
+    local _, port, n = serve(web.File(dir))
+    local resp = wait(raw(n, "HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n" ..
+      GET("/big.bin", "Connection: close\r\n")))
+    local _, count = resp:gsub("Content%-Length: 307200\r\n", "")
+    assert.equal(2, count)
+    assert.equal(300 * 1024, #resp:match("\r\n\r\n(z+)$"))
+    stop(port)
+  end)
+
+  it("serves a directory's index, lists others, keeps to its root",
+    function()
+      local _, port, n = serve(web.File(dir))
+      local resp = wait(raw(n, GET("/sub/") .. GET("/sub") .. GET("/") ..
+        GET("/../etc/passwd") .. GET("/nope", "Connection: close\r\n")))
+      assert.truthy(resp:find("index!", 1, true))
+      assert.truthy(resp:find("Location: /sub/\r\n", 1, true))
+      assert.truthy(resp:find('<a href="a.txt">a.txt</a>', 1, true))
+      local _, n404 = resp:gsub("HTTP/1%.1 404", "")
+      assert.equal(2, n404)
+      stop(port)
+    end)
+end)
+
+describe("web.Agent", function()
+  local function echoSite()
+    return serve(function(request)
+      if request.path == "/redirect" then
+        request:redirect("/final?from=r")
+        return ""
+      elseif request.path == "/loop" then
+        request:redirect("/loop")
+        return ""
+      elseif request.path == "/see" then
+        request:setResponseCode(303)
+        request:setHeader("location", "/final")
+        return ""
+      elseif request.path == "/stream" then
+        request:write("a")
+        reactor.callLater(0.01, function()
+          request:write("b")
+          request:finish()
+        end)
+        return web.NOT_DONE_YET
+      end
+      request:setHeader("x-method", request.method)
+      return request.method .. " " .. request.uri .. " " ..
+        request.content:read() .. " " ..
+        tostring(request:getHeader("x-test"))
+    end)
+  end
+
+  it("requests and reads the body (readBody)", function()
+    local _, port, n = echoSite()
+    local agent = web.Agent(reactor)
+    local resp = wait(agent:request("GET", "http://127.0.0.1:" .. n ..
+      "/p?q=1", {["X-Test"] = "yes"}))
+    assert.equal(200, resp.code)
+    assert.equal("OK", resp.phrase)
+    assert.same({"HTTP", 1, 1}, resp.version)
+    assert.equal("GET", resp.headers:getRawHeaders("X-Method")[1])
+    assert.equal(#"GET /p?q=1  yes", resp.length)
+    assert.equal("GET /p?q=1  yes", wait(web.readBody(resp)))
+    stop(port)
+  end)
+
+  it("sends a string body and a chunked body producer", function()
+    local _, port, n = echoSite()
+    local agent = web.Agent(reactor)
+    local url = "http://127.0.0.1:" .. n .. "/b"
+    local r1 = wait(agent:request("POST", url, nil, "payload"))
+    assert.equal("POST /b payload nil", wait(web.readBody(r1)))
+    local producer = {length = web.UNKNOWN_LENGTH}
+    function producer.startProducing(_, consumer)
+      consumer:write("chunk1-")
+      consumer:write("chunk2")
+      return defer.succeed(nil)
+    end
+    function producer.stopProducing() end
+    local r2 = wait(agent:request("PUT", url, nil, producer))
+    assert.equal("PUT /b chunk1-chunk2 nil", wait(web.readBody(r2)))
+    stop(port)
+  end)
+
+  it("reads a chunked response body", function()
+    local _, port, n = echoSite()
+    local body = wait(web.get("http://127.0.0.1:" .. n .. "/stream"))
+    assert.equal("ab", body)
+    stop(port)
+  end)
+
+  it("reuses a pooled connection and closes cached ones", function()
+    local made = 0
+    local site, port, n = echoSite()
+    local orig = site.buildProtocol
+    site.buildProtocol = function(self, addr)
+      made = made + 1
+      return orig(self, addr)
+    end
+    local pool = web.HTTPConnectionPool(reactor)
+    local agent = web.Agent(reactor, {pool = pool})
+    local url = "http://127.0.0.1:" .. n .. "/x"
+    for _ = 1, 3 do
+      wait(web.readBody(wait(agent:request("GET", url))))
+    end
+    assert.equal(1, made)
+    wait(pool:closeCachedConnections())
+    stop(port)
+  end)
+
+  it("limits connections per host and queues the rest", function()
+    local live, peak = 0, 0
+    local _, port, n = serve(function(request)
+      live = live + 1
+      peak = math.max(peak, live)
+      reactor.callLater(0.02, function()
+        live = live - 1
+        request:write("k")
+        request:finish()
+      end)
+      return web.NOT_DONE_YET
+    end)
+    local pool = web.HTTPConnectionPool(reactor)
+    pool.maxConnectionsPerHost = 2
+    local agent = web.Agent(reactor, {pool = pool})
+    local ds = {}
+    for i = 1, 6 do
+      ds[i] = agent:request("GET", "http://127.0.0.1:" .. n .. "/"):
+        addCallback(web.readBody)
+    end
+    local r = wait(defer.gatherResults(ds))
+    assert.equal("kkkkkk", table.concat(r, "", 1, 6))
+    assert.equal(2, peak)
+    wait(pool:closeCachedConnections())
+    stop(port)
+  end)
+
+  it("follows redirects only through RedirectAgent", function()
+    local _, port, n = echoSite()
+    local base = "http://127.0.0.1:" .. n
+    local plain = wait(web.Agent(reactor):request("GET", base .. "/redirect"))
+    assert.equal(302, plain.code)
+    wait(web.readBody(plain))
+    local ra = web.RedirectAgent(web.Agent(reactor))
+    local r = wait(ra:request("GET", base .. "/redirect"))
+    assert.equal(200, r.code)
+    assert.equal(302, r.previousResponse.code)
+    assert.equal("GET /final?from=r  nil", wait(web.readBody(r)))
+    local r303 = wait(ra:request("POST", base .. "/see", nil, "x"))
+    assert.equal("GET /final  nil", wait(web.readBody(r303)))
+    local f = H.waitForFailure(ra:request("POST", base .. "/redirect"))
+    assert.truthy(f:check(web.ResponseFailed))
+    assert.truthy(f.value.reasons[1]:check(web.PageRedirect))
+    local f2 = H.waitForFailure(web.RedirectAgent(web.Agent(reactor), 3)
+      :request("GET", base .. "/loop"))
+    assert.truthy(f2:check(web.InfiniteRedirection))
+    stop(port)
+  end)
+
+  it("fails for an unsupported scheme and a refused connection", function()
+    local f = H.waitForFailure(web.Agent(reactor):request("GET",
+      "ftp://127.0.0.1/"))
+    assert.truthy(f:check(web.SchemeNotSupported))
+    local probe = reactor.listenTCP(0, protocol.Factory.forProtocol(
+      protocol.Protocol), nil, "127.0.0.1")
+    local n = probe:getHost().port
+    wait(probe:stopListening())
+    local f2 = H.waitForFailure(web.get("http://127.0.0.1:" .. n .. "/"))
+    assert.truthy(f2:check(reactor.ConnectionRefusedError))
+  end)
+
+  it("fails web.get for an error status with web.Error", function()
+    local _, port, n = serve(web.Resource())
+    local f = H.waitForFailure(web.get("http://127.0.0.1:" .. n .. "/x"))
+    assert.truthy(f:check(web.Error))
+    assert.equal(404, f.value.code)
+    stop(port)
+  end)
+end)
