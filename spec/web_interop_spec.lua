@@ -304,3 +304,17 @@ for i in range(%d):
     end)
   end)
 end)
+
+describe("scripts/web_json_server.lua and web_json_client.lua", function()
+  it("serve and call the JSON API, each in its own process", function()
+    local p, n = peers.listening(q(H.SPINDLE) ..
+      " scripts/web_json_server.lua 0 --requests 5",
+      "^json api listening on 127%.0%.0%.1:(%d+)$")
+    local out = wait(run(q(H.SPINDLE) .. " scripts/web_json_client.lua " ..
+      "http://127.0.0.1:" .. n))
+    assert.equal("created note 1: buy milk\ncreated note 2: write specs\n" ..
+      "2 notes: buy milk, write specs\ndeleted note 1: 204\n" ..
+      "note 1: 404 no such note\n", out)
+    assert.equal("", peers.finish(p))
+  end)
+end)

@@ -914,7 +914,8 @@ function Site:_untrack(ch)
     self._channels[ch] = nil
     self._nchannels = self._nchannels - 1
     if self._nchannels == 0 and self._timer ~= nil then
-      self._timer:cancel()
+      -- At exit the reactor may have cancelled it already.
+      if self._timer:active() then self._timer:cancel() end
       self._timer = nil
     end
   end
