@@ -76,15 +76,15 @@ typedef struct field {
 typedef struct hparser {
   llhttp_t p;
   int side;
-  buf head;    /* target (server) or reason (client), then fields */
-  buf body;    /* body bytes not yet given to Lua */
-  buf pend;    /* server: input not parsed yet; [pstart, len) */
+  buf head; /* target (server) or reason (client), then fields */
+  buf body; /* body bytes not yet given to Lua */
+  buf pend; /* server: input not parsed yet; [pstart, len) */
   size_t pstart;
   field *fields;
   size_t nfields, fcap;
-  uint32_t tlen;    /* target/reason: head[0, tlen) */
-  int in_value;     /* the last field callback was a value */
-  size_t max_head;  /* bytes of target, names and values */
+  uint32_t tlen;   /* target/reason: head[0, tlen) */
+  int in_value;    /* the last field callback was a value */
+  size_t max_head; /* bytes of target, names and values */
   size_t max_fields;
   size_t max_url;
   size_t max_body;
@@ -155,7 +155,9 @@ static void buf_free(buf *b) {
 
 /* ---- llhttp callbacks ---------------------------------------------------- */
 
-static hparser *hp_of(llhttp_t *p) { return (hparser *)p; }
+static hparser *hp_of(llhttp_t *p) {
+  return (hparser *)p;
+}
 
 /* A limit was passed: llhttp stops with HPE_USER and this reason. */
 static int limit_error(hparser *h, int status, const char *why) {
@@ -183,8 +185,7 @@ static int on_message_begin(llhttp_t *p) {
 /* Count n bytes of head against max_head. */
 static int head_count(hparser *h, size_t n) {
   h->headbytes += n;
-  if (h->headbytes > h->max_head)
-    return limit_error(h, 400, "Header overflow");
+  if (h->headbytes > h->max_head) return limit_error(h, 400, "Header overflow");
   return 0;
 }
 
@@ -811,44 +812,82 @@ static buf out; /* the reused response buffer (loop thread only) */
 
 static const char *reason_for(int code) {
   switch (code) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Request Entity Too Large";
-    case 414: return "Request-URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Requested Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown Status";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Request Entity Too Large";
+    case 414:
+      return "Request-URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Requested Range Not Satisfiable";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown Status";
   }
 }
 
@@ -856,9 +895,8 @@ static const char *reason_for(int code) {
 static const char *http_date(time_t t, char *dst, size_t n) {
   static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed",
                                   "Thu", "Fri", "Sat"};
-  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr",
-                                     "May", "Jun", "Jul", "Aug",
-                                     "Sep", "Oct", "Nov", "Dec"};
+  static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   struct tm tm;
   gmtime_r(&t, &tm);
   snprintf(dst, n, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
@@ -890,8 +928,8 @@ static void out_str(const char *s, size_t n) {
 
 /* [-0, +0, m] Append "Name: value\r\n" with the name canonicalised as
 ** Twisted's Headers does (Content-Type). */
-static void out_header(lua_State *L, const char *name, size_t nl,
-                       const char *v, size_t vl) {
+static void out_header(lua_State *L, const char *name, size_t nl, const char *v,
+                       size_t vl) {
   int up = 1;
   if (!buf_reserve(&out, nl + vl + 4)) luaL_error(L, "not enough memory");
   for (size_t i = 0; i < nl; i++) {
@@ -1039,8 +1077,8 @@ static int http_write(lua_State *L) {
 ** twisted.web.http.datetimeToString. */
 static int http_dateString(lua_State *L) {
   char d[40];
-  time_t t = lua_isnoneornil(L, 1) ? time(NULL)
-                                   : (time_t)luaL_checknumber(L, 1);
+  time_t t =
+      lua_isnoneornil(L, 1) ? time(NULL) : (time_t)luaL_checknumber(L, 1);
   lua_pushstring(L, http_date(t, d, sizeof(d)));
   return 1;
 }
@@ -1080,20 +1118,19 @@ static const luaL_Reg parser_methods[] = {{"feed", parser_feed},
 
 static const luaL_Reg parser_meta[] = {{"__gc", parser_gc}, {NULL, NULL}};
 
-static const luaL_Reg http_funcs[] = {
-    {"attach", http_attach},
-    {"dataReceived", channel_dataReceived},
-    {"resume", http_resume},
-    {"stop", http_stop},
-    {"state", http_state},
-    {"memory", http_memory},
-    {"ResponseParser", http_ResponseParser},
-    {"writeHead", http_writeHead},
-    {"writeChunk", http_writeChunk},
-    {"write", http_write},
-    {"date", http_dateString},
-    {"stat", http_stat},
-    {NULL, NULL}};
+static const luaL_Reg http_funcs[] = {{"attach", http_attach},
+                                      {"dataReceived", channel_dataReceived},
+                                      {"resume", http_resume},
+                                      {"stop", http_stop},
+                                      {"state", http_state},
+                                      {"memory", http_memory},
+                                      {"ResponseParser", http_ResponseParser},
+                                      {"writeHead", http_writeHead},
+                                      {"writeChunk", http_writeChunk},
+                                      {"write", http_write},
+                                      {"date", http_dateString},
+                                      {"stat", http_stat},
+                                      {NULL, NULL}};
 
 /* spindle._http: the C half of spindle.web (see web.lua). */
 int luaopen_spindle__http(lua_State *L) {
