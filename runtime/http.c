@@ -300,8 +300,18 @@ static int on_message_complete(llhttp_t *p) {
 
 /* ---- parser objects -------------------------------------------------- */
 
+/* The parser metatable, recognised by its address on the hot path
+** (luaL_testudata looks its name up in the registry each call). */
+static const void *parser_mt;
+
+/* [-0, +0, -] The parser at idx, or NULL if it is something else. */
 static hparser *parser_test(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, PARSER_MT);
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
+    return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == parser_mt ? lua_touserdata(L, idx) : NULL;
 }
 
 static int parser_gc(lua_State *L) {
@@ -924,6 +934,17 @@ static void out_str(const char *s, size_t n) {
   out.len += n;
 }
 
+/* Append the decimal digits of v (room was reserved). */
+static void out_uint(unsigned long long v) {
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0);
+  while (n > 0) out.p[out.len++] = tmp[--n];
+}
+
 #define OUT_LIT(s) out_str(s, sizeof(s) - 1)
 
 /* [-0, +0, m] Append "Name: value\r\n" with the name canonicalised as
@@ -977,7 +998,6 @@ static int http_writeHead(lua_State *L) {
   size_t blen = 0, dl;
   const char *body = luaL_optlstring(L, 7, NULL, &blen);
   const char *date = date_now(&dl);
-  char num[64];
   uv_buf_t b[2];
   unsigned nb = 1;
   if (reason == NULL) reason = reason_for(code);
@@ -987,8 +1007,11 @@ static int http_writeHead(lua_State *L) {
   out.len = 0;
   if (!buf_reserve(&out, 256 + strlen(reason)))
     return luaL_error(L, "not enough memory");
-  out.len = (size_t)snprintf(out.p, out.cap, "HTTP/1.1 %d %s\r\nDate: ", code,
-                             reason);
+  OUT_LIT("HTTP/1.1 ");
+  out_uint((unsigned)code);
+  out.p[out.len++] = ' ';
+  out_str(reason, strlen(reason));
+  OUT_LIT("\r\nDate: ");
   out_str(date, dl);
   OUT_LIT("\r\n");
   if (lua_type(L, 4) == LUA_TTABLE) {
@@ -1021,9 +1044,9 @@ static int http_writeHead(lua_State *L) {
   if (!buf_reserve(&out, 128)) return luaL_error(L, "not enough memory");
   if ((flags & WH_DEFTYPE) && !hastype) OUT_LIT("Content-Type: text/html\r\n");
   if (length >= 0) {
-    int k = snprintf(num, sizeof(num), "Content-Length: %lld\r\n",
-                     (long long)length);
-    out_str(num, (size_t)k);
+    OUT_LIT("Content-Length: ");
+    out_uint((unsigned long long)length);
+    OUT_LIT("\r\n");
   } else if (length == -1) {
     OUT_LIT("Transfer-Encoding: chunked\r\n");
   }
@@ -1145,6 +1168,9 @@ int luaopen_spindle__http(lua_State *L) {
   settings.on_body = on_body;
   settings.on_message_complete = on_message_complete;
   sp_class_new(L, PARSER_MT, parser_methods, parser_meta);
+  luaL_getmetatable(L, PARSER_MT);
+  parser_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
   lua_createtable(L, 64, 0);
 #define SP_METHOD(num, name, string) \
   lua_pushliteral(L, #string);       \

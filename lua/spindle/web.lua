@@ -322,16 +322,22 @@ end
 -- a render that returns a string).
 local function respond(self, body)
   if self._disconnected then return end
-  local len = #body
+  local len, code, flags = #body, self.code, 0
   local hdrs = self.responseHeaders
-  if rawget(hdrs, "content-length") ~= nil or noBodyCode(self.code) then
-    len = -2
+  if next(hdrs) == nil then hdrs = nil
+  elseif rawget(hdrs, "content-length") ~= nil then len = -2 end
+  if not self.persistent then flags = CLOSE
+  elseif self.clientproto == "HTTP/1.0" then flags = KEEPALIVE end
+  if self.method == "HEAD" then
+    flags = flags + NOBODY
+  elseif code == 204 or code == 304 or (code >= 100 and code < 200) then
+    len, flags = -2, flags + NOBODY
+  else
+    flags = flags + DEFTYPE
+    self.sentLength = #body
   end
-  if next(hdrs) == nil then hdrs = nil end
-  writeHead(self.transport, self.code, self.code_message, hdrs, len,
-    headFlags(self), body)
+  writeHead(self.transport, code, self.code_message, hdrs, len, flags, body)
   self.startedWriting = true
-  if self.method ~= "HEAD" then self.sentLength = #body end
   self:_finished()
 end
 
@@ -433,14 +439,15 @@ end
 -- Bookkeeping once the response is complete.
 function Request:_finished()
   self.finished = true
-  local site = self.site
-  if site.accessLog then site:log(self) end
-  local list = rawget(self, "_notify")
+  if self.site.accessLog then self.site:log(self) end
+  local list = self._notify
   if list ~= nil then
     self._notify = nil
     for i = 1, #list do list[i]:callback(nil) end
   end
-  self.channel:_requestDone(self)
+  local ch = self.channel
+  if ch._current == self then ch._current = nil end
+  if not self.persistent or ch._blocked then ch:_requestDone(self) end
 end
 
 -- The connection was lost before the response was finished.
@@ -733,15 +740,28 @@ function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
     end
   end
   self._current = req
-  req:process()
+  local handler = site.handler
+  local ok, r
+  if handler ~= nil then
+    ok, r = xpcall(handler, errhandler, req)
+  else
+    ok, r = xpcall(dispatch, errhandler, req)
+  end
+  if not ok then
+    req:processingFailed(r)
+  elseif type(r) == "string" and not req.finished then
+    respond(req, r)
+  elseif handler ~= nil then
+    req:_renderResult(r)
+  end
   if req.finished then return true end
   self._blocked = true
   return false
 end
 
--- A request's response is finished.
+-- A request's response is finished and the connection must close or the
+-- parser, blocked on it, go on (Request._finished calls this only then).
 function HTTPChannel:_requestDone(req)
-  if self._current == req then self._current = nil end
   if not req.persistent then
     C.stop(self)
     self.transport:loseConnection()
