@@ -653,10 +653,12 @@ static int channel_dataReceived(lua_State *L) {
 }
 
 /* channel_dataReceived for a read without a Lua string (stream.h's direct
-** hook): the channel at index 1, the bytes valid during the call. */
+** hook): the channel at index 1, the bytes valid during the call. No
+** protected call of its own: the stream's delivery is one, and an error
+** there closes the connection, so a parser left busy is never fed again. */
 static int channel_direct(lua_State *L, const char *s, size_t n) {
   hparser *h = channel_parser(L);
-  server_feed_safe(L, h, s, n);
+  server_feed(L, h, s, n);
   return 0;
 }
 

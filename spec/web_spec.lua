@@ -6,7 +6,10 @@ local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
 local web = require("spindle.web")
+local ssl = require("spindle.ssl")
+local endpoints = require("spindle.endpoints")
 local H = require("spec.support.helper")
+local certs = require("spec.support.certs")()
 
 local function wait(d)
   return H.wait(d, 10)
@@ -690,6 +693,79 @@ describe("web.Agent", function()
     local f = H.waitForFailure(web.get("http://127.0.0.1:" .. n .. "/x"))
     assert.truthy(f:check(web.Error))
     assert.equal(404, f.value.code)
+    stop(port)
+  end)
+end)
+
+describe("web.Site as a factory", function()
+  local function hello() return "hi " .. tostring(true) end
+
+  it("serves over listenSSL to an Agent that verifies it", function()
+    local site = web.Site(hello)
+    local port = reactor.listenSSL(0, site, ssl.DefaultOpenSSLContextFactory(
+      certs.serverKey, certs.server), nil, "127.0.0.1")
+    local agent = web.Agent(reactor, {tlsOptions = function(host)
+      return ssl.optionsForClientTLS(host, {trustRoot = certs.ca})
+    end})
+    local resp = wait(agent:request("GET", "https://localhost:" ..
+      port:getHost().port .. "/"))
+    assert.equal("hi true", wait(web.readBody(resp)))
+    wait(port:stopListening())
+  end)
+
+  it("listens through a server endpoint string", function()
+    local ep = endpoints.serverFromString(reactor,
+      "tcp:0:interface=127.0.0.1")
+    local port = wait(ep:listen(web.Site(hello)))
+    local body = wait(web.get("http://127.0.0.1:" .. port:getHost().port ..
+      "/"))
+    assert.equal("hi true", body)
+    wait(port:stopListening())
+  end)
+end)
+
+describe("web HTTP/1.0", function()
+  it("closes after the answer unless keep-alive was asked", function()
+    local _, port, n = serve(function() return "ten bytes!" end)
+    local resp = wait(raw(n, "GET / HTTP/1.0\r\n\r\n"))
+    assert.truthy(resp:find("Content-Length: 10\r\n", 1, true))
+    assert.truthy(resp:find("Connection: close\r\n", 1, true))
+    local two = wait(raw(n, "GET / HTTP/1.0\r\nConnection: keep-alive" ..
+      "\r\n\r\nGET / HTTP/1.0\r\n\r\n"))
+    local _, count = two:gsub("ten bytes!", "")
+    assert.equal(2, count)
+    assert.truthy(two:find("Connection: keep-alive\r\n", 1, true))
+    stop(port)
+  end)
+
+  it("ends a body of unknown length by closing", function()
+    local _, port, n = serve(function(request)
+      request:write("part1 ")
+      request:write("part2")
+      request:finish()
+      return web.NOT_DONE_YET
+    end)
+    local resp = wait(raw(n, "GET / HTTP/1.0\r\nConnection: keep-alive" ..
+      "\r\n\r\n"))
+    assert.is_nil(resp:find("chunked", 1, true))
+    assert.truthy(resp:find("\r\n\r\npart1 part2$"))
+    stop(port)
+  end)
+end)
+
+describe("web.Agent timeouts", function()
+  it("aborts a request whose Deferred times out (addTimeout)", function()
+    local pending
+    local _, port, n = serve(function(request)
+      pending = request
+      return web.NOT_DONE_YET
+    end)
+    local d = web.Agent(reactor):request("GET", "http://127.0.0.1:" .. n ..
+      "/hang")
+    d:addTimeout(0.1, reactor)
+    local f = H.waitForFailure(d)
+    assert.truthy(f:check(defer.TimeoutError))
+    wait(pending:notifyFinish():addErrback(function() return "lost" end))
     stop(port)
   end)
 end)
