@@ -698,7 +698,8 @@ describe("web.Agent", function()
 end)
 
 describe("web.Site as a factory", function()
-  local function hello() return "hi " .. tostring(true) end
+  local function hello(request) return "hi " .. tostring(request:isSecure())
+  end
 
   it("serves over listenSSL to an Agent that verifies it", function()
     local site = web.Site(hello)
@@ -719,7 +720,7 @@ describe("web.Site as a factory", function()
     local port = wait(ep:listen(web.Site(hello)))
     local body = wait(web.get("http://127.0.0.1:" .. port:getHost().port ..
       "/"))
-    assert.equal("hi true", body)
+    assert.equal("hi false", body)
     wait(port:stopListening())
   end)
 end)

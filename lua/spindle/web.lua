@@ -293,8 +293,8 @@ end
 --- request:isSecure() -> boolean: the request came over TLS.
 -- twisted Request.isSecure.
 function Request:isSecure()
-  return self.transport.getPeerCertificate ~= nil
-    and self.channel._secure == true
+  local t = self.transport
+  return t.getHandle ~= nil and t:getHandle() ~= nil
 end
 
 --- request:getRequestHostname() -> the Host header's name part, or the
@@ -713,7 +713,6 @@ HTTPChannel.dataReceived = C.dataReceived
 function HTTPChannel:connectionMade()
   local t = self.transport
   if t.setTcpNoDelay ~= nil then pcall(t.setTcpNoDelay, t, true) end
-  self._secure = self.site._secure
   self.site:_track(self)
 end
 
@@ -858,7 +857,6 @@ function Site:__init(resource, options)
     self[k] = v
   end
   self.requestFactory = options.requestFactory or Request
-  self._secure = options.secure == true
   self._channels = {}
   self._nchannels = 0
 end
