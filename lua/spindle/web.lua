@@ -269,7 +269,7 @@ function Request:setResponseCode(code, message)
   if math.type(code) ~= "integer" then
     check.typeError(1, "setResponseCode", "integer", code)
   end
-  self.code, self.code_message = code, message
+  self.code, self.code_message = code, message or false
 end
 
 --- request:redirect(url): answer 302 Found with Location: url.
@@ -335,7 +335,8 @@ local function respond(self, body)
     flags = flags + DEFTYPE
     self.sentLength = #body
   end
-  writeHead(self.transport, code, self.code_message, hdrs, len, flags, body)
+  writeHead(self.transport, code, self.code_message or nil, hdrs, len, flags,
+    body)
   self.startedWriting = true
   self:_finished()
 end
@@ -365,7 +366,7 @@ function Request:write(data)
         self.persistent = false
       end
     end
-    writeHead(self.transport, self.code, self.code_message, hdrs, len,
+    writeHead(self.transport, self.code, self.code_message or nil, hdrs, len,
       headFlags(self))
   end
   if data == "" or self.method == "HEAD" or noBodyCode(self.code) then
@@ -395,7 +396,7 @@ function Request:finish()
     if rawget(hdrs, "content-length") ~= nil or noBodyCode(self.code) then
       len = -2
     end
-    writeHead(self.transport, self.code, self.code_message, hdrs, len,
+    writeHead(self.transport, self.code, self.code_message or nil, hdrs, len,
       headFlags(self))
   elseif self.chunked then
     cwrite(self.transport, "0\r\n\r\n")
@@ -411,8 +412,8 @@ function Request:notifyFinish()
   if self.finished then d:callback(nil)
   elseif self._disconnected then d:errback(self._lostReason)
   else
-    local list = rawget(self, "_notify")
-    if list == nil then list = {}; self._notify = list end
+    local list = self._notify
+    if not list then list = {}; self._notify = list end
     list[#list + 1] = d
   end
   return d
@@ -440,12 +441,12 @@ function Request:_finished()
   self.finished = true
   if self.site.accessLog then self.site:log(self) end
   local list = self._notify
-  if list ~= nil then
-    self._notify = nil
+  if list then
+    self._notify = false
     for i = 1, #list do list[i]:callback(nil) end
   end
   local ch = self.channel
-  if ch._current == self then ch._current = nil end
+  if ch._current == self then ch._current = false end
   if not self.persistent or ch._blocked then ch:_requestDone(self) end
 end
 
@@ -453,9 +454,9 @@ end
 function Request:_connectionLost(reason)
   self._disconnected = true
   self._lostReason = reason
-  local list = rawget(self, "_notify")
-  if list ~= nil then
-    self._notify = nil
+  local list = self._notify
+  if list then
+    self._notify = false
     for i = 1, #list do list[i]:errback(reason) end
   end
 end
@@ -728,6 +729,10 @@ function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
     requestHeaders = setmetatable(headers, Headers),
     responseHeaders = setmetatable({}, Headers),
     persistent = keep and not self._closing,
+    -- Set here, not inherited: a read that misses the instance walks the
+    -- class chain (this is the per-request hot path).
+    code = 200, code_message = false, finished = false,
+    startedWriting = false, sentLength = 0, _notify = false,
     args = q and M.parseQS(sub(uri, q + 1)) or {},
     content = body and Content(body) or EMPTY_CONTENT,
   }, site.requestFactory)
@@ -774,7 +779,7 @@ end
 -- The parser met bad input: answer with its status and close.
 -- Follows twisted HTTPChannel._respondToBadRequestAndDisconnect.
 function HTTPChannel:_onParseError(status)
-  if self._current ~= nil then
+  if self._current then
     self._current.persistent = false
     return
   end
@@ -788,8 +793,8 @@ function HTTPChannel:connectionLost(reason)
   self.site:_untrack(self)
   C.stop(self)
   local req = self._current
-  if req ~= nil then
-    self._current = nil
+  if req then
+    self._current = false
     if not req.finished then req:_connectionLost(reason) end
   end
 end
@@ -865,6 +870,7 @@ end
 function Site:buildProtocol(addr) -- luacheck: ignore 212/addr
   local ch = HTTPChannel()
   ch.factory, ch.site = self, self
+  ch._current, ch._blocked, ch._closing = false, false, false
   C.attach(ch, self.maxHeaderBytes, self.maxHeaders, self.maxUrlLength,
     self.maxBodyBytes)
   return ch
@@ -899,7 +905,7 @@ function Site:_sweep()
   self._timer = nil
   for ch in pairs(self._channels) do
     local idle, hdrAge, reqAge, blocked = C.state(ch)
-    if not blocked and ch._current == nil then
+    if not blocked and not ch._current then
       if hdrAge ~= nil and hdrAge >= self.headersTimeout then
         ch:_timedOut(true)
       elseif reqAge ~= nil and reqAge >= self.requestTimeout then
