@@ -9,6 +9,8 @@
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make bench-web   HTTP hello world with wrk: spindle.web vs raw C on
+#                    libuv, Node's http, Twisted web (bench/web/run.sh)
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
@@ -59,7 +61,7 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan test-tools lint asan bench \
-        bench-net clean install uninstall deb check-install doc
+        bench-net bench-web clean install uninstall deb check-install doc
 
 all: deps $(BUILD)/spindle
 
@@ -135,10 +137,17 @@ test-asan: asan
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
 	@$(MAKE) --no-print-directory bench-net
+	@$(MAKE) --no-print-directory bench-web
 
 # TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
 bench-net: all
 	sh bench/echo/run.sh
+
+# HTTP hello world under wrk (keep-alive, pipelined x16, 50 connections):
+# spindle.web vs raw C on libuv with llhttp, Node's http, Twisted web.
+bench-web: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="wrk nodejs python3-twisted"
+	sh bench/web/run.sh
 
 .PHONY: bench-deferred
 bench-deferred: all
