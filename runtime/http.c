@@ -98,6 +98,9 @@ typedef struct hparser {
   int stopped;      /* no more parsing (error, close, upgrade) */
   int throttled;    /* server: the transport was paused by us */
   int nobody;       /* client: the response has no body (HEAD) */
+  int stream;       /* server: bodies go to Lua as they come */
+  int streaming;    /* server: the current request's body is streamed */
+  size_t bodytotal; /* server: body bytes of the current request */
   uint64_t last_ms; /* uv_now at the last read */
   uint64_t msg_ms;  /* uv_now at the first byte of the message; 0: idle */
   uint64_t hdr_ms;  /* uv_now when its headers completed; 0: not yet */
@@ -176,6 +179,8 @@ static int on_message_begin(llhttp_t *p) {
   h->headbytes = 0;
   h->expect = 0;
   h->errstatus = 0;
+  h->streaming = 0;
+  h->bodytotal = 0;
   h->msg_ms = uv_now(sp_loop());
   if (h->msg_ms == 0) h->msg_ms = 1;
   h->hdr_ms = 0;
@@ -271,10 +276,13 @@ static int on_headers_complete(llhttp_t *p) {
     h->event |= EV_HEADERS;
     return h->nobody ? 1 : 0;
   }
+  int body = (p->flags & F_CHUNKED) || p->content_length > 0;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->max_body)
     return limit_error(h, 413, "Request body too large");
-  if (h->expect && p->http_minor >= 1 &&
-      ((p->flags & F_CHUNKED) || p->content_length > 0)) {
+  /* Pause only when a body is to come: it needs bytes, so llhttp will
+  ** have some to finish the message with after the pause. */
+  if (h->stream && body) h->streaming = 1;
+  if ((h->expect && p->http_minor >= 1 && body) || h->streaming) {
     h->event |= EV_HEADERS;
     return HPE_PAUSED;
   }
@@ -283,7 +291,8 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t n) {
   hparser *h = hp_of(p);
-  if (h->side == SIDE_SERVER && h->body.len + n > h->max_body)
+  h->bodytotal += n;
+  if (h->side == SIDE_SERVER && h->bodytotal > h->max_body)
     return limit_error(h, 413, "Request body too large");
   if (!buf_add(&h->body, at, n)) return limit_error(h, 500, "out of memory");
   return 0;
@@ -449,6 +458,44 @@ static void server_message(lua_State *L, hparser *h, int upgrade) {
   lua_pop(L, 1);
 }
 
+/* [-0, +0, e] Server, streamed body: the bytes gathered so far go to
+** self:_onRequestBody(bytes) (self at index 1). */
+static void server_body(lua_State *L, hparser *h) {
+  if (!h->streaming || h->body.len == 0) return;
+  lua_getfield(L, 1, "_onRequestBody");
+  lua_pushvalue(L, 1);
+  lua_pushlstring(L, h->body.p, h->body.len);
+  buf_clear(&h->body);
+  lua_call(L, 2, 0);
+}
+
+/* [-0, +0, e] Server, streamed body: the head of a request whose body is
+** to come: self:_onRequestHead(method, target, headers, minor,
+** keepAlive). */
+static void server_head(lua_State *L, hparser *h) {
+  lua_getfield(L, 1, "_onRequestHead");
+  lua_pushvalue(L, 1);
+  push_method(L, h);
+  lua_pushlstring(L, h->head.p, h->tlen);
+  push_headers(L, h);
+  lua_pushinteger(L, h->p.http_minor);
+  lua_pushboolean(L, llhttp_should_keep_alive(&h->p));
+  lua_call(L, 6, 0);
+}
+
+/* [-0, +0, e] Server, streamed body: its end: self:_onRequestEnd(); a
+** false result blocks the parser, as _onRequest's. */
+static void server_end(lua_State *L, hparser *h, int upgrade) {
+  server_body(L, h);
+  if (upgrade || !h->keepalive) h->stopped = 1;
+  h->streaming = 0;
+  lua_getfield(L, 1, "_onRequestEnd");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  if (!lua_toboolean(L, -1)) h->blocked = 1;
+  lua_pop(L, 1);
+}
+
 /* [-0, +0, e] Client: flush the body bytes gathered to obj:_onBody. */
 static void client_body(lua_State *L, hparser *h, int obj) {
   if (h->body.len == 0) return;
@@ -509,6 +556,7 @@ static size_t parse_some(lua_State *L, hparser *h, int obj, const char *data,
         h->event = EV_NONE;
         client_event(L, h, obj, EV_HEADERS);
       }
+      if (h->side == SIDE_SERVER) server_body(L, h);
       return (size_t)(data - start) + len;
     }
     if (e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
@@ -528,8 +576,12 @@ static size_t parse_some(lua_State *L, hparser *h, int obj, const char *data,
       if (ev != EV_NONE) client_event(L, h, obj, ev);
       if ((ev & EV_MESSAGE) && e == HPE_PAUSED_UPGRADE) h->stopped = 1;
     } else {
-      if (ev & EV_HEADERS) server_continue(L);
-      if (ev & EV_MESSAGE) server_message(L, h, e == HPE_PAUSED_UPGRADE);
+      if ((ev & EV_HEADERS) && h->expect) server_continue(L);
+      if ((ev & EV_HEADERS) && h->streaming) server_head(L, h);
+      if ((ev & EV_MESSAGE) && h->streaming)
+        server_end(L, h, e == HPE_PAUSED_UPGRADE);
+      else if (ev & EV_MESSAGE)
+        server_message(L, h, e == HPE_PAUSED_UPGRADE);
     }
   }
   return (size_t)(data - start);
@@ -662,17 +714,21 @@ static int channel_direct(lua_State *L, const char *s, size_t n) {
   return 0;
 }
 
-/* _http.attach(channel, maxHeaderBytes, maxHeaders, maxUrl, maxBody):
-** give a channel table its request parser with those limits (bytes,
-** count, bytes, bytes). */
+/* _http.attach(channel, maxHeaderBytes, maxHeaders, maxUrl, maxBody,
+** stream): give a channel table its request parser with those limits
+** (bytes, count, bytes, bytes). With stream true, a request with a body
+** goes to _onRequestHead, _onRequestBody (per read) and _onRequestEnd
+** instead of one _onRequest. */
 static int http_attach(lua_State *L) {
   size_t mh, mf, mu, mb;
+  hparser *h;
   luaL_checktype(L, 1, LUA_TTABLE);
   mh = opt_size(L, 2, 16384);
   mf = opt_size(L, 3, 500);
   mu = opt_size(L, 4, 8192);
   mb = opt_size(L, 5, 10 * 1024 * 1024);
-  parser_push(L, SIDE_SERVER, mh, mf, mu, mb);
+  h = parser_push(L, SIDE_SERVER, mh, mf, mu, mb);
+  h->stream = lua_toboolean(L, 6);
   lua_rawsetp(L, 1, &parser_key);
   return 0;
 }

@@ -770,3 +770,73 @@ describe("web.Agent timeouts", function()
     stop(port)
   end)
 end)
+
+describe("web.Site{streamRequestBody = true}", function()
+  it("runs the handler at the head and streams the body to it", function()
+    local events = {}
+    local _, port, n = serve(function(request)
+      events[#events + 1] = "handler"
+      request.content:deliverBody({
+        dataReceived = function(_, bytes)
+          events[#events + 1] = "data " .. bytes
+        end,
+        connectionLost = function(_, reason)
+          events[#events + 1] = reason:check(web.ResponseDone) and "done" or
+            "lost"
+          request:write("got it")
+          request:finish()
+        end,
+      })
+      return web.NOT_DONE_YET
+    end, {streamRequestBody = true})
+    local sent = false
+    local resp = wait(raw(n, "POST / HTTP/1.1\r\nHost: x\r\n" ..
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", {
+        onMade = function(p)
+          reactor.callLater(0.05, function()
+            sent = true
+            p.transport:write("6\r\n world\r\n0\r\n\r\n" .. GET("/",
+              "Connection: close\r\n"))
+          end)
+        end,
+      }))
+    assert.is_true(sent)
+    assert.same({"handler", "data hello", "data  world", "done", "handler",
+      "done"}, events)
+    assert.truthy(resp:find("got it", 1, true))
+    local _, count = resp:gsub("HTTP/1%.1 200", "")
+    assert.equal(2, count)
+    stop(port)
+  end)
+
+  it("gathers a streamed body with readBody, within maxBodyBytes",
+    function()
+      local _, port, n = serve(function(request)
+        return web.readBody(request.content):addCallbacks(function(body)
+          return "len " .. #body
+        end, function(f)
+          -- the channel answered 413 already
+          f:trap(web.Error)
+          assert(f.value.code == 413)
+          return web.NOT_DONE_YET
+        end)
+      end, {streamRequestBody = true, maxBodyBytes = 100000})
+      local resp = wait(raw(n, "POST / HTTP/1.1\r\nHost: x\r\n" ..
+        "Content-Length: 70000\r\n\r\n" .. string.rep("b", 70000) ..
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked" ..
+        "\r\n\r\n" .. ("10000\r\n" .. string.rep("c", 65536) ..
+        "\r\n"):rep(2)))
+      assert.truthy(resp:find("len 70000", 1, true))
+      assert.truthy(resp:find("HTTP/1.1 413 ", 1, true))
+      stop(port)
+    end)
+
+  it("answers a body-less request at once", function()
+    local _, port, n = serve(function(request)
+      return "plain " .. request.content:read()
+    end, {streamRequestBody = true})
+    local resp = wait(raw(n, GET("/", "Connection: close\r\n")))
+    assert.truthy(resp:find("plain $"))
+    stop(port)
+  end)
+end)

@@ -215,6 +215,67 @@ function Content:getvalue()
   return self._s
 end
 
+--- request.content with Site{streamRequestBody = true}, for a request
+-- with a body: the body as it arrives. content:deliverBody(protocol):
+-- protocol:dataReceived(bytes) for each part (those that came before are
+-- given at once), then protocol:connectionLost(reason): a Failure of
+-- web.ResponseDone when the body is complete, else the connection's
+-- loss. web.readBody(request.content) gathers it. pauseProducing() /
+-- resumeProducing() stop and restart reading from the client.
+-- Follows twisted.web's client-side Response.deliverBody.
+local RequestBody = Object:extend({__name = "RequestBody"})
+M.RequestBody = RequestBody
+
+function RequestBody:__init(request)
+  self._request = request
+  self._parts = {}
+end
+
+--- body:deliverBody(protocol): see RequestBody. Call once.
+function RequestBody:deliverBody(proto)
+  if self._proto ~= nil then error("the body already has a protocol", 2) end
+  self._proto = proto
+  if proto.makeConnection then proto:makeConnection(nil) end
+  local parts = self._parts
+  self._parts = nil
+  for i = 1, #parts do proto:dataReceived(parts[i]) end
+  if self._reason ~= nil then proto:connectionLost(self._reason) end
+end
+
+--- body:pauseProducing(): stop reading from the client for now.
+function RequestBody:pauseProducing()
+  local t = self._request.transport
+  if not self._request._disconnected then t:pauseProducing() end
+end
+
+--- body:resumeProducing(): read from the client again.
+function RequestBody:resumeProducing()
+  local t = self._request.transport
+  if not self._request._disconnected then t:resumeProducing() end
+end
+
+function RequestBody:_data(bytes)
+  if self._proto ~= nil then return self._proto:dataReceived(bytes) end
+  local parts = self._parts
+  parts[#parts + 1] = bytes
+end
+
+function RequestBody:_end(reason)
+  if self._reason ~= nil then return end
+  self._reason = reason
+  if self._proto ~= nil then self._proto:connectionLost(reason) end
+end
+
+--- content:deliverBody(protocol): the whole body to
+-- protocol:dataReceived, then protocol:connectionLost(Failure of
+-- web.ResponseDone), as RequestBody's, so web.readBody(request.content)
+-- works whether or not the site streams bodies.
+function Content:deliverBody(proto)
+  if proto.makeConnection then proto:makeConnection(nil) end
+  if #self._s > 0 then proto:dataReceived(self._s) end
+  proto:connectionLost(Failure(M.ResponseDone("Request body fully received")))
+end
+
 local EMPTY_CONTENT = Content("")
 -- The empty body is shared: its position never moves.
 function EMPTY_CONTENT.read() return "" end
@@ -447,6 +508,12 @@ function Request:_finished()
   end
   local ch = self.channel
   if ch._current == self then ch._current = false end
+  if ch._body and ch._body._request == self then
+    -- Its body is still coming: the parser goes on at its end (a
+    -- response that closes the connection closes it now).
+    if not self.persistent then ch:_requestDone(self) end
+    return
+  end
   if not self.persistent or ch._blocked then ch:_requestDone(self) end
 end
 
@@ -717,9 +784,9 @@ function HTTPChannel:connectionMade()
   self.site:_track(self)
 end
 
--- One complete request from the parser (http.c): true when its response
--- is finished, so the parser goes on; false blocks it until _requestDone.
-function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
+-- The Request for a parsed head; content is a string (the whole body),
+-- nil (none) or a RequestBody (streamed).
+local function newRequest(self, method, uri, headers, body, minor, keep)
   local site = self.site
   local q = find(uri, "?", 1, true)
   local req = setmetatable({
@@ -742,8 +809,13 @@ function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
       M.parseQS(body, req.args)
     end
   end
+  return req
+end
+
+-- Run the site's handler or resource tree for req.
+local function runRequest(self, req)
   self._current = req
-  local handler = site.handler
+  local handler = self.site.handler
   local ok, r
   if handler ~= nil then
     ok, r = xpcall(handler, errhandler, req)
@@ -757,9 +829,46 @@ function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
   elseif handler ~= nil then
     req:_renderResult(r)
   end
+end
+
+-- One complete request from the parser (http.c): true when its response
+-- is finished, so the parser goes on; false blocks it until _requestDone.
+function HTTPChannel:_onRequest(method, uri, headers, body, minor, keep)
+  local req = newRequest(self, method, uri, headers, body, minor, keep)
+  runRequest(self, req)
   if req.finished then return true end
   self._blocked = true
   return false
+end
+
+-- With streamRequestBody: the head of a request whose body is to come;
+-- the handler runs now, request.content is a RequestBody.
+function HTTPChannel:_onRequestHead(method, uri, headers, minor, keep)
+  local req = newRequest(self, method, uri, headers, nil, minor, keep)
+  local body = RequestBody(req)
+  req.content = body
+  self._body = body
+  runRequest(self, req)
+end
+
+-- Bytes of the streamed body.
+function HTTPChannel:_onRequestBody(bytes)
+  local body = self._body
+  if body then body:_data(bytes) end
+end
+
+-- The streamed body is complete: true when the response is finished too.
+function HTTPChannel:_onRequestEnd()
+  local body = self._body
+  self._body = false
+  if body then
+    body:_end(Failure(M.ResponseDone("Request body fully received")))
+    if not body._request.finished then
+      self._blocked = true
+      return false
+    end
+  end
+  return true
 end
 
 -- A request's response is finished and the connection must close or the
@@ -778,9 +887,30 @@ end
 
 -- The parser met bad input: answer with its status and close.
 -- Follows twisted HTTPChannel._respondToBadRequestAndDisconnect.
-function HTTPChannel:_onParseError(status)
-  if self._current then
-    self._current.persistent = false
+function HTTPChannel:_onParseError(status, name)
+  local body = self._body
+  local req = self._current
+  if body then
+    -- A streamed body went bad (too large, bad chunk): the request is
+    -- answered with the status unless it was already, then its reader
+    -- fails with web.Error (code = status).
+    self._body = false
+    local breq = body._request
+    breq.persistent = false
+    if not breq.startedWriting and not breq.finished then
+      breq.code, breq.code_message = status, false
+      breq.responseHeaders = setmetatable({}, Headers)
+      respond(breq, "")
+    elseif not breq.finished then
+      self.transport:loseConnection()
+    end
+    local e = M.Error(format("%d %s", status, name))
+    e.code = status
+    body:_end(Failure(e))
+    return
+  end
+  if req then
+    req.persistent = false
     return
   end
   writeHead(self.transport, status, nil, nil, 0, CLOSE)
@@ -792,6 +922,11 @@ end
 function HTTPChannel:connectionLost(reason)
   self.site:_untrack(self)
   C.stop(self)
+  local body = self._body
+  if body then
+    self._body = false
+    body:_end(reason)
+  end
   local req = self._current
   if req then
     self._current = false
@@ -828,7 +963,11 @@ end
 --   Node's), requestTimeout (300 s to its last byte, Node's),
 --   accessLog (false: true logs each request in the common log format
 --   through spindle.log; a function gets each line instead),
---   requestFactory (Request, or a subclass).
+--   requestFactory (Request, or a subclass),
+--   streamRequestBody (false: a request with a body is handled once the
+--   body is complete, request.content holding it; true: as soon as its
+--   head is, request.content a RequestBody delivering it as it comes,
+--   within maxBodyBytes).
 -- Bad requests get 400 (413 for a body too large, 414 for a long target,
 -- 431 for headers too large) and the connection closes. A timeout closes
 -- the connection (with 408 when a request was being read).
@@ -839,7 +978,7 @@ M.Site = Site
 local SITE_OPTIONS = {
   maxHeaderBytes = 16384, maxHeaders = 500, maxUrlLength = 8192,
   maxBodyBytes = 10 * 1024 * 1024, idleTimeout = 5, headersTimeout = 60,
-  requestTimeout = 300, accessLog = false,
+  requestTimeout = 300, accessLog = false, streamRequestBody = false,
 }
 
 function Site:__init(resource, options)
@@ -870,9 +1009,10 @@ end
 function Site:buildProtocol(addr) -- luacheck: ignore 212/addr
   local ch = HTTPChannel()
   ch.factory, ch.site = self, self
-  ch._current, ch._blocked, ch._closing = false, false, false
+  ch._current, ch._blocked, ch._closing, ch._body = false, false, false,
+    false
   C.attach(ch, self.maxHeaderBytes, self.maxHeaders, self.maxUrlLength,
-    self.maxBodyBytes)
+    self.maxBodyBytes, self.streamRequestBody)
   return ch
 end
 
