@@ -458,6 +458,38 @@ describe("web limits", function()
     stop(port)
   end)
 
+  it("stops reading pipelined requests while one is answered", function()
+    local first, channel
+    local _, port, n = serve(function(request)
+      if first == nil then
+        first = request
+        channel = request.channel
+        return web.NOT_DONE_YET
+      end
+      return "later"
+    end)
+    local flood = string.rep(GET("/more"), 20000) -- about 520 KB
+    local peak = 0
+    local mem = require("spindle._http").memory
+    local d = raw(n, {GET("/first"), flood}, {onMade = function(p)
+      local function check()
+        if channel then peak = math.max(peak, mem(channel)) end
+        if first and peak > 0 and p.transport then
+          first:write("first")
+          first:finish()
+          p.transport:loseConnection()
+          return
+        end
+        reactor.callLater(0.02, check)
+      end
+      reactor.callLater(0.1, check)
+    end})
+    wait(d)
+    -- 64 KiB of waiting input, one read more, and the parser's own
+    assert.truthy(peak > 0 and peak <= 256 * 1024, "peak " .. peak)
+    stop(port)
+  end)
+
   it("closes an idle keep-alive connection after idleTimeout", function()
     local _, port, n = site()
     local t0 = reactor.seconds()
