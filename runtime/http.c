@@ -721,6 +721,7 @@ static int channel_direct(lua_State *L, const char *s, size_t n) {
 ** instead of one _onRequest. */
 static int http_attach(lua_State *L) {
   size_t mh, mf, mu, mb;
+  int stream = lua_toboolean(L, 6); /* before the parser is pushed */
   hparser *h;
   luaL_checktype(L, 1, LUA_TTABLE);
   mh = opt_size(L, 2, 16384);
@@ -728,7 +729,7 @@ static int http_attach(lua_State *L) {
   mu = opt_size(L, 4, 8192);
   mb = opt_size(L, 5, 10 * 1024 * 1024);
   h = parser_push(L, SIDE_SERVER, mh, mf, mu, mb);
-  h->stream = lua_toboolean(L, 6);
+  h->stream = stream;
   lua_rawsetp(L, 1, &parser_key);
   return 0;
 }

@@ -872,3 +872,78 @@ describe("web.Site{streamRequestBody = true}", function()
     stop(port)
   end)
 end)
+
+describe("spindle._http's request parser", function()
+  local C = require("spindle._http")
+
+  -- A channel stub recording what the parser hands over.
+  local function channel(opts)
+    local ch = {seen = {}, errors = {}}
+    function ch._onRequest(self, method, uri, headers, body)
+      self.seen[#self.seen + 1] = {method, uri, headers, body}
+      return true
+    end
+    function ch._onParseError(self, status, name)
+      self.errors[#self.errors + 1] = {status, name}
+    end
+    C.attach(ch, opts and opts.maxHeaderBytes, nil, nil, nil)
+    return ch
+  end
+
+  local stream = table.concat({
+    "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-a: 2\r\n\r\n",
+    "POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+    "PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nEmpty:\r\n\r\n" ..
+      "3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nTrailer: t\r\n\r\n",
+    "DELETE /" .. string.rep("d", 300) .. " HTTP/1.1\r\nLong: " ..
+      string.rep("v", 3000) .. "   \r\n\r\n",
+  })
+
+  local function check(ch)
+    assert.same({}, ch.errors)
+    assert.equal(4, #ch.seen)
+    local a, b, c, d = table.unpack(ch.seen)
+    assert.same({"GET", "/a?x=1", {host = "h", ["x-a"] = {"1", "2"}}}, a)
+    assert.same({"POST", "/b", {["content-length"] = "5"}, "hello"}, b)
+    assert.equal("abcdefg", c[4])
+    assert.equal("", c[3].empty)
+    assert.equal(string.rep("v", 3000), d[3].long)
+    assert.equal(301, #d[2])
+  end
+
+  it("gives the same requests however the bytes are split", function()
+    local ch = channel()
+    C.dataReceived(ch, stream)
+    check(ch)
+    for _, seed in ipairs({1, 2, 3, 4, 5}) do
+      math.randomseed(seed)
+      ch = channel()
+      local i = 1
+      while i <= #stream do
+        local n = math.random(1, 40)
+        C.dataReceived(ch, stream:sub(i, i + n - 1))
+        i = i + n
+      end
+      check(ch)
+    end
+    ch = channel()
+    for i = 1, #stream do C.dataReceived(ch, stream:sub(i, i)) end
+    check(ch)
+  end)
+
+  it("fails with 400 past maxHeaderBytes, however split", function()
+    local big = "GET / HTTP/1.1\r\nX: " .. string.rep("y", 5000) ..
+      "\r\n\r\n"
+    for _, step in ipairs({1, 7, 4096, #big}) do
+      local ch = channel({maxHeaderBytes = 4096})
+      local i = 1
+      while i <= #big do
+        C.dataReceived(ch, big:sub(i, i + step - 1))
+        i = i + step
+      end
+      assert.same({{400, "HPE_USER"}}, ch.errors)
+      assert.equal(0, #ch.seen)
+      assert.truthy(C.memory(ch) <= 16 * 1024)
+    end
+  end)
+end)
