@@ -947,3 +947,66 @@ describe("spindle._http's request parser", function()
     end
   end)
 end)
+
+describe("spindle._http's response parser", function()
+  local C = require("spindle._http")
+
+  local function client()
+    local obj = {events = {}}
+    function obj._onHead(self, code, reason, minor, headers)
+      self.events[#self.events + 1] = ("head %d %s 1.%d %s"):format(code,
+        reason, minor, tostring(headers["content-type"]))
+    end
+    function obj._onBody(self, bytes)
+      local last = self.events[#self.events]
+      if last:find("^body ") then self.events[#self.events] = last .. bytes
+      else self.events[#self.events + 1] = "body " .. bytes end
+    end
+    function obj._onDone(self, keep)
+      self.events[#self.events + 1] = "done " .. tostring(keep)
+    end
+    function obj._onParseError(self, status, name)
+      self.events[#self.events + 1] = "error " .. status .. " " .. name
+    end
+    return obj
+  end
+
+  local stream = "HTTP/1.1 100 Continue\r\n\r\n" ..
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3" ..
+    "\r\n\r\nabc" ..
+    "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+    "2\r\nde\r\n3\r\nfgh\r\n0\r\n\r\n" ..
+    "HTTP/1.0 200 OK\r\n\r\nuntil the end"
+  local expected = {
+    "head 100 Continue 1.1 nil", "done true",
+    "head 200 OK 1.1 text/plain", "body abc", "done true",
+    "head 201 Created 1.1 nil", "body defgh", "done true",
+    "head 200 OK 1.0 nil", "body until the end", "done false",
+  }
+
+  it("gives the same events however the bytes are split", function()
+    for _, step in ipairs({#stream, 1, 2, 5, 13}) do
+      local p, obj = C.ResponseParser(), client()
+      local i = 1
+      while i <= #stream do
+        p:feed(obj, stream:sub(i, i + step - 1))
+        i = i + step
+      end
+      assert.is_false(p:finish(obj))
+      assert.same(expected, obj.events)
+    end
+  end)
+
+  it("knows a HEAD answer has no body, and a cut body is cut", function()
+    local p, obj = C.ResponseParser(), client()
+    p:setNoBody(true)
+    p:feed(obj, "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n")
+    assert.same({"head 200 OK 1.1 nil", "done true"}, obj.events)
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc")
+    assert.is_true(p:finish(obj))
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 2x0 OK\r\n\r\n")
+    assert.same({"error 400 HPE_INVALID_STATUS"}, obj.events)
+  end)
+end)
