@@ -20,10 +20,20 @@
 ** table. A request whose response is not finished when _onRequest returns
 ** blocks the parser (pipelining in order, as Twisted's HTTPChannel): the
 ** rest of the read waits in `pend` until _http.resume(channel), and past
-** PEND_THROTTLE bytes the transport stops reading.
+** PEND_THROTTLE bytes the transport stops reading. With streamed bodies
+** (Site{streamRequestBody = true}) a request with a body goes instead to
+** _onRequestHead at its head (llhttp paused there: the body still needs
+** bytes, so the pause can always be resumed), _onRequestBody once per
+** parse pass and _onRequestEnd, whose false result blocks as above.
 **
 ** The client side (spindle.web's HTTP11ClientProtocol) feeds strings to a
-** parser object and gets _onHead, _onBody (once per feed) and _onDone.
+** parser object and gets _onHead (at the end of the message or of the
+** feed, whichever comes first: llhttp cannot resume a pause at the head
+** of a body-less message without more bytes), _onBody (once per feed) and
+** _onDone.
+**
+** Loop thread only: the reused response buffer and the method table are
+** the module's, not a connection's.
 **
 ** Responses: _http.writeHead formats the status line, Date, the user's
 ** headers and the framing headers into one reused buffer and hands it, and
