@@ -1200,6 +1200,30 @@ static int http_stat(lua_State *L) {
   return 3;
 }
 
+/* _http.listdir(path) -> {names} | nil, message: the entries of a
+** directory, sorted by the caller (uv_fs_scandir, synchronous; "." and
+** ".." are not listed). For web.DirectoryLister. */
+static int http_listdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  uv_fs_t req;
+  uv_dirent_t ent;
+  lua_Integer n = 0;
+  int r = uv_fs_scandir(NULL, &req, path, 0, NULL);
+  if (r < 0) {
+    uv_fs_req_cleanup(&req);
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(r));
+    return 2;
+  }
+  lua_createtable(L, r, 0);
+  while (uv_fs_scandir_next(&req, &ent) == 0) {
+    lua_pushstring(L, ent.name);
+    lua_rawseti(L, -2, ++n);
+  }
+  uv_fs_req_cleanup(&req);
+  return 1;
+}
+
 /* ---- module ------------------------------------------------------------ */
 
 static const luaL_Reg parser_methods[] = {{"feed", parser_feed},
@@ -1222,6 +1246,7 @@ static const luaL_Reg http_funcs[] = {{"attach", http_attach},
                                       {"write", http_write},
                                       {"date", http_dateString},
                                       {"stat", http_stat},
+                                      {"listdir", http_listdir},
                                       {NULL, NULL}};
 
 /* spindle._http: the C half of spindle.web (see web.lua). */

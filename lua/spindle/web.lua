@@ -1288,12 +1288,8 @@ end
 
 --- dl:render_GET(request) -> the listing page.
 function DirectoryLister:render_GET(request)
-  local names = {}
-  local p = io.popen("ls -A1 -- '" .. self.path:gsub("'", "'\\''") .. "'")
-  if p then
-    for name in p:lines() do names[#names + 1] = name end
-    p:close()
-  end
+  local names = C.listdir(self.path) or {}
+  table.sort(names)
   local rows = {}
   for _, name in ipairs(names) do
     local kind = C.stat(self.path .. "/" .. name)
