@@ -5,12 +5,16 @@
 #   make test     tools self-test, busted suite under build/spindle, then
 #                 under the ASan+UBSan build
 #   make test-asan   the sanitizer run alone
-#   make lint     clang-format (runtime/) and luacheck (.luacheckrc): any
+#   make lint     clang-format (runtime/), luacheck (.luacheckrc) and no two
+#                 runtime files depending on each other: any
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
 #   make bench-web   HTTP hello world with wrk: spindle.web vs raw C on
 #                    libuv, Node's http, Twisted web (bench/web/run.sh)
+#   make test-tls-scan  testssl.sh against a default listenSSL server
+#                    (installs the testssl.sh package, about 3 MB plus
+#                    dnsutils, so it is not in DEB_PKGS)
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
@@ -23,7 +27,7 @@ BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
               libssl-dev libedit-dev node-llhttp
 DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
-            lua-cjson lua-lpeg lua-check clang-format curl
+            lua-cjson lua-lpeg lua-check clang-format haproxy tmux curl
 
 CC      ?= cc
 OPT     ?= -O2
@@ -44,8 +48,8 @@ LLHTTP_INC := /usr/share/include/llhttp
 BUILD   ?= build
 OBJ     := $(SRC:runtime/%.c=$(BUILD)/obj/%.o) \
            $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o \
-           $(BUILD)/obj/llhttp_api.o $(BUILD)/obj/llhttp_http.o \
-           $(BUILD)/obj/llhttp_llhttp.o
+           $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o \
+           $(BUILD)/llhttp/llhttp.o
 
 ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined
@@ -84,8 +88,9 @@ $(BUILD)/spindle: $(OBJ)
 $(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -I$(LLHTTP_INC) -c -o $@ $<
 
-# The package's generated C is not ours to warn about.
-$(BUILD)/obj/llhttp_%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/obj
+# The package's generated C is not ours to warn about; its objects live
+# apart from runtime's (tools/check_deps.py checks runtime's layering).
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/llhttp
 	$(CC) $(CPPFLAGS) $(CFLAGS) -w -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
@@ -99,7 +104,7 @@ $(BUILD)/gen/luafiles.c: $(LUASRC) tools/embed.sh | $(BUILD)/gen
 $(BUILD)/gen/modules.c: $(SRC) tools/embed.sh | $(BUILD)/gen
 	sh tools/embed.sh modules $(SRC) > $@
 
-$(BUILD)/obj $(BUILD)/gen:
+$(BUILD)/obj $(BUILD)/gen $(BUILD)/llhttp:
 	mkdir -p $@
 
 # The main job: every program of the seed tutorial, as its Lua twin.
@@ -119,9 +124,10 @@ test-tools:
 # clean. .ci/run runs this before `make test`.
 LUACHECK_DIRS := lua spec scripts bench
 
-lint: deps
+lint: all
 	clang-format --dry-run --Werror $(SRC) $(HDR)
 	luacheck -q $(LUACHECK_DIRS)
+	python3 tools/check_deps.py $(BUILD)/obj
 
 test-plain: all
 	sh tools/busted.sh $(BUILD)/spindle $(BUSTED_ARGS)
@@ -148,6 +154,13 @@ bench-net: all
 bench-web: all
 	@$(MAKE) --no-print-directory deps DEB_PKGS="wrk nodejs python3-twisted"
 	sh bench/web/run.sh
+
+# testssl.sh (Debian package) against a default listenSSL server: no
+# protocol below TLS 1.2, no CBC, nothing flagged (tools/tls_scan.sh).
+.PHONY: test-tls-scan
+test-tls-scan: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="testssl.sh"
+	sh tools/tls_scan.sh $(BUILD)/spindle
 
 .PHONY: bench-deferred
 bench-deferred: all
@@ -183,7 +196,7 @@ deb:
 # comment gathered by tools/apidoc.lua (which fails, naming them, when one
 # has none), rendered by LDoc one page per module.
 doc: all
-	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="lua-ldoc lua-markdown"
 	rm -rf $(BUILD)/apidoc doc/api
 	SPINDLE_LUA_PATH='lua/?.lua' $(BUILD)/spindle tools/apidoc.lua $(BUILD)/apidoc
 	ldoc -q -d doc/api -p spindle -t "spindle API reference" -f markdown \
@@ -194,4 +207,4 @@ check-install:
 	sh tools/check_install.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan doc/api

@@ -2,7 +2,10 @@
 # bench/deferred.sh: chains per second (make a Deferred, add ten callbacks,
 # fire it) for spindle's C Deferred, a plain-Lua Deferred of the same
 # semantics on the same binary, and Twisted's Deferred on python3, side by
-# side in one run, with the ratios.
+# side in one run, with the ratios. Then the cost of failing Deferreds
+# (bench/deferred_fail.lua): 1000 failures with 1,000,000 newer live
+# objects beside the same with none (target: at most 2x), and n Deferreds
+# failed newest first (linear in n), beside Twisted.
 # Usage: sh bench/deferred.sh [seconds per run] (from the repository root)
 set -e
 secs=${1:-1}
@@ -36,3 +39,35 @@ awk -v c="$c" -v p="$plain" -v t="$tw" 'BEGIN {
   printf "ratio spindle / plain Lua: %.2fx\n", c / p
   if (t != "") printf "ratio spindle / Twisted:   %.2fx\n", c / t
 }'
+
+# Failing Deferreds: seconds, the best of three runs, each in its own
+# process.
+fastest() {
+  awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'
+}
+failtime() {
+  t=""
+  for round in 1 2 3; do
+    t=$(fastest "$t" "$("$@" | awk '{print $3}')")
+  done
+  echo "$t"
+}
+echo "== Failing Deferreds (seconds; errback on each, newest first)"
+none=$(failtime $bin bench/deferred_fail.lua heap 0)
+many=$(failtime $bin bench/deferred_fail.lua heap 1000000)
+printf '%-52s %10s\n' "1000 failures, no newer objects" "$none"
+printf '%-52s %10s\n' "1000 failures, 1,000,000 newer live objects" "$many"
+awk -v a="$none" -v b="$many" 'BEGIN {
+  printf "ratio with / without newer objects: %.2fx", b / a
+  print " (target: at most 2x)"
+}'
+printf '%-30s %10s %10s\n' "Deferreds failed" "spindle" \
+  "$([ -n "$tw" ] && echo Twisted)"
+for n in 16000 100000; do
+  s=$(failtime $bin bench/deferred_fail.lua reverse $n)
+  t=""
+  if [ -n "$tw" ]; then
+    t=$(failtime $py bench/deferred_fail_twisted.py reverse $n)
+  fi
+  printf '%-30s %10s %10s\n' "$n" "$s" "$t"
+done

@@ -29,8 +29,22 @@ void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
 void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta, const luaL_Reg *getters);
 
-/* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
+/* [-0, +0, e] Like luaL_checkudata for a method of class `name`, with
+** sp_typeerror's message. */
 void *sp_class_check(lua_State *L, int idx, const char *name);
+
+/* [-0, +0, v] luaL_argerror for a method of class cls (a metatable name):
+** when Lua knows how the function was called it is luaL_argerror itself
+** (`t:write(42)`: "bad argument #1 to 'write'"). When it does not (a call
+** through pcall or a tail call, where luaL_argerror says "to '?'" and
+** counts self), the method is named from the class and counted as the
+** user writes `t:name(...)`: "bad argument #<arg-1> to 'name' (...)", or
+** "calling 'name' on bad self" for arg 1. Never returns. */
+int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls);
+
+/* [-0, +0, v] luaL_typeerror through sp_argerror: "<tname> expected, got
+** <type>" (the __name of a userdata's metatable, as Lua's). */
+int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
 ** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on
@@ -73,9 +87,18 @@ void sp_strict(lua_State *L, int idx, const char *name);
 ** or a value whose metatable has __call). */
 void sp_checkcallable(lua_State *L, int idx);
 
-/* Install the module searcher for the Lua files compiled into the binary
-** (and SPINDLE_LUA_PATH for development) and preload the C modules. */
-void sp_openlibs(lua_State *L);
+/* [-0, +0, e] Open the standard libraries, preload the C modules of
+** `cmodules` (embed.h's generated sp_cmodules: main.c passes it, so that
+** core.c, which every module uses, does not depend on the table that
+** names them all) and install the searcher for the Lua files compiled
+** into the binary (and SPINDLE_LUA_PATH for development). */
+void sp_openlibs(lua_State *L, const luaL_Reg *cmodules);
+
+/* [-0, +0, e] Insert searcher into package.searchers right after the
+** preload one, so it answers before the path searchers. A searcher that
+** does not know a name must return nothing (no string), so that a failed
+** require lists the same places `lua` lists. */
+void sp_add_searcher(lua_State *L, lua_CFunction searcher);
 
 /* Register fn to run when the process ends normally, before lua_close
 ** (the reactor closes its handles there). Hooks run last-registered first. */

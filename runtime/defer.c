@@ -3,10 +3,15 @@
 ** lua/spindle/defer.lua is the public face, spindle.defer).
 ** Follows twisted.internet.defer.Deferred.
 **
-** A Deferred is a userdata (struct Deferred) with five user values: the
+** Length: a little over 1000 lines: the runner, the step encoding and the
+** methods that append steps share struct Deferred and the slot layout
+** below; splitting them would put that layout in a header.
+**
+** A Deferred is a userdata (struct Deferred) with six user values: the
 ** current result, the slots table, the canceller, a debug table (where it
-** was made and first fired, when defer.setDebugging(true)) and a table of
-** user fields. No registry refs: the garbage collector sees every cycle.
+** was made and first fired, when defer.setDebugging(true)), a table of
+** user fields and its unhandled-error sentinel. No registry refs: the
+** garbage collector sees every cycle.
 **
 ** Steps live in the slots table, an array written from d->tail and read
 ** from d->head. A step is a header integer (kind, which of callback and
@@ -21,33 +26,42 @@
 ** cannot be taken for a header). A STEP_SHARED step (addBoth) stores
 ** one function and one argument list for both. A STEP_CONTINUE step
 ** ([header][outer Deferred]) is what an inner Deferred carries for an
-** outer one waiting on it (Twisted's _continuation). Consumed slots are
+** outer one waiting on it (Twisted's _continuation); a STEP_CHAIN step
+** ([header][chained Deferred]) is what chainDeferred adds. Consumed slots are
 ** cleared when a run settles; an empty queue starts again at slot 1, so a
 ** Deferred allocates one table however many callbacks run through it.
 **
 ** The runner (deferred_run, Twisted's _runCallbacks) is a loop with an
 ** explicit stack of chained Deferreds in a Lua table: a chain of any
-** length costs heap, never C or Lua stack.
+** length costs heap, never C or Lua stack. That holds for chainDeferred
+** too: its step hands the result over and the runner runs the chained
+** Deferred next, where Twisted calls d2.callback nested.
 **
-** Deferreds start with a metatable without __gc. One that ends a run with
-** a Failure as its result is switched to an identical metatable with
-** __gc, which logs "Unhandled error in Deferred:" if the Failure is still
-** there when it is collected (Twisted's DebugInfo.__del__). Finalizers are
-** costly, so the millions of Deferreds that succeed never get one.
+** The Deferred metatable has no __gc: finalizers are costly, so the
+** millions of Deferreds that succeed never get one. A Deferred that ends
+** a run with a Failure as its result gets a sentinel instead (Twisted's
+** DebugInfo): a new empty userdata with __gc, kept in a user value and
+** pointing back at the Deferred, which logs "Unhandled error in
+** Deferred:" if the Failure is still there when both are collected.
+** Giving the Deferred itself a finalizer late would cost a walk over every
+** object made after it (Lua finds an object's place in its list of all
+** objects from the newest end); for the sentinel, made just now, that
+** walk is one step. A Deferred keeps its sentinel once it has one; the
+** `unhandled` flag arms and disarms it.
 */
 #include <string.h>
 
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
+#include "inspect.h"
 
 #define DEFERRED_MT "spindle.Deferred"
-#define DEFERRED_GCMT "spindle.Deferred(gc)"
 
-enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS };
-#define UV_COUNT UV_ATTRS
+enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS, UV_SENTINEL };
+#define UV_COUNT UV_SENTINEL
 
-enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2 };
+enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2, STEP_CHAIN = 3 };
 #define STEP_HASCB 4
 #define STEP_HASEB 8
 #define STEP_KIND(h) ((int)((h)&3))
@@ -86,18 +100,19 @@ typedef struct Deferred {
   lua_Integer head;        /* slot of the next step's header */
   lua_Integer tail;        /* first free slot */
   lua_Integer clean;       /* slots below it and below head are nil */
-  int paused;              /* pause() count, plus one while waiting */
+  int paused;              /* pause() count (unpause() never below 0) */
   unsigned char called;    /* callback or errback happened */
   unsigned char running;   /* a callback of this Deferred is on the stack */
   unsigned char suppress;  /* cancelled without canceller: eat a late fire */
   unsigned char unhandled; /* ended a run with a Failure as result */
   unsigned char waiting;   /* the result is an inner Deferred we wait on */
-  unsigned char gcmarked;  /* has the metatable with __gc */
+  unsigned char guarded;   /* has its sentinel (UV_SENTINEL) */
+  sp_where where;          /* where it was made (inspect.h), always */
 } Deferred;
 
-static const char mt_key = 'M';   /* registry: plain metatable */
-static const char gcmt_key = 'G'; /* registry: metatable with __gc */
-static int debugging = 0;         /* defer.setDebugging */
+static const char mt_key = 'M';       /* registry: the Deferred metatable */
+static const char sentinel_key = 'S'; /* registry: the sentinel metatable */
+static int debugging = 0;             /* defer.setDebugging */
 
 static void meta_init(lua_State *L);
 
@@ -117,11 +132,6 @@ static Deferred *deferred_test(lua_State *L, int idx) {
     return NULL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_key);
   ok = lua_rawequal(L, -1, -2);
-  if (!ok) {
-    lua_pop(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &gcmt_key);
-    ok = lua_rawequal(L, -1, -2);
-  }
   lua_pop(L, 2);
   return ok ? (Deferred *)lua_touserdata(L, idx) : NULL;
 }
@@ -133,14 +143,12 @@ static Deferred *deferred_check(lua_State *L, int idx) {
   return d;
 }
 
-/* [-0, +0, e] The Deferred at idx, checked against the two metatables in
-** upvalues up and up + 1 (the fast path of methods and metamethods: no
-** registry lookup); raises a bad-argument error if it is something
-** else. */
+/* [-0, +0, e] The Deferred at idx, checked against the metatable in
+** upvalue up (the fast path of methods and metamethods: no registry
+** lookup); raises a bad-argument error if it is something else. */
 static Deferred *deferred_upcheck(lua_State *L, int idx, int up) {
   if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
-    if (lua_rawequal(L, -1, lua_upvalueindex(up)) ||
-        lua_rawequal(L, -1, lua_upvalueindex(up + 1))) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(up))) {
       lua_pop(L, 1);
       return (Deferred *)lua_touserdata(L, idx);
     }
@@ -150,8 +158,8 @@ static Deferred *deferred_upcheck(lua_State *L, int idx, int up) {
   return NULL;
 }
 
-/* [-0, +0, e] The Deferred at idx, for methods (metatables in upvalues 1
-** and 2). */
+/* [-0, +0, e] The Deferred at idx, for methods (the metatable in upvalue
+** 1). */
 #define deferred_self(L, idx) deferred_upcheck((L), (idx), 1)
 
 /* [-0, +0, -] Is the value at idx a Failure? Non-tables are answered
@@ -206,6 +214,7 @@ static Deferred *deferred_push(lua_State *L, int canceller) {
   Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
   memset(d, 0, sizeof *d);
   d->head = d->tail = d->clean = 1;
+  sp_inspect_where(L, &d->where);
   meta_push(L);
   lua_setmetatable(L, -2);
   if (canceller) {
@@ -262,14 +271,16 @@ static void step_append(lua_State *L, int idx, int kind, int cb, int eb, int ca,
 }
 
 /* [-0, +0, m] Make the Deferred at outer wait for the unfinished inner
-** Deferred at inner (Twisted: pause, _chainedTo, _continuation). */
+** Deferred at inner (Twisted: pause, _chainedTo, _continuation). The wait
+** is a flag of its own, not a pause: an unpause() from the user cannot
+** end it (in Twisted it can, and the chain goes on with the inner
+** Deferred as its result). */
 static void deferred_wait(lua_State *L, int outer, int inner) {
   Deferred *d = (Deferred *)lua_touserdata(L, outer);
   outer = lua_absindex(L, outer);
   inner = lua_absindex(L, inner);
   lua_pushvalue(L, inner);
   lua_setiuservalue(L, outer, UV_RESULT);
-  d->paused++;
   d->waiting = 1;
   step_append(L, inner, STEP_CONTINUE, outer, 0, 0, 0, 0, 0);
 }
@@ -312,8 +323,56 @@ static void step_continue(lua_State *L, int cur, int slots, lua_Integer h) {
   lua_pushnil(L);
   lua_setiuservalue(L, cur, UV_RESULT);
   d->unhandled = 0;
-  outer->paused--;
   outer->waiting = 0;
+}
+
+/* [-0, +1, e] Push an AlreadyCalledError for the Deferred at idx; with
+** debugging on, its message names where it was made and first fired. */
+static void push_already_called(lua_State *L, int idx) {
+  if (debugging) {
+    lua_pushliteral(L, "Deferred has already been called\n");
+    debug_pushinfo(L, idx);
+    lua_concat(L, 2);
+  } else {
+    lua_pushliteral(L,
+                    "Deferred has already been called "
+                    "(defer.setDebugging(true) tells where)");
+  }
+  sp_errortype_make(L, "defer.AlreadyCalledError", lua_tostring(L, -1));
+  lua_remove(L, -2);
+}
+
+/* [-0, +(0|1), m] The chainDeferred step at h of the Deferred at cur: as
+** d2:callback(result) or d2:errback(result) would, give d2 cur's result,
+** which becomes nil for cur, and push d2 for the runner to run next
+** (returns 1). If d2 has fired, cur's result becomes a Failure of
+** AlreadyCalledError, as d2.callback would raise in Twisted (returns 0);
+** the first late fire after a cancel() without canceller is eaten. */
+static int step_chain(lua_State *L, int cur, int slots, lua_Integer h) {
+  Deferred *d = (Deferred *)lua_touserdata(L, cur), *d2;
+  lua_rawgeti(L, slots, h + 1);
+  d->head = h + 2;
+  d2 = (Deferred *)lua_touserdata(L, -1);
+  if (!d2->called) {
+    if (debugging) debug_record(L, -1, "invoker");
+    d2->called = 1;
+    lua_getiuservalue(L, cur, UV_RESULT);
+    lua_setiuservalue(L, -2, UV_RESULT);
+    lua_pushnil(L);
+    lua_setiuservalue(L, cur, UV_RESULT);
+    return 1;
+  }
+  if (d2->suppress) {
+    d2->suppress = 0;
+    lua_pushnil(L);
+  } else {
+    push_already_called(L, -1);
+    sp_failure_new(L, -1, L, 1);
+    lua_remove(L, -2);
+  }
+  lua_setiuservalue(L, cur, UV_RESULT);
+  lua_pop(L, 1);
+  return 0;
 }
 
 /* [-0, +0, m] Store the value on top (a step's return value or error)
@@ -344,13 +403,12 @@ static int step_result(lua_State *L, int cur, int status) {
   return 0;
 }
 
-/* [-0, +(0|1), m] Run the steps of the Deferred at cur (its slots table
-** is put at `slots`; eh is the message handler). Returns 1 with an outer
-** Deferred pushed when a STEP_CONTINUE step hands it our result, else 0
-** (steps used up, or waiting on an inner Deferred). */
+/* [-0, +(0|1), e] Run the steps of the Deferred at cur (its slots table
+** is put at `slots`; eh is the message handler). Returns 1 with another
+** Deferred pushed when a STEP_CONTINUE or STEP_CHAIN step hands it our
+** result, else 0 (steps used up, or waiting on an inner Deferred). */
 static int run_steps(lua_State *L, int cur, int slots, int eh) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
-  d->waiting = 0;
   lua_getiuservalue(L, cur, UV_SLOTS);
   lua_replace(L, slots);
   /* Unlike Twisted, which checks `paused` only between Deferreds, a
@@ -378,6 +436,11 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
       step_continue(L, cur, slots, h);
       return 1;
     }
+    if (STEP_KIND(hdr) == STEP_CHAIN) {
+      lua_pop(L, 1);
+      if (step_chain(L, cur, slots, h)) return 1;
+      continue;
+    }
     step_layout(h, hdr, &st);
     d->head = h + st.size;
     if (is_failure(L, -1))
@@ -403,19 +466,32 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
   return 0;
 }
 
+/* [-0, +0, m] Give the Deferred at idx its sentinel: a new empty
+** userdata whose user value is the Deferred and whose metatable has the
+** __gc (sentinel_gc) that reports an unhandled Failure. The metatable is
+** set right after the userdata is made, while it is the newest object:
+** that keeps lua_setmetatable's search for it one step long. */
+static void sentinel_new(lua_State *L, int idx) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  idx = lua_absindex(L, idx);
+  lua_newuserdatauv(L, 0, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sentinel_key);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, -2, 1);
+  lua_setiuservalue(L, idx, UV_SENTINEL);
+  d->guarded = 1;
+}
+
 /* [-0, +0, m] A run of the Deferred at cur is over for now: note whether
-** it holds an unhandled Failure (switching to the __gc metatable), and
-** start the slots again at 1 if no step is left. */
+** it holds an unhandled Failure (arming its sentinel, made on first
+** need), and start the slots again at 1 if no step is left. */
 static void deferred_settle(lua_State *L, int cur, int slots) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
   lua_getiuservalue(L, cur, UV_RESULT);
   d->unhandled = (unsigned char)is_failure(L, -1);
   lua_pop(L, 1);
-  if (d->unhandled && !d->gcmarked) {
-    d->gcmarked = 1;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &gcmt_key);
-    lua_setmetatable(L, cur);
-  }
+  if (d->unhandled && !d->guarded) sentinel_new(L, cur);
   if (d->head == d->tail && d->tail > 1) {
     /* All used: a big table goes to the collector, a small one is kept. */
     if (d->tail > 25) {
@@ -455,7 +531,8 @@ static void deferred_run(lua_State *L, int idx) {
   eh = base + 1, cur = base + 2, slots = base + 3, chain = base + 4;
   for (;;) {
     d = (Deferred *)lua_touserdata(L, cur);
-    if (d->paused <= 0 && !d->running && run_steps(L, cur, slots, eh)) {
+    if (d->paused <= 0 && !d->waiting && !d->running &&
+        run_steps(L, cur, slots, eh)) {
       if (lua_isnil(L, chain)) {
         lua_newtable(L);
         lua_replace(L, chain);
@@ -475,19 +552,9 @@ static void deferred_run(lua_State *L, int idx) {
   lua_settop(L, base);
 }
 
-/* [-0, +0, e] Raise AlreadyCalledError for the Deferred at idx; with
-** debugging on, the message names where it was made and first fired. */
+/* [-0, +0, e] Raise AlreadyCalledError for the Deferred at idx. */
 static int raise_already_called(lua_State *L, int idx) {
-  if (debugging) {
-    lua_pushliteral(L, "Deferred has already been called\n");
-    debug_pushinfo(L, idx);
-    lua_concat(L, 2);
-  } else {
-    lua_pushliteral(L,
-                    "Deferred has already been called "
-                    "(defer.setDebugging(true) tells where)");
-  }
-  sp_errortype_make(L, "defer.AlreadyCalledError", lua_tostring(L, -1));
+  push_already_called(L, idx);
   return lua_error(L);
 }
 
@@ -606,23 +673,17 @@ static int deferred_addCallbacks(lua_State *L) {
                   nea);
 }
 
-/* The step chainDeferred adds: chained_fire(result, d2) fires d2 with the
-** result (success or Failure) and returns nothing. */
-static int chained_fire(lua_State *L) {
-  deferred_check(L, 2);
-  deferred_start(L, 2, 1);
-  return 0;
-}
-
 /* d:chainDeferred(d2) -> d
 ** d's result (success or failure) fires d2, which then has nil as d's
-** result. One way: firing d2 does not touch d. Deferred.chainDeferred. */
+** result; d's later steps run once d2's chain has run. One way: firing d2
+** does not touch d. If d2 has fired by then, d's result becomes a Failure
+** of AlreadyCalledError. A chain of any length costs heap, not C stack
+** (Twisted's recurses). Deferred.chainDeferred. */
 static int deferred_chainDeferred(lua_State *L) {
   deferred_self(L, 1);
   deferred_self(L, 2);
   lua_settop(L, 2);
-  lua_pushcfunction(L, chained_fire);
-  return add_step(L, STEP_SHARED, 3, 3, 2, 1, 0, 0);
+  return add_step(L, STEP_CHAIN, 2, 0, 0, 0, 0, 0);
 }
 
 /* d:callback(result)
@@ -666,7 +727,10 @@ static int deferred_pause(lua_State *L) {
 }
 
 /* d:unpause(): undo one pause(); at zero, run the callbacks added
-** meanwhile if d has fired. Extra unpauses are ignored. Deferred.unpause. */
+** meanwhile if d has fired and is not waiting on an inner Deferred.
+** Extra unpauses are ignored, so one while d waits (d.paused is 1) leaves
+** the wait alone: d goes on when the inner Deferred fires.
+** Deferred.unpause. */
 static int deferred_unpause(lua_State *L) {
   Deferred *d = deferred_self(L, 1);
   if (d->paused <= 0) return 0;
@@ -714,7 +778,7 @@ static void repr_push(lua_State *L, int idx) {
 
 /* tostring(d) -> "<Deferred at 0x...>", with " current result: 4" once
 ** fired, or " waiting on Deferred at 0x..." while it waits on another.
-** Upvalues 1 and 2: the Deferred metatables. Deferred.__str__. */
+** Upvalue 1: the Deferred metatable. Deferred.__str__. */
 static int deferred_tostring(lua_State *L) {
   Deferred *d = deferred_upcheck(L, 1, 1);
   lua_getiuservalue(L, 1, UV_RESULT);
@@ -732,9 +796,12 @@ static int deferred_tostring(lua_State *L) {
 }
 
 /* __index: methods, then the read-only fields called (boolean), paused
-** (count) and result, then fields a user set. Upvalue 1: methods; 2 and
-** 3: the Deferred metatables. A method is found without touching d (the
-** hot path: every d:addCallback); d is checked before anything else. */
+** (the pause() count, plus one while waiting on an inner Deferred, as in
+** Twisted) and result, then fields a user set. Upvalue 1: methods; 2: the
+** Deferred metatable. A method is found without touching d (the hot path:
+** every d:addCallback); d is checked before anything else. Not core.c's
+** sp_class_newx: a Deferred also keeps fields its user sets (Python code
+** sets attributes on Deferreds), which that class builder does not. */
 static int deferred_index(lua_State *L) {
   Deferred *d;
   const char *k;
@@ -748,7 +815,7 @@ static int deferred_index(lua_State *L) {
       lua_pushboolean(L, d->called);
       return 1;
     } else if (strcmp(k, "paused") == 0) {
-      lua_pushinteger(L, d->paused);
+      lua_pushinteger(L, (lua_Integer)d->paused + d->waiting);
       return 1;
     } else if (strcmp(k, "result") == 0) {
       lua_getiuservalue(L, 1, UV_RESULT);
@@ -763,7 +830,7 @@ static int deferred_index(lua_State *L) {
 
 /* __newindex: methods and called/paused/result are read-only; other
 ** fields are kept for the user (Python code sets attributes on
-** Deferreds). Upvalue 1: methods; 2 and 3: the Deferred metatables. */
+** Deferreds). Upvalue 1: methods; 2: the Deferred metatable. */
 static int deferred_newindex(lua_State *L) {
   deferred_upcheck(L, 1, 2);
   lua_settop(L, 3);
@@ -787,18 +854,25 @@ static int deferred_newindex(lua_State *L) {
   return 0;
 }
 
-/* __gc of Deferreds that ended a run with a Failure: if the Failure is
-** still their result, log "Unhandled error in Deferred:" with its
-** traceback, once (Twisted's DebugInfo.__del__). Upvalues 1 and 2: the
-** Deferred metatables. */
-static int deferred_gc(lua_State *L) {
-  Deferred *d = deferred_upcheck(L, 1, 1);
-  if (!d->unhandled) return 0;
+/* __gc of a Deferred's sentinel, collected with its Deferred (each holds
+** the other): if the Deferred still has the Failure it ended a run with,
+** log "Unhandled error in Deferred:" with its traceback, once (Twisted's
+** DebugInfo.__del__). Also runs at lua_close for live Deferreds. */
+static int sentinel_gc(lua_State *L) {
+  Deferred *d;
+  lua_settop(L, 1);
+  if (!lua_getmetatable(L, 1)) return 0; /* called by hand (debug.*) */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &sentinel_key);
+  if (!lua_rawequal(L, -1, -2)) return 0;
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  d = deferred_test(L, 2);
+  if (d == NULL || !d->unhandled) return 0;
   d->unhandled = 0;
-  lua_getiuservalue(L, 1, UV_RESULT);
+  lua_getiuservalue(L, 2, UV_RESULT);
   if (!sp_failure_is(L, -1)) return 0;
   lua_pushliteral(L, "Unhandled error in Deferred:");
-  debug_pushinfo(L, 1);
+  debug_pushinfo(L, 2);
   if (lua_rawlen(L, -1) > 0) {
     lua_pushliteral(L, "\n(debug:\n");
     lua_insert(L, -2);
@@ -807,7 +881,7 @@ static int deferred_gc(lua_State *L) {
   } else {
     lua_pop(L, 1);
   }
-  sp_log_failure(L, 2, lua_tostring(L, -1));
+  sp_log_failure(L, 3, lua_tostring(L, -1));
   return 0;
 }
 
@@ -823,6 +897,21 @@ static int defer_setDebugging(lua_State *L) {
 static int defer_getDebugging(lua_State *L) {
   lua_pushboolean(L, debugging);
   return 1;
+}
+
+/* _defer.info(d) -> where, age, called, paused, waiting: where d was
+** made ("file:line", the first frame outside lua/spindle/, or "?"), how
+** many seconds ago, whether it has fired, its pause count, and whether
+** it waits on the inner Deferred that d.result then is. For
+** spindle.inspect; nil for a non-Deferred. */
+static int defer_info(lua_State *L) {
+  Deferred *d = deferred_test(L, 1);
+  if (d == NULL) return 0;
+  sp_inspect_pushwhere(L, &d->where);
+  lua_pushboolean(L, d->called);
+  lua_pushinteger(L, d->paused);
+  lua_pushboolean(L, d->waiting);
+  return 5;
 }
 
 /* _defer.isDeferred(v) -> boolean: for spindle's own Lua code. */
@@ -878,45 +967,39 @@ static const luaL_Reg deferred_methods[] = {
     {"cancel", deferred_cancel},
     {NULL, NULL}};
 
-/* [-0, +0, m] Make the two Deferred metatables, sharing one methods
-** table. Users see "spindle.Deferred" as the name of both. */
+/* [-0, +0, m] Make the Deferred metatable, whose methods table and
+** metamethods hold it as an upvalue (users see "spindle.Deferred" as its
+** name), and the sentinels' metatable. */
 static void meta_init(lua_State *L) {
-  int gc;
+  int mt, methods;
   luaL_newmetatable(L, DEFERRED_MT);
-  luaL_newmetatable(L, DEFERRED_GCMT);
+  mt = lua_gettop(L);
   lua_newtable(L);
-  lua_pushvalue(L, -3);
-  lua_pushvalue(L, -3);
-  luaL_setfuncs(L, deferred_methods, 2);
-  for (gc = 0; gc <= 1; gc++) {
-    lua_pushvalue(L, -3 + gc);
-    lua_pushliteral(L, DEFERRED_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -5);
-    lua_pushvalue(L, -5);
-    lua_pushcclosure(L, deferred_index, 3);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -5);
-    lua_pushvalue(L, -5);
-    lua_pushcclosure(L, deferred_newindex, 3);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushvalue(L, -4);
-    lua_pushvalue(L, -4);
-    lua_pushcclosure(L, deferred_tostring, 2);
-    lua_setfield(L, -2, "__tostring");
-    if (gc) {
-      lua_pushvalue(L, -4);
-      lua_pushvalue(L, -4);
-      lua_pushcclosure(L, deferred_gc, 2);
-      lua_setfield(L, -2, "__gc");
-    }
-    lua_pushliteral(L, "Deferred");
-    lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, gc ? &gcmt_key : &mt_key);
-  }
-  lua_pop(L, 3);
+  methods = mt + 1;
+  lua_pushvalue(L, mt);
+  luaL_setfuncs(L, deferred_methods, 1);
+  lua_pushvalue(L, methods);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, deferred_index, 2);
+  lua_setfield(L, mt, "__index");
+  lua_pushvalue(L, methods);
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, deferred_newindex, 2);
+  lua_setfield(L, mt, "__newindex");
+  lua_pushvalue(L, mt);
+  lua_pushcclosure(L, deferred_tostring, 1);
+  lua_setfield(L, mt, "__tostring");
+  lua_pushliteral(L, "Deferred");
+  lua_setfield(L, mt, "__metatable");
+  lua_pushvalue(L, mt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &mt_key);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, sentinel_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "Deferred sentinel");
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &sentinel_key);
+  lua_pop(L, 2);
 }
 
 void sp_deferred_new(lua_State *L) {
@@ -953,6 +1036,7 @@ static const luaL_Reg defer_funcs[] = {{"Deferred", deferred_new},
                                        {"setDebugging", defer_setDebugging},
                                        {"getDebugging", defer_getDebugging},
                                        {"isDeferred", defer_isDeferred},
+                                       {"info", defer_info},
                                        {"adopt", defer_adopt},
                                        {"toFailure", defer_toFailure},
                                        {NULL, NULL}};

@@ -339,6 +339,10 @@ static int failure_tostring(lua_State *L) {
   return 1;
 }
 
+/* f:cleanFailure(): nothing (Twisted drops frame references to free
+** memory; a Failure here keeps only its traceback string). Raises a
+** bad-argument error when f is not a Failure. twisted
+** python.failure.Failure.cleanFailure. */
 static int failure_cleanFailure(lua_State *L) {
   failure_check_self(L);
   return 0;
@@ -387,10 +391,15 @@ static const char *const builtin_types[][3] = {
     {"reactor.ConnectionDone", "ConnectionDone", "reactor.ConnectionClosed"},
     {"reactor.ConnectionAborted", "ConnectionAborted",
      "reactor.ConnectionLost"},
+    {"reactor.ProcessDone", "ProcessDone", "reactor.ConnectionDone"},
+    {"reactor.ProcessTerminated", "ProcessTerminated",
+     "reactor.ConnectionLost"},
+    {"reactor.ProcessExitedAlready", "ProcessExitedAlready", NULL},
     {"reactor.NotConnectingError", "NotConnectingError", NULL},
     {"reactor.MessageLengthError", "MessageLengthError", NULL},
     {"reactor.InvalidAddressError", "InvalidAddressError", NULL},
     {"reactor.MulticastJoinError", "MulticastJoinError", NULL},
+    {"reactor.AlreadyListened", "AlreadyListened", NULL},
     {"basic.StringTooLongError", "StringTooLongError", NULL},
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},
@@ -406,6 +415,7 @@ static const char *const builtin_types[][3] = {
     {"web.ResponseNeverReceived", "ResponseNeverReceived", NULL},
     {"web.RequestNotSent", "RequestNotSent", NULL},
     {"web.PotentialDataLoss", "PotentialDataLoss", NULL},
+    {"utils.UnexpectedErrorOutput", "UnexpectedErrorOutput", NULL},
     {NULL, NULL, NULL}};
 
 static void errortypes_push(lua_State *L) {
@@ -522,7 +532,8 @@ static const luaL_Reg failure_funcs[] = {
     {"errorType", failure_errorType},
     {NULL, NULL}};
 
-/* spindle.failure: Failure, errorType, and the type test isFailure. */
+/* failure.isFailure(v) -> boolean: v is a Failure (any value may be
+** passed; never raises). Python's isinstance(v, Failure). */
 static int failure_isFailure(lua_State *L) {
   lua_pushboolean(L, sp_failure_is(L, 1));
   return 1;

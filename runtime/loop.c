@@ -21,6 +21,12 @@
 ** Handles (timer, async, signals) live in malloc'd memory freed in their
 ** close callbacks; the shutdown hook closes every handle left on the loop
 ** and runs it until they are closed, so lua_close ends clean.
+**
+** Length: this file is a little over 1000 lines. The exit registry (the
+** live list and the after-due queue, loop.h) and the handle census belong
+** with the loop: they mark their handles as the loop's own and run inside
+** its shutdown order. If it grows further, the census (the last section,
+** a separate module) is the part to move out first.
 */
 #include <math.h>
 #include <stdint.h>
@@ -451,10 +457,34 @@ static int dcall_gettime(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg dcall_getters[] = {{"called", dcall_getcalled},
-                                         {"cancelled", dcall_getcancelled},
-                                         {"time", dcall_gettime},
-                                         {NULL, NULL}};
+/* dc.func -> the function, dc.args -> {arguments..., n = count}: what
+** the call will run, while it is pending (nil once it has run or been
+** cancelled, when they are let go), as Twisted's DelayedCall.func and
+** .args; the inspector shows where func was defined. */
+static int dcall_getfunc(lua_State *L) {
+  dcall_check(L);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+static int dcall_getargs(lua_State *L) {
+  dcall *c = dcall_check(L);
+  if (c->state != DC_PENDING) return 0;
+  luaL_checkstack(L, c->nargs + 2, NULL);
+  lua_createtable(L, c->nargs, 1);
+  for (int i = 1; i <= c->nargs; i++) {
+    lua_getiuservalue(L, 1, i + 1);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushinteger(L, c->nargs);
+  lua_setfield(L, -2, "n");
+  return 1;
+}
+
+static const luaL_Reg dcall_getters[] = {
+    {"called", dcall_getcalled}, {"cancelled", dcall_getcancelled},
+    {"time", dcall_gettime},     {"func", dcall_getfunc},
+    {"args", dcall_getargs},     {NULL, NULL}};
 
 static const luaL_Reg dcall_meta[] = {{"__tostring", dcall_tostring},
                                       {NULL, NULL}};
@@ -559,11 +589,18 @@ static void signal_force_exit(int signum) {
   _exit(128 + signum);
 }
 
+static int (*signal_claim)(int signo) = NULL;
+
+void sp_loop_set_signal_claim(int (*fn)(int signo)) {
+  signal_claim = fn;
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   lua_State *L = sp_loop_state();
   char text[64];
   (void)h;
   interrupt_clear();
+  if (signal_claim != NULL && signal_claim(signum)) return;
   if (state == S_STOPPING) signal_force_exit(signum);
   if (state != S_RUNNING) return;
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
@@ -600,10 +637,20 @@ static struct sigaction libuv_action[NSIGNALS];
 ** uv_signal_stop would leave SIG_DFL. */
 static struct sigaction outer_action[NSIGNALS];
 
+/* A hook requested by sp_loop_request_hook: run once, at the next hook
+** call on the loop thread. */
+static void (*volatile request_fn)(lua_State *L) = NULL;
+static volatile sig_atomic_t request_pending = 0;
+
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   struct timespec now;
   double dt;
   (void)ar;
+  if (request_pending) {
+    void (*fn)(lua_State * L) = request_fn;
+    request_pending = 0;
+    if (fn != NULL) fn(L);
+  }
   if (!interrupt_pending) {
     lua_sethook(L, NULL, 0, 0);
     return;
@@ -637,6 +684,19 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
   else if (libuv_action[i].sa_handler != SIG_DFL &&
            libuv_action[i].sa_handler != SIG_IGN)
     libuv_action[i].sa_handler(signum);
+}
+
+void sp_loop_request_hook(void (*fn)(lua_State *L)) {
+  lua_State *L = interrupt_L;
+  request_fn = fn;
+  request_pending = 1;
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                100);
+  L = interrupt_co;
+  if (L != NULL)
+    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                100);
 }
 
 /* The loop has the signal: no need to interrupt Lua code any more. */
@@ -869,13 +929,17 @@ static void walk_close(uv_handle_t *h, void *arg) {
 }
 
 /* The live-handle registry (loop.h): a circular list with a sentinel. */
-static sp_live live_head = {&live_head, &live_head, NULL};
+static sp_live live_head = {&live_head, &live_head, NULL, SP_LIVE_HANDLE};
 
 void sp_live_add(sp_live *n) {
   n->next = live_head.next;
   n->prev = &live_head;
   live_head.next->prev = n;
   live_head.next = n;
+}
+
+void sp_live_each(void (*fn)(sp_live *n, void *arg), void *arg) {
+  for (sp_live *n = live_head.prev; n != &live_head; n = n->prev) fn(n, arg);
 }
 
 void sp_live_remove(sp_live *n) {
@@ -885,14 +949,74 @@ void sp_live_remove(sp_live *n) {
   n->next = n->prev = NULL;
 }
 
-/* Close every registered handle with its own shutdown, newest first; an
-** entry may unlink itself or others while this runs. */
-static void live_shutdown(lua_State *L) {
-  while (live_head.next != &live_head) {
-    sp_live *n = live_head.next;
-    sp_live_remove(n);
-    n->shutdown(L, n);
+/* The entries waiting for the due calls (loop.h): a circular list with a
+** sentinel, and the uv_prepare handle that runs them, active only while
+** the list is not empty. */
+static sp_loop_later later_head = {&later_head, &later_head, NULL};
+static uv_prepare_t *later_prepare = NULL;
+
+static void later_cb(uv_prepare_t *h);
+
+void sp_loop_after_due(sp_loop_later *n) {
+  if (n->next != NULL || closed) return;
+  n->prev = later_head.prev;
+  n->next = &later_head;
+  later_head.prev->next = n;
+  later_head.prev = n;
+  if (later_prepare != NULL) uv_prepare_start(later_prepare, later_cb);
+}
+
+void sp_loop_after_due_cancel(sp_loop_later *n) {
+  if (n->next == NULL) return;
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->next = n->prev = NULL;
+}
+
+/* Run the entries linked before this pass, oldest first: they move to a
+** local list first, so that an entry linked meanwhile waits for the next
+** pass and one unlinked meanwhile (a stream freed) is skipped. */
+static void later_cb(uv_prepare_t *h) {
+  sp_loop_later pass = {&pass, &pass, NULL};
+  lua_State *L = sp_loop_state();
+  if (later_head.next == &later_head) {
+    uv_prepare_stop(h);
+    return;
   }
+  pass.next = later_head.next;
+  pass.prev = later_head.prev;
+  pass.next->prev = &pass;
+  pass.prev->next = &pass;
+  later_head.next = later_head.prev = &later_head;
+  while (pass.next != &pass) {
+    sp_loop_later *n = pass.next;
+    sp_loop_after_due_cancel(n);
+    n->run(L, n);
+  }
+  if (later_head.next == &later_head) uv_prepare_stop(h);
+}
+
+/* The newest entry of `phase`, or NULL. */
+static sp_live *live_first(int phase) {
+  sp_live *n;
+  for (n = live_head.next; n != &live_head; n = n->next)
+    if (n->phase == phase) return n;
+  return NULL;
+}
+
+/* Close every registered entry with its own shutdown, phase by phase and
+** newest first within one (loop.h); an entry may unlink itself or others
+** while this runs, and one linked meanwhile in an earlier phase (a
+** connection made by a connectionLost) still runs, in the next pass. */
+static void live_shutdown(lua_State *L) {
+  for (int phase = SP_LIVE_THREADS; phase <= SP_LIVE_MEMORY; phase++) {
+    sp_live *n;
+    while ((n = live_first(phase)) != NULL) {
+      sp_live_remove(n);
+      n->shutdown(L, n);
+    }
+  }
+  if (live_head.next != &live_head) live_shutdown(L);
 }
 
 /* The shutdown hook: close the registered handles (live_shutdown), drop
@@ -911,6 +1035,8 @@ static void loop_shutdown(lua_State *L) {
     m->run(NULL, m);
   }
   closed = 1;
+  while (later_head.next != &later_head)
+    sp_loop_after_due_cancel(later_head.next);
   for (int i = 0; i < timers.n; i++) {
     timers.heap[i]->heapidx = -1;
     timers.heap[i]->state = DC_CANCELLED;
@@ -925,6 +1051,7 @@ static void loop_shutdown(lua_State *L) {
     fprintf(stderr, "spindle: the loop still had open handles at exit\n");
   timers.handle = NULL;
   timers.idle = NULL;
+  later_prepare = NULL;
   inbox.async = NULL;
 }
 
@@ -949,6 +1076,9 @@ uv_loop_t *sp_loop(void) {
   timers.idle = handle_new(sizeof(uv_idle_t));
   uv_idle_init(loop, timers.idle);
   timers.idle->data = &owned_marker;
+  later_prepare = handle_new(sizeof(uv_prepare_t));
+  uv_prepare_init(loop, later_prepare);
+  later_prepare->data = &owned_marker;
   inbox.async = handle_new(sizeof(uv_async_t));
   uv_mutex_init(&inbox.lock);
   uv_async_init(loop, inbox.async, async_cb);

@@ -15,8 +15,10 @@
 #include <uv.h>
 
 #include "core.h"
+#include "embed.h"
 #include "failure.h"
 #include "repl.h"
+#include "supervisor.h"
 
 #define SPINDLE_VERSION "0.1.0"
 
@@ -35,6 +37,14 @@ static void print_options(FILE *out) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --workers N|auto  run N copies of script under a supervisor\n"
+          "            (SIGHUP reloads them, SIGTERM/SIGINT drains them)\n"
+          "  --drain S seconds SIGTERM/SIGINT waits for open connections\n"
+          "            (default 10); these two come before the script\n"
+          "  --attach PATH        a REPL inside the running program that\n"
+          "                       listens at PATH (reactor.listenREPL)\n"
+          "  --stall-warning S    log a warning with a traceback when one\n"
+          "                       callback keeps the reactor busy > S s\n"
           "  --help    show this help and exit\n"
           "  --version show version information and exit\n"
           "  --        stop handling options\n"
@@ -47,7 +57,9 @@ static void print_options(FILE *out) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l')
+  if (badoption[1] == 'e' || badoption[1] == 'l' ||
+      strcmp(badoption, "--attach") == 0 ||
+      strcmp(badoption, "--stall-warning") == 0)
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   else
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -347,6 +359,29 @@ static void line_repl(lua_State *L) {
 #define has_help 32
 #define has_version 64
 
+static const char *attach_path = NULL; /* --attach PATH */
+static double stall_warning = 0;       /* --stall-warning S */
+
+/* --attach PATH, --stall-warning S: 1 if argv[*i] is one of them (its
+** value taken, *i moved past it), 0 if not, -1 if its value is bad. */
+static int collect_long(char **argv, int *i) {
+  char *end;
+  int attach = strcmp(argv[*i], "--attach") == 0;
+  if (!attach && strcmp(argv[*i], "--stall-warning") != 0) return 0;
+  if (argv[*i + 1] == NULL) return -1;
+  (*i)++;
+  if (attach) {
+    attach_path = argv[*i];
+    return 1;
+  }
+  stall_warning = strtod(argv[*i], &end);
+  if (*end != '\0' || !(stall_warning > 0)) {
+    (*i)--;
+    return -1;
+  }
+  return 1;
+}
+
 /* The rich REPL (repl.c) for a terminal, or whatever standard input is
 ** when SPINDLE_REPL=rich (for programs and tests that drive it through a
 ** pipe); lua.c's line mode otherwise. */
@@ -368,6 +403,12 @@ static int collect_args(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        switch (collect_long(argv, &i)) {
+          case 1:
+            continue;
+          case -1:
+            return has_error;
+        }
         if (strcmp(argv[i], "--help") == 0) return args | has_help;
         if (strcmp(argv[i], "--version") == 0) return args | has_version;
         if (argv[i][2] != '\0') return has_error;
@@ -442,6 +483,68 @@ static int handle_luainit(lua_State *L) {
   return dostring(L, init, name);
 }
 
+/* --workers N|auto and --drain SECONDS, among the options before the
+** script (in either form, "--workers 2" or "--workers=2"): parse them and
+** take them out of argv, so the rest is lua.c's command line. Returns 0
+** after printing a message when one is bad. */
+static int take_option(int *argc, char **argv, int i, const char *name,
+                       const char **value) {
+  size_t len = strlen(name);
+  int n = 1;
+  if (strncmp(argv[i], name, len) != 0) return 0;
+  if (argv[i][len] == '=') {
+    *value = argv[i] + len + 1;
+  } else if (argv[i][len] == '\0' && argv[i + 1] != NULL) {
+    *value = argv[i + 1];
+    n = 2;
+  } else {
+    *value = NULL;
+    return 1;
+  }
+  memmove(argv + i, argv + i + n, (size_t)(*argc - i - n + 1) * sizeof *argv);
+  *argc -= n;
+  return 1;
+}
+
+static int production_options(int *argc, char **argv, int *workers) {
+  const char *v;
+  char *end;
+  int i = 1;
+  while (argv[i] != NULL && argv[i][0] == '-' && argv[i][1] != '\0' &&
+         strcmp(argv[i], "--") != 0) {
+    if (take_option(argc, argv, i, "--workers", &v)) {
+      long n = v == NULL ? 0 : strtol(v, &end, 10);
+      if (v != NULL && strcmp(v, "auto") == 0)
+        n = (long)uv_available_parallelism();
+      else if (v == NULL || *end != '\0' || n < 1 || n > 1024)
+        n = 0;
+      if (n == 0) {
+        fprintf(stderr, "%s: --workers needs a number (1..1024) or 'auto'\n",
+                progname);
+        return 0;
+      }
+      *workers = (int)n;
+    } else if (take_option(argc, argv, i, "--drain", &v)) {
+      double d = v == NULL ? -1 : strtod(v, &end);
+      if (v == NULL || *end != '\0' || !(d >= 0 && d <= 1e6)) {
+        fprintf(stderr, "%s: --drain needs a number of seconds\n", progname);
+        return 0;
+      }
+      sp_supervisor_set_drain(d);
+    } else {
+      if ((argv[i][1] == 'e' || argv[i][1] == 'l') && argv[i][2] == '\0' &&
+          argv[i + 1] != NULL)
+        i++;
+      i++;
+    }
+  }
+  if (*workers > 0 && (argv[i] == NULL || strcmp(argv[i], "-") == 0)) {
+    fprintf(stderr, "%s: --workers needs a script file\n", progname);
+    return 0;
+  }
+  return 1;
+}
+
 struct pmain_args {
   int argc;
   char **argv;
@@ -473,11 +576,27 @@ static int pmain(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
     unsetenv("SPINDLE_LUA_PATH");
   }
-  sp_openlibs(L);
+  sp_openlibs(L, sp_cmodules);
   create_argtable(L, argv, argc, script);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
+  if (stall_warning > 0) {
+    char stat[80];
+    snprintf(stat, sizeof stat,
+             "require('spindle.reactor').setStallWarning(%.17g)",
+             stall_warning);
+    if (dostring(L, stat, "=(--stall-warning)") != LUA_OK) return 0;
+  }
   if (!run_args(L, argv, script)) return 0;
+  if (attach_path != NULL) { /* spindle --attach PATH: the client only */
+    sp_repl_attach(attach_path);
+    sp_repl_run(L, docall);
+    /* repl.lua's client marks a connection that never came up. */
+    a->ok =
+        lua_getfield(L, LUA_REGISTRYINDEX, "spindle.attach.failed") == LUA_TNIL;
+    lua_pop(L, 1);
+    return 0;
+  }
   if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
   if (args & has_i) {
     if (want_rich_repl(args))
@@ -498,10 +617,16 @@ static int pmain(lua_State *L) {
 
 int main(int argc, char **argv) {
   struct pmain_args a = {argc, argv, 0};
-  int status;
+  int status, workers = 0;
   lua_State *L;
   /* A peer that vanishes mid-write must give connectionLost, not kill us. */
   signal(SIGPIPE, SIG_IGN);
+  if (argv[0] != NULL && argv[0][0]) progname = argv[0];
+  if (argv[0] != NULL && !production_options(&argc, argv, &workers))
+    return EXIT_FAILURE;
+  a.argc = argc;
+  /* The supervisor runs no Lua at all. */
+  if (workers > 0) return sp_supervisor_main(argc, argv, workers);
   L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", argv[0]);

@@ -52,6 +52,7 @@ typedef struct work {
   work_kind kind;
   int ref;        /* W_DEFER: the Deferred, main registry ref */
   sp_packed call; /* the function, then its arguments */
+  char what[96];  /* where the function was defined, "file:line" */
 } work;
 
 /* A blockingCallFromThread in flight: the worker waits on `cond` until
@@ -68,8 +69,9 @@ typedef struct bcall {
 typedef struct worker {
   struct worker *next;
   uv_thread_t tid;
-  int exited;     /* the thread has left its loop: join it */
-  bcall *waiting; /* its blockingCallFromThread, if any */
+  int exited;       /* the thread has left its loop: join it */
+  bcall *waiting;   /* its blockingCallFromThread, if any */
+  char running[96]; /* its job's `what` while it runs one, else "" */
 } worker;
 
 static struct {
@@ -415,9 +417,11 @@ static void worker_main(void *arg) {
     if (pool.head == NULL) pool.tail = NULL;
     pool.queued--;
     pool.busy++;
+    memcpy(w->running, job->what, sizeof w->running);
     uv_mutex_unlock(&pool.lock);
     work_run(L, job);
     uv_mutex_lock(&pool.lock);
+    w->running[0] = '\0';
     pool.busy--;
   }
   if (L == NULL)
@@ -657,6 +661,21 @@ static void pool_checkopen(lua_State *L) {
   if (pool.stopping) luaL_error(L, "the thread pool has stopped");
 }
 
+/* [-0, +0, -] Write where the function at idx was defined, as
+** "file:line", into buf (for the inspector's view of the workers). */
+static void work_describe(lua_State *L, int idx, char *buf, size_t size) {
+  lua_Debug ar;
+  if (lua_type(L, idx) != LUA_TFUNCTION) {
+    snprintf(buf, size, "?");
+    return;
+  }
+  lua_pushvalue(L, idx);
+  if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+    snprintf(buf, size, "%s:%d", ar.short_src, ar.linedefined);
+  else
+    snprintf(buf, size, "%s", ar.short_src);
+}
+
 /* [-0, +0, e] Pack the n values from idx and queue them as `kind` work
 ** (ref: the Deferred, for W_DEFER); `first` numbers the first value. */
 static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
@@ -674,6 +693,7 @@ static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
   job->kind = kind;
   job->ref = ref;
   job->call = p;
+  work_describe(L, idx, job->what, sizeof job->what);
   pool_submit(job);
 }
 
@@ -687,14 +707,19 @@ static int pool_callInThread(lua_State *L) {
   return 0;
 }
 
-/* reactor.suggestThreadPoolSize(n): at most n (an integer >= 0) pool
-** threads from now on; more start at once if work is waiting, extra ones
-** end when idle. Main thread.
+/* reactor.suggestThreadPoolSize(n): at most n (an integer in 1..4096)
+** pool threads from now on; more start at once if work is waiting, extra
+** ones end when idle. Raises a bad-argument error for anything else: 0,
+** which Twisted accepts, would leave every later callInThread queued
+** forever without a word. Main thread.
 ** twisted ReactorBase.suggestThreadPoolSize. */
 static int pool_suggestThreadPoolSize(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   int start;
-  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "size must be in 0..4096");
+  luaL_argcheck(L, n >= 1 && n <= 4096, 1,
+                n == 0 ? "size must be at least 1 (0 would never run "
+                         "the work queued)"
+                       : "size must be in 1..4096");
   uv_mutex_lock(&pool.lock);
   pool.max = (int)n;
   start = pool.stopping ? 0 : pool_wanted();
@@ -704,19 +729,31 @@ static int pool_suggestThreadPoolSize(lua_State *L) {
   return 0;
 }
 
-/* reactor.getThreadPool() -> {min, max, workers, busy, queued}: the
-** pool's bounds, its threads (started, not ended), those running work,
-** and the work waiting. Any fields are a snapshot. Main thread.
+/* reactor.getThreadPool() -> {min, max, workers, busy, queued, running}:
+** the pool's bounds, its threads (started, not ended), those running
+** work, the work waiting, and where each running function was defined
+** ({"file:line", ...}, at most 32). Any fields are a snapshot. Main thread.
 ** Like twisted ReactorBase.getThreadPool, as numbers. */
 static int pool_getThreadPool(lua_State *L) {
-  int v[4];
+  int v[4], n = 0;
+  char running[32][96];
   uv_mutex_lock(&pool.lock);
   v[0] = pool.max;
   v[1] = pool.workers;
   v[2] = pool.busy;
   v[3] = pool.queued;
+  for (worker *w = pool.all; w != NULL && n < 32; w = w->next)
+    if (!w->exited && w->running[0] != '\0')
+      memcpy(running[n++], w->running, sizeof running[0]);
   uv_mutex_unlock(&pool.lock);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_pushstring(L, running[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_createtable(L, 0, 6);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "running");
   lua_pushinteger(L, 0);
   lua_setfield(L, -2, "min");
   lua_pushinteger(L, v[0]);
@@ -760,6 +797,7 @@ static int threads_deferToThread(lua_State *L) {
   job->kind = W_DEFER;
   job->ref = ref;
   job->call = p;
+  work_describe(L, 1, job->what, sizeof job->what);
   pool_submit(job);
   return 1;
 }
@@ -786,10 +824,16 @@ static int threads_callMultiple(lua_State *L) {
 /* ---------------------------------------------------------------- */
 /* Set-up and shutdown                                                 */
 
-static void pool_shutdown(lua_State *L) {
+/* At exit the pool ends through loop.c's live registry, in its first
+** phase (SP_LIVE_THREADS): before connections are lost and before the
+** loop drops the replies still in its inbox. */
+static void pool_shutdown(lua_State *L, sp_live *n) {
   (void)L;
+  (void)n;
   sp_pool_stop();
 }
+
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_THREADS};
 
 /* __gc of a registry sentinel: os.exit(code, true) closes the state
 ** without the shutdown hooks; stop the pool then too. */
@@ -806,8 +850,8 @@ static void pool_init(lua_State *L) {
     luaL_error(L, "cannot set up the thread pool");
   pool.max = DEFAULT_MAX;
   pool.ready = 1;
-  sp_loop(); /* its shutdown hook first, so that ours runs before it */
-  sp_on_shutdown(pool_shutdown);
+  sp_loop();
+  sp_live_add(&pool_live);
   lua_newuserdatauv(L, 0, 0);
   lua_newtable(L);
   lua_pushcfunction(L, pool_sentinel_gc);

@@ -12,9 +12,14 @@
 ** that awaits a Deferred.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
@@ -33,6 +38,7 @@ static struct {
   int eof;         /* no more input */
   int waiting;     /* an entry awaits a Deferred: input is held */
   int done;        /* the session has ended */
+  int prompting;   /* a prompt and the line being typed are on screen */
   uv_poll_t *poll; /* standard input, if pollable (tty, pipe) */
   uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
   char buf[4096];  /* pipe/file input not yet split into lines */
@@ -40,7 +46,12 @@ static struct {
   char history[4096];
 } repl;
 
-static const char repl_key = 'R'; /* registry: the spindle.repl module */
+static const char repl_key = 'R';      /* registry: the spindle.repl module */
+static const char *attach_path = NULL; /* spindle --attach PATH */
+
+/* The last key libedit read from the terminal, and lines handed over. */
+static int last_key = -1;
+static unsigned long lines_taken = 0;
 
 static void input_start(void);
 static void tty_line(char *line);
@@ -51,13 +62,13 @@ static void handle_free(uv_handle_t *h) {
   free(h);
 }
 
-enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR };
+enum { R_ERROR, R_READY, R_MORE, R_WAITING, R_RESUME, R_CLEAR, R_IGNORE };
 
 /* [-0, +0, -] Call repl.<fname>([arg[, resume]]) and classify the string
 ** it returns. An error in it is logged, never raised. */
 static int repl_call(const char *fname, const char *arg) {
-  static const char *const names[] = {"?",      "ready", "more", "waiting",
-                                      "resume", "clear", NULL};
+  static const char *const names[] = {"?",      "ready", "more",   "waiting",
+                                      "resume", "clear", "ignore", NULL};
   lua_State *L = repl.L;
   int nargs = 0, r = R_ERROR;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &repl_key);
@@ -96,12 +107,22 @@ static void line_done(int status) {
     rl_callback_handler_remove();
     rl_callback_handler_install(status == R_MORE ? PROMPT_MORE : PROMPT,
                                 tty_line);
+    repl.prompting = 1;
   }
 }
 
 /* libedit's line handler: line is malloc'd, NULL at end of input. */
 static void tty_line(char *line) {
+  repl.prompting = 0;
+  lines_taken++;
   if (line == NULL) {
+    int status;
+    fputc('\n', stdout);
+    status = repl_call("eof", "");
+    if (status == R_READY || status == R_WAITING) { /* .editor's Ctrl-D */
+      line_done(status);
+      return;
+    }
     repl.eof = 1;
     session_end();
     return;
@@ -152,6 +173,18 @@ static void buffer_read(void) {
   buffer_lines();
 }
 
+/* libedit's reads from the terminal (rl_getc_function): one byte, waiting
+** for it (the terminal is blocking), retried after a signal. */
+static int tty_getc(FILE *f) {
+  unsigned char c;
+  ssize_t n;
+  do {
+    n = read(fileno(f), &c, 1);
+  } while (n < 0 && errno == EINTR);
+  last_key = n == 1 ? c : -1;
+  return n == 1 ? c : EOF;
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events) {
   (void)h;
   (void)events;
@@ -161,10 +194,18 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
     buffer_lines();
     return;
   }
-  if (repl.tty)
+  if (repl.tty) {
+    unsigned long taken = lines_taken;
+    last_key = -1;
     rl_callback_read_char();
-  else
+    /* Enter that ends a Ctrl-R search is pushed back by libedit and
+    ** would wait for the next key: take it now. */
+    if ((last_key == '\r' || last_key == '\n') && lines_taken == taken &&
+        repl.prompting)
+      rl_callback_read_char();
+  } else {
     buffer_read();
+  }
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -175,11 +216,13 @@ static void idle_cb(uv_idle_t *h) {
 static void input_start(void) {
   if (repl.done || repl.eof) return;
   if (repl.tty) rl_callback_handler_install(PROMPT, tty_line);
+  repl.prompting = repl.tty;
   if (repl.poll != NULL) uv_poll_start(repl.poll, UV_READABLE, poll_cb);
   if (repl.idle != NULL) uv_idle_start(repl.idle, idle_cb);
 }
 
 static void input_stop(void) {
+  repl.prompting = 0;
   if (repl.tty) rl_callback_handler_remove();
   if (repl.poll != NULL) uv_poll_stop(repl.poll);
   if (repl.idle != NULL) uv_idle_stop(repl.idle);
@@ -202,7 +245,7 @@ static void session_end(void) {
   if (repl.done) return;
   repl.done = 1;
   input_stop();
-  if (repl.tty) fputc('\n', stdout);
+  if (repl.tty && !repl.eof) fputc('\n', stdout);
   fflush(stdout);
   if (sp_loop_running()) {
     lua_pushcfunction(L, reactor_stop);
@@ -226,11 +269,13 @@ static int repl_resume(lua_State *L) {
 
 /* SIGINT while the REPL runs: stop waiting, or clear the line. */
 static int repl_interrupt(lua_State *L) {
+  int status;
   (void)L;
   if (repl.done) return 0;
-  if (repl_call("interrupt", NULL) == R_RESUME) {
+  status = repl_call("interrupt", repl.tty ? rl_line_buffer : "");
+  if (status == R_RESUME) {
     repl_resume(repl.L);
-  } else if (repl.tty) {
+  } else if (status != R_IGNORE && repl.tty) {
     fputc('\n', stdout);
     rl_callback_handler_remove();
     rl_callback_handler_install(PROMPT, tty_line);
@@ -239,6 +284,8 @@ static int repl_interrupt(lua_State *L) {
 }
 
 /* libedit completion: candidates come from repl.complete(word). */
+static int completion_end = 0; /* where the word ends in rl_line_buffer */
+
 static char *repl_generator(const char *text, int state) {
   lua_State *L = repl.L;
   char *r = NULL;
@@ -247,7 +294,8 @@ static char *repl_generator(const char *text, int state) {
     lua_getfield(L, -1, "complete");
     lua_remove(L, -2);
     lua_pushstring(L, text);
-    if (sp_pcall(L, 1, 1) != LUA_OK) {
+    lua_pushlstring(L, rl_line_buffer, (size_t)completion_end);
+    if (sp_pcall(L, 2, 1) != LUA_OK) {
       lua_pop(L, 1);
       lua_newtable(L);
     }
@@ -262,7 +310,7 @@ static char *repl_generator(const char *text, int state) {
 
 static char **repl_completion(const char *text, int start, int end) {
   (void)start;
-  (void)end;
+  completion_end = end;
   return rl_completion_matches(text, repl_generator);
 }
 
@@ -278,6 +326,14 @@ static int input_open(void) {
     free(repl.poll);
     repl.poll = NULL;
   }
+  if (repl.poll != NULL && repl.tty) {
+    /* uv_poll_init made the terminal non-blocking, but libedit's own
+    ** nested reads (Ctrl-R's incremental search, the rest of an escape
+    ** sequence) must wait for the next key, not take EAGAIN for the end
+    ** of input. The poll still says when a key is there. */
+    int fl = fcntl(0, F_GETFL);
+    if (fl != -1) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
+  }
   if (repl.poll == NULL && !repl.tty) {
     repl.idle = malloc(sizeof *repl.idle);
     if (repl.idle == NULL) return 0;
@@ -290,6 +346,9 @@ static int input_open(void) {
     rl_readline_name = "spindle";
     rl_attempted_completion_function = repl_completion;
     rl_completer_word_break_characters = word_breaks;
+    rl_getc_function = tty_getc;
+    /* libedit splits words on the basic set, not the completer's. */
+    rl_basic_word_break_characters = word_breaks;
     rl_completion_append_character = '\0';
     using_history();
     if (home != NULL) {
@@ -315,6 +374,12 @@ static int repl_load(lua_State *L) {
   lua_getglobal(L, "require");
   lua_pushliteral(L, "spindle.repl");
   lua_call(L, 1, 1);
+  if (attach_path != NULL) { /* entries go to the process at the path */
+    lua_getfield(L, -1, "client");
+    lua_pushstring(L, attach_path);
+    lua_call(L, 1, 1);
+    lua_remove(L, -2);
+  }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
   lua_pushcfunction(L, repl_resume);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl);
@@ -324,7 +389,19 @@ static int repl_load(lua_State *L) {
   lua_getfield(L, -1, "await");
   lua_setglobal(L, "await");
   lua_pop(L, 1);
+  if (isatty(0)) { /* print from timers redraws the prompt after */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "spindle.repl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "wrapPrint");
+    lua_call(L, 0, 0);
+    lua_pop(L, 1);
+  }
   return 0;
+}
+
+void sp_repl_attach(const char *path) {
+  attach_path = path;
 }
 
 void sp_repl_run(lua_State *L, sp_repl_docall docall) {
@@ -362,4 +439,95 @@ void sp_repl_run(lua_State *L, sp_repl_docall docall) {
   sp_loop_set_interrupt_hook(NULL);
   input_close();
   fflush(stdout);
+}
+
+/* _repl.umask(mask) -> old mask: umask(2), so that repl.listen makes its
+** socket file 0600 from the start (no moment where others may connect).
+** Main thread; the process's mask is shared by every thread. */
+static int repl_umask(lua_State *L) {
+  mode_t mask = (mode_t)luaL_checkinteger(L, 1);
+  lua_pushinteger(L, (lua_Integer)umask(mask & 0777));
+  return 1;
+}
+
+/* _repl.request(path, bytes) -> reply or nil, message: connect to the
+** Unix socket at path, send bytes, half-close, and read the reply until
+** the server's frame is whole or 2 seconds pass. Blocks the calling
+** thread: only for the attach client's completion, which libedit asks
+** for synchronously. */
+static int repl_request(lua_State *L) {
+  size_t len, off = 0;
+  const char *path = luaL_checkstring(L, 1);
+  const char *data = luaL_checklstring(L, 2, &len);
+  struct sockaddr_un sa;
+  struct timeval tv = {2, 0};
+  luaL_Buffer b;
+  char buf[4096];
+  int fd;
+  ssize_t n;
+  if (strlen(path) >= sizeof sa.sun_path) return luaL_error(L, "path too long");
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path));
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) goto fail;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) goto fail;
+  while (off < len) {
+    n = write(fd, data + off, len - off);
+    if (n <= 0) goto fail;
+    off += (size_t)n;
+  }
+  luaL_buffinit(L, &b);
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    const char *colon;
+    luaL_addlstring(&b, buf, (size_t)n);
+    /* One frame answers: stop once it is whole ("C<len>:<payload>"). */
+    colon = memchr(luaL_buffaddr(&b), ':', luaL_bufflen(&b));
+    if (colon != NULL && (size_t)(colon - luaL_buffaddr(&b)) + 1 +
+                                 strtoul(luaL_buffaddr(&b) + 1, NULL, 10) <=
+                             luaL_bufflen(&b))
+      break;
+  }
+  close(fd);
+  luaL_pushresult(&b);
+  return 1;
+fail:
+  lua_pushnil(L);
+  lua_pushstring(L, strerror(errno));
+  if (fd >= 0) close(fd);
+  return 2;
+}
+
+/* _repl.output(f, ...) -> f's results: call f(...), which writes to the
+** terminal (print from a timer, say). While a prompt is on screen, its
+** line is cleared first and drawn again after, with what was typed, so
+** output never lands in the middle of the line being edited
+** (libedit's rl_forced_update_display). Errors propagate. */
+static int repl_output(lua_State *L) {
+  int prompting = repl.prompting, n;
+  luaL_checkany(L, 1);
+  if (prompting) {
+    fputs("\r\033[K", stdout);
+    fflush(stdout);
+  }
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  n = lua_gettop(L);
+  if (prompting && repl.prompting) {
+    fflush(stdout);
+    rl_forced_update_display();
+  }
+  return n;
+}
+
+static const luaL_Reg repl_funcs[] = {{"umask", repl_umask},
+                                      {"request", repl_request},
+                                      {"output", repl_output},
+                                      {NULL, NULL}};
+
+/* spindle._repl: the C half of spindle.repl's attach support. */
+int luaopen_spindle__repl(lua_State *L) {
+  luaL_newlib(L, repl_funcs);
+  return 1;
 }

@@ -15,4 +15,9 @@ typedef int (*sp_repl_docall)(lua_State *L, int narg, int nres);
 ** depending on main.c. Main thread. */
 void sp_repl_run(lua_State *L, sp_repl_docall docall);
 
+/* Make the next sp_repl_run a client of the REPL served at the Unix
+** socket path (reactor.listenREPL in another process): `spindle
+** --attach PATH`. path must outlive the session. Main thread. */
+void sp_repl_attach(const char *path);
+
 #endif

@@ -2,21 +2,30 @@
 ** ssl.c: the OpenSSL objects of spindle.ssl (module spindle._ssl; the
 ** public face is lua/spindle/ssl.lua): Context, X509 (with X509Name
 ** tables), Connection, the VERIFY_/OP_/method constants and the one
-** translation of OpenSSL errors into ssl.Error values (see tls.h).
+** translation of OpenSSL errors into ssl.Error values (see ssl.h).
 **
 ** Names and behaviour follow pyOpenSSL's OpenSSL.SSL.Context and
 ** OpenSSL.crypto.X509, which Twisted users call directly. Deviation: the
 ** insecure methods (SSLv3, TLS 1.0, TLS 1.1) are refused, and every
 ** Context has TLS 1.2 as its lowest version.
 **
-** Verify callbacks: Context:set_verify(mode, f) keeps f in the Context's
-** user value and installs a C callback on the SSL_CTX. During a handshake
-** (on the loop thread, inside SSL_do_handshake) the C callback finds the
-** Context userdata through its SSL_CTX (a weak registry table keyed by the
-** SSL_CTX address) and calls f(connection, x509, errnum, errdepth, ok)
-** protected; an error in f is logged and refuses the certificate.
+** What OpenSSL calls back for lives with the SSL_CTX: its ex_data slot
+** (ctx_index) holds a ctx_extra, made on first use and freed by OpenSSL
+** with the SSL_CTX (ctx_extra_free), holding the server's ALPN list and a
+** registry reference to the verify callback. A Context userdata can be
+** collected while its SSL_CTX lives on (a connection or an ssl.Connection
+** holds it), and Connection:get_context() then makes a new one: both
+** still work, because neither lives in the userdata.
+**
+** Verify callbacks: Context:set_verify(mode, f). During a handshake (on
+** the loop thread, inside an SSL call made by tls.c) the C callback takes
+** the Lua state from the SSL's sp_ssl_app (app_index) and calls
+** f(connection, x509, errnum, errdepth, ok) protected, building every
+** argument inside the protected call; an error in f is logged and
+** refuses the certificate.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -27,7 +36,7 @@
 
 #include "core.h"
 #include "failure.h"
-#include "tls.h"
+#include "ssl.h"
 
 /* Method numbers (pyOpenSSL's, where it has them). */
 enum {
@@ -38,6 +47,20 @@ enum {
   M_TLS = 7,
   M_TLSv1_3 = 8
 };
+
+/* The TLS 1.2 suites of a new Context: Mozilla's "intermediate" profile
+** without its DHE suites: forward secrecy (ECDHE) and AEAD (AES-GCM,
+** ChaCha20-Poly1305) only, no CBC (LUCKY13), no RSA key exchange. TLS 1.3
+** suites (OpenSSL's defaults) are all AEAD with forward secrecy. A user
+** widens them with ctx:set_cipher_list (CertificateOptions'
+** acceptableCiphers). */
+#define SP_DEFAULT_CIPHERS                                     \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Key exchange groups, the same profile's. */
+#define SP_DEFAULT_GROUPS "X25519:P-256:P-384"
 
 /* Registry: SSL_CTX address -> its Context userdata (weak values). */
 static const char contexts_key = 'C';
@@ -54,10 +77,48 @@ typedef struct connection_ud {
   SSL *ssl;
 } connection_ud;
 
-/* User values of a Context: the verify callback, the ALPN list (the
-** server's preference order, in wire format, kept for the select
-** callback). */
-enum { CV_VERIFY = 1, CV_ALPN, CV_N };
+/* What a SSL_CTX carries for its callbacks (its ex_data at ctx_index). */
+typedef struct ctx_extra {
+  unsigned char *alpn; /* the server's ALPN list, wire format, or NULL */
+  unsigned alpn_len;
+  int verify; /* registry reference to the verify callback, or LUA_NOREF */
+} ctx_extra;
+
+static int ctx_index = -1; /* SSL_CTX ex_data: its ctx_extra */
+static int app_index = -1; /* SSL ex_data: its sp_ssl_app */
+
+/* OpenSSL's free callback for ctx_index, run as the SSL_CTX is freed
+** (wherever its last reference goes: a Context's __gc, an SSL_free in a
+** stream's close callback). The verify callback's reference is dropped
+** in the main state, unless it is already closed. */
+static void ctx_extra_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                           long argl, void *argp) {
+  ctx_extra *e = ptr;
+  (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+  if (e == NULL) return;
+  if (sp_mainstate != NULL)
+    luaL_unref(sp_mainstate, LUA_REGISTRYINDEX, e->verify);
+  free(e->alpn);
+  free(e);
+}
+
+/* [-0, +0, m] The ctx_extra of ctx, made on first use. */
+static ctx_extra *ctx_extra_of(lua_State *L, SSL_CTX *ctx) {
+  ctx_extra *e = SSL_CTX_get_ex_data(ctx, ctx_index);
+  if (e != NULL) return e;
+  e = calloc(1, sizeof *e);
+  if (e == NULL) luaL_error(L, "not enough memory");
+  e->verify = LUA_NOREF;
+  if (!SSL_CTX_set_ex_data(ctx, ctx_index, e)) {
+    free(e);
+    sp_ssl_raise(L, "Context");
+  }
+  return e;
+}
+
+void sp_ssl_set_app(SSL *ssl, sp_ssl_app *app) {
+  SSL_set_ex_data(ssl, app_index, app);
+}
 
 /* ------------------------------------------------------------ errors */
 
@@ -134,19 +195,31 @@ int sp_ssl_raise(lua_State *L, const char *what) {
 
 /* ------------------------------------------------------------- X509 */
 
+/* [-0, +1, m] Push an empty X509 userdata (x NULL) to fill. */
+static x509_ud *new_x509(lua_State *L) {
+  x509_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->x = NULL;
+  luaL_setmetatable(L, SP_X509_MT);
+  return u;
+}
+
+X509 **sp_ssl_newx509(lua_State *L) {
+  return &new_x509(L)->x;
+}
+
 void sp_ssl_pushx509(lua_State *L, X509 *x) {
   x509_ud *u;
   if (x == NULL) {
     lua_pushnil(L);
     return;
   }
-  u = lua_newuserdatauv(L, sizeof *u, 0);
-  u->x = x;
-  luaL_setmetatable(L, SP_X509_MT);
+  u = new_x509(L);
+  if (X509_up_ref(x)) u->x = x;
 }
 
 static X509 *check_x509(lua_State *L, int idx) {
   x509_ud *u = luaL_checkudata(L, idx, SP_X509_MT);
+  if (u->x == NULL) luaL_argerror(L, idx, "empty X509");
   return u->x;
 }
 
@@ -227,6 +300,8 @@ static int x509_get_subject(lua_State *L) {
   return 1;
 }
 
+/* x:get_issuer() -> X509Name table of the issuer (fields CN, O, ...;
+** tostring like "/C=../CN=.."). pyOpenSSL X509.get_issuer. */
 static int x509_get_issuer(lua_State *L) {
   push_name(L, X509_get_issuer_name(check_x509(L, 1)));
   return 1;
@@ -291,6 +366,8 @@ static int x509_get_notBefore(lua_State *L) {
   return push_time(L, X509_get0_notBefore(check_x509(L, 1)));
 }
 
+/* x:get_notAfter() -> the end of validity, "YYYYMMDDhhmmssZ" (UTC).
+** pyOpenSSL X509.get_notAfter. */
 static int x509_get_notAfter(lua_State *L) {
   return push_time(L, X509_get0_notAfter(check_x509(L, 1)));
 }
@@ -336,30 +413,31 @@ static int x509_tostring(lua_State *L) {
 static int ssl_load_certificate(lua_State *L) {
   size_t len;
   const char *pem = luaL_checklstring(L, 1, &len);
+  x509_ud *u = new_x509(L);
   BIO *b;
-  X509 *x;
   ERR_clear_error();
   b = BIO_new_mem_buf(pem, (int)len);
-  x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  u->x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
   BIO_free(b);
-  if (x == NULL) return sp_ssl_raise(L, "load_certificate");
-  sp_ssl_pushx509(L, x);
+  if (u->x == NULL) return sp_ssl_raise(L, "load_certificate");
   return 1;
 }
 
+/* ssl.load_certificate_file(path) -> X509 of the first PEM certificate
+** in the file at path. Raises ssl.Error naming the path and the OpenSSL
+** reason. */
 static int ssl_load_certificate_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  x509_ud *u = new_x509(L);
   BIO *b;
-  X509 *x;
   ERR_clear_error();
   b = BIO_new_file(path, "r");
-  x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+  u->x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
   BIO_free(b);
-  if (x == NULL) {
+  if (u->x == NULL) {
     lua_pushfstring(L, "load_certificate_file('%s')", path);
     return sp_ssl_raise(L, lua_tostring(L, -1));
   }
-  sp_ssl_pushx509(L, x);
   return 1;
 }
 
@@ -389,13 +467,17 @@ static int connection_gc(lua_State *L) {
 ** is closed). pyOpenSSL Connection.get_app_data (Twisted puts its TLS
 ** protocol there). */
 static int connection_get_app_data(lua_State *L) {
-  sp_tls_pushtransport(L, check_conn(L));
+  sp_ssl_app *app = SSL_get_ex_data(check_conn(L), app_index);
+  if (app != NULL && app->push != NULL)
+    app->push(L, app);
+  else
+    lua_pushnil(L);
   return 1;
 }
 
 /* c:get_peer_certificate() -> X509 or nil. */
 static int connection_get_peer_certificate(lua_State *L) {
-  sp_ssl_pushx509(L, SSL_get1_peer_certificate(check_conn(L)));
+  sp_ssl_pushx509(L, SSL_get0_peer_certificate(check_conn(L)));
   return 1;
 }
 
@@ -423,6 +505,9 @@ static int connection_get_protocol_version_name(lua_State *L) {
   return 1;
 }
 
+/* c:get_cipher_name() -> the negotiated cipher suite's OpenSSL name
+** ("TLS_AES_256_GCM_SHA384"), or nil before the handshake. pyOpenSSL
+** Connection.get_cipher_name; SSL_get_cipher_name. */
 static int connection_get_cipher_name(lua_State *L) {
   const char *n = SSL_get_cipher_name(check_conn(L));
   if (n != NULL)
@@ -484,7 +569,7 @@ static void push_context(lua_State *L, SSL_CTX *ctx) {
     return;
   }
   lua_pop(L, 1);
-  u = lua_newuserdatauv(L, sizeof *u, CV_N - 1);
+  u = lua_newuserdatauv(L, sizeof *u, 0);
   u->ctx = NULL;
   luaL_setmetatable(L, SP_CONTEXT_MT);
   if (SSL_CTX_up_ref(ctx)) u->ctx = ctx;
@@ -496,7 +581,11 @@ static void push_context(lua_State *L, SSL_CTX *ctx) {
 /* ssl.Context([method]) -> Context: a new SSL_CTX for method (TLS_METHOD
 ** by default; TLSv1_2_METHOD and TLSv1_3_METHOD pin that version). TLS 1.2
 ** is the lowest version any Context speaks; the insecure methods raise
-** ssl.Error saying what to use. pyOpenSSL SSL.Context. */
+** ssl.Error saying what to use. Its TLS 1.2 suites are
+** ssl.DEFAULT_CIPHERS (Mozilla "intermediate": ECDHE with AES-GCM or
+** ChaCha20-Poly1305; no CBC), its groups X25519, P-256, P-384, and a
+** server picks the suite (OP_CIPHER_SERVER_PREFERENCE).
+** pyOpenSSL SSL.Context (whose defaults are OpenSSL's wider ones). */
 static int ssl_Context(lua_State *L) {
   lua_Integer m = luaL_optinteger(L, 1, M_TLS);
   context_ud *u;
@@ -525,7 +614,7 @@ static int ssl_Context(lua_State *L) {
     default:
       return luaL_argerror(L, 1, "unknown TLS method");
   }
-  u = lua_newuserdatauv(L, sizeof *u, CV_N - 1);
+  u = lua_newuserdatauv(L, sizeof *u, 0);
   u->ctx = NULL;
   luaL_setmetatable(L, SP_CONTEXT_MT);
   ERR_clear_error();
@@ -538,6 +627,15 @@ static int ssl_Context(lua_State *L) {
   /* No TLS 1.2 renegotiation: a peer cannot make us redo handshakes, and
   ** SSL_write never has to wait for a read. */
   SSL_CTX_set_options(u->ctx, SSL_OP_NO_RENEGOTIATION);
+  /* The server picks, in ssl.DEFAULT_CIPHERS' order, except that a client
+  ** preferring ChaCha20 (no AES hardware) gets it. Mozilla lets the client
+  ** choose, since every suite is strong; testssl.sh flags a server without
+  ** an order, and the order costs nothing. */
+  SSL_CTX_set_options(
+      u->ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA);
+  if (!SSL_CTX_set_cipher_list(u->ctx, SP_DEFAULT_CIPHERS) ||
+      !SSL_CTX_set1_groups_list(u->ctx, SP_DEFAULT_GROUPS))
+    return sp_ssl_raise(L, "Context");
   push_contexts(L);
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u->ctx);
@@ -570,6 +668,11 @@ static int filetype(lua_State *L, int idx) {
   return (int)t;
 }
 
+/* ctx:use_certificate_file(path[, filetype=FILETYPE_PEM]): the
+** certificate this side presents, read from the file at path (filetype
+** FILETYPE_PEM or FILETYPE_ASN1). Raises ssl.Error with the OpenSSL
+** reason (a missing file: "No such file or directory"). pyOpenSSL
+** Context.use_certificate_file. */
 static int context_use_certificate_file(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   const char *path = luaL_checkstring(L, 2);
@@ -670,32 +773,45 @@ static int context_add_ca(lua_State *L) {
   return 0;
 }
 
-/* The C verify callback: call the Context's Lua callback with
-** (connection, x509, errnum, errdepth, ok). */
-static int verify_cb(int ok, X509_STORE_CTX *store) {
+/* (store, ok) -> accept: the body of verify_cb, run protected so that
+** every allocation (the Connection and X509 userdata) and the callback's
+** errors are caught. store is a light userdata. */
+static int verify_call(lua_State *L) {
+  X509_STORE_CTX *store = lua_touserdata(L, 1);
+  int ok = lua_toboolean(L, 2);
   SSL *ssl =
       X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-  lua_State *L = ssl != NULL ? sp_tls_state(ssl) : NULL;
-  X509 *x = X509_STORE_CTX_get_current_cert(store);
-  int top, r, accept = 0;
-  if (L == NULL) return ok;
-  top = lua_gettop(L);
-  push_contexts(L);
-  if (lua_rawgetp(L, -1, SSL_get_SSL_CTX(ssl)) != LUA_TUSERDATA ||
-      lua_getiuservalue(L, -1, CV_VERIFY) == LUA_TNIL) {
-    lua_settop(L, top);
-    return ok;
+  ctx_extra *e = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
+  if (e == NULL || e->verify == LUA_NOREF) {
+    lua_pushboolean(L, ok);
+    return 1;
   }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->verify);
   sp_ssl_pushconnection(L, ssl);
-  if (x != NULL && X509_up_ref(x))
-    sp_ssl_pushx509(L, x);
-  else
-    lua_pushnil(L);
+  sp_ssl_pushx509(L, X509_STORE_CTX_get_current_cert(store));
   lua_pushinteger(L, X509_STORE_CTX_get_error(store));
   lua_pushinteger(L, X509_STORE_CTX_get_error_depth(store));
   lua_pushboolean(L, ok);
-  r = sp_pcall(L, 5, 1);
-  if (r != LUA_OK)
+  lua_call(L, 5, 1);
+  return 1;
+}
+
+/* The C verify callback: call the SSL_CTX's Lua callback with
+** (connection, x509, errnum, errdepth, ok) in the Lua state of the SSL's
+** sp_ssl_app. Without one (no Lua may run) OpenSSL's verdict stands. */
+static int verify_cb(int ok, X509_STORE_CTX *store) {
+  SSL *ssl =
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+  sp_ssl_app *app = ssl != NULL ? SSL_get_ex_data(ssl, app_index) : NULL;
+  lua_State *L = app != NULL ? app->L : NULL;
+  int top, accept = 0;
+  if (L == NULL) return ok;
+  if (!lua_checkstack(L, 4)) return 0;
+  top = lua_gettop(L);
+  lua_pushcfunction(L, verify_call);
+  lua_pushlightuserdata(L, store);
+  lua_pushboolean(L, ok);
+  if (sp_pcall(L, 2, 1) != LUA_OK)
     sp_log_failure(L, -1, "Error in TLS verify callback:");
   else
     accept = lua_toboolean(L, -1);
@@ -711,16 +827,22 @@ static int verify_cb(int ok, X509_STORE_CTX *store) {
 ** x509, errnum, errdepth, ok) is called for each certificate of the
 ** peer's chain (deepest first) on the loop thread inside the handshake,
 ** with ok OpenSSL's own verdict (a boolean); it returns true to accept.
-** Without a callback OpenSSL's verdict stands. pyOpenSSL
+** Without a callback OpenSSL's verdict stands. The callback lives with
+** the SSL_CTX (not the Context userdata) until a later set_verify or the
+** SSL_CTX's end; a callback that keeps its own Context as an upvalue
+** therefore keeps it forever (use conn:get_context() instead). pyOpenSSL
 ** Context.set_verify. */
 static int context_set_verify(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer mode = luaL_checkinteger(L, 2);
+  ctx_extra *e;
   luaL_argcheck(L, (mode & ~(lua_Integer)15) == 0, 2, "VERIFY_* bits expected");
   if (!lua_isnoneornil(L, 3)) sp_checkcallable(L, 3);
   lua_settop(L, 3);
-  lua_setiuservalue(L, 1, CV_VERIFY);
-  SSL_CTX_set_verify(ctx, (int)mode, lua_isnil(L, 3) ? NULL : verify_cb);
+  e = ctx_extra_of(L, ctx);
+  luaL_unref(L, LUA_REGISTRYINDEX, e->verify);
+  e->verify = lua_isnil(L, 3) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+  SSL_CTX_set_verify(ctx, (int)mode, e->verify == LUA_NOREF ? NULL : verify_cb);
   return 0;
 }
 
@@ -737,8 +859,10 @@ static int context_set_verify_depth(lua_State *L) {
   return 0;
 }
 
-/* ctx:set_cipher_list(s): the TLS 1.2 cipher list (OpenSSL syntax).
-** Raises ssl.Error when no cipher matches. */
+/* ctx:set_cipher_list(s): the TLS 1.2 cipher list (OpenSSL syntax),
+** replacing ssl.DEFAULT_CIPHERS: the way to widen it (say to CBC suites
+** for an old peer). Raises ssl.Error when no cipher matches. pyOpenSSL
+** Context.set_cipher_list. */
 static int context_set_cipher_list(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   const char *s = luaL_checkstring(L, 2);
@@ -767,6 +891,10 @@ static int context_set_min_proto_version(lua_State *L) {
   return 0;
 }
 
+/* ctx:set_max_proto_version(v): the highest TLS version to negotiate; v
+** is TLS1_2_VERSION or TLS1_3_VERSION, anything else a bad-argument
+** error. pyOpenSSL Context.set_max_proto_version;
+** SSL_CTX_set_max_proto_version. */
 static int context_set_max_proto_version(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
   lua_Integer v = luaL_checkinteger(L, 2);
@@ -777,17 +905,16 @@ static int context_set_max_proto_version(lua_State *L) {
 }
 
 /* ALPN on the server: pick the first of our protocols the client offers
-** (the Context's list, in wire format, is its user value). */
+** (the list, in wire format, is in the SSL_CTX's ctx_extra). */
 static int alpn_select_cb(SSL *ssl, const unsigned char **out,
                           unsigned char *outlen, const unsigned char *in,
                           unsigned int inlen, void *arg) {
-  const unsigned char *ours = arg;
+  const ctx_extra *e = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
   unsigned char *o = NULL;
-  (void)ssl;
-  if (ours == NULL) return SSL_TLSEXT_ERR_NOACK;
-  if (SSL_select_next_proto(&o, outlen, ours + 2,
-                            (unsigned)(ours[0] << 8 | ours[1]), in,
-                            inlen) != OPENSSL_NPN_NEGOTIATED)
+  (void)arg;
+  if (e == NULL || e->alpn == NULL) return SSL_TLSEXT_ERR_NOACK;
+  if (SSL_select_next_proto(&o, outlen, e->alpn, e->alpn_len, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = o;
   return SSL_TLSEXT_ERR_OK;
@@ -798,6 +925,7 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out,
 ** Context.set_alpn_protos (the server part is its select callback). */
 static int context_set_alpn_protos(lua_State *L) {
   SSL_CTX *ctx = check_ctx(L);
+  ctx_extra *e = ctx_extra_of(L, ctx);
   luaL_Buffer b;
   lua_Integer i, n;
   unsigned char *keep;
@@ -825,14 +953,14 @@ static int context_set_alpn_protos(lua_State *L) {
   if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)wire,
                               (unsigned)len) != 0)
     return sp_ssl_raise(L, "set_alpn_protos");
-  /* The server's list, for the select callback: a userdata kept as the
-  ** Context's user value, holding a 16-bit length then the wire list. */
-  keep = lua_newuserdatauv(L, len + 2, 0);
-  keep[0] = (unsigned char)(len >> 8);
-  keep[1] = (unsigned char)(len & 255);
-  memcpy(keep + 2, wire, len);
-  lua_setiuservalue(L, 1, CV_ALPN);
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, keep);
+  /* The server's list, for the select callback, goes with the SSL_CTX. */
+  keep = malloc(len);
+  if (keep == NULL) return luaL_error(L, "not enough memory");
+  memcpy(keep, wire, len);
+  free(e->alpn);
+  e->alpn = keep;
+  e->alpn_len = (unsigned)len;
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
   return 0;
 }
 
@@ -944,6 +1072,11 @@ static const struct {
 /* spindle._ssl: the C half of spindle.ssl. */
 int luaopen_spindle__ssl(lua_State *L) {
   int i;
+  if (ctx_index < 0)
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_extra_free);
+  if (app_index < 0)
+    app_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  if (ctx_index < 0 || app_index < 0) return sp_ssl_raise(L, "spindle._ssl");
   sp_class_new(L, SP_CONTEXT_MT, context_methods, context_meta);
   sp_class_new(L, SP_X509_MT, x509_methods, x509_meta);
   sp_class_new(L, "spindle.ssl.X509Name", name_methods, name_meta);
@@ -953,6 +1086,8 @@ int luaopen_spindle__ssl(lua_State *L) {
     lua_pushinteger(L, constants[i].value);
     lua_setfield(L, -2, constants[i].name);
   }
+  lua_pushliteral(L, SP_DEFAULT_CIPHERS);
+  lua_setfield(L, -2, "DEFAULT_CIPHERS");
   lua_pushstring(L, OpenSSL_version(OPENSSL_VERSION));
   lua_setfield(L, -2, "OPENSSL_VERSION");
   return 1;

@@ -36,8 +36,17 @@
 
 typedef struct sp_stream sp_stream;
 
-/* Kinds of stream. */
-enum { SP_STREAM_TCP = 1, SP_STREAM_UNIX = 2 };
+/* Kinds of stream: TCP and Unix sockets; PIPE, any descriptor libuv can
+** read and write without blocking (a pipe, a socketpair, a pty master:
+** process.c's child pipes, stdio.c's piped standard I/O); TTY, a terminal
+** (uv_tty_t: stdio.c's standard I/O on a terminal). PIPE and TTY streams
+** have no addresses (getPeer/getHost answer UNIXAddress(None)). */
+enum {
+  SP_STREAM_TCP = 1,
+  SP_STREAM_UNIX = 2,
+  SP_STREAM_PIPE = 3,
+  SP_STREAM_TTY = 4
+};
 
 /* ------------------------------------------------------------ making */
 
@@ -65,6 +74,15 @@ sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
 ** UV_ENAMETOOLONG otherwise). */
 sp_stream *sp_stream_connect_unix(const char *path, void *owner,
                                   sp_stream_connected_fn done, int *err);
+
+/* Make a stream of kind SP_STREAM_PIPE (uv_pipe_open) or SP_STREAM_TTY
+** (uv_tty_init, readable when fd is 0) over the open descriptor fd.
+** Returns the stream (no transport yet: sp_stream_open it), or NULL with
+** *err set to a libuv error. On success the stream owns fd (closed with
+** the handle; libuv never closes 0, 1 and 2); on failure fd is the
+** caller's to close. Loop thread only. Follows uv_pipe_open, uv_tty_init
+** (which reopens a terminal so that its non-blocking mode stays ours). */
+sp_stream *sp_stream_open_fd(int fd, int kind, int *err);
 
 /* Close a stream that has no transport yet (a failed connect, a refused
 ** accept, an abandoned attempt): the handle is closed and the memory
@@ -120,8 +138,10 @@ typedef struct sp_stream_filter {
   ** to sp_stream_write_raw. Returns 0 or a negative error. */
   int (*write)(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                unsigned nbufs);
-  /* The write queue drained during loseConnection: the filter may queue a
-  ** last record (close_notify). Returns 1 if it queued something (the
+  /* The write queue drained during loseConnection or loseWriteConnection
+  ** (called once for both): the filter may queue a last record
+  ** (close_notify) before the close or the write half's shutdown. Returns 1 if
+  *it queued something (the
   ** stream then waits for that to drain as well), else 0; or
   ** SP_FILTER_WAIT when it cannot finish yet (a TLS handshake still
   ** running, with writes held until it ends): the stream then keeps
@@ -168,6 +188,14 @@ int sp_stream_write_raw(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                           unsigned nbufs);
 
+/* The filter keeps (hold != 0) plaintext the protocol wrote that it
+** cannot encode yet (TLS before its handshake ends), or has just sent it
+** on (hold == 0). While held, a registered streaming producer is paused
+** (as past the high-water mark) and not resumed by a drain; once
+** released it is resumed when the queue is empty, now or when it drains.
+** twisted TLSMemoryBIOProtocol._bufferedWrite/_unbufferPendingWrites. */
+void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold);
+
 /* A filter whose finish returned SP_FILTER_WAIT is ready: finish the
 ** pending loseConnection once the queue drains (finish is called again). */
 void sp_stream_finish_ready(lua_State *L, sp_stream *s);
@@ -206,7 +234,7 @@ void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
 ** if idx is not a transport. */
 sp_stream *sp_stream_check(lua_State *L, int idx);
 
-/* SP_STREAM_TCP or SP_STREAM_UNIX. */
+/* SP_STREAM_TCP, SP_STREAM_UNIX, SP_STREAM_PIPE or SP_STREAM_TTY. */
 int sp_stream_kind(const sp_stream *s);
 
 /* The socket of an open stream, for socket options (tcp.c's

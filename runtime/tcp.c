@@ -25,6 +25,7 @@
 ** module grows again.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #include "core.h"
 #include "defer.h"
 #include "failure.h"
+#include "inspect.h"
 #include "loop.h"
 #include "stream.h"
 #include "tcp.h"
@@ -61,11 +63,18 @@ static void check_factory(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/* [-0, +0, e] The port number at idx: an integer in 0..65535, or a
+** string holding one ("8080"), which Lua's own functions convert as
+** luaL_checkinteger does. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer p;
   int isnum;
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "port number");
+  int t = lua_type(L, idx);
+  if (t != LUA_TNUMBER && t != LUA_TSTRING)
+    luaL_typeerror(L, idx, "port number");
   p = lua_tointegerx(L, idx, &isnum);
+  if (!isnum && t == LUA_TSTRING && !lua_isnumber(L, idx))
+    luaL_typeerror(L, idx, "port number");
   if (!isnum || p < 0 || p > 65535)
     luaL_argerror(L, idx, "port number must be an integer in 0..65535");
   return (int)p;
@@ -85,7 +94,31 @@ typedef struct port_ud {
   struct sockaddr_storage bound; /* TCP: the address bound */
   sp_tcp_setup_fn setup;         /* per-connection hook (TLS), or NULL */
   int reuseport;                 /* TCP: SO_REUSEPORT before bind */
+  int fd;      /* adoptStreamPort's descriptor until it listens, or -1 */
+  int adopted; /* the socket was handed to us: no bind, chmod, unlink */
 } port_ud;
+
+/* The hooks of a process under a supervisor (tcp.h), and the count of
+** accepted connections still open, which a draining reactor waits on. */
+static sp_tcp_listen_fn listen_hook = NULL;
+static sp_tcp_listening_fn listening_hook = NULL;
+static int open_accepted = 0;
+
+void sp_tcp_set_listen_hooks(sp_tcp_listen_fn listen,
+                             sp_tcp_listening_fn listening) {
+  listen_hook = listen;
+  listening_hook = listening;
+}
+
+int sp_tcp_open_accepted(void) {
+  return open_accepted;
+}
+
+static void accepted_lost(sp_stream *s, lua_State *L) {
+  (void)s;
+  (void)L;
+  open_accepted--;
+}
 
 /* User values of a Port: the factory, the Deferreds of stopListening,
 ** the socket path (Unix), the setup hook's value. */
@@ -146,6 +179,9 @@ static void on_connection(uv_stream_t *server, int status) {
   } else {
     sp_stream_open(L, s);
     lua_pop(L, 1);
+    /* No owner: the accepting side (TLS reads its role from that). */
+    sp_stream_set_owner(s, NULL, accepted_lost);
+    open_accepted++;
     if (run_setup(L, pu->setup, s, top + 1, PV_SETUP) == 0)
       sp_stream_connect_protocol(L, s);
   }
@@ -182,14 +218,14 @@ static void listener_shutdown(lua_State *L, sp_live *n) {
 /* A listener for pu with its handle initialized, in the live registry,
 ** not yet attached to pu. Returns NULL with *err set to a libuv error;
 ** nothing to release then. */
-static listener *listener_new(port_ud *pu, int *err) {
+static listener *listener_new(port_ud *pu, int adopt, int *err) {
   listener *ls = calloc(1, sizeof *ls);
   int r;
   if (ls == NULL) {
     *err = UV_ENOMEM;
     return NULL;
   }
-  if (pu->kind == SP_STREAM_TCP && pu->reuseport)
+  if (pu->kind == SP_STREAM_TCP && pu->reuseport && !adopt)
     /* uv_tcp_init_ex makes the socket now, so the option can precede
     ** bind (libuv 1.44 has no UV_TCP_REUSEPORT flag). */
     r = uv_tcp_init_ex(sp_loop(), &ls->h.tcp, pu->want.ss_family);
@@ -235,6 +271,19 @@ static int listener_bind(listener *ls, port_ud *pu, const char *path,
   return r;
 }
 
+/* Listen on the listening socket fd handed to us (adoptStreamPort, a
+** supervisor); ls owns fd from here, even on failure. Returns 0 or a
+** libuv error. */
+static int listener_adopt(listener *ls, port_ud *pu, int fd) {
+  int r = pu->kind == SP_STREAM_TCP ? uv_tcp_open(&ls->h.tcp, fd)
+                                    : uv_pipe_open(&ls->h.pipe, fd);
+  if (r != 0) {
+    close(fd);
+    return r;
+  }
+  return uv_listen(&ls->h.stream, pu->backlog, on_connection);
+}
+
 /* [-0, +0, e] Raise CannotListenError for libuv error r at `stage`. */
 static void raise_listen(lua_State *L, port_ud *pu, const char *path, int r,
                          int stage) {
@@ -270,13 +319,14 @@ static void port_started(lua_State *L, int idx, listener *ls,
   if (pu->kind == SP_STREAM_TCP) {
     int len = sizeof pu->bound;
     uv_tcp_getsockname(&ls->h.tcp, (struct sockaddr *)&pu->bound, &len);
-  } else {
+  } else if (!pu->adopted) {
     chmod(path, (mode_t)pu->mode);
   }
   ls->port = pu;
   pu->ls = ls;
   lua_pushvalue(L, idx);
   pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (listening_hook != NULL) listening_hook(L, idx);
   lua_getiuservalue(L, idx, PV_FACTORY);
   if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
     lua_pop(L, 2);
@@ -288,7 +338,7 @@ static void port_started(lua_State *L, int idx, listener *ls,
   pu->ls = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
   pu->ref = LUA_NOREF;
-  if (path != NULL) unlink(path);
+  if (path != NULL && !pu->adopted) unlink(path);
   listener_close(ls);
   lua_getfield(L, -1, "value");
   lua_error(L);
@@ -300,15 +350,28 @@ static void port_listen(lua_State *L, int idx) {
   port_ud *pu = lua_touserdata(L, idx);
   const char *path = NULL;
   listener *ls;
-  int r, stage;
+  int r, stage = LS_BIND, fd = pu->fd;
   if (pu->kind == SP_STREAM_UNIX) {
     lua_getiuservalue(L, idx, PV_PATH);
     path = lua_tostring(L, -1);
     lua_pop(L, 1); /* the user value keeps it */
   }
-  ls = listener_new(pu, &r);
-  if (ls == NULL) raise_listen(L, pu, path, r, LS_INIT);
-  r = listener_bind(ls, pu, path, &stage);
+  pu->fd = -1;
+  if (fd < 0 && listen_hook != NULL) {
+    fd = listen_hook(pu->kind, (struct sockaddr *)&pu->want, path, pu->backlog,
+                     pu->mode);
+    if (fd < 0 && fd != SP_TCP_BIND) raise_listen(L, pu, path, fd, LS_BIND);
+  }
+  pu->adopted = fd >= 0;
+  ls = listener_new(pu, fd >= 0, &r);
+  if (ls == NULL) {
+    if (fd >= 0) close(fd);
+    raise_listen(L, pu, path, r, LS_INIT);
+  }
+  if (fd >= 0)
+    r = listener_adopt(ls, pu, fd);
+  else
+    r = listener_bind(ls, pu, path, &stage);
   if (r < 0) {
     listener_close(ls);
     raise_listen(L, pu, path, r, stage);
@@ -324,7 +387,7 @@ static void port_closed(lua_State *L, port_ud *pu) {
   pidx = lua_gettop(L);
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
   pu->ref = LUA_NOREF;
-  if (pu->kind == SP_STREAM_UNIX) {
+  if (pu->kind == SP_STREAM_UNIX && !pu->adopted) {
     lua_getiuservalue(L, pidx, PV_PATH);
     unlink(lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -346,7 +409,16 @@ static void port_closed(lua_State *L, port_ud *pu) {
 }
 
 static port_ud *check_port(lua_State *L) {
-  return luaL_checkudata(L, 1, PORT_MT);
+  return sp_class_check(L, 1, PORT_MT);
+}
+
+int sp_tcp_port_fd(lua_State *L, int idx, int *adopted) {
+  port_ud *pu = luaL_testudata(L, idx, PORT_MT);
+  uv_os_fd_t fd;
+  if (pu == NULL || pu->ls == NULL || uv_fileno(&pu->ls->h.handle, &fd) != 0)
+    return -1;
+  *adopted = pu->adopted;
+  return fd;
 }
 
 /* port:stopListening() -> Deferred: close the listening socket; the
@@ -435,6 +507,7 @@ static port_ud *port_new(lua_State *L, int kind, int fidx, int backlog) {
   pu->kind = kind;
   pu->backlog = backlog;
   pu->ref = LUA_NOREF;
+  pu->fd = -1;
   luaL_setmetatable(L, PORT_MT);
   lua_pushvalue(L, fidx);
   lua_setiuservalue(L, -2, PV_FACTORY);
@@ -525,6 +598,44 @@ static int tcp_listenUNIX(lua_State *L) {
   port_new(L, SP_STREAM_UNIX, 2, backlog)->mode = (int)mode;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, PV_PATH);
+  port_listen(L, lua_gettop(L));
+  return 1;
+}
+
+/* reactor.adoptStreamPort(fileDescriptor, addressFamily, factory) -> Port
+** Accept connections on a socket that is already bound and listening
+** (systemd's socket activation hands them over: endpoints' "systemd:"
+** strings). fileDescriptor is its number, addressFamily "INET", "INET6"
+** or "UNIX". As in Twisted, the Port listens on a duplicate: the caller
+** keeps fileDescriptor; stopListening closes the duplicate only (and
+** leaves a Unix socket's file in place). Raises CannotListenError if the
+** descriptor is not a listening socket of that kind.
+** twisted IReactorSocket.adoptStreamPort. */
+static int tcp_adoptStreamPort(lua_State *L) {
+  static const char *const families[] = {"INET", "INET6", "UNIX", NULL};
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  int family = luaL_checkoption(L, 2, NULL, families), dup;
+  port_ud *pu;
+  check_factory(L, 3);
+  luaL_argcheck(L, fd >= 0 && fd <= 65535, 1, "not a file descriptor");
+  pu = port_new(L, family == 2 ? SP_STREAM_UNIX : SP_STREAM_TCP, 3, SOMAXCONN);
+  if (family == 2) {
+    struct sockaddr_un sun;
+    socklen_t len = sizeof sun;
+    memset(&sun, 0, sizeof sun);
+    getsockname((int)fd, (struct sockaddr *)&sun, &len);
+    lua_pushlstring(L, sun.sun_path,
+                    strnlen(sun.sun_path, sizeof sun.sun_path));
+    lua_setiuservalue(L, -2, PV_PATH);
+  }
+  dup = fcntl((int)fd, F_DUPFD_CLOEXEC, 3);
+  if (dup < 0) {
+    int r = uv_translate_sys_error(errno);
+    return sp_errortype_raise(L, "reactor.CannotListenError", uv_err_name(r),
+                              "Couldn't adopt descriptor %d: %s (%s).", (int)fd,
+                              uv_strerror(r), uv_err_name(r));
+  }
+  pu->fd = dup;
   port_listen(L, lua_gettop(L));
   return 1;
 }
@@ -938,7 +1049,7 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
 }
 
 static connector *check_connector(lua_State *L) {
-  return luaL_checkudata(L, 1, CONNECTOR_MT);
+  return sp_class_check(L, 1, CONNECTOR_MT);
 }
 
 /* connector:connect(): start a new attempt (from clientConnectionLost or
@@ -992,26 +1103,34 @@ static int connector_getDestination(lua_State *L) {
   return 1;
 }
 
-/* connector.state -> "disconnected", "connecting" or "connected";
-** connector.factory, connector.transport. */
-static int connector_index(lua_State *L) {
-  connector *c = check_connector(L);
-  const char *key = luaL_checkstring(L, 2);
+/* connector.state -> "disconnected", "connecting" or "connected", as
+** Twisted's BaseConnector.state. */
+static int connector_getstate(lua_State *L) {
   static const char *const states[] = {"disconnected", "connecting",
                                        "connected"};
-  if (strcmp(key, "state") == 0) {
-    lua_pushstring(L, states[c->state]);
-  } else if (strcmp(key, "factory") == 0) {
-    lua_getiuservalue(L, 1, CV_FACTORY);
-  } else if (strcmp(key, "transport") == 0) {
-    lua_getiuservalue(L, 1, CV_TRANSPORT);
-  } else {
-    luaL_getmetatable(L, CONNECTOR_MT);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, key);
-  }
+  lua_pushstring(L, states[check_connector(L)->state]);
   return 1;
 }
+
+/* connector.factory: the ClientFactory given to connectTCP. */
+static int connector_getfactory(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_FACTORY);
+  return 1;
+}
+
+/* connector.transport: the transport of the current connection, or nil. */
+static int connector_gettransport(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_TRANSPORT);
+  return 1;
+}
+
+static const luaL_Reg connector_getters[] = {
+    {"state", connector_getstate},
+    {"factory", connector_getfactory},
+    {"transport", connector_gettransport},
+    {NULL, NULL}};
 
 static int connector_gc(lua_State *L) {
   connector *c = check_connector(L);
@@ -1034,10 +1153,8 @@ static const luaL_Reg connector_methods[] = {
     {"getDestination", connector_getDestination},
     {NULL, NULL}};
 
-static const luaL_Reg connector_meta[] = {{"__index", connector_index},
-                                          {"__gc", connector_gc},
-                                          {"__tostring", connector_tostring},
-                                          {NULL, NULL}};
+static const luaL_Reg connector_meta[] = {
+    {"__gc", connector_gc}, {"__tostring", connector_tostring}, {NULL, NULL}};
 
 /* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
 static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
@@ -1098,6 +1215,11 @@ int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
+  /* Port 0 means "any port" to listen on; to connect it names no port
+  ** (the kernel refuses it): say so at the call. */
+  luaL_argcheck(L, port != 0, 2,
+                "port 0 cannot be connected to (0 means any port only "
+                "when listening)");
   check_factory(L, 3);
   timeout = check_timeout(L, 4);
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
@@ -1249,6 +1371,8 @@ static int transport_getTcpNoDelay(lua_State *L) {
   return sockopt(L, IPPROTO_TCP, TCP_NODELAY, 0);
 }
 
+/* t:getTcpKeepAlive() -> boolean: SO_KEEPALIVE is on. Raises on a closed
+** or non-TCP transport. twisted tcp.Connection.getTcpKeepAlive. */
 static int transport_getTcpKeepAlive(lua_State *L) {
   return sockopt(L, SOL_SOCKET, SO_KEEPALIVE, 0);
 }
@@ -1260,24 +1384,62 @@ static const luaL_Reg transport_tcp_methods[] = {
     {"getTcpKeepAlive", transport_getTcpKeepAlive},
     {NULL, NULL}};
 
-static const luaL_Reg tcp_funcs[] = {
-    {"resolve", tcp_resolve},         {"listenTCP", tcp_listenTCP},
-    {"connectTCP", tcp_connectTCP},   {"listenUNIX", tcp_listenUNIX},
-    {"connectUNIX", tcp_connectUNIX}, {NULL, NULL}};
+static const luaL_Reg tcp_funcs[] = {{"resolve", tcp_resolve},
+                                     {"listenTCP", tcp_listenTCP},
+                                     {"connectTCP", tcp_connectTCP},
+                                     {"listenUNIX", tcp_listenUNIX},
+                                     {"adoptStreamPort", tcp_adoptStreamPort},
+                                     {"connectUNIX", tcp_connectUNIX},
+                                     {NULL, NULL}};
+
+/* [-0, +0, e] The inspector's row (inspect.h) for a listening port:
+** its address (port:getHost()) and its factory's class. */
+typedef struct rows_arg {
+  lua_State *L;
+  int t;
+} rows_arg;
+
+static void listener_row(sp_live *n, void *arg) {
+  lua_State *L = ((rows_arg *)arg)->L;
+  int t = ((rows_arg *)arg)->t;
+  listener *ls = (listener *)((char *)n - offsetof(listener, live));
+  int top = lua_gettop(L);
+  if (n->shutdown != listener_shutdown || ls->port == NULL ||
+      ls->port->ref == LUA_NOREF)
+    return;
+  luaL_checkstack(L, 8, NULL);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, ls->port->kind == SP_STREAM_TCP ? "tcp" : "unix");
+  lua_setfield(L, -2, "transport");
+  lua_pushliteral(L, "port");
+  lua_setfield(L, -2, "kind");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->port->ref);
+  if (lua_getiuservalue(L, -1, PV_FACTORY) != LUA_TNIL &&
+      lua_getmetatable(L, -1) && lua_getfield(L, -1, "__name") == LUA_TSTRING)
+    lua_setfield(L, top + 1, "protocol");
+  lua_settop(L, top + 2);
+  lua_getfield(L, -1, "getHost");
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  lua_setfield(L, -2, "host");
+  lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
+}
+
+/* The provider of the listening ports' rows. */
+static void port_rows(lua_State *L, int t) {
+  rows_arg a = {L, t};
+  sp_live_each(listener_row, &a);
+}
 
 int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
+  sp_inspect_register("port", port_rows);
   sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
-  luaL_newmetatable(L, CONNECTOR_MT);
-  luaL_setfuncs(L, connector_meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, connector_methods, 0);
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
+  sp_class_newx(L, CONNECTOR_MT, connector_methods, connector_meta,
+                connector_getters);
   luaL_newlib(L, tcp_funcs);
-  sp_errortype_register(L, "reactor.NotConnectingError", "NotConnectingError",
-                        NULL);
+  sp_errortype_push(L, "reactor.NotConnectingError");
   lua_setfield(L, -2, "NotConnectingError");
   sp_errortype_push(L, "reactor.ConnectionAborted");
   lua_setfield(L, -2, "ConnectionAborted");

@@ -30,4 +30,29 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg);
 ** (kept by the Connector, also for reconnects). Pushes the Connector. */
 int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg);
 
+/* A process under spindle --workers (supervisor.c) takes its listening
+** sockets from the supervisor. Before a Port binds, the listen hook gets
+** its kind (SP_STREAM_TCP with the address asked for, or SP_STREAM_UNIX
+** with the path), backlog and mode, and returns a listening descriptor
+** for the Port to own, a negative libuv error to fail the listen with,
+** or SP_TCP_BIND to bind as usual. The listening hook is called with the
+** new Port at idx once it listens ([-0, +0, -]; it must not raise).
+** Loop thread only; NULL removes a hook. */
+#define SP_TCP_BIND (-100000)
+typedef int (*sp_tcp_listen_fn)(int kind, const struct sockaddr *want,
+                                const char *path, int backlog, int mode);
+typedef void (*sp_tcp_listening_fn)(lua_State *L, int idx);
+void sp_tcp_set_listen_hooks(sp_tcp_listen_fn listen,
+                             sp_tcp_listening_fn listening);
+
+/* The listening descriptor of the Port at idx, or -1 if that is not a
+** listening Port; *adopted tells whether the socket was handed to it
+** (adoptStreamPort, a supervisor), so that others hold it too. Loop
+** thread only; the descriptor stays the Port's. */
+int sp_tcp_port_fd(lua_State *L, int idx, int *adopted);
+
+/* How many connections accepted by any Port (TCP, TLS, Unix) are still
+** open: what a draining reactor waits on. Loop thread only. */
+int sp_tcp_open_accepted(void);
+
 #endif

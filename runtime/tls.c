@@ -10,13 +10,17 @@
 ** goes through SSL_write, and whatever OpenSSL put in the write BIO
 ** (records, handshake messages, alerts) is drained to the socket after
 ** every SSL call. The OpenSSL error queue is cleared before each SSL call;
-** failures become ssl.Error values through sp_ssl_pusherror (ssl.c).
+** failures become ssl.Error values through sp_ssl_pusherror (ssl.h).
 **
 ** Order of events: connectionMade comes when TCP connects; writes made
 ** before the handshake ends are held and go out encrypted once it ends,
-** when protocol:handshakeCompleted() (if any) is called. loseConnection
-** waits for the handshake (if running) and the queue, then sends
-** close_notify and closes; a close_notify from the peer closes cleanly
+** when protocol:handshakeCompleted() (if any) is called; a streaming
+** producer is paused while such writes are held. loseConnection waits
+** for the handshake (if running) and the queue, then sends close_notify
+** and closes; loseWriteConnection sends close_notify too, then shuts down
+** the socket's write half (a TLS half-close: reading goes on until the
+** peer's close_notify, which closes with ConnectionDone); a close_notify from
+*the peer closes cleanly
 ** (ConnectionDone). A failed handshake, a refused certificate or a broken
 ** record loses the connection with the ssl.Error (VerifyError for
 ** verification), which reaches connectionLost and clientConnectionLost.
@@ -26,6 +30,7 @@
 ** one reference to its SSL (which owns both BIOs) and a registry
 ** reference to a table anchoring the Context and the context factory.
 */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,9 +42,9 @@
 #include "core.h"
 #include "failure.h"
 #include "loop.h"
+#include "ssl.h"
 #include "stream.h"
 #include "tcp.h"
-#include "tls.h"
 
 /* tls_conn flags. */
 #define TF_CLIENT 0x01   /* we are the TLS client */
@@ -48,23 +53,28 @@
 #define TF_FINWAIT 0x08  /* loseConnection waits for the handshake */
 #define TF_SHUTDOWN 0x10 /* close_notify sent */
 
+/* Seconds a server-side handshake may take (listenSSL's handshakeTimeout
+** default). Twisted has no such limit; Node's tls.Server has
+** handshakeTimeout (120 s). */
+#define HANDSHAKE_TIMEOUT 30.0
+
 /* Bytes written into SSL_write per call, and the size of the buffers used
 ** to drain the write BIO and to collect plaintext for dataReceived. */
 #define CHUNK (64 * 1024)
 
 typedef struct tls_conn {
+  sp_ssl_app app; /* first: ssl.c's view (app.L: the state to call Lua in) */
   SSL *ssl;
   BIO *rbio, *wbio; /* owned by ssl */
   sp_stream *s;
-  lua_State *L; /* the state to call Lua in (verify callbacks) */
-  int anchor;   /* registry ref: {context, factory} */
+  int anchor; /* registry ref: {context, factory} */
   unsigned flags;
   char *held; /* plaintext written before the handshake ended */
   size_t hlen, hcap;
-  char *hostname; /* the name verified (client), or NULL */
+  char *hostname;    /* the name verified (client), or NULL */
+  uv_timer_t *timer; /* server: the handshake timeout, or NULL */
+  double timeout;    /* its length, seconds */
 } tls_conn;
-
-static int conn_index = -1; /* SSL ex_data index of the tls_conn */
 
 static const sp_stream_filter tls_filter;
 
@@ -78,17 +88,10 @@ static tls_conn *conn_of(sp_stream *s) {
   return sp_stream_filter_data(s, &tls_filter);
 }
 
-lua_State *sp_tls_state(SSL *ssl) {
-  tls_conn *c = SSL_get_ex_data(ssl, conn_index);
-  return c != NULL ? c->L : NULL;
-}
-
-void sp_tls_pushtransport(lua_State *L, SSL *ssl) {
-  tls_conn *c = SSL_get_ex_data(ssl, conn_index);
-  if (c != NULL && c->s != NULL)
-    sp_stream_push_transport(L, c->s);
-  else
-    lua_pushnil(L);
+/* sp_ssl_app's push: the transport of c (app is c's first member). */
+static void app_push(lua_State *L, sp_ssl_app *app) {
+  tls_conn *c = (tls_conn *)app;
+  sp_stream_push_transport(L, c->s);
 }
 
 /* -------------------------------------------------------- plumbing */
@@ -129,9 +132,12 @@ static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len);
 /* The handshake just completed: tell the protocol, send what was held,
 ** finish a pending loseConnection. Returns 0, or -1 if the stream is no
 ** longer open. */
+static void timer_stop(tls_conn *c);
+
 static int handshake_done(lua_State *L, tls_conn *c) {
   int top = lua_gettop(L);
   c->flags |= TF_DONE;
+  timer_stop(c);
   push_protocol(L, c);
   if (!lua_isnil(L, -1) &&
       sp_callmethod(L, -1, "handshakeCompleted", 0) == SP_CALL_ERROR) {
@@ -149,6 +155,7 @@ static int handshake_done(lua_State *L, tls_conn *c) {
     r = write_plain(L, c, h, n);
     free(h);
     if (r < 0) return -1;
+    sp_stream_filter_hold(L, c->s, 0);
   }
   if (c->flags & TF_FINWAIT) {
     c->flags &= ~TF_FINWAIT;
@@ -161,7 +168,7 @@ static int handshake_done(lua_State *L, tls_conn *c) {
 ** is complete, 0 when it needs more bytes, -1 after a failure. */
 static int handshake(lua_State *L, tls_conn *c) {
   int r, err;
-  c->L = L;
+  c->app.L = L;
   ERR_clear_error();
   r = SSL_do_handshake(c->ssl);
   err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
@@ -179,7 +186,7 @@ static int handshake(lua_State *L, tls_conn *c) {
 static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   while (len > 0) {
     int n = len > CHUNK ? CHUNK : (int)len, w, err;
-    c->L = L;
+    c->app.L = L;
     ERR_clear_error();
     w = SSL_write(c->ssl, p, n);
     if (w <= 0) {
@@ -194,10 +201,12 @@ static int write_plain(lua_State *L, tls_conn *c, const char *p, size_t len) {
   return 0;
 }
 
-/* Keep plaintext written before the handshake ended. */
+/* Keep plaintext written before the handshake ended; a streaming
+** producer is paused until it is sent (twisted TLSMemoryBIOProtocol). */
 static int hold(lua_State *L, tls_conn *c, const uv_buf_t *bufs,
                 unsigned nbufs) {
   unsigned i;
+  sp_stream_filter_hold(L, c->s, 1);
   for (i = 0; i < nbufs; i++) {
     size_t need = c->hlen + bufs[i].len;
     if (need > c->hcap) {
@@ -248,7 +257,7 @@ static void read_records(lua_State *L, tls_conn *c) {
   for (;;) {
     size_t got = 0;
     int n = 0, err = SSL_ERROR_NONE;
-    c->L = L;
+    c->app.L = L;
     while (got < sizeof readbuf) {
       ERR_clear_error();
       n = SSL_read(c->ssl, readbuf + got, (int)(sizeof readbuf - got));
@@ -310,7 +319,7 @@ static int filter_finish(lua_State *L, sp_stream *s) {
     return SP_FILTER_WAIT;
   }
   c->flags |= TF_SHUTDOWN;
-  c->L = L;
+  c->app.L = L;
   ERR_clear_error();
   SSL_shutdown(c->ssl);
   ERR_clear_error();
@@ -340,14 +349,66 @@ static int filter_eof(lua_State *L, sp_stream *s) {
   return 1;
 }
 
+/* ------------------------------------------------ handshake timeout */
+
+static void timer_closed(uv_handle_t *h) {
+  free(h);
+}
+
+/* The one release path of the timer: closed, freed in its callback. */
+static void timer_stop(tls_conn *c) {
+  if (c->timer == NULL) return;
+  c->timer->data = NULL;
+  uv_close((uv_handle_t *)c->timer, timer_closed);
+  c->timer = NULL;
+}
+
+/* (message) -> ssl.Error: made protected, from a libuv callback. */
+static int timeout_error(lua_State *L) {
+  sp_errortype_make(L, "ssl.Error", lua_tostring(L, 1));
+  lua_pushliteral(L, "handshake timeout");
+  lua_setfield(L, -2, "reason");
+  return 1;
+}
+
+/* The handshake took too long: lose the connection with an ssl.Error. */
+static void timer_fired(uv_timer_t *t) {
+  tls_conn *c = t->data;
+  lua_State *L = sp_loop_state();
+  int top = lua_gettop(L);
+  if (c == NULL) return;
+  timer_stop(c);
+  c->flags |= TF_FAILED;
+  lua_pushcfunction(L, timeout_error);
+  lua_pushfstring(L, "TLS handshake timed out after %f seconds.",
+                  (LUAI_UACNUMBER)c->timeout);
+  sp_pcall(L, 1, 1);
+  sp_stream_lose(L, c->s, -1, 0);
+  lua_settop(L, top);
+}
+
+/* Start c's handshake timeout of `secs` (none when not finite). Returns 0
+** or UV_ENOMEM. */
+static int timer_start(tls_conn *c, double secs) {
+  if (!(secs < HUGE_VAL)) return 0;
+  c->timer = malloc(sizeof *c->timer);
+  if (c->timer == NULL) return UV_ENOMEM;
+  uv_timer_init(sp_loop(), c->timer);
+  c->timer->data = c;
+  c->timeout = secs;
+  uv_timer_start(c->timer, timer_fired, (uint64_t)(secs * 1000 + 0.5), 0);
+  return 0;
+}
+
 /* The one release path of a tls_conn: the filter's free hook once it is
 ** installed, tls_attach's failure path before. */
 static void conn_free(tls_conn *c) {
   if (c == NULL) return;
   if (c->ssl != NULL) {
-    SSL_set_ex_data(c->ssl, conn_index, NULL);
+    sp_ssl_set_app(c->ssl, NULL);
     SSL_free(c->ssl);
   }
+  timer_stop(c);
   free(c->held);
   free(c->hostname);
   if (sp_mainstate != NULL)
@@ -364,8 +425,9 @@ static const sp_stream_filter tls_filter = {
 
 /* ------------------------------------------------------- attaching */
 
-/* (factory) -> context, hostname: factory:getContext() and, for clients,
-** factory._hostname (set by ssl.optionsForClientTLS). */
+/* (factory) -> context, hostname, handshakeTimeout: factory:getContext()
+** and, for a table, factory._hostname (set by ssl.optionsForClientTLS)
+** and factory.handshakeTimeout. */
 static int getcontext_tramp(lua_State *L) {
   lua_getfield(L, 1, "getContext");
   if (lua_isnil(L, -1))
@@ -375,11 +437,22 @@ static int getcontext_tramp(lua_State *L) {
   if (sp_ssl_tocontext(L, -1) == NULL)
     return luaL_error(L, "getContext() returned %s, not an ssl Context",
                       luaL_typename(L, -1));
-  if (lua_type(L, 1) == LUA_TTABLE)
-    lua_getfield(L, 1, "_hostname");
-  else
-    lua_pushnil(L);
-  return 2;
+  if (lua_type(L, 1) != LUA_TTABLE) return 1;
+  lua_getfield(L, 1, "_hostname");
+  lua_getfield(L, 1, "handshakeTimeout");
+  return 3;
+}
+
+/* The handshake timeout at idx: nil (0: not given) or seconds > 0;
+** anything else raises naming argument arg of listenSSL. */
+static double check_timeout(lua_State *L, int idx, int arg) {
+  double t;
+  if (lua_isnil(L, idx)) return 0;
+  t = lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER || !(t > 0))
+    luaL_argerror(L, arg,
+                  "handshakeTimeout must be a number of seconds above 0");
+  return t;
 }
 
 /* Is host an IP address literal? */
@@ -405,7 +478,7 @@ static int conn_make_ssl(lua_State *L, tls_conn *c, SSL_CTX *ctx,
   }
   BIO_set_mem_eof_return(c->rbio, -1);
   SSL_set_bio(c->ssl, c->rbio, c->wbio);
-  SSL_set_ex_data(c->ssl, conn_index, c);
+  sp_ssl_set_app(c->ssl, &c->app);
   if (!(c->flags & TF_CLIENT)) {
     SSL_set_accept_state(c->ssl);
     return 0;
@@ -422,37 +495,51 @@ static int conn_make_ssl(lua_State *L, tls_conn *c, SSL_CTX *ctx,
   return 0;
 }
 
+/* [-4, +1, -] tls_attach's failure path: the error on top, getContext's
+** three results below it; keep the error, free c. Returns -1. */
+static int attach_fail(lua_State *L, tls_conn *c) {
+  lua_replace(L, -4);
+  lua_pop(L, 2);
+  conn_free(c);
+  return -1;
+}
+
 /* [-0, +(0|1), -] Put TLS on stream s with the context factory at fidx:
 ** getContext() (protected), a new SSL in client or server mode, the
-** filter; a client starts its handshake. Returns 0, or pushes the error
-** and returns -1 (nothing installed). */
-static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
+** filter; a client starts its handshake, a server starts its handshake
+** timeout: `timeout` seconds if above 0, else the factory's
+** handshakeTimeout, else HANDSHAKE_TIMEOUT. Returns 0, or pushes the
+** error and returns -1 (nothing installed). */
+static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client,
+                      double timeout) {
   tls_conn *c;
   SSL_CTX *ctx;
   const char *host;
   fidx = lua_absindex(L, fidx);
   lua_pushcfunction(L, getcontext_tramp);
   lua_pushvalue(L, fidx);
-  if (sp_pcall(L, 1, 2) != LUA_OK) return -1;
-  ctx = sp_ssl_tocontext(L, -2);
-  host = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  if (sp_pcall(L, 1, 3) != LUA_OK) return -1;
+  ctx = sp_ssl_tocontext(L, -3);
+  host = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+  if (!(timeout > 0))
+    timeout = lua_tonumber(L, -1) > 0 ? lua_tonumber(L, -1) : HANDSHAKE_TIMEOUT;
   c = calloc(1, sizeof *c);
   if (c == NULL) {
-    lua_pop(L, 2);
+    lua_pop(L, 3);
     lua_pushliteral(L, "not enough memory");
     return -1;
   }
   c->s = s;
-  c->L = L;
+  c->app.L = L;
+  c->app.push = app_push;
   c->anchor = LUA_NOREF;
   c->flags = client ? TF_CLIENT : 0;
-  if (conn_make_ssl(L, c, ctx, host) != 0) {
-    lua_replace(L, -3);
-    lua_pop(L, 1);
-    conn_free(c);
-    return -1;
+  if (conn_make_ssl(L, c, ctx, host) != 0) return attach_fail(L, c);
+  if (!client && timer_start(c, timeout) != 0) {
+    lua_pushliteral(L, "not enough memory");
+    return attach_fail(L, c);
   }
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   lua_createtable(L, 2, 0);
   lua_insert(L, -2);
   lua_rawseti(L, -2, 1);
@@ -467,45 +554,80 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client) {
   return 0;
 }
 
-/* sp_tcp_setup_fn of listenSSL and connectSSL. */
+/* sp_tcp_setup_fn of listenSSL (its value is {contextFactory,
+** handshakeTimeout or nil}) and connectSSL (the context factory). */
 static int setup_server(lua_State *L, sp_stream *s, int argidx) {
-  if (tls_attach(L, s, argidx, 0) == 0) return 0;
+  double timeout;
+  int r;
+  lua_rawgeti(L, argidx, 2);
+  timeout = lua_tonumber(L, -1);
+  lua_rawgeti(L, argidx, 1);
+  r = tls_attach(L, s, -1, 0, timeout);
+  if (r == 0) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_replace(L, -3);
+  lua_pop(L, 1);
   /* No protocol hears about this connection: say why in the log. */
   sp_log_failure(L, -1, "Could not start TLS on an accepted connection:");
   return 1;
 }
 
 static int setup_client(lua_State *L, sp_stream *s, int argidx) {
-  return tls_attach(L, s, argidx, 1) != 0;
+  return tls_attach(L, s, argidx, 1, 0) != 0;
 }
 
 /* [-0, +0, e] Check the context factory at idx: it must have getContext,
 ** and getContext() must give a Context now (Twisted asks it once when
-** listening or connecting, so a bad key file fails at the call). */
+** listening or connecting, so a bad key file fails at the call); its
+** handshakeTimeout, if any, must be a number above 0. */
 static void check_factory(lua_State *L, int idx) {
   luaL_argexpected(L, lua_istable(L, idx) || lua_isuserdata(L, idx), idx,
                    "context factory");
   lua_pushcfunction(L, getcontext_tramp);
   lua_pushvalue(L, idx);
-  lua_call(L, 1, 0);
+  lua_call(L, 1, 3);
+  check_timeout(L, -1, idx);
+  lua_pop(L, 3);
 }
 
 /* ------------------------------------------------------ Lua functions */
 
-/* reactor.listenSSL(port, factory, contextFactory[, backlog][, interface])
-**   -> Port
+/* reactor.listenSSL(port, factory, contextFactory[, backlog][, interface]
+**   [, options]) -> Port
 ** listenTCP over TLS: each accepted connection gets a server-side TLS
 ** session whose Context is contextFactory:getContext() (an
 ** ssl.DefaultOpenSSLContextFactory, ssl.CertificateOptions, or any table
-** with getContext). Raises as listenTCP, and whatever getContext raises
-** (checked once here). twisted IReactorSSL.listenSSL. */
+** with getContext). A handshake not complete after handshakeTimeout
+** seconds (options.handshakeTimeout, else contextFactory.handshakeTimeout,
+** else 30; math.huge: none) loses the connection with an ssl.Error
+** "TLS handshake timed out after ... seconds." (reason "handshake
+** timeout"), which reaches connectionLost: spindle's own, since Twisted
+** has none (Node's tls.Server handshakeTimeout, 120 s there). Raises as
+** listenTCP, whatever getContext raises (checked once here), and for a
+** handshakeTimeout that is not a number above 0. twisted
+** IReactorSSL.listenSSL. */
 static int tls_listenSSL(lua_State *L) {
-  lua_settop(L, 5);
+  double timeout = 0;
+  lua_settop(L, 6);
   check_factory(L, 3);
+  if (!lua_isnil(L, 6)) {
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_getfield(L, 6, "handshakeTimeout");
+    timeout = check_timeout(L, -1, 6);
+    lua_pop(L, 1);
+  }
+  lua_createtable(L, 2, 0); /* {contextFactory, timeout} for setup_server */
   lua_pushvalue(L, 3);
+  lua_rawseti(L, -2, 1);
+  if (timeout > 0) {
+    lua_pushnumber(L, timeout);
+    lua_rawseti(L, -2, 2);
+  }
   lua_remove(L, 3);
   lua_pushnil(L);
-  lua_insert(L, 5); /* port, factory, backlog, interface, nil, cf */
+  lua_replace(L, 5); /* port, factory, backlog, interface, nil, {cf, t} */
   return sp_tcp_listen(L, setup_server, 6);
 }
 
@@ -526,8 +648,10 @@ static int tls_connectSSL(lua_State *L) {
 /* t:startTLS(contextFactory[, normal]): switch this TCP (or Unix)
 ** connection to TLS now: bytes written before go out in the clear, later
 ** ones encrypted. The side that made the connection (a connector) is the
-** TLS client unless normal is false. Raises on a closed transport, when
-** TLS is already on, and whatever getContext raises.
+** TLS client unless normal is false; as the server it has listenSSL's
+** handshake timeout (the factory's handshakeTimeout, else 30 s). Raises
+** on a closed transport, when TLS is already on, and whatever getContext
+** raises.
 ** twisted ITLSTransport.startTLS. */
 static int transport_startTLS(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
@@ -540,7 +664,7 @@ static int transport_startTLS(lua_State *L) {
   client = sp_stream_owner(s) != NULL;
   if (lua_gettop(L) >= 3 && !lua_isnil(L, 3) && !lua_toboolean(L, 3))
     client = !client;
-  if (tls_attach(L, s, 2, client) != 0) return lua_error(L);
+  if (tls_attach(L, s, 2, client, 0) != 0) return lua_error(L);
   return 0;
 }
 
@@ -552,7 +676,7 @@ static int transport_getPeerCertificate(lua_State *L) {
   if (c == NULL || !(c->flags & TF_DONE))
     lua_pushnil(L);
   else
-    sp_ssl_pushx509(L, SSL_get1_peer_certificate(c->ssl));
+    sp_ssl_pushx509(L, SSL_get0_peer_certificate(c->ssl));
   return 1;
 }
 
@@ -596,8 +720,6 @@ static const luaL_Reg tls_funcs[] = {
 /* spindle._tls: listenSSL and connectSSL for spindle.reactor; also adds
 ** the TLS methods to every stream transport. */
 int luaopen_spindle__tls(lua_State *L) {
-  if (conn_index < 0)
-    conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   /* The transport metatable is made by spindle._tcp; the Context and
   ** X509 ones by spindle._ssl. */
   lua_getglobal(L, "require");

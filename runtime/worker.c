@@ -187,10 +187,8 @@ static const char *const worker_luamods[] = {"spindle.class", NULL};
 ** (they drive the reactor, which lives on the main thread). */
 static int worker_searcher(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  if (strcmp(name, "spindle") != 0 && strncmp(name, "spindle.", 8) != 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
+  if (strcmp(name, "spindle") != 0 && strncmp(name, "spindle.", 8) != 0)
+    return 0; /* not ours: add nothing to require's message */
   for (int i = 0; worker_luamods[i] != NULL; i++) {
     const sp_luafile *f;
     if (strcmp(worker_luamods[i], name) != 0) continue;
@@ -227,15 +225,7 @@ static int worker_open(lua_State *L) {
   lua_pop(L, 1);
   luaL_requiref(L, "spindle.failure", luaopen_spindle_failure, 0);
   lua_pop(L, 1);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "searchers");
-  lua_pushcfunction(L, worker_searcher);
-  for (int i = (int)luaL_len(L, -2); i >= 2; i--) {
-    lua_geti(L, -2, i);
-    lua_seti(L, -3, i + 1);
-  }
-  lua_seti(L, -2, 2);
-  lua_pop(L, 2);
+  sp_add_searcher(L, worker_searcher);
   return 0;
 }
 

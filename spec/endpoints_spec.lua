@@ -192,3 +192,168 @@ describe("endpoint:listen and endpoint:connect", function()
     wait(port:stopListening())
   end)
 end)
+
+describe("endpoints.HostnameEndpoint", function()
+  -- A reactor whose connectTCP to `dead` never completes (a SYN into a
+  -- black hole) until stopped; anything else goes to the real reactor.
+  local function blackholeReactor(dead)
+    local attempts = {}
+    local fake = setmetatable({}, {__index = reactor})
+    function fake.connectTCP(host, port, factory, ...)
+      attempts[#attempts + 1] = {host = host, at = reactor.seconds()}
+      if host ~= dead then
+        return reactor.connectTCP(host, port, factory, ...)
+      end
+      local c = {state = "connecting"}
+      function c.stopConnecting()
+        c.state = "disconnected"
+        attempts.stopped = (attempts.stopped or 0) + 1
+        factory:clientConnectionFailed(c, reactor.UserError("stopped"))
+      end
+      factory:startedConnecting(c)
+      return c
+    end
+    function fake.callLater(_, ...) return reactor.callLater(...) end
+    return fake, attempts
+  end
+
+  it("connects over IPv4 when the IPv6 address is dead, without " ..
+     "waiting for its timeout, and cancels the loser", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local n = port:getHost().port
+    local fake, attempts = blackholeReactor("2001:db8::1")
+    local ep = endpoints.HostnameEndpoint(fake, "dual.example", n, 30)
+    function ep._nameResolution(_, host, p)
+      assert.equal("dual.example", host)
+      return defer.succeed({
+        {family = "INET6", host = "2001:db8::1", port = p},
+        {family = "INET", host = "127.0.0.1", port = p},
+      })
+    end
+    local cf = clientFactory()
+    local proto = wait(ep:connect(cf), 5)
+    assert.is_true(proto.made)
+    assert.equal(2, #attempts)
+    assert.equal("2001:db8::1", attempts[1].host)
+    assert.equal("127.0.0.1", attempts[2].host)
+    assert.equal(1, attempts.stopped) -- the IPv6 attempt was cancelled
+    -- the IPv4 attempt waited the attempt delay (0.3 s), not 30 s
+    assert.is_true(attempts[2].at - attempts[1].at >= 0.25)
+    proto.transport:write("x")
+    assert.equal("x", wait(cf.lost))
+    wait(port:stopListening())
+    H.assertNoDelayedCalls()
+  end)
+
+  it("tries the next address at once when one is refused", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local n = port:getHost().port
+    local fake, attempts = blackholeReactor(nil)
+    local ep = endpoints.HostnameEndpoint(fake, "h", n, 30, nil, 10)
+    function ep._nameResolution(_, _, p)
+      return defer.succeed({
+        {family = "INET6", host = "::1", port = p},   -- refused
+        {family = "INET", host = "127.0.0.1", port = p},
+      })
+    end
+    local proto = wait(ep:connect(clientFactory()), 5)
+    assert.equal(2, #attempts)
+    proto.transport:loseConnection()
+    wait(port:stopListening())
+    H.assertNoDelayedCalls()
+  end)
+
+  it("interleaves the families, first family first (RFC 8305)", function()
+    local fake, attempts = blackholeReactor("none")
+    local ep = endpoints.HostnameEndpoint(fake, "h", freePort(), 30, nil,
+      0.01)
+    function ep._nameResolution(_, _, p)
+      return defer.succeed({
+        {family = "INET6", host = "::1", port = p},
+        {family = "INET6", host = "::1", port = p},
+        {family = "INET", host = "127.0.0.1", port = p},
+      })
+    end
+    local f = H.waitForFailure(ep:connect(clientFactory()), 5)
+    assert.truthy(f:check(reactor.ConnectionRefusedError))
+    assert.same({"::1", "127.0.0.1", "::1"},
+      {attempts[1].host, attempts[2].host, attempts[3].host})
+    H.assertNoDelayedCalls()
+  end)
+
+  it("resolves a real name, and fails with DNSLookupError", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local n = port:getHost().port
+    local ep = endpoints.clientFromString(reactor, "tcp:localhost:" .. n)
+    assert.is_true(endpoints.HostnameEndpoint:isinstance(ep))
+    local proto = wait(ep:connect(clientFactory()))
+    proto.transport:loseConnection()
+    wait(port:stopListening())
+    local bad = endpoints.HostnameEndpoint(reactor, "nonexistent.invalid", 80)
+    assert.truthy(H.waitForFailure(bad:connect(clientFactory()), 10):check(
+      reactor.DNSLookupError))
+  end)
+
+  it("cancels every attempt when its Deferred is cancelled", function()
+    local fake, attempts = blackholeReactor("2001:db8::1")
+    local ep = endpoints.HostnameEndpoint(fake, "h", 1, 30, nil, 0.05)
+    function ep._nameResolution(_, _, p)
+      return defer.succeed({{family = "INET6", host = "2001:db8::1",
+        port = p}, {family = "INET6", host = "2001:db8::1", port = p}})
+    end
+    local d = ep:connect(clientFactory())
+    H.runFor(0.1)
+    d:cancel()
+    assert.truthy(H.waitForFailure(d):check(reactor.ConnectingCancelledError))
+    assert.equal(2, attempts.stopped)
+    H.assertNoDelayedCalls()
+  end)
+end)
+
+describe("endpoints.connectProtocol", function()
+  it("connects one given protocol instance", function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local p = protocol.Protocol()
+    local got = defer.Deferred()
+    function p.dataReceived(_, d) got:callback(d) end
+    local ep = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1",
+      port:getHost().port)
+    assert.equal(p, wait(endpoints.connectProtocol(ep, p)))
+    p.transport:write("one")
+    assert.equal("one", wait(got))
+    p.transport:loseConnection()
+    wait(port:stopListening())
+  end)
+end)
+
+describe("endpoints.HostnameEndpoint attempts failing at once", function()
+  it("keeps one stagger timer when an attempt fails synchronously",
+     function()
+    local port = reactor.listenTCP(0, echoFactory(), nil, "127.0.0.1")
+    local n = port:getHost().port
+    local fake = setmetatable({}, {__index = reactor})
+    local calls = 0
+    function fake.connectTCP(host, ...)
+      calls = calls + 1
+      if host == "bad" then error(reactor.ConnectError("bad address")) end
+      return reactor.connectTCP(host, ...)
+    end
+    local timers = 0
+    function fake.callLater(_, ...)
+      timers = timers + 1
+      return reactor.callLater(...)
+    end
+    local ep = endpoints.HostnameEndpoint(fake, "h", n, 30, nil, 5)
+    function ep._nameResolution(_, _, p)
+      return defer.succeed({{family = "INET", host = "bad", port = p},
+        {family = "INET", host = "127.0.0.1", port = p},
+        {family = "INET", host = "127.0.0.1", port = p}})
+    end
+    local proto = wait(ep:connect(clientFactory()))
+    assert.equal(2, calls)
+    assert.equal(1, timers)
+    proto.transport:loseConnection()
+    wait(port:stopListening())
+    H.assertNoDelayedCalls()
+  end)
+end)

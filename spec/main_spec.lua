@@ -215,6 +215,20 @@ describe("spindle as a drop-in for lua", function()
       "\tno file 'no_such_mod.lua'\n\tno file 'no_such_mod.so'\n", r.stdout)
   end)
 
+  it("lists only lua's own places when require fails in a pool thread",
+    function()
+    local code = "local t = require('spindle.threads') " ..
+      "local r = require('spindle.reactor') " ..
+      "print(r.runUntilComplete(t.deferToThread(function() " ..
+      "package.path = '?.lua'; package.cpath = '?.so' " ..
+      "return select(2, pcall(require, 'no_such_mod')) end)))"
+    local r = run({"-e", code})
+    assert.equal(0, r.status)
+    assert.equal("module 'no_such_mod' not found:\n" ..
+      "\tno field package.preload['no_such_mod']\n" ..
+      "\tno file 'no_such_mod.lua'\n\tno file 'no_such_mod.so'\n", r.stdout)
+  end)
+
   describe("-i with standard input that is not a terminal", function()
     it("prints prompts, echoes lines and prints results as lua -i", function()
       local r = run({"-e", "_PROMPT='P> ' _PROMPT2='C> '", "-i"},

@@ -81,8 +81,77 @@ describe("the REPL", function()
   end)
 
   it("shows a Deferred with its state", function()
-    local r = repl("require('spindle.defer').succeed(3)\n")
-    assert.matches("<Deferred at 0x%x+ current result: 3>", r.stdout)
+    local r = repl("defer.succeed(3)\ndefer.Deferred()\n" ..
+      "d = defer.fail(defer.errorType('Oops')('bad')); d\n" ..
+      "d:addErrback(function() end)\n")
+    assert.matches("Deferred <fired: 3>\nDeferred <pending>\n" ..
+      "Deferred <failed: Oops: bad>\n", r.stdout, 1, true)
+  end)
+
+  it("has spindle's modules as globals, as Node has its core ones", function()
+    local r = repl("type(reactor.callLater), type(defer.Deferred), " ..
+      "type(inspect.summary), type(task.Clock), type(log.msg)\n")
+    assert.matches("function\tfunction\tfunction\ttable\tfunction\n",
+      r.stdout, 1, true)
+  end)
+
+  it("keeps locals of earlier entries, runs `x = 1; x`, sets _", function()
+    local r = repl("local y = 5\ny\nx = 1; x\n_ + 1\n" ..
+      "local function sq(n) return n * n end\nsq(3)\n")
+    assert.matches("\n5\n1\n2\n9\n$", r.stdout)
+    assert.equal("", r.stderr)
+  end)
+
+  it("prints table errors and only the user's frames", function()
+    local r = repl("error({code = 1})\nerror('kaput')\n")
+    assert.matches("{code = 1}", r.stderr, 1, true)
+    assert.not_matches("repl.lua", r.stderr, 1, true)
+    assert.not_matches("table: 0x", r.stderr, 1, true)
+  end)
+
+  it("prints arrays in columns with a count when cut, classes by name",
+    function()
+      local r = repl("t = {} for i = 1, 100 do t[i] = i end\nt\n" ..
+        "protocol.Protocol:extend({__name = 'Echo'})()\n")
+      assert.matches("{\n  1,   2,   3,", r.stdout, 1, true)
+      assert.matches("... 60 more\n}", r.stdout, 1, true)
+      assert.matches("\nEcho {}\n", r.stdout, 1, true)
+    end)
+
+  it("lists the dot commands with .help and runs the inspector's",
+    function()
+      local r = repl(".help\nd = defer.Deferred()\n.pending\n.timers\n" ..
+        ".threads\n.conns\n")
+      assert.matches(".pending   pending Deferreds", r.stdout, 1, true)
+      assert.matches("Deferred made at stdin:1, [%d.]+ s ago, unfired",
+        r.stdout)
+      assert.matches("no pending DelayedCalls", r.stdout, 1, true)
+      assert.matches("thread pool: 0/10 threads", r.stdout, 1, true)
+      assert.matches("active libuv handles:", r.stdout, 1, true)
+    end)
+
+  it("runs an .editor block at .end", function()
+    local r = repl(".editor\nlocal a = 2\nreturn a * 21\n.end\n'after'\n")
+    assert.matches("\n42\nafter\n$", r.stdout)
+  end)
+
+  it("reports a failed Deferred dropped by an entry right after it",
+    function()
+      local r = repl("defer.fail(defer.errorType('Dropped')('x')) " ..
+        "return nil\nprint('next')\n")
+      local at = r.stderr:find("Unhandled error in Deferred", 1, true)
+      assert.is_not_nil(at)
+      assert.matches("Dropped: x", r.stderr, 1, true)
+    end)
+
+  it("completes string methods, module names and file paths", function()
+    local r = repl(table.concat({
+      "c = require('spindle.repl').complete",
+      "table.concat(c(':up', '(\"ab\"):up'), ',')",
+      "table.concat(c('spindle.def', 'require \"spindle.def'), ',')",
+      "table.concat(c('helpe', 'dofile(\"spec/support/helpe'), ',')",
+    }, "\n") .. "\n")
+    assert.matches("\n:upper\nspindle.defer\nhelper.lua\n$", r.stdout)
   end)
 
   it("ends when the reactor is stopped", function()
@@ -152,7 +221,7 @@ sys.stdout.write("\nEXIT %d\n" % os.WEXITSTATUS(status))
     local hf = io.open(home .. "/.spindle_history")
     local history = hf and hf:read("a") or ""
     if hf then hf:close() end
-    os.execute("rm -rf " .. home)
+    os.execute("(sleep 1; rm -rf " .. home .. ") &")
     assert.matches("> await%(d%)\r?\n42\r?\n", out)
     assert.matches("EXIT 0", out, 1, true)
     assert.matches("await(d)", history, 1, true)
@@ -175,5 +244,94 @@ describe("the REPL and SIGINT", function()
     os.remove(pidfile)
     assert.matches("interrupted!", out, 1, true)
     assert.matches("\nafter\n", out, 1, true)
+  end)
+end)
+
+describe("the REPL on a tmux terminal", function()
+  local tmux = require("spec.support.tmux")
+  local term, home
+  before_each(function()
+    home = os.tmpname()
+    os.remove(home)
+    assert(os.execute("mkdir -p " .. home))
+    term = tmux.start(process.quote(process.bin), {HOME = home})
+    term:waitFor("> ", 5, true)
+  end)
+  after_each(function()
+    term:stop()
+    os.execute("(sleep 1; rm -rf " .. home .. ") &")
+  end)
+
+  it("says how to leave on Ctrl-C at an empty prompt", function()
+    term:keys("C-c")
+    term:waitFor("(To exit, press Ctrl-D or type .exit)", 5, true)
+    term:line(".exit")
+    term:waitFor("[exited 0]", 5, true)
+  end)
+
+  it("cancels the awaited Deferred on Ctrl-C and drops the entry's rest",
+    function()
+      term:line("d = defer.Deferred(); n = 0")
+      term:line("await(d); n = 1")
+      os.execute("sleep 0.3")
+      term:keys("C-c")
+      term:waitFor("KeyboardInterrupt: the awaited Deferred is cancelled",
+        5, true)
+      term:line("n, d.called")
+      term:waitFor("\n0%s+true\n", 5)
+    end)
+
+  it("completes a string literal's methods with Tab", function()
+    term:type('("ab"):up')
+    term:keys("Tab")
+    term:waitFor('("ab"):upper', 5, true)
+    term:type("()")
+    term:keys("Enter")
+    term:waitFor("\nAB\n", 5, true)
+  end)
+
+  it("redraws the prompt and the typed line after a timer prints",
+    function()
+      term:line("reactor.callLater(0.5, print, 'from the timer')")
+      term:type("half typed")
+      term:waitFor("\nfrom the timer\n> half typed", 5, true)
+      term:keys("C-u")
+      term:line("")
+    end)
+
+  it("runs an .editor block on Ctrl-D", function()
+    term:line(".editor")
+    term:line("local a = 20")
+    term:line("return a + 22")
+    term:keys("C-d")
+    term:waitFor("\n42\n", 5, true)
+    term:line("'still here'")
+    term:waitFor("\nstill here\n", 5, true)
+  end)
+end)
+
+describe("the REPL's Ctrl-R on a tmux terminal", function()
+  it("finds an earlier line and shows it at the prompt", function()
+    local tmux = require("spec.support.tmux")
+    local home = os.tmpname()
+    os.remove(home)
+    assert(os.execute("mkdir -p " .. home))
+    local term = tmux.start(process.quote(process.bin), {HOME = home})
+    term:waitFor("> ", 5, true)
+    term:line("'needle' .. 1")
+    term:waitFor("\nneedle1\n", 5, true)
+    term:line("'other'")
+    term:waitFor("\nother\n", 5, true)
+    term:keys("C-r")
+    term:type("need")
+    -- Before, libedit's search read EAGAIN from the non-blocking terminal
+    -- as end of input, and the line became "<\4>".
+    term:waitFor("\n> 'needle' .. 1\nbck:need", 5, true)
+    term:keys("Enter")
+    term:waitFor("> 'other'\nother\n> 'needle' .. 1\nneedle1\n", 5, true)
+    local screen = term:screen()
+    term:stop()
+    os.execute("(sleep 1; rm -rf " .. home .. ") &")
+    assert.not_matches("<\\4>", screen, 1, true)
   end)
 end)

@@ -3,7 +3,8 @@
 -- its Twisted original) and exit 0 with nothing on stderr.
 --
 -- Adding a script: put an entry in `expected` below (script, args,
--- stdout, and optionally code and stderr, a substring); a script may have
+-- stdout, and optionally code, stderr (a substring) and stdin (a string
+-- its standard input reads; /dev/null otherwise); a script may have
 -- several entries, one per set of arguments. A script that does not exit
 -- by itself (a server) goes in `servers` with the reason. A script in
 -- neither table fails the spec, so none goes untested by accident.
@@ -23,6 +24,17 @@ local expected = {
   {script = "scripts/reactor_calllater.lua",
    stdout = "Square of 5 is 25\nTwice of 5 is 10\n"},
   {script = "scripts/reactor_stop.lua", stdout = "Program finished!\n"},
+  {script = "scripts/process_lines.lua",
+   stdout = "1: line 1\n2: line 2\n3: line 3\n3 lines; exit code 2\n"},
+  {script = "scripts/process_lines.lua", args = {"sh", "-c", "kill $$"},
+   stdout = "0 lines; killed by signal 15\n"},
+  {script = "scripts/stdiodemo.lua", stdin = "help\nhelp quit\nfoo\nquit\n",
+   stdout = "Web checker console. Type 'help' for help.\n" ..
+     "Valid commands: check help quit\nquit: Quit this session\n" ..
+     "Error: no such command.\nGoodbye.\n"},
+  {script = "scripts/sighup_server.lua",
+   stdout = "client got: hello, version 1\nSIGHUP: reloaded the greeting\n" ..
+     "client got: hello, version 2\n"},
   {script = "scripts/threads_callfromthread.lua",
    stdout = "the run of must_run_in_main_thread() has been finished!\n"},
   {script = "scripts/threads_pool_size.lua",
@@ -35,6 +47,8 @@ local servers = {
   ["scripts/echo_server.lua"] = "needs clients: run by tcp_spec.lua",
   ["scripts/echo_client.lua"] = "needs a server: run by tcp_spec.lua",
   ["scripts/chat_server.lua"] = "needs clients: run by tcp_spec.lua",
+  ["scripts/hello_server.lua"] = "needs clients and signals: run by " ..
+    "workers_spec.lua",
   ["scripts/unix_echo.lua"] = "needs clients: run by unix_spec.lua",
   ["scripts/udp_echo.lua"] = "timestamped output, needs a UDP peer: " ..
     "run by spec/udp_spec.lua",
@@ -94,9 +108,17 @@ describe("scripts/", function()
       local cmd = {shellQuote(H.SPINDLE), shellQuote(e.script)}
       for _, a in ipairs(e.args or {}) do cmd[#cmd + 1] = shellQuote(a) end
       e.errfile = os.tmpname()
+      local input = "/dev/null"
+      if e.stdin then
+        e.infile = os.tmpname()
+        local f = assert(io.open(e.infile, "w"))
+        f:write(e.stdin)
+        f:close()
+        input = e.infile
+      end
       -- timeout bounds a script that hangs.
       e.pipe = assert(io.popen("timeout 30 " .. table.concat(cmd, " ") ..
-        " 2>" .. e.errfile))
+        " <" .. input .. " 2>" .. e.errfile))
     end
   end
 
@@ -108,6 +130,7 @@ describe("scripts/", function()
       local _, _, code = e.pipe:close()
       local err = readAll(e.errfile)
       os.remove(e.errfile)
+      if e.infile then os.remove(e.infile) end
       assert.are.equal(e.stdout, out)
       assert.are.equal(e.code or 0, code)
       if e.stderr then

@@ -465,6 +465,97 @@ describe("transport:startTLS", function()
   end)
 end)
 
+describe("TLS half-close and producers (issue 7 item 10)", function()
+  -- A python server that reads "hello", answers, then tells a
+  -- close_notify from a bare EOF (suppress_ragged_eofs=False) and answers
+  -- the close_notify with its own (OpenSSL writes nothing more once it
+  -- has received one, so the answer comes first).
+  local halfCloseServer = [[
+import socket, ssl
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(%q, %q)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+raw, _ = srv.accept()
+s = ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+data = b""
+while len(data) < 5:
+    data += s.recv(5 - len(data))
+s.sendall(b"reply after half-close")
+try:
+    while True:
+        d = s.recv(100)
+        if not d:
+            print("close_notify after", data.decode(), flush=True)
+            break
+        data += d
+except ssl.SSLEOFError:
+    print("bare EOF after", data.decode(), flush=True)
+try:
+    s.unwrap()
+except (ssl.SSLError, OSError) as e:
+    print("unwrap:", e, flush=True)
+raw.close()
+]]
+
+  -- In connectionMade, before the handshake, "hello" is held, then sent,
+  -- then close_notify follows; in handshakeCompleted both go at once.
+  for _, when in ipairs({"connectionMade", "handshakeCompleted"}) do
+    it("loseWriteConnection sends close_notify, then reads on until the " ..
+      "peer's close_notify (called in " .. when .. ")", function()
+        local py = pyfile(halfCloseServer:format(certs.server,
+          certs.serverKey))
+        local p, n = peers.listening("timeout 10 python3 " .. py,
+          "^(%d+)$")
+        local cf = client({
+          [when] = function(c)
+            c.transport:write("hello")
+            c.transport:loseWriteConnection()
+          end,
+        })
+        reactor.connectSSL("localhost", n, cf, trusting())
+        assert.equal("reply after half-close", wait(cf.done))
+        local out = finish(p)
+        os.remove(py)
+        assert.equal("close_notify after hello\n", out)
+        -- (writeConnectionLost may not come: the peer's close_notify can
+        -- close the connection before the socket's shutdown completes.)
+        assert.is_truthy(cf.reason:check(reactor.ConnectionDone),
+          tostring(cf.reason))
+      end)
+  end
+
+  it("pauses a streaming producer while writes wait for the handshake, " ..
+    "and resumes it once they are sent", function()
+      local port, n = echoServer()
+      local events = {}
+      local Producer = {
+        pauseProducing = function() events[#events + 1] = "pause" end,
+        resumeProducing = function() events[#events + 1] = "resume" end,
+        stopProducing = function() events[#events + 1] = "stop" end,
+      }
+      local cf = client({
+        connectionMade = function(c)
+          c.transport:registerProducer(Producer, true)
+          c.transport:write("produced")
+        end,
+        handshakeCompleted = function()
+          events[#events + 1] = "handshake"
+        end,
+        dataReceived = function(c)
+          c.transport:unregisterProducer()
+          c.transport:loseConnection()
+        end,
+      })
+      reactor.connectSSL("localhost", n, cf, trusting())
+      assert.equal("produced", wait(cf.done))
+      assert.same({"pause", "handshake", "resume"}, events)
+      wait(port:stopListening())
+    end)
+end)
+
 describe("TLS with broken peers", function()
   it("loses a plain TCP peer sending garbage with ssl.Error and keeps " ..
     "serving", function()
@@ -886,7 +977,8 @@ describe("endpoints ssl: and tls:", function()
         :format(n, certs.ca, certs.client, certs.clientKey),
     }) do
       local ep = endpoints.clientFromString(reactor, desc)
-      assert.is_true(endpoints.SSL4ClientEndpoint:isinstance(ep))
+      assert.is_true(endpoints.SSL4ClientEndpoint:isinstance(ep) or
+        endpoints._WrapperEndpoint:isinstance(ep))
       local cf = client({
         connectionMade = function(p) p.transport:write(desc) end,
         dataReceived = function(p) p.transport:loseConnection() end,

@@ -235,9 +235,34 @@ function M.gatherResults(list, consumeErrors)
 end
 
 --- Coroutines (inlineCallbacks / await).
--- running[co] is the status of each inlineCallbacks coroutine: its
--- Deferred and the Deferred it waits on (Twisted's _CancellationStatus).
+-- running[co] is the status of each inlineCallbacks coroutine (Twisted's
+-- _CancellationStatus): co, the Deferred its end fires (deferred), the one
+-- its caller got (outer; the same until a cancel replaces deferred) and
+-- the Deferred it waits on (waitingOn). statusOf[d] finds it from either
+-- Deferred.
+--
+-- Coroutines waiting on each other cost heap, never C stack (DESIGN.md),
+-- because resume() runs them all from one loop:
+-- - An inlineCallbacks function called inside another's coroutine does
+--   not resume its new coroutine from inside the running one: the running
+--   one yields START to the loop, which runs the new one until it waits or
+--   ends, then goes back to the caller with the new one's Deferred. The
+--   call still returns after the new coroutine ran, as in Twisted. (Where
+--   the caller cannot yield, inside a C function such as a string.gsub
+--   callback, the new coroutine is resumed from inside it, as before.)
+-- - When a coroutine ends, the Deferred it fires is often what its
+--   caller's coroutine awaits, directly or through other Deferreds
+--   (gatherResults, addCallback). A coroutine whose awaited Deferred fires
+--   during that fire is not resumed inside it but by the same loop right
+--   after it (`tail`), so the rest of the fire's callbacks run before it,
+--   not after as in Twisted. Only resumptions at the same depth (`depth`:
+--   resume() calls on the stack) are put off; those inside a coroutine
+--   that a callback started are not.
 local running = setmetatable({}, {__mode = "k"})
+local statusOf = setmetatable({}, {__mode = "k"})
+local START = setmetatable({}, {__name = "inlineCallbacks start"})
+local tail -- while a coroutine's end fires: {depth, n, co, status, r, ...}
+local depth = 0
 
 local resume
 
@@ -249,8 +274,15 @@ local function waitFor(co, status, d)
   d:addBoth(function(r)
     if sync then
       done, value = true, r
+      return nil
+    end
+    status.waitingOn = nil
+    local t = tail
+    if t ~= nil and t.depth == depth then
+      local n = t.n
+      t[n + 1], t[n + 2], t[n + 3] = co, status, r
+      t.n = n + 3
     else
-      status.waitingOn = nil
       resume(co, status, r)
     end
     return nil
@@ -261,33 +293,106 @@ local function waitFor(co, status, d)
   return false
 end
 
--- Run co with `value` until it waits on a Deferred or ends; its end fires
--- status.deferred (an error keeps the traceback of its raise point).
+-- Fire d with the end of coroutine co: its error (a Failure keeping the
+-- traceback of its raise point), a Deferred to wait on, or its value.
+local function fire(co, d, ok, r)
+  if not ok then
+    -- C.toFailure, not Failure: error() and error(nil) raise nil.
+    if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
+    d:errback(r)
+  elseif r == d then
+    d:errback(C.toFailure("an inlineCallbacks function returned its own " ..
+      "Deferred", debug.traceback(co)))
+  elseif isDeferred(r) then
+    C.adopt(d, r)
+  else
+    d:callback(r)
+  end
+end
+
+-- Fire the Deferred of a coroutine that has ended. Returns the `tail`
+-- list of the coroutines awaiting it, for resume() to run, or nil. Never
+-- raises (resume() must go on with the coroutines it holds): a fire that
+-- fails (fn returned its own Deferred) fails d instead.
+local function finish(co, status, ok, r)
+  local d = status.deferred
+  if d.called then return nil end -- cancelled and not waiting on anything
+  local t, saved = {depth = depth, n = 0}, tail
+  tail = t
+  local fired, e = xpcall(fire, errhandler, co, d, ok, r)
+  if not fired and not d.called then d:errback(e) end
+  tail = saved
+  return t
+end
+
+-- Run co with `value`, and every coroutine that asks to be run meanwhile
+-- (see above), each until it waits on a Deferred or ends; an end fires
+-- status.deferred. `work` holds the coroutines to run next, three slots
+-- each (co, status, value), the last one first.
 resume = function(co, status, value)
+  local work, n = {}, 0
+  depth = depth + 1
   while true do
-    local ok, r = coresume(co, value)
-    if coroutine.status(co) == "dead" then
+    local ok, r, child = coresume(co, value)
+    local nextOne = true
+    if not ok or coroutine.status(co) == "dead" then
       running[co] = nil
-      local d = status.deferred
-      if d.called then return end -- cancelled and not waiting on anything
-      if not ok then
-        -- C.toFailure, not Failure: error() and error(nil) raise nil.
-        if not isFailure(r) then r = C.toFailure(r, debug.traceback(co)) end
-        d:errback(r)
-      elseif isDeferred(r) then
-        C.adopt(d, r)
-      else
-        d:callback(r)
+      local t = finish(co, status, ok, r)
+      if t ~= nil then
+        for i = t.n - 2, 1, -3 do
+          work[n + 1], work[n + 2], work[n + 3] = t[i], t[i + 1], t[i + 2]
+          n = n + 3
+        end
       end
+    elseif r == START then
+      work[n + 1], work[n + 2], work[n + 3] = co, status, child.outer
+      n = n + 3
+      co, status, value = child.co, child, nil
+      nextOne = false
+    elseif isDeferred(r) then
+      local ready, v = waitFor(co, status, r)
+      if ready then value, nextOne = v, false end
+    else
+      value = r
+      nextOne = false
+    end
+    if nextOne then
+      if n == 0 then break end
+      co, status, value = work[n - 2], work[n - 1], work[n]
+      work[n - 2], work[n - 1], work[n] = nil, nil, nil
+      n = n - 3
+    end
+  end
+  depth = depth - 1
+end
+
+-- The canceller of an inlineCallbacks Deferred d (the one its caller got,
+-- or one that replaced it). As Twisted's _cancellableInlineCallbacks: if
+-- its coroutine waits on a Deferred, d now waits on a fresh one that the
+-- coroutine's end will fire, and the awaited one is cancelled. When that
+-- one is itself an inlineCallbacks Deferred whose coroutine waits, the
+-- work its canceller would do is done by this loop instead of a nested
+-- call, so a cancel through any number of levels costs no C stack.
+local function cancel(d)
+  while true do
+    local status = statusOf[d]
+    local awaited = status and status.waitingOn
+    if awaited == nil then return end
+    local fresh = Deferred(cancel)
+    statusOf[fresh] = status
+    status.deferred = fresh
+    C.adopt(d, fresh)
+    -- What awaited:cancel() reaches: it follows Deferreds waiting on others.
+    local target = awaited
+    while target.called and isDeferred(target.result) do
+      target = target.result
+    end
+    local lower = not target.called and statusOf[target]
+    if not lower or lower.waitingOn == nil then
+      awaited:cancel()
       return
     end
-    if not isDeferred(r) then
-      value = r
-    else
-      local ready
-      ready, value = waitFor(co, status, r)
-      if not ready then return end
-    end
+    d = target
   end
 end
 
@@ -295,9 +400,11 @@ end
 -- The returned function runs fn(...) in a new coroutine, in which
 -- defer.await(d) suspends until d fires, and returns a Deferred of fn's
 -- return value (or of its error, as a Failure with the traceback of the
--- raise point). Cancelling that Deferred cancels the one fn awaits; fn
--- sees CancelledError raised by await and may go on.
--- twisted.internet.defer.inlineCallbacks.
+-- raise point). It returns once fn has run up to its first wait on an
+-- unfired Deferred (or to its end). Cancelling that Deferred cancels the
+-- one fn awaits; fn sees CancelledError raised by await and may go on.
+-- Any number of these functions may await each other (nested calls cost
+-- heap, not C stack). twisted.internet.defer.inlineCallbacks.
 function M.inlineCallbacks(fn)
   checkCallable(fn, 1, "inlineCallbacks")
   return function(...)
@@ -305,20 +412,15 @@ function M.inlineCallbacks(fn)
     local co = coroutine.create(function()
       return fn(unpack(args, 1, args.n))
     end)
-    local status = {}
-    local function cancel(outer)
-      local awaited = status.waitingOn
-      if awaited == nil then return end
-      -- As Twisted: the outer Deferred now waits on a fresh one that the
-      -- coroutine's end will fire; the awaited one gets the cancel.
-      status.deferred = Deferred(cancel)
-      C.adopt(outer, status.deferred)
-      awaited:cancel()
-    end
-    status.deferred = Deferred(cancel)
-    local outer = status.deferred
+    local outer = Deferred(cancel)
+    local status = {co = co, deferred = outer, outer = outer}
+    statusOf[outer] = status
     running[co] = status
-    resume(co, status, nil)
+    if running[coroutine.running()] ~= nil and coroutine.isyieldable() then
+      coroutine.yield(START, status) -- resume() runs co, then comes back
+    else
+      resume(co, status, nil)
+    end
     return outer
   end
 end
@@ -351,8 +453,13 @@ local function checkSelf(self, cls, fname)
   end
 end
 
--- Shared by DeferredLock and DeferredSemaphore: run(f, ...) acquires,
--- calls f(...) (which may return a Deferred), releases when it is done.
+--- lock:run(f, ...) -> Deferred: acquire the lock (or a semaphore
+-- token), call f(...) (which may return a Deferred), release once f's
+-- result is ready, and fire with that result (or f's Failure). f: a
+-- callable; raises a bad-argument error when f is not one, and "calling
+-- 'run' on bad self" when run is called with a dot (lock.run(f)). Shared
+-- by DeferredLock and DeferredSemaphore.
+-- twisted.internet.defer._ConcurrencyPrimitive.run.
 local function makeRun(cls)
   return function(self, f, ...)
     checkSelf(self, cls, "run")

@@ -73,8 +73,11 @@ function WrappingFactory:buildProtocol(addr)
     end
     return nil
   end
+  -- An instance override set by an inner factory (wrapClientTLS's) is
+  -- kept and runs next.
+  local inner = rawget(proto, "makeConnection")
   rawset(proto, "makeConnection", function(p, transport)
-    rawset(p, "makeConnection", nil)
+    rawset(p, "makeConnection", inner)
     p:makeConnection(transport)
     if not d.called then d:callback(p) end
   end)
@@ -140,6 +143,214 @@ end
 local TCP6ClientEndpoint = TCP4ClientEndpoint:extend({
   __name = "TCP6ClientEndpoint"})
 
+--- HostnameEndpoint(reactor, host, port[, timeout=30][, bindAddress]
+-- [, attemptDelay=0.3]): connects to a host name over whichever of its
+-- addresses answers first, IPv6 or IPv4 ("Happy Eyeballs"). The name is
+-- resolved to all its addresses (getaddrinfo, off the loop thread); the
+-- attempts start one after another, attemptDelay seconds apart, the
+-- first at once; the first to connect wins and the others are cancelled.
+-- The Deferred of connect() fires with the winner's protocol (after its
+-- connectionMade), or fails with the last attempt's error once all
+-- failed, with DNSLookupError when the name does not resolve, and with
+-- ConnectingCancelledError when cancelled. A subclass of
+-- TCP4ClientEndpoint (fields host, port, timeout, bindAddress).
+-- twisted.internet.endpoints.HostnameEndpoint, with two steps of RFC
+-- 8305 that Twisted leaves out: the addresses are interleaved by family
+-- (the first family getaddrinfo gives, then the other, in turn), and an
+-- attempt that fails starts the next one at once instead of waiting out
+-- the delay. Override ep:_nameResolution(host, port) -> Deferred of
+-- {{host=, port=, family="INET6"|"INET"}, ...} to resolve otherwise (as
+-- Twisted's tests replace the name resolver).
+local HostnameEndpoint = TCP4ClientEndpoint:extend({
+  __name = "HostnameEndpoint", _DEFAULT_ATTEMPT_DELAY = 0.3})
+
+function HostnameEndpoint:__init(reactor, host, port, timeout, bindAddress,
+    attemptDelay)
+  checkReactor(reactor, "HostnameEndpoint")
+  TCP4ClientEndpoint.__init(self, reactor, host, port, timeout, bindAddress)
+  self.attemptDelay = attemptDelay or self._DEFAULT_ATTEMPT_DELAY
+end
+
+function HostnameEndpoint:__tostring()
+  local host = tostring(self.host)
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  return ("<HostnameEndpoint %s:%s>"):format(host, tostring(self.port))
+end
+
+function HostnameEndpoint:_nameResolution(host, port)
+  return require("spindle._resolve").getaddrinfo(host, port)
+end
+
+-- RFC 8305 section 4: alternate the families, starting with the first.
+local function interleave(addresses)
+  if #addresses == 0 then return addresses end
+  local first = addresses[1].family
+  local a, b = {}, {}
+  for _, addr in ipairs(addresses) do
+    if addr.family == first then a[#a + 1] = addr else b[#b + 1] = addr end
+  end
+  local out = {}
+  for i = 1, math.max(#a, #b) do
+    out[#out + 1] = a[i]
+    out[#out + 1] = b[i]
+  end
+  return out
+end
+
+--- ep:connect(factory) -> Deferred of the connected protocol (see the
+-- class comment).
+function HostnameEndpoint:connect(factory)
+  local r = require("spindle.reactor")
+  if type(self.host) ~= "string" or self.host == "" then
+    return defer.fail(r.DNSLookupError(("invalid hostname: %s"):format(
+      tostring(self.host))))
+  end
+  local resolution
+  local pending, failures = {}, {}
+  local queue, timer, done = nil, nil, false
+  local outer
+  local function finish()
+    done = true
+    if timer ~= nil and timer:active() then timer:cancel() end
+    timer = nil
+    local list = {}
+    for a in pairs(pending) do list[#list + 1] = a end
+    pending = {}
+    for _, a in ipairs(list) do a:cancel() end
+  end
+  outer = defer.Deferred(function(d)
+    if resolution ~= nil and not resolution.called then resolution:cancel() end
+    finish()
+    if not d.called then
+      d:errback(r.ConnectingCancelledError(("connecting to %s was " ..
+        "cancelled"):format(tostring(self))))
+    end
+  end)
+  local startNext
+  local function checkDone()
+    if done or next(pending) ~= nil or (queue and #queue > 0) then return end
+    finish()
+    outer:errback(failures[#failures])
+  end
+  startNext = function()
+    if timer ~= nil and timer:active() then timer:cancel() end
+    timer = nil
+    if done then return end
+    local addr = table.remove(queue, 1)
+    if addr == nil then return checkDone() end
+    local Class = addr.family == "INET6" and TCP6ClientEndpoint or
+      TCP4ClientEndpoint
+    local ep = Class(self.reactor, addr.host, addr.port, self.timeout,
+      self.bindAddress)
+    local attempt = ep:connect(factory)
+    pending[attempt] = true
+    attempt:addCallbacks(function(p)
+      pending[attempt] = nil
+      if done then
+        if p.transport then p.transport:loseConnection() end
+        return
+      end
+      finish()
+      outer:callback(p)
+    end, function(f)
+      if not pending[attempt] then return end -- cancelled by us
+      pending[attempt] = nil
+      failures[#failures + 1] = f
+      if not done then
+        if #queue > 0 then startNext() else checkDone() end
+      end
+    end)
+    -- (an attempt that failed at once has already started the next one,
+    -- and its timer)
+    if not done and #queue > 0 and timer == nil then
+      timer = self.reactor:callLater(self.attemptDelay, startNext)
+    end
+  end
+  resolution = defer.maybeDeferred(self._nameResolution, self, self.host,
+    self.port)
+  resolution:addCallbacks(function(addresses)
+    if done then return end
+    if #addresses == 0 then
+      done = true
+      outer:errback(r.DNSLookupError(("no results for hostname lookup: %s")
+        :format(self.host)))
+      return
+    end
+    queue = interleave(addresses)
+    startNext()
+  end, function(f)
+    if done or outer.called then return end
+    done = true
+    if f:check(r.DNSLookupError) then
+      outer:errback(f)
+    else
+      outer:errback(r.DNSLookupError(("Couldn't find the hostname '%s': %s")
+        :format(self.host, f:getErrorMessage())))
+    end
+  end)
+  return outer
+end
+
+--- endpoints.connectProtocol(endpoint, proto) -> Deferred of proto once
+-- connected: connect with a factory that builds only this protocol
+-- instance. twisted.internet.endpoints.connectProtocol.
+function M.connectProtocol(endpoint, proto)
+  if type(endpoint) ~= "table" or endpoint.connect == nil then
+    error(("bad argument #1 to 'connectProtocol' (endpoint expected, " ..
+      "got %s)"):format(type(endpoint)), 2)
+  end
+  local OneShotFactory = protocol.Factory:extend({})
+  function OneShotFactory.buildProtocol() return proto end
+  return endpoint:connect(OneShotFactory())
+end
+
+-- The endpoint wrapClientTLS returns.
+local WrapperEndpoint = Object:extend({__name = "_WrapperEndpoint"})
+
+function WrapperEndpoint:__init(wrappedEndpoint, connectionCreator)
+  self.wrappedEndpoint = wrappedEndpoint
+  self.connectionCreator = connectionCreator
+end
+
+function WrapperEndpoint:connect(factory)
+  local creator = self.connectionCreator
+  local proxy = setmetatable({}, {__index = function(_, k)
+    local v = factory[k]
+    if type(v) == "function" then
+      return function(_, ...) return v(factory, ...) end
+    end
+    return v
+  end})
+  function proxy.buildProtocol(_, addr)
+    local p = factory:buildProtocol(addr)
+    if p == nil then return nil end
+    local mc = rawget(p, "makeConnection")
+    rawset(p, "makeConnection", function(self2, transport)
+      rawset(self2, "makeConnection", mc)
+      transport:startTLS(creator)
+      self2:makeConnection(transport)
+    end)
+    return p
+  end
+  return self.wrappedEndpoint:connect(proxy)
+end
+
+--- endpoints.wrapClientTLS(connectionCreator, wrappedEndpoint) -> an
+-- endpoint that connects with wrappedEndpoint, then starts TLS on the
+-- connection with connectionCreator (ssl.optionsForClientTLS(...), or any
+-- context factory) before the protocol's connectionMade; its connect's
+-- Deferred fires with the protocol once TCP is up (the handshake follows;
+-- the protocol's handshakeCompleted() tells when it ends). Field
+-- wrappedEndpoint. Raises a bad-argument error when wrappedEndpoint has
+-- no connect method. twisted.internet.endpoints.wrapClientTLS.
+function M.wrapClientTLS(connectionCreator, wrappedEndpoint)
+  if type(wrappedEndpoint) ~= "table" or wrappedEndpoint.connect == nil then
+    error(("bad argument #2 to 'wrapClientTLS' (endpoint expected, got %s)")
+      :format(type(wrappedEndpoint)), 2)
+  end
+  return WrapperEndpoint(wrappedEndpoint, connectionCreator)
+end
+
 --- UNIXServerEndpoint(reactor, address[, backlog]): listens on a Unix
 -- socket. twisted UNIXServerEndpoint.
 local UNIXServerEndpoint = Object:extend({__name = "UNIXServerEndpoint"})
@@ -149,6 +360,9 @@ function UNIXServerEndpoint:__init(reactor, address, backlog)
   self.reactor, self.address, self.backlog = reactor, address, backlog or 50
 end
 
+--- ep:listen(factory) -> Deferred of the Port listening on the socket
+-- path (or a CannotListenError Failure). twisted
+-- UNIXServerEndpoint.listen.
 function UNIXServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenUNIX, self.address, factory,
     self.backlog)
@@ -163,6 +377,10 @@ function UNIXClientEndpoint:__init(reactor, path, timeout)
   self.reactor, self.path, self.timeout = reactor, path, timeout or 30
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade; a failed connection errbacks it with the
+-- reactor's error (ConnectionRefusedError, ...); cancelling it stops the
+-- attempt with ConnectingCancelledError. twisted UNIXClientEndpoint.connect.
 function UNIXClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
@@ -183,6 +401,8 @@ function SSL4ServerEndpoint:__init(reactor, port, sslContextFactory, backlog,
   self.backlog, self.interface = backlog or 50, interface or ""
 end
 
+--- ep:listen(factory) -> Deferred of the TLS Port (or a
+-- CannotListenError Failure). twisted SSL4ServerEndpoint.listen.
 function SSL4ServerEndpoint:listen(factory)
   return defer.maybeDeferred(self.reactor.listenSSL, self.port, factory,
     self.sslContextFactory, self.backlog, self.interface)
@@ -203,12 +423,45 @@ function SSL4ClientEndpoint:__init(reactor, host, port, sslContextFactory,
   self.timeout, self.bindAddress = timeout or 30, bindAddress
 end
 
+--- ep:connect(factory) -> Deferred of the protocol factory built, fired
+-- after its connectionMade (TCP up; the handshake follows); a failed
+-- connection errbacks it with the reactor's error; a failed handshake
+-- reaches the protocol's connectionLost as an ssl.Error Failure.
+-- twisted SSL4ClientEndpoint.connect.
 function SSL4ClientEndpoint:connect(factory)
   local wf = WrappingFactory(factory)
   return connectWith(function()
     self.reactor.connectSSL(self.host, self.port, wf, self.sslContextFactory,
       self.timeout, self.bindAddress)
   end) or wf.onConnection
+end
+
+--- AdoptedStreamServerEndpoint(reactor, fileDescriptor, addressFamily):
+-- listens on a socket that is already bound and listening (addressFamily
+-- "INET", "INET6" or "UNIX"); listen() adopts it once, as Twisted's, and
+-- fails on a second call. twisted AdoptedStreamServerEndpoint.
+local AdoptedStreamServerEndpoint = Object:extend({
+  __name = "AdoptedStreamServerEndpoint"})
+
+function AdoptedStreamServerEndpoint:__init(reactor, fileDescriptor,
+    addressFamily)
+  checkReactor(reactor, "AdoptedStreamServerEndpoint")
+  self.reactor, self.fileDescriptor = reactor, fileDescriptor
+  self.addressFamily = addressFamily
+end
+
+--- ep:listen(factory) -> Deferred of the Port serving the adopted
+-- descriptor (reactor.adoptStreamPort); a second call gives a Deferred
+-- failing with reactor.AlreadyListened. twisted
+-- AdoptedStreamServerEndpoint.listen.
+function AdoptedStreamServerEndpoint:listen(factory)
+  if self._used then
+    return defer.fail(require("spindle.reactor").AlreadyListened(
+      "Cannot listen on the same adopted descriptor twice"))
+  end
+  self._used = true
+  return defer.maybeDeferred(self.reactor.adoptStreamPort,
+    self.fileDescriptor, self.addressFamily, factory)
 end
 
 -- Parsing ------------------------------------------------------------------
@@ -249,7 +502,7 @@ local function parse(description)
     kwargs
 end
 
-local supported = "supported: tcp, tcp6, unix, ssl, tls"
+local supported = "supported: tcp, tcp6, unix, ssl, tls, systemd"
 
 local function badType(kind, description)
   error(("Unknown endpoint type: '%s' in %q (%s)"):format(
@@ -283,8 +536,10 @@ end
 -- "tcp6:PORT[...]" (interface "::"), "unix:PATH[:backlog=N]" (also
 -- "unix:address=PATH"), "ssl:PORT:privateKey=KEY[:certKey=CERT]
 -- [:interface=IP][:backlog=N]" (certKey defaults to privateKey: one PEM
--- file with both); a bare "PORT" means tcp. Raises on an unknown
--- type or a bad value, naming it. twisted endpoints.serverFromString.
+-- file with both), "systemd:domain=INET:index=N" (the Nth socket systemd
+-- passed by socket activation, LISTEN_FDS; domain INET, INET6 or UNIX);
+-- a bare "PORT" means tcp. Raises on an unknown type or a bad value,
+-- naming it. twisted endpoints.serverFromString.
 function M.serverFromString(reactor, description)
   checkReactor(reactor, "serverFromString")
   checkDescription(description, "serverFromString")
@@ -307,6 +562,19 @@ function M.serverFromString(reactor, description)
       kw.certKey or kw.privateKey)
     return SSL4ServerEndpoint(reactor, port, cf,
       toint(kw.backlog or 50, "backlog", description), kw.interface)
+  elseif kind == "systemd" then
+    local index = toint(kw.index or 0, "index", description)
+    local domain = kw.domain or "INET"
+    if domain ~= "INET" and domain ~= "INET6" and domain ~= "UNIX" then
+      error(("bad domain %q in %q (INET, INET6 or UNIX)"):format(domain,
+        description), 2)
+    end
+    local fds = require("spindle._supervisor").listenFds()
+    if fds[index + 1] == nil then
+      error(("no socket %d from systemd in %q (LISTEN_FDS gives %d)")
+        :format(index, description, #fds), 2)
+    end
+    return AdoptedStreamServerEndpoint(reactor, fds[index + 1], domain)
   elseif kind == "unix" then
     local address = kw.address or args[1]
     if address == nil or address == "" then
@@ -320,8 +588,9 @@ end
 
 -- "ssl:host=H:port=P[:certKey=C:privateKey=K][:caCerts=PEM]" (caCerts
 -- also turns on verification of the server and of its name) and
--- "tls:H:P[:trustRoots=PEM][:certificate=C:privateKey=K]" (always
--- verifies, against the system's CAs without trustRoots).
+-- "tls:H:P[:trustRoots=PEM][:certificate=C:privateKey=K][:endpoint=DESC]"
+-- (always verifies, against the system's CAs without trustRoots; a
+-- wrapClientTLS over a HostnameEndpoint, or over the endpoint DESC).
 local function tlsClient(reactor, kind, args, kw, description)
   local ssl = require("spindle.ssl")
   local host = kw.host or args[1]
@@ -340,7 +609,19 @@ local function tlsClient(reactor, kind, args, kw, description)
   cert = cert or key
   local trust = kind == "tls" and kw.trustRoots or kw.caCerts
   local cf
-  if kind == "tls" or trust then
+  if kind == "tls" then
+    -- Twisted 25: TLS over a HostnameEndpoint, or over the endpoint
+    -- described by endpoint= (host and port then only name the server).
+    cf = ssl.optionsForClientTLS(host, {trustRoot = trust,
+      clientCertificate = cert and {certificate = cert, privateKey = key}})
+    local wrapped
+    if kw.endpoint then
+      wrapped = M.clientFromString(reactor, kw.endpoint)
+    else
+      wrapped = HostnameEndpoint(reactor, host, port, timeout, bind)
+    end
+    return M.wrapClientTLS(cf, wrapped)
+  elseif trust then
     cf = ssl.optionsForClientTLS(host, {trustRoot = trust,
       clientCertificate = cert and {certificate = cert, privateKey = key}})
   elseif cert then
@@ -360,12 +641,16 @@ end
 
 --- endpoints.clientFromString(reactor, description) -> client endpoint.
 -- "tcp:host=HOST:port=PORT[:timeout=S][:bindAddress=IP]" (or
--- "tcp:HOST:PORT"), "tcp6:..." likewise, "unix:path=PATH[:timeout=S]"
+-- "tcp:HOST:PORT"; a HostnameEndpoint, trying every address of HOST,
+-- where Twisted gives a TCP4ClientEndpoint), "tcp6:..." likewise (a
+-- TCP6ClientEndpoint), "unix:path=PATH[:timeout=S]"
 -- (or "unix:PATH"), "ssl:host=HOST:port=PORT[:certKey=CERT:privateKey=KEY]
 -- [:caCerts=PEM]" (without caCerts the server is not verified, as
 -- Twisted's ClientContextFactory), "tls:HOST:PORT[:trustRoots=PEM]
--- [:certificate=CERT:privateKey=KEY]" (verifies the server's chain and
--- name: ssl.optionsForClientTLS). twisted endpoints.clientFromString.
+-- [:certificate=CERT:privateKey=KEY][:timeout=S][:bindAddress=IP]
+-- [:endpoint=DESC]" (verifies the server's chain and name:
+-- wrapClientTLS(ssl.optionsForClientTLS(HOST, ...), HostnameEndpoint or
+-- DESC's endpoint), as Twisted 25). twisted endpoints.clientFromString.
 function M.clientFromString(reactor, description)
   checkReactor(reactor, "clientFromString")
   checkDescription(description, "clientFromString")
@@ -378,8 +663,10 @@ function M.clientFromString(reactor, description)
     local port = toint(kw.port or args[2], "port", description)
     local timeout = tonum(kw.timeout or 30, "timeout", description)
     local bind = kw.bindAddress and {kw.bindAddress, 0} or nil
-    local Class = kind == "tcp" and TCP4ClientEndpoint or TCP6ClientEndpoint
-    return Class(reactor, host, port, timeout, bind)
+    if kind == "tcp" then
+      return HostnameEndpoint(reactor, host, port, timeout, bind)
+    end
+    return TCP6ClientEndpoint(reactor, host, port, timeout, bind)
   elseif kind == "ssl" or kind == "tls" then
     return tlsClient(reactor, kind, args, kw, description)
   elseif kind == "unix" then
@@ -401,5 +688,8 @@ M.UNIXServerEndpoint = UNIXServerEndpoint
 M.UNIXClientEndpoint = UNIXClientEndpoint
 M.SSL4ServerEndpoint = SSL4ServerEndpoint
 M.SSL4ClientEndpoint = SSL4ClientEndpoint
+M.HostnameEndpoint = HostnameEndpoint
+M._WrapperEndpoint = WrapperEndpoint
+M.AdoptedStreamServerEndpoint = AdoptedStreamServerEndpoint
 
 return require("spindle._core").strict("endpoints", M)

@@ -2,7 +2,8 @@
 local modules = {
   defer = true, failure = true, reactor = true, protocol = true,
   basic = true, ssl = true, threads = true, task = true, endpoints = true,
-  log = true, web = true,
+  log = true, application = true, policies = true, cooperator = true,
+  utils = true, stdio = true, web = true,
 }
 
 local M = {}

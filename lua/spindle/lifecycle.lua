@@ -12,7 +12,21 @@
 -- loop halts, so run() returns. Triggers are one-shot: an event's
 -- triggers are detached when it fires, so triggers added while it fires
 -- wait for the next time (a later run()). Loop thread only.
+--
+-- Draining, as gunicorn and Node's server.close() do it: SIGTERM or
+-- SIGINT does not stop at once but drains: the reactor is marked
+-- stopping (so a second signal forces the exit, loop.c), every listening
+-- Port stops accepting (it takes no new connection at once, accepts for
+-- a moment what its queue holds, then closes: closing a listening socket
+-- resets the connections queued on it), reactor.draining turns true and
+-- the 'drain' event fires (a protocol may close idle connections from its
+-- 'before' trigger, and a Deferred it returns is waited on); once every
+-- accepted connection has closed, or the drain period (--drain, default
+-- 10 s) is over, the 'shutdown' event fires as for stop(), and
+-- connections still open are lost when the process exits. Under spindle
+-- --workers the supervisor sends SIGTERM to drain a worker.
 local C = require("spindle._loop")
+local S = require("spindle._supervisor")
 local Cdefer = require("spindle._defer")
 local failure = require("spindle.failure")
 
@@ -29,7 +43,14 @@ M.seconds = C.seconds
 M.callLater = C.callLater
 M.getDelayedCalls = C.getDelayedCalls
 M.callFromThread = C.callFromThread
-M.__getters = C.__getters -- reactor.running
+-- reactor.running, and reactor.draining, workerId, workerCount.
+local draining = false
+M.__getters = {
+  draining = function() return draining end,
+  workerId = S.workerId,
+  workerCount = S.workerCount,
+}
+for k, v in pairs(C.__getters) do M.__getters[k] = v end
 
 local PHASES = {before = true, during = true, after = true}
 
@@ -62,9 +83,10 @@ end
 
 -- Fire system event `name`: detach its triggers, run the 'before' ones,
 -- wait for the Deferreds they return, then 'during' and 'after'; after
--- shutdown, halt the loop. Twisted's ReactorBase.fireSystemEvent and
--- _ThreePhaseEvent.fireEvent / _continueFiring.
-local function fire(name)
+-- shutdown, halt the loop; then call `done` if given. Twisted's
+-- ReactorBase.fireSystemEvent and _ThreePhaseEvent.fireEvent /
+-- _continueFiring.
+local function fire(name, done)
   local ev = events[name] or {}
   events[name] = nil
   -- One count for the loop below, so Deferreds that fired already cannot
@@ -76,13 +98,15 @@ local function fire(name)
     runPhase(ev.during)
     runPhase(ev.after)
     if name == "shutdown" then C.halt() end
+    if name == "startup" then S.ready() end
+    if done then done() end
   end
   local function countdown()
     pending = pending - 1
     if pending == 0 then continue() end
   end
   -- Passes the result on, as DeferredList leaves it.
-  local function done(result)
+  local function passed(result)
     countdown()
     return result
   end
@@ -91,7 +115,7 @@ local function fire(name)
     local d = call(before[i])
     if isDeferred(d) then
       pending = pending + 1
-      local ok, err = xpcall(d.addBoth, errhandler, d, done)
+      local ok, err = xpcall(d.addBoth, errhandler, d, passed)
       if not ok then
         logErr(err, "while waiting on a 'before' trigger:")
         countdown()
@@ -117,27 +141,114 @@ end
 -- is running; unlike Twisted's, it may run again after it returned.
 -- twisted ReactorBase.run.
 function M.run()
+  draining = false
   C.run(fireStartup)
+  draining = false
+end
+
+-- The drain under way: {timer = DelayedCall, poll = DelayedCall,
+-- close = DelayedCall, ports = the Ports to close, event = true once the
+-- 'drain' event has finished, closed = true once the Ports are closed},
+-- or nil.
+local drain
+
+-- Seconds a draining Port keeps accepting what its queue holds.
+local QUIESCE = 0.05
+
+-- Close the draining Ports (their queues are empty by now).
+local function closePorts(dr)
+  if dr.closed then return end
+  dr.closed = true
+  if dr.close:active() then dr.close:cancel() end
+  for _, p in ipairs(dr.ports) do
+    local ok, err = xpcall(p.stopListening, errhandler, p)
+    if not ok then logErr(err, "while draining:") end
+  end
+end
+
+local function logMsg(text)
+  require("spindle.log").msg(text)
+end
+
+-- End the drain (all closed, the period over, or stop() called): fire
+-- 'shutdown' on the next timer pass, as stop() does.
+local function endDrain()
+  if drain == nil then return end
+  local dr = drain
+  drain = nil
+  closePorts(dr)
+  if dr.timer:active() then dr.timer:cancel() end
+  if dr.poll ~= nil and dr.poll:active() then dr.poll:cancel() end
+  C.callLater(0, fireShutdown)
+end
+
+local POLL = 0.05 -- seconds between looks at the open connections
+
+local function pollDrain()
+  if drain == nil then return end
+  drain.poll = nil
+  if drain.event and drain.closed and S.openConnections() == 0 then
+    endDrain()
+  else
+    drain.poll = C.callLater(POLL, pollDrain)
+  end
+end
+
+local function drainOver()
+  if drain == nil then return end
+  local n = S.openConnections()
+  if n > 0 then
+    logMsg(("Drain period over: closing %d open connection%s."):format(n,
+      n == 1 and "" or "s"))
+  end
+  endDrain()
+end
+
+-- SIGINT and SIGTERM: drain, then stop (see the top of this file). False
+-- if the reactor is not running (or already stopping).
+local function gracefulStop()
+  if not C.beginStop() then return false end
+  draining = true
+  local period = S.drainPeriod()
+  local dr = {timer = C.callLater(period, drainOver), ports = {}}
+  drain = dr
+  for _, p in ipairs(S.ports()) do
+    if S.refuseNew(p) then dr.ports[#dr.ports + 1] = p end
+  end
+  dr.close = C.callLater(QUIESCE, closePorts, dr)
+  local listening, n = #dr.ports, S.openConnections()
+  if n > 0 then -- with no open connection a stop looks as it does in Twisted
+    logMsg(("Draining: stopped accepting on %d port%s; waiting up to %.14g" ..
+      " s for %d open connection%s."):format(listening,
+      listening == 1 and "" or "s", period, n, n == 1 and "" or "s"))
+  end
+  fire("drain", function()
+    dr.event = true
+    pollDrain()
+  end)
+  return true
 end
 
 --- reactor.stop(): stop the reactor: returns at once; the loop then fires
 -- the 'before shutdown' triggers (waiting on Deferreds they return), the
--- 'during' and 'after' ones, and run() returns. Raises ReactorNotRunning
--- if the reactor is not running or already stopping.
+-- 'during' and 'after' ones, and run() returns. While the reactor drains
+-- (after SIGTERM or SIGINT) it ends the drain now. Raises
+-- ReactorNotRunning if the reactor is not running or already stopping.
 -- twisted ReactorBase.stop.
 function M.stop()
+  if drain ~= nil then return endDrain() end
   if not beginStop() then
     error(errors.ReactorNotRunning("Can't stop reactor that isn't running."))
   end
 end
 
-C.setStopHandler(M.stop) -- what SIGINT and SIGTERM call
+C.setStopHandler(gracefulStop) -- what SIGINT and SIGTERM call
 
 --- reactor.addSystemEventTrigger(phase, event, f, ...) -> id
 -- Call f(...) at `phase` ("before", "during", "after") of `event`
--- ("startup", "shutdown"; any string names an event). A 'before' trigger
--- may return a Deferred: the event waits for it. Each trigger fires
--- once; an error in one is logged. Returns an opaque id for
+-- ("startup", "shutdown", "drain"; any string names an event). A
+-- 'before' trigger may return a Deferred: the event waits for it. Each
+-- trigger fires once; an error in one is logged. Returns an opaque id for
 -- removeSystemEventTrigger. Raises on a bad phase, a non-string event or
 -- a non-callable f. twisted IReactorCore.addSystemEventTrigger.
 function M.addSystemEventTrigger(phase, event, f, ...)

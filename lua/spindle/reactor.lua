@@ -9,6 +9,10 @@ local parts = {
   "spindle._udp",    -- listenUDP, listenMulticast (udp.c)
   "spindle._tls",    -- listenSSL, connectSSL; startTLS on transports (tls.c)
   "spindle._pool",   -- callInThread, the thread pool's size (pool.c)
+  "spindle.process", -- spawnProcess, environ (process.lua on process.c)
+  "spindle._signals", -- addSignalHandler (signals.c)
+  "spindle.fdset",   -- addReader, addWriter, ... (fdset.lua on fdset.c)
+  "spindle._watchdog", -- setStallWarning (inspect.c)
 }
 
 local M = {}
@@ -22,6 +26,12 @@ for _, name in ipairs(parts) do
       M[k] = v
     end
   end
+end
+
+--- reactor.listenREPL(where) -> Deferred of the listening port: an
+-- attachable REPL (`spindle --attach PATH`); see spindle.repl.listen.
+function M.listenREPL(...)
+  return require("spindle.repl").listen(...)
 end
 
 for name, T in pairs(require("spindle.failure").builtinErrorTypes("reactor")) do

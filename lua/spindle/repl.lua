@@ -5,11 +5,12 @@
 -- comes back when the entry finishes. Values print as the lua command
 -- prints them, tables pretty-printed to a depth.
 local defer = require("spindle.defer")
+local isDeferred = require("spindle._defer").isDeferred
+local deferredInfo = require("spindle._defer").info
+local isFailure = require("spindle.failure").isFailure
 
 local M = {}
 
-local pending = nil   -- source of an unfinished statement
-local waiting = nil   -- the entry whose Deferred has not fired yet
 
 M.MAX_DEPTH = 3
 M.MAX_ITEMS = 40
@@ -63,12 +64,38 @@ local function tableRepr(t, depth, seen, indent)
     parts[#parts + 1] = keyRepr(k, depth + 1, seen) .. " = " ..
       repr(rawget(t, k), depth + 1, seen, false, indent .. "  ")
   end
-  if n > M.MAX_ITEMS then parts[#parts + 1] = "..." end
+  local shown = math.min(n, M.MAX_ITEMS)
+  if n > M.MAX_ITEMS then
+    table.insert(parts, shown + 1, ("... %d more"):format(n - M.MAX_ITEMS))
+    shown = shown + 1
+  end
   seen[t] = nil
   local line = "{" .. table.concat(parts, ", ") .. "}"
   if #line + #indent <= M.WIDTH and not line:find("\n") then return line end
+  -- Array items without newlines go in columns, several to a line.
+  local lines, cur, width = {}, nil, 0
+  for i = 1, math.min(n, M.MAX_ITEMS) do width = math.max(width, #parts[i]) end
+  for i, part in ipairs(parts) do
+    local cell = part .. ","
+    if i <= shown and not part:find("\n") and width < M.WIDTH / 3 then
+      cell = cell .. (" "):rep(width + 1 - #part)
+      if cur and #cur + #cell + #indent + 2 <= M.WIDTH then
+        cur = cur .. " " .. cell
+      else
+        if cur then lines[#lines + 1] = cur end
+        cur = cell
+      end
+    else
+      if cur then lines[#lines + 1] = cur end
+      cur = nil
+      lines[#lines + 1] = cell
+    end
+  end
+  if cur then lines[#lines + 1] = cur end
+  for i, l in ipairs(lines) do lines[i] = l:gsub("%s+$", "") end
+  lines[#lines] = lines[#lines]:gsub(",$", "")
   return "{\n" .. indent .. "  " ..
-    table.concat(parts, ",\n" .. indent .. "  ") .. "\n" .. indent .. "}"
+    table.concat(lines, "\n" .. indent .. "  ") .. "\n" .. indent .. "}"
 end
 
 --- repr(v) -> string: how the prompt shows a value. Strings at top level
@@ -82,84 +109,321 @@ function repr(v, depth, seen, top, indent)
   elseif t == "table" then
     local mt = debug.getmetatable(v)
     if mt and mt.__tostring then return rawTostring(v) end
-    return tableRepr(v, depth or 0, seen or {}, indent or "")
+    local body = tableRepr(v, depth or 0, seen or {}, indent or "")
+    -- An instance of a spindle.class class: its class's name first.
+    if mt and rawget(mt, "__index") == mt and type(mt.__name) == "string" then
+      return mt.__name .. " " .. body
+    end
+    return body
+  elseif t == "userdata" and isDeferred(v) then
+    local _, _, called, _, waiting = deferredInfo(v)
+    if not called then return "Deferred <pending>" end
+    if waiting then return "Deferred <waiting on another Deferred>" end
+    local r = v.result
+    if isFailure(r) then
+      return "Deferred <failed: " .. tostring(r.value) .. ">"
+    end
+    return "Deferred <fired: " .. repr(r, (depth or 0) + 1, seen or {},
+      false, indent or "") .. ">"
   end
   return rawTostring(v)
 end
 
 M.repr = function(v) return repr(v, 0, {}, true, "") end
 
-local function show(results)
-  for i = 1, results.n do
-    io.stdout:write(repr(results[i], 0, {}, true, ""),
-      i < results.n and "\t" or "\n")
+-- The modules a person wants at hand: globals at the prompt, loaded on
+-- first use (as Node exposes its core modules).
+M.PRELOAD = {reactor = "spindle.reactor", defer = "spindle.defer",
+  task = "spindle.task", protocol = "spindle.protocol",
+  basic = "spindle.basic", ssl = "spindle.ssl", threads = "spindle.threads",
+  log = "spindle.log", inspect = "spindle.inspect"}
+
+local function lookup(k)
+  local v = _G[k]
+  if v == nil and M.PRELOAD[k] then
+    local ok, mod = pcall(require, M.PRELOAD[k])
+    if ok then v = mod end
   end
-  io.stdout:flush()
+  return v
 end
 
-local function showFailure(f)
-  io.stderr:write(f:getTraceback(), "\n")
-  io.stderr:flush()
+local HELP = [[
+.help      this text
+.exit      leave (on an attached REPL: detach; the program goes on)
+.pending   pending Deferreds: where made, what each waits on
+.timers    pending DelayedCalls
+.conns     ports, connections and libuv handles
+.threads   the thread pool
+.inspect   all of the above, with a summary line
+Globals: reactor, defer, task, protocol, basic, ssl, threads, log,
+inspect (loaded on first use); await(d) waits for a Deferred.]]
+
+local COMMANDS = {
+  pending = function() return require("spindle.inspect").pendingText() end,
+  timers = function() return require("spindle.inspect").timersText() end,
+  conns = function() return require("spindle.inspect").connectionsText() end,
+  threads = function() return require("spindle.inspect").threadsText() end,
+  inspect = function() return require("spindle.inspect").report() end,
+  help = function() return HELP end,
+}
+
+--- repl.errorText(f) -> string: how the prompt shows the Failure of an
+-- entry: a table error value pretty-printed (`{code = 1}`), and the
+-- traceback cut to the user's frames (the REPL's own are dropped).
+function M.errorText(f)
+  local text = f:getTraceback()
+  local v = f.value
+  if type(v) == "table" and not (debug.getmetatable(v) or {}).__tostring then
+    local shown = tostring(v)
+    local at = text:find(shown, 1, true)
+    if at then
+      text = text:sub(1, at - 1) .. M.repr(v) .. text:sub(at + #shown)
+    end
+  end
+  local lines = {}
+  for line in (text .. "\n"):gmatch("(.-)\n") do
+    if not (line:find("lua/spindle/repl.lua", 1, true) or
+        line:find("(...tail calls...)", 1, true) or
+        line:find("lua/spindle/defer.lua", 1, true) or
+        line:find("[C]: in ?", 1, true)) then
+      lines[#lines + 1] = line
+    end
+  end
+  return (table.concat(lines, "\n"):gsub("%s+$", ""))
 end
 
---- repl.line(text) -> "more" | "ready" | "waiting"
--- Take one line: "more" when the statement is unfinished (the prompt asks
--- for the rest), "ready" when it ran (its values or error printed),
--- "waiting" when it awaits a Deferred: the prompt comes back through
--- resume() once it fires.
-function M.line(text, resume)
-  local src = pending and (pending .. "\n" .. text) or text
-  local fn, err = load("return " .. src, "=stdin")
-  if not fn then fn, err = load(src, "=stdin") end
-  if not fn then
-    if err:sub(-5) == "<eof>" then
-      pending = src
+--- repl.unfinished(src) -> boolean: is src the start of a statement
+-- that goes on (the prompt asks for more), as the session compiles it?
+-- Compiles only; runs nothing.
+function M.unfinished(src)
+  if load("return " .. src, "=stdin") then return false end
+  local _, e = load(src, "=stdin")
+  if not e then return false end
+  local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
+  if head and tail ~= "" and load(head .. ";\nreturn " .. tail, "=stdin") then
+    return false
+  end
+  return e:sub(-5) == "<eof>"
+end
+
+--- repl.Session(out, err[, onExit]) -> session: one prompt's state
+-- (an unfinished statement, the entry being awaited). out(text) and
+-- err(text) write its output and errors; onExit() is what `.exit` does.
+-- Entries see the program's globals, the PRELOAD modules and a `print`
+-- writing to out. The local prompt is one session (repl.line etc.);
+-- each attached client (repl.listen) is another.
+function M.Session(out, err, onExit)
+  local self = {}
+  local pending, waiting, editor = nil, nil, nil
+  local locals = {} -- names declared `local` at the prompt
+  local env = setmetatable({}, {
+    __index = function(_, k) return lookup(k) end,
+    __newindex = function(t, k, v)
+      if locals[k] then rawset(t, k, v) else _G[k] = v end
+    end,
+  })
+  rawset(env, "await", defer.await)
+  rawset(env, "print", function(...)
+    local n, parts = select("#", ...), {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    out(table.concat(parts, "\t") .. "\n")
+  end)
+  self.env = env
+
+  local function show(results)
+    local parts = {}
+    for i = 1, results.n do
+      parts[i] = repr(results[i], 0, {}, true, "")
+    end
+    if results.n > 0 then
+      out(table.concat(parts, "\t") .. "\n")
+      locals._ = true
+      env._ = results[1]
+    end
+  end
+
+  -- `local x, y = ...` at the start of an entry: x and y stay visible to
+  -- later entries (as session variables, not the program's globals).
+  local function keepLocals(src)
+    local fname = src:match("^%s*local%s+function%s+([%a_][%w_]*)")
+    local names = fname or src:match("^%s*local%s+([%a_][%w_%s,]*)=") or
+      src:match("^%s*local%s+([%a_][%w_%s,]*)$")
+    if not names then return src end
+    for name in names:gmatch("[%a_][%w_]*") do locals[name] = true end
+    return (src:gsub("^%s*local%s+", "", 1))
+  end
+
+  -- Compile an entry: as an expression, as statements, or as statements
+  -- whose last part is an expression (`x = 1; x`). Returns fn or nil,
+  -- error.
+  local function compile(src)
+    local fn = load("return " .. src, "=stdin", "t", env)
+    if fn then return fn end
+    src = keepLocals(src)
+    local e
+    fn, e = load(src, "=stdin", "t", env)
+    if fn then return fn end
+    local head, tail = src:match("^(.*);%s*([^;]-)%s*$")
+    if head and tail ~= "" then
+      local fn2 = load(head .. ";\nreturn " .. tail, "=stdin", "t", env)
+      if fn2 then return fn2 end
+    end
+    return nil, e
+  end
+
+  local function run(fn, resume)
+    local entry = {done = false}
+    local function finish()
+      entry.done = true
+      -- A Deferred dropped by this entry with a Failure in it reports its
+      -- unhandled error now, not at some later collection.
+      collectgarbage()
+      collectgarbage()
+      if waiting == entry then
+        waiting = nil
+        resume()
+      end
+    end
+    local d = defer.inlineCallbacks(function()
+      return table.pack(fn())
+    end)()
+    entry.deferred = d
+    d:addCallbacks(function(results)
+      if not entry.abandoned then show(results) end
+      finish()
+    end, function(f)
+      if not entry.abandoned then err(M.errorText(f) .. "\n") end
+      finish()
+    end)
+    if entry.done then return "ready" end
+    waiting = entry
+    return "waiting"
+  end
+
+  --- session.line(text, resume) -> "more" | "ready" | "waiting": as
+  -- repl.line.
+  function self.line(text, resume)
+    if editor then
+      if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
+      editor[#editor + 1] = text
       return "more"
     end
-    pending = nil
-    io.stderr:write(err, "\n")
-    return "ready"
-  end
-  pending = nil
-  local entry = {done = false}
-  local function finish()
-    entry.done = true
-    if waiting == entry then
-      waiting = nil
-      resume()
+    local cmd = not pending and text:match("^%s*%.(%a+)%s*$")
+    if cmd == "exit" then
+      if onExit then onExit() end
+      return "ready"
+    elseif cmd == "editor" then
+      editor = {}
+      out("// Entering editor mode (Ctrl-D or a line .end to run it, " ..
+        "Ctrl-C to cancel)\n")
+      return "more"
+    elseif cmd and COMMANDS[cmd] then
+      local ok, r = pcall(COMMANDS[cmd])
+      if ok then out(r .. "\n") else err(tostring(r) .. "\n") end
+      return "ready"
     end
+    local src = pending and (pending .. "\n" .. text) or text
+    local fn, e = compile(src)
+    if not fn then
+      if e:sub(-5) == "<eof>" then
+        pending = src
+        return "more"
+      end
+      pending = nil
+      err(e .. "\n")
+      return "ready"
+    end
+    pending = nil
+    return run(fn, resume)
   end
-  local d = defer.inlineCallbacks(function()
-    return table.pack(fn())
-  end)()
-  d:addCallbacks(function(results)
-    if not entry.abandoned then show(results) end
-    finish()
-  end, function(f)
-    if not entry.abandoned then showFailure(f) end
-    finish()
-  end)
-  if entry.done then return "ready" end
-  waiting = entry
-  return "waiting"
+
+  --- session.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D. In
+  -- editor mode, run what was typed; otherwise the session ends.
+  function self.eof(_, resume)
+    if not editor then return "end" end
+    local src = table.concat(editor, "\n")
+    editor = nil
+    local fn, e = compile(src)
+    if not fn then
+      err(e .. "\n")
+      return "ready"
+    end
+    return run(fn, resume)
+  end
+
+  --- session.interrupt([line]) -> "resume" | "clear": as repl.interrupt.
+  function self.interrupt(line)
+    local wasEmpty = pending == nil and editor == nil and
+      (line == nil or line == "")
+    pending, editor = nil, nil
+    if waiting then
+      local entry = waiting
+      entry.abandoned = true
+      waiting = nil
+      err("KeyboardInterrupt: the awaited Deferred is cancelled\n")
+      -- The rest of the entry is abandoned: await raises CancelledError.
+      entry.deferred:cancel()
+      return "resume"
+    end
+    if wasEmpty then err("\n(To exit, press Ctrl-D or type .exit)") end
+    return "clear"
+  end
+
+  function self.waiting() return waiting ~= nil end
+
+  function self.complete(word, line) return M.complete(word, line) end
+
+  return self
 end
+
+-- Writes to the terminal go through _repl.output, which keeps the
+-- prompt and the line being typed intact when a timer prints.
+local function stdoutWrite(text)
+  require("spindle._repl").output(function()
+    io.stdout:write(text)
+    io.stdout:flush()
+  end)
+end
+
+local function stderrWrite(text)
+  require("spindle._repl").output(function()
+    io.stderr:write(text)
+    io.stderr:flush()
+  end)
+end
+
+local console = M.Session(stdoutWrite, stderrWrite, function()
+  require("spindle.reactor").stop()
+end)
+
+--- repl.line(text, resume) -> "more" | "ready" | "waiting"
+-- Take one line at the local prompt: "more" when the statement is
+-- unfinished (the prompt asks for the rest), "ready" when it ran (its
+-- values or error printed), "waiting" when it awaits a Deferred: the
+-- prompt comes back through resume() once it fires. `.help` lists the
+-- dot commands.
+function M.line(text, resume) return console.line(text, resume) end
 
 --- repl.interrupt() -> "resume" | "clear": Ctrl-C. While an entry waits,
 -- stop waiting for it (it goes on, its result is not shown); otherwise
 -- drop the unfinished statement.
-function M.interrupt()
-  pending = nil
-  if waiting then
-    waiting.abandoned = true
-    waiting = nil
-    io.stderr:write("KeyboardInterrupt: stopped waiting\n")
-    return "resume"
-  end
-  return "clear"
+function M.interrupt(line) return console.interrupt(line) end
+
+--- repl.wrapPrint(): make the global print, when called outside an
+-- entry (from a timer, a protocol), clear the prompt line first and draw
+-- it again after, with what was being typed. The terminal REPL calls it.
+function M.wrapPrint()
+  local output = require("spindle._repl").output
+  local print0 = print
+  _G.print = function(...) return output(print0, ...) end
 end
 
+--- repl.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D (end of
+-- input): runs the `.editor` buffer when one is open, else ends.
+function M.eof(_, resume) return console.eof(_, resume) end
+
 --- repl.waiting() -> boolean: is an entry waiting on a Deferred?
-function M.waiting() return waiting ~= nil end
+function M.waiting() return console.waiting() end
 
 local function fields(v, seen, out)
   for _ = 1, 8 do
@@ -185,14 +449,88 @@ local function fields(v, seen, out)
   end
 end
 
---- repl.complete(word) -> list of completions of word: a global name, or
--- a path of fields and methods ("reactor.callL", "d:addC").
-function M.complete(word)
+--- repl.complete(word[, line]) -> list of completions of word: a global
+-- name, or a path of fields and methods ("reactor.callL", "d:addC"); a
+-- method of a string literal (`("ab"):u`); a module name after require
+-- "; a file path in a string passed to dofile, loadfile, io.open or
+-- io.lines. line is the whole line up to the word's end.
+-- Completions of word as a module name (require "spindle.").
+local function moduleNames(word)
+  local out, seen = {}, {}
+  for _, t in ipairs({package.preload, package.loaded}) do
+    for name in pairs(t) do
+      if type(name) == "string" and name:sub(1, #word) == word and
+        not seen[name] then
+        seen[name] = true
+        out[#out + 1] = name
+      end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- Completions of word as a file path (inside dofile("..."), ...).
+local function filePaths(word)
+  local dir, partial = word:match("^(.*/)([^/]*)$")
+  dir, partial = dir or "", partial or word
+  local p = io.popen("ls -1ap " .. ("'" .. (dir == "" and "." or dir):gsub(
+    "'", "'\\''") .. "'") .. " 2>/dev/null")
+  local out = {}
+  if not p then return out end
+  for name in p:lines() do
+    if name ~= "./" and name ~= "../" and
+      name:sub(1, #partial) == partial then
+      out[#out + 1] = dir .. name
+    end
+  end
+  p:close()
+  return out
+end
+
+function M.complete(word, line)
+  line = line or word
+  local before = line:sub(1, #line - #word)
+  local full = line:match("require%s*%(?%s*[\"']([^\"']*)$")
+  local list
+  if full then
+    list = moduleNames(full)
+  else
+    for _, f in ipairs({"dofile", "loadfile", "io%.open", "io%.lines"}) do
+      full = full or line:match(f .. "%s*%(?%s*[\"']([^\"']*)$")
+    end
+    if full then list = filePaths(full) end
+  end
+  if list then
+    -- The line editor replaces only `word`, the end of `full`.
+    local cut = #full - #word
+    for i, name in ipairs(list) do list[i] = name:sub(cut + 1) end
+    return list
+  end
+  -- ("ab"):u -- a method of a string literal: safe to evaluate.
+  local lit = before:match("%(%s*(%b\"\")%s*%)$") or
+    before:match("%(%s*(%b'')%s*%)$")
+  if lit and word:match("^[:.]") then
+    local names = {}
+    fields("", {}, names)
+    local out, partial = {}, word:sub(2)
+    for k in pairs(names) do
+      if k:sub(1, #partial) == partial then
+        out[#out + 1] = word:sub(1, 1) .. k
+      end
+    end
+    table.sort(out)
+    return out
+  end
   local base, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
   local v = _G
+  if base == "" then return {} end
   if base then
     for name in base:gmatch("[^%.:]+") do
-      local ok, nv = pcall(function() return v[name] end)
+      local ok, nv = pcall(function()
+        if v == _G then return lookup(name) end
+        return v[name]
+      end)
       if not ok or nv == nil then return {} end
       v = nv
     end
@@ -201,6 +539,9 @@ function M.complete(word)
   end
   local names = {}
   fields(v, {}, names)
+  if v == _G then
+    for k in pairs(M.PRELOAD) do names[k] = true end
+  end
   local out = {}
   for k in pairs(names) do
     if k:sub(1, #partial) == partial and isIdentifier(k) then
@@ -209,6 +550,220 @@ function M.complete(word)
   end
   table.sort(out)
   return out
+end
+
+--- The attach protocol: frames of one kind byte, a decimal length, ":"
+-- and the payload. Client to server: E (an entry, complete), I (Ctrl-C),
+-- C (complete a word). Server to client: O (output), R (errors), D (the
+-- entry is done), C (completions, one a line).
+local function frame(kind, payload)
+  payload = payload or ""
+  return kind .. #payload .. ":" .. payload
+end
+M.frame = frame
+
+-- Split buf into frames: calls each(kind, payload); returns the rest.
+local function unframe(buf, each)
+  while true do
+    local kind, len, at = buf:match("^(%a)(%d+):()")
+    if not kind then
+      if #buf > 20 and not buf:match("^%a%d*$") then
+        error("bad frame from peer")
+      end
+      return buf
+    end
+    len = tonumber(len)
+    if #buf - at + 1 < len then return buf end
+    each(kind, buf:sub(at, at + len - 1))
+    buf = buf:sub(at + len)
+  end
+end
+
+local function sessionProtocol()
+  local protocol = require("spindle.protocol")
+  local P = protocol.Protocol:extend({__name = "REPLSession"})
+  function P:connectionMade()
+    self.buf = ""
+    local transport = self.transport
+    local function send(kind, text)
+      if self.connected == 1 then transport:write(frame(kind, text)) end
+    end
+    self.send = send
+    self.session = M.Session(function(t) send("O", t) end,
+      function(t) send("R", t) end,
+      function() transport:loseConnection() end)
+  end
+  function P:dataReceived(data)
+    -- A session's error is its own: it never reaches the server.
+    local ok, e = pcall(function()
+      self.buf = unframe(self.buf .. data, function(kind, payload)
+        if kind == "E" then
+          local r = self.session.line(payload, function()
+            self.send("D")
+          end)
+          if r ~= "waiting" then self.send("D") end
+        elseif kind == "I" then
+          if self.session.interrupt() == "resume" then self.send("D") end
+        elseif kind == "C" then
+          local word, line = payload:match("^(%Z*)%z(.*)$")
+          self.send("C", table.concat(
+            self.session.complete(word or payload, line), "\n"))
+        end
+      end)
+    end)
+    if not ok then
+      self.send("R", "spindle REPL: " .. tostring(e) .. "\n")
+      self.transport:loseConnection()
+    end
+  end
+  function P:connectionLost()
+    self.connected = 0
+    if self.session.waiting() then self.session.interrupt() end
+  end
+  return P
+end
+
+--- repl.listen(where) -> Port: serve the REPL to `spindle --attach
+-- PATH` clients, each its own session (history, completion and line
+-- editing happen in the client; entries run here, in this process, on
+-- its reactor, with its globals). where is a Unix socket path, or
+-- "unix:PATH" (its file is made with permissions 0600: only this user
+-- can attach). Several sessions may be attached at once; an error in one
+-- is reported to it and never disturbs the program. Raises for any
+-- other endpoint: a REPL is never served over TCP (use a Unix socket,
+-- and ssh to reach it from elsewhere). Main thread. Also
+-- reactor.listenREPL. Twisted's manhole (twisted.conch.manhole), without
+-- conch.
+function M.listen(where)
+  require("spindle.check").string(where, 1, "listenREPL")
+  local path = where:match("^unix:(.+)$") or where
+  if path:match("^%a+:") then
+    error("listenREPL: only a Unix socket path is accepted (got '" ..
+      where .. "'): a REPL is never served over the network", 2)
+  end
+  path = path:gsub("^path=", "")
+  local reactor = require("spindle.reactor")
+  local protocol = require("spindle.protocol")
+  local C = require("spindle._repl")
+  local old = C.umask(tonumber("177", 8))
+  local ok, port = pcall(reactor.listenUNIX, path,
+    protocol.Factory.forProtocol(sessionProtocol()), nil, tonumber("600", 8))
+  C.umask(old)
+  if not ok then error(port, 2) end
+  return port
+end
+
+--- repl.client(path) -> the object repl.c drives for `spindle --attach
+-- PATH`: line, interrupt, waiting, complete, as the local prompt's, but
+-- entries run in the process listening at path (repl.listen). Whether
+-- a statement is finished is decided here (by compiling it), so only
+-- whole entries travel; completion asks the server synchronously on a
+-- second short connection.
+function M.client(path)
+  local reactor = require("spindle.reactor")
+  local protocol = require("spindle.protocol")
+  local C = require("spindle._repl")
+  local client, conn, pending, resumeFn = {}, nil, nil, nil
+  local queue = {}
+  local function send(data)
+    if conn then conn.transport:write(data) else queue[#queue + 1] = data end
+  end
+  local P = protocol.Protocol:extend({__name = "REPLClient"})
+  function P:connectionMade()
+    conn = self
+    self.buf = ""
+    for _, data in ipairs(queue) do self.transport:write(data) end
+    queue = {}
+  end
+  function P:dataReceived(data)
+    self.buf = unframe(self.buf .. data, function(kind, payload)
+      if kind == "O" then stdoutWrite(payload)
+      elseif kind == "R" then stderrWrite(payload)
+      elseif kind == "D" and resumeFn then
+        local r = resumeFn
+        resumeFn = nil
+        r()
+      end
+    end)
+  end
+  function P:connectionLost()
+    conn = nil
+    stderrWrite("\nspindle: detached (" .. path .. " closed)\n")
+    if reactor.running then reactor.stop() end
+  end
+  local F = protocol.ClientFactory:extend({protocol = P})
+  function F:clientConnectionFailed(_, reason)
+    stderrWrite("spindle: cannot attach to " .. path .. ": " ..
+      tostring(reason.value) .. "\n")
+    debug.getregistry()["spindle.attach.failed"] = true
+    if reactor.running then reactor.stop() end
+  end
+  reactor.connectUNIX(path, F())
+
+  local editor
+  local function submit(src, resume)
+    resumeFn = resume
+    send(frame("E", src))
+    return "waiting"
+  end
+  function client.eof(_, resume)
+    if not editor then return "end" end
+    local src = table.concat(editor, "\n")
+    editor = nil
+    return submit(src, resume)
+  end
+  function client.line(text, resume)
+    if editor then
+      if text:match("^%s*%.end%s*$") then return client.eof(nil, resume) end
+      editor[#editor + 1] = text
+      return "more"
+    end
+    local src = pending and (pending .. "\n" .. text) or text
+    if not pending and text:match("^%s*%.exit%s*$") then
+      if conn then conn.transport:loseConnection() end
+      return "ready"
+    elseif not pending and text:match("^%s*%.editor%s*$") then
+      editor = {}
+      stdoutWrite("// Entering editor mode (Ctrl-D or a line .end to run " ..
+        "it, Ctrl-C to cancel)\n")
+      return "more"
+    end
+    if not (not pending and text:match("^%s*%.%a+%s*$")) and
+      M.unfinished(src) then
+      pending = src
+      return "more"
+    end
+    pending = nil
+    return submit(src, resume)
+  end
+  function client.interrupt(line)
+    local wasEmpty = pending == nil and editor == nil and
+      (line == nil or line == "")
+    pending, editor = nil, nil
+    if resumeFn then
+      send(frame("I"))
+      return "ignore"
+    end
+    if wasEmpty then
+      stderrWrite("\n(To detach, press Ctrl-D or type .exit)")
+    end
+    return "clear"
+  end
+  function client.waiting() return resumeFn ~= nil end
+  function client.complete(word, line)
+    local ok, reply = pcall(C.request, path,
+      frame("C", word .. "\0" .. (line or word)))
+    local out = {}
+    if ok and reply then
+      unframe(reply, function(kind, payload)
+        if kind == "C" then
+          for name in payload:gmatch("[^\n]+") do out[#out + 1] = name end
+        end
+      end)
+    end
+    return out
+  end
+  return client
 end
 
 return require("spindle._core").strict("repl", M)

@@ -44,7 +44,9 @@ end
 -- Its Context is made (and the files read) at once: a missing or bad
 -- file raises ssl.Error here. getContext() returns that same Context each
 -- time, so changes made to it (set_verify, load_verify_locations) apply
--- to later connections. twisted.internet.ssl.DefaultOpenSSLContextFactory.
+-- to later connections. Setting f.handshakeTimeout (seconds) changes the
+-- server-side handshake timeout of listenSSL (default 30).
+-- twisted.internet.ssl.DefaultOpenSSLContextFactory.
 local DefaultOpenSSLContextFactory = Object:extend({
   __name = "DefaultOpenSSLContextFactory",
   isClient = false,
@@ -97,6 +99,10 @@ local ClientContextFactory = Object:extend({
   method = C.TLS_METHOD,
 })
 
+--- ccf:getContext() -> a new Context for self.method (TLS_METHOD unless
+-- set): no certificate, no verification. Override it to add either.
+-- Raises ssl.Error for an insecure method. twisted
+-- ssl.ClientContextFactory.getContext.
 function ClientContextFactory:getContext()
   return C.Context(self.method or C.TLS_METHOD)
 end
@@ -120,15 +126,21 @@ local function toVersion(v, what)
 end
 
 --- CertificateOptions{privateKey, certificate, verify, caCerts,
--- requireCertificate, acceptableProtocols, minimumVersion, maximumVersion,
--- method}: a context factory for either side.
+-- requireCertificate, acceptableProtocols, acceptableCiphers,
+-- minimumVersion, maximumVersion, method, handshakeTimeout}: a context
+-- factory for either side.
 --   privateKey, certificate: PEM file paths (the certificate file may hold
 --     the chain after it) or PEM text; certificate may be an X509.
 --   verify: verify the peer's certificate against caCerts (a path, a list
 --     of paths or of X509 objects); requireCertificate (default true when
 --     verify) makes a server refuse clients without one.
 --   acceptableProtocols: ALPN protocol names, most preferred first.
+--   acceptableCiphers: the TLS 1.2 suites, an OpenSSL cipher string that
+--     replaces ssl.DEFAULT_CIPHERS (Mozilla "intermediate": ECDHE with
+--     AES-GCM or ChaCha20-Poly1305); the way to widen them.
 --   minimumVersion / maximumVersion: "TLSv1_2" or "TLSv1_3".
+--   handshakeTimeout: seconds a server-side handshake may take before the
+--     connection is lost with ssl.Error (default 30; see listenSSL).
 -- getContext() returns one Context, made on first use.
 -- twisted.internet.ssl.CertificateOptions (paths instead of objects).
 local CertificateOptions = Object:extend({__name = "CertificateOptions"})
@@ -179,6 +191,9 @@ function CertificateOptions:_makeContext()
   local ctx = C.Context(self.method or C.TLS_METHOD)
   if self._minimum then ctx:set_min_proto_version(self._minimum) end
   if self._maximum then ctx:set_max_proto_version(self._maximum) end
+  if self.acceptableCiphers then
+    ctx:set_cipher_list(self.acceptableCiphers)
+  end
   if self.certificate then
     useKeyPair(ctx, self.certificate, self.privateKey)
   end
@@ -217,6 +232,10 @@ local ClientTLSOptions = Object:extend({
   isClient = true,
 })
 
+--- opts:getContext() -> the Context (made on the first call, the same
+-- one after) that verifies the peer as optionsForClientTLS describes.
+-- Raises ssl.Error when the trust root or client certificate cannot be
+-- loaded. twisted ssl.ClientTLSOptions (its _clientContextFactory).
 function ClientTLSOptions:getContext()
   if self._context == nil then
     local o = self._options
@@ -234,6 +253,10 @@ function ClientTLSOptions:getContext()
   return self._context
 end
 
+--- ssl.optionsForClientTLS(hostname[, {trustRoot, clientCertificate,
+-- acceptableProtocols}]) -> ClientTLSOptions, as described above it;
+-- spindle.certificates wraps it to take Twisted's objects too.
+-- twisted.internet.ssl.optionsForClientTLS.
 function M.optionsForClientTLS(hostname, opts)
   if type(hostname) ~= "string" or hostname == "" then
     check.typeError(1, "optionsForClientTLS", "hostname", hostname)
@@ -264,5 +287,10 @@ function M.trustRootFromCertificates(list)
   check.table(list, 1, "trustRootFromCertificates")
   return list
 end
+
+-- Certificate, PrivateCertificate, KeyPair, PublicKey, DistinguishedName
+-- and their constants (spindle.certificates), with CertificateOptions and
+-- optionsForClientTLS taking those objects too.
+require("spindle.certificates").install(M)
 
 return require("spindle._core").strict("ssl", M, getters)

@@ -379,4 +379,12 @@ function M.react(main, argv)
   os.exit(code)
 end
 
+-- Cooperator, cooperate, coiterate and their errors live in
+-- spindle.cooperator (twisted.internet.task's names).
+for _, name in ipairs({"Cooperator", "CooperativeTask", "cooperate",
+    "coiterate", "SchedulerError", "SchedulerStopped", "TaskFinished",
+    "TaskDone", "TaskStopped", "TaskFailed", "NotPaused"}) do
+  M[name] = require("spindle.cooperator")[name]
+end
+
 return require("spindle._core").strict("task", M)
