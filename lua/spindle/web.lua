@@ -1141,6 +1141,8 @@ function FileProducer:__init(request, f, length)
   self.request, self.file, self.remaining = request, f, length
 end
 
+--- fp:resumeProducing(): the connection drained: write the next
+-- bufferSize bytes; at the end, unregister and finish the request.
 function FileProducer:resumeProducing()
   local req = self.request
   if self.file == nil then return end
@@ -1158,8 +1160,10 @@ function FileProducer:resumeProducing()
   end
 end
 
+--- fp:pauseProducing(): nothing (a pull producer waits to be asked).
 function FileProducer:pauseProducing() end
 
+--- fp:stopProducing(): the connection is gone: close the file.
 function FileProducer:stopProducing()
   if self.file ~= nil then
     self.file:close()

@@ -174,14 +174,17 @@ return function(M, shared)
     self.transport = transport
   end
 
+  --- enc:write(data): data as one chunk ("<hex>\r\n<data>\r\n").
   function ChunkedEncoder:write(data)
     if #data > 0 then writeChunk(self.transport, data) end
   end
 
+  --- enc:registerProducer(p, streaming): the transport's.
   function ChunkedEncoder:registerProducer(p, streaming)
     self.transport:registerProducer(p, streaming)
   end
 
+  --- enc:unregisterProducer(): the transport's.
   function ChunkedEncoder:unregisterProducer()
     self.transport:unregisterProducer()
   end
@@ -189,6 +192,7 @@ return function(M, shared)
   -- Same interface, no coding (a known length).
   local PlainEncoder = ChunkedEncoder:extend({__name = "PlainEncoder"})
 
+  --- enc:write(data): data as it is (a body of known length).
   function PlainEncoder:write(data)
     cwrite(self.transport, data)
   end
