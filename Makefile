@@ -10,6 +10,8 @@
 #                 difference or warning fails; .ci/run runs it before test
 #   make bench    the benchmarks in bench/
 #   make bench-net   the network one alone (bench/echo/run.sh)
+#   make bench-web   HTTP hello world with wrk: spindle.web vs raw C on
+#                    libuv, Node's http, Twisted web (bench/web/run.sh)
 #   make test-tls-scan  testssl.sh against a default listenSSL server
 #                    (installs the testssl.sh package, about 3 MB plus
 #                    dnsutils, so it is not in DEB_PKGS)
@@ -28,10 +30,10 @@ PKGS     := lua5.4 libuv libssl libcrypto libedit
 # What building needs (make install installs only these), then the test
 # peers and tools that make test adds.
 BUILD_PKGS := build-essential pkg-config liblua5.4-dev libuv1-dev \
-              libssl-dev libedit-dev
+              libssl-dev libedit-dev node-llhttp
 DEB_PKGS := $(BUILD_PKGS) lua5.4 lua-busted socat netcat-openbsd \
             python3 python3-twisted lua-luv valgrind openssl \
-            lua-cjson lua-lpeg lua-check clang-format haproxy tmux
+            lua-cjson lua-lpeg lua-check clang-format haproxy tmux curl
 
 CC      ?= cc
 OPT     ?= -O2
@@ -44,9 +46,16 @@ SRC     := $(wildcard runtime/*.c)
 HDR     := $(wildcard runtime/*.h)
 LUASRC  := $(wildcard lua/spindle/*.lua)
 
+# llhttp (HTTP/1.1 parsing for spindle.web) is compiled from the C sources
+# Debian's node-llhttp package ships, not from a copy in this tree.
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
 BUILD   ?= build
 OBJ     := $(SRC:runtime/%.c=$(BUILD)/obj/%.o) \
-           $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o
+           $(BUILD)/obj/gen_luafiles.o $(BUILD)/obj/gen_modules.o \
+           $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o \
+           $(BUILD)/llhttp/llhttp.o
 
 ASAN_FLAGS := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined
@@ -83,8 +92,8 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan test-tools lint asan bench \
-        bench-net clean install uninstall deb check-install doc fuzz-deps \
-        fuzz fuzz-build test-replay tsan test-tsan allocfail soak
+        bench-net bench-web clean install uninstall deb check-install doc \
+        fuzz-deps fuzz fuzz-build test-replay tsan test-tsan allocfail soak
 
 all: deps $(BUILD)/spindle
 
@@ -105,7 +114,12 @@ $(BUILD)/spindle: $(OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 $(BUILD)/obj/%.o: runtime/%.c $(HDR) | $(BUILD)/obj
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -I$(LLHTTP_INC) -c -o $@ $<
+
+# The package's generated C is not ours to warn about; its objects live
+# apart from runtime's (tools/check_deps.py checks runtime's layering).
+$(BUILD)/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/llhttp
+	$(CC) $(CPPFLAGS) $(CFLAGS) -w -I$(LLHTTP_INC) -c -o $@ $<
 
 $(BUILD)/obj/gen_%.o: $(BUILD)/gen/%.c | $(BUILD)/obj
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Iruntime -c -o $@ $<
@@ -118,7 +132,7 @@ $(BUILD)/gen/luafiles.c: $(LUASRC) tools/embed.sh | $(BUILD)/gen
 $(BUILD)/gen/modules.c: $(SRC) tools/embed.sh | $(BUILD)/gen
 	sh tools/embed.sh modules $(SRC) > $@
 
-$(BUILD)/obj $(BUILD)/gen:
+$(BUILD)/obj $(BUILD)/gen $(BUILD)/llhttp:
 	mkdir -p $@
 
 # The main job: every program of the seed tutorial, as its Lua twin.
@@ -216,10 +230,17 @@ soak: all
 bench: all
 	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
 	@$(MAKE) --no-print-directory bench-net
+	@$(MAKE) --no-print-directory bench-web
 
 # TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
 bench-net: all
 	sh bench/echo/run.sh
+
+# HTTP hello world under wrk (keep-alive, pipelined x16, 50 connections):
+# spindle.web vs raw C on libuv with llhttp, Node's http, Twisted web.
+bench-web: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="wrk nodejs python3-twisted"
+	sh bench/web/run.sh
 
 # testssl.sh (Debian package) against a default listenSSL server: no
 # protocol below TLS 1.2, no CBC, nothing flagged (tools/tls_scan.sh).

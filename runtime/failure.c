@@ -365,7 +365,7 @@ static const luaL_Reg failure_meta[] = {{"__tostring", failure_tostring},
 ** the type (reactor.lua, defer.lua, ssl.lua, threads.lua, basic.lua, and
 ** the C parts that register them). Parents follow Twisted's class
 ** hierarchy (twisted.internet.error, twisted.internet.defer,
-** twisted.protocols.basic). */
+** twisted.protocols.basic, twisted.web.error and twisted.web._newclient). */
 static const char *const builtin_types[][3] = {
     {"defer.AlreadyCalledError", "AlreadyCalledError", NULL},
     {"defer.CancelledError", "CancelledError", NULL},
@@ -404,6 +404,17 @@ static const char *const builtin_types[][3] = {
     {"ssl.Error", "Error", NULL},
     {"ssl.VerifyError", "VerifyError", "ssl.Error"},
     {"threads.TransferError", "TransferError", NULL},
+    {"web.Error", "Error", NULL},
+    {"web.PageRedirect", "PageRedirect", "web.Error"},
+    {"web.InfiniteRedirection", "InfiniteRedirection", "web.Error"},
+    {"web.RedirectWithNoLocation", "RedirectWithNoLocation", "web.Error"},
+    {"web.UnsupportedMethod", "UnsupportedMethod", NULL},
+    {"web.SchemeNotSupported", "SchemeNotSupported", NULL},
+    {"web.ResponseDone", "ResponseDone", NULL},
+    {"web.ResponseFailed", "ResponseFailed", NULL},
+    {"web.ResponseNeverReceived", "ResponseNeverReceived", NULL},
+    {"web.RequestNotSent", "RequestNotSent", NULL},
+    {"web.PotentialDataLoss", "PotentialDataLoss", NULL},
     {"utils.UnexpectedErrorOutput", "UnexpectedErrorOutput", NULL},
     {NULL, NULL, NULL}};
 
@@ -507,7 +518,7 @@ void sp_errortype_pushkeys(lua_State *L) {
 
 /* failure.builtinErrorTypes(prefix) -> {name = T, ...}
 ** The built-in error types of one module ("defer", "reactor", "ssl",
-** "threads", "basic"), as the module tables export them. */
+** "threads", "basic", "web"), as the module tables export them. */
 static int failure_builtinErrorTypes(lua_State *L) {
   const char *prefix = luaL_checkstring(L, 1);
   lua_newtable(L);

@@ -497,9 +497,21 @@ static void reading_update(sp_stream *s) {
   }
 }
 
-/* The C dataReceived that takes reads without a Lua string, and how. */
-static lua_CFunction direct_method = NULL;
-static sp_direct_fn direct_fn = NULL;
+/* The C dataReceived methods that take reads without a Lua string, and
+** how (one pair per module: basic.c's LineReceiver, http.c's channel). */
+#define DIRECT_MAX 4
+static struct {
+  lua_CFunction method;
+  sp_direct_fn fn;
+} directs[DIRECT_MAX];
+static int ndirect = 0;
+
+/* The direct function for dataReceived method m, or NULL. */
+static sp_direct_fn direct_find(lua_CFunction m) {
+  for (int i = 0; i < ndirect; i++)
+    if (directs[i].method == m) return directs[i].fn;
+  return NULL;
+}
 
 /* (protocol, data) or (protocol, bytes, length) with bytes a light
 ** userdata (a read buffer, see deliver) -> direct: calls
@@ -509,9 +521,11 @@ static sp_direct_fn direct_fn = NULL;
 ** Returns whether the method was that one (deliver's hint for the next
 ** read). */
 static int deliver_tramp(lua_State *L) {
+  sp_direct_fn direct_fn;
   int direct;
   lua_getfield(L, 1, "dataReceived");
-  direct = direct_fn != NULL && lua_tocfunction(L, -1) == direct_method;
+  direct_fn = ndirect > 0 ? direct_find(lua_tocfunction(L, -1)) : NULL;
+  direct = direct_fn != NULL;
   if (lua_type(L, 2) == LUA_TLIGHTUSERDATA) {
     const char *data = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
@@ -561,8 +575,17 @@ static void flush_corked(lua_State *L, sp_stream *s) {
 }
 
 void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct) {
-  direct_method = method;
-  direct_fn = direct;
+  for (int i = 0; i < ndirect; i++) {
+    if (directs[i].method == method) {
+      directs[i].fn = direct;
+      return;
+    }
+  }
+  if (ndirect < DIRECT_MAX) {
+    directs[ndirect].method = method;
+    directs[ndirect].fn = direct;
+    ndirect++;
+  }
 }
 
 /* sp_stream_deliver; with `direct`, data stays valid until this returns
@@ -577,7 +600,7 @@ static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
   eh = lua_gettop(L);
   lua_pushcfunction(L, deliver_tramp);
   push_uv(L, s, UV_PROTO);
-  if (direct && direct_fn != NULL && !(s->flags & SF_NODIRECT) &&
+  if (direct && ndirect > 0 && !(s->flags & SF_NODIRECT) &&
       len <= LUA_MAXINTEGER) {
     lua_pushlightuserdata(L, (void *)data);
     lua_pushinteger(L, (lua_Integer)len);

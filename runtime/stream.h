@@ -260,9 +260,10 @@ typedef int (*sp_direct_fn)(lua_State *L, const char *data, size_t len);
 
 /* When a protocol's dataReceived is the C function `method` (as
 ** lua_tocfunction sees it), reads from the socket go to `direct` instead
-** (filters, i.e. TLS, still deliver a string). One pair is kept: the last
-** registered. spindle.basic registers LineReceiver's. Not thread-safe:
-** call from luaopen on the loop thread. */
+** (filters, i.e. TLS, still deliver a string). Up to four pairs are kept,
+** one per method (registering a method again replaces its function):
+** spindle.basic registers LineReceiver's, spindle.web its channel's. Not
+** thread-safe: call from luaopen on the loop thread. */
 void sp_stream_set_direct(lua_CFunction method, sp_direct_fn direct);
 
 /* [-0, +0, -] The stream transport userdata at idx, as an opaque handle

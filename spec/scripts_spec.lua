@@ -61,6 +61,10 @@ local servers = {
     "certificates: run by tls_spec.lua",
   ["scripts/tls_client_cert_client.lua"] = "needs a server: run by " ..
     "tls_spec.lua",
+  ["scripts/web_json_server.lua"] = "needs a client: run by " ..
+    "web_interop_spec.lua",
+  ["scripts/web_json_client.lua"] = "needs a server: run by " ..
+    "web_interop_spec.lua",
 }
 
 local shellQuote = require("spec.support.process").quote

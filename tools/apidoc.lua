@@ -162,7 +162,7 @@ table.sort(modules)
 -- neither stops the tool, so a new module is not left out unseen.
 local PART_OF = {
   certificates = "ssl", process = "reactor", fdset = "reactor",
-  lifecycle = "reactor", class = "protocol (Object)",
+  lifecycle = "reactor", class = "protocol (Object)", web_client = "web",
 }
 local INTERNAL_MODULES = {
   init = "the lazy spindle table", check = "argument checks",

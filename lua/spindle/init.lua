@@ -3,7 +3,7 @@ local modules = {
   defer = true, failure = true, reactor = true, protocol = true,
   basic = true, ssl = true, threads = true, task = true, endpoints = true,
   log = true, application = true, policies = true, cooperator = true,
-  utils = true, stdio = true,
+  utils = true, stdio = true, web = true,
 }
 
 local M = {}
