@@ -645,10 +645,10 @@ local function replTLSOptions(opts, what)
       error(("listenREPL: %s: only ssl.CertificateOptions can say that " ..
         "client certificates are required; %s"):format(what, NEEDS), 4)
     end
-    local fields = {}
-    for k, v in pairs(opts) do fields[k] = v end
-    if fields.verify == nil then fields.verify = fields.caCerts ~= nil end
-    local ok, o = pcall(ssl.CertificateOptions, fields)
+    local given = {}
+    for k, v in pairs(opts) do given[k] = v end
+    if given.verify == nil then given.verify = given.caCerts ~= nil end
+    local ok, o = pcall(ssl.CertificateOptions, given)
     if not ok then error("listenREPL: " .. tostring(o), 4) end
     opts = o
   end
@@ -788,6 +788,7 @@ function M.client(path)
   local C = require("spindle._repl")
   local client, conn, pending, resumeFn = {}, nil, nil, nil
   local queue = {}
+  local heard = false -- has the server sent anything yet?
   local function send(data)
     if conn then conn.transport:write(data) else queue[#queue + 1] = data end
   end
@@ -810,7 +811,6 @@ function M.client(path)
       end
     end)
   end
-  local heard = false -- has the server sent anything yet?
   local function failed(reason)
     stderrWrite("spindle: cannot attach to " .. path .. ": " ..
       tostring(reason.value) .. "\n")
