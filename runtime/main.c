@@ -44,6 +44,9 @@ static void print_options(FILE *out) {
           "            (default 10); these two come before the script\n"
           "  --attach PATH        a REPL inside the running program that\n"
           "                       listens at PATH (reactor.listenREPL)\n"
+          "  --attach tls:host=H:port=P:certificate=C:privateKey=K:\n"
+          "           trustRoots=CA  the same over TLS, with a client\n"
+          "                       certificate (the server's checked on CA)\n"
           "  --stall-warning S    log a warning with a traceback when one\n"
           "                       callback keeps the reactor busy > S s\n"
           "  --help    show this help and exit\n"
@@ -473,6 +476,11 @@ static int run_args(lua_State *L, char **argv, int n) {
   int i;
   for (i = 1; i < n; i++) {
     int option = argv[i][1];
+    if (strcmp(argv[i], "--attach") == 0 ||
+        strcmp(argv[i], "--stall-warning") == 0) {
+      i++; /* its value is not an option ("tls:..." is no -l) */
+      continue;
+    }
     switch (option) {
       case 'e':
       case 'l': {

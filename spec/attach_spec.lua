@@ -1,6 +1,8 @@
 -- reactor.listenREPL and `spindle --attach PATH`, on a real terminal
--- (tmux): a REPL inside a running echo server.
+-- (tmux): a REPL inside a running echo server; and the same over TLS with
+-- client certificates (`spindle --attach tls:...`).
 local process = require("spec.support.process")
+local certs = require("spec.support.certs")
 local tmux = require("spec.support.tmux")
 
 local SERVER = [[
@@ -14,8 +16,9 @@ local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), nil,
 never = defer.Deferred()
 stuck = defer.succeed(1)
 stuck:addCallback(function() return never end)
-reactor.listenREPL(arg[1])
-io.stdout:write("port ", port:getHost().port, "\n")
+local repl = reactor.listenREPL(arg[1])
+io.stdout:write("port ", port:getHost().port, " repl ",
+  tostring(repl:getHost().port), " ", tostring(repl:getHost().host), "\n")
 io.stdout:flush()
 reactor.run()
 ]]
@@ -26,27 +29,31 @@ local function tmpname()
   return p
 end
 
-local function start()
+-- Start SERVER listening for the REPL at where (default: a fresh Unix
+-- socket path).
+local function start(where)
   local script, sock, out = tmpname() .. ".lua", tmpname(), tmpname()
+  where = where or sock
   local f = assert(io.open(script, "w"))
   f:write(SERVER)
   f:close()
   local pidf = assert(io.popen(("%s %s %s > %s 2>&1 & echo $!"):format(
-    process.quote(process.bin), script, sock, out)))
+    process.quote(process.bin), script, process.quote(where), out)))
   local pid = pidf:read("l")
   pidf:close()
-  local port
-  for _ = 1, 100 do
+  local port, replPort, replHost, text
+  for _ = 1, 200 do
     local o = io.open(out)
-    local text = o and o:read("a") or ""
+    text = o and o:read("a") or ""
     if o then o:close() end
-    port = text:match("port (%d+)")
+    port, replPort, replHost = text:match("port (%d+) repl (%S+) (%S+)\n")
     if port then break end
     os.execute("sleep 0.05")
   end
-  assert(port, "the server did not start")
+  assert(port, "the server did not start: " .. text)
   return {pid = pid, sock = sock, script = script, out = out,
-    port = tonumber(port)}
+    port = tonumber(port), replPort = tonumber(replPort),
+    replHost = replHost}
 end
 
 local function stop(srv)
@@ -151,8 +158,147 @@ describe("reactor.listenREPL", function()
 
   it("refuses network endpoints", function()
     local reactor = require("spindle.reactor")
-    assert.has_error(function() reactor.listenREPL("tcp:8000") end,
-      "listenREPL: only a Unix socket path is accepted (got 'tcp:8000'): " ..
-      "a REPL is never served over the network")
+    local ok, e = pcall(reactor.listenREPL, "tcp:8000")
+    assert.is_false(ok)
+    assert.matches("listenREPL: only a Unix socket path or TLS with " ..
+      "client certificates is accepted (got 'tcp:8000'): a REPL is served " ..
+      "over the network only with TLS and client certificates", e, 1, true)
+  end)
+end)
+
+describe("spindle --attach over TLS", function()
+  local c, srv
+  setup(function() c = certs() end)
+  before_each(function()
+    srv = start(("ssl:0:privateKey=%s:certKey=%s:caCerts=%s"):format(
+      c.serverKey, c.server, c.ca))
+  end)
+  after_each(function() stop(srv) end)
+
+  local function tls(extra)
+    return ("tls:host=127.0.0.1:port=%d:trustRoots=%s%s"):format(
+      srv.replPort, c.ca, extra or "")
+  end
+  local GOOD = function()
+    return tls((":certificate=%s:privateKey=%s"):format(c.client,
+      c.clientKey))
+  end
+  local function attach(where, stdin)
+    return process.run({"--attach", where},
+      {stdin = stdin, env = {SPINDLE_REPL = "rich"}})
+  end
+
+  it("listens on 127.0.0.1 unless told otherwise", function()
+    assert.equal("127.0.0.1", srv.replHost)
+  end)
+
+  it("runs entries in the server for a client with a certificate " ..
+    "signed by the CA", function()
+      local r = attach(GOOD(), "x = 6 * 7; print('in server', x)\n" ..
+        "stuck.called\nerror('oops')\n")
+      assert.matches("in server\t42\n", r.stdout, 1, true)
+      assert.matches("\ntrue\n", r.stdout, 1, true)
+      assert.matches("stdin:1: oops", r.stderr, 1, true)
+      assert.equal(0, r.status)
+      -- A second session sees what the first left: it is the same process.
+      r = attach(GOOD(), "x\n")
+      assert.matches("^42\n", r.stdout)
+      assert.is_true(alive(srv.pid))
+    end)
+
+  it("refuses a client without a certificate; the server goes on",
+    function()
+      local r = attach(tls(), "print('ran')\n")
+      assert.equal(1, r.status)
+      assert.matches("cannot attach to tls:", r.stderr, 1, true)
+      assert.matches("certificate required", r.stderr, 1, true)
+      assert.not_matches("ran", r.stdout, 1, true)
+      assert.is_true(alive(srv.pid))
+      r = attach(GOOD(), "1 + 1\n")
+      assert.matches("^2\n", r.stdout)
+    end)
+
+  it("refuses a client whose certificate another CA signed", function()
+    local r = attach(tls((":certificate=%s:privateKey=%s"):format(c.bad,
+      c.badKey)), "print('ran')\n")
+    assert.equal(1, r.status)
+    assert.matches("cannot attach to tls:", r.stderr, 1, true)
+    assert.matches("unknown ca", r.stderr, 1, true)
+    assert.not_matches("ran", r.stdout, 1, true)
+    assert.is_true(alive(srv.pid))
+  end)
+
+  it("refuses a server whose certificate the client's CA did not sign",
+    function()
+      local r = attach(("tls:host=127.0.0.1:port=%d:trustRoots=%s:" ..
+        "certificate=%s:privateKey=%s"):format(srv.replPort, c.evilCa,
+        c.client, c.clientKey), "print('ran')\n")
+      assert.equal(1, r.status)
+      assert.matches("cannot attach to tls:", r.stderr, 1, true)
+      assert.not_matches("ran", r.stdout, 1, true)
+      assert.is_true(alive(srv.pid))
+    end)
+
+  it("takes only a path or tls:", function()
+    local r = attach(("tcp:host=127.0.0.1:port=%d"):format(srv.replPort),
+      "1\n")
+    assert.equal(1, r.status)
+    assert.matches("--attach takes a Unix socket path or tls:", r.stderr, 1,
+      true)
+  end)
+end)
+
+describe("reactor.listenREPL over TLS", function()
+  local reactor = require("spindle.reactor")
+  local ssl = require("spindle.ssl")
+  local c
+  setup(function() c = certs() end)
+
+  local function raisesNeeding(fn, what)
+    local ok, e = pcall(fn)
+    assert.is_false(ok)
+    assert.matches(what, e, 1, true)
+    assert.matches("client certificates verified against a CA", e, 1, true)
+  end
+
+  it("refuses tcp:", function()
+    raisesNeeding(function() reactor.listenREPL("tcp:0") end,
+      "only a Unix socket path or TLS with client certificates")
+  end)
+
+  it("refuses TLS that does not require client certificates", function()
+    raisesNeeding(function()
+      reactor.listenREPL(("ssl:0:privateKey=%s:certKey=%s"):format(
+        c.serverKey, c.server))
+    end, "has no caCerts=CA")
+    raisesNeeding(function()
+      reactor.listenREPL("ssl:0", ssl.CertificateOptions({
+        privateKey = c.serverKey, certificate = c.server}))
+    end, "does not require client certificates")
+    raisesNeeding(function()
+      reactor.listenREPL("ssl:0", ssl.CertificateOptions({
+        privateKey = c.serverKey, certificate = c.server, verify = true,
+        caCerts = c.ca, requireCertificate = false}))
+    end, "does not require client certificates")
+    raisesNeeding(function()
+      reactor.listenREPL("ssl:0", ssl.DefaultOpenSSLContextFactory(
+        c.serverKey, c.server))
+    end, "only ssl.CertificateOptions")
+    raisesNeeding(function()
+      reactor.listenREPL({port = 0, privateKey = c.serverKey,
+        certificate = c.server})
+    end, "does not require client certificates")
+  end)
+
+  it("listens with CertificateOptions that require them", function()
+    local port = reactor.listenREPL({port = 0, privateKey = c.serverKey,
+      certificate = c.server, caCerts = c.ca})
+    assert.equal("127.0.0.1", port:getHost().host)
+    port:stopListening()
+    port = reactor.listenREPL("ssl:0:interface=127.0.0.1",
+      ssl.CertificateOptions({privateKey = c.serverKey,
+        certificate = c.server, verify = true, caCerts = c.ca}))
+    assert.is_true(port:getHost().port > 0)
+    port:stopListening()
   end)
 end)

@@ -690,6 +690,7 @@ M.SSL4ServerEndpoint = SSL4ServerEndpoint
 M.SSL4ClientEndpoint = SSL4ClientEndpoint
 M.HostnameEndpoint = HostnameEndpoint
 M._WrapperEndpoint = WrapperEndpoint
+M._parse = parse -- spindle.repl reads the keys of an ssl: description
 M.AdoptedStreamServerEndpoint = AdoptedStreamServerEndpoint
 
 return require("spindle._core").strict("endpoints", M)

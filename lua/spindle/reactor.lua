@@ -28,8 +28,10 @@ for _, name in ipairs(parts) do
   end
 end
 
---- reactor.listenREPL(where) -> Deferred of the listening port: an
--- attachable REPL (`spindle --attach PATH`); see spindle.repl.listen.
+--- reactor.listenREPL(where[, options]) -> the listening port: an
+-- attachable REPL (`spindle --attach PATH`) on a Unix socket, or over
+-- TLS that requires client certificates (`spindle --attach tls:...`);
+-- see spindle.repl.listen.
 function M.listenREPL(...)
   return require("spindle.repl").listen(...)
 end

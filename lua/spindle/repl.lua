@@ -627,48 +627,172 @@ local function sessionProtocol()
   return P
 end
 
---- repl.listen(where) -> Port: serve the REPL to `spindle --attach
--- PATH` clients, each its own session (history, completion and line
+-- What a REPL over the network needs, said when something else is asked.
+local NEEDS = "a REPL is served over the network only with TLS and " ..
+  "client certificates verified against a CA the program names: " ..
+  "\"ssl:PORT:privateKey=KEY:certKey=CERT:caCerts=CA[:interface=IP]\", " ..
+  "or ssl.CertificateOptions{privateKey = KEY, certificate = CERT, " ..
+  "verify = true, caCerts = CA} (requireCertificate not false); " ..
+  "otherwise give a Unix socket path"
+
+-- The context factory of a REPL served over TLS: a CertificateOptions
+-- with a certificate of its own that requires and verifies the client's
+-- certificate against caCerts. opts is one, or a table of its fields
+-- (verify defaults to true there). Raises saying what is required.
+local function replTLSOptions(opts, what)
+  local ssl = require("spindle.ssl")
+  if type(opts) ~= "table" then
+    error(("listenREPL: %s: %s"):format(what, NEEDS), 4)
+  end
+  if not ssl.CertificateOptions:isinstance(opts) then
+    if debug.getmetatable(opts) ~= nil then
+      error(("listenREPL: %s: only ssl.CertificateOptions can say that " ..
+        "client certificates are required; %s"):format(what, NEEDS), 4)
+    end
+    local given = {}
+    for k, v in pairs(opts) do given[k] = v end
+    if given.verify == nil then given.verify = given.caCerts ~= nil end
+    local ok, o = pcall(ssl.CertificateOptions, given)
+    if not ok then error("listenREPL: " .. tostring(o), 4) end
+    opts = o
+  end
+  if not opts.verify or opts.caCerts == nil or
+    opts.requireCertificate == false then
+    error(("listenREPL: %s does not require client certificates " ..
+      "verified against a CA: %s"):format(what, NEEDS), 4)
+  end
+  if opts.certificate == nil then
+    error(("listenREPL: %s has no certificate of its own: %s"):format(what,
+      NEEDS), 4)
+  end
+  return opts
+end
+
+-- Listen for REPL clients over TLS: spec is {port, interface, backlog,
+-- tls = CertificateOptions}; the interface is 127.0.0.1 unless named.
+local function listenTLS(spec, factory)
+  local reactor = require("spindle.reactor")
+  return reactor.listenSSL(spec.port, factory, spec.tls, spec.backlog or 50,
+    spec.interface or "127.0.0.1")
+end
+
+-- An "ssl:..." description and options as listenTLS takes them.
+local function sslSpec(where, options)
+  local _, args, kw = require("spindle.endpoints")._parse(where)
+  local port = math.tointeger(tonumber(kw.port or args[1]))
+  if port == nil then
+    error(("listenREPL: no port in '%s'"):format(where), 3)
+  end
+  local tls = options
+  if tls == nil then
+    if kw.caCerts == nil then
+      error(("listenREPL: '%s' has no caCerts=CA: %s"):format(where, NEEDS),
+        3)
+    end
+    if kw.privateKey == nil then
+      error(("listenREPL: '%s' has no privateKey=KEY: %s"):format(where,
+        NEEDS), 3)
+    end
+    tls = {privateKey = kw.privateKey, certificate = kw.certKey or
+      kw.privateKey, caCerts = kw.caCerts}
+  end
+  return {port = port, interface = kw.interface or args[2],
+    backlog = kw.backlog and tonumber(kw.backlog),
+    tls = replTLSOptions(tls, "'" .. where .. "'")}
+end
+
+--- repl.listen(where[, options]) -> Port: serve the REPL to `spindle
+-- --attach` clients, each its own session (history, completion and line
 -- editing happen in the client; entries run here, in this process, on
--- its reactor, with its globals). where is a Unix socket path, or
--- "unix:PATH" (its file is made with permissions 0600: only this user
--- can attach). Several sessions may be attached at once; an error in one
--- is reported to it and never disturbs the program. Raises for any
--- other endpoint: a REPL is never served over TCP (use a Unix socket,
--- and ssh to reach it from elsewhere). Main thread. Also
--- reactor.listenREPL. Twisted's manhole (twisted.conch.manhole), without
--- conch.
-function M.listen(where)
+-- its reactor, with its globals). Several sessions may be attached at
+-- once; an error in one is reported to it and never disturbs the
+-- program. where is one of:
+--   a Unix socket path, or "unix:PATH": its file is made with
+--     permissions 0600 (only this user can attach): `spindle --attach
+--     PATH`;
+--   "ssl:PORT:privateKey=KEY:certKey=CERT:caCerts=CA[:interface=IP]
+--     [:backlog=N]" (KEY, CERT, CA: PEM file paths; certKey defaults to
+--     privateKey), or "ssl:PORT[:interface=IP]" with options an
+--     ssl.CertificateOptions (or a table of its fields) whose verify and
+--     caCerts make the client's certificate required and verified;
+--   a table {port = PORT, interface = IP, backlog = N, privateKey,
+--     certificate, caCerts, ...} (the fields of ssl.CertificateOptions;
+--     verify defaults to true) or {port = ..., tls = CertificateOptions}.
+-- Over TLS the interface is 127.0.0.1 unless one is named, and a client
+-- attaches with `spindle --attach tls:host=H:port=P:certificate=C:
+-- privateKey=K:trustRoots=CA`; a client without a certificate signed by
+-- the CA fails its handshake and never reaches a session. Raises for
+-- anything else (tcp:, TLS without verified client certificates),
+-- saying what is required. Main thread. Also reactor.listenREPL.
+-- Twisted's manhole (twisted.conch.manhole), without conch.
+function M.listen(where, options)
+  local factory = require("spindle.protocol").Factory.forProtocol(
+    sessionProtocol())
+  if type(where) == "table" then
+    local tls = where.tls
+    if tls == nil then
+      tls = {}
+      for k, v in pairs(where) do
+        if k ~= "port" and k ~= "interface" and k ~= "backlog" then
+          tls[k] = v
+        end
+      end
+    end
+    local port = math.tointeger(where.port)
+    if port == nil then
+      error("listenREPL: the table needs port = PORT (0: any)", 2)
+    end
+    return listenTLS({port = port, interface = where.interface,
+      backlog = where.backlog,
+      tls = replTLSOptions(tls, "the options table")}, factory)
+  end
   require("spindle.check").string(where, 1, "listenREPL")
+  if where:match("^ssl:") then
+    return listenTLS(sslSpec(where, options), factory)
+  end
   local path = where:match("^unix:(.+)$") or where
   if path:match("^%a+:") then
-    error("listenREPL: only a Unix socket path is accepted (got '" ..
-      where .. "'): a REPL is never served over the network", 2)
+    error("listenREPL: only a Unix socket path or TLS with client " ..
+      "certificates is accepted (got '" .. where .. "'): " .. NEEDS, 2)
   end
   path = path:gsub("^path=", "")
   local reactor = require("spindle.reactor")
-  local protocol = require("spindle.protocol")
   local C = require("spindle._repl")
   local old = C.umask(tonumber("177", 8))
-  local ok, port = pcall(reactor.listenUNIX, path,
-    protocol.Factory.forProtocol(sessionProtocol()), nil, tonumber("600", 8))
+  local ok, port = pcall(reactor.listenUNIX, path, factory, nil,
+    tonumber("600", 8))
   C.umask(old)
   if not ok then error(port, 2) end
   return port
 end
 
---- repl.client(path) -> the object repl.c drives for `spindle --attach
--- PATH`: line, interrupt, waiting, complete, as the local prompt's, but
--- entries run in the process listening at path (repl.listen). Whether
--- a statement is finished is decided here (by compiling it), so only
--- whole entries travel; completion asks the server synchronously on a
--- second short connection.
+--- repl.client(where) -> the object repl.c drives for `spindle --attach
+-- WHERE`: line, interrupt, waiting, complete, as the local prompt's, but
+-- entries run in the process listening at where (repl.listen): a Unix
+-- socket path (or "unix:PATH"), or "tls:host=H:port=P:certificate=C:
+-- privateKey=K:trustRoots=CA" (endpoints.clientFromString's tls: form:
+-- the client presents its certificate and verifies the server's against
+-- CA and its name against H). Whether a statement is finished is decided
+-- here (by compiling it), so only whole entries travel; completion asks
+-- the server synchronously on a second short connection (over a Unix
+-- socket only: over TLS, Tab completes nothing). Raises for any other
+-- kind of address.
 function M.client(path)
+  local overTLS = path:match("^tls:") ~= nil
+  if not overTLS and path:match("^%a+:") and not path:match("^unix:") then
+    debug.getregistry()["spindle.attach.failed"] = true
+    error("spindle: --attach takes a Unix socket path or " ..
+      "tls:host=H:port=P:certificate=C:privateKey=K:trustRoots=CA (got '" ..
+      path .. "')", 0)
+  end
+  path = path:match("^unix:(.+)$") or path
+  path = path:gsub("^path=", "")
   local reactor = require("spindle.reactor")
   local protocol = require("spindle.protocol")
   local C = require("spindle._repl")
   local client, conn, pending, resumeFn = {}, nil, nil, nil
   local queue = {}
+  local heard = false -- has the server sent anything yet?
   local function send(data)
     if conn then conn.transport:write(data) else queue[#queue + 1] = data end
   end
@@ -680,6 +804,7 @@ function M.client(path)
     queue = {}
   end
   function P:dataReceived(data)
+    heard = true
     self.buf = unframe(self.buf .. data, function(kind, payload)
       if kind == "O" then stdoutWrite(payload)
       elseif kind == "R" then stderrWrite(payload)
@@ -690,19 +815,37 @@ function M.client(path)
       end
     end)
   end
-  function P:connectionLost()
-    conn = nil
-    stderrWrite("\nspindle: detached (" .. path .. " closed)\n")
-    if reactor.running then reactor.stop() end
-  end
-  local F = protocol.ClientFactory:extend({protocol = P})
-  function F:clientConnectionFailed(_, reason)
+  local function failed(reason)
     stderrWrite("spindle: cannot attach to " .. path .. ": " ..
       tostring(reason.value) .. "\n")
     debug.getregistry()["spindle.attach.failed"] = true
     if reactor.running then reactor.stop() end
   end
-  reactor.connectUNIX(path, F())
+  function P:connectionLost(reason)
+    conn = nil
+    -- Over TLS, a server refusing the client's certificate ends the
+    -- connection with an ssl.Error before it ever answered.
+    if overTLS and not heard and reason and
+      reason:check(require("spindle.ssl").Error) then
+      return failed(reason)
+    end
+    stderrWrite("\nspindle: detached (" .. path .. " closed)\n")
+    if reactor.running then reactor.stop() end
+  end
+  if overTLS then
+    local endpoints = require("spindle.endpoints")
+    local ok, ep = pcall(endpoints.clientFromString, reactor, path)
+    if not ok then
+      debug.getregistry()["spindle.attach.failed"] = true
+      error("spindle: --attach " .. path .. ": " .. tostring(ep), 0)
+    end
+    local F = protocol.Factory:extend({protocol = P})
+    ep:connect(F()):addErrback(failed)
+  else
+    local F = protocol.ClientFactory:extend({protocol = P})
+    function F.clientConnectionFailed(_, _, reason) failed(reason) end
+    reactor.connectUNIX(path, F())
+  end
 
   local editor
   local function submit(src, resume)
@@ -755,6 +898,7 @@ function M.client(path)
   end
   function client.waiting() return resumeFn ~= nil end
   function client.complete(word, line)
+    if overTLS then return {} end
     local ok, reply = pcall(C.request, path,
       frame("C", word .. "\0" .. (line or word)))
     local out = {}
