@@ -74,10 +74,20 @@ typedef struct box {
   size_t len, cap;
 } box;
 
+/* How many tables, functions and upvalues a pack remembers in C before
+** it needs a Lua table for them. */
+#define SEEN_FAST 16
+
 typedef struct enc {
   lua_State *L;
   box *b;
-  int seen;  /* stack index: value or upvalue id -> id */
+  int seen;  /* stack index: address -> id, 0 while `fast` suffices */
+  int nfast; /* entries in fast */
+  struct {
+    const void *p;
+    lua_Integer id;
+  } fast[SEEN_FAST];
+  int backrefs; /* T_REF or T_UPREF written */
   int index; /* stack index of the module index, 0 until needed */
   int nextid;
   int depth;
@@ -427,21 +437,56 @@ static void put_errortype(enc *e, int idx, lua_Integer id) {
 /* ---------------------------------------------------------------- */
 /* Packing                                                             */
 
-/* [-0, +0, e] If the table or function at idx was met before, write a
-** reference and return 1; else give it the next id, write `tag` and it. */
-static int put_ref(enc *e, int idx, int tag) {
+/* [-0, +0, m] The id remembered for address p, or 0. */
+static lua_Integer seen_get(enc *e, const void *p) {
+  lua_Integer id;
+  for (int i = 0; i < e->nfast; i++)
+    if (e->fast[i].p == p) return e->fast[i].id;
+  if (e->nfast < SEEN_FAST) return 0;
+  lua_pushlightuserdata(e->L, (void *)p);
+  id = lua_rawget(e->L, e->seen) == LUA_TNUMBER ? lua_tointeger(e->L, -1) : 0;
+  lua_pop(e->L, 1);
+  return id;
+}
+
+/* [-0, +0, m] Remember id for address p: in the C array while it has
+** room (most messages hold a few tables and functions), then in a Lua
+** table in the slot pack reserved, which takes the array's entries. */
+static void seen_set(enc *e, const void *p, lua_Integer id) {
   lua_State *L = e->L;
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+  if (e->nfast < SEEN_FAST) {
+    e->fast[e->nfast].p = p;
+    e->fast[e->nfast++].id = id;
+    if (e->nfast < SEEN_FAST) return;
+    lua_createtable(L, 0, 2 * SEEN_FAST);
+    for (int i = 0; i < SEEN_FAST; i++) {
+      lua_pushlightuserdata(L, (void *)e->fast[i].p);
+      lua_pushinteger(L, e->fast[i].id);
+      lua_rawset(L, -3);
+    }
+    lua_replace(L, e->seen);
+    return;
+  }
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, id);
+  lua_rawset(L, e->seen);
+}
+
+/* [-0, +0, e] If the table or function at idx was met before, write a
+** reference and return 1; else give it the next id, write `tag` and it.
+** Values are told apart by address: every one met is reachable from the
+** values being packed, so none is collected (and its address reused)
+** before the pack ends. */
+static int put_ref(enc *e, int idx, int tag) {
+  const void *p = lua_topointer(e->L, idx);
+  lua_Integer id = seen_get(e, p);
+  if (id != 0) {
     put_tag(e, T_REF);
-    put_int(e, lua_tointeger(L, -1));
-    lua_pop(L, 1);
+    put_int(e, id);
+    e->backrefs = 1;
     return 1;
   }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, ++e->nextid);
-  lua_rawset(L, e->seen);
+  seen_set(e, p, ++e->nextid);
   put_tag(e, tag);
   put_int(e, e->nextid);
   return 0;
@@ -481,26 +526,78 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return 0;
 }
 
-/* [-0, +0, e] A Lua function: bytecode, then its upvalues. */
+/* Registry key: a weak-keyed table, Lua function -> its dump string (an
+** 8-byte FNV-1a hash of the bytecode, then the bytecode), so a function
+** sent again is not dumped again and a worker finds its copy by hash. */
+static const char dumps_key = 'D';
+
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 14695981039346656037u;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+  return h;
+}
+
+/* [-0, +1, e] The dump string of the Lua function at idx, from the cache
+** or made now (lua_dump, debug information kept for tracebacks). */
+static void dump_push(enc *e, int idx) {
+  lua_State *L = e->L;
+  enc tmp;
+  uint64_t h;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &dumps_key);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  memset(&tmp, 0, sizeof tmp);
+  tmp.L = L;
+  tmp.b = box_new(L);
+  h = 0;
+  put(&tmp, &h, sizeof h);
+  lua_pushvalue(L, idx);
+  lua_dump(L, dump_writer, &tmp, 0);
+  lua_pop(L, 1);
+  h = fnv1a(tmp.b->data + sizeof h, tmp.b->len - sizeof h);
+  memcpy(tmp.b->data, &h, sizeof h);
+  lua_pushlstring(L, tmp.b->data, tmp.b->len);
+  free(tmp.b->data);
+  tmp.b->data = NULL;
+  lua_remove(L, -2);
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+}
+
+/* [-0, +0, e] A Lua function: its dump string, then its upvalues. */
 static void put_function(enc *e, int idx) {
   lua_State *L = e->L;
-  size_t lenat, start, saved = e->pathlen;
+  size_t n, saved = e->pathlen;
+  const char *s;
   lua_Integer myid;
   int i;
   if (put_ref(e, idx, T_FUNC)) return;
   myid = e->nextid;
-  lenat = e->b->len;
-  put(e, &lenat, sizeof lenat);
-  start = e->b->len;
-  lua_pushvalue(L, idx);
-  lua_dump(L, dump_writer, e, 0);
+  dump_push(e, idx);
+  s = lua_tolstring(L, -1, &n);
+  put_str(e, s, n);
   lua_pop(L, 1);
-  lenat = e->b->len - start;
-  memcpy(e->b->data + start - sizeof lenat, &lenat, sizeof lenat);
   for (i = 1; lua_getupvalue(L, idx, i) != NULL; i++) lua_pop(L, 1);
   put_tag(e, i - 1);
   for (i = 1; i < 256; i++) {
     const char *name = lua_getupvalue(L, idx, i);
+    void *upid;
+    lua_Integer code;
     if (name == NULL) break;
     if (strcmp(name, "_ENV") == 0) {
       /* Whatever the sender's environment was (busted gives spec files
@@ -509,20 +606,18 @@ static void put_function(enc *e, int idx) {
       lua_pop(L, 1);
       continue;
     }
-    lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
-    if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
-      lua_Integer code = lua_tointeger(L, -1);
+    upid = lua_upvalueid(L, idx, i);
+    if ((code = seen_get(e, upid)) != 0) {
       put_tag(e, T_UPREF);
       put_int(e, code);
+      e->backrefs = 1;
     } else {
-      lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
-      lua_pushinteger(L, myid * 256 + i);
-      lua_rawset(L, e->seen);
+      seen_set(e, upid, myid * 256 + i);
       path_add(e, " upvalue '%s'", *name ? name : "?");
-      put_value(e, lua_gettop(L) - 1);
+      put_value(e, lua_gettop(L));
       e->pathlen = saved;
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
   }
 }
 
@@ -609,9 +704,26 @@ static int put_byname(enc *e, int idx) {
   return 0;
 }
 
+/* [-0, +0, m] Is the value at idx a Lua function packed before? It was
+** then found to be no module's field, and is taken not to have become
+** one since (looking again costs a walk of package.loaded per message). */
+static int was_dumped(lua_State *L, int idx) {
+  int r;
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, idx);
+  r = lua_rawget(L, -2) == LUA_TSTRING;
+  lua_pop(L, 2);
+  return r;
+}
+
 static void put_value(enc *e, int idx) {
   lua_State *L = e->L;
-  if (put_scalar(e, idx) || put_byname(e, idx)) return;
+  if (put_scalar(e, idx)) return;
+  if (!was_dumped(L, idx) && put_byname(e, idx)) return;
   if (e->depth >= MAX_DEPTH) {
     char why[64];
     snprintf(why, sizeof why, " (nested more than %d levels deep)", MAX_DEPTH);
@@ -637,7 +749,7 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   e.what = what;
   e.b = box_new(L);
   top = lua_gettop(L);
-  lua_newtable(L);
+  lua_pushnil(L); /* the seen table's slot, filled when needed */
   e.seen = lua_gettop(L);
   for (int i = 0; i < n; i++) {
     e.argn = first + i;
@@ -647,6 +759,7 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   out->data = e.b->data;
   out->len = e.b->len;
   out->n = n;
+  out->refs = e.backrefs;
   e.b->data = NULL;
   lua_settop(L, top - 1);
 }
@@ -663,7 +776,10 @@ void sp_marshal_free(sp_packed *p) {
 typedef struct dec {
   lua_State *L;
   const char *p, *end;
-  int refs; /* stack index: id -> value */
+  int refs;    /* stack index: id -> value; 0 if the message has no refs */
+  int cache;   /* stack index of the prototype cache, 0 if not used */
+  int cacheok; /* the next function may come from the cache */
+  lua_Integer serial; /* this unpack's number, for the cache */
 } dec;
 
 static void get(dec *d, void *out, size_t n) {
@@ -696,6 +812,7 @@ static const char *get_str(dec *d, size_t *n) {
 static void get_value(dec *d, int tag);
 
 static void set_ref(dec *d, lua_Integer id) {
+  if (d->refs == 0) return; /* nothing refers back to it */
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->refs, id);
 }
@@ -735,14 +852,90 @@ static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
   return *size ? c->p : NULL;
 }
 
+/* The prototype cache of a worker's state (sp_marshal_unpack_call): a
+** table in the registry, hash -> {function, dump string, serial}, with
+** "n" (entries) and "serial" (unpacks so far). A function found there is
+** reused, its upvalues set afresh from the message, unless this unpack
+** already used it (two closures of one prototype) or it was joined to
+** another's upvalue (it is then dropped from the cache). */
+static const char protos_key = 'P';
+#define PROTOS_MAX 256
+
+/* [-0, +1, e] Load the function whose dump string (hash, bytecode) is
+** c; push it. */
+static void function_load(lua_State *L, const char *s, size_t n) {
+  chunk c;
+  c.p = s + sizeof(uint64_t);
+  c.n = n - sizeof(uint64_t);
+  if (lua_load(L, chunk_reader, &c, "=(copied function)", "b") != LUA_OK)
+    lua_error(L);
+}
+
+/* [-0, +1, e] The function for dump string s from the cache (returns 1)
+** or loaded, and cached unless an entry for it is in use (0). */
+static int function_cached(dec *d, const char *s, size_t n) {
+  lua_State *L = d->L;
+  uint64_t h;
+  size_t m;
+  const char *t;
+  memcpy(&h, s, sizeof h);
+  if (lua_rawgeti(L, d->cache, (lua_Integer)h) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 2);
+    t = lua_tolstring(L, -1, &m);
+    lua_pop(L, 1);
+    if (m == n && memcmp(s, t, n) == 0) {
+      if (lua_rawgeti(L, -1, 3) == LUA_TNUMBER &&
+          lua_tointeger(L, -1) != d->serial) {
+        lua_pop(L, 1);
+        lua_pushinteger(L, d->serial);
+        lua_rawseti(L, -2, 3);
+        lua_rawgeti(L, -1, 1);
+        lua_remove(L, -2);
+        return 1;
+      }
+      lua_pop(L, 2);
+      function_load(L, s, n); /* in use in this message: a fresh one */
+      return 0;
+    }
+  }
+  lua_pop(L, 1);
+  function_load(L, s, n);
+  lua_getfield(L, d->cache, "n");
+  if (lua_tointeger(L, -1) >= PROTOS_MAX) { /* full: start again */
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &protos_key);
+    lua_replace(L, d->cache);
+    lua_pushinteger(L, 0);
+    lua_replace(L, -2);
+  }
+  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+  lua_setfield(L, d->cache, "n");
+  lua_pop(L, 1);
+  lua_createtable(L, 3, 0);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 1);
+  lua_pushlstring(L, s, n);
+  lua_rawseti(L, -2, 2);
+  lua_pushinteger(L, d->serial);
+  lua_rawseti(L, -2, 3);
+  lua_rawseti(L, d->cache, (lua_Integer)h);
+  return 0;
+}
+
 static void get_function(dec *d) {
   lua_State *L = d->L;
   lua_Integer id = get_int(d);
-  chunk c;
-  int f, nup;
-  c.p = get_str(d, &c.n);
-  if (lua_load(L, chunk_reader, &c, "=(copied function)", "b") != LUA_OK)
-    lua_error(L);
+  const char *s;
+  size_t n;
+  int f, nup, cached = 0, cacheok = d->cacheok;
+  d->cacheok = 0;
+  s = get_str(d, &n);
+  if (n < sizeof(uint64_t)) luaL_error(L, "corrupt message");
+  if (cacheok && d->cache)
+    cached = function_cached(d, s, n);
+  else
+    function_load(L, s, n);
   f = lua_gettop(L);
   set_ref(d, id);
   nup = get_tag(d);
@@ -753,8 +946,17 @@ static void get_function(dec *d) {
       lua_rawgeti(L, d->refs, code / 256);
       lua_upvaluejoin(L, f, i, -1, (int)(code % 256));
       lua_pop(L, 1);
+      if (cached) { /* joined for good: no longer reusable */
+        uint64_t h;
+        memcpy(&h, s, sizeof h);
+        lua_pushnil(L);
+        lua_rawseti(L, d->cache, (lua_Integer)h);
+        cached = 0;
+      }
     } else {
+      d->cacheok = cacheok; /* what a reused function closes over */
       get_value(d, tag);
+      d->cacheok = 0;
       if (lua_setupvalue(L, f, i) == NULL) lua_pop(L, 1);
     }
   }
@@ -872,6 +1074,8 @@ static void get_value(dec *d, int tag) {
   lua_State *L = d->L;
   size_t n;
   const char *s;
+  int cacheok = d->cacheok;
+  d->cacheok = 0;
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   switch (tag) {
     case T_NIL:
@@ -903,6 +1107,7 @@ static void get_value(dec *d, int tag) {
       get_table(d, 1);
       break;
     case T_FUNC:
+      d->cacheok = cacheok;
       get_function(d);
       break;
     case T_REF:
@@ -929,18 +1134,52 @@ static void get_value(dec *d, int tag) {
   }
 }
 
-int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
+/* [-0, +n, e] Unpack p; with `cached`, its first value (the function
+** of a call) and the functions it closes over may be reused from the
+** state's prototype cache. */
+static int unpack(lua_State *L, const sp_packed *p, int cached) {
   dec d;
   int base;
   luaL_checkstack(L, p->n + 16, "too many values to copy");
+  memset(&d, 0, sizeof d);
   d.L = L;
   d.p = p->data;
   d.end = p->data + p->len;
-  lua_newtable(L);
-  d.refs = base = lua_gettop(L);
-  for (int i = 0; i < p->n; i++) get_value(&d, get_tag(&d));
-  lua_remove(L, base);
+  base = lua_gettop(L);
+  if (p->refs) {
+    lua_newtable(L);
+    d.refs = lua_gettop(L);
+  }
+  if (cached) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &protos_key) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &protos_key);
+    }
+    d.cache = lua_gettop(L);
+    lua_getfield(L, d.cache, "serial");
+    d.serial = lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+    lua_pushinteger(L, d.serial);
+    lua_setfield(L, d.cache, "serial");
+  }
+  for (int i = 0; i < p->n; i++) {
+    d.cacheok = cached && i == 0;
+    get_value(&d, get_tag(&d));
+  }
+  if (d.cache) lua_remove(L, d.cache);
+  if (d.refs) lua_remove(L, d.refs);
+  (void)base;
   return p->n;
+}
+
+int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
+  return unpack(L, p, 0);
+}
+
+int sp_marshal_unpack_call(lua_State *L, const sp_packed *p) {
+  return unpack(L, p, 1);
 }
 
 /* ---------------------------------------------------------------- */

@@ -182,6 +182,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
       out->data = NULL;
       out->len = 0;
       out->n = 0;
+      out->refs = 0;
       fprintf(stderr, "spindle: cannot pass an error between threads\n");
     }
   }
@@ -371,7 +372,7 @@ static int work_call(lua_State *L) {
   work *job = lua_touserdata(L, 1);
   int n;
   lua_settop(L, 0);
-  n = sp_marshal_unpack(L, &job->call);
+  n = sp_marshal_unpack_call(L, &job->call);
   lua_call(L, n - 1, 1);
   return 1;
 }
