@@ -15,6 +15,24 @@
 ** worker). blockingCallFromThread posts the same way and then waits on
 ** a condition for the answer.
 **
+** Wake-ups are batched both ways, steered by how long calls have been
+** taking (pool.avg, a moving average). While calls are short (under
+** SHORT_NS), an awake worker takes up to BATCH_MAX of them per lock and
+** the main thread wakes a sleeping worker only when the queue holds more
+** than the awake workers' batches; while they are long, a worker takes
+** one and a sleeping worker is woken for every call the awake, idle
+** workers will not take (as before: long calls run side by side). A
+** worker whose call ran past HOLD_NS puts the rest of its batch back
+** and wakes the others, so a long call among short ones delays at most
+** one batch. A worker holds its results back and posts
+** them as one message (one inbox lock, one uv_async) after its batch or
+** when the oldest has waited HOLD_NS; whatever else it posts
+** (callFromThread, log lines, blockingCallFromThread) goes at once,
+** after the results held before it, so the loop thread sees one
+** worker's messages in the order it sent them. A worker about to block
+** in blockingCallFromThread first puts the calls of its batch it has
+** not started back at the head of the queue.
+**
 ** Threads start lazily, one when work is queued and no worker is idle,
 ** up to `max` (10 by default, Twisted's); a worker beyond a lowered max
 ** ends when it next looks for work. Workers live until the pool stops
@@ -29,6 +47,7 @@
 ** touched only on the loop thread; a worker's state only by its worker.
 */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +61,9 @@
 #include "worker.h"
 
 #define DEFAULT_MAX 10
+#define BATCH_MAX 16
+#define HOLD_NS 1000000 /* how long a worker may hold a result back */
+#define SHORT_NS 50000  /* calls shorter than this are batched */
 #define BCALL_MT "spindle.BlockingCall"
 
 typedef enum { W_CALL, W_DEFER } work_kind;
@@ -65,11 +87,18 @@ typedef struct bcall {
   sp_packed out;
 } bcall;
 
+struct reply;
+
 typedef struct worker {
   struct worker *next;
   uv_thread_t tid;
   int exited;     /* the thread has left its loop: join it */
   bcall *waiting; /* its blockingCallFromThread, if any */
+  /* The worker's own (no lock): the calls of its batch not started yet,
+  ** and the replies it holds back, oldest first, since `since` (ns). */
+  work *rest;
+  struct reply *held, *heldtail;
+  uint64_t since;
 } worker;
 
 static struct {
@@ -77,9 +106,16 @@ static struct {
   uv_cond_t cond; /* work queued, max lowered, or stopping */
   work *head, *tail;
   int queued, max, workers, busy;
+  int sleeping, wakes; /* workers in cond_wait; signals not yet taken */
+  int exited;          /* workers that have exited, not yet joined */
+  uint64_t avg;        /* ns per call, a moving average over batches */
   int stopping, ready;
   worker *all;
 } pool;
+
+/* pool.stopping, for a worker between the calls of its batch without
+** taking the lock: the calls not started are then dropped. */
+static atomic_int stop_seen;
 
 /* The worker a thread is (NULL on the others). */
 static _Thread_local worker *self = NULL;
@@ -87,7 +123,8 @@ static _Thread_local worker *self = NULL;
 /* A message for the loop thread. */
 typedef enum { R_RESULT, R_CALL, R_BCALL, R_LOG, R_ERR } reply_kind;
 typedef struct reply {
-  sp_loop_msg m; /* first: the inbox links it */
+  sp_loop_msg m;      /* first: the inbox links it */
+  struct reply *more; /* the next one posted with it */
   reply_kind kind;
   int ref, ok; /* R_RESULT: the Deferred and how f ended */
   bcall *bc;   /* R_BCALL */
@@ -316,10 +353,9 @@ static int reply_deliver(lua_State *L) {
   return 0;
 }
 
-/* The inbox runs it: deliver on the loop thread (L set), or just free
-** (L NULL, at shutdown, maybe on the posting thread). */
-static void reply_run(lua_State *L, sp_loop_msg *m) {
-  reply *r = (reply *)m;
+/* Deliver reply r on the loop thread (L set), or just free it (L NULL,
+** at shutdown, maybe on the posting thread). */
+static void reply_one(lua_State *L, reply *r) {
   if (L != NULL) {
     int top = lua_gettop(L);
     lua_pushcfunction(L, reply_deliver);
@@ -343,8 +379,25 @@ static void reply_run(lua_State *L, sp_loop_msg *m) {
   free(r);
 }
 
-/* Post a reply of `kind` with packed values p (taken); 0 if out of
-** memory (p is then freed). Any thread. */
+/* The inbox runs it: r and the replies posted with it, in order. */
+static void reply_run(lua_State *L, sp_loop_msg *m) {
+  reply *r = (reply *)m, *next;
+  for (; r != NULL; r = next) {
+    next = r->more;
+    reply_one(L, r);
+  }
+}
+
+/* Post the replies the calling worker holds, as one message. */
+static void held_flush(void) {
+  if (self->held == NULL) return;
+  sp_loop_post(&self->held->m);
+  self->held = self->heldtail = NULL;
+}
+
+/* Post a reply of `kind` with packed values p (taken), after the ones
+** held: R_RESULT is held (the worker loop flushes), the others go at
+** once. 0 if out of memory (p is then freed). A pool thread. */
 static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
                       bcall *bc) {
   reply *r = calloc(1, sizeof *r);
@@ -359,7 +412,14 @@ static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
   r->ok = ok;
   r->bc = bc;
   p->data = NULL;
-  sp_loop_post(&r->m);
+  if (self->held == NULL) {
+    self->held = r;
+    self->since = uv_hrtime();
+  } else {
+    self->heldtail->more = r;
+  }
+  self->heldtail = r;
+  if (kind != R_RESULT) held_flush();
   return 1;
 }
 
@@ -400,6 +460,78 @@ static void work_run(lua_State *L, work *job) {
 
 static lua_State *worker_state(void);
 
+/* With pool.lock held: take this worker's share of the queue (at least
+** one call) into self->rest. */
+static int batch_take(void) {
+  int k = pool.avg < SHORT_NS ? BATCH_MAX : 1, n = 1;
+  work *last;
+  self->rest = last = pool.head;
+  pool.queued--;
+  while (n < k && last->next != NULL) {
+    last = last->next;
+    pool.queued--;
+    n++;
+  }
+  pool.head = last->next;
+  if (pool.head == NULL) pool.tail = NULL;
+  last->next = NULL;
+  return n;
+}
+
+static int batch_return(int slow);
+static void worker_start(void);
+
+/* Run the calls in self->rest, flushing the held results when the batch
+** ends or the oldest has waited HOLD_NS; a call that ran past HOLD_NS
+** sends the rest of the batch back to the queue. */
+static void batch_run(lua_State *L) {
+  work *job;
+  while ((job = self->rest) != NULL) {
+    uint64_t t0 = uv_hrtime();
+    self->rest = job->next;
+    if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
+      sp_marshal_free(&job->call);
+      free(job);
+      continue;
+    }
+    work_run(L, job);
+    if (self->rest != NULL && uv_hrtime() - t0 >= HOLD_NS) {
+      int start;
+      uv_mutex_lock(&pool.lock);
+      start = batch_return(1);
+      uv_mutex_unlock(&pool.lock);
+      while (start-- > 0) worker_start();
+    }
+    if (self->rest == NULL || uv_hrtime() - self->since >= HOLD_NS)
+      held_flush();
+  }
+  held_flush();
+}
+
+static int pool_wanted(void);
+
+/* With pool.lock held: put the calls of this worker's batch that it has
+** not started back at the head of the queue and wake the others (it is
+** about to block, or `slow`: a call ran long, so calls count as long from
+** now on). Returns how many workers to start. */
+static int batch_return(int slow) {
+  work *last = self->rest;
+  int n = 1;
+  if (slow && pool.avg < HOLD_NS) pool.avg = HOLD_NS;
+  if (last == NULL) return 0;
+  while (last->next != NULL) {
+    last = last->next;
+    n++;
+  }
+  last->next = pool.head;
+  pool.head = self->rest;
+  if (pool.tail == NULL) pool.tail = last;
+  pool.queued += n;
+  self->rest = NULL;
+  uv_cond_broadcast(&pool.cond);
+  return pool.stopping ? 0 : pool_wanted();
+}
+
 static void worker_main(void *arg) {
   worker *w = arg;
   lua_State *L;
@@ -407,23 +539,29 @@ static void worker_main(void *arg) {
   L = worker_state();
   uv_mutex_lock(&pool.lock);
   while (L != NULL) {
-    work *job;
-    while (!pool.stopping && pool.head == NULL && pool.workers <= pool.max)
+    while (!pool.stopping && pool.head == NULL && pool.workers <= pool.max) {
+      pool.sleeping++;
       uv_cond_wait(&pool.cond, &pool.lock);
+      pool.sleeping--;
+      if (pool.wakes > 0) pool.wakes--;
+    }
     if (pool.stopping || pool.workers > pool.max) break;
-    job = pool.head;
-    pool.head = job->next;
-    if (pool.head == NULL) pool.tail = NULL;
-    pool.queued--;
-    pool.busy++;
-    uv_mutex_unlock(&pool.lock);
-    work_run(L, job);
-    uv_mutex_lock(&pool.lock);
-    pool.busy--;
+    {
+      int n = batch_take();
+      uint64_t t0 = uv_hrtime(), per;
+      pool.busy++;
+      uv_mutex_unlock(&pool.lock);
+      batch_run(L);
+      per = (uv_hrtime() - t0) / (uint64_t)n;
+      uv_mutex_lock(&pool.lock);
+      pool.busy--;
+      pool.avg = (pool.avg * 7 + per) / 8;
+    }
   }
   if (L == NULL)
     fprintf(stderr, "spindle: cannot make a Lua state for a pool thread\n");
   pool.workers--;
+  pool.exited++;
   w->exited = 1;
   uv_mutex_unlock(&pool.lock);
   if (L != NULL) lua_close(L);
@@ -462,10 +600,14 @@ static void worker_start(void) {
   free(w);
 }
 
-/* With pool.lock held: how many workers to start for the queue. */
+/* With pool.lock held: how many workers to start for the queue: one per
+** call the idle workers will not take, or while calls are short, one per
+** BATCH_MAX calls beyond what the running workers take. */
 static int pool_wanted(void) {
   int n = 0;
-  while (pool.queued > pool.workers - pool.busy && pool.workers < pool.max) {
+  while ((pool.avg < SHORT_NS ? pool.queued > 4 * BATCH_MAX * pool.workers
+                              : pool.queued > pool.workers - pool.busy) &&
+         pool.workers < pool.max) {
     pool.workers++;
     n++;
   }
@@ -485,6 +627,7 @@ static void pool_reap(void) {
       pp = &w->next;
     }
   }
+  pool.exited = 0;
   uv_mutex_unlock(&pool.lock);
   for (; dead != NULL; dead = w) {
     w = dead->next;
@@ -493,9 +636,10 @@ static void pool_reap(void) {
   }
 }
 
-/* Queue job and start a worker if none is idle. Main thread. */
+/* Queue job, start a worker if none is idle, and wake a sleeping one
+** if the awake ones will not take it. Main thread. */
 static void pool_submit(work *job) {
-  int start;
+  int start, reap;
   job->next = NULL;
   uv_mutex_lock(&pool.lock);
   if (pool.tail != NULL)
@@ -505,9 +649,18 @@ static void pool_submit(work *job) {
   pool.tail = job;
   pool.queued++;
   start = pool_wanted();
-  uv_cond_signal(&pool.cond);
+  if (pool.sleeping > pool.wakes &&
+      (pool.avg < SHORT_NS
+           ? pool.queued > 4 * BATCH_MAX * (pool.workers - pool.sleeping +
+                                        pool.wakes)
+           : pool.queued >
+                 pool.workers - pool.busy - pool.sleeping + pool.wakes)) {
+    pool.wakes++;
+    uv_cond_signal(&pool.cond);
+  }
+  reap = pool.exited > 0;
   uv_mutex_unlock(&pool.lock);
-  pool_reap();
+  if (reap) pool_reap();
   while (start-- > 0) worker_start();
 }
 
@@ -517,6 +670,7 @@ void sp_pool_stop(void) {
   if (!pool.ready) return;
   uv_mutex_lock(&pool.lock);
   pool.stopping = 1;
+  atomic_store(&stop_seen, 1);
   job = pool.head;
   pool.head = pool.tail = NULL;
   pool.queued = 0;
@@ -574,6 +728,11 @@ static int worker_blockingCallFromThread(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   bc->refs = 2;
+  /* The calls of this worker's batch not started go to the others. */
+  uv_mutex_lock(&pool.lock);
+  n = batch_return(0);
+  uv_mutex_unlock(&pool.lock);
+  while (n-- > 0) worker_start();
   if (!reply_post(R_BCALL, &p, LUA_NOREF, 1, bc)) {
     uv_cond_destroy(&bc->cond);
     free(bc);
