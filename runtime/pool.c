@@ -16,7 +16,8 @@
 ** a condition for the answer.
 **
 ** Wake-ups are batched both ways, steered by how long calls have been
-** taking (pool.avg, a moving average). While calls are short (under
+** taking (pool.avg, a moving average; long until measured, and again
+** after a call blocked or ran past HOLD_NS). While calls are short (under
 ** SHORT_NS), an awake worker takes up to BATCH_MAX of them per lock and
 ** the main thread wakes a sleeping worker only when the queue holds more
 ** than the awake workers' batches; while they are long, a worker takes
@@ -478,7 +479,7 @@ static int batch_take(void) {
   return n;
 }
 
-static int batch_return(int slow);
+static int batch_return(void);
 static void worker_start(void);
 
 /* Run the calls in self->rest, flushing the held results when the batch
@@ -498,7 +499,7 @@ static void batch_run(lua_State *L) {
     if (self->rest != NULL && uv_hrtime() - t0 >= HOLD_NS) {
       int start;
       uv_mutex_lock(&pool.lock);
-      start = batch_return(1);
+      start = batch_return();
       uv_mutex_unlock(&pool.lock);
       while (start-- > 0) worker_start();
     }
@@ -511,13 +512,13 @@ static void batch_run(lua_State *L) {
 static int pool_wanted(void);
 
 /* With pool.lock held: put the calls of this worker's batch that it has
-** not started back at the head of the queue and wake the others (it is
-** about to block, or `slow`: a call ran long, so calls count as long from
-** now on). Returns how many workers to start. */
-static int batch_return(int slow) {
+** not started back at the head of the queue and wake the others (a call
+** ran long, or is about to block: calls count as long from now on).
+** Returns how many workers to start. */
+static int batch_return(void) {
   work *last = self->rest;
   int n = 1;
-  if (slow && pool.avg < HOLD_NS) pool.avg = HOLD_NS;
+  if (pool.avg < HOLD_NS) pool.avg = HOLD_NS;
   if (last == NULL) return 0;
   while (last->next != NULL) {
     last = last->next;
@@ -730,7 +731,7 @@ static int worker_blockingCallFromThread(lua_State *L) {
   bc->refs = 2;
   /* The calls of this worker's batch not started go to the others. */
   uv_mutex_lock(&pool.lock);
-  n = batch_return(0);
+  n = batch_return();
   uv_mutex_unlock(&pool.lock);
   while (n-- > 0) worker_start();
   if (!reply_post(R_BCALL, &p, LUA_NOREF, 1, bc)) {
@@ -965,6 +966,7 @@ static void pool_init(lua_State *L) {
   if (uv_mutex_init(&pool.lock) != 0 || uv_cond_init(&pool.cond) != 0)
     luaL_error(L, "cannot set up the thread pool");
   pool.max = DEFAULT_MAX;
+  pool.avg = HOLD_NS; /* calls count as long until measured */
   pool.ready = 1;
   sp_loop(); /* its shutdown hook first, so that ours runs before it */
   sp_on_shutdown(pool_shutdown);
