@@ -78,9 +78,22 @@ typedef struct box {
 ** it needs a Lua table for them. */
 #define SEEN_FAST 16
 
+/* A message being written: first in `inl` on the C stack (most messages
+** fit, and nothing is allocated), then in a plain userdata (no finalizer:
+** the collector frees it, on an error too) kept at stack index `slot`
+** and replaced by a bigger one as it grows; copied out at the end. */
+#define BUF_INLINE 512
+
+typedef struct buf {
+  char *data;
+  size_t len, cap;
+  int slot;
+  char inl[BUF_INLINE];
+} buf;
+
 typedef struct enc {
   lua_State *L;
-  box *b;
+  buf b[1];
   int seen;  /* stack index: address -> id, 0 while `fast` suffices */
   int nfast; /* entries in fast */
   struct {
@@ -121,14 +134,25 @@ static box *box_new(lua_State *L) {
   return b;
 }
 
+/* [-0, +1, -] Start e's buffer; its stack slot (nil until it outgrows
+** the inline part) stays pushed. */
+static void buf_init(enc *e) {
+  e->b->cap = BUF_INLINE;
+  e->b->len = 0;
+  e->b->data = e->b->inl;
+  lua_pushnil(e->L);
+  e->b->slot = lua_gettop(e->L);
+}
+
 static void put(enc *e, const void *p, size_t n) {
-  box *b = e->b;
+  buf *b = e->b;
   if (b->cap - b->len < n) {
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap;
     char *d;
     while (cap - b->len < n) cap *= 2;
-    d = realloc(b->data, cap);
-    if (d == NULL) luaL_error(e->L, "not enough memory");
+    d = lua_newuserdatauv(e->L, cap, 0);
+    memcpy(d, b->data, b->len);
+    lua_replace(e->L, b->slot);
     b->data = d;
     b->cap = cap;
   }
@@ -561,7 +585,7 @@ static void dump_push(enc *e, int idx) {
   lua_pop(L, 1);
   memset(&tmp, 0, sizeof tmp);
   tmp.L = L;
-  tmp.b = box_new(L);
+  buf_init(&tmp);
   h = 0;
   put(&tmp, &h, sizeof h);
   lua_pushvalue(L, idx);
@@ -570,8 +594,6 @@ static void dump_push(enc *e, int idx) {
   h = fnv1a(tmp.b->data + sizeof h, tmp.b->len - sizeof h);
   memcpy(tmp.b->data, &h, sizeof h);
   lua_pushlstring(L, tmp.b->data, tmp.b->len);
-  free(tmp.b->data);
-  tmp.b->data = NULL;
   lua_remove(L, -2);
   lua_pushvalue(L, idx);
   lua_pushvalue(L, -2);
@@ -747,7 +769,7 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   memset(&e, 0, sizeof e);
   e.L = L;
   e.what = what;
-  e.b = box_new(L);
+  buf_init(&e);
   top = lua_gettop(L);
   lua_pushnil(L); /* the seen table's slot, filled when needed */
   e.seen = lua_gettop(L);
@@ -756,11 +778,12 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
     e.pathlen = 0;
     put_value(&e, idx + i);
   }
-  out->data = e.b->data;
+  out->data = malloc(e.b->len ? e.b->len : 1);
+  if (out->data == NULL) luaL_error(L, "not enough memory");
+  memcpy(out->data, e.b->data, e.b->len);
   out->len = e.b->len;
   out->n = n;
   out->refs = e.backrefs;
-  e.b->data = NULL;
   lua_settop(L, top - 1);
 }
 
