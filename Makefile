@@ -7,8 +7,10 @@
 #   make test-asan   the sanitizer run alone
 #   make lint     clang-format (runtime/) and luacheck (.luacheckrc): any
 #                 difference or warning fails; .ci/run runs it before test
-#   make bench    the benchmarks in bench/
-#   make bench-net   the network one alone (bench/echo/run.sh)
+#   make bench    every benchmark for spindle and each peer, 3 rounds:
+#                 one table, bench/RESULTS.md and bench/results.png
+#   make bench-quick the same, one short round (about a minute)
+#   make bench-net   TCP echo and lines alone (bench/echo/run.sh)
 #   make install     build/spindle, its man page and examples under
 #                    $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 #   make deb         a Debian package (debhelper) in build/
@@ -52,7 +54,7 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan test-tools lint asan bench \
-        bench-net clean install uninstall deb check-install doc
+        bench-quick bench-net clean install uninstall deb check-install doc
 
 all: deps $(BUILD)/spindle
 
@@ -121,9 +123,16 @@ test-asan: asan
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tools/busted.sh build-asan/spindle $(BUSTED_ARGS)
 
+# Every benchmark, spindle beside raw C on libuv, luv, Node.js, Twisted and
+# openssl s_server (bench/run.py); needs gnuplot-nox for the chart. Not
+# part of make test.
 bench: all
-	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
-	@$(MAKE) --no-print-directory bench-net
+	@$(MAKE) --no-print-directory deps DEB_PKGS="nodejs wrk gnuplot-nox"
+	/usr/bin/python3 bench/run.py
+
+bench-quick: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="nodejs wrk gnuplot-nox"
+	/usr/bin/python3 bench/run.py --quick
 
 # TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
 bench-net: all
