@@ -947,8 +947,7 @@ int luaopen_spindle__basic(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &line_loop_key);
   luaL_setfuncs(L, basic_funcs, K_LINELOOP);
   sp_stream_set_direct(line_dataReceived, line_direct);
-  sp_errortype_register(L, "basic.StringTooLongError", "StringTooLongError",
-                        NULL);
+  sp_errortype_push(L, "basic.StringTooLongError");
   lua_setfield(L, -2, "StringTooLongError");
   return 1;
 }

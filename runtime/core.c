@@ -32,9 +32,9 @@ void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
 }
 
 /* __index of a class with getters: upvalue 1 the methods, upvalue 2 the
-** getters (field name -> getter(self)). */
+** getters (field name -> getter(self)). Lua calls it with (self, key);
+** no lua_settop, as it is on the path of every method call. */
 static int class_index(lua_State *L) {
-  lua_settop(L, 2);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   lua_pushvalue(L, 2);
@@ -61,8 +61,61 @@ void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
   lua_pop(L, 1);
 }
 
+/* [-0, +0, -] The name under which the running C function is a method
+** of class cls (a key of its methods table, found by value), or NULL.
+** The methods table is __index itself or upvalue 1 of an __index
+** function (sp_class_newx's, the transport's). */
+static const char *method_name(lua_State *L, const char *cls) {
+  lua_Debug ar;
+  const char *name = NULL;
+  int top = lua_gettop(L);
+  if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "f", &ar)) return NULL;
+  if (luaL_getmetatable(L, cls) == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "__index") == LUA_TFUNCTION)
+      lua_getupvalue(L, -1, 1);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushnil(L);
+      while (name == NULL && lua_next(L, -2)) {
+        if (lua_rawequal(L, -1, top + 1) && lua_type(L, -2) == LUA_TSTRING)
+          name = lua_tostring(L, -2); /* kept alive by the class */
+        lua_pop(L, 1);
+      }
+      if (name != NULL) lua_pop(L, 1); /* the key */
+    }
+  }
+  lua_settop(L, top);
+  return name;
+}
+
+int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls) {
+  lua_Debug ar;
+  const char *name;
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name != NULL)
+    return luaL_argerror(L, arg, extramsg); /* Lua knows how it was called */
+  name = method_name(L, cls);
+  if (name == NULL) return luaL_argerror(L, arg, extramsg);
+  if (arg == 1)
+    return luaL_error(L, "calling '%s' on bad self (%s)", name, extramsg);
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", arg - 1, name,
+                    extramsg);
+}
+
+int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls) {
+  const char *got;
+  if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING)
+    got = lua_tostring(L, -1);
+  else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
+    got = "light userdata";
+  else
+    got = luaL_typename(L, arg);
+  return sp_argerror(
+      L, arg, lua_pushfstring(L, "%s expected, got %s", tname, got), cls);
+}
+
 void *sp_class_check(lua_State *L, int idx, const char *name) {
-  return luaL_checkudata(L, idx, name);
+  void *p = luaL_testudata(L, idx, name);
+  if (p == NULL) sp_typeerror(L, idx, name, name);
+  return p;
 }
 
 /* The message handler of sp_pcall, set once by the binary before any

@@ -29,8 +29,22 @@ void sp_class_new(lua_State *L, const char *name, const luaL_Reg *methods,
 void sp_class_newx(lua_State *L, const char *name, const luaL_Reg *methods,
                    const luaL_Reg *meta, const luaL_Reg *getters);
 
-/* [-0, +0, e] Like luaL_checkudata, with a message naming the method. */
+/* [-0, +0, e] Like luaL_checkudata for a method of class `name`, with
+** sp_typeerror's message. */
 void *sp_class_check(lua_State *L, int idx, const char *name);
+
+/* [-0, +0, v] luaL_argerror for a method of class cls (a metatable name):
+** when Lua knows how the function was called it is luaL_argerror itself
+** (`t:write(42)`: "bad argument #1 to 'write'"). When it does not (a call
+** through pcall or a tail call, where luaL_argerror says "to '?'" and
+** counts self), the method is named from the class and counted as the
+** user writes `t:name(...)`: "bad argument #<arg-1> to 'name' (...)", or
+** "calling 'name' on bad self" for arg 1. Never returns. */
+int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls);
+
+/* [-0, +0, v] luaL_typeerror through sp_argerror: "<tname> expected, got
+** <type>" (the __name of a userdata's metatable, as Lua's). */
+int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
 ** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on

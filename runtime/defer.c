@@ -3,6 +3,10 @@
 ** lua/spindle/defer.lua is the public face, spindle.defer).
 ** Follows twisted.internet.defer.Deferred.
 **
+** Length: a little over 1000 lines: the runner, the step encoding and the
+** methods that append steps share struct Deferred and the slot layout
+** below; splitting them would put that layout in a header.
+**
 ** A Deferred is a userdata (struct Deferred) with six user values: the
 ** current result, the slots table, the canceller, a debug table (where it
 ** was made and first fired, when defer.setDebugging(true)), a table of
@@ -792,7 +796,9 @@ static int deferred_tostring(lua_State *L) {
 ** (the pause() count, plus one while waiting on an inner Deferred, as in
 ** Twisted) and result, then fields a user set. Upvalue 1: methods; 2: the
 ** Deferred metatable. A method is found without touching d (the hot path:
-** every d:addCallback); d is checked before anything else. */
+** every d:addCallback); d is checked before anything else. Not core.c's
+** sp_class_newx: a Deferred also keeps fields its user sets (Python code
+** sets attributes on Deferreds), which that class builder does not. */
 static int deferred_index(lua_State *L) {
   Deferred *d;
   const char *k;

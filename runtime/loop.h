@@ -48,15 +48,18 @@ struct sp_loop_msg {
 ** Follows twisted's reactor.callFromThread / threadCallQueue. */
 void sp_loop_post(sp_loop_msg *m);
 
-/* The live-handle registry: every handle kind outside loop.c (streams,
-** listening sockets, connecting connectors, UDP ports) links an sp_live
+/* The live registry: every handle kind outside loop.c (streams,
+** listening sockets, connecting connectors, UDP ports), and what else must
+** end at exit (the thread pool, shared read buffers), links an sp_live
 ** into it while it is open. At process exit the loop's shutdown hook
-** first calls each entry's shutdown, newest first, so that each kind
-** closes its handles with its own close callback and tells its Lua side
-** (a connection's connectionLost, a port's doStop); only then does it
-** close what is left on the loop (its own timers, async and signals) and
-** run the loop until every close callback has run. This is the one order
-** at exit; no module registers a shutdown hook for handles of its own. */
+** first calls each entry's shutdown, by phase (SP_LIVE_THREADS, then
+** SP_LIVE_HANDLE, then SP_LIVE_MEMORY) and newest first within a phase,
+** so that each kind closes its handles with its own close callback and
+** tells its Lua side (a connection's connectionLost, a port's doStop);
+** only then does it close what is left on the loop (its own timers, async
+** and signals) and run the loop until every close callback has run. This
+** is the one order at exit; no module registers a shutdown hook of its
+** own. */
 typedef struct sp_live sp_live;
 struct sp_live {
   sp_live *prev, *next; /* owned by the registry while linked */
@@ -64,12 +67,40 @@ struct sp_live {
   ** other entries) and must not free n synchronously before unlinking it;
   ** close callbacks normally free and unlink. */
   void (*shutdown)(lua_State *L, sp_live *n);
+  int phase; /* SP_LIVE_*; 0 (a zeroed entry) is SP_LIVE_HANDLE */
 };
+
+/* Phases of the exit order. Threads end first (a worker may be waiting on
+** the loop thread, and no new reply should arrive while connections are
+** lost); then handles close (connectionLost may still use the loop); last,
+** memory that handles shared (the read buffers) is freed. */
+enum { SP_LIVE_THREADS = -1, SP_LIVE_HANDLE = 0, SP_LIVE_MEMORY = 1 };
 
 /* Link n into the registry (n->shutdown set) / out of it; removing an
 ** entry that is not linked does nothing. Loop thread only. */
 void sp_live_add(sp_live *n);
 void sp_live_remove(sp_live *n);
+
+/* Work that must wait until the DelayedCalls already due in this loop
+** turn have run: a transport's close after loseConnection (Twisted closes
+** in doWrite, which its reactor reaches only after runUntilCurrent, so a
+** callLater(0) made right after loseConnection still writes first). An
+** entry linked with sp_loop_after_due runs once, from a uv_prepare handle
+** of the loop: after the idle phase that runs the due calls, before the
+** loop polls. Entries linked while the pass runs wait for the next one.
+** run must not raise (call Lua with sp_pcall) and may relink its entry.
+** Unlink an entry before freeing its memory. Loop thread only. */
+typedef struct sp_loop_later sp_loop_later;
+struct sp_loop_later {
+  sp_loop_later *prev, *next; /* owned by the loop while linked */
+  void (*run)(lua_State *L, sp_loop_later *n);
+};
+
+/* Link n (n->run set) to run after the due calls; linking an entry that
+** is already linked does nothing. sp_loop_after_due_cancel unlinks it
+** (nothing if it is not linked). Loop thread only. */
+void sp_loop_after_due(sp_loop_later *n);
+void sp_loop_after_due_cancel(sp_loop_later *n);
 
 /* Install fn to see SIGINT first while the reactor runs: if it returns
 ** nonzero the signal is handled (the REPL stops waiting or clears its

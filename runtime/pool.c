@@ -848,14 +848,19 @@ static int pool_callInThread(lua_State *L) {
   return 0;
 }
 
-/* reactor.suggestThreadPoolSize(n): at most n (an integer >= 0) pool
-** threads from now on; more start at once if work is waiting, extra ones
-** end when idle. Main thread.
+/* reactor.suggestThreadPoolSize(n): at most n (an integer in 1..4096)
+** pool threads from now on; more start at once if work is waiting, extra
+** ones end when idle. Raises a bad-argument error for anything else: 0,
+** which Twisted accepts, would leave every later callInThread queued
+** forever without a word. Main thread.
 ** twisted ReactorBase.suggestThreadPoolSize. */
 static int pool_suggestThreadPoolSize(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   int start;
-  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "size must be in 0..4096");
+  luaL_argcheck(L, n >= 1 && n <= 4096, 1,
+                n == 0 ? "size must be at least 1 (0 would never run "
+                         "the work queued)"
+                       : "size must be in 1..4096");
   uv_mutex_lock(&pool.lock);
   pool.max = (int)n;
   start = pool.stopping ? 0 : pool_wanted();
@@ -947,10 +952,16 @@ static int threads_callMultiple(lua_State *L) {
 /* ---------------------------------------------------------------- */
 /* Set-up and shutdown                                                 */
 
-static void pool_shutdown(lua_State *L) {
+/* At exit the pool ends through loop.c's live registry, in its first
+** phase (SP_LIVE_THREADS): before connections are lost and before the
+** loop drops the replies still in its inbox. */
+static void pool_shutdown(lua_State *L, sp_live *n) {
   (void)L;
+  (void)n;
   sp_pool_stop();
 }
+
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_THREADS};
 
 /* __gc of a registry sentinel: os.exit(code, true) closes the state
 ** without the shutdown hooks; stop the pool then too. */
@@ -968,8 +979,8 @@ static void pool_init(lua_State *L) {
   pool.max = DEFAULT_MAX;
   pool.avg = HOLD_NS; /* calls count as long until measured */
   pool.ready = 1;
-  sp_loop(); /* its shutdown hook first, so that ours runs before it */
-  sp_on_shutdown(pool_shutdown);
+  sp_loop();
+  sp_live_add(&pool_live);
   lua_newuserdatauv(L, 0, 0);
   lua_newtable(L);
   lua_pushcfunction(L, pool_sentinel_gc);

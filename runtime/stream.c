@@ -4,7 +4,11 @@
 ** Follows twisted.internet.abstract.FileDescriptor and tcp.Connection:
 ** write() buffers, loseConnection() closes once the buffer is written,
 ** producers are paused past a high-water mark and resumed when the buffer
-** drains, half-close goes to readConnectionLost/writeConnectionLost.
+** drains, half-close goes to readConnectionLost/writeConnectionLost and
+** the connection closes (ConnectionDone) once both halves are down. A
+** close or half-close waits for the DelayedCalls already due in the loop
+** turn (loop.h's sp_loop_after_due), as Twisted's doWrite comes after
+** runUntilCurrent.
 **
 ** Reads: libuv asks alloc_cb for a buffer, which comes from a small pool of
 ** 64 KiB buffers reused across reads and connections; the read callback
@@ -48,11 +52,12 @@ struct sp_stream {
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } h;
-  sp_live live;   /* in loop.c's registry until freed */
-  int kind;       /* SP_STREAM_TCP or SP_STREAM_UNIX */
-  int state;      /* ST_CONNECTING .. ST_CLOSED */
-  unsigned flags; /* SF_* */
-  int ref;        /* registry ref to the transport userdata */
+  sp_live live;        /* in loop.c's registry until freed */
+  sp_loop_later later; /* a close waiting for the due calls (stream_later) */
+  int kind;            /* SP_STREAM_TCP or SP_STREAM_UNIX */
+  int state;           /* ST_CONNECTING .. ST_CLOSED */
+  unsigned flags;      /* SF_* */
+  int ref;             /* registry ref to the transport userdata */
   /* The write queue: one uv_write in flight (either a Lua string kept in
   ** the transport's user value, or inflight.base), then pending bytes. */
   uv_write_t wreq;
@@ -103,6 +108,7 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
 #define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
 #define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
+#define SF_WSHUT 0x20000   /* our write half's shutdown completed */
 
 /* User values of the transport userdata. */
 enum {
@@ -153,19 +159,20 @@ static void pool_put(char *b) {
     free(b);
 }
 
-/* The read buffers are freed at exit through the live registry: the
-** entry is linked first, so its shutdown runs after every stream's (the
-** registry goes newest first), once nothing reads any more. */
+/* The read buffers are freed at exit through the live registry, in its
+** last phase (SP_LIVE_MEMORY): after every stream's shutdown, once
+** nothing reads any more. */
 static void pool_shutdown(lua_State *L, sp_live *n) {
   (void)n;
   pool_free_all(L);
 }
 
-static sp_live pool_live = {NULL, NULL, pool_shutdown};
+static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 
 /* ------------------------------------------------------- alloc, free */
 
 static void stream_shutdown(lua_State *L, sp_live *n);
+static void stream_later(lua_State *L, sp_loop_later *n);
 
 /* Allocate a stream of `kind` and init its handle on sp_loop(). Returns
 ** NULL (with *err set to a libuv error) on failure; nothing to release. */
@@ -190,11 +197,13 @@ static sp_stream *stream_alloc(int kind, int *err) {
   s->h.handle.data = s;
   s->live.shutdown = stream_shutdown;
   sp_live_add(&s->live);
+  s->later.run = stream_later;
   return s;
 }
 
 static void stream_free(sp_stream *s) {
   sp_live_remove(&s->live);
+  sp_loop_after_due_cancel(&s->later);
   if (s->filter != NULL && s->filter->free != NULL)
     s->filter->free(s->filter_data);
   free(s->ibuf);
@@ -578,6 +587,8 @@ int sp_stream_deliver(lua_State *L, sp_stream *s, const char *data,
   return deliver(L, s, data, len, 0);
 }
 
+static void check_both_halves(lua_State *L, sp_stream *s);
+
 /* The peer shut down its write half: a protocol with readConnectionLost
 ** keeps the connection half open (twisted IHalfCloseableProtocol). */
 static void stream_eof(lua_State *L, sp_stream *s) {
@@ -596,6 +607,7 @@ static void stream_eof(lua_State *L, sp_stream *s) {
       break;
   }
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
@@ -799,6 +811,14 @@ static void write_cb(uv_write_t *req, int status) {
   stream_drained(L, s);
 }
 
+/* Both halves are down (the peer's EOF read, our shutdown done): the
+** connection is over, and closes cleanly as Twisted's does once a
+** half-closeable protocol has lost both. */
+static void check_both_halves(lua_State *L, sp_stream *s) {
+  if (s->state == ST_OPEN && (s->flags & SF_READ_EOF) && (s->flags & SF_WSHUT))
+    stream_done(L, s);
+}
+
 static void shutdown_cb(uv_shutdown_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
@@ -808,11 +828,13 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
     sp_stream_lose(L, s, 0, status);
     return;
   }
+  s->flags |= SF_WSHUT;
   push_uv(L, s, UV_PROTO);
   if (lua_type(L, -1) != LUA_TNIL &&
       call_method(L, -1, "writeConnectionLost", 0))
     stream_close(L, s);
   lua_settop(L, top);
+  check_both_halves(L, s);
 }
 
 /* Close after loseConnection, once everything (and the filter's last
@@ -835,7 +857,8 @@ static void stream_finish(lua_State *L, sp_stream *s) {
 }
 
 /* Nothing is queued: as twisted FileDescriptor.doWrite after the buffer
-** empties, resume the producer, or finish a close or half-close. */
+** empties, resume the producer, or finish a close or half-close, which
+** waits for the calls already due (stream_later). */
 static void stream_drained(lua_State *L, sp_stream *s) {
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT)) return;
   if (s->flags & SF_THROTTLED) {
@@ -846,10 +869,25 @@ static void stream_drained(lua_State *L, sp_stream *s) {
       (!(s->flags & SF_STREAMING) || (s->flags & SF_PPAUSED))) {
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
-  } else if (s->flags & SF_DISCONNECTING) {
+  } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
+    sp_loop_after_due(&s->later);
+  }
+}
+
+/* A close or half-close, once the DelayedCalls due in this loop turn have
+** run (loop.h): Twisted's reactor runs runUntilCurrent before the
+** doWrite that closes, so a callLater(0) made right after loseConnection
+** still writes. Anything written meanwhile goes out first: the write's
+** completion drains again and links the entry again. */
+static void stream_later(lua_State *L, sp_loop_later *n) {
+  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, later));
+  int r;
+  if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT) ||
+      sp_stream_queued(s) > 0)
+    return;
+  if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
-    int r;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
@@ -857,19 +895,16 @@ static void stream_drained(lua_State *L, sp_stream *s) {
   }
 }
 
-/* Run stream_drained on a later loop turn, as Twisted's startWriting
-** does: an empty uv_write completes in the next turn, and whatever the
-** protocol writes meanwhile still goes out before the close. */
+/* Finish a close or half-close once the queue is written: the pending
+** bytes go out now, and the drain that follows (write_cb's, or at once
+** when nothing is queued) waits for the due calls. */
 static void schedule_drain(lua_State *L, sp_stream *s) {
-  static char empty[1];
   if (s->flags & SF_INFLIGHT) return; /* its callback drains */
   if (s->plen > 0) {
     flush_pending(L, s);
     return;
   }
-  s->inflight = uv_buf_init(empty, 0);
-  s->flags &= ~SF_ANCHOR;
-  start_write(L, s);
+  stream_drained(L, s);
 }
 
 void sp_stream_write_last(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
@@ -972,12 +1007,12 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
 /* ---------------------------------------------------- Lua methods */
 
 sp_stream *sp_stream_check(lua_State *L, int idx) {
-  transport_ud *t = luaL_checkudata(L, idx, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, idx, SP_TRANSPORT_MT);
   if (t->s != NULL && t->s->state == ST_OPEN) return t->s;
   return NULL;
 }
 
-/* luaL_checkudata for the hot path: the metatable is recognised by its
+/* sp_class_check for the hot path: the metatable is recognised by its
 ** address (luaL_checkudata looks its name up in the registry each call). */
 static transport_ud *transport_check_fast(lua_State *L) {
   if (lua_getmetatable(L, 1)) {
@@ -985,7 +1020,7 @@ static transport_ud *transport_check_fast(lua_State *L) {
     lua_pop(L, 1);
     if (mt == transport_mt) return lua_touserdata(L, 1);
   }
-  return luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  return sp_class_check(L, 1, SP_TRANSPORT_MT);
 }
 
 /* t:write(data): send a string to the peer, after everything written
@@ -995,7 +1030,8 @@ static transport_ud *transport_check_fast(lua_State *L) {
 static int transport_write(lua_State *L) {
   transport_ud *t = transport_check_fast(L);
   sp_stream *s = t->s;
-  if (lua_type(L, 2) != LUA_TSTRING) return luaL_typeerror(L, 2, "string");
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return sp_typeerror(L, 2, "string", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED) ||
       lua_rawlen(L, 2) == 0)
     return 0;
@@ -1007,19 +1043,20 @@ static int transport_write(lua_State *L) {
 ** write. Raises naming the index of an element that is not a string.
 ** twisted FileDescriptor.writeSequence. */
 static int transport_writeSequence(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   uv_buf_t bufs[64];
   lua_Integer n, i;
   unsigned nb = 0;
-  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!lua_istable(L, 2)) return sp_typeerror(L, 2, "table", SP_TRANSPORT_MT);
   n = luaL_len(L, 2);
   for (i = 1; i <= n; i++) {
     if (lua_rawgeti(L, 2, i) != LUA_TSTRING)
-      return luaL_argerror(
+      return sp_argerror(
           L, 2,
           lua_pushfstring(L, "string expected at index %I, got %s",
-                          (LUAI_UACINT)i, luaL_typename(L, -1)));
+                          (LUAI_UACINT)i, luaL_typename(L, -1)),
+          SP_TRANSPORT_MT);
     lua_pop(L, 1);
   }
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
@@ -1067,7 +1104,9 @@ static int transport_loseConnection(lua_State *L) {
 
 /* t:loseWriteConnection(): shut down our write half once the queue is
 ** written (the peer reads EOF); a protocol with writeConnectionLost() is
-** then told. twisted FileDescriptor.loseWriteConnection. */
+** then told. If the peer's half is already down (readConnectionLost was
+** called), or goes down later, the connection then closes with
+** ConnectionDone. twisted FileDescriptor.loseWriteConnection. */
 static int transport_loseWriteConnection(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   if (s == NULL || (s->flags & (SF_WDISCONNECTING | SF_WDISCONNECTED)))
@@ -1093,7 +1132,7 @@ static int transport_abortConnection(lua_State *L) {
 ** "UNIX", name = path}); they still answer after the connection is
 ** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   if (t->s != NULL)
     sp_stream_pushaddr(L, t->s, peer);
   else
@@ -1142,10 +1181,11 @@ static int transport_stopProducing(lua_State *L) {
 ** producer is already registered; on a closed transport the producer gets
 ** stopProducing(). twisted FileDescriptor.registerProducer. */
 static int transport_registerProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   int streaming = lua_toboolean(L, 3);
-  luaL_argexpected(L, lua_istable(L, 2) || lua_isuserdata(L, 2), 2, "producer");
+  if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
+    return sp_typeerror(L, 2, "producer", SP_TRANSPORT_MT);
   if (s == NULL || s->state != ST_OPEN) {
     lua_getfield(L, 2, "stopProducing");
     lua_pushvalue(L, 2);
@@ -1174,7 +1214,7 @@ static int transport_registerProducer(lua_State *L) {
 /* t:unregisterProducer(): forget the producer; a pending loseConnection
 ** then completes. twisted FileDescriptor.unregisterProducer. */
 static int transport_unregisterProducer(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, UV_PRODUCER);
@@ -1188,7 +1228,7 @@ static int transport_unregisterProducer(lua_State *L) {
 
 /* t:getBufferSize() -> bytes queued and not yet taken by the kernel. */
 static int transport_getBufferSize(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   lua_pushinteger(L, t->s != NULL ? (lua_Integer)sp_stream_queued(t->s) : 0);
   return 1;
 }
@@ -1201,7 +1241,7 @@ static int transport_isClosed(lua_State *L) {
 }
 
 static int transport_tostring(lua_State *L) {
-  transport_ud *t = luaL_checkudata(L, 1, SP_TRANSPORT_MT);
+  transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   const char *kind = t->kind == SP_STREAM_TCP ? "TCP" : "UNIX";
   if (t->s == NULL) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
@@ -1236,34 +1276,41 @@ static const luaL_Reg transport_methods[] = {
     {"isClosed", transport_isClosed},
     {NULL, NULL}};
 
-/* __index: a method (upvalue 1 is the method table), else one of the
-** state fields Twisted's transports have: `connected` (open),
+/* The state fields Twisted's transports have (sp_class_newx getters;
+** methods are found first, without a look at the transport):
 ** `disconnecting` (loseConnection was called, or the connection is lost;
-** spindle.basic stops delivering lines then), `disconnected`, and
-** `protocol`. */
-static int transport_index(lua_State *L) {
-  transport_ud *t;
-  const char *key;
-  /* A method (the common case, `t:write(...)`) needs no look at t: each
-  ** method checks its own argument. */
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  t = transport_check_fast(L);
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "disconnecting") == 0)
-    lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
-                           (t->s->flags & SF_DISCONNECTING));
-  else if (strcmp(key, "connected") == 0)
-    lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
-  else if (strcmp(key, "disconnected") == 0)
-    lua_pushboolean(L, t->s == NULL);
-  else if (strcmp(key, "protocol") == 0)
-    lua_getiuservalue(L, 1, UV_PROTO);
-  else
-    lua_pushnil(L);
+** spindle.basic stops delivering lines then), `connected` (open),
+** `disconnected`, and `protocol`. */
+static int transport_getdisconnecting(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s == NULL || t->s->state != ST_OPEN ||
+                         (t->s->flags & SF_DISCONNECTING));
   return 1;
 }
+
+static int transport_getconnected(lua_State *L) {
+  transport_ud *t = transport_check_fast(L);
+  lua_pushboolean(L, t->s != NULL && t->s->state == ST_OPEN);
+  return 1;
+}
+
+static int transport_getdisconnected(lua_State *L) {
+  lua_pushboolean(L, transport_check_fast(L)->s == NULL);
+  return 1;
+}
+
+static int transport_getprotocol(lua_State *L) {
+  transport_check_fast(L);
+  lua_getiuservalue(L, 1, UV_PROTO);
+  return 1;
+}
+
+static const luaL_Reg transport_getters[] = {
+    {"disconnecting", transport_getdisconnecting},
+    {"connected", transport_getconnected},
+    {"disconnected", transport_getdisconnected},
+    {"protocol", transport_getprotocol},
+    {NULL, NULL}};
 
 static const luaL_Reg transport_meta[] = {{"__tostring", transport_tostring},
                                           {NULL, NULL}};
@@ -1318,14 +1365,9 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 
 void sp_stream_init(lua_State *L) {
   if (pool_live.next == NULL) sp_live_add(&pool_live);
-  sp_errortype_register(L, "reactor.ConnectionAborted", "ConnectionAborted",
-                        "reactor.ConnectionLost");
-  lua_pop(L, 1);
-  sp_class_new(L, SP_TRANSPORT_MT, NULL, transport_meta);
+  sp_class_newx(L, SP_TRANSPORT_MT, transport_methods, transport_meta,
+                transport_getters);
   luaL_getmetatable(L, SP_TRANSPORT_MT);
   transport_mt = lua_topointer(L, -1);
-  luaL_newlib(L, transport_methods);
-  lua_pushcclosure(L, transport_index, 1);
-  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

@@ -61,11 +61,18 @@ static void check_factory(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
+/* [-0, +0, e] The port number at idx: an integer in 0..65535, or a
+** string holding one ("8080"), which Lua's own functions convert as
+** luaL_checkinteger does. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer p;
   int isnum;
-  if (lua_type(L, idx) != LUA_TNUMBER) luaL_typeerror(L, idx, "port number");
+  int t = lua_type(L, idx);
+  if (t != LUA_TNUMBER && t != LUA_TSTRING)
+    luaL_typeerror(L, idx, "port number");
   p = lua_tointegerx(L, idx, &isnum);
+  if (!isnum && t == LUA_TSTRING && !lua_isnumber(L, idx))
+    luaL_typeerror(L, idx, "port number");
   if (!isnum || p < 0 || p > 65535)
     luaL_argerror(L, idx, "port number must be an integer in 0..65535");
   return (int)p;
@@ -346,7 +353,7 @@ static void port_closed(lua_State *L, port_ud *pu) {
 }
 
 static port_ud *check_port(lua_State *L) {
-  return luaL_checkudata(L, 1, PORT_MT);
+  return sp_class_check(L, 1, PORT_MT);
 }
 
 /* port:stopListening() -> Deferred: close the listening socket; the
@@ -938,7 +945,7 @@ static void conn_start(lua_State *L, connector *c, int cidx) {
 }
 
 static connector *check_connector(lua_State *L) {
-  return luaL_checkudata(L, 1, CONNECTOR_MT);
+  return sp_class_check(L, 1, CONNECTOR_MT);
 }
 
 /* connector:connect(): start a new attempt (from clientConnectionLost or
@@ -992,26 +999,34 @@ static int connector_getDestination(lua_State *L) {
   return 1;
 }
 
-/* connector.state -> "disconnected", "connecting" or "connected";
-** connector.factory, connector.transport. */
-static int connector_index(lua_State *L) {
-  connector *c = check_connector(L);
-  const char *key = luaL_checkstring(L, 2);
+/* connector.state -> "disconnected", "connecting" or "connected", as
+** Twisted's BaseConnector.state. */
+static int connector_getstate(lua_State *L) {
   static const char *const states[] = {"disconnected", "connecting",
                                        "connected"};
-  if (strcmp(key, "state") == 0) {
-    lua_pushstring(L, states[c->state]);
-  } else if (strcmp(key, "factory") == 0) {
-    lua_getiuservalue(L, 1, CV_FACTORY);
-  } else if (strcmp(key, "transport") == 0) {
-    lua_getiuservalue(L, 1, CV_TRANSPORT);
-  } else {
-    luaL_getmetatable(L, CONNECTOR_MT);
-    lua_getfield(L, -1, "methods");
-    lua_getfield(L, -1, key);
-  }
+  lua_pushstring(L, states[check_connector(L)->state]);
   return 1;
 }
+
+/* connector.factory: the ClientFactory given to connectTCP. */
+static int connector_getfactory(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_FACTORY);
+  return 1;
+}
+
+/* connector.transport: the transport of the current connection, or nil. */
+static int connector_gettransport(lua_State *L) {
+  check_connector(L);
+  lua_getiuservalue(L, 1, CV_TRANSPORT);
+  return 1;
+}
+
+static const luaL_Reg connector_getters[] = {
+    {"state", connector_getstate},
+    {"factory", connector_getfactory},
+    {"transport", connector_gettransport},
+    {NULL, NULL}};
 
 static int connector_gc(lua_State *L) {
   connector *c = check_connector(L);
@@ -1034,10 +1049,8 @@ static const luaL_Reg connector_methods[] = {
     {"getDestination", connector_getDestination},
     {NULL, NULL}};
 
-static const luaL_Reg connector_meta[] = {{"__index", connector_index},
-                                          {"__gc", connector_gc},
-                                          {"__tostring", connector_tostring},
-                                          {NULL, NULL}};
+static const luaL_Reg connector_meta[] = {
+    {"__gc", connector_gc}, {"__tostring", connector_tostring}, {NULL, NULL}};
 
 /* [-0, +1, m] A new Connector with factory at fidx, target at hidx. */
 static connector *connector_new(lua_State *L, int kind, int hidx, int fidx,
@@ -1098,6 +1111,11 @@ int sp_tcp_connect(lua_State *L, sp_tcp_setup_fn setup, int arg) {
   luaL_checkstring(L, 1);
   luaL_argcheck(L, lua_rawlen(L, 1) > 0, 1, "host must not be empty");
   port = check_portnum(L, 2);
+  /* Port 0 means "any port" to listen on; to connect it names no port
+  ** (the kernel refuses it): say so at the call. */
+  luaL_argcheck(L, port != 0, 2,
+                "port 0 cannot be connected to (0 means any port only "
+                "when listening)");
   check_factory(L, 3);
   timeout = check_timeout(L, 4);
   c = connector_new(L, SP_STREAM_TCP, 1, 3, timeout);
@@ -1269,15 +1287,10 @@ int luaopen_spindle__tcp(lua_State *L) {
   sp_stream_init(L);
   sp_stream_add_methods(L, transport_tcp_methods);
   sp_class_new(L, PORT_MT, port_methods, port_meta);
-  luaL_newmetatable(L, CONNECTOR_MT);
-  luaL_setfuncs(L, connector_meta, 0);
-  lua_newtable(L);
-  luaL_setfuncs(L, connector_methods, 0);
-  lua_setfield(L, -2, "methods");
-  lua_pop(L, 1);
+  sp_class_newx(L, CONNECTOR_MT, connector_methods, connector_meta,
+                connector_getters);
   luaL_newlib(L, tcp_funcs);
-  sp_errortype_register(L, "reactor.NotConnectingError", "NotConnectingError",
-                        NULL);
+  sp_errortype_push(L, "reactor.NotConnectingError");
   lua_setfield(L, -2, "NotConnectingError");
   sp_errortype_push(L, "reactor.ConnectionAborted");
   lua_setfield(L, -2, "ConnectionAborted");

@@ -77,15 +77,17 @@ static int addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
   return sp_addr_parse(host, port, ss);
 }
 
-/* [-0, +0, e] Check that the value at idx is a port number (0..65535). */
+/* [-0, +0, e] Check that the value at idx is a port number (0..65535):
+** an integer, or a string holding one, as luaL_checkinteger takes it. */
 static int check_portnum(lua_State *L, int idx) {
   lua_Integer n;
-  if (!lua_isinteger(L, idx)) {
-    if (lua_type(L, idx) == LUA_TNUMBER)
+  int isnum;
+  n = lua_tointegerx(L, idx, &isnum);
+  if (!isnum) {
+    if (lua_isnumber(L, idx))
       luaL_argerror(L, idx, "number has no integer representation");
     luaL_typeerror(L, idx, "integer");
   }
-  n = lua_tointeger(L, idx);
   luaL_argcheck(L, n >= 0 && n <= 65535, idx, "port out of range");
   return (int)n;
 }
@@ -197,7 +199,7 @@ static void port_shutdown(lua_State *L, sp_live *n) {
 
 /* [-0, +0, e] The open port behind the box at index 1, or raise. */
 static udpport *port_check(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing)
     luaL_error(L, "attempt to use a closed transport");
   return b->p;
@@ -212,15 +214,31 @@ static void port_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = p->maxPacketSize;
 }
 
-/* [-0, +0, -] Call protocol:name(...) with the nargs values on top of the
-** stack, under sp_pcall; an error is logged with its traceback. The box is
-** at index `box`. */
+/* (protocol, name, args...): protocol[name](protocol, args...), so that
+** the method lookup (a protocol's __index may raise) is inside
+** port_callback's protected call as well. A missing method is called as
+** nil, and that error is logged like any other. */
+static int callback_tramp(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_getfield(L, 1, lua_tostring(L, 2));
+  lua_replace(L, 2);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_replace(L, 2);
+  lua_replace(L, 1); /* fn, protocol, args... */
+  lua_call(L, n - 1, 0);
+  return 0;
+}
+
+/* [-nargs, +0, -] Call protocol:name(...) with the nargs values on top of
+** the stack, under sp_pcall; an error is logged with its traceback. The
+** box is at index `box`. */
 static void port_callback(lua_State *L, int box, const char *name, int nargs) {
+  lua_pushcfunction(L, callback_tramp);
   lua_getiuservalue(L, box, UV_PROTOCOL);
-  lua_getfield(L, -1, name);
-  lua_insert(L, -2 - nargs);
-  lua_insert(L, -1 - nargs);
-  if (sp_pcall(L, nargs + 1, 0) != LUA_OK) {
+  lua_pushstring(L, name);
+  lua_rotate(L, -nargs - 3, 3);
+  if (sp_pcall(L, nargs + 2, 0) != LUA_OK) {
     sp_log_failure(L, -1, NULL);
     lua_pop(L, 1);
   }
@@ -548,7 +566,7 @@ static int port_getHost(lua_State *L) {
 ** when the port was already closed or closing. Never raises.
 ** Follows twisted udp.Port.stopListening; uv_close. */
 static int port_stopListening(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing) return 0;
   sp_deferred_new(L);
   lua_pushvalue(L, -1);
@@ -701,7 +719,7 @@ static int port_setOutgoingInterface(lua_State *L) {
 }
 
 static int port_tostring(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
+  portbox *b = sp_class_check(L, 1, PORT_MT);
   struct sockaddr_storage ss;
   char host[SP_ADDR_HOSTLEN];
   int len = sizeof(ss);
@@ -715,27 +733,40 @@ static int port_tostring(lua_State *L) {
   return 1;
 }
 
-/* __index: methods, then the read-only fields maxPacketSize (bytes),
-** protocol, connected (boolean: listening) and disconnecting. */
-static int port_index(lua_State *L) {
-  portbox *b = luaL_checkudata(L, 1, PORT_MT);
-  const char *key;
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  key = lua_tostring(L, 2);
-  if (key == NULL) return 1;
-  if (strcmp(key, "maxPacketSize") == 0) {
-    if (b->p == NULL) return 1;
-    lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
-  } else if (strcmp(key, "protocol") == 0) {
-    lua_getiuservalue(L, 1, UV_PROTOCOL);
-  } else if (strcmp(key, "connected") == 0) {
-    lua_pushboolean(L, b->p != NULL && !b->p->closing);
-  } else if (strcmp(key, "disconnecting") == 0) {
-    lua_pushboolean(L, b->p == NULL || b->p->closing);
-  }
+/* The port's read-only fields (sp_class_newx getters): maxPacketSize
+** (bytes; nil once closed), protocol, connected (boolean: listening) and
+** disconnecting. */
+static int port_getmaxPacketSize(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  if (b->p == NULL) return 0;
+  lua_pushinteger(L, (lua_Integer)b->p->maxPacketSize);
   return 1;
 }
+
+static int port_getprotocol(lua_State *L) {
+  sp_class_check(L, 1, PORT_MT);
+  lua_getiuservalue(L, 1, UV_PROTOCOL);
+  return 1;
+}
+
+static int port_getconnected(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p != NULL && !b->p->closing);
+  return 1;
+}
+
+static int port_getdisconnecting(lua_State *L) {
+  portbox *b = sp_class_check(L, 1, PORT_MT);
+  lua_pushboolean(L, b->p == NULL || b->p->closing);
+  return 1;
+}
+
+static const luaL_Reg port_getters[] = {
+    {"maxPacketSize", port_getmaxPacketSize},
+    {"protocol", port_getprotocol},
+    {"connected", port_getconnected},
+    {"disconnecting", port_getdisconnecting},
+    {NULL, NULL}};
 
 static const luaL_Reg port_methods[] = {
     {"write", port_write},
@@ -754,25 +785,20 @@ static const luaL_Reg port_methods[] = {
     {"setOutgoingInterface", port_setOutgoingInterface},
     {NULL, NULL}};
 
+static const luaL_Reg port_meta[] = {{"__tostring", port_tostring},
+                                     {NULL, NULL}};
+
 static const luaL_Reg udp_funcs[] = {{"listenUDP", udp_listenUDP},
                                      {"listenMulticast", udp_listenMulticast},
                                      {NULL, NULL}};
 
 /* spindle._udp: the UDP part of spindle.reactor. */
 int luaopen_spindle__udp(lua_State *L) {
-  luaL_newmetatable(L, PORT_MT);
-  luaL_newlib(L, port_methods);
-  lua_pushcclosure(L, port_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, port_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  sp_class_newx(L, PORT_MT, port_methods, port_meta, port_getters);
   luaL_newlib(L, udp_funcs);
-  sp_errortype_register(L, "reactor.InvalidAddressError", "InvalidAddressError",
-                        NULL);
+  sp_errortype_push(L, "reactor.InvalidAddressError");
   lua_setfield(L, -2, "InvalidAddressError");
-  sp_errortype_register(L, "reactor.MulticastJoinError", "MulticastJoinError",
-                        NULL);
+  sp_errortype_push(L, "reactor.MulticastJoinError");
   lua_setfield(L, -2, "MulticastJoinError");
   return 1;
 }

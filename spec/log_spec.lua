@@ -174,6 +174,41 @@ describe("log.FileLogObserver", function()
   end)
 end)
 
+describe("log.startLogging", function()
+  it("refuses what is not a file and keeps logging where it did " ..
+    "(issue 7 item 7)", function()
+      local seen = {}
+      withObserver(function(e) seen[#seen + 1] = e end, function()
+        for _, bad in ipairs({"stdout", 42, {}}) do
+          local ok, err = pcall(log.startLogging, bad)
+          assert.is_false(ok)
+          assert.matches("bad argument #1 to 'startLogging' %(file " ..
+            "expected, got " .. type(bad) .. "%)", err)
+        end
+        log.msg("still here")
+      end)
+      assert.equal(1, #seen)
+      assert.equal("still here", log.textFromEventDict(seen[1]))
+    end)
+
+  it("logs to a file it is given", function()
+    local path = os.tmpname()
+    local file = assert(io.open(path, "w"))
+    local saved = log.observers()
+    local observer = log.startLogging(file)
+    log.msg("to the file")
+    log.removeObserver(observer)
+    for _, o in ipairs(saved) do
+      log.removeObserver(o)
+      log.addObserver(o)
+    end
+    file:close()
+    local text = assert(io.open(path)):read("a")
+    os.remove(path)
+    assert.matches("%[%-%] to the file\n", text)
+  end)
+end)
+
 describe("log module", function()
   it("is strict", function()
     assert.has_error(function() return log.mgs end,

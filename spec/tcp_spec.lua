@@ -166,7 +166,8 @@ s.close()
 
   it("rejects bad arguments naming them", function()
     local f = echoFactory()
-    assert.has_error(function() reactor.listenTCP("80", f) end,
+    -- A numeric string is a port, as for Lua's own functions (issue 7).
+    assert.has_error(function() reactor.listenTCP("http", f) end,
       "bad argument #1 to 'listenTCP' (port number expected, got string)")
     assert.has_error(function() reactor.listenTCP(70000, f) end,
       "bad argument #1 to 'listenTCP' (port number must be an integer " ..
@@ -880,6 +881,132 @@ print(s.recv(100))
       wait(port:stopListening())
     end)
 
+  -- Sockets open in this process (from /proc/<our pid>/fd; only sockets,
+  -- since the popen's own pipe may or may not be in the listing yet).
+  local function socketCount()
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("n")
+    f:close()
+    local ls = io.popen("ls -l /proc/" .. pid .. "/fd")
+    local n = 0
+    for line in ls:lines() do
+      if line:find("socket:", 1, true) then n = n + 1 end
+    end
+    ls:close()
+    return n
+  end
+
+  it("closes once both halves are down, with one ConnectionDone on each " ..
+    "side, and leaves no descriptor behind (issue 7 item 5)", function()
+      -- Both ends are spindle protocols with readConnectionLost: the
+      -- client half-closes first, the server answers and half-closes in
+      -- readConnectionLost. Twisted closes each side once both of its
+      -- halves are down.
+      local rounds = 200
+      local events = {}
+      local function halfCloser(side, onLost)
+        local P = protocol.Protocol:extend({})
+        function P:connectionMade()
+          self.got = {}
+          if side == "client" then
+            self.transport:write("question")
+            self.transport:loseWriteConnection()
+          end
+        end
+        function P:dataReceived(d) self.got[#self.got + 1] = d end
+        function P:readConnectionLost()
+          events[side .. " rcl"] = (events[side .. " rcl"] or 0) + 1
+          if side == "server" then
+            self.transport:write("answer to " .. table.concat(self.got))
+            self.transport:loseWriteConnection()
+          end
+          -- Reading stays stopped while half open.
+          self.transport:resumeProducing()
+        end
+        function P:writeConnectionLost()
+          events[side .. " wcl"] = (events[side .. " wcl"] or 0) + 1
+        end
+        function P:connectionLost(reason)
+          events[side .. " lost"] = (events[side .. " lost"] or 0) + 1
+          onLost(self, reason)
+        end
+        return P
+      end
+      local serverLost = {}
+      local S = halfCloser("server", function(_, reason)
+        serverLost[#serverLost + 1] = reason
+      end)
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local portnum = port:getHost().port
+      local function round()
+        local d = defer.Deferred()
+        local C = halfCloser("client", function(self, reason)
+          d:callback({table.concat(self.got), reason})
+        end)
+        reactor.connectTCP("127.0.0.1", portnum,
+          protocol.ClientFactory.forProtocol(C))
+        return d
+      end
+      -- One round first: the descriptors the reactor opens once (its
+      -- loop, its signal pipe) are then already there.
+      local first = wait(round())
+      assert.equal("answer to question", first[1])
+      assert.is_truthy(first[2]:check(reactor.ConnectionDone))
+      wait(H.sleep(0.05)) -- the server's side of it closes too
+      local before = socketCount()
+      for i = 2, rounds do
+        local r = wait(round())
+        assert.equal("answer to question", r[1])
+        assert.is_truthy(r[2]:check(reactor.ConnectionDone), tostring(r[2]))
+        if i % 50 == 0 then
+          -- The server side closes in the same turn or the next.
+          wait(H.sleep(0.01))
+        end
+      end
+      wait(H.sleep(0.05))
+      assert.equal(rounds, #serverLost)
+      for _, reason in ipairs(serverLost) do
+        assert.is_truthy(reason:check(reactor.ConnectionDone),
+          tostring(reason))
+      end
+      for _, k in ipairs({"client rcl", "client wcl", "client lost",
+        "server rcl", "server wcl", "server lost"}) do
+        assert.equal(rounds, events[k], k)
+      end
+      assert.equal(before, socketCount())
+      wait(port:stopListening())
+    end)
+
+  it("lets a write made in a callLater(0) right after loseConnection reach " ..
+    "the peer, as Twisted does (issue 7 item 6)", function()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        self.transport:write("first ")
+        self.transport:loseConnection()
+        reactor.callLater(0, function() self.transport:write("late") end)
+      end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local cf = collector()
+      reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+      assert.equal("first late", wait(cf.done))
+      assert.is_truthy(cf.reason:check(reactor.ConnectionDone))
+      -- The same from dataReceived, with nothing queued at the close.
+      local E = protocol.Protocol:extend({})
+      function E:dataReceived()
+        self.transport:loseConnection()
+        reactor.callLater(0, function() self.transport:write("after") end)
+      end
+      local port2 = reactor.listenTCP(0, protocol.Factory.forProtocol(E), nil,
+        "127.0.0.1")
+      local cf2 = collector(function(c) c.transport:write("go") end)
+      reactor.connectTCP("127.0.0.1", port2:getHost().port, cf2)
+      assert.equal("after", wait(cf2.done))
+      wait(port:stopListening())
+      wait(port2:stopListening())
+    end)
+
   it("logs an error in dataReceived with its traceback and drops only that " ..
     "connection", function()
       local S = protocol.Protocol:extend({})
@@ -1083,6 +1210,66 @@ describe("transport state fields", function()
         {false, true, true}}, seen)
       wait(port:stopListening())
     end)
+end)
+
+describe("argument errors (issue 7 item 7)", function()
+  it("name the transport method and count as t:method(...) does", function()
+    local seen = defer.Deferred()
+    local S = protocol.Protocol:extend({})
+    function S:connectionMade()
+      local t = self.transport
+      local out = {}
+      -- Through pcall Lua cannot see the call: the method is named from
+      -- the transport's class.
+      out[1] = select(2, pcall(t.write, t, 42))
+      out[2] = select(2, pcall(t.write, 42))
+      out[3] = select(2, pcall(t.writeSequence, t, {"a", 7}))
+      out[4] = select(2, pcall(function() t:write(42) end))
+      t:loseConnection()
+      seen:callback(out)
+    end
+    local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+      "127.0.0.1")
+    local cf = collector()
+    reactor.connectTCP("127.0.0.1", port:getHost().port, cf)
+    local out = wait(seen)
+    wait(cf.done)
+    assert.equal("bad argument #1 to 'write' (string expected, got number)",
+      out[1])
+    assert.equal("calling 'write' on bad self (spindle.Transport " ..
+      "expected, got number)", out[2])
+    assert.equal("bad argument #1 to 'writeSequence' (string expected at " ..
+      "index 2, got number)", out[3])
+    assert.matches("bad argument #1 to 'write' %(string expected, got " ..
+      "number%)$", out[4])
+    wait(port:stopListening())
+  end)
+
+  it("listenTCP takes a port number written as a string", function()
+    local port = reactor.listenTCP("0", protocol.Factory.forProtocol(
+      protocol.Protocol), nil, "127.0.0.1")
+    local n = port:getHost().port
+    assert.is_true(n > 0)
+    wait(port:stopListening())
+    local ok, err = pcall(reactor.listenTCP, "http",
+      protocol.Factory.forProtocol(protocol.Protocol))
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to '.*listenTCP' %(port number " ..
+      "expected, got string%)", err)
+    ok, err = pcall(reactor.listenTCP, "70000",
+      protocol.Factory.forProtocol(protocol.Protocol))
+    assert.is_false(ok)
+    assert.matches("0..65535", err)
+  end)
+
+  it("connectTCP refuses port 0 at the call", function()
+    local cf = collector()
+    local ok, err = pcall(reactor.connectTCP, "127.0.0.1", 0, cf)
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to '.*connectTCP' %(port 0 cannot be " ..
+      "connected to", err)
+    assert.is_false(cf.done.called)
+  end)
 end)
 
 describe("reactor.resolve", function()

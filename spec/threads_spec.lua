@@ -389,6 +389,17 @@ describe("reactor.suggestThreadPoolSize", function()
     assert.has_error(function() reactor.suggestThreadPoolSize(-1) end)
     assert.has_error(function() reactor.suggestThreadPoolSize("x") end)
   end)
+
+  it("refuses 0, which would leave every later call queued forever " ..
+    "(issue 7 item 7)", function()
+      local before = reactor.getThreadPool().max
+      local ok, err = pcall(reactor.suggestThreadPoolSize, 0)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to '.*suggestThreadPoolSize' %(size " ..
+        "must be at least 1", err)
+      assert.equal(before, reactor.getThreadPool().max)
+      assert.equal(42, H.wait(threads.deferToThread(function() return 42 end)))
+    end)
 end)
 
 describe("pool threads' spindle", function()

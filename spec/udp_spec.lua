@@ -30,7 +30,7 @@ end)
 
 -- After the closing above (busted runs a block's after_each functions in
 -- the order given): the helper's check of what each test left open.
-require("spec.support.helper")
+local H = require("spec.support.helper")
 
 -- Run the reactor until d fires; return its result.
 local function wait(d, timeout)
@@ -485,5 +485,52 @@ describe("scripts/udp_echo.lua", function()
       out)
     assert.truthy(out:find('received "echo me\\n" from 127.0.0.1:' ..
       port:getHost().port, 1, true), out)
+  end)
+end)
+
+describe("a UDP protocol's methods", function()
+  it("are looked up inside the protected call: an __index that raises is " ..
+    "logged and the reactor goes on", function()
+      -- In a child process: before the fix the error escaped the libuv
+      -- callback.
+      local out, err, status = H.runScript([[
+local reactor = require("spindle.reactor")
+local DatagramProtocol = require("spindle.protocol").DatagramProtocol
+local P = setmetatable({}, {__index = function(_, k)
+  if k == "datagramReceived" then error("index exploded") end
+  return DatagramProtocol[k]
+end})
+local port = reactor.listenUDP(0, P, "127.0.0.1")
+port:write("ping", {"127.0.0.1", port:getHost().port})
+reactor.callLater(0.2, function()
+  print("still running")
+  port:stopListening()
+  reactor.stop()
+end)
+reactor.run()
+print("done")
+]])
+      assert.equal("still running\ndone\n", out)
+      assert.matches("index exploded", err)
+      assert.equal(0, status)
+    end)
+
+  it("still logs a missing method as a call of nil", function()
+    local out, err, status = H.runScript([[
+local reactor = require("spindle.reactor")
+local P = {makeConnection = function() end, doStart = function() end,
+  doStop = function() end}
+local port = reactor.listenUDP(0, P, "127.0.0.1")
+port:write("ping", {"127.0.0.1", port:getHost().port})
+reactor.callLater(0.2, function()
+  port:stopListening()
+  reactor.stop()
+end)
+reactor.run()
+print("done")
+]])
+    assert.equal("done\n", out)
+    assert.matches("attempt to call a nil value", err)
+    assert.equal(0, status)
   end)
 end)

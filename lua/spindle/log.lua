@@ -70,7 +70,7 @@ function M.FileLogObserver(file)
     local t = tonumber(event.time) or os.time()
     file:write(formatTime(t), " [", safeStr(event.system or "-"), "] ",
       text, "\n")
-    file:flush()
+    if file.flush then file:flush() end
   end
 end
 
@@ -128,9 +128,18 @@ function M.removeObserver(observer)
   end
 end
 
---- log.startLogging(file): log to file instead of stderr.
--- Follows twisted.python.log.startLogging.
+--- log.startLogging(file) -> observer: log to file instead of stderr.
+-- file is an open file (io.stdout, io.open(...)) or any value with a
+-- write method (and a flush method); anything else, such as the string
+-- "stdout", raises a bad-argument error before the default observer is
+-- removed (every later line would otherwise be lost). Follows
+-- twisted.python.log.startLogging.
 function M.startLogging(file)
+  local check = require("spindle.check")
+  local ok, write = pcall(function() return file.write end)
+  if type(file) == "string" or not (ok and check.isCallable(write)) then
+    check.typeError(1, "startLogging", "file", file)
+  end
   M.removeObserver(defaultObserver)
   local observer = M.FileLogObserver(file)
   M.addObserver(observer)
