@@ -105,7 +105,7 @@ typedef struct enc {
     lua_Integer id;
   } fast[SEEN_FAST];
   int backrefs; /* T_REF or T_UPREF written */
-  int index; /* stack index of the module index, 0 until needed */
+  int index;    /* stack index of the module index, 0 until needed */
   int nextid;
   int depth;
   int rebuilt; /* the index was rebuilt during this pack */

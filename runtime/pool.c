@@ -652,8 +652,8 @@ static void pool_submit(work *job) {
   start = pool_wanted();
   if (pool.sleeping > pool.wakes &&
       (pool.avg < SHORT_NS
-           ? pool.queued > 4 * BATCH_MAX * (pool.workers - pool.sleeping +
-                                        pool.wakes)
+           ? pool.queued >
+                 4 * BATCH_MAX * (pool.workers - pool.sleeping + pool.wakes)
            : pool.queued >
                  pool.workers - pool.busy - pool.sleeping + pool.wakes)) {
     pool.wakes++;
