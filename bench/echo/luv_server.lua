@@ -4,8 +4,8 @@
 -- what it reads, the second splits the stream on "\r\n" and answers each
 -- line with the line plus "\r\n" (the answers to one read go out in one
 -- write, as a careful luv user would do), the third answers each request
--- (up to "\r\n\r\n") with a fixed 200 response. Lines over 16384 bytes drop the connection.
--- Runs until SIGTERM or SIGINT.
+-- (up to "\r\n\r\n") with a fixed 200 response. Lines over 16384 bytes
+-- drop the connection. Runs until SIGTERM or SIGINT.
 local uv = require("luv")
 
 local MAX_LINE = 16384

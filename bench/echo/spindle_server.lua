@@ -3,8 +3,9 @@
 -- and prints them as "ECHO <port>", "LINES <port>" and "HTTP <port>": an
 -- echo Protocol, a LineReceiver answering each line with sendLine, and an
 -- HTTP-shaped Protocol answering each request (up to "\r\n\r\n") with a
--- fixed 200 response, written as a user of API.md would write them. Prints "UNAVAILABLE <what> <reason>" for a part
--- the binary lacks (the other part still runs). Runs until SIGTERM/SIGINT.
+-- fixed 200 response, written as a user of API.md would write them.
+-- Prints "UNAVAILABLE <what> <reason>" for a part the binary lacks (the
+-- other parts still run). Runs until SIGTERM/SIGINT.
 local function has(module, field)
   local ok, value = pcall(function() return module[field] end)
   return ok and value ~= nil
