@@ -105,7 +105,8 @@ typedef struct enc {
     lua_Integer id;
   } fast[SEEN_FAST];
   int backrefs; /* T_REF or T_UPREF written */
-  int index;    /* stack index of the module index, 0 until needed */
+  int index;    /* stack index of the module index's slot (pack's) */
+  int indexed;  /* the slot holds the index */
   int nextid;
   int depth;
   int rebuilt; /* the index was rebuilt during this pack */
@@ -372,10 +373,8 @@ static void index_get(enc *e, int force) {
   lua_rawgeti(L, cache, 1);
   lua_replace(L, loaded);
   lua_settop(L, loaded);
-  if (e->index)
-    lua_replace(L, e->index);
-  else
-    e->index = lua_gettop(L);
+  lua_replace(L, e->index);
+  e->indexed = 1;
 }
 
 /* [-0, +0, e] Write the value at idx as a module reference if it is one;
@@ -384,7 +383,7 @@ static int put_module(enc *e, int idx) {
   lua_State *L = e->L;
   size_t n;
   const char *name;
-  if (!e->index) index_get(e, 0);
+  if (!e->indexed) index_get(e, 0);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->index) != LUA_TSTRING) {
     lua_pop(L, 1);
@@ -777,6 +776,8 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   top = lua_gettop(L);
   lua_pushnil(L); /* the seen table's slot, filled when needed */
   e.seen = lua_gettop(L);
+  lua_pushnil(L); /* the module index's slot, likewise */
+  e.index = lua_gettop(L);
   for (int i = 0; i < n; i++) {
     e.argn = first + i;
     e.pathlen = 0;
