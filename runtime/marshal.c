@@ -139,6 +139,17 @@ static box *box_new(lua_State *L) {
   return b;
 }
 
+/* Clear what a pack reads before writing (not the arrays, most of
+** which a small message never touches). */
+static void enc_init(enc *e, lua_State *L) {
+  e->L = L;
+  e->seen = e->nfast = e->backrefs = 0;
+  e->index = e->indexed = e->nextid = e->depth = e->rebuilt = 0;
+  e->what = NULL;
+  e->argn = 0;
+  e->pathlen = 0;
+}
+
 /* [-0, +1, -] Start e's buffer; its stack slot (nil until it outgrows
 ** the inline part) stays pushed. */
 static void buf_init(enc *e) {
@@ -586,8 +597,7 @@ static void dump_push(enc *e, int idx) {
     return;
   }
   lua_pop(L, 1);
-  memset(&tmp, 0, sizeof tmp);
-  tmp.L = L;
+  enc_init(&tmp, L);
   buf_init(&tmp);
   h = 0;
   put(&tmp, &h, sizeof h);
@@ -604,16 +614,20 @@ static void dump_push(enc *e, int idx) {
   lua_remove(L, -2);
 }
 
-/* [-0, +0, e] A Lua function: its dump string, then its upvalues. */
-static void put_function(enc *e, int idx) {
+/* [-(0|1), +0, e] A Lua function: its dump string (at the top of the
+** stack when `dumped`, popped), then its upvalues. */
+static void put_function(enc *e, int idx, int dumped) {
   lua_State *L = e->L;
   size_t n, saved = e->pathlen;
   const char *s;
   lua_Integer myid;
   int i;
-  if (put_ref(e, idx, T_FUNC)) return;
+  if (put_ref(e, idx, T_FUNC)) {
+    if (dumped) lua_pop(L, 1);
+    return;
+  }
   myid = e->nextid;
-  dump_push(e, idx);
+  if (!dumped) dump_push(e, idx);
   s = lua_tolstring(L, -1, &n);
   put_str(e, s, n);
   lua_pop(L, 1);
@@ -729,26 +743,30 @@ static int put_byname(enc *e, int idx) {
   return 0;
 }
 
-/* [-0, +0, m] Is the value at idx a Lua function packed before? It was
-** then found to be no module's field, and is taken not to have become
-** one since (looking again costs a walk of package.loaded per message). */
-static int was_dumped(lua_State *L, int idx) {
-  int r;
+/* [-0, +(0|1), m] If the value at idx is a Lua function packed before,
+** push its dump string and return 1. It was then found to be no module's
+** field, and is taken not to have become one since (looking again costs
+** a walk of package.loaded per message). */
+static int dump_find(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return 0;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) != LUA_TTABLE) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) == LUA_TTABLE) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TSTRING) {
+      lua_remove(L, -2);
+      return 1;
+    }
     lua_pop(L, 1);
-    return 0;
   }
-  lua_pushvalue(L, idx);
-  r = lua_rawget(L, -2) == LUA_TSTRING;
-  lua_pop(L, 2);
-  return r;
+  lua_pop(L, 1);
+  return 0;
 }
 
 static void put_value(enc *e, int idx) {
   lua_State *L = e->L;
+  int dumped;
   if (put_scalar(e, idx)) return;
-  if (!was_dumped(L, idx) && put_byname(e, idx)) return;
+  dumped = dump_find(L, idx);
+  if (!dumped && put_byname(e, idx)) return;
   if (e->depth >= MAX_DEPTH) {
     char why[64];
     snprintf(why, sizeof why, " (nested more than %d levels deep)", MAX_DEPTH);
@@ -757,7 +775,7 @@ static void put_value(enc *e, int idx) {
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   e->depth++;
   if (lua_type(L, idx) == LUA_TFUNCTION)
-    put_function(e, idx);
+    put_function(e, idx, dumped);
   else
     put_table(e, idx);
   e->depth--;
@@ -769,8 +787,7 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   int top;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 24, NULL);
-  memset(&e, 0, sizeof e);
-  e.L = L;
+  enc_init(&e, L);
   e.what = what;
   buf_init(&e);
   top = lua_gettop(L);

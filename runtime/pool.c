@@ -313,9 +313,9 @@ static int bcall_handle_gc(lua_State *L) {
   return 0;
 }
 
-/* [-0, +0, e] Deliver reply r (lightuserdata at 1) on the loop thread. */
-static int reply_deliver(lua_State *L) {
-  reply *r = lua_touserdata(L, 1);
+/* [-0, +0, e] Deliver reply r on the loop thread, inside
+** reply_deliver_all's frame (whose stack it empties). */
+static void reply_deliver(lua_State *L, reply *r) {
   int n, base;
   lua_settop(L, 0);
   if (r->kind == R_RESULT) {
@@ -329,7 +329,7 @@ static int reply_deliver(lua_State *L) {
       sp_deferred_callback(L, 1, 2);
     else
       sp_deferred_errback(L, 1, 2);
-    return 0;
+    return;
   }
   base = lua_gettop(L) + 1;
   n = sp_marshal_unpack(L, &r->p);
@@ -351,42 +351,63 @@ static int reply_deliver(lua_State *L) {
     default:
       break;
   }
-  return 0;
 }
 
-/* Deliver reply r on the loop thread (L set), or just free it (L NULL,
-** at shutdown, maybe on the posting thread). */
-static void reply_one(lua_State *L, reply *r) {
-  if (L != NULL) {
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, reply_deliver);
-    lua_pushlightuserdata(L, r);
-    if (sp_pcall(L, 1, 0) != LUA_OK) {
-      if (r->bc != NULL) {
-        /* The call could not even start (unpacking failed): the worker
-        ** raises this error. */
-        sp_packed out;
-        pack_failure(L, -1, NULL, &out);
-        bcall_answer(r->bc, 0, &out);
-        r->bc = NULL;
-      } else {
-        sp_log_failure(L, -1, NULL);
-      }
-    }
-    lua_settop(L, top);
-  }
+/* Let go of reply r: a blockingCallFromThread not answered is dropped. */
+static void reply_free(reply *r) {
   if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
   sp_marshal_free(&r->p);
   free(r);
 }
 
-/* The inbox runs it: r and the replies posted with it, in order. */
-static void reply_run(lua_State *L, sp_loop_msg *m) {
-  reply *r = (reply *)m, *next;
-  for (; r != NULL; r = next) {
-    next = r->more;
-    reply_one(L, r);
+/* [-0, +0, e] Deliver the replies from *cur (lightuserdata at 1) on,
+** freeing each, under one protected call for the batch; when one raises,
+** *cur is that one, not freed. */
+static int reply_deliver_all(lua_State *L) {
+  reply **cur = lua_touserdata(L, 1);
+  while (*cur != NULL) {
+    reply *r = *cur;
+    reply_deliver(L, r);
+    *cur = r->more;
+    reply_free(r);
   }
+  return 0;
+}
+
+/* The inbox runs it: r and the replies posted with it, in order, on the
+** loop thread (L set), or just frees them (L NULL, at shutdown, maybe on
+** the posting thread). An error in one is logged (or, for a
+** blockingCallFromThread that could not even start, raised in the
+** worker) and the rest are delivered. */
+static void reply_run(lua_State *L, sp_loop_msg *m) {
+  reply *cur = (reply *)m, *r;
+  int top;
+  if (L == NULL) {
+    for (; cur != NULL; cur = r) {
+      r = cur->more;
+      reply_free(cur);
+    }
+    return;
+  }
+  top = lua_gettop(L);
+  while (cur != NULL) {
+    lua_pushcfunction(L, reply_deliver_all);
+    lua_pushlightuserdata(L, &cur);
+    if (sp_pcall(L, 1, 0) == LUA_OK) break;
+    r = cur;
+    if (r->bc != NULL) {
+      sp_packed out;
+      pack_failure(L, -1, NULL, &out);
+      bcall_answer(r->bc, 0, &out);
+      r->bc = NULL;
+    } else {
+      sp_log_failure(L, -1, NULL);
+    }
+    lua_settop(L, top);
+    cur = r->more;
+    reply_free(r);
+  }
+  lua_settop(L, top);
 }
 
 /* Post the replies the calling worker holds, as one message. */
