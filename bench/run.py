@@ -567,40 +567,35 @@ def chart_png(chart, path):
     for t, _, _ in chart:
         if t not in titles:
             titles.append(t)
-    dat = os.path.join(OUT, "chart.dat")
-    with open(dat, "w") as f:
-        for t in titles:
-            vals = {c[1]: c[2] for c in chart if c[0] == t}
-            f.write('"%s" ' % t + " ".join(
-                "%.4f" % vals[p] if p in vals else "-" for p in peers) + "\n")
+    # One data file per peer: ratio, bar centre, half-height; the bars of
+    # a row share its height among the peers that row has.
+    rows = {t: [c for c in chart if c[0] == t] for t in titles}
+    plots = []
+    for p in peers:
+        dat = os.path.join(OUT, "chart.%s.dat" % p)
+        with open(dat, "w") as f:
+            for y, t in enumerate(titles):
+                present = [c[1] for c in rows[t]]
+                if p not in present:
+                    continue
+                k, n = present.index(p), len(present)
+                h = min(0.8 / n, 0.3)
+                centre = y - h * n / 2 + h * (k + 0.5)
+                ratio_ = [c[2] for c in rows[t] if c[1] == p][0]
+                f.write("%.4f %.3f %.3f\n" % (ratio_, centre, h / 2))
+        plots.append("'%s' using (1):2:(1):1:($2-$3):($2+$3) "
+                     "with boxxyerror title '%s'" % (dat, LABEL[p]))
     script = """
 set terminal pngcairo size 1400,%d font ",10" noenhanced
 set output '%s'
 set title "spindle relative to each peer (above 1 = spindle better; log scale)"
-set style data histogram
-set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set logscale x 2
 set xrange [0.05:32]
-set ytics nomirror
 set grid xtics
-set datafile missing "-"
 set key outside right top
 set arrow from 1, graph 0 to 1, graph 1 nohead lw 2 lc rgb "black"
 """ % (180 + 26 * len(titles), path)
-    # Horizontal bars: plot boxes with the row index on y.
-    script = script.replace("set style data histogram\n", "")
-    script = script.replace("set style histogram clustered gap 1\n", "")
-    n = len(peers)
-    plots = []
-    width = 0.8 / n
-    for i, p in enumerate(peers):
-        off = -0.4 + width * (i + 0.5)
-        plots.append(
-            "'%s' using (column(%d)):($0%+.3f):(1):(column(%d)):"
-            "($0%+.3f-%.3f):($0%+.3f+%.3f) with boxxyerror title '%s'" % (
-                dat, i + 2, off, i + 2, off, width / 2, off, width / 2,
-                LABEL[p]))
     script += "set ytics (%s)\n" % ", ".join(
         '"%s" %d' % (t, i) for i, t in enumerate(titles))
     script += "set yrange [%f:-0.6] reverse\n" % (len(titles) - 0.4)
