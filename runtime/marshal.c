@@ -26,12 +26,22 @@
 **
 ** Anything else (userdata, coroutines, C functions that are no module's
 ** field) raises threads.TransferError naming the argument and the path
-** inside it. Packing writes into a userdata-owned buffer, so an error
-** frees it; unpacking trusts the buffer, which only pack writes.
+** inside it. Packing writes into a buffer on the C stack, then a
+** collected userdata (no finalizer), so an error frees it; unpacking
+** trusts the buffer, which only pack writes.
 **
-** Length: about 1000 lines, on purpose: pack and unpack mirror each other
+** What repeats is cached, for the thread pool's round trips: a state
+** keeps each Lua function's dump (a weak table keyed by the function; a
+** function packed before is not looked up among module fields again),
+** and a dump carries a hash of its bytecode by which a worker's state
+** finds the function it loaded before (sp_marshal_unpack_call) and only
+** sets its upvalues. Tables and functions met are remembered in a small C
+** array before a Lua table is needed, and the unpacker keeps its table of
+** ids only for a message that refers back (sp_packed.refs).
+**
+** Length: about 1300 lines, on purpose: pack and unpack mirror each other
 ** tag by tag and stay side by side so that a change to one is seen in the
-** other.
+** other, and the caches belong to them.
 */
 #include <stdint.h>
 #include <stdlib.h>

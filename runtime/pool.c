@@ -15,37 +15,46 @@
 ** worker). blockingCallFromThread posts the same way and then waits on
 ** a condition for the answer.
 **
-** Wake-ups are batched both ways, steered by how long calls have been
-** taking (pool.avg, a moving average; long until measured, and again
-** after a call blocked or ran past HOLD_NS). While calls are short (under
-** SHORT_NS), an awake worker takes up to BATCH_MAX of them per lock and
-** the main thread wakes a sleeping worker only when the queue holds more
-** than the awake workers' batches; while they are long, a worker takes
-** one and a sleeping worker is woken for every call the awake, idle
-** workers will not take (as before: long calls run side by side). A
-** worker whose call ran past HOLD_NS puts the rest of its batch back
-** and wakes the others, so a long call among short ones delays at most
-** one batch. A worker holds its results back and posts
-** them as one message (one inbox lock, one uv_async) after its batch or
-** when the oldest has waited HOLD_NS; whatever else it posts
-** (callFromThread, log lines, blockingCallFromThread) goes at once,
-** after the results held before it, so the loop thread sees one
-** worker's messages in the order it sent them. A worker about to block
-** in blockingCallFromThread first puts the calls of its batch it has
-** not started back at the head of the queue.
+** Wake-ups are batched both ways, steered by how long calls have been taking
+** (pool.avg, a moving average; long until measured, and again after a call
+** blocked or ran past HOLD_NS). While calls are short (under SHORT_NS), an
+** awake worker takes up to BATCH_MAX of them per lock and the main thread wakes
+** a sleeping worker only when the queue holds more than 4 * BATCH_MAX calls per
+** awake worker; while they are long, a worker takes one and a sleeping worker
+** is woken for every call the awake, idle workers will not take (as before:
+** long calls run side by side). A worker whose call ran past HOLD_NS puts the
+** rest of its batch back and wakes or starts others, so the calls batched
+** behind a long call among short ones wait for that one call (the price of
+** batching, paid once per switch from short calls to long ones). A worker holds
+** its results back and posts them as one message (one inbox lock, one uv_async)
+** after its batch or when the oldest has waited HOLD_NS; the loop thread
+** delivers them under one protected call. Whatever else it posts
+** (callFromThread, log lines, blockingCallFromThread) goes at once, after the
+** results held before it, so the loop thread sees one worker's messages in the
+** order it sent them. A worker about to block in blockingCallFromThread first
+** puts the calls of its batch it has not started back at the head of the queue.
 **
-** Threads start lazily, one when work is queued and no worker is idle,
-** up to `max` (10 by default, Twisted's); a worker beyond a lowered max
-** ends when it next looks for work. Workers live until the pool stops
-** (Twisted's ThreadPool keeps them too); min is 0.
+** Threads start lazily, one when work is queued and no worker is idle (while
+** calls are short: one per 4 * BATCH_MAX queued calls beyond the running
+** workers), up to `max` (10 by default, Twisted's), from the main thread or
+** from a worker giving its batch back; joined by the main thread only. A worker
+** beyond a lowered max ends when it next looks for work. Workers live until the
+** pool stops (Twisted's ThreadPool keeps them too); min is 0.
 **
 ** LOCKING RULE: one mutex, pool.lock, guards every field of `pool`, the
-** queue, every worker's fields and every bcall's fields. It is held only
+** queue, every worker's fields and every bcall's fields, but a worker's
+** own batch and held replies (rest, held, heldtail, since: touched only
+** by that worker's thread) and stop_seen (an atomic copy of
+** pool.stopping, read between the calls of a batch). It is held only
 ** to move pointers and counters and to wait on or signal a condition:
 ** never while running Lua, packing or unpacking, joining a thread or
 ** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
 ** order pool.lock -> inbox lock never happens). The main Lua state is
 ** touched only on the loop thread; a worker's state only by its worker.
+**
+** Length: just over 1000 lines, on purpose: the queue, the workers'
+** batching and the replies share the one lock and its rule, so they stay
+** in the file that states it.
 */
 #include <signal.h>
 #include <stdatomic.h>
