@@ -44,8 +44,9 @@
 ** LOCKING RULE: one mutex, pool.lock, guards every field of `pool`, the
 ** queue, every worker's fields and every bcall's fields, but a worker's
 ** own batch and held replies (rest, held, heldtail, since: touched only
-** by that worker's thread) and stop_seen (an atomic copy of
-** pool.stopping, read between the calls of a batch). It is held only
+** by that worker's thread), stop_seen (an atomic copy of pool.stopping,
+** read between the calls of a batch) and last_progress (an atomic
+** timestamp the workers store and the main thread reads). It is held only
 ** to move pointers and counters and to wait on or signal a condition:
 ** never while running Lua, packing or unpacking, joining a thread or
 ** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
@@ -126,6 +127,11 @@ static struct {
 /* pool.stopping, for a worker between the calls of its batch without
 ** taking the lock: the calls not started are then dropped. */
 static atomic_int stop_seen;
+
+/* When a worker last started or finished a call (uv_hrtime), stored
+** without the lock: the main thread reads it to notice that the awake
+** workers are all stuck in a call (pool_submit). */
+static _Atomic uint64_t last_progress;
 
 /* The worker a thread is (NULL on the others). */
 static _Thread_local worker *self = NULL;
@@ -519,6 +525,7 @@ static void batch_run(lua_State *L) {
   work *job;
   while ((job = self->rest) != NULL) {
     uint64_t t0 = uv_hrtime();
+    atomic_store_explicit(&last_progress, t0, memory_order_relaxed);
     self->rest = job->next;
     if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
       sp_marshal_free(&job->call);
@@ -526,6 +533,7 @@ static void batch_run(lua_State *L) {
       continue;
     }
     work_run(L, job);
+    atomic_store_explicit(&last_progress, uv_hrtime(), memory_order_relaxed);
     if (self->rest != NULL && uv_hrtime() - t0 >= HOLD_NS) {
       int start;
       uv_mutex_lock(&pool.lock);
@@ -679,6 +687,15 @@ static void pool_submit(work *job) {
     pool.head = job;
   pool.tail = job;
   pool.queued++;
+  /* Short calls, but every awake worker is busy and none has started or
+  ** finished one for HOLD_NS: one is stuck in a long call, so calls count
+  ** as long again and this one gets a thread of its own. */
+  if (pool.avg < SHORT_NS && pool.busy > 0 &&
+      pool.workers - pool.busy - pool.sleeping <= 0 &&
+      uv_hrtime() -
+              atomic_load_explicit(&last_progress, memory_order_relaxed) >=
+          HOLD_NS)
+    pool.avg = HOLD_NS;
   start = pool_wanted();
   if (pool.sleeping > pool.wakes &&
       (pool.avg < SHORT_NS

@@ -215,6 +215,28 @@ describe("threads.deferToThread", function()
     assert.are.equal(12, #gate.order)
   end)
 
+  it("gives a call its own thread while another is stuck in a long one, " ..
+    "after many short calls", function()
+    -- Many short calls make the pool batch them on one awake worker; a
+    -- call queued while that worker is stuck in a long call must still
+    -- run beside it (on a new or woken thread), not wait for it.
+    for _ = 1, 40 do
+      local batch = {}
+      for i = 1, 5 do
+        batch[i] = threads.deferToThread(function(x) return x end, i)
+      end
+      H.wait(defer.gatherResults(batch))
+    end
+    local order = {}
+    local long = threads.deferToThread(sleeper(1))
+    long:addCallback(function() order[#order + 1] = "long" end)
+    H.runFor(0.05)
+    local quick = threads.deferToThread(function() return "quick" end)
+    quick:addCallback(function() order[#order + 1] = "quick" end)
+    H.wait(defer.gatherResults({long, quick}))
+    assert.are.same({"quick", "long"}, order)
+  end)
+
   it("runs them one after another with suggestThreadPoolSize(1)", function()
     reactor.suggestThreadPoolSize(1)
     gateReset(math.huge) -- hold each: a second call would run meanwhile
