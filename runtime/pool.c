@@ -45,8 +45,7 @@
 ** queue, every worker's fields and every bcall's fields, but a worker's
 ** own batch and held replies (rest, held, heldtail, since: touched only
 ** by that worker's thread), stop_seen (an atomic copy of pool.stopping,
-** read between the calls of a batch) and last_progress (an atomic
-** timestamp the workers store and the main thread reads). It is held only
+** read between the calls of a batch). It is held only
 ** to move pointers and counters and to wait on or signal a condition:
 ** never while running Lua, packing or unpacking, joining a thread or
 ** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
@@ -120,6 +119,7 @@ static struct {
   int sleeping, wakes; /* workers in cond_wait; signals not yet taken */
   int exited;          /* workers that have exited, not yet joined */
   uint64_t avg;        /* ns per call, a moving average over batches */
+  uint64_t progress;   /* when a worker last took or ended a batch (ns) */
   int stopping, ready;
   worker *all;
 } pool;
@@ -127,11 +127,6 @@ static struct {
 /* pool.stopping, for a worker between the calls of its batch without
 ** taking the lock: the calls not started are then dropped. */
 static atomic_int stop_seen;
-
-/* When a worker last started or finished a call (uv_hrtime), stored
-** without the lock: the main thread reads it to notice that the awake
-** workers are all stuck in a call (pool_submit). */
-static _Atomic uint64_t last_progress;
 
 /* The worker a thread is (NULL on the others). */
 static _Thread_local worker *self = NULL;
@@ -525,7 +520,6 @@ static void batch_run(lua_State *L) {
   work *job;
   while ((job = self->rest) != NULL) {
     uint64_t t0 = uv_hrtime();
-    atomic_store_explicit(&last_progress, t0, memory_order_relaxed);
     self->rest = job->next;
     if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
       sp_marshal_free(&job->call);
@@ -533,7 +527,6 @@ static void batch_run(lua_State *L) {
       continue;
     }
     work_run(L, job);
-    atomic_store_explicit(&last_progress, uv_hrtime(), memory_order_relaxed);
     if (self->rest != NULL && uv_hrtime() - t0 >= HOLD_NS) {
       int start;
       uv_mutex_lock(&pool.lock);
@@ -588,12 +581,14 @@ static void worker_main(void *arg) {
     {
       int n = batch_take();
       uint64_t t0 = uv_hrtime(), per;
+      pool.progress = t0;
       pool.busy++;
       uv_mutex_unlock(&pool.lock);
       batch_run(L);
       per = (uv_hrtime() - t0) / (uint64_t)n;
       uv_mutex_lock(&pool.lock);
       pool.busy--;
+      pool.progress = uv_hrtime();
       pool.avg = (pool.avg * 7 + per) / 8;
     }
   }
@@ -687,14 +682,13 @@ static void pool_submit(work *job) {
     pool.head = job;
   pool.tail = job;
   pool.queued++;
-  /* Short calls, but every awake worker is busy and none has started or
-  ** finished one for HOLD_NS: one is stuck in a long call, so calls count
-  ** as long again and this one gets a thread of its own. */
+  /* Short calls, but every awake worker is busy and none has taken or
+  ** ended a batch for HOLD_NS (a batch of short calls takes less): one is
+  ** stuck in a long call, so calls count as long again and this one gets
+  ** a thread of its own. */
   if (pool.avg < SHORT_NS && pool.busy > 0 &&
       pool.workers - pool.busy - pool.sleeping <= 0 &&
-      uv_hrtime() -
-              atomic_load_explicit(&last_progress, memory_order_relaxed) >=
-          HOLD_NS)
+      uv_hrtime() - pool.progress >= HOLD_NS)
     pool.avg = HOLD_NS;
   start = pool_wanted();
   if (pool.sleeping > pool.wakes &&
