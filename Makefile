@@ -8,8 +8,10 @@
 #   make lint     clang-format (runtime/), luacheck (.luacheckrc) and no two
 #                 runtime files depending on each other: any
 #                 difference or warning fails; .ci/run runs it before test
-#   make bench    the benchmarks in bench/
-#   make bench-net   the network one alone (bench/echo/run.sh)
+#   make bench    every benchmark for spindle and each peer, 3 rounds:
+#                 one table, bench/RESULTS.md and bench/results.png
+#   make bench-quick the same, one short round (about a minute)
+#   make bench-net   TCP echo and lines alone (bench/echo/run.sh)
 #   make bench-web   HTTP hello world with wrk: spindle.web vs raw C on
 #                    libuv, Node's http, Twisted web (bench/web/run.sh)
 #   make test-tls-scan  testssl.sh against a default listenSSL server
@@ -92,8 +94,9 @@ VERSION := $(shell sed -n 's/^\#define SPINDLE_VERSION "\(.*\)"/\1/p' runtime/ma
 DEB_TOOLS := debhelper dpkg-dev fakeroot lintian
 
 .PHONY: all deps run test test-plain test-asan test-tools lint asan bench \
-        bench-net bench-web clean install uninstall deb check-install doc \
-        fuzz-deps fuzz fuzz-build test-replay tsan test-tsan allocfail soak
+        bench-quick bench-net bench-web clean install uninstall deb \
+        check-install doc fuzz-deps fuzz fuzz-build test-replay tsan \
+        test-tsan allocfail soak
 
 all: deps $(BUILD)/spindle
 
@@ -227,10 +230,17 @@ allocfail: asan
 soak: all
 	sh tools/soak.sh $(BUILD)/spindle $(SOAK_SECONDS)
 
+# Every benchmark, spindle beside raw C on libuv, luv, Node.js, Twisted and
+# openssl s_server (bench/run.py); needs gnuplot-nox for the chart. Not
+# part of make test.
 bench: all
-	@for b in bench/*.sh; do [ -f "$$b" ] && sh $$b; done; true
-	@$(MAKE) --no-print-directory bench-net
+	@$(MAKE) --no-print-directory deps DEB_PKGS="nodejs wrk gnuplot-nox"
+	/usr/bin/python3 bench/run.py
 	@$(MAKE) --no-print-directory bench-web
+
+bench-quick: all
+	@$(MAKE) --no-print-directory deps DEB_PKGS="nodejs wrk gnuplot-nox"
+	/usr/bin/python3 bench/run.py --quick
 
 # TCP echo and pipelined lines: spindle vs raw libuv C vs luv (bench/echo).
 bench-net: all

@@ -61,18 +61,25 @@ struct sp_stream {
   unsigned flags;      /* SF_* */
   int ref;             /* registry ref to the transport userdata */
   /* The write queue: one uv_write in flight (either a Lua string kept in
-  ** the transport's user value, or inflight.base), then pending bytes. */
-  uv_write_t wreq;
-  uv_shutdown_t sreq;
-  uv_connect_t creq; /* the connect request of a client stream */
+  ** the transport's user value, or inflight.base), then pending bytes.
+  ** The request is allocated by the first write that has to wait and kept
+  ** until the stream is freed, so an idle connection holds none; connect
+  ** and shutdown requests are allocated for their call and freed in
+  ** their callbacks (libuv runs those before the close callback). */
+  uv_write_t *wreq;
   uv_buf_t inflight; /* what the in-flight uv_write sends */
   char *ibuf;        /* owned buffer behind inflight, or NULL */
   size_t icap;
   char *pbuf; /* pending bytes, not yet handed to libuv */
   size_t plen, pcap;
   size_t highwater;
-  /* Addresses, kept so getPeer/getHost answer after close. */
-  struct sockaddr_storage peer, host;
+  /* Addresses, kept so getPeer/getHost answer after close (TCP only:
+  ** an IPv6 address is the largest, not a sockaddr_storage). */
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+  } peer, host;
   char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
   /* Filter (TLS) and its state. */
   const sp_stream_filter *filter;
@@ -116,17 +123,58 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 #define SF_WSHUT 0x20000   /* our write half's shutdown completed */
 #define SF_FHOLD 0x40000   /* the filter holds writes: producer stays paused */
 
-/* User values of the transport userdata. */
+/* Lua values a transport userdata keeps. The protocol and the anchored
+** string of a write in flight are its user values 1 and 2; the others,
+** set on few connections or only once they close, are in a table made
+** when first needed, its user value UV_EXTRA (ud_get, ud_set), so that an
+** idle connection's userdata carries three slots, not seven. */
 enum {
   UV_PROTO = 1,
-  UV_PRODUCER,
   UV_ANCHOR,
+  UV_EXTRA, /* the table: UV_EXTRA is its last user value */
+  UV_PRODUCER,
   UV_REASON,
   UV_OWNER,
   UV_PEER,
-  UV_HOST, /* the addresses, kept here once the stream is freed */
-  UV_N
+  UV_HOST /* the addresses, kept here once the stream is freed */
 };
+
+/* [-0, +1, -] Push value n of the transport userdata at idx; returns its
+** type. */
+static int ud_get(lua_State *L, int idx, int n) {
+  if (n <= UV_EXTRA) return lua_getiuservalue(L, idx, n);
+  if (lua_getiuservalue(L, idx, UV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  n = lua_rawgeti(L, -1, n);
+  lua_remove(L, -2);
+  return n;
+}
+
+/* [-1, +0, m] Pop the top value into value n of the transport userdata
+** at idx. */
+static void ud_set(lua_State *L, int idx, int n) {
+  idx = lua_absindex(L, idx);
+  if (n <= UV_EXTRA) {
+    lua_setiuservalue(L, idx, n);
+    return;
+  }
+  if (lua_getiuservalue(L, idx, UV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    if (lua_isnil(L, -1)) { /* nothing to forget */
+      lua_pop(L, 1);
+      return;
+    }
+    lua_createtable(L, UV_HOST, 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, UV_EXTRA);
+  }
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, n);
+  lua_pop(L, 1);
+}
 
 typedef struct transport_ud {
   sp_stream *s;
@@ -218,6 +266,7 @@ static void stream_free(sp_stream *s) {
   sp_loop_after_due_cancel(&s->later);
   if (s->filter != NULL && s->filter->free != NULL)
     s->filter->free(s->filter_data);
+  free(s->wreq);
   free(s->ibuf);
   free(s->pbuf);
   free(s->peerpath);
@@ -249,6 +298,7 @@ void sp_stream_discard(sp_stream *s) {
 
 static void connect_cb(uv_connect_t *req, int status) {
   sp_stream *s = req->handle->data;
+  free(req);
   /* An abandoned attempt (no owner) only waits for its close. */
   if (s->owner == NULL || status == UV_ECANCELED) return;
   s->on_connect(s, status);
@@ -271,11 +321,15 @@ sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
                                  const struct sockaddr *to, void *owner,
                                  sp_stream_connected_fn done, int *err) {
   sp_stream *s = stream_alloc(SP_STREAM_TCP, -1, err);
+  uv_connect_t *req;
   int r = 0;
   if (s == NULL) return NULL;
-  if (bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
-  if (r == 0) r = uv_tcp_connect(&s->creq, &s->h.tcp, to, connect_cb);
+  req = malloc(sizeof *req);
+  if (req == NULL) r = UV_ENOMEM;
+  if (r == 0 && bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
+  if (r == 0) r = uv_tcp_connect(req, &s->h.tcp, to, connect_cb);
   if (r < 0) {
+    free(req); /* its callback never runs */
     sp_stream_discard(s);
     *err = r;
     return NULL;
@@ -288,15 +342,24 @@ sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
 sp_stream *sp_stream_connect_unix(const char *path, void *owner,
                                   sp_stream_connected_fn done, int *err) {
   sp_stream *s;
+  uv_connect_t *req;
   if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
     *err = UV_ENAMETOOLONG;
     return NULL;
   }
+  req = malloc(sizeof *req);
+  if (req == NULL) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
   s = stream_alloc(SP_STREAM_UNIX, -1, err);
-  if (s == NULL) return NULL;
+  if (s == NULL) {
+    free(req);
+    return NULL;
+  }
   s->owner = owner;
   s->on_connect = done;
-  uv_pipe_connect(&s->creq, &s->h.pipe, path, connect_cb);
+  uv_pipe_connect(req, &s->h.pipe, path, connect_cb); /* always calls back */
   return s;
 }
 
@@ -341,7 +404,7 @@ void sp_stream_push_transport(lua_State *L, sp_stream *s) {
 static int push_uv(lua_State *L, sp_stream *s, int n) {
   int t;
   sp_stream_push_transport(L, s);
-  t = lua_getiuservalue(L, -1, n);
+  t = ud_get(L, -1, n);
   lua_remove(L, -2);
   return t;
 }
@@ -350,7 +413,7 @@ static int push_uv(lua_State *L, sp_stream *s, int n) {
 static void set_uv(lua_State *L, sp_stream *s, int n) {
   sp_stream_push_transport(L, s);
   lua_insert(L, -2);
-  lua_setiuservalue(L, -2, n);
+  ud_set(L, -2, n);
   lua_pop(L, 1);
 }
 
@@ -446,18 +509,18 @@ static void closed_cb(uv_handle_t *h) {
   t->s = NULL;
   s->state = ST_CLOSED;
   sp_stream_pushaddr(L, s, 1);
-  lua_setiuservalue(L, tr, UV_PEER);
+  ud_set(L, tr, UV_PEER);
   sp_stream_pushaddr(L, s, 0);
-  lua_setiuservalue(L, tr, UV_HOST);
-  lua_getiuservalue(L, tr, UV_REASON);
+  ud_set(L, tr, UV_HOST);
+  ud_get(L, tr, UV_REASON);
   reason = lua_gettop(L);
-  if (lua_getiuservalue(L, tr, UV_PRODUCER) != LUA_TNIL) {
+  if (ud_get(L, tr, UV_PRODUCER) != LUA_TNIL) {
     lua_pushnil(L);
-    lua_setiuservalue(L, tr, UV_PRODUCER);
+    ud_set(L, tr, UV_PRODUCER);
     call_method(L, -1, "stopProducing", 0);
   }
   lua_settop(L, reason);
-  if (lua_getiuservalue(L, tr, UV_PROTO) != LUA_TNIL) {
+  if (ud_get(L, tr, UV_PROTO) != LUA_TNIL) {
     lua_pushvalue(L, reason);
     call_method(L, -2, "connectionLost", 1);
   }
@@ -720,7 +783,12 @@ static int pull_producer(const sp_stream *s) {
 }
 
 static int start_write(lua_State *L, sp_stream *s) {
-  int r = uv_write(&s->wreq, &s->h.stream, &s->inflight, 1, write_cb);
+  int r;
+  if (s->wreq == NULL && (s->wreq = malloc(sizeof *s->wreq)) == NULL) {
+    r = UV_ENOMEM;
+  } else {
+    r = uv_write(s->wreq, &s->h.stream, &s->inflight, 1, write_cb);
+  }
   if (r < 0) {
     s->flags &= ~(SF_INFLIGHT | SF_ANCHOR);
     sp_stream_lose(L, s, 0, r);
@@ -826,7 +894,7 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   }
   if ((size_t)r == len) return 0;
   lua_pushvalue(L, idx);
-  lua_setiuservalue(L, 1, UV_ANCHOR);
+  ud_set(L, 1, UV_ANCHOR);
   s->inflight = mkbuf((char *)p + r, len - (size_t)r);
   s->flags |= SF_ANCHOR;
   r = start_write(L, s);
@@ -874,6 +942,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
   sp_stream *s = req->handle->data;
   lua_State *L = sp_loop_state();
   int top = lua_gettop(L);
+  free(req);
   if (s->state != ST_OPEN) return;
   if (status < 0) {
     sp_stream_lose(L, s, 0, status);
@@ -951,8 +1020,12 @@ static void stream_later(lua_State *L, sp_loop_later *n) {
     if (filter_last(L, s) || s->state != ST_OPEN) return;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
-    r = uv_shutdown(&s->sreq, &s->h.stream, shutdown_cb);
-    if (r < 0) sp_stream_lose(L, s, 0, r);
+    uv_shutdown_t *req = malloc(sizeof *req);
+    r = req == NULL ? UV_ENOMEM : uv_shutdown(req, &s->h.stream, shutdown_cb);
+    if (r < 0) {
+      free(req); /* its callback never runs */
+      sp_stream_lose(L, s, 0, r);
+    }
   }
 }
 
@@ -1035,9 +1108,9 @@ static void fetch_addrs(sp_stream *s) {
   if (s->kind == SP_STREAM_PIPE || s->kind == SP_STREAM_TTY) return;
   if (s->kind == SP_STREAM_TCP) {
     len = sizeof s->peer;
-    uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&s->peer, &len);
+    uv_tcp_getpeername(&s->h.tcp, &s->peer.sa, &len);
     len = sizeof s->host;
-    uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&s->host, &len);
+    uv_tcp_getsockname(&s->h.tcp, &s->host.sa, &len);
   } else {
     if (s->peerpath == NULL) s->peerpath = pipe_name(s, 1);
     if (s->hostpath == NULL) s->hostpath = pipe_name(s, 0);
@@ -1046,15 +1119,15 @@ static void fetch_addrs(sp_stream *s) {
 
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
   if (s->kind == SP_STREAM_TCP) {
-    if (s->peer.ss_family == 0) fetch_addrs(s);
-    sp_addr_push(L, "TCP", (struct sockaddr *)(peer ? &s->peer : &s->host));
+    if (s->peer.sa.sa_family == 0) fetch_addrs(s);
+    sp_addr_push(L, "TCP", peer ? &s->peer.sa : &s->host.sa);
   } else {
     sp_addr_push_unix(L, peer ? s->peerpath : s->hostpath);
   }
 }
 
 void sp_stream_open(lua_State *L, sp_stream *s) {
-  transport_ud *t = lua_newuserdatauv(L, sizeof *t, UV_N - 1);
+  transport_ud *t = lua_newuserdatauv(L, sizeof *t, UV_EXTRA);
   t->s = s;
   t->kind = s->kind;
   luaL_setmetatable(L, SP_TRANSPORT_MT);
@@ -1223,7 +1296,7 @@ static int transport_addr(lua_State *L, int peer) {
   if (t->s != NULL)
     sp_stream_pushaddr(L, t->s, peer);
   else
-    lua_getiuservalue(L, 1, peer ? UV_PEER : UV_HOST);
+    ud_get(L, 1, peer ? UV_PEER : UV_HOST);
   return 1;
 }
 
@@ -1289,14 +1362,13 @@ static int transport_registerProducer(lua_State *L) {
     return 0;
   }
   if (s->flags & SF_PRODUCER)
-    return luaL_error(
-        L,
-        "Cannot register producer %s, because producer %s "
-        "was never unregistered.",
-        luaL_tolstring(L, 2, NULL),
-        (lua_getiuservalue(L, 1, UV_PRODUCER), luaL_tolstring(L, -1, NULL)));
+    return luaL_error(L,
+                      "Cannot register producer %s, because producer %s "
+                      "was never unregistered.",
+                      luaL_tolstring(L, 2, NULL),
+                      (ud_get(L, 1, UV_PRODUCER), luaL_tolstring(L, -1, NULL)));
   lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 1, UV_PRODUCER);
+  ud_set(L, 1, UV_PRODUCER);
   s->flags |= SF_PRODUCER | (streaming ? SF_STREAMING : 0);
   s->flags &= ~SF_PPAUSED;
   if (!streaming) {
@@ -1313,7 +1385,7 @@ static int transport_unregisterProducer(lua_State *L) {
   transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
   sp_stream *s = t->s;
   lua_pushnil(L);
-  lua_setiuservalue(L, 1, UV_PRODUCER);
+  ud_set(L, 1, UV_PRODUCER);
   if (s == NULL) return 0;
   s->flags &= ~(SF_PRODUCER | SF_STREAMING | SF_PPAUSED);
   if (s->state == ST_OPEN &&
@@ -1344,8 +1416,8 @@ static int transport_tostring(lua_State *L) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {
     char a[SP_ADDR_HOSTLEN], b[SP_ADDR_HOSTLEN];
-    int pa = sp_addr_format((struct sockaddr *)&t->s->host, a);
-    int pb = sp_addr_format((struct sockaddr *)&t->s->peer, b);
+    int pa = sp_addr_format(&t->s->host.sa, a);
+    int pb = sp_addr_format(&t->s->peer.sa, b);
     lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
   } else {
     lua_pushfstring(L, "<UNIX transport %s>",
@@ -1398,7 +1470,7 @@ static int transport_getdisconnected(lua_State *L) {
 
 static int transport_getprotocol(lua_State *L) {
   transport_check_fast(L);
-  lua_getiuservalue(L, 1, UV_PROTO);
+  ud_get(L, 1, UV_PROTO);
   return 1;
 }
 

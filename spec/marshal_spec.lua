@@ -10,6 +10,22 @@ local threads = require("spindle.threads")
 local roundtrip = marshal.roundtrip
 
 describe("marshal", function()
+  describe("functions sent again", function()
+    it("finds modules among the upvalues of a function packed before",
+      function()
+        -- A function packed once is not looked up among module fields
+        -- again; its upvalues (a module, a function using one) still are,
+        -- and the index they use must stay on the stack (it once landed
+        -- in a frame that popped it: a crash on the second pack).
+        local up, rep, concat = string.upper, string.rep, table.concat
+        local function helper(s) return up(s) .. #concat({"a", "b"}) end
+        local function f() return helper("x"), rep("y", 2) end
+        for _ = 1, 3 do
+          assert.are.same({"X2", "yy"}, {roundtrip("call", f)})
+        end
+      end)
+  end)
+
   describe("plain values", function()
     it("copies nil, booleans, integers, floats and strings", function()
       local n, a, b, c, d, e, f, g = select("#", roundtrip(nil, true, false,

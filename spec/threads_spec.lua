@@ -117,6 +117,41 @@ describe("threads.deferToThread", function()
     assert.are.equal(3, #arg.list)     -- the caller's table is untouched
   end)
 
+  it("copies a function's upvalues afresh on each call", function()
+    -- The worker keeps the function it loaded (by its bytecode's hash),
+    -- but what it closes over is the caller's at each call.
+    local n = 0
+    local function bump() n = n + 1; return n end
+    reactor.suggestThreadPoolSize(1)
+    assert.are.equal(1, H.wait(threads.deferToThread(bump)))
+    assert.are.equal(1, H.wait(threads.deferToThread(bump)))
+    n = 41
+    assert.are.equal(42, H.wait(threads.deferToThread(bump)))
+  end)
+
+  it("keeps closures of one prototype apart, in one call and across calls",
+    function()
+      local function make(i) return function() return i end end
+      reactor.suggestThreadPoolSize(1)
+      assert.are.equal(1, H.wait(threads.deferToThread(make(1))))
+      assert.are.equal(2, H.wait(threads.deferToThread(make(2))))
+      -- The called function and its upvalue are of one prototype.
+      local outer = make(3)
+      local r = H.wait(threads.deferToThread(function(a, b)
+        return a() * 100 + b() * 10 + outer()
+      end, make(4), make(5)))
+      assert.are.equal(453, r)
+      -- Two functions sharing an upvalue, sent again after being joined.
+      local count = 0
+      local function inc() count = count + 1 end
+      local function get() return count end
+      for _ = 1, 2 do
+        assert.are.equal(2, H.wait(threads.deferToThread(function()
+          inc(); inc(); return get()
+        end)))
+      end
+    end)
+
   it("fails with f's error message and traceback", function()
     local f = H.waitForFailure(threads.deferToThread(function()
       error("boom in thread")
@@ -178,6 +213,28 @@ describe("threads.deferToThread", function()
     assert.are.same({1, 2, 3, 4, 5, 6}, {table.unpack(all(list), 1, 6)})
     assert.are.equal(4, gate.most) -- 4 at once (the gate), never 5
     assert.are.equal(12, #gate.order)
+  end)
+
+  it("gives a call its own thread while another is stuck in a long one, " ..
+    "after many short calls", function()
+    -- Many short calls make the pool batch them on one awake worker; a
+    -- call queued while that worker is stuck in a long call must still
+    -- run beside it (on a new or woken thread), not wait for it.
+    for _ = 1, 40 do
+      local batch = {}
+      for i = 1, 5 do
+        batch[i] = threads.deferToThread(function(x) return x end, i)
+      end
+      H.wait(defer.gatherResults(batch))
+    end
+    local order = {}
+    local long = threads.deferToThread(sleeper(1))
+    long:addCallback(function() order[#order + 1] = "long" end)
+    H.runFor(0.05)
+    local quick = threads.deferToThread(function() return "quick" end)
+    quick:addCallback(function() order[#order + 1] = "quick" end)
+    H.wait(defer.gatherResults({long, quick}))
+    assert.are.same({"quick", "long"}, order)
   end)
 
   it("runs them one after another with suggestThreadPoolSize(1)", function()

@@ -1,7 +1,7 @@
 /*
 ** loadgen.c: the load generator of bench/echo (epoll, one thread).
 **
-**   loadgen -p PORT [-m echo|lines] [-c CONNS] [-k DEPTH] [-s BYTES]
+**   loadgen -p PORT [-m echo|lines|idle] [-c CONNS] [-k DEPTH] [-s BYTES]
 **           [-w WARMUP_S] [-d DURATION_S] [-P SERVER_PID]
 **
 ** Opens CONNS connections to 127.0.0.1:PORT. Each keeps DEPTH messages in
@@ -16,7 +16,13 @@
 **   msgs=N secs=S rate=MSGS_PER_S srv_cpu=CPU_S srv_usr=CPU_S srv_sys=CPU_S
 **   lg_cpu=CPU_S
 ** (srv_cpu = srv_usr + srv_sys, the server's user and system time)
-** and exits 0; on a wrong byte, a closed connection or no progress for
+** and, when DEPTH is 1, the round-trip times' median and 99th percentile
+** over the window: p50_us=US p99_us=US.
+**   idle   opens CONNS connections and sends nothing; after WARMUP_S
+**          seconds prints the server's resident memory growth (VmRSS in
+**          /proc/SERVER_PID/status, after minus before connecting):
+**          conns=N rss_before=BYTES rss_after=BYTES per_conn=BYTES
+** It exits 0; on a wrong byte, a closed connection or no progress for
 ** 3 s it prints "error: ..." on stderr and exits 1.
 */
 #include <errno.h>
@@ -43,9 +49,14 @@ typedef struct conn {
   size_t sent;  /* total bytes written */
   size_t got;   /* total bytes received */
   size_t done;  /* messages answered */
+  double asked; /* when the message in flight was asked for (DEPTH 1) */
 } conn_t;
 
 static char rbuf[RBUF];
+/* Round-trip times in the window (DEPTH 1), in seconds. */
+static double *rtts;
+static size_t nrtt, caprtt;
+static int record;
 static char *pattern; /* the message repeated; long enough for any read */
 static int epfd;
 
@@ -111,6 +122,33 @@ static void flush(conn_t *c) {
   set_out(c, 0);
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *) a, y = *(const double *) b;
+  return x < y ? -1 : x > y;
+}
+
+static void rtt_add(double v) {
+  if (nrtt == caprtt) {
+    caprtt = caprtt ? 2 * caprtt : 65536;
+    rtts = realloc(rtts, caprtt * sizeof *rtts);
+    if (!rtts) die("malloc");
+  }
+  rtts[nrtt++] = v;
+}
+
+/* Resident bytes of process pid (VmRSS). */
+static long proc_rss(int pid) {
+  char path[64], line[256];
+  long kb = -1;
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) die("cannot read server /proc status");
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
+  fclose(f);
+  return kb * 1024;
+}
+
 static void on_readable(conn_t *c) {
   for (;;) {
     ssize_t n = read(c->fd, rbuf, RBUF);
@@ -129,6 +167,11 @@ static void on_readable(conn_t *c) {
     }
     c->got += (size_t) n;
     size_t done = c->got / c->unit;
+    if (done > c->done && c->asked > 0) {
+      double t = now();
+      if (record) rtt_add(t - c->asked);
+      c->asked = t;
+    }
     c->owed += (done - c->done) * c->unit;
     c->done = done;
     if (n < RBUF) break;
@@ -149,7 +192,7 @@ static int connect_one(int port) {
 }
 
 int main(int argc, char **argv) {
-  int port = 0, nconn = 50, pid = 0, lines = 0, opt;
+  int port = 0, nconn = 50, pid = 0, lines = 0, idle = 0, opt;
   long depth = -1, size = -1;
   double warm = 1, dur = 5;
   while ((opt = getopt(argc, argv, "p:m:c:k:s:w:d:P:")) != -1) {
@@ -159,6 +202,7 @@ int main(int argc, char **argv) {
         break;
       case 'm':
         lines = strcmp(optarg, "lines") == 0;
+        idle = strcmp(optarg, "idle") == 0;
         break;
       case 'c':
         nconn = atoi(optarg);
@@ -204,6 +248,21 @@ int main(int argc, char **argv) {
                                           : (char) ('a' + j % 26);
   }
 
+  if (idle) {
+    long before, after;
+    int *fds = calloc((size_t) nconn, sizeof *fds);
+    if (!fds || !pid) die("idle needs -P");
+    before = proc_rss(pid);
+    for (int i = 0; i < nconn; i++) fds[i] = connect_one(port);
+    struct timespec ts = {(time_t) warm,
+                          (long) ((warm - (double) (time_t) warm) * 1e9)};
+    nanosleep(&ts, NULL);
+    after = proc_rss(pid);
+    printf("conns=%d rss_before=%ld rss_after=%ld per_conn=%.0f\n", nconn,
+           before, after, (double) (after - before) / nconn);
+    return 0;
+  }
+
   epfd = epoll_create1(0);
   conn_t *conns = calloc((size_t) nconn, sizeof *conns);
   if (epfd < 0 || !conns) die("setup");
@@ -212,6 +271,7 @@ int main(int argc, char **argv) {
     c->fd = connect_one(port);
     c->unit = unit;
     c->owed = (size_t) depth * unit;
+    c->asked = depth == 1 ? now() : 0;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
   }
@@ -239,6 +299,7 @@ int main(int argc, char **argv) {
       measuring = 1;
       tstart = t;
       at_start = total;
+      record = 1;
       if (pid) proc_cpu(pid, &usr0, &sys0);
       lg0 = self_cpu();
     }
@@ -256,8 +317,14 @@ int main(int argc, char **argv) {
   size_t msgs = total - at_start;
   printf(
       "msgs=%zu secs=%.3f rate=%.0f srv_cpu=%.2f srv_usr=%.2f "
-      "srv_sys=%.2f lg_cpu=%.2f\n",
+      "srv_sys=%.2f lg_cpu=%.2f",
       msgs, secs, (double) msgs / secs, usr1 - usr0 + sys1 - sys0, usr1 - usr0,
       sys1 - sys0, lg);
+  if (nrtt > 0) {
+    qsort(rtts, nrtt, sizeof *rtts, cmp_double);
+    printf(" p50_us=%.1f p99_us=%.1f", rtts[nrtt / 2] * 1e6,
+           rtts[(size_t) ((double) nrtt * 0.99)] * 1e6);
+  }
+  printf("\n");
   return 0;
 }

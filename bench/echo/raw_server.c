@@ -4,14 +4,19 @@
 **
 **   raw_server
 **
-** Listens on two ports of 127.0.0.1, both picked by the kernel, and prints
-** them on stdout as "ECHO <port>" and "LINES <port>":
+** Listens on three ports of 127.0.0.1, picked by the kernel, and prints
+** them on stdout as "ECHO <port>", "LINES <port>" and "HTTP <port>":
 **   echo   every byte read is written back (uv_try_write from the read
-**          buffer; a copy is queued only when the socket is full);
+**          buffer; a copy is queued only when the socket is full); reads
+**          land in one loop-wide buffer, so an idle connection holds only
+**          its handle;
 **   lines  the stream is split on "\r\n" and each line is answered with
 **          the line plus "\r\n", like a LineReceiver calling sendLine; the
-**          answers to one read go out in one uv_try_write.
-** Read buffers are reused (one per connection), nothing is allocated per
+**          answers to one read go out in one uv_try_write;
+**   http   HTTP-shaped: each request (anything up to "\r\n\r\n") is
+**          answered with a fixed 200 response of 13 bytes of body,
+**          keep-alive, the answers to one read in one uv_try_write.
+** Line buffers are reused (one per connection), nothing is allocated per
 ** read unless the kernel's send buffer is full. A line longer than MAX_LINE
 ** drops the connection, as LineReceiver.lineLengthExceeded does. Runs until
 ** SIGTERM or SIGINT.
@@ -25,12 +30,20 @@
 #define READ_SIZE 65536
 #define MAX_LINE 16384
 
+enum { K_ECHO, K_LINES, K_HTTP };
+
 typedef struct conn {
   uv_tcp_t tcp;
-  int lines;   /* 1: line mode, 0: echo */
-  size_t have; /* bytes of an unfinished line kept at buf[0] */
-  char buf[READ_SIZE + MAX_LINE];
+  int kind;
+  int match;   /* HTTP: bytes of "\r\n\r\n" matched so far */
+  size_t have; /* LINES: bytes of an unfinished line kept at buf[0] */
+  char *buf;   /* LINES: READ_SIZE + MAX_LINE bytes */
 } conn_t;
+
+static const char response[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+    "Content-Length: 13\r\n\r\nHello, world!";
+static char shared[READ_SIZE];
 
 typedef struct pending {
   uv_write_t req;
@@ -38,11 +51,12 @@ typedef struct pending {
 } pending_t;
 
 static uv_loop_t *loop;
-static uv_tcp_t listeners[2];
+static uv_tcp_t listeners[3];
 static uv_signal_t sigs[2];
 static char out[2 * (READ_SIZE + MAX_LINE)];
 
 static void on_close(uv_handle_t *h) {
+  free(((conn_t *) h)->buf);
   free(h);
 }
 
@@ -77,7 +91,31 @@ static void send_bytes(conn_t *c, const char *p, size_t len) {
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   (void) hint;
   conn_t *c = (conn_t *) h;
+  if (c->kind != K_LINES) {
+    *b = uv_buf_init(shared, READ_SIZE);
+    return;
+  }
+  if (!c->buf && !(c->buf = malloc(READ_SIZE + MAX_LINE))) abort();
   *b = uv_buf_init(c->buf + c->have, READ_SIZE);
+}
+
+/* Answer every request that ends in this read. */
+static void answer_http(conn_t *c, const char *p, size_t n) {
+  static const char end[] = "\r\n\r\n";
+  char *o = out;
+  for (size_t i = 0; i < n; i++) {
+    c->match = p[i] == end[c->match] ? c->match + 1 : p[i] == '\r';
+    if (c->match == 4) {
+      c->match = 0;
+      if ((size_t) (o - out) + sizeof response > sizeof out) {
+        send_bytes(c, out, (size_t) (o - out));
+        o = out;
+      }
+      memcpy(o, response, sizeof response - 1);
+      o += sizeof response - 1;
+    }
+  }
+  if (o > out) send_bytes(c, out, (size_t) (o - out));
 }
 
 /* Answer every complete line in c->buf[0, end); keep the unfinished tail. */
@@ -110,8 +148,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     return;
   }
   if (nread == 0) return;
-  if (c->lines)
+  if (c->kind == K_LINES)
     answer_lines(c, c->have + (size_t) nread);
+  else if (c->kind == K_HTTP)
+    answer_http(c, b->base, (size_t) nread);
   else
     send_bytes(c, b->base, (size_t) nread);
 }
@@ -120,8 +160,12 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status < 0) return;
   conn_t *c = malloc(sizeof *c);
   if (!c) abort();
-  c->lines = server == (uv_stream_t *) &listeners[1];
+  c->kind = server == (uv_stream_t *) &listeners[1]   ? K_LINES
+            : server == (uv_stream_t *) &listeners[2] ? K_HTTP
+                                                      : K_ECHO;
   c->have = 0;
+  c->match = 0;
+  c->buf = NULL;
   uv_tcp_init(loop, &c->tcp);
   if (uv_accept(server, (uv_stream_t *) &c->tcp) < 0) {
     uv_close((uv_handle_t *) &c->tcp, on_close);
@@ -158,11 +202,12 @@ int main(void) {
   loop = uv_default_loop();
   int echo = listen_on(&listeners[0]);
   int lines = listen_on(&listeners[1]);
+  int http = listen_on(&listeners[2]);
   uv_signal_init(loop, &sigs[0]);
   uv_signal_start(&sigs[0], on_signal, SIGTERM);
   uv_signal_init(loop, &sigs[1]);
   uv_signal_start(&sigs[1], on_signal, SIGINT);
-  printf("ECHO %d\nLINES %d\n", echo, lines);
+  printf("ECHO %d\nLINES %d\nHTTP %d\n", echo, lines, http);
   fflush(stdout);
   uv_run(loop, UV_RUN_DEFAULT);
   return 0;

@@ -1,9 +1,11 @@
 --- spindle_server.lua: the spindle side of bench/echo, run with
--- build/spindle. Listens on two ports of 127.0.0.1 picked by the kernel and
--- prints them as "ECHO <port>" and "LINES <port>": an echo Protocol and a
--- LineReceiver answering each line with sendLine, written as a user of
--- API.md would write them. Prints "UNAVAILABLE <what> <reason>" for a part
--- the binary lacks (the other part still runs). Runs until SIGTERM/SIGINT.
+-- build/spindle. Listens on three ports of 127.0.0.1 picked by the kernel
+-- and prints them as "ECHO <port>", "LINES <port>" and "HTTP <port>": an
+-- echo Protocol, a LineReceiver answering each line with sendLine, and an
+-- HTTP-shaped Protocol answering each request (up to "\r\n\r\n") with a
+-- fixed 200 response, written as a user of API.md would write them.
+-- Prints "UNAVAILABLE <what> <reason>" for a part the binary lacks (the
+-- other parts still run). Runs until SIGTERM/SIGINT.
 local function has(module, field)
   local ok, value = pcall(function() return module[field] end)
   return ok and value ~= nil
@@ -40,5 +42,22 @@ if okBasic and has(basic, "LineReceiver") then
 else
   print("UNAVAILABLE LINES build/spindle lacks spindle.basic.LineReceiver")
 end
+local RESPONSE = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" ..
+  "Content-Length: 13\r\n\r\nHello, world!"
+local Http = protocol.Protocol:extend({
+  connectionMade = function(self) self.transport:setTcpNoDelay(true) end,
+  dataReceived = function(self, data)
+    if self.tail then data = self.tail .. data end
+    local n, pos = 0, 1
+    while true do
+      local _, e = data:find("\r\n\r\n", pos, true)
+      if not e then break end
+      n, pos = n + 1, e + 1
+    end
+    self.tail = pos <= #data and data:sub(math.max(pos, #data - 2)) or nil
+    if n > 0 then self.transport:write(RESPONSE:rep(n)) end
+  end,
+})
+print("HTTP " .. listen(Http))
 io.stdout:flush()
 reactor.run()
