@@ -316,6 +316,15 @@ describe("the REPL on a tmux terminal", function()
       term:line("")
     end)
 
+  it("redraws the prompt and the typed line after a timer logs",
+    function()
+      term:line("reactor.callLater(0.5, log.msg, 'logged by the timer')")
+      term:type("half typed")
+      term:waitFor("logged by the timer\n> half typed", 5, true)
+      term:keys("C-u")
+      term:line("")
+    end)
+
   it("runs an .editor block on Ctrl-D", function()
     term:line(".editor")
     term:line("local a = 20")

@@ -68,9 +68,15 @@ function M.FileLogObserver(file)
     local text = M.textFromEventDict(event)
     text = text:gsub("\n", "\n\t")
     local t = tonumber(event.time) or os.time()
-    file:write(formatTime(t), " [", safeStr(event.system or "-"), "] ",
-      text, "\n")
-    if file.flush then file:flush() end
+    local function write()
+      file:write(formatTime(t), " [", safeStr(event.system or "-"), "] ",
+        text, "\n")
+      if file.flush then file:flush() end
+    end
+    -- The terminal REPL sets M._outputWrapper (repl.wrapPrint), which
+    -- clears the prompt line before and draws it again after.
+    local wrap = rawget(M, "_outputWrapper")
+    if wrap then wrap(write) else write() end
   end
 end
 

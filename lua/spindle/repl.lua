@@ -413,13 +413,15 @@ function M.line(text, resume) return console.line(text, resume) end
 -- drop the unfinished statement.
 function M.interrupt(line) return console.interrupt(line) end
 
---- repl.wrapPrint(): make the global print, when called outside an
--- entry (from a timer, a protocol), clear the prompt line first and draw
--- it again after, with what was being typed. The terminal REPL calls it.
+--- repl.wrapPrint(): make the global print and spindle.log's file
+-- observers, when they write outside an entry (from a timer, a
+-- protocol), clear the prompt line first and draw it again after, with
+-- what was being typed. The terminal REPL calls it.
 function M.wrapPrint()
   local output = require("spindle._repl").output
   local print0 = print
   _G.print = function(...) return output(print0, ...) end
+  rawset(require("spindle.log"), "_outputWrapper", output)
 end
 
 --- repl.eof(_, resume) -> "ready" | "waiting" | "end": Ctrl-D (end of
