@@ -308,11 +308,24 @@ static void raise_listen(lua_State *L, port_ud *pu, const char *path, int r,
                      uv_err_name(r));
 }
 
+/* (port, factory) -> (): the Lua half of port_started, protected: pin
+** the Port (its registry ref), the listening hook, factory:doStart(). */
+static int port_start_tramp(lua_State *L) {
+  port_ud *pu = lua_touserdata(L, 1);
+  lua_pushvalue(L, 1);
+  pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (listening_hook != NULL) listening_hook(L, 1);
+  if (lua_getfield(L, 2, "doStart") == LUA_TNIL) return 0;
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 /* [-0, +0, e] The Port at idx listens on ls: attach them, pin the Port,
-** factory:doStart() (twisted Port.startListening). If doStart raises, the
-** listener is detached and closed (Twisted's socket is a local of
-** startListening, freed with the error) and the original error value is
-** raised, as it propagates in Twisted. */
+** factory:doStart() (twisted Port.startListening). If any of it raises
+** (doStart, or a memory error), the listener is detached and closed
+** (Twisted's socket is a local of startListening, freed with the error)
+** and the original error value is raised, as it propagates in Twisted. */
 static void port_started(lua_State *L, int idx, listener *ls,
                          const char *path) {
   port_ud *pu = lua_touserdata(L, idx);
@@ -324,23 +337,19 @@ static void port_started(lua_State *L, int idx, listener *ls,
   }
   ls->port = pu;
   pu->ls = ls;
+  lua_pushcfunction(L, port_start_tramp);
   lua_pushvalue(L, idx);
-  pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (listening_hook != NULL) listening_hook(L, idx);
   lua_getiuservalue(L, idx, PV_FACTORY);
-  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
-    lua_pop(L, 2);
-    return;
-  }
-  lua_insert(L, -2);
-  if (sp_pcall(L, 1, 0) == LUA_OK) return;
+  if (sp_pcall(L, 2, 0) == LUA_OK) return;
   ls->port = NULL;
   pu->ls = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
   pu->ref = LUA_NOREF;
   if (path != NULL && !pu->adopted) unlink(path);
   listener_close(ls);
-  lua_getfield(L, -1, "value");
+  /* A memory error reaches us bare (the handler could not make a
+  ** Failure): raise it as it is. */
+  if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
   lua_error(L);
 }
 
