@@ -365,15 +365,28 @@ static void timer_stop(tls_conn *c) {
   c->timer = NULL;
 }
 
-/* (message) -> ssl.Error: made protected, from a libuv callback. */
-static int timeout_error(lua_State *L) {
-  sp_errortype_make(L, "ssl.Error", lua_tostring(L, 1));
-  lua_pushliteral(L, "handshake timeout");
-  lua_setfield(L, -2, "reason");
-  return 1;
+/* (conn) -> (): lose c's connection (ConnectionLost). */
+static int lose_tramp(lua_State *L) {
+  tls_conn *c = lua_touserdata(L, 1);
+  sp_stream_lose(L, c->s, 0, 0);
+  return 0;
 }
 
-/* The handshake took too long: lose the connection with an ssl.Error. */
+/* (conn) -> (): lose c's connection with an ssl.Error "TLS handshake
+** timed out", made here, protected (it allocates). */
+static int timeout_tramp(lua_State *L) {
+  tls_conn *c = lua_touserdata(L, 1);
+  lua_pushfstring(L, "TLS handshake timed out after %f seconds.",
+                  (LUAI_UACNUMBER)c->timeout);
+  sp_errortype_make(L, "ssl.Error", lua_tostring(L, -1));
+  lua_pushliteral(L, "handshake timeout");
+  lua_setfield(L, -2, "reason");
+  sp_stream_lose(L, c->s, -1, 0);
+  return 0;
+}
+
+/* The handshake took too long: lose the connection with an ssl.Error; a
+** memory error in making it is logged and loses it as ConnectionLost. */
 static void timer_fired(uv_timer_t *t) {
   tls_conn *c = t->data;
   lua_State *L = sp_loop_state();
@@ -381,11 +394,14 @@ static void timer_fired(uv_timer_t *t) {
   if (c == NULL) return;
   timer_stop(c);
   c->flags |= TF_FAILED;
-  lua_pushcfunction(L, timeout_error);
-  lua_pushfstring(L, "TLS handshake timed out after %f seconds.",
-                  (LUAI_UACNUMBER)c->timeout);
-  sp_pcall(L, 1, 1);
-  sp_stream_lose(L, c->s, -1, 0);
+  lua_pushcfunction(L, timeout_tramp);
+  lua_pushlightuserdata(L, c);
+  if (sp_pcall(L, 1, 0) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    lua_pushcfunction(L, lose_tramp);
+    lua_pushlightuserdata(L, c);
+    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  }
   lua_settop(L, top);
 }
 
