@@ -324,3 +324,46 @@ describe("a connection out of memory", function()
     sweep("close", true, 30)
   end)
 end)
+
+describe("a datagram out of memory", function()
+  -- Regression: udp.c's receive callback made the datagram's string and
+  -- address outside a protected call, so a memory error there was thrown
+  -- out of the event loop (the script died). Now it is logged.
+  it("is logged, whichever allocation from the send on fails", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local reactor = require("spindle.reactor")
+      local protocol = require("spindle.protocol")
+      local alloc = require("spindle._alloc")
+      local n = tonumber(arg[1])
+      local P = protocol.DatagramProtocol:extend({})
+      function P:datagramReceived()
+        alloc.failAt(0)
+        print("done")
+        reactor.stop()
+      end
+      local port = reactor.listenUDP(0, P(), "127.0.0.1")
+      reactor.callWhenRunning(function()
+        alloc.failAt(n)
+        local ok, err = pcall(port.write, port, "hello",
+          {"127.0.0.1", port:getHost().port})
+        if not ok then
+          alloc.failAt(0)
+          print(err)
+          reactor.stop()
+        end
+      end)
+      reactor.callLater(2, reactor.stop)
+      reactor.run()
+      alloc.failAt(0)
+    ]])
+    f:close()
+    for n = 1, 30 do
+      local r = process.run({script, tostring(n)}, {timeout = 20})
+      assert.are.equal(0, r.status,
+        "allocation " .. n .. ": " .. r.stdout .. r.stderr)
+    end
+    os.remove(script)
+  end)
+end)
