@@ -48,18 +48,32 @@ static void poll_close(fdpoll *p) {
     uv_close((uv_handle_t *)&p->h, poll_closed_cb);
 }
 
+/* (callback, readable, writable, err) -> (): callback(readable,
+** writable, err), err a C string as light userdata made a Lua string
+** here, inside the protected call (it may allocate). */
+static int poll_tramp(lua_State *L) {
+  if (lua_islightuserdata(L, 4)) {
+    lua_pushstring(L, lua_touserdata(L, 4));
+    lua_replace(L, 4);
+  }
+  lua_call(L, 3, 0);
+  return 0;
+}
+
 /* [-0, +0, -] callback(readable, writable, err), protected and logged. */
 static void poll_call(lua_State *L, fdpoll *p, int r, int w, const char *err) {
   int top = lua_gettop(L);
+  lua_pushcfunction(L, poll_tramp);
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
   lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
   lua_pushboolean(L, r);
   lua_pushboolean(L, w);
   if (err != NULL)
-    lua_pushstring(L, err);
+    lua_pushlightuserdata(L, (void *)err);
   else
     lua_pushnil(L);
-  if (sp_pcall(L, 3, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  if (sp_pcall(L, 4, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
   lua_settop(L, top);
 }
 

@@ -131,14 +131,12 @@ static void push_list(lua_State *L, int signo) {
   lua_remove(L, -2);
 }
 
-/* The signal arrived: each handler active when it arrived, in order,
-** f(signum), protected (an error is logged); a handler removed by an
-** earlier one in this pass is skipped. */
-static void slot_cb(uv_signal_t *h, int signo) {
-  lua_State *L = sp_loop_state();
-  int top = lua_gettop(L), list;
+/* (signum) -> (): each handler active when the signal arrived, in
+** order, f(signum), protected (an error is logged); a handler removed by
+** an earlier one in this pass is skipped. */
+static int slot_tramp(lua_State *L) {
+  int signo = (int)lua_tointeger(L, 1), top = lua_gettop(L), list;
   lua_Integer n, i;
-  (void)h;
   push_list(L, signo);
   n = luaL_len(L, -1);
   lua_createtable(L, (int)n, 0); /* a snapshot: handlers may change it */
@@ -158,6 +156,19 @@ static void slot_cb(uv_signal_t *h, int signo) {
     }
     lua_settop(L, list);
   }
+  lua_settop(L, top);
+  return 0;
+}
+
+/* The signal arrived: slot_tramp, protected (a memory error in taking
+** the snapshot is logged; the handlers' own errors are logged there). */
+static void slot_cb(uv_signal_t *h, int signo) {
+  lua_State *L = sp_loop_state();
+  int top = lua_gettop(L);
+  (void)h;
+  lua_pushcfunction(L, slot_tramp);
+  lua_pushinteger(L, signo);
+  if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
   lua_settop(L, top);
 }
 

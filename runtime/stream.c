@@ -496,37 +496,92 @@ static void stream_done(lua_State *L, sp_stream *s) {
   stream_close(L, s);
 }
 
-/* The handle is closed: tell the producer, the protocol and the owner,
-** then free. */
-static void closed_cb(uv_handle_t *h) {
-  sp_stream *s = h->data;
-  lua_State *L = sp_loop_state();
-  int top = lua_gettop(L), tr, reason;
-  transport_ud *t;
+/* What a libuv callback hands its Lua half (stream_run). */
+typedef struct cb_args {
+  sp_stream *s;
+  ssize_t n;           /* read_cb: nread; write_cb, shutdown_cb: status */
+  const uv_buf_t *buf; /* read_cb: the bytes read */
+} cb_args;
+
+/* (stream) -> (): lose the connection (ConnectionLost). */
+static int lose_tramp(lua_State *L) {
+  sp_stream_lose(L, lua_touserdata(L, 1), 0, 0);
+  return 0;
+}
+
+/* [-0, +0, -] fn(L) with the light userdata p as its one argument,
+** protected: an error is logged ("Unhandled Error", as Twisted's reactor
+** logs what a callback raises) and dropped. Returns the pcall status. */
+static int run_protected(lua_State *L, lua_CFunction fn, void *p) {
+  int top = lua_gettop(L), status;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, p);
+  status = sp_pcall(L, 1, 0);
+  if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  lua_settop(L, top);
+  return status;
+}
+
+/* [-0, +0, -] The Lua half of a libuv callback on a->s, fn(a), protected
+** (libuv callbacks must never raise): an error (a memory error, as the
+** rest is protected already) is logged and loses the connection if it
+** is still open; the stream is freed by its close callback as ever. */
+static void stream_run(lua_State *L, lua_CFunction fn, cb_args *a) {
+  if (run_protected(L, fn, a) != LUA_OK && a->s->state == ST_OPEN)
+    run_protected(L, lose_tramp, a->s);
+}
+
+/* (cb_args) -> (): keep the addresses in the transport of the closed
+** stream, so that getPeer/getHost answer once it is freed. */
+static int closed_addrs(lua_State *L) {
+  sp_stream *s = ((cb_args *)lua_touserdata(L, 1))->s;
   sp_stream_push_transport(L, s);
-  tr = lua_gettop(L);
-  t = lua_touserdata(L, tr);
-  t->s = NULL;
-  s->state = ST_CLOSED;
   sp_stream_pushaddr(L, s, 1);
-  ud_set(L, tr, UV_PEER);
+  ud_set(L, 2, UV_PEER);
   sp_stream_pushaddr(L, s, 0);
-  ud_set(L, tr, UV_HOST);
-  ud_get(L, tr, UV_REASON);
+  ud_set(L, 2, UV_HOST);
+  return 0;
+}
+
+/* (cb_args) -> (): producer:stopProducing(),
+** protocol:connectionLost(reason), the owner's hook. */
+static int closed_tell(lua_State *L) {
+  sp_stream *s = ((cb_args *)lua_touserdata(L, 1))->s;
+  int reason;
+  sp_stream_push_transport(L, s);
+  ud_get(L, 2, UV_REASON);
   reason = lua_gettop(L);
-  if (ud_get(L, tr, UV_PRODUCER) != LUA_TNIL) {
+  if (ud_get(L, 2, UV_PRODUCER) != LUA_TNIL) {
     lua_pushnil(L);
-    ud_set(L, tr, UV_PRODUCER);
+    ud_set(L, 2, UV_PRODUCER);
     call_method(L, -1, "stopProducing", 0);
   }
   lua_settop(L, reason);
-  if (ud_get(L, tr, UV_PROTO) != LUA_TNIL) {
+  if (ud_get(L, 2, UV_PROTO) != LUA_TNIL) {
     lua_pushvalue(L, reason);
     call_method(L, -2, "connectionLost", 1);
   }
   lua_settop(L, reason);
   if (s->on_lost != NULL) s->on_lost(s, L);
-  lua_settop(L, top);
+  return 0;
+}
+
+/* The handle is closed: tell the producer, the protocol and the owner,
+** then free. The Lua half runs protected (the addresses, then the
+** calls, so that connectionLost runs even when keeping an address hit a
+** memory error); the stream is freed whatever it raised. */
+static void closed_cb(uv_handle_t *h) {
+  sp_stream *s = h->data;
+  lua_State *L = sp_loop_state();
+  cb_args a = {s, 0, NULL};
+  transport_ud *t;
+  sp_stream_push_transport(L, s);
+  t = lua_touserdata(L, -1);
+  t->s = NULL;
+  lua_pop(L, 1);
+  s->state = ST_CLOSED;
+  stream_run(L, closed_addrs, &a);
+  stream_run(L, closed_tell, &a);
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   stream_free(s);
 }
@@ -721,9 +776,12 @@ static void stream_eof(lua_State *L, sp_stream *s) {
   check_both_halves(L, s);
 }
 
-static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
-  sp_stream *s = h->data;
-  lua_State *L = sp_loop_state();
+/* (cb_args) -> (): the Lua half of read_cb. */
+static int read_tramp(lua_State *L) {
+  cb_args *a = lua_touserdata(L, 1);
+  sp_stream *s = a->s;
+  ssize_t nread = a->n;
+  const uv_buf_t *buf = a->buf;
   if (nread > 0) {
     s->nin += (uint64_t)nread;
     if (s->filter != NULL && s->filter->read != NULL) {
@@ -737,6 +795,12 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   } else if (nread < 0) {
     sp_stream_lose(L, s, 0, (int)nread);
   }
+  return 0;
+}
+
+static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
+  cb_args a = {h->data, nread, buf};
+  stream_run(sp_loop_state(), read_tramp, &a);
   pool_put(buf->base);
 }
 
@@ -902,20 +966,20 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   return r;
 }
 
-static void write_cb(uv_write_t *req, int status) {
-  sp_stream *s = req->handle->data;
-  lua_State *L = sp_loop_state();
-  s->flags &= ~SF_INFLIGHT;
-  if (status >= 0) s->nout += s->inflight.len;
+/* (cb_args) -> (): the Lua half of write_cb. */
+static int write_tramp(lua_State *L) {
+  cb_args *a = lua_touserdata(L, 1);
+  sp_stream *s = a->s;
+  int status = (int)a->n;
   if (s->flags & SF_ANCHOR) {
     s->flags &= ~SF_ANCHOR;
     lua_pushnil(L);
     set_uv(L, s, UV_ANCHOR);
   }
-  if (s->state != ST_OPEN) return;
+  if (s->state != ST_OPEN) return 0;
   if (status < 0) {
     sp_stream_lose(L, s, 0, status);
-    return;
+    return 0;
   }
   /* Do not keep a huge buffer around once a burst is over. */
   if (s->icap > 1024 * 1024) {
@@ -925,9 +989,17 @@ static void write_cb(uv_write_t *req, int status) {
   }
   if (s->plen > 0) {
     flush_pending(L, s);
-    return;
+    return 0;
   }
   stream_drained(L, s);
+  return 0;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  cb_args a = {req->handle->data, status, NULL};
+  a.s->flags &= ~SF_INFLIGHT;
+  if (status >= 0) a.s->nout += a.s->inflight.len;
+  stream_run(sp_loop_state(), write_tramp, &a);
 }
 
 /* Both halves are down (the peer's EOF read, our shutdown done): the
@@ -938,15 +1010,15 @@ static void check_both_halves(lua_State *L, sp_stream *s) {
     stream_done(L, s);
 }
 
-static void shutdown_cb(uv_shutdown_t *req, int status) {
-  sp_stream *s = req->handle->data;
-  lua_State *L = sp_loop_state();
+/* (cb_args) -> (): the Lua half of shutdown_cb. */
+static int shutdown_tramp(lua_State *L) {
+  cb_args *a = lua_touserdata(L, 1);
+  sp_stream *s = a->s;
   int top = lua_gettop(L);
-  free(req);
-  if (s->state != ST_OPEN) return;
-  if (status < 0) {
-    sp_stream_lose(L, s, 0, status);
-    return;
+  if (s->state != ST_OPEN) return 0;
+  if (a->n < 0) {
+    sp_stream_lose(L, s, 0, (int)a->n);
+    return 0;
   }
   s->flags |= SF_WSHUT;
   push_uv(L, s, UV_PROTO);
@@ -955,6 +1027,13 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
     stream_close(L, s);
   lua_settop(L, top);
   check_both_halves(L, s);
+  return 0;
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  cb_args a = {req->handle->data, status, NULL};
+  free(req); /* allocated for this shutdown only */
+  stream_run(sp_loop_state(), shutdown_tramp, &a);
 }
 
 /* Before the write side ends (loseConnection, loseWriteConnection) the
@@ -1008,16 +1087,16 @@ static void stream_drained(lua_State *L, sp_stream *s) {
 ** doWrite that closes, so a callLater(0) made right after loseConnection
 ** still writes. Anything written meanwhile goes out first: the write's
 ** completion drains again and links the entry again. */
-static void stream_later(lua_State *L, sp_loop_later *n) {
-  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, later));
+static int later_tramp(lua_State *L) {
+  sp_stream *s = ((cb_args *)lua_touserdata(L, 1))->s;
   int r;
   if (s->state != ST_OPEN || (s->flags & SF_INFLIGHT) ||
       sp_stream_queued(s) > 0)
-    return;
+    return 0;
   if (s->flags & SF_DISCONNECTING) {
     stream_finish(L, s);
   } else if (s->flags & SF_WDISCONNECTING) {
-    if (filter_last(L, s) || s->state != ST_OPEN) return;
+    if (filter_last(L, s) || s->state != ST_OPEN) return 0;
     s->flags &= ~SF_WDISCONNECTING;
     s->flags |= SF_WDISCONNECTED;
     uv_shutdown_t *req = malloc(sizeof *req);
@@ -1027,6 +1106,12 @@ static void stream_later(lua_State *L, sp_loop_later *n) {
       sp_stream_lose(L, s, 0, r);
     }
   }
+  return 0;
+}
+
+static void stream_later(lua_State *L, sp_loop_later *n) {
+  cb_args a = {(sp_stream *)((char *)n - offsetof(sp_stream, later)), 0, NULL};
+  stream_run(L, later_tramp, &a);
 }
 
 /* Finish a close or half-close once the queue is written: the pending

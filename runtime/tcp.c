@@ -152,40 +152,79 @@ struct listener {
   sp_live live;
 };
 
+/* [-0, +0, -] fn(p) protected, for the Lua half of a libuv callback (which
+** must never raise): an error (a memory error, most often) is logged as
+** "Unhandled Error" and dropped, as Twisted's reactor logs what a
+** callback raises. Returns the lua_pcall status. */
+static int run_protected(lua_State *L, lua_CFunction fn, void *p) {
+  int top = lua_gettop(L), status;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, p);
+  status = sp_pcall(L, 1, 0);
+  if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  lua_settop(L, top);
+  return status;
+}
+
+/* (stream) -> (): lose the connection, from a callback whose Lua half
+** failed after the stream got its transport (run_protected). */
+static int lose_tramp(lua_State *L) {
+  sp_stream_lose(L, lua_touserdata(L, 1), 0, 0);
+  return 0;
+}
+
+/* What on_connection hands its Lua half. */
+typedef struct accepting {
+  port_ud *pu;
+  sp_stream *s; /* the accepted stream, or NULL (status < 0) */
+  int status;
+  int opened; /* s has its transport: lost, not discarded, on error */
+} accepting;
+
+/* (accepting) -> (): the Lua half of on_connection, protected. */
+static int accept_tramp(lua_State *L) {
+  accepting *a = lua_touserdata(L, 1);
+  int top = lua_gettop(L);
+  if (a->status < 0) {
+    lua_pushfstring(L, "Could not accept new connection: %s (%s)",
+                    uv_strerror(a->status), uv_err_name(a->status));
+    sp_log_failure(L, -1, "Unhandled Error");
+    return 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->pu->ref);
+  lua_getiuservalue(L, -1, PV_FACTORY);
+  sp_stream_pushaddr(L, a->s, 1);
+  if (sp_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
+      lua_isnil(L, -1))
+    return 0; /* on_connection discards it */
+  sp_stream_open(L, a->s);
+  lua_pop(L, 1);
+  /* No owner: the accepting side (TLS reads its role from that). */
+  sp_stream_set_owner(a->s, NULL, accepted_lost);
+  open_accepted++;
+  a->opened = 1;
+  if (run_setup(L, a->pu->setup, a->s, top + 1, PV_SETUP) == 0)
+    sp_stream_connect_protocol(L, a->s);
+  return 0;
+}
+
 /* A client connected to a listening port: accept it, build its protocol
-** (twisted tcp.Port.doRead). */
+** (twisted tcp.Port.doRead). The Lua half runs protected: on an error
+** (logged) a stream without a transport is discarded, one with a
+** transport lost, each through its one release path. */
 static void on_connection(uv_stream_t *server, int status) {
   listener *ls = server->data;
   lua_State *L = sp_loop_state();
-  port_ud *pu = ls->port;
-  int top = lua_gettop(L), err;
-  sp_stream *s;
-  if (pu == NULL) return;
-  if (status < 0) {
-    lua_pushfstring(L, "Could not accept new connection: %s (%s)",
-                    uv_strerror(status), uv_err_name(status));
-    sp_log_failure(L, -1, "Unhandled Error");
-    lua_settop(L, top);
-    return;
+  accepting a = {ls->port, NULL, status, 0};
+  int err;
+  if (a.pu == NULL) return;
+  if (status >= 0) {
+    a.s = sp_stream_accept(server, a.pu->kind, &err);
+    if (a.s == NULL) return;
   }
-  s = sp_stream_accept(server, pu->kind, &err);
-  if (s == NULL) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pu->ref);
-  lua_getiuservalue(L, -1, PV_FACTORY);
-  sp_stream_pushaddr(L, s, 1);
-  if (sp_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
-      lua_isnil(L, -1)) {
-    sp_stream_discard(s);
-  } else {
-    sp_stream_open(L, s);
-    lua_pop(L, 1);
-    /* No owner: the accepting side (TLS reads its role from that). */
-    sp_stream_set_owner(s, NULL, accepted_lost);
-    open_accepted++;
-    if (run_setup(L, pu->setup, s, top + 1, PV_SETUP) == 0)
-      sp_stream_connect_protocol(L, s);
-  }
-  lua_settop(L, top);
+  if (run_protected(L, accept_tramp, &a) != LUA_OK && a.opened)
+    run_protected(L, lose_tramp, a.s);
+  if (a.s != NULL && !a.opened) sp_stream_discard(a.s);
 }
 
 static void port_closed(lua_State *L, port_ud *pu);
@@ -308,11 +347,24 @@ static void raise_listen(lua_State *L, port_ud *pu, const char *path, int r,
                      uv_err_name(r));
 }
 
+/* (port, factory) -> (): the Lua half of port_started, protected: pin
+** the Port (its registry ref), the listening hook, factory:doStart(). */
+static int port_start_tramp(lua_State *L) {
+  port_ud *pu = lua_touserdata(L, 1);
+  lua_pushvalue(L, 1);
+  pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (listening_hook != NULL) listening_hook(L, 1);
+  if (lua_getfield(L, 2, "doStart") == LUA_TNIL) return 0;
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 /* [-0, +0, e] The Port at idx listens on ls: attach them, pin the Port,
-** factory:doStart() (twisted Port.startListening). If doStart raises, the
-** listener is detached and closed (Twisted's socket is a local of
-** startListening, freed with the error) and the original error value is
-** raised, as it propagates in Twisted. */
+** factory:doStart() (twisted Port.startListening). If any of it raises
+** (doStart, or a memory error), the listener is detached and closed
+** (Twisted's socket is a local of startListening, freed with the error)
+** and the original error value is raised, as it propagates in Twisted. */
 static void port_started(lua_State *L, int idx, listener *ls,
                          const char *path) {
   port_ud *pu = lua_touserdata(L, idx);
@@ -324,23 +376,19 @@ static void port_started(lua_State *L, int idx, listener *ls,
   }
   ls->port = pu;
   pu->ls = ls;
+  lua_pushcfunction(L, port_start_tramp);
   lua_pushvalue(L, idx);
-  pu->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (listening_hook != NULL) listening_hook(L, idx);
   lua_getiuservalue(L, idx, PV_FACTORY);
-  if (lua_getfield(L, -1, "doStart") == LUA_TNIL) {
-    lua_pop(L, 2);
-    return;
-  }
-  lua_insert(L, -2);
-  if (sp_pcall(L, 1, 0) == LUA_OK) return;
+  if (sp_pcall(L, 2, 0) == LUA_OK) return;
   ls->port = NULL;
   pu->ls = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, pu->ref);
   pu->ref = LUA_NOREF;
   if (path != NULL && !pu->adopted) unlink(path);
   listener_close(ls);
-  lua_getfield(L, -1, "value");
+  /* A memory error reaches us bare (the handler could not make a
+  ** Failure): raise it as it is. */
+  if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
   lua_error(L);
 }
 
@@ -781,12 +829,27 @@ static void conn_fail_code(lua_State *L, connector *c, int code) {
   conn_failed(L, c);
 }
 
+/* What the connector's libuv callbacks hand their Lua half
+** (run_protected). */
+typedef struct connecting {
+  connector *c;
+  sp_stream *s;
+  int code; /* conn_next's error when no address is left */
+} connecting;
+
+/* (connecting) -> (): conn_fail_code, protected (run_protected). */
+static int fail_tramp(lua_State *L) {
+  connecting *a = lua_touserdata(L, 1);
+  conn_fail_code(L, a->c, a->code);
+  return 0;
+}
+
 static void failop_cb(uv_timer_t *t) {
   conn_op *op = t->data;
-  connector *c = op->c;
-  c->failop = NULL;
+  connecting a = {op->c, NULL, op->code};
+  a.c->failop = NULL;
   uv_close((uv_handle_t *)t, op_timer_free);
-  conn_fail_code(sp_loop_state(), c, op->code);
+  run_protected(sp_loop_state(), fail_tramp, &a);
 }
 
 /* Report a failure found synchronously on the next loop turn, so that the
@@ -831,28 +894,29 @@ static void conn_lost(sp_stream *s, lua_State *L) {
   lua_settop(L, reason);
 }
 
-/* The connect succeeded: make the transport and the protocol (twisted
-** tcp.BaseClient._connectDone). */
-static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
-  int top = lua_gettop(L), cidx;
-  c->attempt = NULL;
+/* (connecting) -> (): the connect succeeded: make the transport and the
+** protocol (twisted tcp.BaseClient._connectDone). Protected; the
+** transport is made first, so that a memory error there leaves the
+** connector as it was (conn_done then drops the attempt). */
+static int connected_tramp(lua_State *L) {
+  connecting *a = lua_touserdata(L, 1);
+  connector *c = a->c;
+  sp_stream *s = a->s;
+  int cidx;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  cidx = lua_gettop(L);
+  sp_stream_open(L, s);
   conn_cleanup(c);
   c->state = C_CONNECTED;
   c->stream = s;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-  cidx = lua_gettop(L);
   luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
   c->ref = LUA_NOREF;
   sp_live_remove(&c->live);
-  sp_stream_open(L, s);
   sp_stream_set_owner(s, c, conn_lost);
   lua_pushvalue(L, cidx);
   sp_stream_set_owner_value(L, s);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
-  if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) {
-    lua_settop(L, top);
-    return;
-  }
+  if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) return 0;
   lua_getiuservalue(L, cidx, CV_FACTORY);
   sp_stream_pushaddr(L, s, 1);
   if (sp_callmethod(L, -2, "buildProtocol", 1) == SP_CALL_OK) {
@@ -863,7 +927,7 @@ static void conn_connected(lua_State *L, connector *c, sp_stream *s) {
                         "the factory has no buildProtocol method");
     sp_stream_lose(L, s, -1, 0);
   }
-  lua_settop(L, top);
+  return 0;
 }
 
 static void conn_done(sp_stream *s, int status);
@@ -888,17 +952,31 @@ static void conn_next(lua_State *L, connector *c, int code) {
   conn_fail_code(L, c, code);
 }
 
-/* The connect of an attempt ended (sp_stream_connected_fn). */
+/* (connecting) -> (): conn_next, protected. */
+static int next_tramp(lua_State *L) {
+  connecting *a = lua_touserdata(L, 1);
+  conn_next(L, a->c, a->code);
+  return 0;
+}
+
+/* The connect of an attempt ended (sp_stream_connected_fn). A memory
+** error before the stream has its transport drops the attempt as a
+** failed connect (ENOMEM); after, the connection is lost. */
 static void conn_done(sp_stream *s, int status) {
-  connector *c = sp_stream_owner(s);
-  c->attempt = NULL;
+  lua_State *L = sp_loop_state();
+  connecting a = {sp_stream_owner(s), s, status};
+  a.c->attempt = NULL;
   if (status == 0) {
-    conn_connected(sp_loop_state(), c, s);
-    return;
+    if (run_protected(L, connected_tramp, &a) == LUA_OK) return;
+    if (a.c->stream == s) {
+      run_protected(L, lose_tramp, s);
+      return;
+    }
+    a.code = UV_ENOMEM;
   }
   sp_stream_set_owner(s, NULL, NULL);
   sp_stream_discard(s);
-  conn_next(sp_loop_state(), c, status);
+  run_protected(L, next_tramp, &a);
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -911,17 +989,19 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   }
   c->gai = NULL;
   if (status < 0) {
-    conn_fail_code(sp_loop_state(), c, status);
+    connecting a = {c, NULL, status};
+    run_protected(sp_loop_state(), fail_tramp, &a);
     return;
   }
   c->ai = c->ai_next = res;
-  conn_next(sp_loop_state(), c, UV_EAI_NONAME);
+  connecting a = {c, NULL, UV_EAI_NONAME};
+  run_protected(sp_loop_state(), next_tramp, &a);
 }
 
-static void timeout_cb(uv_timer_t *t) {
-  conn_op *op = t->data;
-  connector *c = op->c;
-  lua_State *L = sp_loop_state();
+/* (connector) -> (): the connect took too long: fail it with a
+** TimeoutError. Protected (run_protected). */
+static int timeout_tramp(lua_State *L) {
+  connector *c = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
   push_dest(L, c, lua_gettop(L));
   lua_pushfstring(L,
@@ -932,6 +1012,12 @@ static void timeout_cb(uv_timer_t *t) {
   lua_replace(L, -4);
   lua_pop(L, 2);
   conn_failed(L, c);
+  return 0;
+}
+
+static void timeout_cb(uv_timer_t *t) {
+  conn_op *op = t->data;
+  run_protected(sp_loop_state(), timeout_tramp, op->c);
 }
 
 /* At exit a connecting connector drops its attempt; the factory is not

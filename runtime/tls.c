@@ -73,6 +73,7 @@ typedef struct tls_conn {
   size_t hlen, hcap;
   char *hostname;    /* the name verified (client), or NULL */
   uv_timer_t *timer; /* server: the handshake timeout, or NULL */
+  sp_live tlive;     /* the timer's entry in loop.c's live registry */
   double timeout;    /* its length, seconds */
 } tls_conn;
 
@@ -357,21 +358,35 @@ static void timer_closed(uv_handle_t *h) {
 
 /* The one release path of the timer: closed, freed in its callback. */
 static void timer_stop(tls_conn *c) {
+  sp_live_remove(&c->tlive);
   if (c->timer == NULL) return;
   c->timer->data = NULL;
   uv_close((uv_handle_t *)c->timer, timer_closed);
   c->timer = NULL;
 }
 
-/* (message) -> ssl.Error: made protected, from a libuv callback. */
-static int timeout_error(lua_State *L) {
-  sp_errortype_make(L, "ssl.Error", lua_tostring(L, 1));
-  lua_pushliteral(L, "handshake timeout");
-  lua_setfield(L, -2, "reason");
-  return 1;
+/* (conn) -> (): lose c's connection (ConnectionLost). */
+static int lose_tramp(lua_State *L) {
+  tls_conn *c = lua_touserdata(L, 1);
+  sp_stream_lose(L, c->s, 0, 0);
+  return 0;
 }
 
-/* The handshake took too long: lose the connection with an ssl.Error. */
+/* (conn) -> (): lose c's connection with an ssl.Error "TLS handshake
+** timed out", made here, protected (it allocates). */
+static int timeout_tramp(lua_State *L) {
+  tls_conn *c = lua_touserdata(L, 1);
+  lua_pushfstring(L, "TLS handshake timed out after %f seconds.",
+                  (LUAI_UACNUMBER)c->timeout);
+  sp_errortype_make(L, "ssl.Error", lua_tostring(L, -1));
+  lua_pushliteral(L, "handshake timeout");
+  lua_setfield(L, -2, "reason");
+  sp_stream_lose(L, c->s, -1, 0);
+  return 0;
+}
+
+/* The handshake took too long: lose the connection with an ssl.Error; a
+** memory error in making it is logged and loses it as ConnectionLost. */
 static void timer_fired(uv_timer_t *t) {
   tls_conn *c = t->data;
   lua_State *L = sp_loop_state();
@@ -379,12 +394,23 @@ static void timer_fired(uv_timer_t *t) {
   if (c == NULL) return;
   timer_stop(c);
   c->flags |= TF_FAILED;
-  lua_pushcfunction(L, timeout_error);
-  lua_pushfstring(L, "TLS handshake timed out after %f seconds.",
-                  (LUAI_UACNUMBER)c->timeout);
-  sp_pcall(L, 1, 1);
-  sp_stream_lose(L, c->s, -1, 0);
+  lua_pushcfunction(L, timeout_tramp);
+  lua_pushlightuserdata(L, c);
+  if (sp_pcall(L, 1, 0) != LUA_OK) {
+    sp_log_failure(L, -1, "Unhandled Error");
+    lua_pushcfunction(L, lose_tramp);
+    lua_pushlightuserdata(L, c);
+    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  }
   lua_settop(L, top);
+}
+
+/* At exit the timer closes through timer_stop, before loop.c closes what
+** is left (with no callback to free it) and before the stream's close
+** callback frees c (a newer entry than the stream's: it runs first). */
+static void timer_shutdown(lua_State *L, sp_live *n) {
+  (void)L;
+  timer_stop((tls_conn *)((char *)n - offsetof(tls_conn, tlive)));
 }
 
 /* Start c's handshake timeout of `secs` (none when not finite). Returns 0
@@ -396,6 +422,8 @@ static int timer_start(tls_conn *c, double secs) {
   uv_timer_init(sp_loop(), c->timer);
   c->timer->data = c;
   c->timeout = secs;
+  c->tlive.shutdown = timer_shutdown;
+  sp_live_add(&c->tlive);
   uv_timer_start(c->timer, timer_fired, (uint64_t)(secs * 1000 + 0.5), 0);
   return 0;
 }
@@ -462,16 +490,15 @@ static int is_ip(const char *host) {
          uv_inet_pton(AF_INET6, host, buf) == 0;
 }
 
-/* [-0, +0, -] Make the SSL of c from ctx, for hostname (client; may be
-** NULL). Returns 0, or pushes an ssl.Error and returns -1. */
-static int conn_make_ssl(lua_State *L, tls_conn *c, SSL_CTX *ctx,
-                         const char *hostname) {
+/* Make the SSL of c from ctx, for hostname (client; may be NULL).
+** Returns 0, or -1 with OpenSSL's error queue saying why (c->ssl, if
+** made, is conn_free's to release). Touches no Lua state. */
+static int conn_make_ssl(tls_conn *c, SSL_CTX *ctx, const char *hostname) {
   ERR_clear_error();
   c->ssl = SSL_new(ctx);
   c->rbio = BIO_new(BIO_s_mem());
   c->wbio = BIO_new(BIO_s_mem());
   if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-    sp_ssl_pusherror(L, NULL, 0, "TLS setup failed", NULL);
     BIO_free(c->rbio);
     BIO_free(c->wbio);
     return -1;
@@ -495,26 +522,45 @@ static int conn_make_ssl(lua_State *L, tls_conn *c, SSL_CTX *ctx,
   return 0;
 }
 
-/* [-4, +1, -] tls_attach's failure path: the error on top, getContext's
-** three results below it; keep the error, free c. Returns -1. */
-static int attach_fail(lua_State *L, tls_conn *c) {
-  lua_replace(L, -4);
-  lua_pop(L, 2);
+/* A new tls_conn on s holding `anchor` (its registry ref), with its SSL
+** made from ctx and, for a server, its handshake timer started. Returns
+** it, or NULL with *err set (UV_ENOMEM, or -1: OpenSSL's error queue
+** says why) after releasing everything, anchor included. No Lua call. */
+static tls_conn *conn_new(sp_stream *s, lua_State *L, int anchor, int client,
+                          SSL_CTX *ctx, const char *host, double timeout,
+                          int *err) {
+  tls_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, anchor);
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  c->s = s;
+  c->app.L = L;
+  c->app.push = app_push;
+  c->anchor = anchor;
+  c->flags = client ? TF_CLIENT : 0;
+  *err = conn_make_ssl(c, ctx, host);
+  if (*err == 0 && !client) *err = timer_start(c, timeout);
+  if (*err == 0) return c;
   conn_free(c);
-  return -1;
+  return NULL;
 }
 
-/* [-0, +(0|1), -] Put TLS on stream s with the context factory at fidx:
+/* [-0, +(0|1), e] Put TLS on stream s with the context factory at fidx:
 ** getContext() (protected), a new SSL in client or server mode, the
 ** filter; a client starts its handshake, a server starts its handshake
 ** timeout: `timeout` seconds if above 0, else the factory's
 ** handshakeTimeout, else HANDSHAKE_TIMEOUT. Returns 0, or pushes the
-** error and returns -1 (nothing installed). */
+** error and returns -1 (nothing installed). Raises only a memory error,
+** and only while nothing is installed or once the stream owns the
+** filter's state (so no C memory is lost with it). */
 static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client,
                       double timeout) {
   tls_conn *c;
   SSL_CTX *ctx;
   const char *host;
+  int anchor, err;
   fidx = lua_absindex(L, fidx);
   lua_pushcfunction(L, getcontext_tramp);
   lua_pushvalue(L, fidx);
@@ -523,29 +569,23 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client,
   host = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
   if (!(timeout > 0))
     timeout = lua_tonumber(L, -1) > 0 ? lua_tonumber(L, -1) : HANDSHAKE_TIMEOUT;
-  c = calloc(1, sizeof *c);
-  if (c == NULL) {
-    lua_pop(L, 3);
-    lua_pushliteral(L, "not enough memory");
-    return -1;
-  }
-  c->s = s;
-  c->app.L = L;
-  c->app.push = app_push;
-  c->anchor = LUA_NOREF;
-  c->flags = client ? TF_CLIENT : 0;
-  if (conn_make_ssl(L, c, ctx, host) != 0) return attach_fail(L, c);
-  if (!client && timer_start(c, timeout) != 0) {
-    lua_pushliteral(L, "not enough memory");
-    return attach_fail(L, c);
-  }
-  lua_pop(L, 2);
+  /* The Lua half first, while no C memory is held: {context, factory}
+  ** lives as long as the connection. */
   lua_createtable(L, 2, 0);
-  lua_insert(L, -2);
+  lua_pushvalue(L, -4);
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, fidx);
   lua_rawseti(L, -2, 2);
-  c->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  anchor = luaL_ref(L, LUA_REGISTRYINDEX);
+  c = conn_new(s, L, anchor, client, ctx, host, timeout, &err);
+  lua_pop(L, 3);
+  if (c == NULL) {
+    if (err == UV_ENOMEM)
+      lua_pushliteral(L, "not enough memory");
+    else
+      sp_ssl_pusherror(L, NULL, 0, "TLS setup failed", NULL);
+    return -1;
+  }
   sp_stream_set_filter(s, &tls_filter, c);
   if (client && handshake(L, c) < 0) {
     lua_pushliteral(L, "TLS handshake failed");

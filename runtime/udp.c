@@ -286,24 +286,42 @@ static void port_callback(lua_State *L, int box, const char *name, int nargs) {
 ** ECONNREFUSED (the ICMP error of a connected port) goes to
 ** protocol:connectionRefused(); other receive errors are transient for
 ** UDP and ignored, as Twisted's doRead does. */
+/* What port_recv hands its Lua half. */
+typedef struct recv_args {
+  udpport *p;
+  ssize_t nread;
+  const uv_buf_t *buf;
+  const struct sockaddr *addr;
+} recv_args;
+
+/* (recv_args) -> (): port_recv's Lua half, protected there (the string
+** and the address table may raise a memory error). */
+static int recv_tramp(lua_State *L) {
+  recv_args *a = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->p->ref);
+  if (a->nread < 0) {
+    port_callback(L, 2, "connectionRefused", 0);
+  } else {
+    lua_pushlstring(L, a->buf->base, (size_t)a->nread);
+    sp_addr_push(L, "UDP", a->addr);
+    port_callback(L, 2, "datagramReceived", 2);
+  }
+  return 0;
+}
+
 static void port_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                       const struct sockaddr *addr, unsigned flags) {
-  udpport *p = h->data;
+  recv_args a = {h->data, nread, buf, addr};
   lua_State *L = sp_loop_state();
   int top;
   (void)flags;
-  if (p->ref == LUA_NOREF || p->closing) return;
+  if (a.p->ref == LUA_NOREF || a.p->closing) return;
   if (nread == 0 && addr == NULL) return; /* nothing more to read */
-  if (nread < 0 && !(nread == UV_ECONNREFUSED && p->connected)) return;
+  if (nread < 0 && !(nread == UV_ECONNREFUSED && a.p->connected)) return;
   top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->ref);
-  if (nread < 0) {
-    port_callback(L, top + 1, "connectionRefused", 0);
-  } else {
-    lua_pushlstring(L, buf->base, (size_t)nread);
-    sp_addr_push(L, "UDP", addr);
-    port_callback(L, top + 1, "datagramReceived", 2);
-  }
+  lua_pushcfunction(L, recv_tramp);
+  lua_pushlightuserdata(L, &a);
+  if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
   lua_settop(L, top);
 }
 

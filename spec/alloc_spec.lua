@@ -157,10 +157,9 @@ describe("reactor.listenTCP out of memory", function()
 
   -- Found by tools/allocfail.sh (fuzz/allocfail/echo.lua): a memory error
   -- in the factory's doStart is raised as nil (tcp.c reads the bare
-  -- error's "value" field as if it were a Failure). PENDING until the
-  -- stream rewrite's tcp.c raises the error itself when it is no Failure
-  -- (as pool.c's deferToThread now does): then make this an `it`.
-  pending("raises a memory error when the factory cannot start", function()
+  -- error's "value" field as if it were a Failure); tcp.c now raises the
+  -- error itself when it is no Failure, as pool.c's deferToThread does.
+  it("raises a memory error when the factory cannot start", function()
     local protocol = require("spindle.protocol")
     local factory = protocol.Factory.forProtocol(protocol.Protocol)
     local n = 0
