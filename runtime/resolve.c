@@ -3,7 +3,8 @@
 ** HostnameEndpoint (lua/spindle/endpoints.lua). reactor.resolve (tcp.c)
 ** gives one IPv4 address, as Twisted's gethostbyname-style resolve does;
 ** Happy Eyeballs needs all of them, IPv6 and IPv4, in getaddrinfo's
-** order, as twisted.internet._resolver.GAIResolver gives them.
+** order, as twisted.internet._resolver.GAIResolver gives them. Both go
+** through sp_resolve_start (resolve.h), the one uv_getaddrinfo wrapper.
 */
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -17,6 +18,7 @@
 #include "defer.h"
 #include "failure.h"
 #include "loop.h"
+#include "resolve.h"
 
 /* A lookup in flight: its Deferred and host name are held by registry
 ** refs, dropped in resolve_done (the one release path: libuv always
@@ -25,6 +27,7 @@ typedef struct gai_op {
   uv_getaddrinfo_t req;
   int dref;
   int nameref;
+  sp_resolve_push_fn push; /* the Deferred's result from the addresses */
 } gai_op;
 
 /* [-0, +1, m] Push {type = "TCP", family = "INET"|"INET6", host = ...,
@@ -78,6 +81,7 @@ static void push_lookup_error(lua_State *L, const char *host, int status) {
 static void resolve_done(uv_getaddrinfo_t *req, int status,
                          struct addrinfo *res) {
   gai_op *op = req->data;
+  sp_resolve_push_fn op_push = op->push;
   lua_State *L = sp_loop_state();
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, op->dref);
@@ -90,11 +94,40 @@ static void resolve_done(uv_getaddrinfo_t *req, int status,
                       status < 0 ? status : UV_EAI_NONAME);
     sp_deferred_errback(L, top + 1, -1);
   } else {
-    push_addresses(L, res);
+    op_push(L, res);
     sp_deferred_callback(L, top + 1, -1);
   }
   uv_freeaddrinfo(res);
   lua_settop(L, top);
+}
+
+void sp_resolve_start(lua_State *L, int nameidx, const char *service,
+                      int family, sp_resolve_push_fn push) {
+  const char *name = lua_tostring(L, nameidx);
+  struct addrinfo hints;
+  gai_op *op;
+  int r;
+  nameidx = lua_absindex(L, nameidx);
+  sp_deferred_new(L);
+  op = malloc(sizeof *op);
+  if (op == NULL) luaL_error(L, "not enough memory");
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = family;
+  hints.ai_socktype = SOCK_STREAM;
+  op->req.data = op;
+  op->push = push;
+  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_done, name, service, &hints);
+  if (r < 0) {
+    free(op);
+    push_lookup_error(L, name, r);
+    sp_deferred_errback(L, -2, -1);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, -1);
+  op->dref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, nameidx);
+  op->nameref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* _resolve.getaddrinfo(host, port) -> Deferred of a list of addresses
@@ -105,33 +138,13 @@ static void resolve_done(uv_getaddrinfo_t *req, int status,
 ** reactor.DNSLookupError naming host (field code: "EAI_NONAME", ...).
 ** Loop thread only. Follows twisted GAIResolver.resolveHostName. */
 static int resolve_getaddrinfo(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
-  lua_Integer port = luaL_checkinteger(L, 2);
+  lua_Integer port;
   char portstr[16];
-  struct addrinfo hints;
-  gai_op *op;
-  int r;
+  luaL_checkstring(L, 1);
+  port = luaL_checkinteger(L, 2);
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port out of range");
   snprintf(portstr, sizeof portstr, "%d", (int)port);
-  sp_deferred_new(L);
-  op = malloc(sizeof *op);
-  if (op == NULL) return luaL_error(L, "not enough memory");
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  op->req.data = op;
-  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_done, host, portstr, &hints);
-  if (r < 0) {
-    free(op);
-    push_lookup_error(L, host, r);
-    sp_deferred_errback(L, -2, -1);
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pushvalue(L, -1);
-  op->dref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 1);
-  op->nameref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sp_resolve_start(L, 1, portstr, AF_UNSPEC, push_addresses);
   return 1;
 }
 

@@ -45,6 +45,7 @@
 #include "inspect.h"
 #include "loop.h"
 #include "stream.h"
+#include "resolve.h"
 #include "tcp.h"
 
 #define PORT_MT "spindle.Port"
@@ -1335,39 +1336,11 @@ static int tcp_connectUNIX(lua_State *L) {
   return 1;
 }
 
-/* A reactor.resolve in flight: the Deferred is held by a registry ref. */
-typedef struct resolve_op {
-  uv_getaddrinfo_t req;
-  int dref;
-  int nameref;
-} resolve_op;
-
-static void resolve_cb(uv_getaddrinfo_t *req, int status,
-                       struct addrinfo *res) {
-  resolve_op *op = req->data;
-  lua_State *L = sp_loop_state();
-  int top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, op->dref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, op->nameref);
-  luaL_unref(L, LUA_REGISTRYINDEX, op->dref);
-  luaL_unref(L, LUA_REGISTRYINDEX, op->nameref);
-  free(op);
-  if (status < 0 || res == NULL) {
-    lua_pushfstring(L, "DNS lookup failed: address '%s' not found: %s (%s).",
-                    lua_tostring(L, -1), uv_strerror(status),
-                    uv_err_name(status));
-    sp_errortype_make(L, "reactor.DNSLookupError", lua_tostring(L, -1));
-    lua_pushstring(L, uv_err_name(status));
-    lua_setfield(L, -2, "code");
-    sp_deferred_errback(L, top + 1, -1);
-  } else {
-    char buf[SP_ADDR_HOSTLEN];
-    sp_addr_format(res->ai_addr, buf);
-    lua_pushstring(L, buf);
-    sp_deferred_callback(L, top + 1, -1);
-  }
-  uv_freeaddrinfo(res);
-  lua_settop(L, top);
+/* [-0, +1, m] The first address of a lookup, as a string. */
+static void push_first_address(lua_State *L, const struct addrinfo *res) {
+  char buf[SP_ADDR_HOSTLEN];
+  sp_addr_format(res->ai_addr, buf);
+  lua_pushstring(L, buf);
 }
 
 /* reactor.resolve(name) -> Deferred of an IPv4 address string, as
@@ -1378,34 +1351,12 @@ static void resolve_cb(uv_getaddrinfo_t *req, int status,
 static int tcp_resolve(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   struct sockaddr_storage sa;
-  struct addrinfo hints;
-  resolve_op *op;
-  int r;
-  sp_deferred_new(L);
   if (sp_addr_parse(name, 0, &sa) == 0) {
+    sp_deferred_new(L);
     sp_deferred_callback(L, -1, 1);
     return 1;
   }
-  op = malloc(sizeof *op);
-  if (op == NULL) return luaL_error(L, "not enough memory");
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  op->req.data = op;
-  r = uv_getaddrinfo(sp_loop(), &op->req, resolve_cb, name, NULL, &hints);
-  if (r < 0) {
-    free(op);
-    lua_pushfstring(L, "DNS lookup failed: address '%s' not found: %s (%s).",
-                    name, uv_strerror(r), uv_err_name(r));
-    sp_errortype_make(L, "reactor.DNSLookupError", lua_tostring(L, -1));
-    sp_deferred_errback(L, -3, -1);
-    lua_pop(L, 2);
-    return 1;
-  }
-  lua_pushvalue(L, -1);
-  op->dref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 1);
-  op->nameref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sp_resolve_start(L, 1, NULL, AF_INET, push_first_address);
   return 1;
 }
 
