@@ -150,6 +150,16 @@ int sp_pcall_with(lua_State *L, int nargs, int nresults,
   return status;
 }
 
+int sp_run_protected(lua_State *L, lua_CFunction fn, void *p) {
+  int top = lua_gettop(L), status;
+  lua_pushcfunction(L, fn);
+  lua_pushlightuserdata(L, p);
+  status = sp_pcall(L, 1, 0);
+  if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
+  lua_settop(L, top);
+  return status;
+}
+
 /* Trampoline of sp_callmethod: (obj, name, args...) -> found, result. */
 static int method_tramp(lua_State *L) {
   int n = lua_gettop(L);

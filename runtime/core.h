@@ -61,6 +61,13 @@ void sp_pcall_set_handler(lua_CFunction handler);
 ** handler, pushed under the function and removed after. */
 int sp_pcall_with(lua_State *L, int nargs, int nresults, lua_CFunction handler);
 
+/* [-0, +0, -] fn(p), with the light userdata p as its one argument,
+** protected: for the Lua half of a libuv or OpenSSL callback, which must
+** never raise. An error (a memory error, most often) is logged as
+** "Unhandled Error" and dropped, as Twisted's reactor logs what a
+** callback raises. Returns the lua_pcall status. */
+int sp_run_protected(lua_State *L, lua_CFunction fn, void *p);
+
 /* Results of sp_callmethod. */
 enum { SP_CALL_OK, SP_CALL_MISSING, SP_CALL_ERROR };
 

@@ -509,17 +509,8 @@ static int lose_tramp(lua_State *L) {
   return 0;
 }
 
-/* [-0, +0, -] fn(L) with the light userdata p as its one argument,
-** protected: an error is logged ("Unhandled Error", as Twisted's reactor
-** logs what a callback raises) and dropped. Returns the pcall status. */
-static int run_protected(lua_State *L, lua_CFunction fn, void *p) {
-  int top = lua_gettop(L), status;
-  lua_pushcfunction(L, fn);
-  lua_pushlightuserdata(L, p);
-  status = sp_pcall(L, 1, 0);
-  if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  lua_settop(L, top);
-  return status;
+void sp_stream_lose_protected(lua_State *L, sp_stream *s) {
+  sp_run_protected(L, lose_tramp, s);
 }
 
 /* [-0, +0, -] The Lua half of a libuv callback on a->s, fn(a), protected
@@ -527,8 +518,8 @@ static int run_protected(lua_State *L, lua_CFunction fn, void *p) {
 ** rest is protected already) is logged and loses the connection if it
 ** is still open; the stream is freed by its close callback as ever. */
 static void stream_run(lua_State *L, lua_CFunction fn, cb_args *a) {
-  if (run_protected(L, fn, a) != LUA_OK && a->s->state == ST_OPEN)
-    run_protected(L, lose_tramp, a->s);
+  if (sp_run_protected(L, fn, a) != LUA_OK && a->s->state == ST_OPEN)
+    sp_stream_lose_protected(L, a->s);
 }
 
 /* (cb_args) -> (): keep the addresses in the transport of the closed

@@ -230,6 +230,11 @@ void sp_stream_pusherror(lua_State *L, int why, const char *detail, int code);
 ** Failure or error value; idx 0 means ConnectionLost with `code`). */
 void sp_stream_lose(lua_State *L, sp_stream *s, int idx, int code);
 
+/* [-0, +0, -] sp_stream_lose(L, s, 0, 0) protected (a memory error is
+** logged): for a libuv callback whose Lua half failed after the stream
+** got its transport. */
+void sp_stream_lose_protected(lua_State *L, sp_stream *s);
+
 /* The stream behind the transport at idx, or NULL if it is closed; raises
 ** if idx is not a transport. */
 sp_stream *sp_stream_check(lua_State *L, int idx);

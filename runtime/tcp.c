@@ -153,27 +153,6 @@ struct listener {
   sp_live live;
 };
 
-/* [-0, +0, -] fn(p) protected, for the Lua half of a libuv callback (which
-** must never raise): an error (a memory error, most often) is logged as
-** "Unhandled Error" and dropped, as Twisted's reactor logs what a
-** callback raises. Returns the lua_pcall status. */
-static int run_protected(lua_State *L, lua_CFunction fn, void *p) {
-  int top = lua_gettop(L), status;
-  lua_pushcfunction(L, fn);
-  lua_pushlightuserdata(L, p);
-  status = sp_pcall(L, 1, 0);
-  if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  lua_settop(L, top);
-  return status;
-}
-
-/* (stream) -> (): lose the connection, from a callback whose Lua half
-** failed after the stream got its transport (run_protected). */
-static int lose_tramp(lua_State *L) {
-  sp_stream_lose(L, lua_touserdata(L, 1), 0, 0);
-  return 0;
-}
-
 /* What on_connection hands its Lua half. */
 typedef struct accepting {
   port_ud *pu;
@@ -223,8 +202,8 @@ static void on_connection(uv_stream_t *server, int status) {
     a.s = sp_stream_accept(server, a.pu->kind, &err);
     if (a.s == NULL) return;
   }
-  if (run_protected(L, accept_tramp, &a) != LUA_OK && a.opened)
-    run_protected(L, lose_tramp, a.s);
+  if (sp_run_protected(L, accept_tramp, &a) != LUA_OK && a.opened)
+    sp_stream_lose_protected(L, a.s);
   if (a.s != NULL && !a.opened) sp_stream_discard(a.s);
 }
 
@@ -831,14 +810,14 @@ static void conn_fail_code(lua_State *L, connector *c, int code) {
 }
 
 /* What the connector's libuv callbacks hand their Lua half
-** (run_protected). */
+** (sp_run_protected). */
 typedef struct connecting {
   connector *c;
   sp_stream *s;
   int code; /* conn_next's error when no address is left */
 } connecting;
 
-/* (connecting) -> (): conn_fail_code, protected (run_protected). */
+/* (connecting) -> (): conn_fail_code, protected (sp_run_protected). */
 static int fail_tramp(lua_State *L) {
   connecting *a = lua_touserdata(L, 1);
   conn_fail_code(L, a->c, a->code);
@@ -850,7 +829,7 @@ static void failop_cb(uv_timer_t *t) {
   connecting a = {op->c, NULL, op->code};
   a.c->failop = NULL;
   uv_close((uv_handle_t *)t, op_timer_free);
-  run_protected(sp_loop_state(), fail_tramp, &a);
+  sp_run_protected(sp_loop_state(), fail_tramp, &a);
 }
 
 /* Report a failure found synchronously on the next loop turn, so that the
@@ -968,16 +947,16 @@ static void conn_done(sp_stream *s, int status) {
   connecting a = {sp_stream_owner(s), s, status};
   a.c->attempt = NULL;
   if (status == 0) {
-    if (run_protected(L, connected_tramp, &a) == LUA_OK) return;
+    if (sp_run_protected(L, connected_tramp, &a) == LUA_OK) return;
     if (a.c->stream == s) {
-      run_protected(L, lose_tramp, s);
+      sp_stream_lose_protected(L, s);
       return;
     }
     a.code = UV_ENOMEM;
   }
   sp_stream_set_owner(s, NULL, NULL);
   sp_stream_discard(s);
-  run_protected(L, next_tramp, &a);
+  sp_run_protected(L, next_tramp, &a);
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -991,16 +970,16 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   c->gai = NULL;
   if (status < 0) {
     connecting a = {c, NULL, status};
-    run_protected(sp_loop_state(), fail_tramp, &a);
+    sp_run_protected(sp_loop_state(), fail_tramp, &a);
     return;
   }
   c->ai = c->ai_next = res;
   connecting a = {c, NULL, UV_EAI_NONAME};
-  run_protected(sp_loop_state(), next_tramp, &a);
+  sp_run_protected(sp_loop_state(), next_tramp, &a);
 }
 
 /* (connector) -> (): the connect took too long: fail it with a
-** TimeoutError. Protected (run_protected). */
+** TimeoutError. Protected (sp_run_protected). */
 static int timeout_tramp(lua_State *L) {
   connector *c = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
@@ -1018,7 +997,7 @@ static int timeout_tramp(lua_State *L) {
 
 static void timeout_cb(uv_timer_t *t) {
   conn_op *op = t->data;
-  run_protected(sp_loop_state(), timeout_tramp, op->c);
+  sp_run_protected(sp_loop_state(), timeout_tramp, op->c);
 }
 
 /* At exit a connecting connector drops its attempt; the factory is not

@@ -365,13 +365,6 @@ static void timer_stop(tls_conn *c) {
   c->timer = NULL;
 }
 
-/* (conn) -> (): lose c's connection (ConnectionLost). */
-static int lose_tramp(lua_State *L) {
-  tls_conn *c = lua_touserdata(L, 1);
-  sp_stream_lose(L, c->s, 0, 0);
-  return 0;
-}
-
 /* (conn) -> (): lose c's connection with an ssl.Error "TLS handshake
 ** timed out", made here, protected (it allocates). */
 static int timeout_tramp(lua_State *L) {
@@ -390,19 +383,11 @@ static int timeout_tramp(lua_State *L) {
 static void timer_fired(uv_timer_t *t) {
   tls_conn *c = t->data;
   lua_State *L = sp_loop_state();
-  int top = lua_gettop(L);
   if (c == NULL) return;
   timer_stop(c);
   c->flags |= TF_FAILED;
-  lua_pushcfunction(L, timeout_tramp);
-  lua_pushlightuserdata(L, c);
-  if (sp_pcall(L, 1, 0) != LUA_OK) {
-    sp_log_failure(L, -1, "Unhandled Error");
-    lua_pushcfunction(L, lose_tramp);
-    lua_pushlightuserdata(L, c);
-    if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  }
-  lua_settop(L, top);
+  if (sp_run_protected(L, timeout_tramp, c) != LUA_OK)
+    sp_stream_lose_protected(L, c->s);
 }
 
 /* At exit the timer closes through timer_stop, before loop.c closes what

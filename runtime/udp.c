@@ -313,16 +313,11 @@ static void port_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                       const struct sockaddr *addr, unsigned flags) {
   recv_args a = {h->data, nread, buf, addr};
   lua_State *L = sp_loop_state();
-  int top;
   (void)flags;
   if (a.p->ref == LUA_NOREF || a.p->closing) return;
   if (nread == 0 && addr == NULL) return; /* nothing more to read */
   if (nread < 0 && !(nread == UV_ECONNREFUSED && a.p->connected)) return;
-  top = lua_gettop(L);
-  lua_pushcfunction(L, recv_tramp);
-  lua_pushlightuserdata(L, &a);
-  if (sp_pcall(L, 1, 0) != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
-  lua_settop(L, top);
+  sp_run_protected(L, recv_tramp, &a);
 }
 
 /* ---- listenUDP ---------------------------------------------------------- */
