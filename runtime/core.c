@@ -219,6 +219,19 @@ void sp_log_failure(lua_State *L, int idx, const char *why) {
   lua_pop(L, 3);
 }
 
+void sp_log_msg(lua_State *L, const char *text) {
+  int top = lua_gettop(L);
+  if (!lua_checkstack(L, 4)) return;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spindle.log");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK &&
+      lua_getfield(L, -1, "msg") == LUA_TFUNCTION) {
+    lua_pushstring(L, text);
+    lua_pcall(L, 1, 0, 0);
+  }
+  lua_settop(L, top);
+}
+
 void sp_checkcallable(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TFUNCTION) return;
   if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {

@@ -86,6 +86,10 @@ int sp_callmethod(lua_State *L, int objidx, const char *name, int nargs);
 ** Deferred:"). Never raises: if logging itself fails it writes to stderr. */
 void sp_log_failure(lua_State *L, int idx, const char *why);
 
+/* [-0, +0, -] spindle.log.msg(text), never raising: if logging fails the
+** line is dropped (it is a notice, not an error). */
+void sp_log_msg(lua_State *L, const char *text);
+
 /* [-0, +0, m] Make the module table at idx strict: reading a missing field
 ** raises "<name> has no field 'x' (did you mean 'y'?)". */
 void sp_strict(lua_State *L, int idx, const char *name);

@@ -272,20 +272,6 @@ static struct {
 static atomic_uint_fast64_t wd_epoch; /* phases passed */
 static atomic_int wd_armed;           /* a hook is asked for, not run */
 
-/* [-0, +0, -] log.msg(text) under a protected call; errors dropped. */
-static void wd_log(lua_State *L, const char *text) {
-  int top = lua_gettop(L);
-  if (!lua_checkstack(L, 4)) return;
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "spindle.log");
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK &&
-      lua_getfield(L, -1, "msg") == LUA_TFUNCTION) {
-    lua_pushstring(L, text);
-    lua_pcall(L, 1, 0, 0);
-  }
-  lua_settop(L, top);
-}
-
 static double wd_busy(uint64_t now) {
   uint64_t idle = uv_metrics_idle_time(sp_loop()) - wd.idle_mark;
   uint64_t spent = now - wd.mark;
@@ -310,7 +296,7 @@ static void wd_hook(lua_State *L) {
            busy, wd.limit);
   if (!lua_checkstack(L, 4)) return;
   luaL_traceback(L, L, head, 0);
-  wd_log(L, lua_tostring(L, -1));
+  sp_log_msg(L, lua_tostring(L, -1));
   lua_pop(L, 1);
 }
 
@@ -328,7 +314,7 @@ static void wd_phase(void) {
     snprintf(text, sizeof text,
              "stall warning: the reactor was busy for %.2f s in all",
              (double)(now - wd.stall_start) / 1e9);
-    wd_log(sp_loop_state(), text);
+    sp_log_msg(sp_loop_state(), text);
   }
   wd.mark = now;
   wd.idle_mark = uv_metrics_idle_time(sp_loop());

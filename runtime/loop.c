@@ -110,19 +110,6 @@ lua_State *sp_loop_state(void) {
   return runL != NULL ? runL : sp_mainstate;
 }
 
-/* [-0, +0, -] log.msg(text), never raising. */
-static void log_msg(lua_State *L, const char *text) {
-  int top = lua_gettop(L);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "spindle.log");
-  if (lua_pcall(L, 1, 1, 0) == LUA_OK &&
-      lua_getfield(L, -1, "msg") == LUA_TFUNCTION) {
-    lua_pushstring(L, text);
-    lua_pcall(L, 1, 0, 0);
-  }
-  lua_settop(L, top);
-}
-
 /* [-(nargs+1), +1, -] Call f with nargs arguments under sp_pcall; leave
 ** its first result, or nil after logging its error as `why`. */
 static void call_logged(lua_State *L, int nargs, const char *why) {
@@ -606,7 +593,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   if (signum == SIGINT && interrupt_hook != NULL && interrupt_hook(L)) return;
   snprintf(text, sizeof text, "Received %s, shutting down.",
            signum == SIGINT ? "SIGINT" : "SIGTERM");
-  log_msg(L, text);
+  sp_log_msg(L, text);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &stophandler_key) == LUA_TNIL) {
     lua_pop(L, 1);
     return;
