@@ -523,26 +523,17 @@ end
 -- the instance's connectionLost is wrapped instead).
 function ClientService:_connect()
   self._state = "connecting"
-  local service, factory = self, self.factory
-  local proxy = setmetatable({}, {__index = function(_, k)
-    local v = factory[k]
-    if type(v) == "function" then
-      return function(_, ...) return v(factory, ...) end
-    end
-    return v
-  end})
-  function proxy.buildProtocol(_, addr)
-    local p = factory:buildProtocol(addr)
-    if p == nil then return nil end
-    local lost = p.connectionLost
-    rawset(p, "connectionLost", function(self2, reason)
-      rawset(self2, "connectionLost", nil)
-      local ok, err = pcall(lost, self2, reason)
-      service:_clientDisconnected(self2)
-      if not ok then error(err, 0) end
+  local service = self
+  local proxy = require("spindle.protocol")._buildThrough(self.factory,
+    function(p)
+      local lost = p.connectionLost
+      rawset(p, "connectionLost", function(self2, reason)
+        rawset(self2, "connectionLost", nil)
+        local ok, err = pcall(lost, self2, reason)
+        service:_clientDisconnected(self2)
+        if not ok then error(err, 0) end
+      end)
     end)
-    return p
-  end
   local d = defer.maybeDeferred(self.endpoint.connect, self.endpoint, proxy)
   self._connectionInProgress = d
   d:addCallback(function(p)

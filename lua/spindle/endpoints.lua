@@ -314,24 +314,15 @@ end
 
 function WrapperEndpoint:connect(factory)
   local creator = self.connectionCreator
-  local proxy = setmetatable({}, {__index = function(_, k)
-    local v = factory[k]
-    if type(v) == "function" then
-      return function(_, ...) return v(factory, ...) end
-    end
-    return v
-  end})
-  function proxy.buildProtocol(_, addr)
-    local p = factory:buildProtocol(addr)
-    if p == nil then return nil end
-    local mc = rawget(p, "makeConnection")
-    rawset(p, "makeConnection", function(self2, transport)
-      rawset(self2, "makeConnection", mc)
-      transport:startTLS(creator)
-      self2:makeConnection(transport)
+  local proxy = require("spindle.protocol")._buildThrough(factory,
+    function(p)
+      local mc = rawget(p, "makeConnection")
+      rawset(p, "makeConnection", function(self2, transport)
+        rawset(self2, "makeConnection", mc)
+        transport:startTLS(creator)
+        self2:makeConnection(transport)
+      end)
     end)
-    return p
-  end
   return self.wrappedEndpoint:connect(proxy)
 end
 

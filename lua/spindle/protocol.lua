@@ -323,6 +323,28 @@ function ProcessProtocol:processExited(reason) end
 function ProcessProtocol:processEnded(reason) end
 
 M.BaseProtocol = BaseProtocol
+-- Internal: a stand-in for factory whose methods are factory's (bound to
+-- it) and whose buildProtocol returns factory:buildProtocol(addr) after
+-- onProtocol(p) has changed it (nil is passed on untouched). For
+-- wrappers that must touch each protocol a factory builds without
+-- changing the factory: ClientService (application.lua), wrapClientTLS
+-- (endpoints.lua).
+function M._buildThrough(factory, onProtocol)
+  local proxy = setmetatable({}, {__index = function(_, k)
+    local v = factory[k]
+    if type(v) == "function" then
+      return function(_, ...) return v(factory, ...) end
+    end
+    return v
+  end})
+  function proxy.buildProtocol(_, addr)
+    local p = factory:buildProtocol(addr)
+    if p ~= nil then onProtocol(p) end
+    return p
+  end
+  return proxy
+end
+
 M.ProcessProtocol = ProcessProtocol
 M.Protocol = Protocol
 M.Factory = Factory
