@@ -197,6 +197,7 @@ int sp_callmethod(lua_State *L, int objidx, const char *name, int nargs) {
 }
 
 void sp_log_failure(lua_State *L, int idx, const char *why) {
+  int top = lua_gettop(L);
   idx = lua_absindex(L, idx);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "spindle.log");
@@ -212,11 +213,15 @@ void sp_log_failure(lua_State *L, int idx, const char *why) {
       return;
     }
   }
-  /* Logging itself failed: say both things on stderr, raise nothing. */
+  /* Logging itself failed (out of memory, most often): say both things
+  ** on stderr without allocating (no luaL_tolstring, which may raise
+  ** where nothing protects us), raise nothing. */
   fprintf(stderr, "spindle: logging failed (%s) while logging: %s %s\n",
-          luaL_tolstring(L, -1, NULL), why ? why : "",
-          luaL_tolstring(L, idx, NULL));
-  lua_pop(L, 3);
+          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?",
+          why ? why : "",
+          lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx)
+                                          : luaL_typename(L, idx));
+  lua_settop(L, top);
 }
 
 void sp_log_msg(lua_State *L, const char *text) {
