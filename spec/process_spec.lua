@@ -271,6 +271,12 @@ describe("reactor.spawnProcess", function()
     assert.has_error(function() reactor.spawnProcess(nil, "true") end,
       "bad argument #1 to 'spawnProcess' (process protocol expected, " ..
       "got nil)")
+    -- A table that is no process protocol is refused before a child
+    -- starts (it was spawned, then left running).
+    assert.has_error(function()
+      reactor.spawnProcess({}, "sleep", {"sleep", "30"})
+    end, "bad argument #1 to 'spawnProcess' (process protocol expected, " ..
+      "got table)")
     assert.has_error(function() reactor.spawnProcess(p, 3) end)
     assert.has_error(function()
       reactor.spawnProcess(p, "true", {"true", 3})

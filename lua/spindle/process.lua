@@ -276,7 +276,10 @@ local DEFAULT_FDS = {[0] = "w", [1] = "r", [2] = "r"}
 -- Bad arguments raise. twisted IReactorProcess.spawnProcess.
 function M.spawnProcess(pp, executable, args, env, path, uid, gid, usePTY,
                         childFDs)
-  if type(pp) ~= "table" and type(pp) ~= "userdata" then
+  -- Checked before anything starts: a child spawned for a protocol that
+  -- cannot take it would be left running.
+  if (type(pp) ~= "table" and type(pp) ~= "userdata") or
+      not check.isCallable(pp.makeConnection) then
     check.typeError(1, "spawnProcess", "process protocol", pp)
   end
   check.string(executable, 2, "spawnProcess")

@@ -969,8 +969,9 @@ end
 --   body is complete, request.content holding it; true: as soon as its
 --   head is, request.content a RequestBody delivering it as it comes,
 --   within maxBodyBytes).
--- Bad requests get 400 (413 for a body too large, 414 for a long target,
--- 431 for headers too large) and the connection closes. A timeout closes
+-- Bad requests get 400 (headers, target or header count over their
+-- limits too, as Twisted answers them; 413 for a body too large) and the
+-- connection closes. A timeout closes
 -- the connection (with 408 when a request was being read).
 -- twisted.web.server.Site.
 local Site = protocol.Factory:extend({__name = "Site"})
