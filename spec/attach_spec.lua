@@ -136,7 +136,10 @@ describe("spindle --attach", function()
     term:keys("Tab")
     term:waitFor("stuck:addCallback", 5, true)
     term:keys("C-u")
-    term:line("")
+    -- An entry whose answer shows the client idle at its prompt again,
+    -- so that Ctrl-D is not read while the empty line is still going.
+    term:line("'idle'")
+    term:waitFor("\nidle\n", 5, true)
     term:keys("C-d")
     term:waitFor("[exited 0]", 5, true)
   end)
