@@ -286,10 +286,10 @@ def wrk(server, port, warm, dur, pipelined):
     if pipelined:
         base += ["-s", os.path.join(BENCH, "echo/wrk_pipeline.lua")]
     run(base + ["-d", "1s", url], timeout=warm + 30)
-    c0, t0 = cpu_of(server.pid), time.time()
+    c0 = cpu_of(server.pid)
     out = run(base + ["-d", "%ds" % max(1, round(dur)), url],
               timeout=dur + 30)
-    c1, t1 = cpu_of(server.pid), time.time()
+    c1 = cpu_of(server.pid)
     m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if not m:
         raise RuntimeError("wrk: " + out[-200:])
@@ -325,7 +325,7 @@ class Bench:
         self.results = {}   # (row, system) -> [values]
         self.failed = {}    # (row, system) -> reason
         self.rows = []      # (key, title, unit, better, systems)
-        self.spread = []    # connections per worker, per measurement
+        self.spread = {}    # (system, workers) -> [(conns, srv, lg)]
 
     def add(self, key, title, unit, better, systems):
         self.rows.append((key, title, unit, better, systems))
@@ -421,17 +421,14 @@ class Bench:
                         raise RuntimeError("loadgen: " + err[-200:])
                     m = {k: float(v)
                          for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
-                    got = ", ".join("worker %d: %d" % kv
-                                    for kv in spread.items())
-                    self.spread.append(
-                        "%s, %d worker%s: %s (servers %.2f, load generator "
-                        "%.2f CPU-s per s)" % (
-                            LABEL[name], n, "s" if n > 1 else "", got,
-                            m["srv_cpu"] / m["secs"],
-                            m["lg_cpu"] / m["secs"]))
+                    got = "+".join(str(c) for c in spread.values())
+                    self.spread.setdefault((name, n), []).append(
+                        (got, m["srv_cpu"] / m["secs"],
+                         m["lg_cpu"] / m["secs"]))
                     if min(spread.values()) == 0 or \
                             sum(spread.values()) != conns:
-                        raise RuntimeError("connections per worker: " + got)
+                        raise RuntimeError(
+                            "connections per worker: %s of %d" % (got, conns))
                     self.record(key + "_rate", name, m["rate"])
                     self.record(key + "_cpu", name,
                                 m["msgs"] / max(m["srv_cpu"], 1e-3))
@@ -695,8 +692,11 @@ WORKERS_NOTE = (
     "workers and the load generator cannot have a core each on two cores: "
     "the server processes and the load generator (bench/echo/loadgen.c, "
     "one thread, 50 connections, 64-byte ping-pong) all share both cores, "
-    "scheduled by the kernel, so msgs/s at 2 workers is bounded by the "
-    "load generator's share of the machine. Per server CPU-s sums the user "
+    "scheduled by the kernel. So these rows show what a second worker "
+    "gives when the clients compete for the same two cores, not how "
+    "either system scales with a core per worker; the CPU-seconds per "
+    "second after this note say how busy the cores were. Per server CPU-s "
+    "sums the user "
     "and system time (/proc/PID/stat over the measured window) of every "
     "server process: spindle's supervisor and its workers, Node's primary "
     "and its workers. spindle's workers each accept on their own "
@@ -708,6 +708,26 @@ WORKERS_NOTE = (
 
 SYSTEM_ORDER = ["spindle", "raw", "luv", "node", "twisted", "plain",
                 "openssl"]
+
+
+def spread_text(b):
+    """The connections each worker held and the CPU used, per workers
+    measurement: one clause per system and worker count."""
+    def order(item):
+        (name, n), _ = item
+        return n, SYSTEM_ORDER.index(name)
+    out = []
+    for (name, n), runs in sorted(b.spread.items(), key=order):
+        def span(vals):
+            lo, hi = "%.2f" % min(vals), "%.2f" % max(vals)
+            return lo if lo == hi else lo + "-" + hi
+        out.append("%s, %d worker%s: %s connections; servers %s, load "
+                   "generator %s CPU-s per s" % (
+                       LABEL[name], n, "s" if n > 1 else "",
+                       ", ".join(r[0] for r in runs),
+                       span([r[1] for r in runs]),
+                       span([r[2] for r in runs])))
+    return "; ".join(out)
 
 
 def fmt(v):
@@ -882,7 +902,7 @@ def main():
         print("  ".join(str(c)[:widths[i]].ljust(widths[i])
                         for i, c in enumerate(row)).rstrip())
     if b.spread:
-        print("\nconnections per worker: " + "; ".join(b.spread))
+        print("\nworkers rows: " + spread_text(b))
     png = os.path.join(BENCH, "results.png")
     have_png = chart_png(chart, png)
     with open(os.path.join(OUT, "results.json"), "w") as f:
@@ -950,8 +970,10 @@ def write_md(path, b, lines, rounds, load0, load1, started, have_png):
     if any(k.startswith("workers") for k, _ in list(b.results) +
            list(b.failed)):
         md += ["", "Note on the " + WORKERS_NOTE, ""]
-        md += ["Connections per worker, and CPU use, in this run: " +
-               "; ".join(b.spread) + "."] if b.spread else []
+        md += ["Connections per worker (each round), and the CPU-seconds "
+               "per second used by all server processes and by the load "
+               "generator, in this run: " + spread_text(b) + "."] \
+            if b.spread else []
     notes = os.path.join(BENCH, "NOTES.md")
     if os.path.exists(notes):
         md += ["", open(notes).read().rstrip()]
