@@ -603,7 +603,7 @@ local exprAt
 -- call: nothing goes on past one).
 function exprAt(s, i)
   i = s:match("^%s*()", i)
-  local e, p = {keys = {}}, nil
+  local e, p = {keys = {}}
   local name = s:match("^[%a_][%w_]*", i)
   if name then
     if KEYWORDS[name] then return nil end
