@@ -39,14 +39,15 @@
 
 static struct {
   lua_State *L;
-  int tty;         /* standard input is a terminal: libedit */
-  int eof;         /* no more input */
-  int waiting;     /* an entry awaits a Deferred: input is held */
-  int done;        /* the session has ended */
-  int prompting;   /* a prompt and the line being typed are on screen */
-  uv_poll_t *poll; /* standard input, if pollable (tty, pipe) */
-  uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
-  char buf[4096];  /* pipe/file input not yet split into lines */
+  int tty;             /* standard input is a terminal: libedit */
+  int eof;             /* no more input */
+  int waiting;         /* an entry awaits a Deferred: input is held */
+  int done;            /* the session has ended */
+  int prompting;       /* a prompt and the line being typed are on screen */
+  uv_poll_t *poll;     /* standard input, if pollable (tty, pipe) */
+  uv_idle_t *idle;     /* reads of a regular file, one chunk a turn */
+  uv_timer_t *starter; /* shows the first prompt once the reactor runs */
+  char buf[4096];      /* pipe/file input not yet split into lines */
   size_t len;
   int skipping; /* dropping the rest of a line longer than buf */
   char history[4096];
@@ -378,6 +379,8 @@ static int input_open(void) {
 
 static void input_close(void) {
   input_stop();
+  if (repl.starter != NULL) uv_close((uv_handle_t *)repl.starter, handle_free);
+  repl.starter = NULL;
   if (repl.poll != NULL) uv_close((uv_handle_t *)repl.poll, handle_free);
   if (repl.idle != NULL) uv_close((uv_handle_t *)repl.idle, handle_free);
   repl.poll = NULL;
@@ -417,6 +420,27 @@ static int repl_load(lua_State *L) {
   return 0;
 }
 
+/* The first turn of the reactor: its SIGINT handler is in place now, so
+** a Ctrl-C typed at the first prompt reaches the REPL instead of killing
+** the process (before, the prompt showed before reactor.run() began). */
+static void starter_cb(uv_timer_t *t) {
+  uv_close((uv_handle_t *)t, handle_free);
+  repl.starter = NULL;
+  input_start();
+}
+
+/* Start input on the reactor's first turn, or now if no timer can be had
+** (a Ctrl-C before the reactor runs then ends the process, as before). */
+static void input_start_later(void) {
+  repl.starter = malloc(sizeof *repl.starter);
+  if (repl.starter == NULL) {
+    input_start();
+    return;
+  }
+  uv_timer_init(sp_loop(), repl.starter);
+  uv_timer_start(repl.starter, starter_cb, 0, 0);
+}
+
 void sp_repl_attach(const char *path) {
   attach_path = path;
 }
@@ -437,7 +461,7 @@ void sp_repl_run(lua_State *L, sp_repl_docall docall) {
     return;
   }
   sp_loop_set_interrupt_hook(repl_interrupt);
-  input_start();
+  input_start_later();
   while (!repl.done) {
     /* reactor.run() until the session ends: a reactor.stop() typed at the
     ** prompt ends it too. */
