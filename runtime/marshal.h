@@ -10,11 +10,15 @@
 
 #include <lua.h>
 
-/* A packed message: `n` values in `len` bytes at `data` (malloc'd). */
+/* A packed message: `n` values in `len` bytes at `data` (malloc'd);
+** `refs` says whether a value refers back to an earlier one (shared
+** tables, cycles, shared upvalues), so that unpacking keeps a table of
+** them only then. */
 typedef struct sp_packed {
   char *data;
   size_t len;
   int n;
+  int refs;
 } sp_packed;
 
 /* [-0, +0, e] Pack the n values from idx of L into *out (which the caller
@@ -31,6 +35,15 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
 ** that owns it); returns how many. p is left as it is. Raises if a module
 ** the values name cannot be required in L, or on memory errors. */
 int sp_marshal_unpack(lua_State *L, const sp_packed *p);
+
+/* [-0, +n, e] sp_marshal_unpack for a call's message in a pool thread's
+** state: the first value (the function to call) and the functions it
+** closes over come from a per-state cache of loaded prototypes when one
+** was loaded before (matched by a hash and the bytecode), with their
+** upvalues set afresh from p, so a function sent again is not loaded
+** again. A closure such a function made in an earlier call and left in
+** the state shares its upvalues with the next call's. */
+int sp_marshal_unpack_call(lua_State *L, const sp_packed *p);
 
 /* Free p's buffer (any thread; p itself is the caller's). */
 void sp_marshal_free(sp_packed *p);
