@@ -1257,6 +1257,37 @@ int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
   return unpack(L, p, 0);
 }
 
+int sp_marshal_unpack_scalar(lua_State *L, const sp_packed *p) {
+  const unsigned char *s = (const unsigned char *)p->data;
+  if (p->n != 1 || p->len == 0) return 0;
+  if (p->len == 1) {
+    switch (s[0]) {
+      case T_NIL:
+        lua_pushnil(L);
+        return 1;
+      case T_FALSE:
+      case T_TRUE:
+        lua_pushboolean(L, s[0] == T_TRUE);
+        return 1;
+      default:
+        return 0;
+    }
+  }
+  if (p->len == 1 + sizeof(lua_Integer) && s[0] == T_INT) {
+    lua_Integer i;
+    memcpy(&i, s + 1, sizeof i);
+    lua_pushinteger(L, i);
+    return 1;
+  }
+  if (p->len == 1 + sizeof(lua_Number) && s[0] == T_FLT) {
+    lua_Number x;
+    memcpy(&x, s + 1, sizeof x);
+    lua_pushnumber(L, x);
+    return 1;
+  }
+  return 0;
+}
+
 int sp_marshal_unpack_call(lua_State *L, const sp_packed *p) {
   return unpack(L, p, 1);
 }

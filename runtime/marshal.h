@@ -45,6 +45,11 @@ int sp_marshal_unpack(lua_State *L, const sp_packed *p);
 ** the state shares its upvalues with the next call's. */
 int sp_marshal_unpack_call(lua_State *L, const sp_packed *p);
 
+/* [-0, +(0|1), -] If p is one nil, boolean or number, push it and
+** return 1 (nothing allocated, nothing raised: no protected call
+** needed); else push nothing and return 0 (use sp_marshal_unpack). */
+int sp_marshal_unpack_scalar(lua_State *L, const sp_packed *p);
+
 /* Free p's buffer (any thread; p itself is the caller's). */
 void sp_marshal_free(sp_packed *p);
 

@@ -294,6 +294,27 @@ static int pack_outcome(lua_State *L, int ok, int idx, sp_packed *out) {
 /* ---------------------------------------------------------------- */
 /* Replies, on the loop thread                                         */
 
+/* Registry slots (holding true) kept for deferToThread's Deferreds:
+** one is taken before packing (packing raises: TransferError, memory;
+** after it nothing may raise before the message is someone's, so no
+** protected call is needed), and a delivered result gives its slot
+** back, so that a steady stream of calls neither grows nor shrinks the
+** registry. Main thread only. */
+#define SPARE_REFS 64
+static int spare_refs[SPARE_REFS], spare_n;
+
+/* [-0, +0, -] Let go of registry slot ref: kept as a spare if there is
+** room (setting an existing key allocates nothing), else freed. */
+static void ref_release(lua_State *L, int ref) {
+  if (spare_n < SPARE_REFS) {
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+    spare_refs[spare_n++] = ref;
+  } else {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  }
+}
+
 /* [-0, +n, e] Unpack a reply's values. */
 static int unpack_cf(lua_State *L) {
   return sp_marshal_unpack(L, lua_touserdata(L, 1));
@@ -370,11 +391,13 @@ static void reply_deliver(lua_State *L, reply *r) {
   lua_settop(L, 0);
   if (r->kind == R_RESULT) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref); /* 1: the Deferred */
-    luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    ref_release(L, r->ref);
     r->ref = LUA_NOREF;
-    lua_pushcfunction(L, unpack_cf);
-    lua_pushlightuserdata(L, &r->p);
-    if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    if (!r->ok || !sp_marshal_unpack_scalar(L, &r->p)) {
+      lua_pushcfunction(L, unpack_cf);
+      lua_pushlightuserdata(L, &r->p);
+      if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    }
     /* No outcome came: it could not be packed or run for lack of memory. */
     if (r->p.n == 0 && !r->ok) {
       lua_settop(L, 1);
@@ -1078,19 +1101,19 @@ static int threads_deferToThread(lua_State *L) {
   sp_checkcallable(L, 1);
   pool_checkopen(L);
   sp_worker_snapshot(L);
-  sp_deferred_new(L);
-  lua_pushvalue(L, -1);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (pack_protected(L, 1, n, "arg", &p) != LUA_OK) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    /* A memory error comes bare: the message handler did not run. */
-    if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
-    return lua_error(L);
+  if (spare_n == 0) {
+    lua_pushboolean(L, 1);
+    spare_refs[spare_n++] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  sp_deferred_new(L);
+  sp_marshal_pack(L, 1, n, "arg", 1, &p);
+  ref = spare_refs[--spare_n];
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref); /* an existing key: no memory */
   job = calloc(1, sizeof *job);
   if (job == NULL) {
     sp_marshal_free(&p);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    ref_release(L, ref);
     return luaL_error(L, "not enough memory");
   }
   job->kind = W_DEFER;
