@@ -45,6 +45,7 @@
 ** tag by tag and stay side by side so that a change to one is seen in the
 ** other, and the caches belong to them.
 */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -822,6 +823,41 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
   lua_settop(L, top - 1);
 }
 
+int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out) {
+  unsigned char m[1 + sizeof(lua_Integer) + sizeof(lua_Number)];
+  size_t len = 1;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      m[0] = T_NIL;
+      break;
+    case LUA_TBOOLEAN:
+      m[0] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE;
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        m[0] = T_INT;
+        memcpy(m + 1, &i, sizeof i);
+        len += sizeof i;
+      } else {
+        lua_Number x = lua_tonumber(L, idx);
+        m[0] = T_FLT;
+        memcpy(m + 1, &x, sizeof x);
+        len += sizeof x;
+      }
+      break;
+    default:
+      return 0;
+  }
+  out->data = malloc(len);
+  if (out->data == NULL) return 0;
+  memcpy(out->data, m, len);
+  out->len = len;
+  out->n = 1;
+  out->refs = 0;
+  return 1;
+}
+
 void sp_marshal_free(sp_packed *p) {
   free(p->data);
   p->data = NULL;
@@ -922,13 +958,13 @@ static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
 }
 
 /* The prototype cache of a worker's state (sp_marshal_unpack_call): a
-** table in the registry, hash -> {function, dump string, serial}, with
-** "n" (entries) and "serial" (unpacks so far). A function found there is
-** reused, its upvalues set afresh from the message, unless this unpack
-** already used it (two closures of one prototype) or it was joined to
-** another's upvalue (it is then dropped from the cache). */
-static const char protos_key = 'P';
+** table the caller keeps, hash -> {function, dump string, serial}, with
+** "n" (entries). A function found there is reused, its upvalues set
+** afresh from the message, unless this unpack already used it (two
+** closures of one prototype: each unpack has its own serial) or it was
+** joined to another's upvalue (it is then dropped from the cache). */
 #define PROTOS_MAX 256
+static atomic_llong unpack_serial;
 
 /* [-0, +1, e] Load the function whose dump string (hash, bytecode) is
 ** c; push it. */
@@ -971,10 +1007,13 @@ static int function_cached(dec *d, const char *s, size_t n) {
   function_load(L, s, n);
   lua_getfield(L, d->cache, "n");
   if (lua_tointeger(L, -1) >= PROTOS_MAX) { /* full: start again */
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &protos_key);
-    lua_replace(L, d->cache);
+    lua_pushnil(L);
+    while (lua_next(L, d->cache) != 0) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, d->cache); /* clearing a field while traversing */
+    }
     lua_pushinteger(L, 0);
     lua_replace(L, -2);
   }
@@ -1215,10 +1254,10 @@ static void get_value(dec *d, int tag) {
   d->depth--;
 }
 
-/* [-0, +n, e] Unpack p; with `cached`, its first value (the function
-** of a call) and the functions it closes over may be reused from the
-** state's prototype cache. */
-static int unpack(lua_State *L, const sp_packed *p, int cached) {
+/* [-0, +n, e] Unpack p; with a prototype cache (cache: its absolute
+** stack index, else 0), its first value (the function of a call) and
+** the functions it closes over may be reused from it. */
+static int unpack(lua_State *L, const sp_packed *p, int cache) {
   dec d;
   luaL_checkstack(L, p->n + 16, "too many values to copy");
   memset(&d, 0, sizeof d);
@@ -1230,25 +1269,15 @@ static int unpack(lua_State *L, const sp_packed *p, int cached) {
     lua_newtable(L);
     d.refs = lua_gettop(L);
   }
-  if (cached) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &protos_key) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &protos_key);
-    }
-    d.cache = lua_gettop(L);
-    lua_getfield(L, d.cache, "serial");
-    d.serial = lua_tointeger(L, -1) + 1;
-    lua_pop(L, 1);
-    lua_pushinteger(L, d.serial);
-    lua_setfield(L, d.cache, "serial");
+  if (cache) {
+    d.cache = cache;
+    d.serial = (lua_Integer)atomic_fetch_add_explicit(&unpack_serial, 1,
+                                                      memory_order_relaxed);
   }
   for (int i = 0; i < p->n; i++) {
-    d.cacheok = cached && i == 0;
+    d.cacheok = cache && i == 0;
     get_value(&d, get_tag(&d));
   }
-  if (d.cache) lua_remove(L, d.cache);
   if (d.refs) lua_remove(L, d.refs);
   return p->n;
 }
@@ -1288,8 +1317,8 @@ int sp_marshal_unpack_scalar(lua_State *L, const sp_packed *p) {
   return 0;
 }
 
-int sp_marshal_unpack_call(lua_State *L, const sp_packed *p) {
-  return unpack(L, p, 1);
+int sp_marshal_unpack_call(lua_State *L, const sp_packed *p, int cache) {
+  return unpack(L, p, lua_absindex(L, cache));
 }
 
 /* ---------------------------------------------------------------- */

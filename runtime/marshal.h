@@ -31,6 +31,12 @@ typedef struct sp_packed {
 void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
                      sp_packed *out);
 
+/* [-0, +0, -] sp_marshal_pack of the one value at idx if it is nil, a
+** boolean or a number, written as pack writes it: returns 1. Never
+** raises (no protected call needed); returns 0, *out untouched, for any
+** other value or if out of memory (then use sp_marshal_pack). */
+int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out);
+
 /* [-0, +n, e] Push the values packed in p into L (any state, on the thread
 ** that owns it); returns how many. p is left as it is. Raises if a module
 ** the values name cannot be required in L, or on memory errors. */
@@ -41,9 +47,11 @@ int sp_marshal_unpack(lua_State *L, const sp_packed *p);
 ** closes over come from a per-state cache of loaded prototypes when one
 ** was loaded before (matched by a hash and the bytecode), with their
 ** upvalues set afresh from p, so a function sent again is not loaded
-** again. A closure such a function made in an earlier call and left in
-** the state shares its upvalues with the next call's. */
-int sp_marshal_unpack_call(lua_State *L, const sp_packed *p);
+** again. `cache` is the stack index of the cache: a table the caller
+** keeps for the state (empty at first) and passes to each call. A
+** closure such a function made in an earlier call and left in the state
+** shares its upvalues with the next call's. */
+int sp_marshal_unpack_call(lua_State *L, const sp_packed *p, int cache);
 
 /* [-0, +(0|1), -] If p is one nil, boolean or number, push it and
 ** return 1 (nothing allocated, nothing raised: no protected call

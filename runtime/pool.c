@@ -281,6 +281,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
 ** the Failure at idx. A result that cannot be copied becomes a
 ** TransferError Failure. Returns whether it is a success. */
 static int pack_outcome(lua_State *L, int ok, int idx, sp_packed *out) {
+  if (ok && sp_marshal_pack_scalar(L, idx, out)) return 1;
   if (ok) {
     if (pack_protected(L, idx, 1, "result", out) == LUA_OK) return 1;
     pack_failure(L, -1, NULL, out);
@@ -559,24 +560,29 @@ static void work_note(lua_State *L) {
   self->noted = f;
 }
 
+/* [-2, +1, e] Worker side: unpack and call the work (lightuserdata at
+** 1; the state's prototype cache at 2), leaving its first result. */
 static int work_call(lua_State *L) {
   work *job = lua_touserdata(L, 1);
   int n;
-  lua_settop(L, 0);
-  n = sp_marshal_unpack_call(L, &job->call);
+  lua_replace(L, 1); /* the cache, at 1 */
+  n = sp_marshal_unpack_call(L, &job->call, 1);
+  lua_remove(L, 1);
   if (n > 0) work_note(L);
   lua_call(L, n - 1, 1);
   return 1;
 }
 
-/* Run one job in the worker's state and post its outcome. */
+/* Run one job in the worker's state (whose stack holds its prototype
+** cache at 1, worker_state) and post its outcome. */
 static void work_run(lua_State *L, work *job) {
   sp_packed out;
   int ok;
-  lua_settop(L, 0);
+  lua_settop(L, 1);
   lua_pushcfunction(L, work_call);
   lua_pushlightuserdata(L, job);
-  ok = sp_pcall(L, 1, 1) == LUA_OK;
+  lua_pushvalue(L, 1);
+  ok = sp_pcall(L, 2, 1) == LUA_OK;
   if (job->kind == W_DEFER) {
     ok = pack_outcome(L, ok, -1, &out);
     if (!reply_post(R_RESULT, &out, job->ref, ok, NULL))
@@ -585,7 +591,7 @@ static void work_run(lua_State *L, work *job) {
     pack_failure(L, -1, NULL, &out);
     reply_post(R_ERR, &out, LUA_NOREF, 0, NULL);
   }
-  lua_settop(L, 0);
+  lua_settop(L, 1);
   sp_marshal_free(&job->call);
   free(job);
 }
@@ -980,11 +986,28 @@ static int worker_log_err(lua_State *L) {
 }
 
 /* A new worker state (worker.c) with the functions above, or NULL. */
+/* [-0, +1, m] A new table. */
+static int newtable_cf(lua_State *L) {
+  lua_newtable(L);
+  return 1;
+}
+
+/* A new Lua state for this worker, with its prototype cache (a table
+** for sp_marshal_unpack_call) at stack index 1 for its life; NULL if
+** out of memory. */
 static lua_State *worker_state(void) {
   static const sp_worker_funcs funcs = {worker_callFromThread,
                                         worker_blockingCallFromThread,
                                         worker_log_msg, worker_log_err};
-  return sp_worker_newstate(&funcs);
+  lua_State *L = sp_worker_newstate(&funcs);
+  if (L == NULL) return NULL;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, newtable_cf);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
 }
 
 /* ---------------------------------------------------------------- */
