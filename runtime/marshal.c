@@ -797,8 +797,14 @@ static void put_value(enc *e, int idx) {
 
 void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
                      sp_packed *out) {
+  sp_marshal_pack_room(L, idx, n, what, first, out, 0);
+}
+
+void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
+                           int first, sp_packed *out, size_t room) {
   enc e;
   int top;
+  char *block;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 24, NULL);
   enc_init(&e, L);
@@ -814,17 +820,20 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
     e.pathlen = 0;
     put_value(&e, idx + i);
   }
-  out->data = malloc(e.b->len ? e.b->len : 1);
-  if (out->data == NULL) luaL_error(L, "not enough memory");
+  block = malloc(room + (e.b->len ? e.b->len : 1));
+  if (block == NULL) luaL_error(L, "not enough memory");
+  memset(block, 0, room);
+  out->data = block + room;
   memcpy(out->data, e.b->data, e.b->len);
   out->len = e.b->len;
   out->n = n;
   out->refs = e.backrefs;
   lua_settop(L, top - 1);
+  return block;
 }
 
-int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out) {
-  unsigned char m[1 + sizeof(lua_Integer) + sizeof(lua_Number)];
+size_t sp_marshal_scalar(lua_State *L, int idx, char *buf) {
+  unsigned char *m = (unsigned char *)buf;
   size_t len = 1;
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -849,6 +858,13 @@ int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out) {
     default:
       return 0;
   }
+  return len;
+}
+
+int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out) {
+  char m[SP_MARSHAL_SCALAR];
+  size_t len = sp_marshal_scalar(L, idx, m);
+  if (len == 0) return 0;
   out->data = malloc(len);
   if (out->data == NULL) return 0;
   memcpy(out->data, m, len);

@@ -31,6 +31,21 @@ typedef struct sp_packed {
 void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
                      sp_packed *out);
 
+/* [-0, +0, e] sp_marshal_pack, with `room` zeroed bytes (a multiple of
+** the alignment malloc gives: a struct's size) before the message in
+** the same malloc'd block, which it returns: out->data points past the
+** room. The caller frees the block with free(), never out with
+** sp_marshal_free. For a header (a queued call) and its message in one
+** allocation. */
+void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
+                           int first, sp_packed *out, size_t room);
+
+/* [-0, +0, -] Write the value at idx as a message of one value into buf
+** (SP_MARSHAL_SCALAR bytes), as pack writes it, if it is nil, a boolean
+** or a number; returns its length, or 0 for any other value. */
+#define SP_MARSHAL_SCALAR 16
+size_t sp_marshal_scalar(lua_State *L, int idx, char *buf);
+
 /* [-0, +0, -] sp_marshal_pack of the one value at idx if it is nil, a
 ** boolean or a number, written as pack writes it: returns 1. Never
 ** raises (no protected call needed); returns 0, *out untouched, for any

@@ -83,7 +83,8 @@ typedef struct work {
   struct work *next;
   work_kind kind;
   int ref;        /* W_DEFER: the Deferred, main registry ref */
-  sp_packed call; /* the function, then its arguments */
+  sp_packed call; /* the function, then its arguments, in the job's own
+                  ** block (sp_marshal_pack_room): free(job) frees both */
 } work;
 
 /* A blockingCallFromThread in flight: the worker waits on `cond` until
@@ -147,7 +148,8 @@ typedef struct reply {
   reply_kind kind;
   int ref, ok; /* R_RESULT: the Deferred and how f ended */
   bcall *bc;   /* R_BCALL */
-  sp_packed p;
+  sp_packed p; /* its data may be inl (a one-number result) */
+  char inl[SP_MARSHAL_SCALAR];
 } reply;
 
 int sp_pool_inworker(void) {
@@ -436,7 +438,7 @@ static void reply_deliver(lua_State *L, reply *r) {
 /* Let go of reply r: a blockingCallFromThread not answered is dropped. */
 static void reply_free(reply *r) {
   if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
-  sp_marshal_free(&r->p);
+  if (r->p.data != r->inl) sp_marshal_free(&r->p);
   free(r);
 }
 
@@ -497,23 +499,55 @@ static void held_flush(void) {
   self->held = self->heldtail = NULL;
 }
 
+static void reply_hold(reply *r);
+
 /* Post a reply of `kind` with packed values p (taken), after the ones
 ** held: R_RESULT is held (the worker loop flushes), the others go at
 ** once. 0 if out of memory (p is then freed). A pool thread. */
 static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
                       bcall *bc) {
-  reply *r = calloc(1, sizeof *r);
+  reply *r = malloc(sizeof *r);
   if (r == NULL) {
     sp_marshal_free(p);
     return 0;
   }
   r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
   r->kind = kind;
   r->p = *p;
   r->ref = ref;
   r->ok = ok;
   r->bc = bc;
   p->data = NULL;
+  reply_hold(r);
+  return 1;
+}
+
+/* reply_post of a successful call's result, the len-byte message at m
+** (sp_marshal_scalar's, not taken: copied into the reply). */
+static int reply_post_scalar(int ref, const char *m, size_t len) {
+  reply *r = malloc(sizeof *r);
+  if (r == NULL) return 0;
+  r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
+  r->kind = R_RESULT;
+  memcpy(r->inl, m, len);
+  r->p.data = r->inl;
+  r->p.len = len;
+  r->p.n = 1;
+  r->p.refs = 0;
+  r->ref = ref;
+  r->ok = 1;
+  r->bc = NULL;
+  reply_hold(r);
+  return 1;
+}
+
+/* Add r to the replies the calling worker holds; all but a result are
+** posted at once. */
+static void reply_hold(reply *r) {
   if (self->held == NULL) {
     self->held = r;
     self->since = uv_hrtime();
@@ -521,8 +555,7 @@ static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
     self->heldtail->more = r;
   }
   self->heldtail = r;
-  if (kind != R_RESULT) held_flush();
-  return 1;
+  if (r->kind != R_RESULT) held_flush();
 }
 
 /* ---------------------------------------------------------------- */
@@ -577,13 +610,19 @@ static int work_call(lua_State *L) {
 ** cache at 1, worker_state) and post its outcome. */
 static void work_run(lua_State *L, work *job) {
   sp_packed out;
+  char small[SP_MARSHAL_SCALAR];
+  size_t len;
   int ok;
   lua_settop(L, 1);
   lua_pushcfunction(L, work_call);
   lua_pushlightuserdata(L, job);
   lua_pushvalue(L, 1);
   ok = sp_pcall(L, 2, 1) == LUA_OK;
-  if (job->kind == W_DEFER) {
+  if (job->kind == W_DEFER && ok &&
+      (len = sp_marshal_scalar(L, -1, small)) > 0) {
+    if (!reply_post_scalar(job->ref, small, len))
+      fprintf(stderr, "spindle: out of memory returning a thread result\n");
+  } else if (job->kind == W_DEFER) {
     ok = pack_outcome(L, ok, -1, &out);
     if (!reply_post(R_RESULT, &out, job->ref, ok, NULL))
       fprintf(stderr, "spindle: out of memory returning a thread result\n");
@@ -592,7 +631,6 @@ static void work_run(lua_State *L, work *job) {
     reply_post(R_ERR, &out, LUA_NOREF, 0, NULL);
   }
   lua_settop(L, 1);
-  sp_marshal_free(&job->call);
   free(job);
 }
 
@@ -628,7 +666,6 @@ static void batch_run(lua_State *L) {
     uint64_t t0 = uv_hrtime();
     self->rest = job->next;
     if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
-      sp_marshal_free(&job->call);
       free(job);
       continue;
     }
@@ -678,7 +715,6 @@ static void work_fail(work *job) {
                   NULL))
     fprintf(stderr, "spindle: out of memory returning a thread result\n");
   held_flush();
-  sp_marshal_free(&job->call);
   free(job);
 }
 
@@ -864,7 +900,6 @@ void sp_pool_stop(void) {
   ** Deferreds never fire (the main state is closing). */
   for (; job != NULL; job = next) {
     next = job->next;
-    sp_marshal_free(&job->call);
     free(job);
   }
   /* Running work ends first: every worker leaves its loop. */
@@ -1025,12 +1060,7 @@ static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
   sp_packed p;
   pool_checkopen(L);
   sp_worker_snapshot(L);
-  sp_marshal_pack(L, idx, n, "arg", first, &p);
-  job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    sp_marshal_free(&p);
-    luaL_error(L, "not enough memory");
-  }
+  job = sp_marshal_pack_room(L, idx, n, "arg", first, &p, sizeof *job);
   job->kind = kind;
   job->ref = ref;
   job->call = p;
@@ -1129,16 +1159,10 @@ static int threads_deferToThread(lua_State *L) {
     spare_refs[spare_n++] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   sp_deferred_new(L);
-  sp_marshal_pack(L, 1, n, "arg", 1, &p);
+  job = sp_marshal_pack_room(L, 1, n, "arg", 1, &p, sizeof *job);
   ref = spare_refs[--spare_n];
   lua_pushvalue(L, -1);
   lua_rawseti(L, LUA_REGISTRYINDEX, ref); /* an existing key: no memory */
-  job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    sp_marshal_free(&p);
-    ref_release(L, ref);
-    return luaL_error(L, "not enough memory");
-  }
   job->kind = W_DEFER;
   job->ref = ref;
   job->call = p;
