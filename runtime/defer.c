@@ -1090,6 +1090,14 @@ void sp_deferred_callback(lua_State *L, int d, int v) {
   deferred_start(L, d, v);
 }
 
+void sp_deferred_callback_known(lua_State *L, int d, int v) {
+  d = lua_absindex(L, d);
+  v = lua_absindex(L, v);
+  if (deferred_test(L, v) != NULL)
+    luaL_error(L, "a Deferred cannot be a Deferred's result");
+  deferred_start(L, d, v);
+}
+
 void sp_deferred_errback(lua_State *L, int d, int f) {
   d = lua_absindex(L, d);
   f = lua_absindex(L, f);

@@ -407,7 +407,7 @@ static void reply_deliver(lua_State *L, reply *r) {
       lua_pushliteral(L, "not enough memory");
     }
     if (r->ok)
-      sp_deferred_callback(L, 1, 2);
+      sp_deferred_callback_known(L, 1, 2); /* ours, from the registry */
     else
       sp_deferred_errback(L, 1, 2);
     return;
