@@ -797,13 +797,15 @@ static void put_value(enc *e, int idx) {
 
 void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
                      sp_packed *out) {
-  sp_marshal_pack_room(L, idx, n, what, first, out, 0);
+  sp_marshal_pack_room(L, idx, n, what, first, out, 0, NULL, NULL);
 }
 
 void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
-                           int first, sp_packed *out, size_t room) {
+                           int first, sp_packed *out, size_t room, void *reuse,
+                           size_t *cap) {
   enc e;
   int top;
+  size_t need;
   char *block;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 24, NULL);
@@ -820,8 +822,14 @@ void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
     e.pathlen = 0;
     put_value(&e, idx + i);
   }
-  block = malloc(room + (e.b->len ? e.b->len : 1));
-  if (block == NULL) luaL_error(L, "not enough memory");
+  need = room + (e.b->len ? e.b->len : 1);
+  if (reuse != NULL && *cap >= need) {
+    block = reuse;
+  } else {
+    block = malloc(need);
+    if (block == NULL) luaL_error(L, "not enough memory");
+    if (cap != NULL) *cap = need;
+  }
   memset(block, 0, room);
   out->data = block + room;
   memcpy(out->data, e.b->data, e.b->len);

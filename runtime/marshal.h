@@ -33,12 +33,15 @@ void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
 
 /* [-0, +0, e] sp_marshal_pack, with `room` zeroed bytes (a multiple of
 ** the alignment malloc gives: a struct's size) before the message in
-** the same malloc'd block, which it returns: out->data points past the
-** room. The caller frees the block with free(), never out with
-** sp_marshal_free. For a header (a queued call) and its message in one
-** allocation. */
+** the same block, which it returns: out->data points past the room. The
+** block is `reuse` (a block of *cap bytes from an earlier call, or
+** NULL) if that is big enough, else a new malloc'd one, whose size goes
+** in *cap (cap may be NULL without reuse). The caller frees the block
+** with free(), never out with sp_marshal_free. For a header (a queued
+** call) and its message in one allocation, reused. */
 void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
-                           int first, sp_packed *out, size_t room);
+                           int first, sp_packed *out, size_t room, void *reuse,
+                           size_t *cap);
 
 /* [-0, +0, -] Write the value at idx as a message of one value into buf
 ** (SP_MARSHAL_SCALAR bytes), as pack writes it, if it is nil, a boolean

@@ -78,13 +78,18 @@
 
 typedef enum { W_CALL, W_DEFER } work_kind;
 
+struct reply;
+
 /* A queued call: callInThread or deferToThread. */
 typedef struct work {
   struct work *next;
   work_kind kind;
   int ref;        /* W_DEFER: the Deferred, main registry ref */
   sp_packed call; /* the function, then its arguments, in the job's own
-                  ** block (sp_marshal_pack_room): free(job) frees both */
+                  ** block (sp_marshal_pack_room) */
+  size_t cap;     /* the block's size */
+  /* W_DEFER: a reply block for the result (uninitialized), or NULL. */
+  struct reply *spare;
 } work;
 
 /* A blockingCallFromThread in flight: the worker waits on `cond` until
@@ -97,8 +102,6 @@ typedef struct bcall {
   int done, ok, dropped;
   sp_packed out;
 } bcall;
-
-struct reply;
 
 typedef struct worker {
   struct worker *next;
@@ -150,7 +153,27 @@ typedef struct reply {
   bcall *bc;   /* R_BCALL */
   sp_packed p; /* its data may be inl (a one-number result) */
   char inl[SP_MARSHAL_SCALAR];
+  work *spare; /* R_RESULT: its job's block, given back for reuse */
 } reply;
+
+/* Free a job's block and its spare reply block. Any thread. */
+static void work_free(work *job) {
+  free(job->spare);
+  free(job);
+}
+
+/* Blocks kept for reuse by the main thread (main thread only, no lock):
+** a result's reply carries its job's block back, and the reply block
+** itself goes out again with a later job for that job's result, so a
+** steady stream of deferToThread calls allocates neither. At most
+** FREE_MAX of each; freed when the pool stops. */
+#define FREE_MAX 64
+static struct {
+  work *jobs;            /* linked by next */
+  struct reply *replies; /* linked by more */
+  int njobs, nreplies;
+  int closed; /* the pool stopped: nothing more is kept */
+} spares;
 
 int sp_pool_inworker(void) {
   return self != NULL;
@@ -435,11 +458,29 @@ static void reply_deliver(lua_State *L, reply *r) {
   }
 }
 
-/* Let go of reply r: a blockingCallFromThread not answered is dropped. */
-static void reply_free(reply *r) {
+/* Let go of reply r: a blockingCallFromThread not answered is dropped.
+** With `keep` (the main thread), r's block and its job's go to `spares`
+** while there is room. */
+static void reply_free(reply *r, int keep) {
   if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
   if (r->p.data != r->inl) sp_marshal_free(&r->p);
-  free(r);
+  keep = keep && !spares.closed;
+  if (r->spare != NULL) {
+    if (keep && spares.njobs < FREE_MAX) {
+      r->spare->next = spares.jobs;
+      spares.jobs = r->spare;
+      spares.njobs++;
+    } else {
+      work_free(r->spare);
+    }
+  }
+  if (keep && spares.nreplies < FREE_MAX) {
+    r->more = spares.replies;
+    spares.replies = r;
+    spares.nreplies++;
+  } else {
+    free(r);
+  }
 }
 
 /* [-0, +0, e] Deliver the replies from *cur (lightuserdata at 1) on,
@@ -451,7 +492,7 @@ static int reply_deliver_all(lua_State *L) {
     reply *r = *cur;
     reply_deliver(L, r);
     *cur = r->more;
-    reply_free(r);
+    reply_free(r, 1);
   }
   return 0;
 }
@@ -467,7 +508,7 @@ static void reply_run(lua_State *L, sp_loop_msg *m) {
   if (L == NULL) {
     for (; cur != NULL; cur = r) {
       r = cur->more;
-      reply_free(cur);
+      reply_free(cur, 0);
     }
     return;
   }
@@ -487,7 +528,7 @@ static void reply_run(lua_State *L, sp_loop_msg *m) {
     }
     lua_settop(L, top);
     cur = r->more;
-    reply_free(r);
+    reply_free(r, 1);
   }
   lua_settop(L, top);
 }
@@ -519,15 +560,47 @@ static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
   r->ref = ref;
   r->ok = ok;
   r->bc = bc;
+  r->spare = NULL;
   p->data = NULL;
   reply_hold(r);
   return 1;
 }
 
-/* reply_post of a successful call's result, the len-byte message at m
-** (sp_marshal_scalar's, not taken: copied into the reply). */
-static int reply_post_scalar(int ref, const char *m, size_t len) {
-  reply *r = malloc(sizeof *r);
+/* The reply block for job's result: its spare, or a new one (NULL if out
+** of memory). Worker. */
+static reply *reply_for(work *job) {
+  reply *r = job->spare;
+  job->spare = NULL;
+  return r != NULL ? r : malloc(sizeof *r);
+}
+
+/* Post the outcome of job (a deferToThread's), packed in p (taken), with
+** the job's block given back in the reply. 0 if out of memory (p is
+** then freed; job is still the caller's). */
+static int reply_post_result(work *job, sp_packed *p, int ok) {
+  reply *r = reply_for(job);
+  if (r == NULL) {
+    sp_marshal_free(p);
+    return 0;
+  }
+  r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
+  r->kind = R_RESULT;
+  r->p = *p;
+  r->ref = job->ref;
+  r->ok = ok;
+  r->bc = NULL;
+  r->spare = job;
+  p->data = NULL;
+  reply_hold(r);
+  return 1;
+}
+
+/* reply_post_result of a success whose result is the len-byte message at
+** m (sp_marshal_scalar's, copied into the reply). */
+static int reply_post_scalar(work *job, const char *m, size_t len) {
+  reply *r = reply_for(job);
   if (r == NULL) return 0;
   r->m.run = reply_run;
   r->m.next = NULL;
@@ -538,9 +611,10 @@ static int reply_post_scalar(int ref, const char *m, size_t len) {
   r->p.len = len;
   r->p.n = 1;
   r->p.refs = 0;
-  r->ref = ref;
+  r->ref = job->ref;
   r->ok = 1;
   r->bc = NULL;
+  r->spare = job;
   reply_hold(r);
   return 1;
 }
@@ -618,20 +692,25 @@ static void work_run(lua_State *L, work *job) {
   lua_pushlightuserdata(L, job);
   lua_pushvalue(L, 1);
   ok = sp_pcall(L, 2, 1) == LUA_OK;
-  if (job->kind == W_DEFER && ok &&
-      (len = sp_marshal_scalar(L, -1, small)) > 0) {
-    if (!reply_post_scalar(job->ref, small, len))
-      fprintf(stderr, "spindle: out of memory returning a thread result\n");
-  } else if (job->kind == W_DEFER) {
-    ok = pack_outcome(L, ok, -1, &out);
-    if (!reply_post(R_RESULT, &out, job->ref, ok, NULL))
-      fprintf(stderr, "spindle: out of memory returning a thread result\n");
+  if (job->kind == W_DEFER) {
+    /* The reply takes the job's block back to the main thread. */
+    int posted;
+    if (ok && (len = sp_marshal_scalar(L, -1, small)) > 0) {
+      lua_settop(L, 1);
+      posted = reply_post_scalar(job, small, len);
+    } else {
+      ok = pack_outcome(L, ok, -1, &out);
+      lua_settop(L, 1);
+      posted = reply_post_result(job, &out, ok);
+    }
+    if (posted) return;
+    fprintf(stderr, "spindle: out of memory returning a thread result\n");
   } else if (!ok) {
     pack_failure(L, -1, NULL, &out);
     reply_post(R_ERR, &out, LUA_NOREF, 0, NULL);
   }
   lua_settop(L, 1);
-  free(job);
+  work_free(job);
 }
 
 static lua_State *worker_state(void);
@@ -666,7 +745,7 @@ static void batch_run(lua_State *L) {
     uint64_t t0 = uv_hrtime();
     self->rest = job->next;
     if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
-      free(job);
+      work_free(job);
       continue;
     }
     work_run(L, job);
@@ -715,7 +794,7 @@ static void work_fail(work *job) {
                   NULL))
     fprintf(stderr, "spindle: out of memory returning a thread result\n");
   held_flush();
-  free(job);
+  work_free(job);
 }
 
 static void worker_main(void *arg) {
@@ -900,7 +979,7 @@ void sp_pool_stop(void) {
   ** Deferreds never fire (the main state is closing). */
   for (; job != NULL; job = next) {
     next = job->next;
-    free(job);
+    work_free(job);
   }
   /* Running work ends first: every worker leaves its loop. */
   for (w = pool.all; w != NULL; w = w->next) uv_thread_join(&w->tid);
@@ -909,6 +988,18 @@ void sp_pool_stop(void) {
     uv_mutex_destroy(&w->runlock);
     free(w);
   }
+  spares.closed = 1;
+  while (spares.jobs != NULL) {
+    job = spares.jobs;
+    spares.jobs = job->next;
+    work_free(job);
+  }
+  while (spares.replies != NULL) {
+    reply *r = spares.replies;
+    spares.replies = r->more;
+    free(r);
+  }
+  spares.njobs = spares.nreplies = 0;
   sp_worker_release();
 }
 
@@ -1052,18 +1143,39 @@ static void pool_checkopen(lua_State *L) {
   if (pool.stopping) luaL_error(L, "the thread pool has stopped");
 }
 
+/* [-0, +0, e] A new job (zeroed but for its message): the n values from
+** idx packed into a kept block if one is big enough, else a new one;
+** `first` numbers the first value. Main thread. */
+static work *job_pack(lua_State *L, int idx, int n, int first) {
+  work *old = spares.jobs, *next = NULL, *job;
+  size_t cap = 0;
+  sp_packed p;
+  if (old != NULL) {
+    next = old->next; /* packing clears the header */
+    cap = old->cap;
+  }
+  job =
+      sp_marshal_pack_room(L, idx, n, "arg", first, &p, sizeof *job, old, &cap);
+  if (old != NULL) { /* used, or too small: not kept either way */
+    spares.jobs = next;
+    spares.njobs--;
+    if (job != old) free(old); /* its spare is NULL: never given one */
+  }
+  job->call = p;
+  job->cap = cap;
+  return job;
+}
+
 /* [-0, +0, e] Pack the n values from idx and queue them as `kind` work
 ** (ref: the Deferred, for W_DEFER); `first` numbers the first value. */
 static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
                        int ref) {
   work *job;
-  sp_packed p;
   pool_checkopen(L);
   sp_worker_snapshot(L);
-  job = sp_marshal_pack_room(L, idx, n, "arg", first, &p, sizeof *job);
+  job = job_pack(L, idx, n, first);
   job->kind = kind;
   job->ref = ref;
-  job->call = p;
   pool_submit(job);
 }
 
@@ -1149,7 +1261,6 @@ static int pool_getThreadPool(lua_State *L) {
 ** twisted.internet.threads.deferToThread. */
 static int threads_deferToThread(lua_State *L) {
   int n = lua_gettop(L), ref;
-  sp_packed p;
   work *job;
   sp_checkcallable(L, 1);
   pool_checkopen(L);
@@ -1159,13 +1270,17 @@ static int threads_deferToThread(lua_State *L) {
     spare_refs[spare_n++] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   sp_deferred_new(L);
-  job = sp_marshal_pack_room(L, 1, n, "arg", 1, &p, sizeof *job);
+  job = job_pack(L, 1, n, 1);
+  if (spares.replies != NULL) { /* a block for the result's reply */
+    job->spare = spares.replies;
+    spares.replies = job->spare->more;
+    spares.nreplies--;
+  }
   ref = spare_refs[--spare_n];
   lua_pushvalue(L, -1);
   lua_rawseti(L, LUA_REGISTRYINDEX, ref); /* an existing key: no memory */
   job->kind = W_DEFER;
   job->ref = ref;
-  job->call = p;
   pool_submit(job);
   return 1;
 }
