@@ -41,7 +41,7 @@
 ** array before a Lua table is needed, and the unpacker keeps its table of
 ** ids only for a message that refers back (sp_packed.refs).
 **
-** Length: about 1300 lines, on purpose: pack and unpack mirror each other
+** Length: about 1400 lines, on purpose: pack and unpack mirror each other
 ** tag by tag and stay side by side so that a change to one is seen in the
 ** other, and the caches belong to them.
 */

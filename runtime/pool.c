@@ -41,18 +41,28 @@
 ** beyond a lowered max ends when it next looks for work. Workers live until the
 ** pool stops (Twisted's ThreadPool keeps them too); min is 0.
 **
+** What a deferToThread round trip allocates is reused: a call and its
+** message are one block, a result's reply carries that block back to the
+** main thread (`spares`), and reply blocks go out again with later calls;
+** the Deferred's registry slot comes from slots results gave back. A
+** result that is one nil, boolean or number travels inside its reply and
+** needs no protected call on either side.
+**
 ** LOCKING RULE: one mutex, pool.lock, guards every field of `pool`, the
 ** queue, every worker's fields and every bcall's fields, but a worker's
-** own batch and held replies (rest, held, heldtail, since: touched only
-** by that worker's thread), stop_seen (an atomic copy of pool.stopping,
-** read between the calls of a batch). It is held only
+** own batch, held replies and noted function (rest, held, heldtail,
+** since, noted: touched only by that worker's thread), its `running`
+** text (its own runlock, taken after pool.lock when both are), stop_seen
+** (an atomic copy of pool.stopping, read between the calls of a batch),
+** and the main thread's spares and spare registry slots (main thread
+** only). It is held only
 ** to move pointers and counters and to wait on or signal a condition:
 ** never while running Lua, packing or unpacking, joining a thread or
 ** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
 ** order pool.lock -> inbox lock never happens). The main Lua state is
 ** touched only on the loop thread; a worker's state only by its worker.
 **
-** Length: just over 1000 lines, on purpose: the queue, the workers'
+** Length: about 1400 lines, on purpose: the queue, the workers'
 ** batching and the replies share the one lock and its rule, so they stay
 ** in the file that states it.
 */
