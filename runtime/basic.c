@@ -652,11 +652,11 @@ static int send_fast(lua_State *L, const char *line, size_t n) {
       n > UINT32_MAX)
     return 0;
   if (rawgetk(L, K_TRANSPORT) != LUA_TUSERDATA ||
-      lua_touserdata(L, 3) != f->tud)
+      lua_touserdata(L, -1) != f->tud)
     return 0;
   t = rawgetk(L, K_DELIMITER);
   if (t == LUA_TSTRING) {
-    d = lua_tolstring(L, 4, &dlen);
+    d = lua_tolstring(L, -1, &dlen);
   } else if (t == LUA_TNIL && (f->inherited & INH_DELIM)) {
     d = f->inh_delim;
     dlen = f->inh_dlen;
@@ -675,10 +675,11 @@ static int send_fast(lua_State *L, const char *line, size_t n) {
 static int line_sendLine(lua_State *L) {
   size_t n, dlen;
   const char *line, *d;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion, as Twisted */
+  /* lua_type first: luaL_checktype's call only to raise (once per line). */
+  if (lua_type(L, 1) != LUA_TTABLE) luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_type(L, 2) != LUA_TSTRING) /* no number coercion, as Twisted */
+    luaL_checktype(L, 2, LUA_TSTRING);
   line = lua_tolstring(L, 2, &n);
-  lua_settop(L, 2);
   if (send_fast(L, line, n)) return 0;
   lua_settop(L, 2);
   getk(L, 1, K_TRANSPORT);

@@ -16,8 +16,8 @@
 ** Memory: an idle connection holds its libuv handle and a few fields; the
 ** write queue, the filter, the owner, Unix paths and the inspector's
 ** counters live in a side block made on first use (the first read or
-** write), so 10,000 idle TCP connections cost about 28 bytes each beyond
-** their uv_tcp_t in C.
+** write), so an idle TCP connection costs 16 bytes beyond
+** its uv_tcp_t in C.
 **
 ** Bytes flow through two hooks so that a filter (TLS over memory BIOs) can
 ** sit between the socket and the protocol:
