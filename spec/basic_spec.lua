@@ -136,7 +136,7 @@ describe("LineReceiver", function()
         Recorder.lineReceived(self, line)
         if line == "a" then
           self.MAX_LENGTH = 2
-          self.lineReceived = function(me, l) got[#got + 1] = l end
+          self.lineReceived = function(_, l) got[#got + 1] = l end
         end
       end
       p:dataReceived("a|bb|ccc|")
