@@ -1343,7 +1343,8 @@ static int tcp_resolve(lua_State *L) {
 /* The open TCP stream behind the transport at 1, or raise. */
 static sp_stream *check_tcp(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
-  if (s == NULL) luaL_error(L, "attempt to use a closed transport");
+  if (s == NULL) /* the method is named, as for a bad argument */
+    sp_argerror(L, 1, "attempt to use a closed transport", SP_TRANSPORT_MT);
   if (sp_stream_kind(s) != SP_STREAM_TCP)
     luaL_error(L, "not a TCP transport (Unix sockets have no TCP options)");
   return s;
@@ -1357,7 +1358,8 @@ static int sockopt(lua_State *L, int level, int name, int set) {
   int v = lua_toboolean(L, 2);
   socklen_t len = sizeof v;
   if (sp_stream_fileno(s, &fd) != 0)
-    return luaL_error(L, "attempt to use a closed transport");
+    return sp_argerror(L, 1, "attempt to use a closed transport",
+                       SP_TRANSPORT_MT);
   if (set) {
     if (setsockopt(fd, level, name, &v, len) != 0)
       return luaL_error(L, "setsockopt: %s", strerror(errno));

@@ -684,7 +684,9 @@ static int tls_connectSSL(lua_State *L) {
 static int transport_startTLS(lua_State *L) {
   sp_stream *s = sp_stream_check(L, 1);
   int client;
-  if (s == NULL) return luaL_error(L, "attempt to use a closed transport");
+  if (s == NULL)
+    return sp_argerror(L, 1, "attempt to use a closed transport",
+                       SP_TRANSPORT_MT);
   if (!lua_istable(L, 2) && !lua_isuserdata(L, 2))
     return sp_typeerror(L, 2, "context factory", SP_TRANSPORT_MT);
   if (sp_stream_filter_data(s, NULL) != NULL)

@@ -238,7 +238,7 @@ static void port_shutdown(lua_State *L, sp_live *n) {
 static udpport *port_check(lua_State *L) {
   portbox *b = sp_class_check(L, 1, PORT_MT);
   if (b->p == NULL || b->p->closing)
-    luaL_error(L, "attempt to use a closed transport");
+    sp_argerror(L, 1, "attempt to use a closed transport", PORT_MT);
   return b->p;
 }
 

@@ -807,6 +807,7 @@ s.close()
         t:loseConnection()
         t:abortConnection()
         errors[4] = select(2, pcall(function() t:setTcpNoDelay(true) end))
+        errors[5] = select(2, pcall(t.getTcpKeepAlive, t))
         lost:callback({reason})
       end
       local port, cf = pair(S)
@@ -818,7 +819,11 @@ s.close()
       assert.matches("bad argument #1 to 'writeSequence' (string expected " ..
         "at index 2, got number)", errors[2], 1, true)
       assert.matches("string expected, got nil", errors[3], 1, true)
-      assert.matches("attempt to use a closed transport", errors[4], 1, true)
+      -- The method is named, through pcall too (was the bare message).
+      assert.matches("calling 'setTcpNoDelay' on bad self (attempt to use " ..
+        "a closed transport)", errors[4], 1, true)
+      assert.matches("calling 'getTcpKeepAlive' on bad self (attempt to " ..
+        "use a closed transport)", errors[5], 1, true)
       wait(port:stopListening())
     end)
 

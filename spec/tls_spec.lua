@@ -465,7 +465,7 @@ describe("transport:startTLS", function()
     reactor.connectSSL("127.0.0.1", n, cf, trusting())
     wait(cf.done)
     assert.has_error(function() transport:startTLS(serverCF()) end,
-      "attempt to use a closed transport")
+      "calling 'startTLS' on bad self (attempt to use a closed transport)")
     wait(port:stopListening())
   end)
 end)

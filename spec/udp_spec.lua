@@ -260,7 +260,7 @@ for i in range(3):
     wait(d)
     assert.equal("<UDP port (closed)>", tostring(p.transport))
     assert.has_error(function() p.transport:getHost() end,
-      "attempt to use a closed transport")
+      "calling 'getHost' on bad self (attempt to use a closed transport)")
   end)
 
   it("logs an error in datagramReceived and keeps the port running",
@@ -431,9 +431,9 @@ describe("Port:stopListening", function()
     assert.is_nil(p.transport)
     assert.is_false(port.connected)
     assert.has_error(function() port:getHost() end,
-      "attempt to use a closed transport")
+      "calling 'getHost' on bad self (attempt to use a closed transport)")
     assert.has_error(function() port:write("x", {"127.0.0.1", 9}) end,
-      "attempt to use a closed transport")
+      "calling 'write' on bad self (attempt to use a closed transport)")
     -- The port number is free again.
     listen(n, Recorder(), "127.0.0.1")
   end)
