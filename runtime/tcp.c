@@ -267,6 +267,21 @@ enum { LS_INIT, LS_REUSEPORT, LS_BIND };
 
 /* Set SO_REUSEPORT if asked, bind to pu's address or path, listen.
 ** Returns 0, or a libuv error with *stage set. */
+/* uv_pipe_bind(p, path), but ENOENT when path's directory is missing:
+** libuv reports bind()'s ENOENT as EACCES (for Windows), where Python and
+** Twisted say ENOENT. A real EACCES (a directory we may not write) keeps
+** its code, as the directory is then there. Returns 0 or a libuv error. */
+static int pipe_bind(uv_pipe_t *p, const char *path) {
+  char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  const char *slash = strrchr(path, '/');
+  struct stat st;
+  int r = uv_pipe_bind(p, path);
+  if (r != UV_EACCES || slash == NULL || slash == path) return r;
+  snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  if (stat(dir, &st) != 0 && errno == ENOENT) return UV_ENOENT;
+  return r;
+}
+
 static int listener_bind(listener *ls, port_ud *pu, const char *path,
                          int *stage) {
   int r = 0;
@@ -284,7 +299,7 @@ static int listener_bind(listener *ls, port_ud *pu, const char *path,
   else if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
     r = UV_ENAMETOOLONG;
   else
-    r = uv_pipe_bind(&ls->h.pipe, path);
+    r = pipe_bind(&ls->h.pipe, path);
   if (r == 0) r = uv_listen(&ls->h.stream, pu->backlog, on_connection);
   return r;
 }

@@ -179,6 +179,17 @@ describe("endpoint:listen and endpoint:connect", function()
       H.runFor(0.05)
     end)
 
+  it("unix listen fails with CannotListenError ENOENT when the directory " ..
+    "does not exist", function()
+      local path = os.tmpname()
+      os.remove(path)
+      local ep = endpoints.serverFromString(reactor,
+        "unix:" .. path .. ".d/sock")
+      local f = H.waitForFailure(ep:listen(echoFactory()))
+      assert.is_truthy(f:check(reactor.CannotListenError))
+      assert.equal("ENOENT", f.value.code)
+    end)
+
   it("listens and connects over unix endpoints", function()
     local path = os.tmpname()
     os.remove(path)

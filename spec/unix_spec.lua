@@ -98,6 +98,18 @@ describe("reactor.listenUNIX", function()
     assert.equal("ENAMETOOLONG", err.code)
   end)
 
+  it("raises CannotListenError ENOENT when the directory does not exist",
+    function()
+      -- libuv's uv_pipe_bind reports bind()'s ENOENT as EACCES (for
+      -- Windows); Python and Twisted say ENOENT.
+      local path = tmpPath() .. ".d/sock"
+      local ok, err = pcall(reactor.listenUNIX, path, echoFactory())
+      H.assertErrorType(reactor.CannotListenError, "no such file or directory",
+        ok, err)
+      assert.equal("ENOENT", err.code)
+      assert.matches(path, tostring(err), 1, true)
+    end)
+
   it("rejects bad arguments naming them", function()
     assert.has_error(function() reactor.listenUNIX(nil, echoFactory()) end,
       "bad argument #1 to 'listenUNIX' (string expected, got nil)")
@@ -145,6 +157,16 @@ describe("reactor.connectUNIX", function()
     assert.equal("ENOENT", f.value.code)
     assert.matches(path, f:getErrorMessage(), 1, true)
   end)
+
+  it("delivers ConnectError ENOENT when the directory does not exist",
+    function()
+      local path = tmpPath() .. ".d/sock"
+      local cf = collector()
+      reactor.connectUNIX(path, cf)
+      local f = H.waitForFailure(cf.done)
+      assert.is_truthy(f:check(reactor.ConnectError))
+      assert.equal("ENOENT", f.value.code)
+    end)
 
   it("delivers ConnectionRefusedError for a socket nobody listens on",
     function()
