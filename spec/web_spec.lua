@@ -318,6 +318,23 @@ describe("web.Site", function()
     assert.truthy(err:find("bad argument #1 to 'Site' (resource or " ..
       "function expected, got number)", 1, true))
   end)
+
+  it("blames argument errors on the caller's line, not class.lua", function()
+    -- Each call is a statement (not a tail call), so its line is known.
+    local function blamed(f)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.matches("^[^:]*web_spec%.lua:%d+: bad argument", err)
+      return err
+    end
+    blamed(function() local _ = web.Site(42) end)
+    blamed(function() local _ = web.Site:new(42) end)
+    blamed(function() local _ = web.Site(web.Resource(), "x") end)
+    assert.matches("idleTimeout", blamed(function()
+      local _ = web.Site(web.Resource(), {idleTimeout = -1})
+    end), 1, true)
+    blamed(function() local _ = web.File(42) end)
+  end)
 end)
 
 describe("web.Resource", function()

@@ -989,16 +989,18 @@ function Site:__init(resource, options)
   elseif type(resource) == "table" then
     self.resource = resource
   else
-    -- level 4: Site(...) -> class __call -> new -> __init
-    check.typeError(1, "Site", "resource or function", resource, 4)
+    -- Level 3 is the user's call: __init is called by Class:new, which
+    -- is either called by the user (Site:new(...)) or tail-called by the
+    -- class's __call (Site(...)), which leaves no frame of its own.
+    check.typeError(1, "Site", "resource or function", resource, 3)
   end
-  check.optTable(options, 2, "Site")
+  check.optTable(options, 2, "Site", 3)
   options = options or {}
   for k, def in pairs(SITE_OPTIONS) do
     local v = options[k]
     if v == nil then v = def end
     if type(def) == "number" then
-      check.nonNegative(v, 2, "Site", k)
+      check.nonNegative(v, 2, "Site", k, 3)
     end
     self[k] = v
   end
@@ -1203,7 +1205,7 @@ M.File = File
 
 function File:__init(path, defaultType)
   Resource.__init(self)
-  check.string(path, 1, "File")
+  check.string(path, 1, "File", 3) -- the user's call, as in Site:__init
   self.path = path:gsub("/+$", "")
   if self.path == "" then self.path = "/" end
   self.defaultType = defaultType
