@@ -627,8 +627,8 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
 /* reactor.listenUNIX(path, factory[, backlog][, mode]) -> Port
 ** Listen on a Unix socket at path, whose file gets permission bits mode
 ** (default 0666 = 438, as Twisted) and is removed by stopListening.
-** Raises CannotListenError ("EADDRINUSE" if the path exists).
-** twisted IReactorUNIX.listenUNIX. */
+** Raises CannotListenError ("EADDRINUSE" if the path exists, "ENOENT" if
+** its directory does not). twisted IReactorUNIX.listenUNIX. */
 static int tcp_listenUNIX(lua_State *L) {
   int backlog;
   lua_Integer mode;

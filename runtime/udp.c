@@ -11,7 +11,7 @@
 ** values, the protocol stay alive); the close callback drops that
 ** reference, calls protocol:doStop(), fires the stopListening Deferred and
 ** frees the C memory. A box whose port is gone answers methods with
-** "attempt to use a closed transport".
+** "calling 'getHost' on bad self (attempt to use a closed transport)".
 **
 ** Hot path: one receive buffer of maxPacketSize bytes per port, allocated
 ** at listen time and reused for every datagram (libuv reads into it, the
