@@ -19,6 +19,13 @@ wrk, openssl s_time) to core 1; every throughput is also given per second
 of the server's CPU (utime + stime from /proc/PID/stat over the measured
 window), the figure that holds when other processes share the cores.
 
+The `workers` rows (TCP echo, 50 connections, `spindle --workers 1` and
+`--workers 2` beside Node's cluster module at 1 and 2 workers) cannot be
+pinned that way (two workers and the load generator on two cores), so
+there every process runs unpinned, and per server CPU-second sums the
+CPU time of every server process: the supervisor (Node: the primary) and
+all its workers.
+
 Systems: spindle; raw C on libuv; luv on Lua 5.4 (lua-luv); Node.js;
 Twisted (python3-twisted); plain Lua (the Deferred floor); openssl s_server
 (TLS). A system that is missing is reported as such, not skipped silently.
@@ -28,6 +35,7 @@ import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -131,6 +139,132 @@ def net_servers():
     return {name: net_servers_one(name) for name in NET}
 
 
+def free_port():
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def children(pid):
+    """The pids whose parent is pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def established(port):
+    """Socket inodes of the established TCP connections to local port."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "01" and \
+                            int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(inode)
+        except OSError:
+            continue
+    return inodes
+
+
+def sockets_of(pid):
+    """Socket inodes among the descriptors of process pid."""
+    out = set()
+    fds = "/proc/%d/fd" % pid
+    for fd in os.listdir(fds):
+        try:
+            link = os.readlink(os.path.join(fds, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out
+
+
+class Workers:
+    """`spindle --workers N` (bench/workers/spindle_echo.lua) or Node's
+    cluster with N workers (bench/workers/node_cluster.js) on a free port,
+    unpinned. Every worker prints "WORKER <id> <pid> ECHO <port>"; pid is
+    the supervisor's (Node: the primary's), workers maps id to pid."""
+
+    def __init__(self, name, n):
+        self.name, self.n, self.port = name, n, free_port()
+        self.workers, self.down, self.proc = {}, None, None
+        self.err = tempfile.TemporaryFile("w+")
+        if name == "spindle":
+            cmd = [SPINDLE, "--workers", str(n), "--drain", "1",
+                   os.path.join(BENCH, "workers/spindle_echo.lua"),
+                   str(self.port)]
+        else:
+            cmd = [NODE, os.path.join(BENCH, "workers/node_cluster.js"),
+                   str(n), str(self.port)]
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                         stderr=self.err, cwd=ROOT)
+        except OSError as e:
+            self.down = str(e)
+            return
+        fd, buf = self.proc.stdout.fileno(), b""
+        deadline = time.time() + 10
+        while len(self.workers) < n and time.time() < deadline:
+            if not select.select([fd], [], [], deadline - time.time())[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            for m in re.finditer(rb"WORKER (\d+) (\d+) ECHO (\d+)\n", buf):
+                self.workers[int(m.group(1))] = int(m.group(2))
+        if len(self.workers) < n:
+            self.stop()
+            self.err.seek(0)
+            self.down = "%d of %d workers started: %s" % (
+                len(self.workers), n, self.err.read()[-200:])
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def pids(self):
+        """The supervisor (primary) and all its children, which must be
+        the workers it reported."""
+        kids = children(self.pid)
+        if sorted(kids) != sorted(self.workers.values()):
+            raise RuntimeError("children %s are not the workers %s" % (
+                kids, self.workers))
+        return [self.pid] + kids
+
+    def connections(self):
+        """{worker id: established connections to the port it holds}."""
+        conns = established(self.port)
+        return {i: len(sockets_of(pid) & conns)
+                for i, pid in sorted(self.workers.items())}
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 # ---------------------------------------------------------------------
 # Measurements: each returns {metric: value} or raises
 
@@ -152,10 +286,10 @@ def wrk(server, port, warm, dur, pipelined):
     if pipelined:
         base += ["-s", os.path.join(BENCH, "echo/wrk_pipeline.lua")]
     run(base + ["-d", "1s", url], timeout=warm + 30)
-    c0, t0 = cpu_of(server.pid), time.time()
+    c0 = cpu_of(server.pid)
     out = run(base + ["-d", "%ds" % max(1, round(dur)), url],
               timeout=dur + 30)
-    c1, t1 = cpu_of(server.pid), time.time()
+    c1 = cpu_of(server.pid)
     m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if not m:
         raise RuntimeError("wrk: " + out[-200:])
@@ -191,6 +325,7 @@ class Bench:
         self.results = {}   # (row, system) -> [values]
         self.failed = {}    # (row, system) -> reason
         self.rows = []      # (key, title, unit, better, systems)
+        self.spread = {}    # (system, workers) -> [(conns, srv, lg)]
 
     def add(self, key, title, unit, better, systems):
         self.rows.append((key, title, unit, better, systems))
@@ -254,6 +389,61 @@ class Bench:
                     continue
                 self.record(key + "_rate", name, m["rate"])
                 self.record(key + "_cpu", name, m["percpu"])
+
+    def workers_round(self, only):
+        """TCP echo, 50 connections, at 1 and 2 workers: spindle --workers
+        N and Node's cluster, unpinned (see WORKERS_NOTE)."""
+        if only and "workers" not in only:
+            return
+        warm, dur = (0.3, 1.0) if self.quick else (0.5, 2.0)
+        conns = 50
+        rate = {}
+        for n in (1, 2):
+            key = "workers%d" % n
+            for name in ("spindle", "node"):
+                srv = Workers(name, n)
+                try:
+                    if srv.down:
+                        raise RuntimeError(srv.down)
+                    lg = subprocess.Popen(
+                        [os.path.join(OUT, "loadgen"), "-p", str(srv.port),
+                         "-m", "echo", "-c", str(conns), "-w", str(warm),
+                         "-d", str(dur), "-P",
+                         ",".join(str(p) for p in srv.pids())],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)
+                    # Every connection is open once the warm-up is half
+                    # over; they stay open until loadgen exits.
+                    time.sleep(warm / 2 + dur / 2)
+                    spread = srv.connections()
+                    out, err = lg.communicate(timeout=warm + dur + 30)
+                    if lg.returncode != 0:
+                        raise RuntimeError("loadgen: " + err[-200:])
+                    m = {k: float(v)
+                         for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+                    got = "+".join(str(c) for c in spread.values())
+                    self.spread.setdefault((name, n), []).append(
+                        (got, m["srv_cpu"] / m["secs"],
+                         m["lg_cpu"] / m["secs"]))
+                    if min(spread.values()) == 0 or \
+                            sum(spread.values()) != conns:
+                        raise RuntimeError(
+                            "connections per worker: %s of %d" % (got, conns))
+                    self.record(key + "_rate", name, m["rate"])
+                    self.record(key + "_cpu", name,
+                                m["msgs"] / max(m["srv_cpu"], 1e-3))
+                    rate[(name, n)] = m["rate"]
+                except Exception as e:  # noqa: BLE001
+                    self.fail(key + "_rate", name, e)
+                    self.fail(key + "_cpu", name, e)
+                finally:
+                    srv.stop()
+        for name in ("spindle", "node"):
+            if (name, 1) in rate and (name, 2) in rate:
+                self.record("workers_scale", name,
+                            rate[(name, 2)] / rate[(name, 1)])
+            else:
+                self.fail("workers_scale", name, "a workers row failed")
 
     def idle_round(self, only):
         if only and "idle" not in only:
@@ -475,6 +665,15 @@ ROWS = [
     ("httppipe_rate", "HTTP-shaped pipelined x16 (wrk)", "req/s", "hi"),
     ("httppipe_cpu", "HTTP-shaped pipelined, per server CPU-s", "req/CPU-s",
      "hi"),
+    ("workers1_rate", "TCP echo, 50 conns, 1 worker (unpinned)", "msgs/s",
+     "hi"),
+    ("workers1_cpu", "TCP echo, 1 worker, per server CPU-s (all procs)",
+     "msgs/CPU-s", "hi"),
+    ("workers2_rate", "TCP echo, 50 conns, 2 workers (unpinned)", "msgs/s",
+     "hi"),
+    ("workers2_cpu", "TCP echo, 2 workers, per server CPU-s (all procs)",
+     "msgs/CPU-s", "hi"),
+    ("workers_scale", "TCP echo, 2 workers / 1 worker, msgs/s", "x", "hi"),
     ("idle", "memory per idle TCP connection (10,000)", "bytes", "lo"),
     ("timers200k_time", "200k timers, time", "s", "lo"),
     ("timers200k_rss", "200k timers, peak RSS", "MB", "lo"),
@@ -486,8 +685,49 @@ ROWS = [
     ("tls_cpu", "TLS handshakes per server CPU-s", "hs/CPU-s", "hi"),
     ("startup", "start-up, run an empty reactor", "ms", "lo"),
 ]
+# What the table cannot say about a row group, written under it.
+WORKERS_NOTE = (
+    "workers rows (`spindle --workers N` beside Node's cluster module at N "
+    "workers; 1-worker and 2-worker rows run alike): not pinned, since two "
+    "workers and the load generator cannot have a core each on two cores: "
+    "the server processes and the load generator (bench/echo/loadgen.c, "
+    "one thread, 50 connections, 64-byte ping-pong) all share both cores, "
+    "scheduled by the kernel. So these rows show what a second worker "
+    "gives when the clients compete for the same two cores, not how "
+    "either system scales with a core per worker; the CPU-seconds per "
+    "second after this note say how busy the cores were. Per server CPU-s "
+    "sums the user "
+    "and system time (/proc/PID/stat over the measured window) of every "
+    "server process: spindle's supervisor and its workers, Node's primary "
+    "and its workers. spindle's workers each accept on their own "
+    "SO_REUSEPORT socket (the kernel spreads connections by hash); Node's "
+    "cluster uses its Linux default, round-robin: the primary accepts "
+    "every connection and passes it to a worker. Each measurement counts "
+    "the established connections each worker holds (/proc/net/tcp against "
+    "its descriptors) and fails if a worker has none.")
+
 SYSTEM_ORDER = ["spindle", "raw", "luv", "node", "twisted", "plain",
                 "openssl"]
+
+
+def spread_text(b):
+    """The connections each worker held and the CPU used, per workers
+    measurement: one clause per system and worker count."""
+    def order(item):
+        (name, n), _ = item
+        return n, SYSTEM_ORDER.index(name)
+    out = []
+    for (name, n), runs in sorted(b.spread.items(), key=order):
+        def span(vals):
+            lo, hi = "%.2f" % min(vals), "%.2f" % max(vals)
+            return lo if lo == hi else lo + "-" + hi
+        out.append("%s, %d worker%s: %s connections; servers %s, load "
+                   "generator %s CPU-s per s" % (
+                       LABEL[name], n, "s" if n > 1 else "",
+                       ", ".join(r[0] for r in runs),
+                       span([r[1] for r in runs]),
+                       span([r[2] for r in runs])))
+    return "; ".join(out)
 
 
 def fmt(v):
@@ -641,6 +881,7 @@ def main():
             log("bench: round %d of %d" % (r + 1, rounds))
             if net:
                 b.net_round(only)
+            b.workers_round(only)
             b.idle_round(only)
             b.threads_round(only)
             b.deferred_round(only)
@@ -660,6 +901,8 @@ def main():
     for row in [head] + lines:
         print("  ".join(str(c)[:widths[i]].ljust(widths[i])
                         for i, c in enumerate(row)).rstrip())
+    if b.spread:
+        print("\nworkers rows: " + spread_text(b))
     png = os.path.join(BENCH, "results.png")
     have_png = chart_png(chart, png)
     with open(os.path.join(OUT, "results.json"), "w") as f:
@@ -705,9 +948,9 @@ def write_md(path, b, lines, rounds, load0, load1, started, have_png):
           "- load average before: %s, after: %s (other processes share "
           "the cores; read per-CPU-second figures and ratios, not absolute "
           "rates)" % (" ".join(load0), " ".join(load1)),
-          "- pinning: servers %s, load generators %s" % (
-              " ".join(PIN_SERVER) or "unpinned",
-              " ".join(PIN_LOAD) or "unpinned"),
+          "- pinning: servers %s, load generators %s (workers rows: "
+          "unpinned)" % (" ".join(PIN_SERVER) or "unpinned",
+                         " ".join(PIN_LOAD) or "unpinned"),
           "- versions: " + "; ".join("%s %s" % kv for kv in v.items()),
           "", "The last column is spindle's ratio to that system's median, "
           "oriented so that above 1.00x means spindle is better (faster, "
@@ -724,6 +967,13 @@ def write_md(path, b, lines, rounds, load0, load1, started, have_png):
     for row in lines:
         md.append("| " + " | ".join(str(c).replace("|", "/")
                                       for c in row) + " |")
+    if any(k.startswith("workers") for k, _ in list(b.results) +
+           list(b.failed)):
+        md += ["", "Note on the " + WORKERS_NOTE, ""]
+        md += ["Connections per worker (each round), and the CPU-seconds "
+               "per second used by all server processes and by the load "
+               "generator, in this run: " + spread_text(b) + "."] \
+            if b.spread else []
     notes = os.path.join(BENCH, "NOTES.md")
     if os.path.exists(notes):
         md += ["", open(notes).read().rstrip()]

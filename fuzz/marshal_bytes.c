@@ -82,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   p.data = (char *)data + 1;
   p.len = size - 1;
   p.n = data[0] & 15;
+  p.refs = !(data[0] & 16); /* bit 4: no back-references (marshal.h) */
   lua_pushcfunction(S, unpack_cf);
   lua_pushlightuserdata(S, &p);
   (void)lua_pcall(S, 1, 0, 0);

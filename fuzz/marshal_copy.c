@@ -102,7 +102,7 @@ static void dump(const sp_packed *p) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  sp_packed p = {NULL, 0, 0}, q = {NULL, 0, 0};
+  sp_packed p = {NULL, 0, 0, 0}, q = {NULL, 0, 0, 0};
   size_t wlen;
   const char *want;
   if (A == NULL) {

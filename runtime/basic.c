@@ -59,6 +59,11 @@ typedef struct framer {
   ** instance inherits for MAX_LENGTH, delimiter and lineReceived (the
   ** INH_ bits say which were looked up). */
   unsigned inherited;
+  /* Which of them the instance may have as its own fields (INH_ bits):
+  ** those it had when the chunk began, and any assigned since, as
+  ** line_newindex reports; all three when its class has another
+  ** __newindex (line_owned). Only these are read on every line. */
+  unsigned owned;
   size_t inh_maxlen;
   const char *inh_delim; /* anchored in user value FUV_INHDELIM */
   size_t inh_dlen;
@@ -102,7 +107,8 @@ enum {
   K_LENGTHLIMITEXCEEDED,
   K_WRITE,
   K_ISCLOSED,
-  K_NKEYS = K_ISCLOSED,
+  K_NEWINDEX,
+  K_NKEYS = K_NEWINDEX,
   K_LINELOOP /* not a key: the line_loop closure */
 };
 
@@ -116,7 +122,8 @@ static const char *const key_names[K_NKEYS] = {"transport",
                                                "stringReceived",
                                                "lengthLimitExceeded",
                                                "write",
-                                               "isClosed"};
+                                               "isClosed",
+                                               "__newindex"};
 
 /* [-0, +1, e] Push t[key] for the table (or object) at idx; key is one of
 ** the K_ names. Only in functions registered by luaopen_spindle__basic. */
@@ -378,7 +385,8 @@ static size_t get_maxlen(lua_State *L) {
 
 /* [-0, +1, e] self.MAX_LENGTH as a size (see FRAMER_IDX). */
 static size_t line_maxlen(lua_State *L, framer *f) {
-  if (rawgetk(L, K_MAX_LENGTH) != LUA_TNIL) return to_maxlen(L, -1);
+  if ((f->owned & INH_MAXLEN) && rawgetk(L, K_MAX_LENGTH) != LUA_TNIL)
+    return to_maxlen(L, -1);
   if (!(f->inherited & INH_MAXLEN)) {
     f->inh_maxlen = get_maxlen(L);
     f->inherited |= INH_MAXLEN;
@@ -400,7 +408,7 @@ static const char *check_delimiter(lua_State *L, size_t *dlen) {
 ** identifies it: a new delimiter voids `nodelim`. */
 static const char *line_delimiter(lua_State *L, framer *f, size_t *dlen) {
   const char *d;
-  if (rawgetk(L, K_DELIMITER) != LUA_TNIL) {
+  if ((f->owned & INH_DELIM) && rawgetk(L, K_DELIMITER) != LUA_TNIL) {
     d = check_delimiter(L, dlen);
     if (d == f->delim) return d;
     lua_pushvalue(L, -1);
@@ -425,7 +433,7 @@ static const char *line_delimiter(lua_State *L, framer *f, size_t *dlen) {
 /* [-0, +2, e] Push self.lineReceived (see FRAMER_IDX) on top of what its
 ** raw lookup left. */
 static void line_push_callback(lua_State *L, framer *f) {
-  if (rawgetk(L, K_LINERECEIVED) != LUA_TNIL) {
+  if ((f->owned & INH_LINERECEIVED) && rawgetk(L, K_LINERECEIVED) != LUA_TNIL) {
     lua_pushvalue(L, -1);
     return;
   }
@@ -528,6 +536,53 @@ static int raw_step(lua_State *L, framer *f) {
   return 1;
 }
 
+/* lr.__newindex(self, key, value): what assigning a field the instance
+** does not have yet does (rawset), telling the framer when the field is
+** MAX_LENGTH, delimiter or lineReceived, so that line_loop reads those
+** own fields on every line only once the instance has them. Inherited by
+** every subclass (spindle.class copies __newindex); a subclass with its
+** own __newindex gets every field read on every line instead. */
+static int line_newindex(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    unsigned bit =
+        lua_rawequal(L, 2, lua_upvalueindex(K_MAX_LENGTH))  ? INH_MAXLEN
+        : lua_rawequal(L, 2, lua_upvalueindex(K_DELIMITER)) ? INH_DELIM
+        : lua_rawequal(L, 2, lua_upvalueindex(K_LINERECEIVED))
+            ? INH_LINERECEIVED
+            : 0;
+    if (bit != 0 && lua_rawgetp(L, 1, &framer_key) != LUA_TNIL) {
+      framer *f = framer_test(L, -1);
+      if (f != NULL) f->owned |= bit;
+    }
+    lua_settop(L, 3);
+  }
+  lua_rawset(L, 1);
+  return 0;
+}
+
+/* [-0, +0, e] framer.owned for a new chunk of self (index 1): the own
+** fields it has now when its class's __newindex is line_newindex (which
+** reports those assigned later; a rawset is seen from the next chunk),
+** else all three. */
+static unsigned line_owned(lua_State *L) {
+  unsigned owned = INH_MAXLEN | INH_DELIM | INH_LINERECEIVED;
+  int top = lua_gettop(L);
+  if (lua_getmetatable(L, 1)) {
+    lua_pushvalue(L, lua_upvalueindex(K_NEWINDEX));
+    if (lua_rawget(L, -2) == LUA_TFUNCTION &&
+        lua_tocfunction(L, -1) == line_newindex) {
+      owned = 0;
+      if (rawgetk(L, K_MAX_LENGTH) != LUA_TNIL) owned |= INH_MAXLEN;
+      if (rawgetk(L, K_DELIMITER) != LUA_TNIL) owned |= INH_DELIM;
+      if (rawgetk(L, K_LINERECEIVED) != LUA_TNIL) owned |= INH_LINERECEIVED;
+    }
+  }
+  lua_settop(L, top);
+  return owned;
+}
+
 /* line_loop(self, data, framer) -> why: the body of line_dataReceived,
 ** run under one lua_pcall per chunk (not one per line); callbacks are
 ** plain calls whose errors unwind to it. */
@@ -536,6 +591,7 @@ static int line_loop(lua_State *L) {
   if (f == NULL) return luaL_typeerror(L, FRAMER_IDX, "framer");
   lua_settop(L, SLOT_TOP - 1);
   f->inherited = 0; /* a new chunk: look inherited fields up again */
+  f->owned = line_owned(L);
   for (;;) {
     if (pending_len(f) == 0 || f->paused) {
       lua_pushnil(L);
@@ -652,11 +708,11 @@ static int send_fast(lua_State *L, const char *line, size_t n) {
       n > UINT32_MAX)
     return 0;
   if (rawgetk(L, K_TRANSPORT) != LUA_TUSERDATA ||
-      lua_touserdata(L, 3) != f->tud)
+      lua_touserdata(L, -1) != f->tud)
     return 0;
-  t = rawgetk(L, K_DELIMITER);
+  t = (f->owned & INH_DELIM) ? rawgetk(L, K_DELIMITER) : LUA_TNIL;
   if (t == LUA_TSTRING) {
-    d = lua_tolstring(L, 4, &dlen);
+    d = lua_tolstring(L, -1, &dlen);
   } else if (t == LUA_TNIL && (f->inherited & INH_DELIM)) {
     d = f->inh_delim;
     dlen = f->inh_dlen;
@@ -675,10 +731,11 @@ static int send_fast(lua_State *L, const char *line, size_t n) {
 static int line_sendLine(lua_State *L) {
   size_t n, dlen;
   const char *line, *d;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TSTRING); /* no number coercion, as Twisted */
+  /* lua_type first: luaL_checktype's call only to raise (once per line). */
+  if (lua_type(L, 1) != LUA_TTABLE) luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_type(L, 2) != LUA_TSTRING) /* no number coercion, as Twisted */
+    luaL_checktype(L, 2, LUA_TSTRING);
   line = lua_tolstring(L, 2, &n);
-  lua_settop(L, 2);
   if (send_fast(L, line, n)) return 0;
   lua_settop(L, 2);
   getk(L, 1, K_TRANSPORT);
@@ -925,6 +982,7 @@ static const luaL_Reg basic_funcs[] = {
     {"setLineMode", line_setLineMode},
     {"clearLineBuffer", line_clearLineBuffer},
     {"sendLine", line_sendLine},
+    {"lineNewindex", line_newindex},
     {"setPaused", framer_setPaused},
     {"bufferInfo", framer_bufferInfo},
     {"netstringDataReceived", netstring_dataReceived},

@@ -152,9 +152,12 @@ int sp_pcall_with(lua_State *L, int nargs, int nresults,
 
 int sp_run_protected(lua_State *L, lua_CFunction fn, void *p) {
   int top = lua_gettop(L), status;
+  /* sp_pcall's handler pushed first rather than rotated in: this runs
+  ** for every libuv callback of a stream. */
+  lua_pushcfunction(L, pcall_handler ? pcall_handler : plain_handler);
   lua_pushcfunction(L, fn);
   lua_pushlightuserdata(L, p);
-  status = sp_pcall(L, 1, 0);
+  status = lua_pcall(L, 1, 0, top + 1);
   if (status != LUA_OK) sp_log_failure(L, -1, "Unhandled Error");
   lua_settop(L, top);
   return status;
@@ -358,7 +361,20 @@ static int core_strict(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg core_funcs[] = {{"strict", core_strict}, {NULL, NULL}};
+int sp_factory_buildProtocol(lua_State *L) {
+  if (lua_getfield(L, 1, "protocol") == LUA_TNIL)
+    return luaL_error(L,
+                      "Factory.buildProtocol: factory has no 'protocol' set");
+  lua_call(L, 0, 1);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "factory");
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"strict", core_strict},
+    {"buildProtocol", sp_factory_buildProtocol},
+    {NULL, NULL}};
 
 int luaopen_spindle__core(lua_State *L) {
   luaL_newlib(L, core_funcs);

@@ -121,4 +121,14 @@ void sp_shutdown(lua_State *L);
 /* spindle._core's opener (pool threads preload it in their states). */
 int luaopen_spindle__core(lua_State *L);
 
+/* f:buildProtocol(addr) -> protocol: an instance of f.protocol (called
+** with no arguments) whose `factory` field is f; raises "Factory.
+** buildProtocol: factory has no 'protocol' set" (at the caller) when
+** f.protocol is nil. It is spindle.protocol's Factory.buildProtocol; addr
+** is not used, so an accept path that finds this function as a factory's
+** buildProtocol (lua_tocfunction) may pass nil and make no address, the
+** garbage of every accepted connection otherwise. Loop thread. twisted
+** Factory.buildProtocol. */
+int sp_factory_buildProtocol(lua_State *L);
+
 #endif

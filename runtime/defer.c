@@ -7,14 +7,17 @@
 ** methods that append steps share struct Deferred and the slot layout
 ** below; splitting them would put that layout in a header.
 **
-** A Deferred is a userdata (struct Deferred) with six user values: the
+** A Deferred is a userdata (struct Deferred) with eight user values: the
 ** current result, the slots table, the canceller, a debug table (where it
 ** was made and first fired, when defer.setDebugging(true)), a table of
-** user fields and its unhandled-error sentinel. No registry refs: the
-** garbage collector sees every cycle.
+** user fields, its unhandled-error sentinel, and its first two slots. No
+** registry refs: the garbage collector sees every cycle.
 **
-** Steps live in the slots table, an array written from d->tail and read
-** from d->head. A step is a header integer (kind, which of callback and
+** Steps live in slots, an array written from d->tail and read from
+** d->head: slots 1 and 2 are user values (SLOTS_INLINE), the rest entries
+** of the slots table, made when first needed, so that a Deferred given
+** one or two plain callbacks (deferToThread's, most protocol code's)
+** makes no table. A step is a header integer (kind, which of callback and
 ** errback it has, callback and errback argument counts) followed by the
 ** functions it has (a missing one passes the result through) and the
 ** bound arguments, nils kept:
@@ -29,7 +32,8 @@
 ** outer one waiting on it (Twisted's _continuation); a STEP_CHAIN step
 ** ([header][chained Deferred]) is what chainDeferred adds. Consumed slots are
 ** cleared when a run settles; an empty queue starts again at slot 1, so a
-** Deferred allocates one table however many callbacks run through it.
+** Deferred allocates at most one table however many callbacks run
+** through it.
 **
 ** The runner (deferred_run, Twisted's _runCallbacks) is a loop with an
 ** explicit stack of chained Deferreds in a Lua table: a chain of any
@@ -58,8 +62,20 @@
 
 #define DEFERRED_MT "spindle.Deferred"
 
-enum { UV_RESULT = 1, UV_SLOTS, UV_CANCELLER, UV_DEBUG, UV_ATTRS, UV_SENTINEL };
-#define UV_COUNT UV_SENTINEL
+enum {
+  UV_RESULT = 1,
+  UV_SLOTS,
+  UV_CANCELLER,
+  UV_DEBUG,
+  UV_ATTRS,
+  UV_SENTINEL,
+  UV_INLINE /* slot 1; slot i is user value UV_INLINE - 1 + i */
+};
+/* How many of the first slots are user values instead of entries of the
+** slots table: a Deferred given one or two bare callbacks (a
+** deferToThread's addCallback) makes no table at all. */
+#define SLOTS_INLINE 2
+#define UV_COUNT (UV_INLINE + SLOTS_INLINE - 1)
 
 enum { STEP_PLAIN = 0, STEP_SHARED = 1, STEP_CONTINUE = 2, STEP_CHAIN = 3 };
 #define STEP_HASCB 4
@@ -247,6 +263,25 @@ static void slots_push(lua_State *L, int idx) {
   lua_setiuservalue(L, idx, UV_SLOTS);
 }
 
+/* [-0, +1, -] Push slot i of the Deferred at cur (an absolute index),
+** whose slots table is at stack index `slots` (run_steps keeps it
+** loaded while a slot past the inline ones is in use). Returns the
+** type. */
+static int slot_get(lua_State *L, int cur, int slots, lua_Integer i) {
+  if (i <= SLOTS_INLINE)
+    return lua_getiuservalue(L, cur, UV_INLINE - 1 + (int)i);
+  return lua_rawgeti(L, slots, i);
+}
+
+/* [-1, +0, -] Pop the value on top into slot i of the Deferred at cur
+** (absolute), whose slots table (for i > SLOTS_INLINE) is at tab. */
+static void slot_put(lua_State *L, int cur, int tab, lua_Integer i) {
+  if (i <= SLOTS_INLINE)
+    lua_setiuservalue(L, cur, UV_INLINE - 1 + (int)i);
+  else
+    lua_rawseti(L, tab, i);
+}
+
 /* [-0, +0, m] Append a step to the Deferred at idx. cb and eb are stack
 ** indexes of the callback and errback (0: pass through); the callback's
 ** nca arguments start at stack index ca, the errback's nea at ea. A
@@ -255,30 +290,34 @@ static void step_append(lua_State *L, int idx, int kind, int cb, int eb, int ca,
                         int nca, int ea, int nea) {
   Deferred *d = (Deferred *)lua_touserdata(L, idx);
   lua_Integer t = d->tail;
-  int i;
+  int i, tab = 0;
   if (kind != STEP_PLAIN) eb = nea = 0;
-  slots_push(L, idx);
+  idx = lua_absindex(L, idx);
+  if (t + 1 + (cb != 0) + (eb != 0) + nca + nea - 1 > SLOTS_INLINE) {
+    slots_push(L, idx);
+    tab = lua_gettop(L);
+  }
   lua_pushinteger(L, (lua_Integer)kind | (cb ? STEP_HASCB : 0) |
                          (eb ? STEP_HASEB : 0) | ((lua_Integer)nca << 4) |
                          ((lua_Integer)nea << 34));
-  lua_rawseti(L, -2, t++);
+  slot_put(L, idx, tab, t++);
   if (cb) {
     lua_pushvalue(L, cb);
-    lua_rawseti(L, -2, t++);
+    slot_put(L, idx, tab, t++);
   }
   if (eb) {
     lua_pushvalue(L, eb);
-    lua_rawseti(L, -2, t++);
+    slot_put(L, idx, tab, t++);
   }
   for (i = 0; i < nca; i++) {
     lua_pushvalue(L, ca + i);
-    lua_rawseti(L, -2, t++);
+    slot_put(L, idx, tab, t++);
   }
   for (i = 0; i < nea; i++) {
     lua_pushvalue(L, ea + i);
-    lua_rawseti(L, -2, t++);
+    slot_put(L, idx, tab, t++);
   }
-  lua_pop(L, 1);
+  if (tab) lua_pop(L, 1);
   d->tail = t;
 }
 
@@ -315,11 +354,22 @@ static void result_steal(lua_State *L) {
   lua_remove(L, -2);
 }
 
-/* [-0, +0, m] Set `n` slots from h to nil. */
-static void slots_clear(lua_State *L, int slots, lua_Integer h, lua_Integer n) {
-  for (lua_Integer i = 0; i < n; i++) {
+/* [-0, +0, -] Set `n` slots of the Deferred at cur from h to nil; its
+** slots table is loaded into stack slot `slots` (nil if it has none). */
+static void slots_clear(lua_State *L, int cur, int slots, lua_Integer h,
+                        lua_Integer n) {
+  lua_Integer i = h;
+  for (; i < h + n && i <= SLOTS_INLINE; i++) {
     lua_pushnil(L);
-    lua_rawseti(L, slots, h + i);
+    lua_setiuservalue(L, cur, UV_INLINE - 1 + (int)i);
+  }
+  if (i >= h + n) return;
+  lua_getiuservalue(L, cur, UV_SLOTS);
+  lua_replace(L, slots);
+  if (!lua_istable(L, slots)) return;
+  for (; i < h + n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, slots, i);
   }
 }
 
@@ -327,7 +377,7 @@ static void slots_clear(lua_State *L, int slots, lua_Integer h, lua_Integer n) {
 ** Deferred of a STEP_CONTINUE step at h; push that outer Deferred. */
 static void step_continue(lua_State *L, int cur, int slots, lua_Integer h) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur), *outer;
-  lua_rawgeti(L, slots, h + 1);
+  slot_get(L, cur, slots, h + 1);
   d->head = h + 2;
   outer = (Deferred *)lua_touserdata(L, -1);
   lua_getiuservalue(L, cur, UV_RESULT);
@@ -362,7 +412,7 @@ static void push_already_called(lua_State *L, int idx) {
 ** the first late fire after a cancel() without canceller is eaten. */
 static int step_chain(lua_State *L, int cur, int slots, lua_Integer h) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur), *d2;
-  lua_rawgeti(L, slots, h + 1);
+  slot_get(L, cur, slots, h + 1);
   d->head = h + 2;
   d2 = (Deferred *)lua_touserdata(L, -1);
   if (!d2->called) {
@@ -421,7 +471,7 @@ static int step_result(lua_State *L, int cur, int status) {
 ** result, else 0 (steps used up, or waiting on an inner Deferred). */
 static int run_steps(lua_State *L, int cur, int slots, int eh) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
-  lua_getiuservalue(L, cur, UV_SLOTS);
+  int loaded = lua_getiuservalue(L, cur, UV_SLOTS) == LUA_TTABLE;
   lua_replace(L, slots);
   /* Unlike Twisted, which checks `paused` only between Deferreds, a
   ** pause() inside a callback stops the run at once (API.md: while paused
@@ -430,8 +480,13 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
     lua_Integer h = d->head, hdr, fn, arg;
     StepLayout st;
     int n, status, i;
+    if (!loaded && d->tail > SLOTS_INLINE + 1) {
+      /* A step run added slots past the inline ones: the table is new. */
+      loaded = lua_getiuservalue(L, cur, UV_SLOTS) == LUA_TTABLE;
+      lua_replace(L, slots);
+    }
     lua_getiuservalue(L, cur, UV_RESULT);
-    if (lua_rawgeti(L, slots, h) != LUA_TNUMBER) { /* bare callback */
+    if (slot_get(L, cur, slots, h) != LUA_TNUMBER) { /* bare callback */
       d->head = h + 1;
       if (is_failure(L, -2)) {
         lua_pop(L, 2);
@@ -463,11 +518,11 @@ static int run_steps(lua_State *L, int cur, int slots, int eh) {
       lua_pop(L, 1);
       continue;
     }
-    lua_rawgeti(L, slots, fn);
+    slot_get(L, cur, slots, fn);
     lua_insert(L, -2);
     if (n > 0) {
       luaL_checkstack(L, n, "too many callback arguments");
-      for (i = 0; i < n; i++) lua_rawgeti(L, slots, arg + i);
+      for (i = 0; i < n; i++) slot_get(L, cur, slots, arg + i);
     }
   call:
     d->running = 1;
@@ -509,16 +564,13 @@ static void deferred_settle(lua_State *L, int cur, int slots) {
     if (d->tail > 25) {
       lua_pushnil(L);
       lua_setiuservalue(L, cur, UV_SLOTS);
+      slots_clear(L, cur, slots, d->clean, SLOTS_INLINE + 1 - d->clean);
     } else {
-      lua_getiuservalue(L, cur, UV_SLOTS);
-      lua_replace(L, slots);
-      slots_clear(L, slots, d->clean, d->tail - d->clean);
+      slots_clear(L, cur, slots, d->clean, d->tail - d->clean);
     }
     d->head = d->tail = d->clean = 1;
   } else if (d->clean < d->head) {
-    lua_getiuservalue(L, cur, UV_SLOTS);
-    lua_replace(L, slots);
-    slots_clear(L, slots, d->clean, d->head - d->clean);
+    slots_clear(L, cur, slots, d->clean, d->head - d->clean);
     d->clean = d->head;
   }
 }
@@ -625,9 +677,15 @@ static int deferred_addCallback(lua_State *L) {
   Deferred *d = deferred_self(L, 1);
   method_callable(L, 2);
   if (n > 2) return add_step(L, STEP_PLAIN, 2, 0, 3, n - 2, 0, 0);
-  slots_push(L, 1); /* the common case: a bare callable in one slot */
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, d->tail++);
+  /* The common case: a bare callable in one slot. */
+  if (d->tail <= SLOTS_INLINE) {
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 1, UV_INLINE - 1 + (int)d->tail++);
+  } else {
+    slots_push(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, d->tail++);
+  }
   if (d->called) deferred_run(L, 1);
   lua_pushvalue(L, 1);
   return 1;
@@ -1027,6 +1085,14 @@ void sp_deferred_callback(lua_State *L, int d, int v) {
   d = lua_absindex(L, d);
   v = lua_absindex(L, v);
   deferred_check(L, d);
+  if (deferred_test(L, v) != NULL)
+    luaL_error(L, "a Deferred cannot be a Deferred's result");
+  deferred_start(L, d, v);
+}
+
+void sp_deferred_callback_known(lua_State *L, int d, int v) {
+  d = lua_absindex(L, d);
+  v = lua_absindex(L, v);
   if (deferred_test(L, v) != NULL)
     luaL_error(L, "a Deferred cannot be a Deferred's result");
   deferred_start(L, d, v);

@@ -16,6 +16,11 @@ int sp_deferred_is(lua_State *L, int idx);
 ** raises AlreadyCalledError as the Lua method does. */
 void sp_deferred_callback(lua_State *L, int d, int v);
 
+/* [-0, +0, e] sp_deferred_callback for a value at d known to be a
+** Deferred (one the caller made with sp_deferred_new and kept): d is not
+** checked, which saves a registry lookup per result (pool.c). */
+void sp_deferred_callback_known(lua_State *L, int d, int v);
+
 /* [-0, +0, e] d:errback(f) for the Deferred at d and the Failure or error
 ** value at f (wrapped in a Failure). */
 void sp_deferred_errback(lua_State *L, int d, int f);

@@ -26,15 +26,26 @@
 **
 ** Anything else (userdata, coroutines, C functions that are no module's
 ** field) raises threads.TransferError naming the argument and the path
-** inside it. Packing writes into a userdata-owned buffer, so an error
-** frees it. Unpacking checks the buffer's structure (a message not
-** written by pack raises "corrupt message", fuzz/marshal_bytes.c) but
-** trusts the bytecode in it, as lua_load does: only pack writes it.
+** inside it. Packing writes into a buffer on the C stack, then a
+** collected userdata (no finalizer), so an error frees it. Unpacking
+** checks the buffer's structure (a message not written by pack raises
+** "corrupt message", fuzz/marshal_bytes.c) but trusts the bytecode in
+** it, as lua_load does: only pack writes it.
 **
-** Length: about 1000 lines, on purpose: pack and unpack mirror each other
+** What repeats is cached, for the thread pool's round trips: a state
+** keeps each Lua function's dump (a weak table keyed by the function; a
+** function packed before is not looked up among module fields again),
+** and a dump carries a hash of its bytecode by which a worker's state
+** finds the function it loaded before (sp_marshal_unpack_call) and only
+** sets its upvalues. Tables and functions met are remembered in a small C
+** array before a Lua table is needed, and the unpacker keeps its table of
+** ids only for a message that refers back (sp_packed.refs).
+**
+** Length: about 1400 lines, on purpose: pack and unpack mirror each other
 ** tag by tag and stay side by side so that a change to one is seen in the
-** other.
+** other, and the caches belong to them.
 */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,11 +92,35 @@ typedef struct box {
   size_t len, cap;
 } box;
 
+/* How many tables, functions and upvalues a pack remembers in C before
+** it needs a Lua table for them. */
+#define SEEN_FAST 16
+
+/* A message being written: first in `inl` on the C stack (most messages
+** fit, and nothing is allocated), then in a plain userdata (no finalizer:
+** the collector frees it, on an error too) kept at stack index `slot`
+** and replaced by a bigger one as it grows; copied out at the end. */
+#define BUF_INLINE 512
+
+typedef struct buf {
+  char *data;
+  size_t len, cap;
+  int slot;
+  char inl[BUF_INLINE];
+} buf;
+
 typedef struct enc {
   lua_State *L;
-  box *b;
-  int seen;  /* stack index: value or upvalue id -> id */
-  int index; /* stack index of the module index, 0 until needed */
+  buf b[1];
+  int seen;  /* stack index: address -> id, 0 while `fast` suffices */
+  int nfast; /* entries in fast */
+  struct {
+    const void *p;
+    lua_Integer id;
+  } fast[SEEN_FAST];
+  int backrefs; /* T_REF or T_UPREF written */
+  int index;    /* stack index of the module index's slot (pack's) */
+  int indexed;  /* the slot holds the index */
   int nextid;
   int depth;
   int rebuilt; /* the index was rebuilt during this pack */
@@ -118,14 +153,36 @@ static box *box_new(lua_State *L) {
   return b;
 }
 
+/* Clear what a pack reads before writing (not the arrays, most of
+** which a small message never touches). */
+static void enc_init(enc *e, lua_State *L) {
+  e->L = L;
+  e->seen = e->nfast = e->backrefs = 0;
+  e->index = e->indexed = e->nextid = e->depth = e->rebuilt = 0;
+  e->what = NULL;
+  e->argn = 0;
+  e->pathlen = 0;
+}
+
+/* [-0, +1, -] Start e's buffer; its stack slot (nil until it outgrows
+** the inline part) stays pushed. */
+static void buf_init(enc *e) {
+  e->b->cap = BUF_INLINE;
+  e->b->len = 0;
+  e->b->data = e->b->inl;
+  lua_pushnil(e->L);
+  e->b->slot = lua_gettop(e->L);
+}
+
 static void put(enc *e, const void *p, size_t n) {
-  box *b = e->b;
+  buf *b = e->b;
   if (b->cap - b->len < n) {
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap;
     char *d;
     while (cap - b->len < n) cap *= 2;
-    d = realloc(b->data, cap);
-    if (d == NULL) luaL_error(e->L, "not enough memory");
+    d = lua_newuserdatauv(e->L, cap, 0);
+    memcpy(d, b->data, b->len);
+    lua_replace(e->L, b->slot);
     b->data = d;
     b->cap = cap;
   }
@@ -341,10 +398,8 @@ static void index_get(enc *e, int force) {
   lua_rawgeti(L, cache, 1);
   lua_replace(L, loaded);
   lua_settop(L, loaded);
-  if (e->index)
-    lua_replace(L, e->index);
-  else
-    e->index = lua_gettop(L);
+  lua_replace(L, e->index);
+  e->indexed = 1;
 }
 
 /* [-0, +0, e] Write the value at idx as a module reference if it is one;
@@ -353,7 +408,7 @@ static int put_module(enc *e, int idx) {
   lua_State *L = e->L;
   size_t n;
   const char *name;
-  if (!e->index) index_get(e, 0);
+  if (!e->indexed) index_get(e, 0);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->index) != LUA_TSTRING) {
     lua_pop(L, 1);
@@ -434,21 +489,56 @@ static void put_errortype(enc *e, int idx, lua_Integer id) {
 /* ---------------------------------------------------------------- */
 /* Packing                                                             */
 
-/* [-0, +0, e] If the table or function at idx was met before, write a
-** reference and return 1; else give it the next id, write `tag` and it. */
-static int put_ref(enc *e, int idx, int tag) {
+/* [-0, +0, m] The id remembered for address p, or 0. */
+static lua_Integer seen_get(enc *e, const void *p) {
+  lua_Integer id;
+  for (int i = 0; i < e->nfast; i++)
+    if (e->fast[i].p == p) return e->fast[i].id;
+  if (e->nfast < SEEN_FAST) return 0;
+  lua_pushlightuserdata(e->L, (void *)p);
+  id = lua_rawget(e->L, e->seen) == LUA_TNUMBER ? lua_tointeger(e->L, -1) : 0;
+  lua_pop(e->L, 1);
+  return id;
+}
+
+/* [-0, +0, m] Remember id for address p: in the C array while it has
+** room (most messages hold a few tables and functions), then in a Lua
+** table in the slot pack reserved, which takes the array's entries. */
+static void seen_set(enc *e, const void *p, lua_Integer id) {
   lua_State *L = e->L;
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+  if (e->nfast < SEEN_FAST) {
+    e->fast[e->nfast].p = p;
+    e->fast[e->nfast++].id = id;
+    if (e->nfast < SEEN_FAST) return;
+    lua_createtable(L, 0, 2 * SEEN_FAST);
+    for (int i = 0; i < SEEN_FAST; i++) {
+      lua_pushlightuserdata(L, (void *)e->fast[i].p);
+      lua_pushinteger(L, e->fast[i].id);
+      lua_rawset(L, -3);
+    }
+    lua_replace(L, e->seen);
+    return;
+  }
+  lua_pushlightuserdata(L, (void *)p);
+  lua_pushinteger(L, id);
+  lua_rawset(L, e->seen);
+}
+
+/* [-0, +0, e] If the table or function at idx was met before, write a
+** reference and return 1; else give it the next id, write `tag` and it.
+** Values are told apart by address: every one met is reachable from the
+** values being packed, so none is collected (and its address reused)
+** before the pack ends. */
+static int put_ref(enc *e, int idx, int tag) {
+  const void *p = lua_topointer(e->L, idx);
+  lua_Integer id = seen_get(e, p);
+  if (id != 0) {
     put_tag(e, T_REF);
-    put_int(e, lua_tointeger(L, -1));
-    lua_pop(L, 1);
+    put_int(e, id);
+    e->backrefs = 1;
     return 1;
   }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, ++e->nextid);
-  lua_rawset(L, e->seen);
+  seen_set(e, p, ++e->nextid);
   put_tag(e, tag);
   put_int(e, e->nextid);
   return 0;
@@ -488,26 +578,79 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return 0;
 }
 
-/* [-0, +0, e] A Lua function: bytecode, then its upvalues. */
-static void put_function(enc *e, int idx) {
+/* Registry key: a weak-keyed table, Lua function -> its dump string (an
+** 8-byte FNV-1a hash of the bytecode, then the bytecode), so a function
+** sent again is not dumped again and a worker finds its copy by hash. */
+static const char dumps_key = 'D';
+
+static uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 14695981039346656037u;
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+  return h;
+}
+
+/* [-0, +1, e] The dump string of the Lua function at idx, from the cache
+** or made now (lua_dump, debug information kept for tracebacks). */
+static void dump_push(enc *e, int idx) {
   lua_State *L = e->L;
-  size_t lenat, start, saved = e->pathlen;
+  enc tmp;
+  uint64_t h;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &dumps_key);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  enc_init(&tmp, L);
+  buf_init(&tmp);
+  h = 0;
+  put(&tmp, &h, sizeof h);
+  lua_pushvalue(L, idx);
+  lua_dump(L, dump_writer, &tmp, 0);
+  lua_pop(L, 1);
+  h = fnv1a(tmp.b->data + sizeof h, tmp.b->len - sizeof h);
+  memcpy(tmp.b->data, &h, sizeof h);
+  lua_pushlstring(L, tmp.b->data, tmp.b->len);
+  lua_remove(L, -2);
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_remove(L, -2);
+}
+
+/* [-(0|1), +0, e] A Lua function: its dump string (at the top of the
+** stack when `dumped`, popped), then its upvalues. */
+static void put_function(enc *e, int idx, int dumped) {
+  lua_State *L = e->L;
+  size_t n, saved = e->pathlen;
+  const char *s;
   lua_Integer myid;
   int i;
-  if (put_ref(e, idx, T_FUNC)) return;
+  if (put_ref(e, idx, T_FUNC)) {
+    if (dumped) lua_pop(L, 1);
+    return;
+  }
   myid = e->nextid;
-  lenat = e->b->len;
-  put(e, &lenat, sizeof lenat);
-  start = e->b->len;
-  lua_pushvalue(L, idx);
-  lua_dump(L, dump_writer, e, 0);
+  if (!dumped) dump_push(e, idx);
+  s = lua_tolstring(L, -1, &n);
+  put_str(e, s, n);
   lua_pop(L, 1);
-  lenat = e->b->len - start;
-  memcpy(e->b->data + start - sizeof lenat, &lenat, sizeof lenat);
   for (i = 1; lua_getupvalue(L, idx, i) != NULL; i++) lua_pop(L, 1);
   put_tag(e, i - 1);
   for (i = 1; i < 256; i++) {
     const char *name = lua_getupvalue(L, idx, i);
+    void *upid;
+    lua_Integer code;
     if (name == NULL) break;
     if (strcmp(name, "_ENV") == 0) {
       /* Whatever the sender's environment was (busted gives spec files
@@ -516,20 +659,18 @@ static void put_function(enc *e, int idx) {
       lua_pop(L, 1);
       continue;
     }
-    lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
-    if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
-      lua_Integer code = lua_tointeger(L, -1);
+    upid = lua_upvalueid(L, idx, i);
+    if ((code = seen_get(e, upid)) != 0) {
       put_tag(e, T_UPREF);
       put_int(e, code);
+      e->backrefs = 1;
     } else {
-      lua_pushlightuserdata(L, lua_upvalueid(L, idx, i));
-      lua_pushinteger(L, myid * 256 + i);
-      lua_rawset(L, e->seen);
+      seen_set(e, upid, myid * 256 + i);
       path_add(e, " upvalue '%s'", *name ? name : "?");
-      put_value(e, lua_gettop(L) - 1);
+      put_value(e, lua_gettop(L));
       e->pathlen = saved;
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
   }
 }
 
@@ -616,9 +757,30 @@ static int put_byname(enc *e, int idx) {
   return 0;
 }
 
+/* [-0, +(0|1), m] If the value at idx is a Lua function packed before,
+** push its dump string and return 1. It was then found to be no module's
+** field, and is taken not to have become one since (looking again costs
+** a walk of package.loaded per message). */
+static int dump_find(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx)) return 0;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) == LUA_TTABLE) {
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TSTRING) {
+      lua_remove(L, -2);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
 static void put_value(enc *e, int idx) {
   lua_State *L = e->L;
-  if (put_scalar(e, idx) || put_byname(e, idx)) return;
+  int dumped;
+  if (put_scalar(e, idx)) return;
+  dumped = dump_find(L, idx);
+  if (!dumped && put_byname(e, idx)) return;
   if (e->depth >= MAX_DEPTH) {
     char why[64];
     snprintf(why, sizeof why, " (nested more than %d levels deep)", MAX_DEPTH);
@@ -627,7 +789,7 @@ static void put_value(enc *e, int idx) {
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   e->depth++;
   if (lua_type(L, idx) == LUA_TFUNCTION)
-    put_function(e, idx);
+    put_function(e, idx, dumped);
   else
     put_table(e, idx);
   e->depth--;
@@ -635,27 +797,89 @@ static void put_value(enc *e, int idx) {
 
 void sp_marshal_pack(lua_State *L, int idx, int n, const char *what, int first,
                      sp_packed *out) {
+  sp_marshal_pack_room(L, idx, n, what, first, out, 0, NULL, NULL);
+}
+
+void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
+                           int first, sp_packed *out, size_t room, void *reuse,
+                           size_t *cap) {
   enc e;
   int top;
+  size_t need;
+  char *block;
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 24, NULL);
-  memset(&e, 0, sizeof e);
-  e.L = L;
+  enc_init(&e, L);
   e.what = what;
-  e.b = box_new(L);
+  buf_init(&e);
   top = lua_gettop(L);
-  lua_newtable(L);
+  lua_pushnil(L); /* the seen table's slot, filled when needed */
   e.seen = lua_gettop(L);
+  lua_pushnil(L); /* the module index's slot, likewise */
+  e.index = lua_gettop(L);
   for (int i = 0; i < n; i++) {
     e.argn = first + i;
     e.pathlen = 0;
     put_value(&e, idx + i);
   }
-  out->data = e.b->data;
+  need = room + (e.b->len ? e.b->len : 1);
+  if (reuse != NULL && *cap >= need) {
+    block = reuse;
+  } else {
+    block = malloc(need);
+    if (block == NULL) luaL_error(L, "not enough memory");
+    if (cap != NULL) *cap = need;
+  }
+  memset(block, 0, room);
+  out->data = block + room;
+  memcpy(out->data, e.b->data, e.b->len);
   out->len = e.b->len;
   out->n = n;
-  e.b->data = NULL;
+  out->refs = e.backrefs;
   lua_settop(L, top - 1);
+  return block;
+}
+
+size_t sp_marshal_scalar(lua_State *L, int idx, char *buf) {
+  unsigned char *m = (unsigned char *)buf;
+  size_t len = 1;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      m[0] = T_NIL;
+      break;
+    case LUA_TBOOLEAN:
+      m[0] = lua_toboolean(L, idx) ? T_TRUE : T_FALSE;
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        m[0] = T_INT;
+        memcpy(m + 1, &i, sizeof i);
+        len += sizeof i;
+      } else {
+        lua_Number x = lua_tonumber(L, idx);
+        m[0] = T_FLT;
+        memcpy(m + 1, &x, sizeof x);
+        len += sizeof x;
+      }
+      break;
+    default:
+      return 0;
+  }
+  return len;
+}
+
+int sp_marshal_pack_scalar(lua_State *L, int idx, sp_packed *out) {
+  char m[SP_MARSHAL_SCALAR];
+  size_t len = sp_marshal_scalar(L, idx, m);
+  if (len == 0) return 0;
+  out->data = malloc(len);
+  if (out->data == NULL) return 0;
+  memcpy(out->data, m, len);
+  out->len = len;
+  out->n = 1;
+  out->refs = 0;
+  return 1;
 }
 
 void sp_marshal_free(sp_packed *p) {
@@ -670,8 +894,11 @@ void sp_marshal_free(sp_packed *p) {
 typedef struct dec {
   lua_State *L;
   const char *p, *end;
-  int refs;  /* stack index: id -> value */
-  int depth; /* tables and functions being read, as pack's MAX_DEPTH */
+  int refs;    /* stack index: id -> value; 0 if the message has no refs */
+  int cache;   /* stack index of the prototype cache, 0 if not used */
+  int cacheok; /* the next function may come from the cache */
+  int depth;   /* tables and functions being read, as pack's MAX_DEPTH */
+  lua_Integer serial; /* this unpack's number, for the cache */
 } dec;
 
 /* [-0, +1, v] Refuse the message. Pack only writes what unpack reads, so
@@ -710,6 +937,7 @@ static const char *get_str(dec *d, size_t *n) {
 static void get_value(dec *d, int tag);
 
 static void set_ref(dec *d, lua_Integer id) {
+  if (d->refs == 0) return; /* nothing refers back to it */
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->refs, id);
 }
@@ -753,14 +981,93 @@ static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
   return *size ? c->p : NULL;
 }
 
+/* The prototype cache of a worker's state (sp_marshal_unpack_call): a
+** table the caller keeps, hash -> {function, dump string, serial}, with
+** "n" (entries). A function found there is reused, its upvalues set
+** afresh from the message, unless this unpack already used it (two
+** closures of one prototype: each unpack has its own serial) or it was
+** joined to another's upvalue (it is then dropped from the cache). */
+#define PROTOS_MAX 256
+static atomic_llong unpack_serial;
+
+/* [-0, +1, e] Load the function whose dump string (hash, bytecode) is
+** c; push it. */
+static void function_load(lua_State *L, const char *s, size_t n) {
+  chunk c;
+  c.p = s + sizeof(uint64_t);
+  c.n = n - sizeof(uint64_t);
+  if (lua_load(L, chunk_reader, &c, "=(copied function)", "b") != LUA_OK)
+    lua_error(L);
+}
+
+/* [-0, +1, e] The function for dump string s from the cache (returns 1)
+** or loaded, and cached unless an entry for it is in use (0). */
+static int function_cached(dec *d, const char *s, size_t n) {
+  lua_State *L = d->L;
+  uint64_t h;
+  size_t m;
+  const char *t;
+  memcpy(&h, s, sizeof h);
+  if (lua_rawgeti(L, d->cache, (lua_Integer)h) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 2);
+    t = lua_tolstring(L, -1, &m);
+    lua_pop(L, 1);
+    if (m == n && memcmp(s, t, n) == 0) {
+      if (lua_rawgeti(L, -1, 3) == LUA_TNUMBER &&
+          lua_tointeger(L, -1) != d->serial) {
+        lua_pop(L, 1);
+        lua_pushinteger(L, d->serial);
+        lua_rawseti(L, -2, 3);
+        lua_rawgeti(L, -1, 1);
+        lua_remove(L, -2);
+        return 1;
+      }
+      lua_pop(L, 2);
+      function_load(L, s, n); /* in use in this message: a fresh one */
+      return 0;
+    }
+  }
+  lua_pop(L, 1);
+  function_load(L, s, n);
+  lua_getfield(L, d->cache, "n");
+  if (lua_tointeger(L, -1) >= PROTOS_MAX) { /* full: start again */
+    lua_pushnil(L);
+    while (lua_next(L, d->cache) != 0) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, d->cache); /* clearing a field while traversing */
+    }
+    lua_pushinteger(L, 0);
+    lua_replace(L, -2);
+  }
+  lua_pushinteger(L, lua_tointeger(L, -1) + 1);
+  lua_setfield(L, d->cache, "n");
+  lua_pop(L, 1);
+  lua_createtable(L, 3, 0);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 1);
+  lua_pushlstring(L, s, n);
+  lua_rawseti(L, -2, 2);
+  lua_pushinteger(L, d->serial);
+  lua_rawseti(L, -2, 3);
+  lua_rawseti(L, d->cache, (lua_Integer)h);
+  return 0;
+}
+
 static void get_function(dec *d) {
   lua_State *L = d->L;
   lua_Integer id = get_int(d);
-  chunk c;
-  int f, nup;
-  c.p = get_str(d, &c.n);
-  if (lua_load(L, chunk_reader, &c, "=(copied function)", "b") != LUA_OK)
-    lua_error(L);
+  const char *s;
+  size_t n;
+  int f, nup, cached = 0, cacheok = d->cacheok;
+  d->cacheok = 0;
+  s = get_str(d, &n);
+  if (n < sizeof(uint64_t)) corrupt(d);
+  if (cacheok && d->cache)
+    cached = function_cached(d, s, n);
+  else
+    function_load(L, s, n);
   f = lua_gettop(L);
   set_ref(d, id);
   nup = get_tag(d);
@@ -768,7 +1075,8 @@ static void get_function(dec *d) {
     int tag = get_tag(d);
     if (tag == T_UPREF) {
       lua_Integer code = get_int(d);
-      if (code < 0) corrupt(d);
+      /* A message without back-references has no table to index. */
+      if (code < 0 || d->refs == 0) corrupt(d);
       lua_rawgeti(L, d->refs, code / 256);
       /* lua_upvaluejoin checks nothing: both upvalues must exist. */
       if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
@@ -778,8 +1086,17 @@ static void get_function(dec *d) {
       lua_pop(L, 2);
       lua_upvaluejoin(L, f, i, -1, (int)(code % 256));
       lua_pop(L, 1);
+      if (cached) { /* joined for good: no longer reusable */
+        uint64_t h;
+        memcpy(&h, s, sizeof h);
+        lua_pushnil(L);
+        lua_rawseti(L, d->cache, (lua_Integer)h);
+        cached = 0;
+      }
     } else {
+      d->cacheok = cacheok; /* what a reused function closes over */
       get_value(d, tag);
+      d->cacheok = 0;
       if (lua_setupvalue(L, f, i) == NULL) lua_pop(L, 1);
     }
   }
@@ -897,6 +1214,8 @@ static void get_value(dec *d, int tag) {
   lua_State *L = d->L;
   size_t n;
   const char *s;
+  int cacheok = d->cacheok;
+  d->cacheok = 0;
   luaL_checkstack(L, 16, "value nested too deeply to copy");
   if (d->depth > 2 * MAX_DEPTH) corrupt(d); /* keys and leaves count too */
   d->depth++;
@@ -930,9 +1249,11 @@ static void get_value(dec *d, int tag) {
       get_table(d, 1);
       break;
     case T_FUNC:
+      d->cacheok = cacheok;
       get_function(d);
       break;
     case T_REF:
+      if (d->refs == 0) corrupt(d); /* the message said it has none */
       lua_rawgeti(L, d->refs, get_int(d));
       break;
     case T_GLOBALS:
@@ -957,20 +1278,71 @@ static void get_value(dec *d, int tag) {
   d->depth--;
 }
 
-int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
+/* [-0, +n, e] Unpack p; with a prototype cache (cache: its absolute
+** stack index, else 0), its first value (the function of a call) and
+** the functions it closes over may be reused from it. */
+static int unpack(lua_State *L, const sp_packed *p, int cache) {
   dec d;
-  int base;
   luaL_checkstack(L, p->n + 16, "too many values to copy");
+  memset(&d, 0, sizeof d);
   d.L = L;
   d.p = p->data;
   /* An empty message may have no buffer at all (NULL + 0 is undefined). */
   d.end = p->len > 0 ? p->data + p->len : p->data;
-  d.depth = 0;
-  lua_newtable(L);
-  d.refs = base = lua_gettop(L);
-  for (int i = 0; i < p->n; i++) get_value(&d, get_tag(&d));
-  lua_remove(L, base);
+  if (p->refs) {
+    lua_newtable(L);
+    d.refs = lua_gettop(L);
+  }
+  if (cache) {
+    d.cache = cache;
+    d.serial = (lua_Integer)atomic_fetch_add_explicit(&unpack_serial, 1,
+                                                      memory_order_relaxed);
+  }
+  for (int i = 0; i < p->n; i++) {
+    d.cacheok = cache && i == 0;
+    get_value(&d, get_tag(&d));
+  }
+  if (d.refs) lua_remove(L, d.refs);
   return p->n;
+}
+
+int sp_marshal_unpack(lua_State *L, const sp_packed *p) {
+  return unpack(L, p, 0);
+}
+
+int sp_marshal_unpack_scalar(lua_State *L, const sp_packed *p) {
+  const unsigned char *s = (const unsigned char *)p->data;
+  if (p->n != 1 || p->len == 0) return 0;
+  if (p->len == 1) {
+    switch (s[0]) {
+      case T_NIL:
+        lua_pushnil(L);
+        return 1;
+      case T_FALSE:
+      case T_TRUE:
+        lua_pushboolean(L, s[0] == T_TRUE);
+        return 1;
+      default:
+        return 0;
+    }
+  }
+  if (p->len == 1 + sizeof(lua_Integer) && s[0] == T_INT) {
+    lua_Integer i;
+    memcpy(&i, s + 1, sizeof i);
+    lua_pushinteger(L, i);
+    return 1;
+  }
+  if (p->len == 1 + sizeof(lua_Number) && s[0] == T_FLT) {
+    lua_Number x;
+    memcpy(&x, s + 1, sizeof x);
+    lua_pushnumber(L, x);
+    return 1;
+  }
+  return 0;
+}
+
+int sp_marshal_unpack_call(lua_State *L, const sp_packed *p, int cache) {
+  return unpack(L, p, lua_absindex(L, cache));
 }
 
 /* ---------------------------------------------------------------- */

@@ -15,20 +15,59 @@
 ** worker). blockingCallFromThread posts the same way and then waits on
 ** a condition for the answer.
 **
-** Threads start lazily, one when work is queued and no worker is idle,
-** up to `max` (10 by default, Twisted's); a worker beyond a lowered max
-** ends when it next looks for work. Workers live until the pool stops
-** (Twisted's ThreadPool keeps them too); min is 0.
+** Wake-ups are batched both ways, steered by how long calls have been taking
+** (pool.avg, a moving average; long until measured, and again after a call
+** blocked or ran past HOLD_NS). While calls are short (under SHORT_NS), an
+** awake worker takes up to BATCH_MAX of them per lock and the main thread wakes
+** a sleeping worker only when the queue holds more than 4 * BATCH_MAX calls per
+** awake worker; while they are long, a worker takes one and a sleeping worker
+** is woken for every call the awake, idle workers will not take (as before:
+** long calls run side by side). A worker whose call ran past HOLD_NS puts the
+** rest of its batch back and wakes or starts others, so the calls batched
+** behind a long call among short ones wait for that one call (the price of
+** batching, paid once per switch from short calls to long ones). A worker holds
+** its results back and posts them as one message (one inbox lock, one uv_async)
+** after its batch or when the oldest has waited HOLD_NS; the loop thread
+** delivers them under one protected call. Whatever else it posts
+** (callFromThread, log lines, blockingCallFromThread) goes at once, after the
+** results held before it, so the loop thread sees one worker's messages in the
+** order it sent them. A worker about to block in blockingCallFromThread first
+** puts the calls of its batch it has not started back at the head of the queue.
+**
+** Threads start lazily, one when work is queued and no worker is idle (while
+** calls are short: one per 4 * BATCH_MAX queued calls beyond the running
+** workers), up to `max` (10 by default, Twisted's), from the main thread or
+** from a worker giving its batch back; joined by the main thread only. A worker
+** beyond a lowered max ends when it next looks for work. Workers live until the
+** pool stops (Twisted's ThreadPool keeps them too); min is 0.
+**
+** What a deferToThread round trip allocates is reused: a call and its
+** message are one block, a result's reply carries that block back to the
+** main thread (`spares`), and reply blocks go out again with later calls;
+** the Deferred's registry slot comes from slots results gave back. A
+** result that is one nil, boolean or number travels inside its reply and
+** needs no protected call on either side.
 **
 ** LOCKING RULE: one mutex, pool.lock, guards every field of `pool`, the
-** queue, every worker's fields and every bcall's fields. It is held only
+** queue, every worker's fields and every bcall's fields, but a worker's
+** own batch, held replies and noted function (rest, held, heldtail,
+** since, noted: touched only by that worker's thread), its `running`
+** text (its own runlock, taken after pool.lock when both are), stop_seen
+** (an atomic copy of pool.stopping, read between the calls of a batch),
+** and the main thread's spares and spare registry slots (main thread
+** only). It is held only
 ** to move pointers and counters and to wait on or signal a condition:
 ** never while running Lua, packing or unpacking, joining a thread or
 ** posting to the inbox (sp_loop_post takes the inbox's own lock, so the
 ** order pool.lock -> inbox lock never happens). The main Lua state is
 ** touched only on the loop thread; a worker's state only by its worker.
+**
+** Length: about 1400 lines, on purpose: the queue, the workers'
+** batching and the replies share the one lock and its rule, so they stay
+** in the file that states it.
 */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,17 +81,25 @@
 #include "worker.h"
 
 #define DEFAULT_MAX 10
+#define BATCH_MAX 16
+#define HOLD_NS 1000000 /* how long a worker may hold a result back */
+#define SHORT_NS 50000  /* calls shorter than this are batched */
 #define BCALL_MT "spindle.BlockingCall"
 
 typedef enum { W_CALL, W_DEFER } work_kind;
+
+struct reply;
 
 /* A queued call: callInThread or deferToThread. */
 typedef struct work {
   struct work *next;
   work_kind kind;
   int ref;        /* W_DEFER: the Deferred, main registry ref */
-  sp_packed call; /* the function, then its arguments */
-  char what[96];  /* where the function was defined, "file:line" */
+  sp_packed call; /* the function, then its arguments, in the job's own
+                  ** block (sp_marshal_pack_room) */
+  size_t cap;     /* the block's size */
+  /* W_DEFER: a reply block for the result (uninitialized), or NULL. */
+  struct reply *spare;
 } work;
 
 /* A blockingCallFromThread in flight: the worker waits on `cond` until
@@ -69,9 +116,21 @@ typedef struct bcall {
 typedef struct worker {
   struct worker *next;
   uv_thread_t tid;
-  int exited;       /* the thread has left its loop: join it */
-  bcall *waiting;   /* its blockingCallFromThread, if any */
-  char running[96]; /* its job's `what` while it runs one, else "" */
+  int exited;     /* the thread has left its loop: join it */
+  bcall *waiting; /* its blockingCallFromThread, if any */
+  int inbatch;    /* it is running a batch of calls */
+  /* Where the function it runs (or last ran) was defined, "file:line";
+  ** shown while inbatch. Guarded by runlock, which the worker takes
+  ** only when the function changes, so that the inspector's view costs
+  ** no lock per call. */
+  uv_mutex_t runlock;
+  char running[96];
+  const void *noted; /* the function running names (worker's own) */
+  /* The worker's own (no lock): the calls of its batch not started yet,
+  ** and the replies it holds back, oldest first, since `since` (ns). */
+  work *rest;
+  struct reply *held, *heldtail;
+  uint64_t since;
 } worker;
 
 static struct {
@@ -79,9 +138,17 @@ static struct {
   uv_cond_t cond; /* work queued, max lowered, or stopping */
   work *head, *tail;
   int queued, max, workers, busy;
+  int sleeping, wakes; /* workers in cond_wait; signals not yet taken */
+  int exited;          /* workers that have exited, not yet joined */
+  uint64_t avg;        /* ns per call, a moving average over batches */
+  uint64_t progress;   /* when a worker last took or ended a batch (ns) */
   int stopping, ready;
   worker *all;
 } pool;
+
+/* pool.stopping, for a worker between the calls of its batch without
+** taking the lock: the calls not started are then dropped. */
+static atomic_int stop_seen;
 
 /* The worker a thread is (NULL on the others). */
 static _Thread_local worker *self = NULL;
@@ -89,12 +156,34 @@ static _Thread_local worker *self = NULL;
 /* A message for the loop thread. */
 typedef enum { R_RESULT, R_CALL, R_BCALL, R_LOG, R_ERR } reply_kind;
 typedef struct reply {
-  sp_loop_msg m; /* first: the inbox links it */
+  sp_loop_msg m;      /* first: the inbox links it */
+  struct reply *more; /* the next one posted with it */
   reply_kind kind;
   int ref, ok; /* R_RESULT: the Deferred and how f ended */
   bcall *bc;   /* R_BCALL */
-  sp_packed p;
+  sp_packed p; /* its data may be inl (a one-number result) */
+  char inl[SP_MARSHAL_SCALAR];
+  work *spare; /* R_RESULT: its job's block, given back for reuse */
 } reply;
+
+/* Free a job's block and its spare reply block. Any thread. */
+static void work_free(work *job) {
+  free(job->spare);
+  free(job);
+}
+
+/* Blocks kept for reuse by the main thread (main thread only, no lock):
+** a result's reply carries its job's block back, and the reply block
+** itself goes out again with a later job for that job's result, so a
+** steady stream of deferToThread calls allocates neither. At most
+** FREE_MAX of each; freed when the pool stops. */
+#define FREE_MAX 64
+static struct {
+  work *jobs;            /* linked by next */
+  struct reply *replies; /* linked by more */
+  int njobs, nreplies;
+  int closed; /* the pool stopped: nothing more is kept */
+} spares;
 
 int sp_pool_inworker(void) {
   return self != NULL;
@@ -208,6 +297,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
   out->data = NULL;
   out->len = 0;
   out->n = 0;
+  out->refs = 0;
   idx = lua_absindex(L, idx);
   if (!lua_checkstack(L, 3)) return;
   lua_pushcfunction(L, pack_failure_cf);
@@ -216,6 +306,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     sp_marshal_free(out);
     out->n = 0;
+    out->refs = 0;
     fprintf(stderr, "spindle: cannot pass an error between threads\n");
   }
   lua_settop(L, top);
@@ -225,6 +316,7 @@ static void pack_failure(lua_State *L, int idx, const char *why,
 ** the Failure at idx. A result that cannot be copied becomes a
 ** TransferError Failure. Returns whether it is a success. */
 static int pack_outcome(lua_State *L, int ok, int idx, sp_packed *out) {
+  if (ok && sp_marshal_pack_scalar(L, idx, out)) return 1;
   if (ok) {
     if (pack_protected(L, idx, 1, "result", out) == LUA_OK) return 1;
     pack_failure(L, -1, NULL, out);
@@ -237,6 +329,27 @@ static int pack_outcome(lua_State *L, int ok, int idx, sp_packed *out) {
 
 /* ---------------------------------------------------------------- */
 /* Replies, on the loop thread                                         */
+
+/* Registry slots (holding true) kept for deferToThread's Deferreds:
+** one is taken before packing (packing raises: TransferError, memory;
+** after it nothing may raise before the message is someone's, so no
+** protected call is needed), and a delivered result gives its slot
+** back, so that a steady stream of calls neither grows nor shrinks the
+** registry. Main thread only. */
+#define SPARE_REFS 64
+static int spare_refs[SPARE_REFS], spare_n;
+
+/* [-0, +0, -] Let go of registry slot ref: kept as a spare if there is
+** room (setting an existing key allocates nothing), else freed. */
+static void ref_release(lua_State *L, int ref) {
+  if (spare_n < SPARE_REFS) {
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, ref);
+    spare_refs[spare_n++] = ref;
+  } else {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  }
+}
 
 /* [-0, +n, e] Unpack a reply's values. */
 static int unpack_cf(lua_State *L) {
@@ -307,28 +420,30 @@ static int bcall_handle_gc(lua_State *L) {
   return 0;
 }
 
-/* [-0, +0, e] Deliver reply r (lightuserdata at 1) on the loop thread. */
-static int reply_deliver(lua_State *L) {
-  reply *r = lua_touserdata(L, 1);
+/* [-0, +0, e] Deliver reply r on the loop thread, inside
+** reply_deliver_all's frame (whose stack it empties). */
+static void reply_deliver(lua_State *L, reply *r) {
   int n, base;
   lua_settop(L, 0);
   if (r->kind == R_RESULT) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref); /* 1: the Deferred */
-    luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+    ref_release(L, r->ref);
     r->ref = LUA_NOREF;
-    lua_pushcfunction(L, unpack_cf);
-    lua_pushlightuserdata(L, &r->p);
-    if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    if (!r->ok || !sp_marshal_unpack_scalar(L, &r->p)) {
+      lua_pushcfunction(L, unpack_cf);
+      lua_pushlightuserdata(L, &r->p);
+      if (sp_pcall(L, 1, 1) != LUA_OK) r->ok = 0;
+    }
     /* No outcome came: it could not be packed or run for lack of memory. */
     if (r->p.n == 0 && !r->ok) {
       lua_settop(L, 1);
       lua_pushliteral(L, "not enough memory");
     }
     if (r->ok)
-      sp_deferred_callback(L, 1, 2);
+      sp_deferred_callback_known(L, 1, 2); /* ours, from the registry */
     else
       sp_deferred_errback(L, 1, 2);
-    return 0;
+    return;
   }
   base = lua_gettop(L) + 1;
   n = sp_marshal_unpack(L, &r->p);
@@ -351,54 +466,180 @@ static int reply_deliver(lua_State *L) {
     default:
       break;
   }
+}
+
+/* Let go of reply r: a blockingCallFromThread not answered is dropped.
+** With `keep` (the main thread), r's block and its job's go to `spares`
+** while there is room. */
+static void reply_free(reply *r, int keep) {
+  if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
+  if (r->p.data != r->inl) sp_marshal_free(&r->p);
+  keep = keep && !spares.closed;
+  if (r->spare != NULL) {
+    if (keep && spares.njobs < FREE_MAX) {
+      r->spare->next = spares.jobs;
+      spares.jobs = r->spare;
+      spares.njobs++;
+    } else {
+      work_free(r->spare);
+    }
+  }
+  if (keep && spares.nreplies < FREE_MAX) {
+    r->more = spares.replies;
+    spares.replies = r;
+    spares.nreplies++;
+  } else {
+    free(r);
+  }
+}
+
+/* [-0, +0, e] Deliver the replies from *cur (lightuserdata at 1) on,
+** freeing each, under one protected call for the batch; when one raises,
+** *cur is that one, not freed. */
+static int reply_deliver_all(lua_State *L) {
+  reply **cur = lua_touserdata(L, 1);
+  while (*cur != NULL) {
+    reply *r = *cur;
+    reply_deliver(L, r);
+    *cur = r->more;
+    reply_free(r, 1);
+  }
   return 0;
 }
 
-/* The inbox runs it: deliver on the loop thread (L set), or just free
-** (L NULL, at shutdown, maybe on the posting thread). */
+/* The inbox runs it: r and the replies posted with it, in order, on the
+** loop thread (L set), or just frees them (L NULL, at shutdown, maybe on
+** the posting thread). An error in one is logged (or, for a
+** blockingCallFromThread that could not even start, raised in the
+** worker) and the rest are delivered. */
 static void reply_run(lua_State *L, sp_loop_msg *m) {
-  reply *r = (reply *)m;
-  if (L != NULL) {
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, reply_deliver);
-    lua_pushlightuserdata(L, r);
-    if (sp_pcall(L, 1, 0) != LUA_OK) {
-      if (r->bc != NULL) {
-        /* The call could not even start (unpacking failed): the worker
-        ** raises this error. */
-        sp_packed out;
-        pack_failure(L, -1, NULL, &out);
-        bcall_answer(r->bc, 0, &out);
-        r->bc = NULL;
-      } else {
-        sp_log_failure(L, -1, NULL);
-      }
+  reply *cur = (reply *)m, *r;
+  int top;
+  if (L == NULL) {
+    for (; cur != NULL; cur = r) {
+      r = cur->more;
+      reply_free(cur, 0);
+    }
+    return;
+  }
+  top = lua_gettop(L);
+  while (cur != NULL) {
+    lua_pushcfunction(L, reply_deliver_all);
+    lua_pushlightuserdata(L, &cur);
+    if (sp_pcall(L, 1, 0) == LUA_OK) break;
+    r = cur;
+    if (r->bc != NULL) {
+      sp_packed out;
+      pack_failure(L, -1, NULL, &out);
+      bcall_answer(r->bc, 0, &out);
+      r->bc = NULL;
+    } else {
+      sp_log_failure(L, -1, NULL);
     }
     lua_settop(L, top);
+    cur = r->more;
+    reply_free(r, 1);
   }
-  if (r->bc != NULL) bcall_answer(r->bc, 0, NULL);
-  sp_marshal_free(&r->p);
-  free(r);
+  lua_settop(L, top);
 }
 
-/* Post a reply of `kind` with packed values p (taken); 0 if out of
-** memory (p is then freed). Any thread. */
+/* Post the replies the calling worker holds, as one message. */
+static void held_flush(void) {
+  if (self->held == NULL) return;
+  sp_loop_post(&self->held->m);
+  self->held = self->heldtail = NULL;
+}
+
+static void reply_hold(reply *r);
+
+/* Post a reply of `kind` with packed values p (taken), after the ones
+** held: R_RESULT is held (the worker loop flushes), the others go at
+** once. 0 if out of memory (p is then freed). A pool thread. */
 static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
                       bcall *bc) {
-  reply *r = calloc(1, sizeof *r);
+  reply *r = malloc(sizeof *r);
   if (r == NULL) {
     sp_marshal_free(p);
     return 0;
   }
   r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
   r->kind = kind;
   r->p = *p;
   r->ref = ref;
   r->ok = ok;
   r->bc = bc;
+  r->spare = NULL;
   p->data = NULL;
-  sp_loop_post(&r->m);
+  reply_hold(r);
   return 1;
+}
+
+/* The reply block for job's result: its spare, or a new one (NULL if out
+** of memory). Worker. */
+static reply *reply_for(work *job) {
+  reply *r = job->spare;
+  job->spare = NULL;
+  return r != NULL ? r : malloc(sizeof *r);
+}
+
+/* Post the outcome of job (a deferToThread's), packed in p (taken), with
+** the job's block given back in the reply. 0 if out of memory (p is
+** then freed; job is still the caller's). */
+static int reply_post_result(work *job, sp_packed *p, int ok) {
+  reply *r = reply_for(job);
+  if (r == NULL) {
+    sp_marshal_free(p);
+    return 0;
+  }
+  r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
+  r->kind = R_RESULT;
+  r->p = *p;
+  r->ref = job->ref;
+  r->ok = ok;
+  r->bc = NULL;
+  r->spare = job;
+  p->data = NULL;
+  reply_hold(r);
+  return 1;
+}
+
+/* reply_post_result of a success whose result is the len-byte message at
+** m (sp_marshal_scalar's, copied into the reply). */
+static int reply_post_scalar(work *job, const char *m, size_t len) {
+  reply *r = reply_for(job);
+  if (r == NULL) return 0;
+  r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
+  r->kind = R_RESULT;
+  memcpy(r->inl, m, len);
+  r->p.data = r->inl;
+  r->p.len = len;
+  r->p.n = 1;
+  r->p.refs = 0;
+  r->ref = job->ref;
+  r->ok = 1;
+  r->bc = NULL;
+  r->spare = job;
+  reply_hold(r);
+  return 1;
+}
+
+/* Add r to the replies the calling worker holds; all but a result are
+** posted at once. */
+static void reply_hold(reply *r) {
+  if (self->held == NULL) {
+    self->held = r;
+    self->since = uv_hrtime();
+  } else {
+    self->heldtail->more = r;
+  }
+  self->heldtail = r;
+  if (r->kind != R_RESULT) held_flush();
 }
 
 /* ---------------------------------------------------------------- */
@@ -406,47 +647,164 @@ static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
 
 /* [-0, +0, e] Worker side: unpack and call the work (lightuserdata at
 ** 1), leaving its first result. */
+/* Registry key in a worker's state: the function self->running names,
+** kept so that its address cannot be reused by another while noted. */
+static const char noted_key = 'F';
+
+/* [-0, +0, e] Note where the function at 1 was defined, "file:line", in
+** self->running for the inspector, unless it is the function noted last
+** (a function sent again is the same one: marshal.c's cache). */
+static void work_note(lua_State *L) {
+  lua_Debug ar;
+  char buf[sizeof self->running];
+  const void *f = lua_topointer(L, 1);
+  if (f == self->noted) return;
+  self->noted = NULL;
+  lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &noted_key);
+  lua_pushvalue(L, 1);
+  if (lua_type(L, 1) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    snprintf(buf, sizeof buf, "?");
+  } else if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
+    snprintf(buf, sizeof buf, "%s:%d", ar.short_src, ar.linedefined);
+  } else {
+    snprintf(buf, sizeof buf, "%s", ar.short_src);
+  }
+  uv_mutex_lock(&self->runlock);
+  memcpy(self->running, buf, sizeof buf);
+  uv_mutex_unlock(&self->runlock);
+  self->noted = f;
+}
+
+/* [-2, +1, e] Worker side: unpack and call the work (lightuserdata at
+** 1; the state's prototype cache at 2), leaving its first result. */
 static int work_call(lua_State *L) {
   work *job = lua_touserdata(L, 1);
   int n;
-  lua_settop(L, 0);
-  n = sp_marshal_unpack(L, &job->call);
+  lua_replace(L, 1); /* the cache, at 1 */
+  n = sp_marshal_unpack_call(L, &job->call, 1);
+  lua_remove(L, 1);
+  if (n > 0) work_note(L);
   lua_call(L, n - 1, 1);
   return 1;
 }
 
-/* Run one job in the worker's state and post its outcome. */
+/* Run one job in the worker's state (whose stack holds its prototype
+** cache at 1, worker_state) and post its outcome. */
 static void work_run(lua_State *L, work *job) {
   sp_packed out;
+  char small[SP_MARSHAL_SCALAR];
+  size_t len;
   int ok;
-  lua_settop(L, 0);
+  lua_settop(L, 1);
   lua_pushcfunction(L, work_call);
   lua_pushlightuserdata(L, job);
-  ok = sp_pcall(L, 1, 1) == LUA_OK;
+  lua_pushvalue(L, 1);
+  ok = sp_pcall(L, 2, 1) == LUA_OK;
   if (job->kind == W_DEFER) {
-    ok = pack_outcome(L, ok, -1, &out);
-    if (!reply_post(R_RESULT, &out, job->ref, ok, NULL))
-      fprintf(stderr, "spindle: out of memory returning a thread result\n");
+    /* The reply takes the job's block back to the main thread. */
+    int posted;
+    if (ok && (len = sp_marshal_scalar(L, -1, small)) > 0) {
+      lua_settop(L, 1);
+      posted = reply_post_scalar(job, small, len);
+    } else {
+      ok = pack_outcome(L, ok, -1, &out);
+      lua_settop(L, 1);
+      posted = reply_post_result(job, &out, ok);
+    }
+    if (posted) return;
+    fprintf(stderr, "spindle: out of memory returning a thread result\n");
   } else if (!ok) {
     pack_failure(L, -1, NULL, &out);
     reply_post(R_ERR, &out, LUA_NOREF, 0, NULL);
   }
-  lua_settop(L, 0);
-  sp_marshal_free(&job->call);
-  free(job);
+  lua_settop(L, 1);
+  work_free(job);
 }
 
 static lua_State *worker_state(void);
 
+/* With pool.lock held: take this worker's share of the queue (at least
+** one call) into self->rest. */
+static int batch_take(void) {
+  int k = pool.avg < SHORT_NS ? BATCH_MAX : 1, n = 1;
+  work *last;
+  self->rest = last = pool.head;
+  pool.queued--;
+  while (n < k && last->next != NULL) {
+    last = last->next;
+    pool.queued--;
+    n++;
+  }
+  pool.head = last->next;
+  if (pool.head == NULL) pool.tail = NULL;
+  last->next = NULL;
+  return n;
+}
+
+static int batch_return(void);
+static void worker_start(void);
+
+/* Run the calls in self->rest, flushing the held results when the batch
+** ends or the oldest has waited HOLD_NS; a call that ran past HOLD_NS
+** sends the rest of the batch back to the queue. */
+static void batch_run(lua_State *L) {
+  work *job;
+  while ((job = self->rest) != NULL) {
+    uint64_t t0 = uv_hrtime();
+    self->rest = job->next;
+    if (atomic_load(&stop_seen)) { /* dropped, as queued work is */
+      work_free(job);
+      continue;
+    }
+    work_run(L, job);
+    if (self->rest != NULL && uv_hrtime() - t0 >= HOLD_NS) {
+      int start;
+      uv_mutex_lock(&pool.lock);
+      start = batch_return();
+      uv_mutex_unlock(&pool.lock);
+      while (start-- > 0) worker_start();
+    }
+    if (self->rest == NULL || uv_hrtime() - self->since >= HOLD_NS)
+      held_flush();
+  }
+  held_flush();
+}
+
+static int pool_wanted(void);
+
+/* With pool.lock held: put the calls of this worker's batch that it has
+** not started back at the head of the queue and wake the others (a call
+** ran long, or is about to block: calls count as long from now on).
+** Returns how many workers to start. */
+static int batch_return(void) {
+  work *last = self->rest;
+  int n = 1;
+  if (pool.avg < HOLD_NS) pool.avg = HOLD_NS;
+  if (last == NULL) return 0;
+  while (last->next != NULL) {
+    last = last->next;
+    n++;
+  }
+  last->next = pool.head;
+  pool.head = self->rest;
+  if (pool.tail == NULL) pool.tail = last;
+  pool.queued += n;
+  self->rest = NULL;
+  uv_cond_broadcast(&pool.cond);
+  return pool.stopping ? 0 : pool_wanted();
+}
+
 /* Fail a job that no Lua state can run: its Deferred gets (or the log,
 ** for callInThread) a memory error. Worker thread, no lock held. */
 static void work_fail(work *job) {
-  sp_packed none = {NULL, 0, 0};
+  sp_packed none = {NULL, 0, 0, 0};
   if (!reply_post(job->kind == W_DEFER ? R_RESULT : R_ERR, &none, job->ref, 0,
                   NULL))
     fprintf(stderr, "spindle: out of memory returning a thread result\n");
-  sp_marshal_free(&job->call);
-  free(job);
+  held_flush();
+  work_free(job);
 }
 
 static void worker_main(void *arg) {
@@ -456,21 +814,28 @@ static void worker_main(void *arg) {
   L = worker_state();
   uv_mutex_lock(&pool.lock);
   while (L != NULL) {
-    work *job;
-    while (!pool.stopping && pool.head == NULL && pool.workers <= pool.max)
+    while (!pool.stopping && pool.head == NULL && pool.workers <= pool.max) {
+      pool.sleeping++;
       uv_cond_wait(&pool.cond, &pool.lock);
+      pool.sleeping--;
+      if (pool.wakes > 0) pool.wakes--;
+    }
     if (pool.stopping || pool.workers > pool.max) break;
-    job = pool.head;
-    pool.head = job->next;
-    if (pool.head == NULL) pool.tail = NULL;
-    pool.queued--;
-    pool.busy++;
-    memcpy(w->running, job->what, sizeof w->running);
-    uv_mutex_unlock(&pool.lock);
-    work_run(L, job);
-    uv_mutex_lock(&pool.lock);
-    w->running[0] = '\0';
-    pool.busy--;
+    {
+      int n = batch_take();
+      uint64_t t0 = uv_hrtime(), per;
+      pool.progress = t0;
+      pool.busy++;
+      w->inbatch = 1;
+      uv_mutex_unlock(&pool.lock);
+      batch_run(L);
+      per = (uv_hrtime() - t0) / (uint64_t)n;
+      uv_mutex_lock(&pool.lock);
+      w->inbatch = 0;
+      pool.busy--;
+      pool.progress = uv_hrtime();
+      pool.avg = (pool.avg * 7 + per) / 8;
+    }
   }
   if (L == NULL) {
     /* The job this worker was started for would wait for a worker that
@@ -489,6 +854,7 @@ static void worker_main(void *arg) {
     uv_mutex_lock(&pool.lock);
   }
   pool.workers--;
+  pool.exited++;
   w->exited = 1;
   uv_mutex_unlock(&pool.lock);
   if (L != NULL) lua_close(L);
@@ -499,6 +865,10 @@ static void worker_main(void *arg) {
 static void worker_start(void) {
   worker *w = calloc(1, sizeof *w);
   int r = w == NULL ? UV_ENOMEM : 0;
+  if (w != NULL && (r = uv_mutex_init(&w->runlock)) != 0) {
+    free(w);
+    w = NULL;
+  }
   if (w != NULL) {
     uv_mutex_lock(&pool.lock);
     w->next = pool.all;
@@ -524,13 +894,18 @@ static void worker_start(void) {
     *pp = w->next;
   }
   uv_mutex_unlock(&pool.lock);
+  if (w != NULL) uv_mutex_destroy(&w->runlock);
   free(w);
 }
 
-/* With pool.lock held: how many workers to start for the queue. */
+/* With pool.lock held: how many workers to start for the queue: one per
+** call the idle workers will not take, or while calls are short, one per
+** BATCH_MAX calls beyond what the running workers take. */
 static int pool_wanted(void) {
   int n = 0;
-  while (pool.queued > pool.workers - pool.busy && pool.workers < pool.max) {
+  while ((pool.avg < SHORT_NS ? pool.queued > 4 * BATCH_MAX * pool.workers
+                              : pool.queued > pool.workers - pool.busy) &&
+         pool.workers < pool.max) {
     pool.workers++;
     n++;
   }
@@ -550,17 +925,20 @@ static void pool_reap(void) {
       pp = &w->next;
     }
   }
+  pool.exited = 0;
   uv_mutex_unlock(&pool.lock);
   for (; dead != NULL; dead = w) {
     w = dead->next;
     uv_thread_join(&dead->tid);
+    uv_mutex_destroy(&dead->runlock);
     free(dead);
   }
 }
 
-/* Queue job and start a worker if none is idle. Main thread. */
+/* Queue job, start a worker if none is idle, and wake a sleeping one
+** if the awake ones will not take it. Main thread. */
 static void pool_submit(work *job) {
-  int start;
+  int start, reap;
   job->next = NULL;
   uv_mutex_lock(&pool.lock);
   if (pool.tail != NULL)
@@ -569,10 +947,27 @@ static void pool_submit(work *job) {
     pool.head = job;
   pool.tail = job;
   pool.queued++;
+  /* Short calls, but every awake worker is busy and none has taken or
+  ** ended a batch for HOLD_NS (a batch of short calls takes less): one is
+  ** stuck in a long call, so calls count as long again and this one gets
+  ** a thread of its own. */
+  if (pool.avg < SHORT_NS && pool.busy > 0 &&
+      pool.workers - pool.busy - pool.sleeping <= 0 &&
+      uv_hrtime() - pool.progress >= HOLD_NS)
+    pool.avg = HOLD_NS;
   start = pool_wanted();
-  uv_cond_signal(&pool.cond);
+  if (pool.sleeping > pool.wakes &&
+      (pool.avg < SHORT_NS
+           ? pool.queued >
+                 4 * BATCH_MAX * (pool.workers - pool.sleeping + pool.wakes)
+           : pool.queued >
+                 pool.workers - pool.busy - pool.sleeping + pool.wakes)) {
+    pool.wakes++;
+    uv_cond_signal(&pool.cond);
+  }
+  reap = pool.exited > 0;
   uv_mutex_unlock(&pool.lock);
-  pool_reap();
+  if (reap) pool_reap();
   while (start-- > 0) worker_start();
 }
 
@@ -582,6 +977,7 @@ void sp_pool_stop(void) {
   if (!pool.ready) return;
   uv_mutex_lock(&pool.lock);
   pool.stopping = 1;
+  atomic_store(&stop_seen, 1);
   job = pool.head;
   pool.head = pool.tail = NULL;
   pool.queued = 0;
@@ -593,15 +989,27 @@ void sp_pool_stop(void) {
   ** Deferreds never fire (the main state is closing). */
   for (; job != NULL; job = next) {
     next = job->next;
-    sp_marshal_free(&job->call);
-    free(job);
+    work_free(job);
   }
   /* Running work ends first: every worker leaves its loop. */
   for (w = pool.all; w != NULL; w = w->next) uv_thread_join(&w->tid);
   for (w = pool.all; w != NULL; w = pool.all) {
     pool.all = w->next;
+    uv_mutex_destroy(&w->runlock);
     free(w);
   }
+  spares.closed = 1;
+  while (spares.jobs != NULL) {
+    job = spares.jobs;
+    spares.jobs = job->next;
+    work_free(job);
+  }
+  while (spares.replies != NULL) {
+    reply *r = spares.replies;
+    spares.replies = r->more;
+    free(r);
+  }
+  spares.njobs = spares.nreplies = 0;
   sp_worker_release();
 }
 
@@ -639,6 +1047,11 @@ static int worker_blockingCallFromThread(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   bc->refs = 2;
+  /* The calls of this worker's batch not started go to the others. */
+  uv_mutex_lock(&pool.lock);
+  n = batch_return();
+  uv_mutex_unlock(&pool.lock);
+  while (n-- > 0) worker_start();
   if (!reply_post(R_BCALL, &p, LUA_NOREF, 1, bc)) {
     uv_cond_destroy(&bc->cond);
     free(bc);
@@ -709,11 +1122,28 @@ static int worker_log_err(lua_State *L) {
 }
 
 /* A new worker state (worker.c) with the functions above, or NULL. */
+/* [-0, +1, m] A new table. */
+static int newtable_cf(lua_State *L) {
+  lua_newtable(L);
+  return 1;
+}
+
+/* A new Lua state for this worker, with its prototype cache (a table
+** for sp_marshal_unpack_call) at stack index 1 for its life; NULL if
+** out of memory. */
 static lua_State *worker_state(void) {
   static const sp_worker_funcs funcs = {worker_callFromThread,
                                         worker_blockingCallFromThread,
                                         worker_log_msg, worker_log_err};
-  return sp_worker_newstate(&funcs);
+  lua_State *L = sp_worker_newstate(&funcs);
+  if (L == NULL) return NULL;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, newtable_cf);
+  if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    lua_close(L);
+    return NULL;
+  }
+  return L;
 }
 
 /* ---------------------------------------------------------------- */
@@ -723,19 +1153,27 @@ static void pool_checkopen(lua_State *L) {
   if (pool.stopping) luaL_error(L, "the thread pool has stopped");
 }
 
-/* [-0, +0, -] Write where the function at idx was defined, as
-** "file:line", into buf (for the inspector's view of the workers). */
-static void work_describe(lua_State *L, int idx, char *buf, size_t size) {
-  lua_Debug ar;
-  if (lua_type(L, idx) != LUA_TFUNCTION) {
-    snprintf(buf, size, "?");
-    return;
+/* [-0, +0, e] A new job (zeroed but for its message): the n values from
+** idx packed into a kept block if one is big enough, else a new one;
+** `first` numbers the first value. Main thread. */
+static work *job_pack(lua_State *L, int idx, int n, int first) {
+  work *old = spares.jobs, *next = NULL, *job;
+  size_t cap = 0;
+  sp_packed p;
+  if (old != NULL) {
+    next = old->next; /* packing clears the header */
+    cap = old->cap;
   }
-  lua_pushvalue(L, idx);
-  if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-    snprintf(buf, size, "%s:%d", ar.short_src, ar.linedefined);
-  else
-    snprintf(buf, size, "%s", ar.short_src);
+  job =
+      sp_marshal_pack_room(L, idx, n, "arg", first, &p, sizeof *job, old, &cap);
+  if (old != NULL) { /* used, or too small: not kept either way */
+    spares.jobs = next;
+    spares.njobs--;
+    if (job != old) free(old); /* its spare is NULL: never given one */
+  }
+  job->call = p;
+  job->cap = cap;
+  return job;
 }
 
 /* [-0, +0, e] Pack the n values from idx and queue them as `kind` work
@@ -743,19 +1181,11 @@ static void work_describe(lua_State *L, int idx, char *buf, size_t size) {
 static void pool_queue(lua_State *L, int idx, int n, int first, work_kind kind,
                        int ref) {
   work *job;
-  sp_packed p;
   pool_checkopen(L);
   sp_worker_snapshot(L);
-  sp_marshal_pack(L, idx, n, "arg", first, &p);
-  job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    sp_marshal_free(&p);
-    luaL_error(L, "not enough memory");
-  }
+  job = job_pack(L, idx, n, first);
   job->kind = kind;
   job->ref = ref;
-  job->call = p;
-  work_describe(L, idx, job->what, sizeof job->what);
   pool_submit(job);
 }
 
@@ -805,8 +1235,12 @@ static int pool_getThreadPool(lua_State *L) {
   v[2] = pool.busy;
   v[3] = pool.queued;
   for (worker *w = pool.all; w != NULL && n < 32; w = w->next)
-    if (!w->exited && w->running[0] != '\0')
-      memcpy(running[n++], w->running, sizeof running[0]);
+    if (!w->exited && w->inbatch) {
+      uv_mutex_lock(&w->runlock);
+      if (w->running[0] != '\0')
+        memcpy(running[n++], w->running, sizeof running[0]);
+      uv_mutex_unlock(&w->runlock);
+    }
   uv_mutex_unlock(&pool.lock);
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
@@ -837,30 +1271,26 @@ static int pool_getThreadPool(lua_State *L) {
 ** twisted.internet.threads.deferToThread. */
 static int threads_deferToThread(lua_State *L) {
   int n = lua_gettop(L), ref;
-  sp_packed p;
   work *job;
   sp_checkcallable(L, 1);
   pool_checkopen(L);
   sp_worker_snapshot(L);
+  if (spare_n == 0) {
+    lua_pushboolean(L, 1);
+    spare_refs[spare_n++] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   sp_deferred_new(L);
+  job = job_pack(L, 1, n, 1);
+  if (spares.replies != NULL) { /* a block for the result's reply */
+    job->spare = spares.replies;
+    spares.replies = job->spare->more;
+    spares.nreplies--;
+  }
+  ref = spare_refs[--spare_n];
   lua_pushvalue(L, -1);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (pack_protected(L, 1, n, "arg", &p) != LUA_OK) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    /* A memory error comes bare: the message handler did not run. */
-    if (sp_failure_is(L, -1)) lua_getfield(L, -1, "value");
-    return lua_error(L);
-  }
-  job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    sp_marshal_free(&p);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    return luaL_error(L, "not enough memory");
-  }
+  lua_rawseti(L, LUA_REGISTRYINDEX, ref); /* an existing key: no memory */
   job->kind = W_DEFER;
   job->ref = ref;
-  job->call = p;
-  work_describe(L, 1, job->what, sizeof job->what);
   pool_submit(job);
   return 1;
 }
@@ -912,6 +1342,7 @@ static void pool_init(lua_State *L) {
   if (uv_mutex_init(&pool.lock) != 0 || uv_cond_init(&pool.cond) != 0)
     luaL_error(L, "cannot set up the thread pool");
   pool.max = DEFAULT_MAX;
+  pool.avg = HOLD_NS; /* calls count as long until measured */
   pool.ready = 1;
   sp_loop();
   sp_live_add(&pool_live);

@@ -13,6 +13,8 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +25,29 @@
 #include <unistd.h>
 
 #include <editline/readline.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <uv.h>
 
 #include "core.h"
 #include "loop.h"
 #include "repl.h"
+#include "ssl.h"
 
 #define PROMPT "> "
 #define PROMPT_MORE ">> "
 
 static struct {
   lua_State *L;
-  int tty;         /* standard input is a terminal: libedit */
-  int eof;         /* no more input */
-  int waiting;     /* an entry awaits a Deferred: input is held */
-  int done;        /* the session has ended */
-  int prompting;   /* a prompt and the line being typed are on screen */
-  uv_poll_t *poll; /* standard input, if pollable (tty, pipe) */
-  uv_idle_t *idle; /* reads of a regular file, one chunk a turn */
-  char buf[4096];  /* pipe/file input not yet split into lines */
+  int tty;             /* standard input is a terminal: libedit */
+  int eof;             /* no more input */
+  int waiting;         /* an entry awaits a Deferred: input is held */
+  int done;            /* the session has ended */
+  int prompting;       /* a prompt and the line being typed are on screen */
+  uv_poll_t *poll;     /* standard input, if pollable (tty, pipe) */
+  uv_idle_t *idle;     /* reads of a regular file, one chunk a turn */
+  uv_timer_t *starter; /* shows the first prompt once the reactor runs */
+  char buf[4096];      /* pipe/file input not yet split into lines */
   size_t len;
   int skipping; /* dropping the rest of a line longer than buf */
   char history[4096];
@@ -373,6 +379,8 @@ static int input_open(void) {
 
 static void input_close(void) {
   input_stop();
+  if (repl.starter != NULL) uv_close((uv_handle_t *)repl.starter, handle_free);
+  repl.starter = NULL;
   if (repl.poll != NULL) uv_close((uv_handle_t *)repl.poll, handle_free);
   if (repl.idle != NULL) uv_close((uv_handle_t *)repl.idle, handle_free);
   repl.poll = NULL;
@@ -412,6 +420,27 @@ static int repl_load(lua_State *L) {
   return 0;
 }
 
+/* The first turn of the reactor: its SIGINT handler is in place now, so
+** a Ctrl-C typed at the first prompt reaches the REPL instead of killing
+** the process (before, the prompt showed before reactor.run() began). */
+static void starter_cb(uv_timer_t *t) {
+  uv_close((uv_handle_t *)t, handle_free);
+  repl.starter = NULL;
+  input_start();
+}
+
+/* Start input on the reactor's first turn, or now if no timer can be had
+** (a Ctrl-C before the reactor runs then ends the process, as before). */
+static void input_start_later(void) {
+  repl.starter = malloc(sizeof *repl.starter);
+  if (repl.starter == NULL) {
+    input_start();
+    return;
+  }
+  uv_timer_init(sp_loop(), repl.starter);
+  uv_timer_start(repl.starter, starter_cb, 0, 0);
+}
+
 void sp_repl_attach(const char *path) {
   attach_path = path;
 }
@@ -432,7 +461,7 @@ void sp_repl_run(lua_State *L, sp_repl_docall docall) {
     return;
   }
   sp_loop_set_interrupt_hook(repl_interrupt);
-  input_start();
+  input_start_later();
   while (!repl.done) {
     /* reactor.run() until the session ends: a reactor.stop() typed at the
     ** prompt ends it too. */
@@ -462,54 +491,199 @@ static int repl_umask(lua_State *L) {
   return 1;
 }
 
-/* _repl.request(path, bytes) -> reply or nil, message: connect to the
-** Unix socket at path, send bytes, half-close, and read the reply until
-** the server's frame is whole or 2 seconds pass. Blocks the calling
-** thread: only for the attach client's completion, which libedit asks
-** for synchronously. */
-static int repl_request(lua_State *L) {
-  size_t len, off = 0;
-  const char *path = luaL_checkstring(L, 1);
-  const char *data = luaL_checklstring(L, 2, &len);
-  struct sockaddr_un sa;
-  struct timeval tv = {2, 0};
-  luaL_Buffer b;
-  char buf[4096];
+/* The reply _repl.request reads at most: the completions of one word. */
+#define REQUEST_MAX (128 * 1024)
+
+/* One connection of _repl.request: a blocking socket with 2 s timeouts
+** on each read and write, and over TLS its SSL. */
+typedef struct {
   int fd;
-  ssize_t n;
-  if (strlen(path) >= sizeof sa.sun_path) return luaL_error(L, "path too long");
+  SSL *ssl;
+  char why[256]; /* what failed, for the caller */
+} request_conn;
+
+static void request_timeouts(int fd) {
+  struct timeval tv = {2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/* Connect c->fd to the Unix socket at path; 0 or -1 (c->why says). */
+static int request_unix(request_conn *c, const char *path) {
+  struct sockaddr_un sa;
+  if (strlen(path) >= sizeof sa.sun_path) {
+    snprintf(c->why, sizeof c->why, "path too long");
+    return -1;
+  }
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
   memcpy(sa.sun_path, path, strlen(path));
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) goto fail;
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) goto fail;
-  while (off < len) {
-    n = write(fd, data + off, len - off);
-    if (n <= 0) goto fail;
-    off += (size_t)n;
+  c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c->fd >= 0) request_timeouts(c->fd);
+  if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    snprintf(c->why, sizeof c->why, "%s", strerror(errno));
+    return -1;
   }
-  luaL_buffinit(L, &b);
-  while ((n = read(fd, buf, sizeof buf)) > 0) {
-    const char *colon;
-    luaL_addlstring(&b, buf, (size_t)n);
-    /* One frame answers: stop once it is whole ("C<len>:<payload>"). */
-    colon = memchr(luaL_buffaddr(&b), ':', luaL_bufflen(&b));
-    if (colon != NULL && (size_t)(colon - luaL_buffaddr(&b)) + 1 +
-                                 strtoul(luaL_buffaddr(&b) + 1, NULL, 10) <=
-                             luaL_bufflen(&b))
-      break;
+  return 0;
+}
+
+/* Connect c->fd to host:port over TCP, trying each address; 0 or -1. */
+static int request_tcp(request_conn *c, const char *host, const char *port) {
+  struct addrinfo hints, *res = NULL, *ai;
+  int rc;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0) {
+    snprintf(c->why, sizeof c->why, "%s", gai_strerror(rc));
+    return -1;
   }
-  close(fd);
-  luaL_pushresult(&b);
+  for (ai = res; ai != NULL; ai = ai->ai_next) {
+    c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) continue;
+    request_timeouts(c->fd);
+    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0) break;
+    snprintf(c->why, sizeof c->why, "%s", strerror(errno));
+    close(c->fd);
+    c->fd = -1;
+  }
+  freeaddrinfo(res);
+  return c->fd >= 0 ? 0 : -1;
+}
+
+/* Say in c->why what OpenSSL's error queue says (or what), emptying it. */
+static void request_sslwhy(request_conn *c, const char *what) {
+  unsigned long e = ERR_get_error();
+  if (e != 0)
+    ERR_error_string_n(e, c->why, sizeof c->why);
+  else
+    snprintf(c->why, sizeof c->why, "%s", what);
+  ERR_clear_error();
+}
+
+/* TLS over c->fd as a client with ctx, verifying the server's name
+** against hostname (as tls.c does for a client); 0 or -1. Runs no Lua:
+** no sp_ssl_app is attached, so a verify callback keeps OpenSSL's
+** verdict. */
+static int request_tls(request_conn *c, SSL_CTX *ctx, const char *hostname) {
+  unsigned char ip[16];
+  ERR_clear_error();
+  c->ssl = SSL_new(ctx);
+  if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd)) {
+    request_sslwhy(c, "cannot make a TLS connection");
+    return -1;
+  }
+  if (hostname != NULL) {
+    if (uv_inet_pton(AF_INET, hostname, ip) == 0 ||
+        uv_inet_pton(AF_INET6, hostname, ip) == 0) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), hostname);
+    } else {
+      SSL_set_tlsext_host_name(c->ssl, hostname);
+      SSL_set1_host(c->ssl, hostname);
+    }
+  }
+  if (SSL_connect(c->ssl) != 1) {
+    request_sslwhy(c, "TLS handshake failed");
+    return -1;
+  }
+  return 0;
+}
+
+static ssize_t request_write(request_conn *c, const char *p, size_t n) {
+  if (c->ssl == NULL) return write(c->fd, p, n);
+  ERR_clear_error();
+  return SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+}
+
+static ssize_t request_read(request_conn *c, char *p, size_t n) {
+  if (c->ssl == NULL) return read(c->fd, p, n);
+  ERR_clear_error();
+  return SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+}
+
+/* The one release of what request_unix/tcp/tls acquired. */
+static void request_close(request_conn *c) {
+  if (c->ssl != NULL) {
+    SSL_shutdown(c->ssl);
+    SSL_free(c->ssl);
+    ERR_clear_error();
+  }
+  if (c->fd >= 0) close(c->fd);
+}
+
+/* Does buf hold a whole C frame ("C<len>:<payload>"), after any others
+** (the session's S frame comes first)? */
+static int request_answered(const char *buf, size_t len) {
+  size_t at = 0;
+  while (at < len) {
+    char kind = buf[at];
+    size_t i = at + 1, n = 0;
+    while (i < len && buf[i] >= '0' && buf[i] <= '9' && n < REQUEST_MAX)
+      n = n * 10 + (size_t)(buf[i++] - '0');
+    if (i >= len || buf[i] != ':' || len - i - 1 < n) return 0;
+    if (kind == 'C') return 1;
+    at = i + 1 + n;
+  }
+  return 0;
+}
+
+/* _repl.request(where, bytes) -> reply or nil, message: connect to where,
+** send bytes, and read until the server's C frame is whole, the server
+** closes, or a read or write waits 2 seconds. where is a Unix socket
+** path, or {host = H, port = P, context = ssl Context, hostname = name
+** to verify} for a REPL served over TLS (repl.listen's ssl: form): the
+** same certificates as the session's own connection. Blocks the calling
+** thread: only for the attach client's completion, which libedit asks
+** for synchronously. A reply longer than 128 KiB is cut there. */
+static int repl_request(lua_State *L) {
+  size_t len, off = 0, got = 0;
+  const char *path = NULL, *host = NULL, *hostname = NULL;
+  const char *data = luaL_checklstring(L, 2, &len);
+  char port[16], *buf;
+  SSL_CTX *ctx = NULL;
+  request_conn c;
+  ssize_t n;
+  int ok;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_getfield(L, 1, "host");
+    lua_getfield(L, 1, "port");
+    lua_getfield(L, 1, "hostname");
+    lua_getfield(L, 1, "context");
+    host = luaL_checkstring(L, 3);
+    snprintf(port, sizeof port, "%lld", (long long)luaL_checkinteger(L, 4));
+    hostname = luaL_optstring(L, 5, NULL);
+    ctx = sp_ssl_tocontext(L, 6);
+    luaL_argcheck(L, ctx != NULL, 1, "context must be an ssl Context");
+  } else {
+    path = luaL_checkstring(L, 1);
+  }
+  /* The reply's memory before the connection: nothing to leak. */
+  buf = lua_newuserdatauv(L, REQUEST_MAX, 0);
+  memset(&c, 0, sizeof c);
+  c.fd = -1;
+  ok = (path != NULL ? request_unix(&c, path) : request_tcp(&c, host, port)) ==
+           0 &&
+       (ctx == NULL || request_tls(&c, ctx, hostname) == 0);
+  while (ok && off < len) {
+    n = request_write(&c, data + off, len - off);
+    if (n <= 0) {
+      snprintf(c.why, sizeof c.why, "cannot send the request");
+      ok = 0;
+    } else {
+      off += (size_t)n;
+    }
+  }
+  while (ok && got < REQUEST_MAX && !request_answered(buf, got) &&
+         (n = request_read(&c, buf + got, REQUEST_MAX - got)) > 0)
+    got += (size_t)n;
+  request_close(&c);
+  if (!ok) {
+    lua_pushnil(L);
+    lua_pushstring(L, c.why);
+    return 2;
+  }
+  lua_pushlstring(L, buf, got);
   return 1;
-fail:
-  lua_pushnil(L);
-  lua_pushstring(L, strerror(errno));
-  if (fd >= 0) close(fd);
-  return 2;
 }
 
 /* _repl.output(f, ...) -> f's results: call f(...), which writes to the

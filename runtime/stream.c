@@ -32,6 +32,7 @@
 */
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -46,52 +47,73 @@
 #include "inspect.h"
 #include "stream.h"
 
-struct sp_stream {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-    uv_tty_t tty;
-  } h;
-  sp_live live;        /* in loop.c's registry until freed */
+/* What only some streams need, in a block made on first use
+** (stream_x), so that an idle connection carries none of it: the write
+** queue (a connection that has read or written), the close waiting for
+** the due calls, the filter (TLS), the owner (a client's connector, a
+** StandardIO relay), Unix paths, an IPv6 peer, the inspector's counters.
+** Freed with the stream. */
+typedef struct stream_x {
   sp_loop_later later; /* a close waiting for the due calls (stream_later) */
-  int kind;            /* SP_STREAM_TCP .. SP_STREAM_TTY */
-  int state;           /* ST_CONNECTING .. ST_CLOSED */
-  unsigned flags;      /* SF_* */
-  int ref;             /* registry ref to the transport userdata */
+  sp_stream *s;
   /* The write queue: one uv_write in flight (either a Lua string kept in
-  ** the transport's user value, or inflight.base), then pending bytes.
+  ** the transport's user values, or inflight.base), then pending bytes.
   ** The request is allocated by the first write that has to wait and kept
-  ** until the stream is freed, so an idle connection holds none; connect
-  ** and shutdown requests are allocated for their call and freed in
-  ** their callbacks (libuv runs those before the close callback). */
+  ** until the stream is freed; connect and shutdown requests are
+  ** allocated for their call and freed in their callbacks (libuv runs
+  ** those before the close callback). */
   uv_write_t *wreq;
   uv_buf_t inflight; /* what the in-flight uv_write sends */
   char *ibuf;        /* owned buffer behind inflight, or NULL */
   size_t icap;
   char *pbuf; /* pending bytes, not yet handed to libuv */
   size_t plen, pcap;
-  size_t highwater;
-  /* Addresses, kept so getPeer/getHost answer after close (TCP only:
-  ** an IPv6 address is the largest, not a sockaddr_storage). */
-  union {
-    struct sockaddr sa;
-    struct sockaddr_in in4;
-    struct sockaddr_in6 in6;
-  } peer, host;
-  char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
   /* Filter (TLS) and its state. */
   const sp_stream_filter *filter;
   void *filter_data;
-  /* Owner hooks (client connector). */
+  /* Owner hooks (client connector, StandardIO relay). */
   sp_stream_connected_fn on_connect;
   sp_stream_lost_fn on_lost;
   void *owner;
-  /* For the inspector (inspect.h): bytes read and handed to the kernel,
-  ** and uv_now() when the stream was made. */
-  uint64_t nin, nout, born;
+  char *peerpath, *hostpath; /* Unix socket paths (malloc'd), or NULL */
+  struct sockaddr_in6 peer6; /* an IPv6 peer (SF_PEER6) */
+  /* For the inspector (inspect.h): bytes read and handed to the kernel. */
+  uint64_t nin, nout;
+} stream_x;
+
+/* A stream: the few fields every connection needs, then the libuv handle,
+** allocated at the size of its kind (a TCP stream is 16 bytes more than
+** its uv_tcp_t). The handle's data field points to the side block
+** (stream_x, or NULL); the stream is found from its handle by address
+** (stream_of). The open stream is found by the loop through its
+** transport's registry reference (stream_shutdown, stream_rows walk the
+** registry), so it needs no list of its own. The host address is asked
+** of the socket while it is open and kept in the transport's user values
+** once it closes; the peer's is kept here (an IPv4 one) or in x, since a
+** reset socket no longer knows it. */
+struct sp_stream {
+  int ref;        /* registry ref to the transport userdata */
+  unsigned flags; /* SF_* */
+  uint32_t peer4; /* an IPv4 peer (SF_PEER4): address, network order */
+  uint16_t port4; /* ... and port, network order */
+  uint8_t kind;   /* SP_STREAM_TCP .. SP_STREAM_TTY */
+  uint8_t state;  /* ST_CONNECTING .. ST_CLOSED */
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+    uv_tty_t tty;
+  } h; /* last: allocated at the size of its kind */
 };
+
+/* The side block of s (stream_x_get makes it), or NULL. */
+#define SX(s) ((stream_x *)(s)->h.handle.data)
+
+/* The stream whose handle is h. */
+static sp_stream *stream_of(const void *h) {
+  return (sp_stream *)((char *)h - offsetof(sp_stream, h));
+}
 
 /* Stream states. */
 enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
@@ -116,38 +138,50 @@ enum { ST_CONNECTING, ST_OPEN, ST_CLOSING, ST_CLOSED };
 ** echo-like protocol) cannot grow our memory without bound. Twisted has no
 ** such limit; it is far above what any producer-driven writer queues. */
 #define READ_THROTTLE (64 * 1024 * 1024)
-#define SF_CORKED 0x2000   /* inside dataReceived: writes are batched */
-#define SF_FWAIT 0x4000    /* filter->finish said SP_FILTER_WAIT */
-#define SF_NODIRECT 0x8000 /* last read: dataReceived was not direct_fn's */
-#define SF_LAST 0x10000    /* sp_stream_write_last: any close is clean */
-#define SF_WSHUT 0x20000   /* our write half's shutdown completed */
-#define SF_FHOLD 0x40000   /* the filter holds writes: producer stays paused */
+#define SF_CORKED 0x2000    /* inside dataReceived: writes are batched */
+#define SF_FWAIT 0x4000     /* filter->finish said SP_FILTER_WAIT */
+#define SF_NODIRECT 0x8000  /* last read: dataReceived was not direct_fn's */
+#define SF_LAST 0x10000     /* sp_stream_write_last: any close is clean */
+#define SF_WSHUT 0x20000    /* our write half's shutdown completed */
+#define SF_FHOLD 0x40000    /* the filter holds writes: producer stays paused */
+#define SF_ACCEPTED 0x80000 /* made by sp_stream_accept */
+#define SF_PEER4 0x100000   /* the peer is peer4:port4 */
+#define SF_PEER6 0x200000   /* the peer is x->peer6 */
+#define SF_EXTRA 0x400000   /* the transport's values are in its table */
 
-/* Lua values a transport userdata keeps. The protocol and the anchored
-** string of a write in flight are its user values 1 and 2; the others,
-** set on few connections or only once they close, are in a table made
-** when first needed, its user value UV_EXTRA (ud_get, ud_set), so that an
-** idle connection's userdata carries three slots, not seven. */
+/* Lua values a transport userdata keeps. It has one user value: the
+** protocol, until any other value is kept; from then on a table made for
+** that (transport_ud.extra says which) holding them all at these indexes,
+** so that an idle connection's userdata carries one slot: the anchored
+** string of a write in flight, the producer, the close reason, the owner
+** (Connector), and the addresses, kept there once the connection closes. */
 enum {
   UV_PROTO = 1,
   UV_ANCHOR,
-  UV_EXTRA, /* the table: UV_EXTRA is its last user value */
   UV_PRODUCER,
   UV_REASON,
   UV_OWNER,
   UV_PEER,
-  UV_HOST /* the addresses, kept here once the stream is freed */
+  UV_HOST /* the last */
 };
+
+typedef struct transport_ud {
+  sp_stream *s;
+  uint32_t born; /* uv_now() in ms at sp_stream_open, modulo 2^32 */
+  uint8_t kind;
+  uint8_t extra; /* the user value is the table of UV_* values */
+} transport_ud;
 
 /* [-0, +1, -] Push value n of the transport userdata at idx; returns its
 ** type. */
 static int ud_get(lua_State *L, int idx, int n) {
-  if (n <= UV_EXTRA) return lua_getiuservalue(L, idx, n);
-  if (lua_getiuservalue(L, idx, UV_EXTRA) != LUA_TTABLE) {
-    lua_pop(L, 1);
+  const transport_ud *t = lua_touserdata(L, idx);
+  if (!t->extra) {
+    if (n == UV_PROTO) return lua_getiuservalue(L, idx, 1);
     lua_pushnil(L);
     return LUA_TNIL;
   }
+  lua_getiuservalue(L, idx, 1);
   n = lua_rawgeti(L, -1, n);
   lua_remove(L, -2);
   return n;
@@ -156,30 +190,30 @@ static int ud_get(lua_State *L, int idx, int n) {
 /* [-1, +0, m] Pop the top value into value n of the transport userdata
 ** at idx. */
 static void ud_set(lua_State *L, int idx, int n) {
+  transport_ud *t;
   idx = lua_absindex(L, idx);
-  if (n <= UV_EXTRA) {
-    lua_setiuservalue(L, idx, n);
+  t = lua_touserdata(L, idx);
+  if (t->extra) {
+    lua_getiuservalue(L, idx, 1);
+  } else if (n == UV_PROTO) {
+    lua_setiuservalue(L, idx, 1);
     return;
-  }
-  if (lua_getiuservalue(L, idx, UV_EXTRA) != LUA_TTABLE) {
+  } else if (lua_isnil(L, -1)) { /* nothing to forget */
     lua_pop(L, 1);
-    if (lua_isnil(L, -1)) { /* nothing to forget */
-      lua_pop(L, 1);
-      return;
-    }
+    return;
+  } else {
     lua_createtable(L, UV_HOST, 0);
+    lua_getiuservalue(L, idx, 1);
+    lua_rawseti(L, -2, UV_PROTO);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, idx, UV_EXTRA);
+    lua_setiuservalue(L, idx, 1);
+    t->extra = 1;
+    if (t->s != NULL) t->s->flags |= SF_EXTRA; /* push_uv's hint */
   }
   lua_insert(L, -2);
   lua_rawseti(L, -2, n);
   lua_pop(L, 1);
 }
-
-typedef struct transport_ud {
-  sp_stream *s;
-  int kind;
-} transport_ud;
 
 /* The transport metatable (set by sp_stream_init), to recognise
 ** transports without a registry lookup on hot paths. */
@@ -225,23 +259,29 @@ static sp_live pool_live = {NULL, NULL, pool_shutdown, SP_LIVE_MEMORY};
 
 /* ------------------------------------------------------- alloc, free */
 
-static void stream_shutdown(lua_State *L, sp_live *n);
 static void stream_later(lua_State *L, sp_loop_later *n);
+
+/* Bytes of a stream of `kind`: the fields, then its handle. */
+static size_t stream_size(int kind) {
+  size_t h = kind == SP_STREAM_TCP   ? sizeof(uv_tcp_t)
+             : kind == SP_STREAM_TTY ? sizeof(uv_tty_t)
+                                     : sizeof(uv_pipe_t);
+  return offsetof(sp_stream, h) + h;
+}
 
 /* Allocate a stream of `kind` and init its handle on sp_loop() (a TTY
 ** stream on descriptor fd; other kinds ignore fd). Returns NULL (with
 ** *err set to a libuv error) on failure; nothing to release then. */
 static sp_stream *stream_alloc(int kind, int fd, int *err) {
-  sp_stream *s = calloc(1, sizeof *s);
+  sp_stream *s = calloc(1, stream_size(kind));
   int r;
   if (s == NULL) {
     *err = UV_ENOMEM;
     return NULL;
   }
-  s->kind = kind;
+  s->kind = (uint8_t)kind;
   s->ref = LUA_NOREF;
   s->state = ST_CONNECTING;
-  s->highwater = SP_STREAM_HIGHWATER;
   if (kind == SP_STREAM_TCP)
     r = uv_tcp_init(sp_loop(), &s->h.tcp);
   else if (kind == SP_STREAM_TTY)
@@ -253,36 +293,55 @@ static sp_stream *stream_alloc(int kind, int fd, int *err) {
     *err = r;
     return NULL;
   }
-  s->h.handle.data = s;
-  s->live.shutdown = stream_shutdown;
-  s->born = uv_now(sp_loop());
-  sp_live_add(&s->live);
-  s->later.run = stream_later;
+  s->h.handle.data = NULL; /* no side block yet */
   return s;
 }
 
+/* The side block of s, made now if it has none; NULL when out of memory
+** (the caller then loses the connection, or fails its call, with
+** UV_ENOMEM). */
+static stream_x *stream_x_make(sp_stream *s) {
+  stream_x *x = calloc(1, sizeof *x);
+  if (x != NULL) {
+    x->s = s;
+    x->later.run = stream_later;
+    s->h.handle.data = x;
+  }
+  return x;
+}
+
+static inline stream_x *stream_x_get(sp_stream *s) {
+  return SX(s) != NULL ? SX(s) : stream_x_make(s);
+}
+
 static void stream_free(sp_stream *s) {
-  sp_live_remove(&s->live);
-  sp_loop_after_due_cancel(&s->later);
-  if (s->filter != NULL && s->filter->free != NULL)
-    s->filter->free(s->filter_data);
-  free(s->wreq);
-  free(s->ibuf);
-  free(s->pbuf);
-  free(s->peerpath);
-  free(s->hostpath);
+  stream_x *x = SX(s);
+  if (x != NULL) {
+    sp_loop_after_due_cancel(&x->later);
+    if (x->filter != NULL && x->filter->free != NULL)
+      x->filter->free(x->filter_data);
+    free(x->wreq);
+    free(x->ibuf);
+    free(x->pbuf);
+    free(x->peerpath);
+    free(x->hostpath);
+    free(x);
+  }
   free(s);
 }
 
 static void discarded_cb(uv_handle_t *h) {
-  stream_free(h->data);
+  stream_free(stream_of(h));
 }
 
 sp_stream *sp_stream_open_fd(int fd, int kind, int *err) {
   sp_stream *s = stream_alloc(kind, fd, err);
   int r;
   if (s == NULL) return NULL;
-  if (kind != SP_STREAM_TTY && (r = uv_pipe_open(&s->h.pipe, fd)) < 0) {
+  /* Its side block now: these few streams get an owner (stdio.c). */
+  r = stream_x_get(s) == NULL ? UV_ENOMEM : 0;
+  if (r == 0 && kind != SP_STREAM_TTY) r = uv_pipe_open(&s->h.pipe, fd);
+  if (r < 0) {
     sp_stream_discard(s);
     *err = r;
     return NULL;
@@ -297,17 +356,18 @@ void sp_stream_discard(sp_stream *s) {
 }
 
 static void connect_cb(uv_connect_t *req, int status) {
-  sp_stream *s = req->handle->data;
+  sp_stream *s = stream_of(req->handle);
   free(req);
   /* An abandoned attempt (no owner) only waits for its close. */
-  if (s->owner == NULL || status == UV_ECANCELED) return;
-  s->on_connect(s, status);
+  if (SX(s)->owner == NULL || status == UV_ECANCELED) return;
+  SX(s)->on_connect(s, status);
 }
 
 sp_stream *sp_stream_accept(uv_stream_t *server, int kind, int *err) {
   sp_stream *s = stream_alloc(kind, -1, err);
   int r;
   if (s == NULL) return NULL;
+  s->flags |= SF_ACCEPTED;
   r = uv_accept(server, &s->h.stream);
   if (r != 0) {
     sp_stream_discard(s);
@@ -325,7 +385,7 @@ sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
   int r = 0;
   if (s == NULL) return NULL;
   req = malloc(sizeof *req);
-  if (req == NULL) r = UV_ENOMEM;
+  if (req == NULL || stream_x_get(s) == NULL) r = UV_ENOMEM;
   if (r == 0 && bind != NULL) r = uv_tcp_bind(&s->h.tcp, bind, 0);
   if (r == 0) r = uv_tcp_connect(req, &s->h.tcp, to, connect_cb);
   if (r < 0) {
@@ -334,8 +394,8 @@ sp_stream *sp_stream_connect_tcp(const struct sockaddr *bind,
     *err = r;
     return NULL;
   }
-  s->owner = owner;
-  s->on_connect = done;
+  SX(s)->owner = owner;
+  SX(s)->on_connect = done;
   return s;
 }
 
@@ -353,33 +413,45 @@ sp_stream *sp_stream_connect_unix(const char *path, void *owner,
     return NULL;
   }
   s = stream_alloc(SP_STREAM_UNIX, -1, err);
-  if (s == NULL) {
+  if (s == NULL || stream_x_get(s) == NULL) {
+    if (s != NULL) {
+      sp_stream_discard(s);
+      *err = UV_ENOMEM;
+    }
     free(req);
     return NULL;
   }
-  s->owner = owner;
-  s->on_connect = done;
+  SX(s)->owner = owner;
+  SX(s)->on_connect = done;
   uv_pipe_connect(req, &s->h.pipe, path, connect_cb); /* always calls back */
   return s;
 }
 
 void sp_stream_set_owner(sp_stream *s, void *owner, sp_stream_lost_fn lost) {
-  s->owner = owner;
-  s->on_lost = lost;
+  /* Streams that may have an owner were made with their side block
+  ** (stream.h); for the others this only detaches. */
+  if (SX(s) == NULL) return;
+  SX(s)->owner = owner;
+  SX(s)->on_lost = lost;
 }
 
 void *sp_stream_owner(const sp_stream *s) {
-  return s->owner;
+  return SX(s) != NULL ? SX(s)->owner : NULL;
 }
 
-void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data) {
-  s->filter = f;
-  s->filter_data = data;
+int sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data) {
+  if (stream_x_get(s) == NULL) {
+    if (f->free != NULL) f->free(data);
+    return UV_ENOMEM;
+  }
+  SX(s)->filter = f;
+  SX(s)->filter_data = data;
+  return 0;
 }
 
 void *sp_stream_filter_data(const sp_stream *s, const sp_stream_filter *f) {
-  if (s == NULL || s->filter == NULL) return NULL;
-  return f == NULL || s->filter == f ? s->filter_data : NULL;
+  if (s == NULL || SX(s) == NULL || SX(s)->filter == NULL) return NULL;
+  return f == NULL || SX(s)->filter == f ? SX(s)->filter_data : NULL;
 }
 
 int sp_stream_kind(const sp_stream *s) {
@@ -390,9 +462,25 @@ int sp_stream_fileno(const sp_stream *s, uv_os_fd_t *fd) {
   return uv_fileno(&s->h.handle, fd);
 }
 
-size_t sp_stream_queued(const sp_stream *s) {
-  return s->h.stream.write_queue_size + s->plen;
+/* Pending bytes not yet handed to libuv. */
+static size_t pending_len(const sp_stream *s) {
+  return SX(s) != NULL ? SX(s)->plen : 0;
 }
+
+/* The filter of s, or NULL. */
+static const sp_stream_filter *stream_filter(const sp_stream *s) {
+  return SX(s) != NULL ? SX(s)->filter : NULL;
+}
+
+size_t sp_stream_queued(const sp_stream *s) {
+  return s->h.stream.write_queue_size + pending_len(s);
+}
+
+/* [-0, +1, m] The transports of the open streams, in a new array at the
+** top: streams_shutdown and the inspector find them through their
+** registry references (nothing else lists them), in the registry's
+** order. */
+static void push_open_streams(lua_State *L);
 
 /* ------------------------------------------------------ Lua helpers */
 
@@ -404,8 +492,11 @@ void sp_stream_push_transport(lua_State *L, sp_stream *s) {
 static int push_uv(lua_State *L, sp_stream *s, int n) {
   int t;
   sp_stream_push_transport(L, s);
-  t = ud_get(L, -1, n);
-  lua_remove(L, -2);
+  if (n == UV_PROTO && !(s->flags & SF_EXTRA)) /* each read: no ud_get */
+    t = lua_getiuservalue(L, -1, 1);
+  else
+    t = ud_get(L, -1, n);
+  lua_replace(L, -2); /* over the transport (cheaper than lua_remove) */
   return t;
 }
 
@@ -467,6 +558,19 @@ void sp_stream_pusherror(lua_State *L, int why, const char *detail, int code) {
 
 static void closed_cb(uv_handle_t *h);
 
+/* (stream) -> (): keep the addresses in the transport of the stream being
+** closed, so that getPeer/getHost answer from then on. Run protected: a
+** memory error only loses them. */
+static int keep_addrs(lua_State *L) {
+  sp_stream *s = lua_touserdata(L, 1);
+  sp_stream_push_transport(L, s);
+  sp_stream_pushaddr(L, s, 1);
+  ud_set(L, 2, UV_PEER);
+  sp_stream_pushaddr(L, s, 0);
+  ud_set(L, 2, UV_HOST);
+  return 0;
+}
+
 /* [-1, +0, -] Close the stream with the reason on top of the stack (any
 ** error value; it becomes a Failure). Later calls are ignored. */
 static void stream_close(lua_State *L, sp_stream *s) {
@@ -474,6 +578,8 @@ static void stream_close(lua_State *L, sp_stream *s) {
     lua_pop(L, 1);
     return;
   }
+  /* The socket answers for its addresses until uv_close closes it. */
+  if (s->ref != LUA_NOREF) sp_run_protected(L, keep_addrs, s);
   sp_failure_new(L, -1, NULL, 0);
   lua_remove(L, -2);
   set_uv(L, s, UV_REASON);
@@ -522,18 +628,6 @@ static void stream_run(lua_State *L, lua_CFunction fn, cb_args *a) {
     sp_stream_lose_protected(L, a->s);
 }
 
-/* (cb_args) -> (): keep the addresses in the transport of the closed
-** stream, so that getPeer/getHost answer once it is freed. */
-static int closed_addrs(lua_State *L) {
-  sp_stream *s = ((cb_args *)lua_touserdata(L, 1))->s;
-  sp_stream_push_transport(L, s);
-  sp_stream_pushaddr(L, s, 1);
-  ud_set(L, 2, UV_PEER);
-  sp_stream_pushaddr(L, s, 0);
-  ud_set(L, 2, UV_HOST);
-  return 0;
-}
-
 /* (cb_args) -> (): producer:stopProducing(),
 ** protocol:connectionLost(reason), the owner's hook. */
 static int closed_tell(lua_State *L) {
@@ -553,16 +647,22 @@ static int closed_tell(lua_State *L) {
     call_method(L, -2, "connectionLost", 1);
   }
   lua_settop(L, reason);
-  if (s->on_lost != NULL) s->on_lost(s, L);
+  if (SX(s) != NULL && SX(s)->on_lost != NULL) SX(s)->on_lost(s, L);
   return 0;
 }
 
+/* Accepted streams with a transport whose connectionLost has not run. */
+static int accepted_open = 0;
+
+int sp_stream_accepted_open(void) {
+  return accepted_open;
+}
+
 /* The handle is closed: tell the producer, the protocol and the owner,
-** then free. The Lua half runs protected (the addresses, then the
-** calls, so that connectionLost runs even when keeping an address hit a
-** memory error); the stream is freed whatever it raised. */
+** then free. The Lua half runs protected; the stream is freed whatever it
+** raised. */
 static void closed_cb(uv_handle_t *h) {
-  sp_stream *s = h->data;
+  sp_stream *s = stream_of(h);
   lua_State *L = sp_loop_state();
   cb_args a = {s, 0, NULL};
   transport_ud *t;
@@ -571,21 +671,45 @@ static void closed_cb(uv_handle_t *h) {
   t->s = NULL;
   lua_pop(L, 1);
   s->state = ST_CLOSED;
-  stream_run(L, closed_addrs, &a);
   stream_run(L, closed_tell, &a);
+  if (s->flags & SF_ACCEPTED) accepted_open--;
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   stream_free(s);
 }
 
-/* At exit an open connection is lost (twisted's reactor disconnectAll);
-** an attempt still connecting is dropped. */
-static void stream_shutdown(lua_State *L, sp_live *n) {
-  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
-  if (s->state == ST_OPEN)
-    sp_stream_lose(L, s, 0, 0);
-  else if (s->state == ST_CONNECTING)
-    sp_stream_discard(s);
+static void push_open_streams(lua_State *L) {
+  lua_Integer n = 0;
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, LUA_REGISTRYINDEX)) {
+    const transport_ud *t = sp_transport_test(L, -1);
+    if (t != NULL && t->s != NULL && t->s->state == ST_OPEN &&
+        lua_type(L, -2) == LUA_TNUMBER) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, -4, ++n);
+    }
+    lua_pop(L, 1);
+  }
 }
+
+/* At exit every open connection is lost (twisted's reactor
+** disconnectAll); an attempt still connecting is dropped by its
+** connector. One entry in loop.c's live registry stands for every
+** stream, moved to the newest place each time one opens (sp_stream_open),
+** so that streams close before the ports and connectors made earlier. */
+static void streams_shutdown(lua_State *L, sp_live *n) {
+  int top = lua_gettop(L);
+  (void)n;
+  push_open_streams(L);
+  for (lua_Integer i = 1; lua_rawgeti(L, top + 1, i) != LUA_TNIL; i++) {
+    const transport_ud *t = lua_touserdata(L, -1);
+    if (t->s != NULL && t->s->state == ST_OPEN) sp_stream_lose(L, t->s, 0, 0);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+}
+
+static sp_live streams_live = {NULL, NULL, streams_shutdown, SP_LIVE_HANDLE};
 
 /* ---------------------------------------------------------- reading */
 
@@ -663,8 +787,9 @@ static void stream_drained(lua_State *L, sp_stream *s);
 ** uv_try_write (no write request, no completion callback, as a raw libuv
 ** server does) and queue only what it refuses. */
 static void flush_corked(lua_State *L, sp_stream *s) {
-  uv_buf_t b = uv_buf_init(s->pbuf, (unsigned)s->plen);
-  int w = pull_producer(s) || s->plen > UINT32_MAX
+  stream_x *x = SX(s); /* there are pending bytes */
+  uv_buf_t b = uv_buf_init(x->pbuf, (unsigned)x->plen);
+  int w = pull_producer(s) || x->plen > UINT32_MAX
               ? 0
               : uv_try_write(&s->h.stream, &b, 1);
   if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
@@ -672,14 +797,14 @@ static void flush_corked(lua_State *L, sp_stream *s) {
     sp_stream_lose(L, s, 0, w);
     return;
   }
-  s->nout += (uint64_t)w;
-  if ((size_t)w < s->plen) {
-    memmove(s->pbuf, s->pbuf + w, s->plen - (size_t)w);
-    s->plen -= (size_t)w;
+  x->nout += (uint64_t)w;
+  if ((size_t)w < x->plen) {
+    memmove(x->pbuf, x->pbuf + w, x->plen - (size_t)w);
+    x->plen -= (size_t)w;
     flush_pending(L, s);
     return;
   }
-  s->plen = 0;
+  x->plen = 0;
   if (s->flags & SF_PPAUSED) stream_drained(L, s);
 }
 
@@ -734,7 +859,7 @@ static int deliver(lua_State *L, sp_stream *s, const char *data, size_t len,
   else
     s->flags |= SF_NODIRECT;
   lua_pop(L, 2); /* the hint, the handler */
-  if (s->state == ST_OPEN && s->plen > 0 && !(s->flags & SF_INFLIGHT))
+  if (s->state == ST_OPEN && pending_len(s) > 0 && !(s->flags & SF_INFLIGHT))
     flush_corked(L, s);
   return s->state == ST_OPEN ? 0 : -1;
 }
@@ -752,8 +877,8 @@ static void stream_eof(lua_State *L, sp_stream *s) {
   int top = lua_gettop(L);
   s->flags |= SF_READ_EOF;
   reading_update(s);
-  if (s->filter != NULL && s->filter->eof != NULL && s->filter->eof(L, s))
-    return;
+  const sp_stream_filter *f = stream_filter(s);
+  if (f != NULL && f->eof != NULL && f->eof(L, s)) return;
   push_uv(L, s, UV_PROTO);
   switch (sp_callmethod(L, -1, "readConnectionLost", 0)) {
     case SP_CALL_ERROR:
@@ -774,9 +899,15 @@ static int read_tramp(lua_State *L) {
   ssize_t nread = a->n;
   const uv_buf_t *buf = a->buf;
   if (nread > 0) {
-    s->nin += (uint64_t)nread;
-    if (s->filter != NULL && s->filter->read != NULL) {
-      int r = s->filter->read(L, s, buf->base, (size_t)nread);
+    /* A connection that reads gets its side block (the counters). */
+    stream_x *x = stream_x_get(s);
+    if (x == NULL) {
+      sp_stream_lose(L, s, 0, UV_ENOMEM);
+      return 0;
+    }
+    x->nin += (uint64_t)nread;
+    if (x->filter != NULL && x->filter->read != NULL) {
+      int r = x->filter->read(L, s, buf->base, (size_t)nread);
       if (r < 0) sp_stream_lose(L, s, 0, r);
     } else {
       deliver(L, s, buf->base, (size_t)nread, 1);
@@ -790,7 +921,7 @@ static int read_tramp(lua_State *L) {
 }
 
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
-  cb_args a = {h->data, nread, buf};
+  cb_args a = {stream_of(h), nread, buf};
   stream_run(sp_loop_state(), read_tramp, &a);
   pool_put(buf->base);
 }
@@ -825,7 +956,7 @@ static void check_highwater(lua_State *L, sp_stream *s) {
   }
   if ((s->flags & (SF_PRODUCER | SF_STREAMING | SF_PPAUSED)) ==
           (SF_PRODUCER | SF_STREAMING) &&
-      sp_stream_queued(s) > s->highwater) {
+      sp_stream_queued(s) > SP_STREAM_HIGHWATER) {
     s->flags |= SF_PPAUSED;
     producer_call(L, s, "pauseProducing");
   }
@@ -837,12 +968,14 @@ static int pull_producer(const sp_stream *s) {
   return (s->flags & (SF_PRODUCER | SF_STREAMING)) == SF_PRODUCER;
 }
 
+/* Start the uv_write of x->inflight (s has its side block). */
 static int start_write(lua_State *L, sp_stream *s) {
+  stream_x *x = SX(s);
   int r;
-  if (s->wreq == NULL && (s->wreq = malloc(sizeof *s->wreq)) == NULL) {
+  if (x->wreq == NULL && (x->wreq = malloc(sizeof *x->wreq)) == NULL) {
     r = UV_ENOMEM;
   } else {
-    r = uv_write(s->wreq, &s->h.stream, &s->inflight, 1, write_cb);
+    r = uv_write(x->wreq, &s->h.stream, &x->inflight, 1, write_cb);
   }
   if (r < 0) {
     s->flags &= ~(SF_INFLIGHT | SF_ANCHOR);
@@ -855,14 +988,15 @@ static int start_write(lua_State *L, sp_stream *s) {
 
 /* Send the pending buffer as the next in-flight write. */
 static int flush_pending(lua_State *L, sp_stream *s) {
-  char *b = s->ibuf;
-  size_t c = s->icap;
-  s->ibuf = s->pbuf;
-  s->icap = s->pcap;
-  s->pbuf = b;
-  s->pcap = c;
-  s->inflight = mkbuf(s->ibuf, s->plen);
-  s->plen = 0;
+  stream_x *x = SX(s); /* there are pending bytes */
+  char *b = x->ibuf;
+  size_t c = x->icap;
+  x->ibuf = x->pbuf;
+  x->icap = x->pcap;
+  x->pbuf = b;
+  x->pcap = c;
+  x->inflight = mkbuf(x->ibuf, x->plen);
+  x->plen = 0;
   s->flags &= ~SF_ANCHOR;
   return start_write(L, s);
 }
@@ -870,21 +1004,24 @@ static int flush_pending(lua_State *L, sp_stream *s) {
 /* Append bufs (skipping the first `skip` bytes) to the pending buffer. */
 static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
                       unsigned n, size_t skip) {
+  stream_x *x = stream_x_get(s);
   size_t total = 0;
   unsigned i;
   for (i = 0; i < n; i++) total += bufs[i].len;
   total -= skip;
-  if (s->plen + total > s->pcap) {
-    size_t cap = s->pcap ? s->pcap : 4096;
-    char *nb;
-    while (cap < s->plen + total) cap *= 2;
-    nb = realloc(s->pbuf, cap);
+  if (x == NULL || x->plen + total > x->pcap) {
+    size_t cap = x != NULL && x->pcap ? x->pcap : 4096;
+    char *nb = NULL;
+    if (x != NULL) {
+      while (cap < x->plen + total) cap *= 2;
+      nb = realloc(x->pbuf, cap);
+    }
     if (nb == NULL) {
       sp_stream_lose(L, s, 0, UV_ENOMEM);
       return UV_ENOMEM;
     }
-    s->pbuf = nb;
-    s->pcap = cap;
+    x->pbuf = nb;
+    x->pcap = cap;
   }
   for (i = 0; i < n; i++) {
     size_t len = bufs[i].len;
@@ -892,8 +1029,8 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
       skip -= len;
       continue;
     }
-    memcpy(s->pbuf + s->plen, bufs[i].base + skip, len - skip);
-    s->plen += len - skip;
+    memcpy(x->pbuf + x->plen, bufs[i].base + skip, len - skip);
+    x->plen += len - skip;
     skip = 0;
   }
   if (!(s->flags & (SF_INFLIGHT | SF_CORKED))) return flush_pending(L, s);
@@ -901,14 +1038,17 @@ static int queue_copy(lua_State *L, sp_stream *s, const uv_buf_t *bufs,
 }
 
 /* uv_try_write when nothing is queued; returns bytes taken (0..total) or
-** a negative error other than EAGAIN. */
+** a negative error other than EAGAIN. A stream that writes gets its side
+** block (the counters, the queue for what the kernel refuses). */
 static int try_write(sp_stream *s, const uv_buf_t *bufs, unsigned n) {
   int r;
-  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 || pull_producer(s))
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || pending_len(s) > 0 ||
+      pull_producer(s))
     return 0;
+  if (stream_x_get(s) == NULL) return UV_ENOMEM;
   r = uv_try_write(&s->h.stream, bufs, n);
   if (r == UV_EAGAIN || r == UV_ENOSYS) return 0;
-  if (r > 0) s->nout += (uint64_t)r;
+  if (r > 0) SX(s)->nout += (uint64_t)r;
   return r;
 }
 
@@ -937,10 +1077,11 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
   size_t len;
   const char *p = lua_tolstring(L, idx, &len);
   uv_buf_t b = mkbuf((char *)p, len);
+  const sp_stream_filter *f = stream_filter(s);
   int r;
-  if (s->filter != NULL && s->filter->write != NULL)
-    return s->filter->write(L, s, &b, 1);
-  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || s->plen > 0 || len > UINT32_MAX)
+  if (f != NULL && f->write != NULL) return f->write(L, s, &b, 1);
+  if ((s->flags & (SF_INFLIGHT | SF_CORKED)) || pending_len(s) > 0 ||
+      len > UINT32_MAX)
     return sp_stream_write_raw(L, s, &b, 1);
   r = try_write(s, &b, 1);
   if (r < 0) {
@@ -948,9 +1089,13 @@ static int write_string(lua_State *L, sp_stream *s, int idx) {
     return r;
   }
   if ((size_t)r == len) return 0;
+  if (stream_x_get(s) == NULL) { /* try_write may have declined at once */
+    sp_stream_lose(L, s, 0, UV_ENOMEM);
+    return UV_ENOMEM;
+  }
   lua_pushvalue(L, idx);
   ud_set(L, 1, UV_ANCHOR);
-  s->inflight = mkbuf((char *)p + r, len - (size_t)r);
+  SX(s)->inflight = mkbuf((char *)p + r, len - (size_t)r);
   s->flags |= SF_ANCHOR;
   r = start_write(L, s);
   if (r == 0) check_highwater(L, s);
@@ -973,12 +1118,12 @@ static int write_tramp(lua_State *L) {
     return 0;
   }
   /* Do not keep a huge buffer around once a burst is over. */
-  if (s->icap > 1024 * 1024) {
-    free(s->ibuf);
-    s->ibuf = NULL;
-    s->icap = 0;
+  if (SX(s)->icap > 1024 * 1024) {
+    free(SX(s)->ibuf);
+    SX(s)->ibuf = NULL;
+    SX(s)->icap = 0;
   }
-  if (s->plen > 0) {
+  if (SX(s)->plen > 0) {
     flush_pending(L, s);
     return 0;
   }
@@ -987,9 +1132,9 @@ static int write_tramp(lua_State *L) {
 }
 
 static void write_cb(uv_write_t *req, int status) {
-  cb_args a = {req->handle->data, status, NULL};
+  cb_args a = {stream_of(req->handle), status, NULL};
   a.s->flags &= ~SF_INFLIGHT;
-  if (status >= 0) a.s->nout += a.s->inflight.len;
+  if (status >= 0) SX(a.s)->nout += SX(a.s)->inflight.len;
   stream_run(sp_loop_state(), write_tramp, &a);
 }
 
@@ -1022,7 +1167,7 @@ static int shutdown_tramp(lua_State *L) {
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
-  cb_args a = {req->handle->data, status, NULL};
+  cb_args a = {stream_of(req->handle), status, NULL};
   free(req); /* allocated for this shutdown only */
   stream_run(sp_loop_state(), shutdown_tramp, &a);
 }
@@ -1032,12 +1177,11 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 ** when the caller must wait: for that record to drain (stream_drained
 ** comes again), or for the filter to be ready (sp_stream_finish_ready). */
 static int filter_last(lua_State *L, sp_stream *s) {
+  const sp_stream_filter *f = stream_filter(s);
   int r;
-  if (s->filter == NULL || s->filter->finish == NULL ||
-      (s->flags & SF_FINISHED))
-    return 0;
+  if (f == NULL || f->finish == NULL || (s->flags & SF_FINISHED)) return 0;
   s->flags |= SF_FINISHED;
-  r = s->filter->finish(L, s);
+  r = f->finish(L, s);
   if (r == SP_FILTER_WAIT) {
     s->flags &= ~SF_FINISHED;
     s->flags |= SF_FWAIT;
@@ -1069,7 +1213,10 @@ static void stream_drained(lua_State *L, sp_stream *s) {
     s->flags &= ~SF_PPAUSED;
     producer_call(L, s, "resumeProducing");
   } else if (s->flags & (SF_DISCONNECTING | SF_WDISCONNECTING)) {
-    sp_loop_after_due(&s->later);
+    if (stream_x_get(s) == NULL)
+      sp_stream_lose(L, s, 0, UV_ENOMEM);
+    else
+      sp_loop_after_due(&SX(s)->later);
   }
 }
 
@@ -1101,7 +1248,8 @@ static int later_tramp(lua_State *L) {
 }
 
 static void stream_later(lua_State *L, sp_loop_later *n) {
-  cb_args a = {(sp_stream *)((char *)n - offsetof(sp_stream, later)), 0, NULL};
+  cb_args a = {((stream_x *)((char *)n - offsetof(stream_x, later)))->s, 0,
+               NULL};
   stream_run(L, later_tramp, &a);
 }
 
@@ -1110,7 +1258,7 @@ static void stream_later(lua_State *L, sp_loop_later *n) {
 ** when nothing is queued) waits for the due calls. */
 static void schedule_drain(lua_State *L, sp_stream *s) {
   if (s->flags & SF_INFLIGHT) return; /* its callback drains */
-  if (s->plen > 0) {
+  if (pending_len(s) > 0) {
     flush_pending(L, s);
     return;
   }
@@ -1146,7 +1294,8 @@ void sp_stream_filter_hold(lua_State *L, sp_stream *s, int hold) {
   ** stream_drained, once the queue is empty); otherwise nothing will.
   ** Without a producer there is nothing to resume here (a pending close
   ** goes on as before, on its own drain). */
-  if ((s->flags & SF_PRODUCER) && !(s->flags & SF_INFLIGHT) && s->plen == 0)
+  if ((s->flags & SF_PRODUCER) && !(s->flags & SF_INFLIGHT) &&
+      pending_len(s) == 0)
     stream_drained(L, s);
 }
 
@@ -1178,39 +1327,82 @@ static char *pipe_name(sp_stream *s, int peer) {
   return p;
 }
 
-/* Record both addresses while the socket is open. */
-static void fetch_addrs(sp_stream *s) {
-  int len;
-  if (s->kind == SP_STREAM_PIPE || s->kind == SP_STREAM_TTY) return;
-  if (s->kind == SP_STREAM_TCP) {
-    len = sizeof s->peer;
-    uv_tcp_getpeername(&s->h.tcp, &s->peer.sa, &len);
-    len = sizeof s->host;
-    uv_tcp_getsockname(&s->h.tcp, &s->host.sa, &len);
-  } else {
-    if (s->peerpath == NULL) s->peerpath = pipe_name(s, 1);
-    if (s->hostpath == NULL) s->hostpath = pipe_name(s, 0);
+/* Keep what the socket says about its peer while it is open (a reset
+** socket no longer knows it): an IPv4 peer in the stream, an IPv6 one in
+** the side block, Unix paths there too. Nothing is kept when the socket
+** has no answer (yet) or memory is short; the next call asks again. */
+static void fetch_peer(sp_stream *s) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (s->flags & (SF_PEER4 | SF_PEER6) || s->kind == SP_STREAM_PIPE ||
+      s->kind == SP_STREAM_TTY)
+    return;
+  if (s->kind == SP_STREAM_UNIX) {
+    if (stream_x_get(s) == NULL) return;
+    if (SX(s)->peerpath == NULL) SX(s)->peerpath = pipe_name(s, 1);
+    if (SX(s)->hostpath == NULL) SX(s)->hostpath = pipe_name(s, 0);
+    return;
+  }
+  if (uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len) < 0) return;
+  if (ss.ss_family == AF_INET) {
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)&ss;
+    s->peer4 = in4->sin_addr.s_addr;
+    s->port4 = in4->sin_port;
+    s->flags |= SF_PEER4;
+  } else if (ss.ss_family == AF_INET6 && stream_x_get(s) != NULL) {
+    memcpy(&SX(s)->peer6, &ss, sizeof SX(s)->peer6);
+    s->flags |= SF_PEER6;
+  }
+}
+
+/* The address of the peer (peer != 0: as fetch_peer kept it) or of the
+** local end (asked of the socket) of a TCP stream into *ss; sa_family 0
+** when unknown. */
+static void tcp_addr(sp_stream *s, int peer, struct sockaddr_storage *ss) {
+  int len = sizeof *ss;
+  memset(ss, 0, sizeof *ss);
+  if (!peer) {
+    uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)ss, &len);
+    return;
+  }
+  fetch_peer(s);
+  if (s->flags & SF_PEER4) {
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    in4->sin_family = AF_INET;
+    in4->sin_addr.s_addr = s->peer4;
+    in4->sin_port = s->port4;
+  } else if (s->flags & SF_PEER6) {
+    memcpy(ss, &SX(s)->peer6, sizeof SX(s)->peer6);
   }
 }
 
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer) {
   if (s->kind == SP_STREAM_TCP) {
-    if (s->peer.sa.sa_family == 0) fetch_addrs(s);
-    sp_addr_push(L, "TCP", peer ? &s->peer.sa : &s->host.sa);
+    struct sockaddr_storage ss;
+    tcp_addr(s, peer, &ss);
+    sp_addr_push(L, "TCP", (struct sockaddr *)&ss);
   } else {
-    sp_addr_push_unix(L, peer ? s->peerpath : s->hostpath);
+    fetch_peer(s);
+    sp_addr_push_unix(L, SX(s) == NULL ? NULL
+                         : peer        ? SX(s)->peerpath
+                                       : SX(s)->hostpath);
   }
 }
 
 void sp_stream_open(lua_State *L, sp_stream *s) {
-  transport_ud *t = lua_newuserdatauv(L, sizeof *t, UV_EXTRA);
+  transport_ud *t = lua_newuserdatauv(L, sizeof *t, 1);
   t->s = s;
   t->kind = s->kind;
+  t->extra = 0;
+  t->born = (uint32_t)uv_now(sp_loop());
   luaL_setmetatable(L, SP_TRANSPORT_MT);
   lua_pushvalue(L, -1);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->state = ST_OPEN;
-  fetch_addrs(s);
+  if (s->flags & SF_ACCEPTED) accepted_open++;
+  fetch_peer(s);
+  sp_live_remove(&streams_live); /* to the newest place (streams_shutdown) */
+  sp_live_add(&streams_live);
 }
 
 void sp_stream_connect_protocol(lua_State *L, sp_stream *s) {
@@ -1306,16 +1498,16 @@ static int transport_writeSequence(lua_State *L) {
     if (len == 0) continue;
     bufs[nb++] = mkbuf((char *)p, len);
     if (nb == 64 || i == n) {
-      if (s->filter != NULL && s->filter->write != NULL)
-        s->filter->write(L, s, bufs, nb);
+      if (stream_filter(s) != NULL && stream_filter(s)->write != NULL)
+        stream_filter(s)->write(L, s, bufs, nb);
       else
         sp_stream_write_raw(L, s, bufs, nb);
       nb = 0;
     }
   }
   if (nb > 0 && s->state == ST_OPEN) {
-    if (s->filter != NULL && s->filter->write != NULL)
-      s->filter->write(L, s, bufs, nb);
+    if (stream_filter(s) != NULL && stream_filter(s)->write != NULL)
+      stream_filter(s)->write(L, s, bufs, nb);
     else
       sp_stream_write_raw(L, s, bufs, nb);
   }
@@ -1369,7 +1561,7 @@ static int transport_abortConnection(lua_State *L) {
 ** closed. twisted ITransport.getPeer/getHost. */
 static int transport_addr(lua_State *L, int peer) {
   transport_ud *t = sp_class_check(L, 1, SP_TRANSPORT_MT);
-  if (t->s != NULL)
+  if (t->s != NULL && t->s->state == ST_OPEN)
     sp_stream_pushaddr(L, t->s, peer);
   else
     ud_get(L, 1, peer ? UV_PEER : UV_HOST);
@@ -1492,14 +1684,19 @@ static int transport_tostring(lua_State *L) {
     lua_pushfstring(L, "<%s transport (closed)>", kind);
   } else if (t->kind == SP_STREAM_TCP) {
     char a[SP_ADDR_HOSTLEN], b[SP_ADDR_HOSTLEN];
-    int pa = sp_addr_format(&t->s->host.sa, a);
-    int pb = sp_addr_format(&t->s->peer.sa, b);
+    struct sockaddr_storage host, peer;
+    int pa, pb;
+    tcp_addr(t->s, 0, &host);
+    tcp_addr(t->s, 1, &peer);
+    pa = sp_addr_format((struct sockaddr *)&host, a);
+    pb = sp_addr_format((struct sockaddr *)&peer, b);
     lua_pushfstring(L, "<TCP transport %s:%d -> %s:%d>", a, pa, b, pb);
   } else {
+    const stream_x *x = SX(t->s);
     lua_pushfstring(L, "<UNIX transport %s>",
-                    t->s->peerpath   ? t->s->peerpath
-                    : t->s->hostpath ? t->s->hostpath
-                                     : "?");
+                    x != NULL && x->peerpath   ? x->peerpath
+                    : x != NULL && x->hostpath ? x->hostpath
+                                               : "?");
   }
   return 1;
 }
@@ -1577,20 +1774,22 @@ int sp_transport_disconnecting(const void *tud) {
 int sp_transport_write(lua_State *L, void *tud, const uv_buf_t *bufs,
                        unsigned nbufs) {
   sp_stream *s = ((transport_ud *)tud)->s;
+  stream_x *x;
   size_t total = 0;
   unsigned i;
-  if (s != NULL && s->filter != NULL) return 0;
+  if (s != NULL && stream_filter(s) != NULL) return 0;
   if (s == NULL || s->state != ST_OPEN || (s->flags & SF_WDISCONNECTED))
     return 1;
   for (i = 0; i < nbufs; i++) total += bufs[i].len;
   if (total == 0) return 1;
-  if ((s->flags & SF_CORKED) && s->pcap - s->plen >= total) {
+  x = SX(s);
+  if ((s->flags & SF_CORKED) && x != NULL && x->pcap - x->plen >= total) {
     /* Inside dataReceived, with room in the pending buffer (a
     ** LineReceiver's sendLine, once per line): what write_raw would do
     ** (try_write declines while corked), without its generality. */
     for (i = 0; i < nbufs; i++) {
-      memcpy(s->pbuf + s->plen, bufs[i].base, bufs[i].len);
-      s->plen += bufs[i].len;
+      memcpy(x->pbuf + x->plen, bufs[i].base, bufs[i].len);
+      x->plen += bufs[i].len;
     }
     if ((s->flags & SF_PRODUCER) || sp_stream_queued(s) > READ_THROTTLE)
       check_highwater(L, s);
@@ -1610,10 +1809,11 @@ void sp_stream_add_methods(lua_State *L, const luaL_Reg *methods) {
 
 /* [-0, +0, e] One inspector row (inspect.h) for the open stream s,
 ** appended to the array at t. */
-static void stream_row(lua_State *L, sp_stream *s, int t) {
+static void stream_row(lua_State *L, const transport_ud *u, int t) {
+  sp_stream *s = u->s;
   int top = lua_gettop(L);
   lua_createtable(L, 0, 12);
-  lua_pushstring(L, s->filter != NULL          ? "tls"
+  lua_pushstring(L, stream_filter(s) != NULL   ? "tls"
                     : s->kind == SP_STREAM_TCP ? "tcp"
                                                : "unix");
   lua_setfield(L, -2, "transport");
@@ -1628,11 +1828,12 @@ static void stream_row(lua_State *L, sp_stream *s, int t) {
   lua_setfield(L, -2, "host");
   sp_stream_pushaddr(L, s, 1);
   lua_setfield(L, -2, "peer");
-  lua_pushnumber(L, (double)(uv_now(sp_loop()) - s->born) / 1e3);
+  lua_pushnumber(
+      L, (double)(uint32_t)((uint32_t)uv_now(sp_loop()) - u->born) / 1e3);
   lua_setfield(L, -2, "age");
-  lua_pushinteger(L, (lua_Integer)s->nin);
+  lua_pushinteger(L, (lua_Integer)(SX(s) != NULL ? SX(s)->nin : 0));
   lua_setfield(L, -2, "bytesIn");
-  lua_pushinteger(L, (lua_Integer)s->nout);
+  lua_pushinteger(L, (lua_Integer)(SX(s) != NULL ? SX(s)->nout : 0));
   lua_setfield(L, -2, "bytesOut");
   lua_pushinteger(L, (lua_Integer)sp_stream_queued(s));
   lua_setfield(L, -2, "queued");
@@ -1645,25 +1846,17 @@ static void stream_row(lua_State *L, sp_stream *s, int t) {
   lua_rawseti(L, t, (lua_Integer)lua_rawlen(L, t) + 1);
 }
 
-typedef struct rows_arg {
-  lua_State *L;
-  int t;
-} rows_arg;
-
-static void stream_row_each(sp_live *n, void *arg) {
-  rows_arg *a = arg;
-  sp_stream *s = (sp_stream *)((char *)n - offsetof(sp_stream, live));
-  if (n->shutdown != stream_shutdown || s->state != ST_OPEN ||
-      s->ref == LUA_NOREF)
-    return;
-  luaL_checkstack(a->L, 8, NULL);
-  stream_row(a->L, s, a->t);
-}
-
 /* The inspector's provider: a row per open connection. */
 static void stream_rows(lua_State *L, int t) {
-  rows_arg a = {L, t};
-  sp_live_each(stream_row_each, &a);
+  int top = lua_gettop(L);
+  push_open_streams(L);
+  for (lua_Integer i = 1; lua_rawgeti(L, top + 1, i) != LUA_TNIL; i++) {
+    const transport_ud *u = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    luaL_checkstack(L, 8, NULL);
+    stream_row(L, u, t);
+  }
+  lua_settop(L, top);
 }
 
 void sp_stream_init(lua_State *L) {

@@ -9,8 +9,15 @@
 ** connected it has a Lua transport userdata ("spindle.Transport") whose
 ** user values hold the protocol, the producer, the owner and the close
 ** reason; the open handle holds one registry reference to that userdata.
-** Every stream is in loop.c's live registry (loop.h) until it is freed:
-** at exit an open one is lost (connectionLost), a connecting one dropped.
+** One entry in loop.c's live registry (loop.h) stands for the open
+** streams, found through those references: at exit each is lost
+** (connectionLost); a connecting one is dropped by its connector.
+**
+** Memory: an idle connection holds its libuv handle and a few fields; the
+** write queue, the filter, the owner, Unix paths and the inspector's
+** counters live in a side block made on first use (the first read or
+** write), so an idle TCP connection costs 16 bytes beyond
+** its uv_tcp_t in C.
 **
 ** Bytes flow through two hooks so that a filter (TLS over memory BIOs) can
 ** sit between the socket and the protocol:
@@ -109,7 +116,9 @@ void sp_stream_connect_protocol(lua_State *L, sp_stream *s);
 typedef void (*sp_stream_lost_fn)(sp_stream *s, lua_State *L);
 
 /* Set the C owner of s (a client stream's connector; NULL detaches an
-** attempt being abandoned) and the hook run after connectionLost. */
+** attempt being abandoned) and the hook run after connectionLost. Only a
+** stream made by sp_stream_connect_* or sp_stream_open_fd can have them
+** (it is made with the block they live in); on others this does nothing. */
 void sp_stream_set_owner(sp_stream *s, void *owner, sp_stream_lost_fn lost);
 
 /* The C owner of s, or NULL. A stream with an owner is the side that made
@@ -161,8 +170,9 @@ typedef struct sp_stream_filter {
 
 /* Install filter f with its state `data` on s (which has none: check
 ** with sp_stream_filter_data). From then on the stream owns data: f->free
-** releases it when the stream is freed. */
-void sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data);
+** releases it when the stream is freed. Returns 0, or UV_ENOMEM when the
+** stream's side block could not be made: f->free(data) has run then. */
+int sp_stream_set_filter(sp_stream *s, const sp_stream_filter *f, void *data);
 
 /* The state of filter f on s, or NULL when s is NULL or has another
 ** filter or none; f NULL asks whether s has any filter (its state, or
@@ -203,6 +213,11 @@ void sp_stream_finish_ready(lua_State *L, sp_stream *s);
 /* Bytes queued and not yet taken by the kernel. */
 size_t sp_stream_queued(const sp_stream *s);
 
+/* How many streams made by sp_stream_accept have a transport and have not
+** finished closing (their connectionLost has not returned): what a
+** draining reactor waits on (tcp.h's sp_tcp_open_accepted). */
+int sp_stream_accepted_open(void);
+
 /* ------------------------------------------------------- Lua side */
 
 /* [-0, +1, -] Push the transport userdata of a stream made into one by
@@ -210,7 +225,9 @@ size_t sp_stream_queued(const sp_stream *s);
 void sp_stream_push_transport(lua_State *L, sp_stream *s);
 
 /* [-0, +1, m] Push the address of the peer (peer != 0) or of the local
-** end (addr.h's shape), as getPeer/getHost return it. */
+** end (addr.h's shape), as getPeer/getHost return it, of a stream whose
+** socket is open (the peer's is kept from the first call or
+** sp_stream_open on; the local end's is asked of the socket). */
 void sp_stream_pushaddr(lua_State *L, sp_stream *s, int peer);
 
 /* Why a connection ended, for sp_stream_pusherror. */

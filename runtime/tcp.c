@@ -99,11 +99,9 @@ typedef struct port_ud {
   int adopted; /* the socket was handed to us: no bind, chmod, unlink */
 } port_ud;
 
-/* The hooks of a process under a supervisor (tcp.h), and the count of
-** accepted connections still open, which a draining reactor waits on. */
+/* The hooks of a process under a supervisor (tcp.h). */
 static sp_tcp_listen_fn listen_hook = NULL;
 static sp_tcp_listening_fn listening_hook = NULL;
-static int open_accepted = 0;
 
 void sp_tcp_set_listen_hooks(sp_tcp_listen_fn listen,
                              sp_tcp_listening_fn listening) {
@@ -112,13 +110,7 @@ void sp_tcp_set_listen_hooks(sp_tcp_listen_fn listen,
 }
 
 int sp_tcp_open_accepted(void) {
-  return open_accepted;
-}
-
-static void accepted_lost(sp_stream *s, lua_State *L) {
-  (void)s;
-  (void)L;
-  open_accepted--;
+  return sp_stream_accepted_open();
 }
 
 /* User values of a Port: the factory, the Deferreds of stopListening,
@@ -173,15 +165,22 @@ static int accept_tramp(lua_State *L) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->pu->ref);
   lua_getiuservalue(L, -1, PV_FACTORY);
-  sp_stream_pushaddr(L, a->s, 1);
+  /* The stock buildProtocol does not use its address: make none for it,
+  ** as it would be garbage at once (core.h). */
+  lua_getfield(L, -1, "buildProtocol");
+  if (lua_tocfunction(L, -1) == sp_factory_buildProtocol) {
+    lua_pushnil(L);
+    lua_replace(L, -2);
+  } else {
+    lua_pop(L, 1);
+    sp_stream_pushaddr(L, a->s, 1);
+  }
   if (sp_callmethod(L, -2, "buildProtocol", 1) != SP_CALL_OK ||
       lua_isnil(L, -1))
     return 0; /* on_connection discards it */
+  /* No owner: the accepting side (TLS reads its role from that). */
   sp_stream_open(L, a->s);
   lua_pop(L, 1);
-  /* No owner: the accepting side (TLS reads its role from that). */
-  sp_stream_set_owner(a->s, NULL, accepted_lost);
-  open_accepted++;
   a->opened = 1;
   if (run_setup(L, a->pu->setup, a->s, top + 1, PV_SETUP) == 0)
     sp_stream_connect_protocol(L, a->s);

@@ -571,7 +571,10 @@ static int tls_attach(lua_State *L, sp_stream *s, int fidx, int client,
       sp_ssl_pusherror(L, NULL, 0, "TLS setup failed", NULL);
     return -1;
   }
-  sp_stream_set_filter(s, &tls_filter, c);
+  if (sp_stream_set_filter(s, &tls_filter, c) != 0) { /* c is freed */
+    lua_pushliteral(L, "not enough memory");
+    return -1;
+  }
   if (client && handshake(L, c) < 0) {
     lua_pushliteral(L, "TLS handshake failed");
     return -1;

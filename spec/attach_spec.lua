@@ -6,6 +6,7 @@ local certs = require("spec.support.certs")
 local tmux = require("spec.support.tmux")
 
 local SERVER = [[
+io.stdout:setvbuf("no")
 local reactor = require("spindle.reactor")
 local protocol = require("spindle.protocol")
 local defer = require("spindle.defer")
@@ -16,6 +17,8 @@ local port = reactor.listenTCP(0, protocol.Factory.forProtocol(Echo), nil,
 never = defer.Deferred()
 stuck = defer.succeed(1)
 stuck:addCallback(function() return never end)
+-- The program's own output (a session runs it from a timer).
+function tick(what) io.write("tick from the program ", what, "\n") end
 local repl = reactor.listenREPL(arg[1])
 io.stdout:write("port ", port:getHost().port, " repl ",
   tostring(repl:getHost().port), " ", tostring(repl:getHost().host), "\n")
@@ -63,6 +66,24 @@ local function stop(srv)
   os.remove(srv.sock)
 end
 
+-- What the server has written to its standard output and error so far.
+local function output(srv)
+  local f = assert(io.open(srv.out))
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- Wait until the server has written text (a bound, not a delay: 30 s).
+local function waitOutput(srv, text)
+  for _ = 1, 600 do
+    if output(srv):find(text, 1, true) then return end
+    os.execute("sleep 0.05")
+  end
+  error(("the server never wrote %q; it wrote:\n%s"):format(text,
+    output(srv)))
+end
+
 local function alive(pid)
   return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
@@ -96,8 +117,8 @@ describe("spindle --attach", function()
       term:line(".pending")
       local script = srv.script:gsub("%p", "%%%0")
       term:waitFor("Deferred made at [^\n]*" .. script:sub(-20) ..
-        ":9, [%d.]+ s ago, fired, waiting\n%s+waits on %(chain%) " ..
-        "Deferred made at [^\n]*" .. script:sub(-20) .. ":8,")
+        ":10, [%d.]+ s ago, fired, waiting\n%s+waits on %(chain%) " ..
+        "Deferred made at [^\n]*" .. script:sub(-20) .. ":9,")
       term:line("never.called")
       term:waitFor("\nfalse\n", 5, true)
       term:line("x = 6 * 7; x")
@@ -143,6 +164,62 @@ describe("spindle --attach", function()
     term:keys("C-d")
     term:waitFor("[exited 0]", 5, true)
   end)
+
+  it("completes what a chain of fields reaches, with the session's own " ..
+    "variables", function()
+      term = tmux.start(process.quote(process.bin) .. " --attach " ..
+        process.quote(srv.sock), {HOME = "/tmp"})
+      term:waitFor("> ", 5, true)
+      term:line("local mine = {deep = {field = 1}}")
+      term:line("'typed'")
+      term:waitFor("\ntyped\n", 5, true)
+      term:type('mine["deep"].fi')
+      term:keys("Tab")
+      term:waitFor('> mine["deep"].field', 5, true)
+      term:keys("C-u")
+      term:type('("ab"):up')
+      term:keys("Tab")
+      term:waitFor('> ("ab"):upper', 5, true)
+      term:keys("C-u")
+      term:line("'idle'")
+      term:waitFor("\nidle\n", 5, true)
+      term:keys("C-d")
+      term:waitFor("[exited 0]", 5, true)
+    end)
+
+  it("writes io.write, io.stdout:write and print of the session's entries " ..
+    "to the session, the program's own output to its stdout", function()
+      term = tmux.start(process.quote(process.bin) .. " --attach " ..
+        process.quote(srv.sock), {HOME = "/tmp"})
+      term:waitFor("> ", 5, true)
+      -- A second session at the same time gets its own output only.
+      local other = tmux.start(process.quote(process.bin) .. " --attach " ..
+        process.quote(srv.sock), {HOME = "/tmp"})
+      other:waitFor("> ", 5, true)
+      term:line('io.write("hi\\n")')
+      term:waitFor("\nhi\n", 5, true)
+      other:line('io.stdout:write("from ", "other", "\\n"):write("more\\n")')
+      other:waitFor("\nfrom other\nmore\n", 5, true)
+      term:line("print('printed', 1); io.stderr:write('to stderr\\n')")
+      term:waitFor("\nprinted%s+1\nto stderr\n", 5)
+      term:line("function later() io.write('later\\n') end")
+      term:line("reactor.callLater(0, later); reactor.callLater(0, tick, 1)")
+      term:waitFor("\nlater\n", 5, true)
+      waitOutput(srv, "tick from the program 1\n")
+      other:line("reactor.callLater(0, tick, 2)")
+      waitOutput(srv, "tick from the program 2\n")
+      local out = output(srv)
+      assert.not_matches("hi\n", out, 1, true)
+      assert.not_matches("from other", out, 1, true)
+      assert.not_matches("printed", out, 1, true)
+      assert.not_matches("later", out, 1, true)
+      assert.not_matches("to stderr", out, 1, true)
+      local screen = term:screen()
+      assert.not_matches("from other", screen, 1, true)
+      assert.not_matches("tick from", screen, 1, true)
+      assert.not_matches("hi\n", other:screen(), 1, true)
+      other:stop()
+    end)
 
   it("says why it cannot attach", function()
     local r = process.run({"--attach", srv.sock .. ".missing"},
@@ -239,6 +316,31 @@ describe("spindle --attach over TLS", function()
       assert.equal(1, r.status)
       assert.matches("cannot attach to tls:", r.stderr, 1, true)
       assert.not_matches("ran", r.stdout, 1, true)
+      assert.is_true(alive(srv.pid))
+    end)
+
+  it("completes with Tab over TLS, with the session's own variables",
+    function()
+      local term = tmux.start(process.quote(process.bin) .. " --attach " ..
+        process.quote(GOOD()), {HOME = "/tmp"})
+      term:waitFor("> ", 5, true)
+      term:line("local mine = {deep = {field = 1}}")
+      term:line("'typed'")
+      term:waitFor("\ntyped\n", 5, true)
+      -- Before, completion spoke only to a Unix socket: nothing completed.
+      term:type("stuck:addCallb")
+      term:keys("Tab")
+      term:waitFor("> stuck:addCallback", 5, true)
+      term:keys("C-u")
+      term:type("mine.deep.fi")
+      term:keys("Tab")
+      term:waitFor("> mine.deep.field", 5, true)
+      term:keys("C-u")
+      term:line("'idle'")
+      term:waitFor("\nidle\n", 5, true)
+      term:keys("C-d")
+      term:waitFor("[exited 0]", 5, true)
+      term:stop()
       assert.is_true(alive(srv.pid))
     end)
 

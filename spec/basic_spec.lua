@@ -126,6 +126,54 @@ describe("LineReceiver", function()
       assert.same({"a", "b", "c\r"}, p.lines)
     end)
 
+    it("uses fields set on the instance before any data, and ones a " ..
+      "lineReceived sets, also MAX_LENGTH and lineReceived", function()
+      local P = Recorder:extend()
+      function P:connectionMade() self.delimiter = "|" end
+      local p = connect(P)
+      local got = {}
+      function P:lineReceived(line)
+        Recorder.lineReceived(self, line)
+        if line == "a" then
+          self.MAX_LENGTH = 2
+          self.lineReceived = function(_, l) got[#got + 1] = l end
+        end
+      end
+      p:dataReceived("a|bb|ccc|")
+      assert.same({"a"}, p.lines)
+      assert.same({"bb"}, got)
+      assert.same({"ccc|"}, p.exceeded)
+    end)
+
+    it("sees a delimiter set with rawset from the next chunk on", function()
+      local P = Recorder:extend()
+      function P:lineReceived(line)
+        Recorder.lineReceived(self, line)
+        if line == "a" then rawset(self, "delimiter", "\n") end
+      end
+      local p = connect(P)
+      p:dataReceived("a\r\nb\nc\r\n")
+      p:dataReceived("d\ne\n")
+      assert.same({"a", "b\nc", "d", "e"}, p.lines)
+    end)
+
+    it("reads every field on every line for a class with its own " ..
+      "__newindex", function()
+      local seen = {}
+      local P = Recorder:extend({__newindex = function(t, k, v)
+        seen[#seen + 1] = k
+        rawset(t, k, v)
+      end})
+      function P:lineReceived(line)
+        Recorder.lineReceived(self, line)
+        if line == "a" then self.delimiter = "\n" end
+      end
+      local p = connect(P)
+      p:dataReceived("a\r\nb\nc\r\n")
+      assert.same({"a", "b", "c\r"}, p.lines)
+      assert.is_truthy(table.concat(seen, " "):find("delimiter", 1, true))
+    end)
+
     it("raises for an empty delimiter and recovers after", function()
       local P = Recorder:extend({delimiter = ""})
       local p = connect(P)

@@ -160,6 +160,49 @@ describe("Deferred:addCallback", function()
     d:callback(1)
     assert.equal(2, d.result)
   end)
+
+  -- The first two slots of a Deferred are kept in the userdata (defer.c,
+  -- SLOTS_INLINE), the rest in a table made when first needed: steps that
+  -- straddle the two, and a table made while a run is going on.
+  it("runs steps added by a running callback, past the first slots",
+    function()
+      local seen = {}
+      local d = Deferred()
+      d:addCallback(function(x)
+        seen[#seen + 1] = "a" .. x
+        d:addCallback(function(y, k) seen[#seen + 1] = k .. y; return y + 1 end,
+          "b")
+        d:addCallbacks(function(y) seen[#seen + 1] = "c" .. y; return y + 1 end,
+          function(f) return f end)
+        d:addCallback(function(y) seen[#seen + 1] = "d" .. y; return y end)
+        return x + 1
+      end)
+      d:callback(1)
+      assert.same({"a1", "b2", "c3", "d4"}, seen)
+      assert.equal(4, d.result)
+      d:addBoth(function(y, k) return y .. k end, "!")
+      assert.equal("4!", d.result)
+    end)
+
+  it("lets go of the callbacks it has run", function()
+    local weak = setmetatable({}, {__mode = "k"})
+    local d = Deferred()
+    local function add(n)
+      for _ = 1, n do
+        local f = function(x) return x end
+        weak[f] = true
+        d:addCallback(f)
+      end
+    end
+    add(1)
+    d:callback(1)
+    add(5)
+    d:addCallback(function(x, a, b) return x + a + b end, 2, 3)
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(weak))
+    assert.equal(6, d.result)
+  end)
 end)
 
 describe("Deferred methods through pcall", function()

@@ -298,6 +298,26 @@ describe("reactor.spawnProcess", function()
       "integers 0..255)")
   end)
 
+  it("refuses NUL bytes that exec would cut an argument at", function()
+    -- Before: {"echo", "a\0b"} ran `echo a` and printed "a".
+    local p = protocol.ProcessProtocol()
+    assert.has_error(function()
+      reactor.spawnProcess(p, "echo", {"echo", "a\0b"})
+    end, "bad argument #3 to 'spawnProcess' (NUL byte at index 2)")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "ec\0ho", {"echo"})
+    end, "bad argument #2 to 'spawnProcess' (NUL byte in executable)")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true"}, {A = "x\0y"})
+    end, "bad argument #4 to 'spawnProcess' (NUL byte in the value of A)")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true"}, {["A=B"] = "x"})
+    end, "bad argument #4 to 'spawnProcess' (bad variable name \"A=B\")")
+    assert.has_error(function()
+      reactor.spawnProcess(p, "true", {"true"}, nil, "/tmp\0/x")
+    end, "bad argument #5 to 'spawnProcess' (NUL byte in path)")
+  end)
+
   it("sends 64 MiB through cat and back intact with a producer and " ..
     "bounded memory", function()
       local CHUNK, N = 65536, 1024 -- 64 MiB

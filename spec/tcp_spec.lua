@@ -747,6 +747,47 @@ import time; time.sleep(0.5)
       wait(port:stopListening())
     end)
 
+  it("answers getPeer and getHost in and after connectionLost, also when " ..
+    "the peer reset the connection (the socket no longer knows its peer)",
+    function()
+      local seen = {}
+      local lost = defer.Deferred()
+      local S = protocol.Protocol:extend({})
+      function S:connectionMade()
+        seen.made = {self.transport:getPeer(), self.transport:getHost()}
+      end
+      function S:connectionLost(reason)
+        seen.reason = reason
+        seen.lost = {self.transport:getPeer(), self.transport:getHost()}
+        reactor.callLater(0, lost.callback, lost, self.transport)
+      end
+      local port = reactor.listenTCP(0, protocol.Factory.forProtocol(S), nil,
+        "127.0.0.1")
+      local py = pyfile(([[
+import socket, struct, time
+s = socket.create_connection(("127.0.0.1", %d))
+print(s.getsockname()[1], flush=True)
+time.sleep(0.3)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+]]):format(port:getHost().port))
+      local p = spawn("python3 " .. py)
+      local t = wait(lost)
+      local cport = tonumber(finish(p))
+      local pn = port:getHost().port
+      assert.is_truthy(seen.reason:check(reactor.ConnectionLost))
+      for _, ends in ipairs({seen.made, seen.lost,
+        {t:getPeer(), t:getHost()}}) do
+        assert.same({type = "TCP", host = "127.0.0.1", port = cport,
+          "127.0.0.1", cport}, ends[1])
+        assert.same({type = "TCP", host = "127.0.0.1", port = pn,
+          "127.0.0.1", pn}, ends[2])
+      end
+      assert.equal("<TCP transport (closed)>", tostring(t))
+      os.remove(py)
+      wait(port:stopListening())
+    end)
+
   it("raises on bad writes and on closed-transport options, and ignores " ..
     "writes after the connection is lost", function()
       local errors = {}

@@ -2,7 +2,7 @@
 ** loadgen.c: the load generator of bench/echo (epoll, one thread).
 **
 **   loadgen -p PORT [-m echo|lines|idle] [-c CONNS] [-k DEPTH] [-s BYTES]
-**           [-w WARMUP_S] [-d DURATION_S] [-P SERVER_PID]
+**           [-w WARMUP_S] [-d DURATION_S] [-P SERVER_PID[,PID...]]
 **
 ** Opens CONNS connections to 127.0.0.1:PORT. Each keeps DEPTH messages in
 ** flight and sends a new one for each answered one:
@@ -12,7 +12,9 @@
 ** Every byte received is checked against what was sent. After WARMUP_S
 ** seconds (default 1) it counts answered messages for DURATION_S seconds
 ** (default 5) and reads the server's user+system CPU time from
-** /proc/SERVER_PID/stat at both ends of that window. Prints one line:
+** /proc/SERVER_PID/stat at both ends of that window; SERVER_PID may be a
+** comma-separated list (a supervisor and its workers), whose CPU times are
+** summed. Prints one line:
 **   msgs=N secs=S rate=MSGS_PER_S srv_cpu=CPU_S srv_usr=CPU_S srv_sys=CPU_S
 **   lg_cpu=CPU_S
 ** (srv_cpu = srv_usr + srv_sys, the server's user and system time)
@@ -73,7 +75,7 @@ static void die(const char *what) {
 }
 
 /* Server user and system CPU seconds from /proc/pid/stat fields 14, 15. */
-static void proc_cpu(int pid, double *user, double *sys) {
+static void proc_cpu_one(int pid, double *user, double *sys) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", pid);
   FILE *f = fopen(path, "r");
@@ -88,6 +90,20 @@ static void proc_cpu(int pid, double *user, double *sys) {
     die("cannot parse server /proc stat");
   *user = (double) ut / (double) sysconf(_SC_CLK_TCK);
   *sys = (double) st / (double) sysconf(_SC_CLK_TCK);
+}
+
+/* The same summed over the processes of -P (at most MAXPIDS). */
+#define MAXPIDS 64
+static int pids[MAXPIDS], npids;
+
+static void proc_cpu(double *user, double *sys) {
+  *user = *sys = 0;
+  for (int i = 0; i < npids; i++) {
+    double u, s;
+    proc_cpu_one(pids[i], &u, &s);
+    *user += u;
+    *sys += s;
+  }
 }
 
 static double self_cpu(void) {
@@ -219,13 +235,22 @@ int main(int argc, char **argv) {
       case 'd':
         dur = atof(optarg);
         break;
-      case 'P':
-        pid = atoi(optarg);
+      case 'P': {
+        char *p = optarg, *end;
+        while (npids < MAXPIDS) {
+          long v = strtol(p, &end, 10);
+          if (end == p || v <= 0) break;
+          pids[npids++] = (int) v;
+          if (*end != ',') break;
+          p = end + 1;
+        }
+        pid = npids ? pids[0] : 0;
         break;
+      }
       default:
         fprintf(stderr,
                 "usage: loadgen -p PORT [-m echo|lines] [-c CONNS] "
-                "[-k DEPTH] [-s BYTES] [-w S] [-d S] [-P PID]\n");
+                "[-k DEPTH] [-s BYTES] [-w S] [-d S] [-P PID[,PID...]]\n");
         return 2;
     }
   }
@@ -300,7 +325,7 @@ int main(int argc, char **argv) {
       tstart = t;
       at_start = total;
       record = 1;
-      if (pid) proc_cpu(pid, &usr0, &sys0);
+      if (pid) proc_cpu(&usr0, &sys0);
       lg0 = self_cpu();
     }
     if (total != last_total) {
@@ -312,7 +337,7 @@ int main(int argc, char **argv) {
     }
   }
   double usr1 = usr0, sys1 = sys0, lg = self_cpu() - lg0;
-  if (pid) proc_cpu(pid, &usr1, &sys1);
+  if (pid) proc_cpu(&usr1, &sys1);
   double secs = t - tstart;
   size_t msgs = total - at_start;
   printf(

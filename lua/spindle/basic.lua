@@ -66,6 +66,15 @@ LineReceiver.clearLineBuffer = C.clearLineBuffer
 --- lr:sendLine(line): transport:write(line .. delimiter).
 LineReceiver.sendLine = C.sendLine
 
+--- lr.__newindex(self, key, value): assigning a field an instance does
+-- not have yet stores it (rawset) and tells the C scanner when it is
+-- MAX_LENGTH, delimiter or lineReceived, so that only the own fields an
+-- instance has are read on every line (Twisted reads all three each
+-- line; the result is the same). A rawset of one of them is seen from
+-- the next chunk. A subclass that defines its own __newindex replaces
+-- this one; the scanner then reads all three on every line.
+LineReceiver.__newindex = C.lineNewindex
+
 --- lr:lineReceived(line): override; line is without its delimiter.
 function LineReceiver:lineReceived(line)
   error("LineReceiver.lineReceived must be overridden by a subclass " ..

@@ -11,6 +11,7 @@ local M = {}
 local metamethods = {
   "__tostring", "__eq", "__lt", "__le", "__concat", "__len", "__call",
   "__close", "__add", "__sub", "__mul", "__div", "__unm", "__mod",
+  "__newindex",
 }
 
 local Object = {}

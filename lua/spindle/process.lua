@@ -282,12 +282,19 @@ function M.spawnProcess(pp, executable, args, env, path, uid, gid, usePTY,
       not check.isCallable(pp.makeConnection) then
     check.typeError(1, "spawnProcess", "process protocol", pp)
   end
+  -- exec(2) takes C strings: a NUL byte would silently cut an argument,
+  -- so it is refused here (as Node's spawn does).
   check.string(executable, 2, "spawnProcess")
+  if executable:find("\0", 1, true) then
+    check.argError(2, "spawnProcess", "NUL byte in executable")
+  end
   if args ~= nil then
     check.table(args, 3, "spawnProcess")
     for i = 1, #args do
       if type(args[i]) ~= "string" then
         check.argError(3, "spawnProcess", "string expected at index " .. i)
+      elseif args[i]:find("\0", 1, true) then
+        check.argError(3, "spawnProcess", "NUL byte at index " .. i)
       end
     end
   end
@@ -296,10 +303,20 @@ function M.spawnProcess(pp, executable, args, env, path, uid, gid, usePTY,
     for k, v in pairs(env) do
       if type(k) ~= "string" or type(v) ~= "string" then
         check.argError(4, "spawnProcess", "string names and values expected")
+      elseif k == "" or k:find("[=%z]") then
+        check.argError(4, "spawnProcess",
+          "bad variable name " .. string.format("%q", k))
+      elseif v:find("\0", 1, true) then
+        check.argError(4, "spawnProcess", "NUL byte in the value of " .. k)
       end
     end
   end
-  if path ~= nil then check.string(path, 5, "spawnProcess") end
+  if path ~= nil then
+    check.string(path, 5, "spawnProcess")
+    if path:find("\0", 1, true) then
+      check.argError(5, "spawnProcess", "NUL byte in path")
+    end
+  end
   if uid ~= nil then check.number(uid, 6, "spawnProcess") end
   if gid ~= nil then check.number(gid, 7, "spawnProcess") end
   if childFDs ~= nil then

@@ -104,16 +104,11 @@ function Factory:startFactory() end
 function Factory:stopFactory() end
 
 --- f:buildProtocol(addr) -> protocol or nil: an instance of f.protocol with
--- its factory set; nil refuses the connection. twisted Factory.buildProtocol.
-function Factory:buildProtocol(addr) -- luacheck: ignore addr
-  local P = self.protocol
-  if P == nil then
-    error("Factory.buildProtocol: factory has no 'protocol' set", 2)
-  end
-  local p = P()
-  p.factory = self
-  return p
-end
+-- its factory set; nil refuses the connection (an override may return
+-- it); raises when f.protocol is nil. addr is not used: written in C
+-- (core.c), so that accepting a connection for it makes no address.
+-- twisted Factory.buildProtocol.
+Factory.buildProtocol = require("spindle._core").buildProtocol
 
 local ServerFactory = Factory:extend({__name = "ServerFactory"})
 

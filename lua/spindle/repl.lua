@@ -206,13 +206,68 @@ function M.unfinished(src)
   return e:sub(-5) == "<eof>"
 end
 
---- repl.Session(out, err[, onExit]) -> session: one prompt's state
--- (an unfinished statement, the entry being awaited). out(text) and
--- err(text) write its output and errors; onExit() is what `.exit` does.
--- Entries see the program's globals, the PRELOAD modules and a `print`
--- writing to out. The local prompt is one session (repl.line etc.);
--- each attached client (repl.listen) is another.
-function M.Session(out, err, onExit)
+-- io.write's text for its arguments, raising as io.write does.
+local function writeText(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if math.type(v) == "integer" then v = ("%d"):format(v)
+    elseif math.type(v) == "float" then v = ("%.14g"):format(v)
+    elseif type(v) ~= "string" then
+      error(("bad argument #%d to 'write' (string expected, got %s)"):format(
+        i, type(v)), 3)
+    end
+    parts[i] = v
+  end
+  return table.concat(parts)
+end
+
+-- A file object standing for a session's standard output or error:
+-- write(text) sends there. Only what a standard output is used for.
+local SessionFile = {}
+SessionFile.__index = SessionFile
+SessionFile.__name = "FILE*"
+function SessionFile:write(...)
+  self._write(writeText(...))
+  return self
+end
+function SessionFile:flush() return self end
+function SessionFile:setvbuf() return true end
+function SessionFile:seek() return nil, "Illegal seek", 29 end
+function SessionFile:close() return nil, "cannot close standard file" end
+function SessionFile:__tostring() return "file (" .. self._name .. ")" end
+
+-- The `io` an attached session's entries see: the program's io library,
+-- but io.write, io.stdout, io.stderr and io.output() are the session's
+-- (as Twisted's manhole gives each session its own sys.stdout).
+local function sessionIO(out, err)
+  local stdout = setmetatable({_write = out, _name = "session stdout"},
+    SessionFile)
+  local stderr = setmetatable({_write = err, _name = "session stderr"},
+    SessionFile)
+  local sio = setmetatable({stdout = stdout, stderr = stderr}, {
+    __index = io})
+  function sio.write(...)
+    out(writeText(...))
+    return stdout
+  end
+  function sio.output(f)
+    if f == nil or f == stdout then return stdout end
+    return io.output(f)
+  end
+  return sio
+end
+
+--- repl.Session(out, err[, onExit[, ownIO]]) -> session: one prompt's
+-- state (an unfinished statement, the entry being awaited). out(text)
+-- and err(text) write its output and errors; onExit() is what `.exit`
+-- does. Entries see the program's globals, the PRELOAD modules and a
+-- `print` writing to out; with ownIO, also an `io` whose write, stdout,
+-- stderr and output() write to out and err (an attached session: its
+-- output goes to its own terminal, not the program's). The local prompt
+-- is one session (repl.line etc.); each attached client (repl.listen)
+-- is another.
+function M.Session(out, err, onExit, ownIO)
   local self = {}
   local pending, waiting, editor = nil, nil, nil
   local locals = {} -- names declared `local` at the prompt
@@ -223,6 +278,7 @@ function M.Session(out, err, onExit)
     end,
   })
   rawset(env, "await", defer.await)
+  if ownIO then rawset(env, "io", sessionIO(out, err)) end
   rawset(env, "print", function(...)
     local n, parts = select("#", ...), {}
     for i = 1, n do parts[i] = tostring((select(i, ...))) end
@@ -375,7 +431,9 @@ function M.Session(out, err, onExit)
 
   function self.waiting() return waiting ~= nil end
 
-  function self.complete(word, line) return M.complete(word, line) end
+  --- session.complete(word, line) -> list: repl.complete with this
+  -- session's own variables.
+  function self.complete(word, line) return M.complete(word, line, env) end
 
   return self
 end
@@ -431,8 +489,49 @@ function M.eof(_, resume) return console.eof(_, resume) end
 --- repl.waiting() -> boolean: is an entry waiting on a Deferred?
 function M.waiting() return console.waiting() end
 
-local function fields(v, seen, out)
-  for _ = 1, 8 do
+-- Completion evaluates nothing that could run code: names, fields with
+-- literal keys and parenthesised literals, looked up with rawget along
+-- chains of __index tables. A C __index function (spindle's classes, the
+-- Deferred) keeps its methods table in its first upvalue, which is read
+-- without calling it; a Lua __index function is never run.
+local MAX_CHAIN = 16
+
+-- The methods table of a C __index function, or nil.
+local function cMethods(f)
+  if debug.getinfo(f, "S").what ~= "C" then return nil end
+  local _, up = debug.getupvalue(f, 1)
+  if type(up) == "table" then return up end
+  return nil
+end
+
+-- The table v's lookups go on to after its own fields, or nil.
+local function nextIndex(v)
+  local mt = debug.getmetatable(v)
+  if type(mt) ~= "table" then return nil end
+  local idx = rawget(mt, "__index")
+  if type(idx) == "function" then idx = cMethods(idx) end
+  if type(idx) == "table" then return idx end
+  return nil
+end
+
+-- v[k] as Lua would find it, following only __index tables.
+local function safeIndex(v, k)
+  for _ = 1, MAX_CHAIN do
+    if v == nil then return nil end
+    if type(v) == "table" then
+      local r = rawget(v, k)
+      if r ~= nil then return r end
+    end
+    v = nextIndex(v)
+  end
+  return nil
+end
+
+-- Add to out the string keys v shows: its own, its getters', and those
+-- of the tables its lookups go on to.
+local function fields(v, out)
+  local seen = {}
+  for _ = 1, MAX_CHAIN do
     if v == nil or seen[v] then return end
     seen[v] = true
     if type(v) == "table" then
@@ -441,25 +540,182 @@ local function fields(v, seen, out)
       end
     end
     local mt = debug.getmetatable(v)
-    if mt == nil then return end
-    if type(mt.__getters) == "table" then
-      for k in next, mt.__getters do out[k] = true end
+    local getters = type(mt) == "table" and rawget(mt, "__getters")
+    if type(getters) == "table" then
+      for k in next, getters do out[k] = true end
     end
-    v = mt.__index
-    if type(v) == "function" then
-      -- A C __index (Deferred's) keeps its methods in its first upvalue.
-      local _, up = debug.getupvalue(v, 1)
-      v = up
-    end
-    if type(v) ~= "table" then return end
+    v = nextIndex(v)
   end
 end
 
---- repl.complete(word[, line]) -> list of completions of word: a global
--- name, or a path of fields and methods ("reactor.callL", "d:addC"); a
--- method of a string literal (`("ab"):u`); a module name after require
+local KEYWORDS = {}
+for w in ([[and break do else elseif end false for function goto if in
+  local nil not or repeat return then true until while]]):gmatch("%a+") do
+  KEYWORDS[w] = true
+end
+
+-- A literal at s[i]: a short string, a number, true or false, or one of
+-- those in parentheses. Returns its value (nil for none) and the index
+-- after it. Evaluating a literal's text runs no code of anyone's.
+local function literalAt(s, i)
+  i = s:match("^%s*()", i)
+  local c = s:sub(i, i)
+  if c == "(" then
+    local v, j = literalAt(s, i + 1)
+    if v == nil then return nil end
+    j = s:match("^%s*()", j)
+    if s:sub(j, j) ~= ")" then return nil end
+    return v, j + 1
+  elseif c == '"' or c == "'" then
+    local j = i + 1
+    while j <= #s do
+      local d = s:sub(j, j)
+      if d == "\\" then j = j + 2
+      elseif d == c then
+        local f = load("return " .. s:sub(i, j), "=literal", "t", {})
+        if not f then return nil end
+        return f(), j + 1
+      elseif d == "\n" then return nil
+      else j = j + 1 end
+    end
+    return nil
+  end
+  local word, j = s:match("^([%w_%.]+)()", i)
+  if word == "true" then return true, j end
+  if word == "false" then return false, j end
+  if word and word:match("^%d") then
+    -- An exponent's sign: 1e-3.
+    local more, k = s:match("^([%-%+][%w%.]+)()", j)
+    if more and word:match("[eEpP]$") then word, j = word .. more, k end
+    local n = tonumber(word)
+    if n then return n, j end
+  end
+  return nil
+end
+
+local exprAt
+
+-- An expression completion may evaluate, parsed from s[i]: a name, or a
+-- parenthesised literal or expression, then .name and [literal] steps.
+-- Returns {head = {name = n} | {value = v} | {inner = expr}, keys} and
+-- the index after it, or nil. It stops before a "." whose name runs to
+-- the end of s (the name being completed) and before ":" (a method is a
+-- call: nothing goes on past one).
+function exprAt(s, i)
+  i = s:match("^%s*()", i)
+  local e, p = {keys = {}}
+  local name = s:match("^[%a_][%w_]*", i)
+  if name then
+    if KEYWORDS[name] then return nil end
+    e.head, p = {name = name}, i + #name
+  elseif s:sub(i, i) == "(" then
+    local v, j = literalAt(s, i)
+    if v ~= nil then
+      e.head, p = {value = v}, j
+    else
+      local inner, k = exprAt(s, i + 1)
+      if not inner then return nil end
+      k = s:match("^%s*()", k)
+      if s:sub(k, k) ~= ")" then return nil end
+      e.head, p = {inner = inner}, k + 1
+    end
+  else
+    return nil
+  end
+  while true do
+    local q = s:match("^%s*()", p)
+    local c = s:sub(q, q)
+    if c == "." then
+      local r = s:match("^%s*()", q + 1)
+      local part = s:match("^[%a_][%w_]*", r)
+      if not part or KEYWORDS[part] or r + #part == #s + 1 then
+        return e, p
+      end
+      e.keys[#e.keys + 1] = part
+      p = r + #part
+    elseif c == "[" then
+      local key, j = literalAt(s, q + 1)
+      if key == nil then return e, p end
+      j = s:match("^%s*()", j)
+      if s:sub(j, j) ~= "]" then return e, p end
+      e.keys[#e.keys + 1] = key
+      p = j + 1
+    else
+      return e, p
+    end
+  end
+end
+
+-- Parse s from i as an expression (exprAt) followed by "." or ":" and
+-- the partial name being completed at the end of s. Returns the
+-- expression, the separator and the partial name, or nil.
+local function chainAt(s, i)
+  local e, p = exprAt(s, i)
+  if not e then return nil end
+  local q = s:match("^%s*()", p)
+  local sep = s:sub(q, q)
+  if sep ~= "." and sep ~= ":" then return nil end
+  local r = s:match("^%s*()", q + 1)
+  local part = s:match("^[%a_][%w_]*", r) or ""
+  if r + #part ~= #s + 1 then return nil end
+  return e, sep, part
+end
+
+-- The chain ending line, parsed: where it starts is the first place from
+-- which all the rest parses, after something that cannot be the end of
+-- an expression of its own (so `f(x).y` is not taken for `y`).
+local function trailingChain(line)
+  for i = 1, #line do
+    local prev = line:sub(1, i - 1):match("(%S)%s*$")
+    local startsHere = line:sub(i, i):match("[%a_%(]") and
+      not (prev and prev:match("[%w_%.:%]%)\"']")) and
+      not line:sub(i - 1, i - 1):match("[%w_]")
+    if startsHere then
+      local e, sep, part = chainAt(line, i)
+      if e then return e, sep, part end
+    end
+  end
+  return nil
+end
+
+-- The value of the name at the start of a chain, for a session whose own
+-- variables are in vars: those, the program's globals, PRELOAD modules.
+local function nameValue(name, vars)
+  local v = vars and rawget(vars, name)
+  if v == nil then v = safeIndex(_G, name) end
+  if v == nil and M.PRELOAD[name] then
+    v = package.loaded[M.PRELOAD[name]]
+    if v == nil then
+      local ok, mod = pcall(require, M.PRELOAD[name])
+      if ok then v = mod end
+    end
+  end
+  return v
+end
+
+-- The value of an expression exprAt parsed (nil where a step finds
+-- nothing): lookups only, as safeIndex makes them.
+local function evaluate(e, vars)
+  local v
+  if e.head.name then v = nameValue(e.head.name, vars)
+  elseif e.head.inner then v = evaluate(e.head.inner, vars)
+  else v = e.head.value end
+  for _, k in ipairs(e.keys) do
+    if v == nil then return nil end
+    v = safeIndex(v, k)
+  end
+  return v
+end
+
+--- repl.complete(word[, line[, vars]]) -> list of completions of word:
+-- a global name, or a field or method of what a chain of names, fields
+-- with literal keys and parenthesised literals reaches ("reactor.callL",
+-- `t.inner["k"].fi`, "d:addC", `("ab"):u`); a module name after require
 -- "; a file path in a string passed to dofile, loadfile, io.open or
--- io.lines. line is the whole line up to the word's end.
+-- io.lines. line is the whole line up to the word's end; vars, the
+-- session's own variables (looked up before the globals). Runs no
+-- function and no __index function of anyone's (rawget along __index
+-- tables only), so completing never runs the program's code.
 -- Completions of word as a module name (require "spindle.").
 local function moduleNames(word)
   local out, seen = {}, {}
@@ -494,9 +750,22 @@ local function filePaths(word)
   return out
 end
 
-function M.complete(word, line)
+-- The names matching partial among names, each as word ending in it.
+local function candidates(names, partial, word)
+  local out, head = {}, word:sub(1, #word - #partial)
+  for k in pairs(names) do
+    if k:sub(1, #partial) == partial and isIdentifier(k) and
+      not KEYWORDS[k] then
+      out[#out + 1] = head .. k
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+function M.complete(word, line, vars)
   line = line or word
-  local before = line:sub(1, #line - #word)
+  vars = vars or console.env
   local full = line:match("require%s*%(?%s*[\"']([^\"']*)$")
   local list
   if full then
@@ -513,55 +782,32 @@ function M.complete(word, line)
     for i, name in ipairs(list) do list[i] = name:sub(cut + 1) end
     return list
   end
-  -- ("ab"):u -- a method of a string literal: safe to evaluate.
-  local lit = before:match("%(%s*(%b\"\")%s*%)$") or
-    before:match("%(%s*(%b'')%s*%)$")
-  if lit and word:match("^[:.]") then
+  local e, _, partial = trailingChain(line)
+  if e then
+    if word:sub(-#partial) ~= partial and partial ~= "" then return {} end
+    local v = evaluate(e, vars)
+    if v == nil then return {} end
     local names = {}
-    fields("", {}, names)
-    local out, partial = {}, word:sub(2)
-    for k in pairs(names) do
-      if k:sub(1, #partial) == partial then
-        out[#out + 1] = word:sub(1, 1) .. k
-      end
-    end
-    table.sort(out)
-    return out
+    fields(v, names)
+    return candidates(names, partial, word)
   end
-  local base, sep, partial = word:match("^(.*)([%.:])([%w_]*)$")
-  local v = _G
-  if base == "" then return {} end
-  if base then
-    for name in base:gmatch("[^%.:]+") do
-      local ok, nv = pcall(function()
-        if v == _G then return lookup(name) end
-        return v[name]
-      end)
-      if not ok or nv == nil then return {} end
-      v = nv
-    end
-  else
-    partial = word
+  -- A name of its own: a session variable, a global, a PRELOAD module.
+  partial = line:match("[%a_][%w_]*$")
+  if not partial or line:sub(1, #line - #partial):match("[%.:]%s*$") then
+    return {}
   end
   local names = {}
-  fields(v, {}, names)
-  if v == _G then
-    for k in pairs(M.PRELOAD) do names[k] = true end
-  end
-  local out = {}
-  for k in pairs(names) do
-    if k:sub(1, #partial) == partial and isIdentifier(k) then
-      out[#out + 1] = (base and (base .. sep) or "") .. k
-    end
-  end
-  table.sort(out)
-  return out
+  fields(_G, names)
+  if vars then fields(vars, names) end
+  for k in pairs(M.PRELOAD) do names[k] = true end
+  return candidates(names, partial, word)
 end
 
 --- The attach protocol: frames of one kind byte, a decimal length, ":"
 -- and the payload. Client to server: E (an entry, complete), I (Ctrl-C),
--- C (complete a word). Server to client: O (output), R (errors), D (the
--- entry is done), C (completions, one a line).
+-- C (complete: "session id\0word\0line"). Server to client: S (the
+-- session's id, first), O (output), R (errors), D (the entry is done),
+-- C (completions, one a line).
 local function frame(kind, payload)
   payload = payload or ""
   return kind .. #payload .. ":" .. payload
@@ -585,6 +831,12 @@ local function unframe(buf, each)
   end
 end
 
+-- The sessions attached now, by the id each was told (its S frame): a
+-- completion request, which comes on a connection of its own, names the
+-- session whose variables it completes.
+local sessions = setmetatable({}, {__mode = "v"})
+local sessionCount = 0
+
 local function sessionProtocol()
   local protocol = require("spindle.protocol")
   local P = protocol.Protocol:extend({__name = "REPLSession"})
@@ -592,12 +844,24 @@ local function sessionProtocol()
     self.buf = ""
     local transport = self.transport
     local function send(kind, text)
-      if self.connected == 1 then transport:write(frame(kind, text)) end
+      if self.connected == 1 then
+        transport:write(frame(kind, text))
+      elseif kind == "O" or kind == "R" then
+        -- Code typed in a session that has gone (a function it defined,
+        -- called by a timer) writes where the program's output goes.
+        local f = kind == "O" and io.stdout or io.stderr
+        f:write(text)
+        f:flush()
+      end
     end
     self.send = send
     self.session = M.Session(function(t) send("O", t) end,
       function(t) send("R", t) end,
-      function() transport:loseConnection() end)
+      function() transport:loseConnection() end, true)
+    sessionCount = sessionCount + 1
+    self.id = tostring(sessionCount)
+    sessions[self.id] = self.session
+    send("S", self.id)
   end
   function P:dataReceived(data)
     -- A session's error is its own: it never reaches the server.
@@ -611,9 +875,11 @@ local function sessionProtocol()
         elseif kind == "I" then
           if self.session.interrupt() == "resume" then self.send("D") end
         elseif kind == "C" then
-          local word, line = payload:match("^(%Z*)%z(.*)$")
-          self.send("C", table.concat(
-            self.session.complete(word or payload, line), "\n"))
+          -- "id\0word\0line": complete in session id (or this one).
+          local id, word, line = payload:match("^(%Z*)%z(%Z*)%z(.*)$")
+          local session = sessions[id] or self.session
+          self.send("C", table.concat(session.complete(word or payload,
+            line), "\n"))
         end
       end)
     end)
@@ -624,6 +890,7 @@ local function sessionProtocol()
   end
   function P:connectionLost()
     self.connected = 0
+    sessions[self.id] = nil
     if self.session.waiting() then self.session.interrupt() end
   end
   return P
@@ -768,6 +1035,24 @@ function M.listen(where, options)
   return port
 end
 
+-- What _repl.request needs to ask a REPL served over TLS, from the
+-- --attach tls: description: {host, port, hostname, context}, the
+-- context made as endpoints.clientFromString makes the session's (the
+-- client's certificate; the server's verified against trustRoots and
+-- its name against host). Over endpoint=DESC, the host and port only
+-- name the server: completion then has nowhere to go (nil).
+local function tlsTarget(description)
+  local _, args, kw = require("spindle.endpoints")._parse(description)
+  local host, port = kw.host or args[1], tonumber(kw.port or args[2])
+  if kw.endpoint or not host or not port then return nil end
+  local cert = kw.certificate
+  local cf = require("spindle.ssl").optionsForClientTLS(host, {
+    trustRoot = kw.trustRoots, clientCertificate = cert and {
+      certificate = cert, privateKey = kw.privateKey}})
+  return {host = host, port = math.tointeger(port), hostname = host,
+    context = cf:getContext()}
+end
+
 --- repl.client(where) -> the object repl.c drives for `spindle --attach
 -- WHERE`: line, interrupt, waiting, complete, as the local prompt's, but
 -- entries run in the process listening at where (repl.listen): a Unix
@@ -776,9 +1061,10 @@ end
 -- the client presents its certificate and verifies the server's against
 -- CA and its name against H). Whether a statement is finished is decided
 -- here (by compiling it), so only whole entries travel; completion asks
--- the server synchronously on a second short connection (over a Unix
--- socket only: over TLS, Tab completes nothing). Raises for any other
--- kind of address.
+-- the server synchronously on a second short connection, made the same
+-- way (Unix socket, or TLS with the same certificates), and completes
+-- with the session's own variables. Raises for any other kind of
+-- address.
 function M.client(path)
   local overTLS = path:match("^tls:") ~= nil
   if not overTLS and path:match("^%a+:") and not path:match("^unix:") then
@@ -795,6 +1081,7 @@ function M.client(path)
   local client, conn, pending, resumeFn = {}, nil, nil, nil
   local queue = {}
   local heard = false -- has the server sent anything yet?
+  local sessionId = "" -- this session's id at the server (its S frame)
   local function send(data)
     if conn then conn.transport:write(data) else queue[#queue + 1] = data end
   end
@@ -808,7 +1095,8 @@ function M.client(path)
   function P:dataReceived(data)
     heard = true
     self.buf = unframe(self.buf .. data, function(kind, payload)
-      if kind == "O" then stdoutWrite(payload)
+      if kind == "S" then sessionId = payload
+      elseif kind == "O" then stdoutWrite(payload)
       elseif kind == "R" then stderrWrite(payload)
       elseif kind == "D" and resumeFn then
         local r = resumeFn
@@ -899,10 +1187,16 @@ function M.client(path)
     return "clear"
   end
   function client.waiting() return resumeFn ~= nil end
+  -- Where completion requests go: the socket path, or the server's
+  -- address and the client's TLS context (as the session's connection).
+  local target = path
+  if overTLS then
+    local ok, t = pcall(tlsTarget, path)
+    target = ok and t or nil
+  end
   function client.complete(word, line)
-    if overTLS then return {} end
-    local ok, reply = pcall(C.request, path,
-      frame("C", word .. "\0" .. (line or word)))
+    local ok, reply = pcall(C.request, target,
+      frame("C", sessionId .. "\0" .. word .. "\0" .. (line or word)))
     local out = {}
     if ok and reply then
       unframe(reply, function(kind, payload)
