@@ -23,36 +23,52 @@ local makers = {
   end,
 }
 
+local TRACEBACKS = {"stack traceback:\n\t[C]: in ?",
+  "stack traceback:\n\tfuzz/marshal_copy.lua:1: in function 'gen'"}
+
 local modvalues = {string.format, math.floor, table.concat, math, string,
   failure.Failure, FuzzError, failure.builtinErrorTypes}
 
+-- gen's state: the input, its position, the value stack and the objects
+-- made so far (tables reused with their counts: the harness runs
+-- millions of inputs in one state, and allocations are most of an
+-- input's cost under ASan; slots past a count are stale).
+local src, pos, stack, top, objs, nobjs = "", 1, {}, 0, {}, 0
+local SPECIAL = {1 / 0, -1 / 0, -0.0, 0 / 0, 2 ^ 53, 1e-310}
+
+local function byte()
+  local b = src:byte(pos) or 0
+  pos = pos + 1
+  return b
+end
+
+local function push(v)
+  top = top + 1
+  stack[top] = v
+end
+
+local function pop()
+  if top == 0 then return nil end
+  local v = stack[top]
+  stack[top] = nil
+  top = top - 1
+  return v
+end
+
+local function obj(v)
+  nobjs = nobjs + 1
+  objs[nobjs] = v
+  push(v)
+end
+
+local function keyok(k)
+  local t = type(k)
+  if t == "string" then return k:sub(1, 2) ~= "__" end
+  return (t == "number" and k == k) or t == "boolean"
+end
+
 function gen(s) -- luacheck: ignore 111 (called by the harness)
-  local pos, stack, top, objs = 1, {}, 0, {}
-  local function byte()
-    local b = s:byte(pos) or 0
-    pos = pos + 1
-    return b
-  end
-  local function push(v)
-    top = top + 1
-    stack[top] = v
-  end
-  local function pop()
-    if top == 0 then return nil end
-    local v = stack[top]
-    stack[top] = nil
-    top = top - 1
-    return v
-  end
-  local function obj(v)
-    objs[#objs + 1] = v
-    push(v)
-  end
-  local function keyok(k)
-    local t = type(k)
-    if t == "string" then return k:sub(1, 2) ~= "__" end
-    return (t == "number" and k == k) or t == "boolean"
-  end
+  src, pos, top, nobjs = s, 1, 0, 0
   while pos <= #s and top < 64 do
     local op = byte() % 16
     if op == 0 then push(nil)
@@ -65,8 +81,7 @@ function gen(s) -- luacheck: ignore 111 (called by the harness)
       else push(b - 128) end
     elseif op == 4 then
       local b = byte()
-      local special = {1 / 0, -1 / 0, -0.0, 0 / 0, 2 ^ 53, 1e-310}
-      push(special[b % 16] or b / 7)
+      push(SPECIAL[b % 16] or b / 7)
     elseif op == 5 then
       local n = byte() % 24
       push(s:sub(pos, pos + n - 1))
@@ -77,18 +92,21 @@ function gen(s) -- luacheck: ignore 111 (called by the harness)
       if type(t) == "table" and keyok(k) and not getmetatable(t) then
         rawset(t, k, v)
       end
-    elseif op == 8 and #objs > 0 then push(objs[byte() % #objs + 1])
+    elseif op == 8 and nobjs > 0 then push(objs[byte() % nobjs + 1])
     elseif op == 9 then
       local m = makers[byte() % #makers + 1]
       local a, b = pop(), pop()
       obj(m(a, b))
     elseif op == 10 then
       local v = pop()
-      obj(failure.Failure(v == nil and "nil" or v))
+      -- A traceback given: Failure() would take one here, which costs
+      -- more than all the rest of an input's work.
+      obj(failure.Failure(v == nil and "nil" or v, TRACEBACKS[byte() % 2 + 1]))
     elseif op == 11 then obj(FuzzError(tostring(byte())))
     elseif op == 12 then push(modvalues[byte() % #modvalues + 1])
     elseif op == 13 then -- a plain table of objs becomes top's metatable
-      local mt, t = objs[byte() % (#objs + 1)], stack[top]
+      local i = byte() % (nobjs + 1)
+      local mt, t = i > 0 and objs[i] or nil, stack[top]
       if type(t) == "table" and type(mt) == "table" and not getmetatable(t)
         and not getmetatable(mt) then
         local plain = true
@@ -137,49 +155,103 @@ local function keyless(a, b)
   return false
 end
 
+-- Integers as strings, each converted once (tostring of a number costs
+-- a formatted print, and every piece canon writes would be a new string).
+local istr = setmetatable({}, {__index = function(t, k)
+  local v = tostring(k)
+  t[k] = v
+  return v
+end})
+
+-- canon's output pieces: one buffer for every call (concatenated up to
+-- the call's count), so a call allocates only for what it visits.
+local out = {}
+
 function canon(...) -- luacheck: ignore 111 (called by the harness)
-  local out, ids, nid, upids, nup = {}, {}, 0, {}, 0
+  local n, ids, nid, upids, nup = 0, {}, 0, {}, 0
   local names = reverse()
-  local function w(s) out[#out + 1] = s end
+  local function w(s)
+    n = n + 1
+    out[n] = s
+  end
   local visit
   function visit(v)
     local t = type(v)
-    if t == "nil" or t == "boolean" then w(tostring(v))
+    if t == "nil" then w("nil")
+    elseif t == "boolean" then w(v and "true" or "false")
     elseif t == "number" then
-      if math.type(v) == "integer" then w("i" .. v)
+      if math.type(v) == "integer" then
+        w("i")
+        w(istr[v])
       elseif v ~= v then w("nan")
-      else w("f" .. string.format("%a", v)) end
-    elseif t == "string" then w("s" .. #v .. ":" .. v)
-    elseif names[v] then w("M:" .. names[v])
-    elseif ids[v] then w("@" .. ids[v])
+      else
+        w("f")
+        w(string.format("%a", v))
+      end
+    elseif t == "string" then
+      w("s")
+      w(istr[#v])
+      w(":")
+      w(v)
+    elseif names[v] then
+      w("M:")
+      w(names[v])
+    elseif ids[v] then
+      w("@")
+      w(istr[ids[v]])
     elseif t == "table" and debug.getmetatable(v) == ErrorTypeMT then
-      w("E:" .. tostring(v))
+      w("E:")
+      w(tostring(v))
     else
       nid = nid + 1
       ids[v] = nid
       if t == "function" then
         local code = string.dump(v, true)
-        w("F" .. nid .. ":" .. #code .. ":" .. code)
+        w("F")
+        w(istr[nid])
+        w(":")
+        w(istr[#code])
+        w(":")
+        w(code)
         for i = 1, 255 do
           local name, uv = debug.getupvalue(v, i)
           if name == nil then break end
           local id = debug.upvalueid(v, i)
           -- _ENV is bound to the receiver's globals, not joined (marshal.c).
           if name == "_ENV" then w(uv == _G and "G" or "?")
-          elseif upids[id] then w("^" .. upids[id])
+          elseif upids[id] then
+            w("^")
+            w(istr[upids[id]])
           else
             nup = nup + 1
             upids[id] = nup
-            w("U" .. nup)
+            w("U")
+            w(istr[nup])
             visit(uv)
           end
         end
       elseif t == "table" then
-        local keys = {}
-        for k in next, v do keys[#keys + 1] = k end
-        table.sort(keys, keyless)
-        w("T" .. nid .. "{")
-        for _, k in ipairs(keys) do
+        -- Keys sorted: by < when all are strings or all numbers (no
+        -- comparison function to call), else by keyless.
+        local keys, nk, kt, mixed = {}, 0, nil, false
+        for k in next, v do
+          nk = nk + 1
+          keys[nk] = k
+          local tk = type(k)
+          if kt == nil then kt = tk elseif tk ~= kt then mixed = true end
+        end
+        if nk > 1 then
+          if mixed or (kt ~= "string" and kt ~= "number") then
+            table.sort(keys, keyless)
+          else
+            table.sort(keys)
+          end
+        end
+        w("T")
+        w(istr[nid])
+        w("{")
+        for i = 1, nk do
+          local k = keys[i]
           visit(k)
           w("=")
           visit(rawget(v, k))
@@ -188,16 +260,19 @@ function canon(...) -- luacheck: ignore 111 (called by the harness)
         w("}")
         local mt = debug.getmetatable(v)
         if mt == FailureMT then w("Failure")
-        elseif mt ~= nil then w("mt") visit(mt) end
+        elseif mt ~= nil then
+          w("mt")
+          visit(mt)
+        end
       else
-        w("?" .. t)
+        w("?")
+        w(t)
       end
     end
   end
-  local n = select("#", ...)
-  for i = 1, n do
+  for i = 1, select("#", ...) do
     visit((select(i, ...)))
     w(";")
   end
-  return table.concat(out)
+  return table.concat(out, "", 1, n)
 end

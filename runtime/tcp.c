@@ -828,7 +828,8 @@ static void conn_fail_code(lua_State *L, connector *c, int code) {
 typedef struct connecting {
   connector *c;
   sp_stream *s;
-  int code; /* conn_next's error when no address is left */
+  int code;   /* conn_next's error when no address is left */
+  int opened; /* connected_tramp made the transport */
 } connecting;
 
 /* (connecting) -> (): conn_fail_code, protected (sp_run_protected). */
@@ -840,7 +841,7 @@ static int fail_tramp(lua_State *L) {
 
 static void failop_cb(uv_timer_t *t) {
   conn_op *op = t->data;
-  connecting a = {op->c, NULL, op->code};
+  connecting a = {op->c, NULL, op->code, 0};
   a.c->failop = NULL;
   uv_close((uv_handle_t *)t, op_timer_free);
   sp_run_protected(sp_loop_state(), fail_tramp, &a);
@@ -900,6 +901,11 @@ static int connected_tramp(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
   cidx = lua_gettop(L);
   sp_stream_open(L, s);
+  a->opened = 1;
+  /* The transport anchors the connector from here on: set before the
+  ** registry lets go of it (setting it can raise a memory error). */
+  lua_pushvalue(L, cidx);
+  sp_stream_set_owner_value(L, s);
   conn_cleanup(c);
   c->state = C_CONNECTED;
   c->stream = s;
@@ -907,8 +913,6 @@ static int connected_tramp(lua_State *L) {
   c->ref = LUA_NOREF;
   sp_live_remove(&c->live);
   sp_stream_set_owner(s, c, conn_lost);
-  lua_pushvalue(L, cidx);
-  sp_stream_set_owner_value(L, s);
   lua_setiuservalue(L, cidx, CV_TRANSPORT);
   if (run_setup(L, c->setup, s, cidx, CV_SETUP) != 0) return 0;
   lua_getiuservalue(L, cidx, CV_FACTORY);
@@ -954,11 +958,12 @@ static int next_tramp(lua_State *L) {
 }
 
 /* The connect of an attempt ended (sp_stream_connected_fn). A memory
-** error before the stream has its transport drops the attempt as a
-** failed connect (ENOMEM); after, the connection is lost. */
+** error before the stream is connected (c->stream) drops the attempt as
+** a failed connect (ENOMEM), its transport, if made, closed with it;
+** after, the connection is lost. */
 static void conn_done(sp_stream *s, int status) {
   lua_State *L = sp_loop_state();
-  connecting a = {sp_stream_owner(s), s, status};
+  connecting a = {sp_stream_owner(s), s, status, 0};
   a.c->attempt = NULL;
   if (status == 0) {
     if (sp_run_protected(L, connected_tramp, &a) == LUA_OK) return;
@@ -969,7 +974,10 @@ static void conn_done(sp_stream *s, int status) {
     a.code = UV_ENOMEM;
   }
   sp_stream_set_owner(s, NULL, NULL);
-  sp_stream_discard(s);
+  if (a.opened) /* its transport goes with it (closed_cb) */
+    sp_stream_lose_protected(L, s);
+  else
+    sp_stream_discard(s);
   sp_run_protected(L, next_tramp, &a);
 }
 
@@ -983,12 +991,12 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   }
   c->gai = NULL;
   if (status < 0) {
-    connecting a = {c, NULL, status};
+    connecting a = {c, NULL, status, 0};
     sp_run_protected(sp_loop_state(), fail_tramp, &a);
     return;
   }
   c->ai = c->ai_next = res;
-  connecting a = {c, NULL, UV_EAI_NONAME};
+  connecting a = {c, NULL, UV_EAI_NONAME, 0};
   sp_run_protected(sp_loop_state(), next_tramp, &a);
 }
 
@@ -1073,6 +1081,9 @@ static void conn_arm_timeout(connector *c) {
   op->c = c;
   op->u.timer.data = op;
   uv_timer_init(sp_loop(), &op->u.timer);
+  /* From now, not from the loop's last turn (the caller may have run
+  ** for longer than the timeout since). */
+  uv_update_time(sp_loop());
   uv_timer_start(&op->u.timer, timeout_cb,
                  (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
   c->timer = op;

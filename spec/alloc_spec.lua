@@ -230,3 +230,140 @@ describe("a pool thread out of memory", function()
       os.remove(script)
     end)
 end)
+
+describe("a connection out of memory", function()
+  -- Regression (fuzz/allocfail/echo.lua and tls.lua, tools/allocfail.sh):
+  -- libuv callbacks (tcp.c's on_connection and connect callback, tls.c's
+  -- attach, stream.c's close, read, write and later callbacks) called Lua
+  -- outside a protected call: a memory error there was thrown out of the
+  -- event loop (the script died with open handles, the stream and its SSL
+  -- leaked; at exit a TLS handshake timer was closed twice). Now it is
+  -- logged and the connection lost. Each run fails one allocation from
+  -- the connect on ("connect") or from the close on ("close"); run() must
+  -- return (exit status 0) with nothing left open.
+  local certs = require("spec.support.certs")()
+  local script = os.tmpname()
+  setup(function()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local reactor = require("spindle.reactor")
+      local protocol = require("spindle.protocol")
+      local alloc = require("spindle._alloc")
+      local n, mode, key, crt, ca = tonumber(arg[1]), arg[2], arg[3],
+        arg[4], arg[5]
+      local Echo = protocol.Protocol:extend({})
+      function Echo:dataReceived(data) self.transport:write(data) end
+      local Client = protocol.Protocol:extend({})
+      function Client:connectionMade() self.transport:write("hello") end
+      function Client:dataReceived()
+        alloc.failAt(mode == "close" and n or 0)
+        print("done")
+        self.transport:loseConnection()
+      end
+      function Client:connectionLost()
+        reactor.callLater(0.05, reactor.stop)
+      end
+      local ssl = key and require("spindle.ssl")
+      local server = protocol.Factory.forProtocol(Echo)
+      local client = protocol.ClientFactory.forProtocol(Client)
+      local port
+      if ssl then
+        port = reactor.listenSSL(0, server,
+          ssl.DefaultOpenSSLContextFactory(key, crt), nil, "127.0.0.1")
+      else
+        port = reactor.listenTCP(0, server, nil, "127.0.0.1")
+      end
+      reactor.callWhenRunning(function()
+        if mode == "connect" then alloc.failAt(n) end
+        local ok, err = pcall(function()
+          local p = port:getHost().port
+          if ssl then
+            return reactor.connectSSL("127.0.0.1", p, client,
+              ssl.optionsForClientTLS("localhost", {trustRoot = ca}))
+          end
+          return reactor.connectTCP("127.0.0.1", p, client)
+        end)
+        if not ok then
+          alloc.failAt(0)
+          print(err)
+          reactor.stop()
+        end
+      end)
+      reactor.callLater(3, reactor.stop)
+      reactor.run()
+      alloc.failAt(0)
+    ]])
+    f:close()
+  end)
+  teardown(function() os.remove(script) end)
+
+  local function sweep(mode, tls, count)
+    local args = {script, nil, mode}
+    if tls then
+      args[4], args[5], args[6] = certs.serverKey, certs.server, certs.ca
+    end
+    for n = 1, count do
+      args[2] = tostring(n)
+      local r = process.run(args, {timeout = 20})
+      local out = r.stdout .. r.stderr
+      assert.are.equal(0, r.status, mode .. ", allocation " .. n .. ": " .. out)
+      assert.is_nil(out:find("open handles", 1, true), mode .. " " .. n)
+    end
+  end
+
+  it("is logged when it hits accepting or connecting over TCP", function()
+    sweep("connect", false, 40)
+  end)
+  it("is logged when it hits closing over TCP", function()
+    sweep("close", false, 25)
+  end)
+  it("is logged when it hits accepting or connecting over TLS", function()
+    sweep("connect", true, 70)
+  end)
+  it("is logged when it hits closing over TLS", function()
+    sweep("close", true, 30)
+  end)
+end)
+
+describe("a datagram out of memory", function()
+  -- Regression: udp.c's receive callback made the datagram's string and
+  -- address outside a protected call, so a memory error there was thrown
+  -- out of the event loop (the script died). Now it is logged.
+  it("is logged, whichever allocation from the send on fails", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local reactor = require("spindle.reactor")
+      local protocol = require("spindle.protocol")
+      local alloc = require("spindle._alloc")
+      local n = tonumber(arg[1])
+      local P = protocol.DatagramProtocol:extend({})
+      function P:datagramReceived()
+        alloc.failAt(0)
+        print("done")
+        reactor.stop()
+      end
+      local port = reactor.listenUDP(0, P(), "127.0.0.1")
+      reactor.callWhenRunning(function()
+        alloc.failAt(n)
+        local ok, err = pcall(port.write, port, "hello",
+          {"127.0.0.1", port:getHost().port})
+        if not ok then
+          alloc.failAt(0)
+          print(err)
+          reactor.stop()
+        end
+      end)
+      reactor.callLater(2, reactor.stop)
+      reactor.run()
+      alloc.failAt(0)
+    ]])
+    f:close()
+    for n = 1, 30 do
+      local r = process.run({script, tostring(n)}, {timeout = 20})
+      assert.are.equal(0, r.status,
+        "allocation " .. n .. ": " .. r.stdout .. r.stderr)
+    end
+    os.remove(script)
+  end)
+end)
