@@ -548,15 +548,17 @@ static int production_options(int *argc, char **argv, int *workers) {
       else if (v == NULL || *end != '\0' || n < 1 || n > 1024)
         n = 0;
       if (n == 0) {
-        fprintf(stderr, "%s: --workers needs a number (1..1024) or 'auto'\n",
-                progname);
+        fprintf(stderr,
+                "%s: --workers needs a number (1..1024) or 'auto'%s%s%s\n",
+                progname, v ? ", not '" : "", v ? v : "", v ? "'" : "");
         return 0;
       }
       *workers = (int)n;
     } else if (take_option(argc, argv, i, "--drain", &v)) {
       double d = v == NULL ? -1 : strtod(v, &end);
       if (v == NULL || *end != '\0' || !(d >= 0 && d <= 1e6)) {
-        fprintf(stderr, "%s: --drain needs a number of seconds\n", progname);
+        fprintf(stderr, "%s: --drain needs a number of seconds%s%s%s\n",
+                progname, v ? ", not '" : "", v ? v : "", v ? "'" : "");
         return 0;
       }
       sp_supervisor_set_drain(d);

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -161,6 +162,13 @@ static char **check_env(lua_State *L, int idx) {
   }
   v[n] = NULL;
   return v;
+}
+
+/* Whether path names a directory this process may enter (the test a
+** child's chdir would pass). */
+static int is_directory(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) && access(path, X_OK) == 0;
 }
 
 /* Close what spawn acquired and did not hand over: the child ends always;
@@ -332,7 +340,13 @@ static int process_spawn(lua_State *L) {
     ((proc_box *)lua_touserdata(L, 14))->p = NULL;
     lua_pushnil(L);
     lua_pushstring(L, uv_err_name(r));
-    lua_pushstring(L, uv_strerror(r));
+    if (st->o.cwd != NULL && !is_directory(st->o.cwd))
+      /* The child's chdir and its exec fail alike with ENOENT: say which
+      ** (the program exists; the working directory does not). */
+      lua_pushfstring(L, "working directory '%s': %s", st->o.cwd,
+                      uv_strerror(r));
+    else
+      lua_pushstring(L, uv_strerror(r));
     return 3;
   }
   ((proc_box *)lua_touserdata(L, 14))->pid = p->h.pid;
@@ -361,21 +375,21 @@ static int process_attach(lua_State *L) {
   return 0;
 }
 
-/* _process.kill(handle, signal) -> true, or false when the child has
-** ended (Twisted's ProcessExitedAlready, raised by the policy). signal
-** is a number or a name ("TERM", "SIGTERM"); raises on an unknown name
-** or a number the system refuses. uv_process_kill;
-** twisted Process.signalProcess. */
+/* _process.kill(handle, signal) -> true; false when the child has ended
+** (Twisted's ProcessExitedAlready, raised by the policy); nil, message
+** for an unknown name or a number the system refuses (the policy raises
+** it as an argument error at the caller). signal is a number or a name
+** ("TERM", "SIGTERM"). uv_process_kill; twisted Process.signalProcess. */
 static int process_kill(lua_State *L) {
   proc_box *b = luaL_checkudata(L, 1, PROC_MT);
   int signo, r;
   if (lua_type(L, 2) == LUA_TSTRING) {
     signo = sp_signal_number(lua_tostring(L, 2));
-    if (signo == 0)
-      return luaL_error(L,
-                        "bad argument #1 to 'signalProcess' (unknown "
-                        "signal '%s')",
-                        lua_tostring(L, 2));
+    if (signo == 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "unknown signal '%s'", lua_tostring(L, 2));
+      return 2;
+    }
   } else {
     signo = (int)luaL_checkinteger(L, 2);
   }
@@ -388,9 +402,12 @@ static int process_kill(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (r < 0)
-    return luaL_error(L, "signalProcess: %s (%s)", uv_strerror(r),
-                      uv_err_name(r));
+  if (r < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "signal %d: %s (%s)", signo, uv_strerror(r),
+                    uv_err_name(r));
+    return 2;
+  }
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -111,9 +111,16 @@ describe("reactor.spawnProcess", function()
     local p1, p2 = recorder(), recorder()
     local a = reactor.spawnProcess(p1, "sleep", {"sleep", "30"})
     local b = reactor.spawnProcess(p2, "sleep", {"sleep", "30"})
-    local ok, err = pcall(a.signalProcess, a, "NOPE")
+    -- Before: raised from inside process.lua, and a number the system
+    -- refuses did not say which argument was wrong.
+    local ok, err = pcall(function() a:signalProcess("NOPE") end)
     assert.is_false(ok)
-    assert.matches("unknown signal 'NOPE'", err, 1, true)
+    assert.matches("process_spec.lua:%d+: bad argument #1 to " ..
+      "'signalProcess' %(unknown signal 'NOPE'%)", err)
+    ok, err = pcall(function() a:signalProcess(99999) end)
+    assert.is_false(ok)
+    assert.matches("process_spec.lua:%d+: bad argument #1 to " ..
+      "'signalProcess' %(signal 99999: invalid argument %(EINVAL%)%)", err)
     a:signalProcess(15)
     b:signalProcess("SIGINT")
     assert.equal(15, wait(p1.ended).reason.value.signal)
@@ -136,6 +143,17 @@ describe("reactor.spawnProcess", function()
         true)
       assert.equal("xe", rec.order)
     end)
+
+  it("says the working directory is missing, not the program", function()
+    -- Before: "could not run 'cat': no such file or directory" for a
+    -- cat that exists, in a path that does not.
+    local p = recorder()
+    reactor.spawnProcess(p, "cat", {"cat"}, nil, "/nonexistent/dir")
+    local e = wait(p.ended).reason.value
+    assert.equal("ENOENT", e.code)
+    assert.matches("could not run 'cat': working directory " ..
+      "'/nonexistent/dir': no such file or directory", tostring(e), 1, true)
+  end)
 
   it("makes cat exit with closeStdin, after what was written", function()
     local p = recorder({connectionMade = function(self)

@@ -152,8 +152,13 @@ function Process:signalProcess(sig)
   if type(sig) ~= "string" and math.type(sig) ~= "integer" then
     check.typeError(1, "signalProcess", "signal name or number", sig)
   end
-  if self.pid == nil or self._handle == nil or
-      not C.kill(self._handle, sig) then
+  local sent, err = false, nil
+  if self.pid ~= nil and self._handle ~= nil then
+    sent, err = C.kill(self._handle, sig)
+  end
+  if sent == nil then
+    check.argError(1, "signalProcess", err)
+  elseif not sent then
     error(errors.ProcessExitedAlready(
       "The process has already exited and the operation requested can " ..
       "no longer be performed."), 2)
