@@ -237,13 +237,17 @@ static void debug_pushinfo(lua_State *L, int idx) {
   lua_remove(L, t);
 }
 
-/* [-0, +1, m] Push a new unfired Deferred; canceller at idx (0: none). */
-static Deferred *deferred_push(lua_State *L, int canceller) {
+/* [-0, +1, m] Push a new unfired Deferred; canceller at idx (0: none);
+** the Deferred metatable at mt (0: looked up in the registry). */
+static Deferred *deferred_push(lua_State *L, int canceller, int mt) {
   Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
   memset(d, 0, sizeof *d);
   d->head = d->tail = d->clean = 1;
   sp_inspect_where(L, &d->where);
-  meta_push(L);
+  if (mt != 0)
+    lua_pushvalue(L, mt);
+  else
+    meta_push(L);
   lua_setmetatable(L, -2);
   if (canceller) {
     lua_pushvalue(L, canceller);
@@ -655,7 +659,7 @@ static void to_failure(lua_State *L, int idx) {
 ** to stop the work d stands for. twisted.internet.defer.Deferred. */
 static int deferred_new(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) sp_checkcallable(L, 1);
-  deferred_push(L, lua_isnoneornil(L, 1) ? 0 : 1);
+  deferred_push(L, lua_isnoneornil(L, 1) ? 0 : 1, 0);
   return 1;
 }
 
@@ -1074,7 +1078,15 @@ static void meta_init(lua_State *L) {
 }
 
 void sp_deferred_new(lua_State *L) {
-  deferred_push(L, 0);
+  deferred_push(L, 0, 0);
+}
+
+void sp_deferred_meta(lua_State *L) {
+  meta_push(L);
+}
+
+void sp_deferred_new_meta(lua_State *L, int mt) {
+  deferred_push(L, 0, lua_absindex(L, mt));
 }
 
 int sp_deferred_is(lua_State *L, int idx) {
