@@ -579,6 +579,41 @@ static void deferred_settle(lua_State *L, int cur, int slots) {
   }
 }
 
+/* [-0, +0, m] deferred_run's short way for the usual Deferred: one bare
+** callback (slot 1, the only step), a result that is not a Failure, not
+** paused or waiting; idx is absolute. The callback runs as run_steps
+** would run it, then, if it left nothing to do, the Deferred settles
+** here and 1 is returned. 0: not that case, or the callback added steps,
+** paused d or gave it a Deferred to wait on; deferred_run's loop goes on
+** from where d is, as it would after this step. */
+static int run_one(lua_State *L, int idx) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  int status;
+  if (d->paused > 0 || d->waiting) return 0;
+  lua_pushcfunction(L, sp_errhandler);
+  if (slot_get(L, idx, 0, 1) == LUA_TNUMBER) { /* a step header */
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_getiuservalue(L, idx, UV_RESULT);
+  if (is_failure(L, -1)) { /* the callback is passed over */
+    lua_pop(L, 3);
+    return 0;
+  }
+  d->head = 2;
+  d->running = 1;
+  status = lua_pcall(L, 1, 1, -3);
+  d->running = 0;
+  if (step_result(L, idx, status) || d->head != d->tail || d->tail != 2 ||
+      d->paused > 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pop(L, 1);
+  deferred_settle(L, idx, 0);
+  return 1;
+}
+
 /* [-0, +0, m] Run the callbacks of the fired Deferred at idx as far as
 ** they can go. Follows Twisted's Deferred._runCallbacks: an outer
 ** Deferred that an inner one hands its result to is pushed on `chain`
@@ -592,6 +627,8 @@ static void deferred_run(lua_State *L, int idx) {
   lua_Integer depth = 0;
   if (d->running) return; /* the run below us on the stack goes on */
   luaL_checkstack(L, 8, NULL);
+  idx = lua_absindex(L, idx);
+  if (d->head == 1 && d->tail == 2 && run_one(L, idx)) return;
   lua_pushcfunction(L, sp_errhandler);
   lua_pushvalue(L, idx);
   lua_pushnil(L);
