@@ -604,6 +604,19 @@ static int run_one(lua_State *L, int idx) {
   d->running = 1;
   status = lua_pcall(L, 1, 1, -3);
   d->running = 0;
+  if (status == LUA_OK && lua_type(L, -1) != LUA_TTABLE &&
+      lua_type(L, -1) != LUA_TUSERDATA && d->head == 2 && d->tail == 2 &&
+      d->clean == 1 && d->paused <= 0) {
+    /* Neither a Failure nor a Deferred, and nothing left: step_result
+    ** and deferred_settle in short. */
+    lua_setiuservalue(L, idx, UV_RESULT);
+    lua_pushnil(L);
+    lua_setiuservalue(L, idx, UV_INLINE);
+    d->unhandled = 0;
+    d->head = d->tail = d->clean = 1;
+    lua_pop(L, 1);
+    return 1;
+  }
   if (step_result(L, idx, status) || d->head != d->tail || d->tail != 2 ||
       d->paused > 0) {
     lua_pop(L, 1);
