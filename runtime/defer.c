@@ -444,7 +444,7 @@ static int step_chain(lua_State *L, int cur, int slots, lua_Integer h) {
 /* [-0, +0, m] Store the value on top (a step's return value or error)
 ** as the result of the Deferred at cur. Returns 1 if it is an unfinished
 ** Deferred, which cur now waits on (the run of cur stops there). */
-static int step_result(lua_State *L, int cur, int status) {
+static inline int step_result(lua_State *L, int cur, int status) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur), *inner;
   if (status != LUA_OK) {
     if (!sp_failure_is(L, -1)) {
@@ -557,7 +557,7 @@ static void sentinel_new(lua_State *L, int idx) {
 /* [-0, +0, m] A run of the Deferred at cur is over for now: note whether
 ** it holds an unhandled Failure (arming its sentinel, made on first
 ** need), and start the slots again at 1 if no step is left. */
-static void deferred_settle(lua_State *L, int cur, int slots) {
+static inline void deferred_settle(lua_State *L, int cur, int slots) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
   lua_getiuservalue(L, cur, UV_RESULT);
   d->unhandled = (unsigned char)is_failure(L, -1);
