@@ -237,13 +237,17 @@ static void debug_pushinfo(lua_State *L, int idx) {
   lua_remove(L, t);
 }
 
-/* [-0, +1, m] Push a new unfired Deferred; canceller at idx (0: none). */
-static Deferred *deferred_push(lua_State *L, int canceller) {
+/* [-0, +1, m] Push a new unfired Deferred; canceller at idx (0: none);
+** the Deferred metatable at mt (0: looked up in the registry). */
+static Deferred *deferred_push(lua_State *L, int canceller, int mt) {
   Deferred *d = (Deferred *)lua_newuserdatauv(L, sizeof(Deferred), UV_COUNT);
   memset(d, 0, sizeof *d);
   d->head = d->tail = d->clean = 1;
   sp_inspect_where(L, &d->where);
-  meta_push(L);
+  if (mt != 0)
+    lua_pushvalue(L, mt);
+  else
+    meta_push(L);
   lua_setmetatable(L, -2);
   if (canceller) {
     lua_pushvalue(L, canceller);
@@ -440,7 +444,7 @@ static int step_chain(lua_State *L, int cur, int slots, lua_Integer h) {
 /* [-0, +0, m] Store the value on top (a step's return value or error)
 ** as the result of the Deferred at cur. Returns 1 if it is an unfinished
 ** Deferred, which cur now waits on (the run of cur stops there). */
-static int step_result(lua_State *L, int cur, int status) {
+static inline int step_result(lua_State *L, int cur, int status) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur), *inner;
   if (status != LUA_OK) {
     if (!sp_failure_is(L, -1)) {
@@ -553,7 +557,7 @@ static void sentinel_new(lua_State *L, int idx) {
 /* [-0, +0, m] A run of the Deferred at cur is over for now: note whether
 ** it holds an unhandled Failure (arming its sentinel, made on first
 ** need), and start the slots again at 1 if no step is left. */
-static void deferred_settle(lua_State *L, int cur, int slots) {
+static inline void deferred_settle(lua_State *L, int cur, int slots) {
   Deferred *d = (Deferred *)lua_touserdata(L, cur);
   lua_getiuservalue(L, cur, UV_RESULT);
   d->unhandled = (unsigned char)is_failure(L, -1);
@@ -575,6 +579,54 @@ static void deferred_settle(lua_State *L, int cur, int slots) {
   }
 }
 
+/* [-0, +0, m] deferred_run's short way for the usual Deferred: one bare
+** callback (slot 1, the only step), a result that is not a Failure, not
+** paused or waiting; idx is absolute. The callback runs as run_steps
+** would run it, then, if it left nothing to do, the Deferred settles
+** here and 1 is returned. 0: not that case, or the callback added steps,
+** paused d or gave it a Deferred to wait on; deferred_run's loop goes on
+** from where d is, as it would after this step. */
+static int run_one(lua_State *L, int idx) {
+  Deferred *d = (Deferred *)lua_touserdata(L, idx);
+  int status;
+  if (d->paused > 0 || d->waiting) return 0;
+  lua_pushcfunction(L, sp_errhandler);
+  if (slot_get(L, idx, 0, 1) == LUA_TNUMBER) { /* a step header */
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_getiuservalue(L, idx, UV_RESULT);
+  if (is_failure(L, -1)) { /* the callback is passed over */
+    lua_pop(L, 3);
+    return 0;
+  }
+  d->head = 2;
+  d->running = 1;
+  status = lua_pcall(L, 1, 1, -3);
+  d->running = 0;
+  if (status == LUA_OK && lua_type(L, -1) != LUA_TTABLE &&
+      lua_type(L, -1) != LUA_TUSERDATA && d->head == 2 && d->tail == 2 &&
+      d->clean == 1 && d->paused <= 0) {
+    /* Neither a Failure nor a Deferred, and nothing left: step_result
+    ** and deferred_settle in short. */
+    lua_setiuservalue(L, idx, UV_RESULT);
+    lua_pushnil(L);
+    lua_setiuservalue(L, idx, UV_INLINE);
+    d->unhandled = 0;
+    d->head = d->tail = d->clean = 1;
+    lua_pop(L, 1);
+    return 1;
+  }
+  if (step_result(L, idx, status) || d->head != d->tail || d->tail != 2 ||
+      d->paused > 0) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pop(L, 1);
+  deferred_settle(L, idx, 0);
+  return 1;
+}
+
 /* [-0, +0, m] Run the callbacks of the fired Deferred at idx as far as
 ** they can go. Follows Twisted's Deferred._runCallbacks: an outer
 ** Deferred that an inner one hands its result to is pushed on `chain`
@@ -588,6 +640,8 @@ static void deferred_run(lua_State *L, int idx) {
   lua_Integer depth = 0;
   if (d->running) return; /* the run below us on the stack goes on */
   luaL_checkstack(L, 8, NULL);
+  idx = lua_absindex(L, idx);
+  if (d->head == 1 && d->tail == 2 && run_one(L, idx)) return;
   lua_pushcfunction(L, sp_errhandler);
   lua_pushvalue(L, idx);
   lua_pushnil(L);
@@ -655,7 +709,7 @@ static void to_failure(lua_State *L, int idx) {
 ** to stop the work d stands for. twisted.internet.defer.Deferred. */
 static int deferred_new(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) sp_checkcallable(L, 1);
-  deferred_push(L, lua_isnoneornil(L, 1) ? 0 : 1);
+  deferred_push(L, lua_isnoneornil(L, 1) ? 0 : 1, 0);
   return 1;
 }
 
@@ -1074,7 +1128,15 @@ static void meta_init(lua_State *L) {
 }
 
 void sp_deferred_new(lua_State *L) {
-  deferred_push(L, 0);
+  deferred_push(L, 0, 0);
+}
+
+void sp_deferred_meta(lua_State *L) {
+  meta_push(L);
+}
+
+void sp_deferred_new_meta(lua_State *L, int mt) {
+  deferred_push(L, 0, lua_absindex(L, mt));
 }
 
 int sp_deferred_is(lua_State *L, int idx) {

@@ -9,6 +9,15 @@
 /* [-0, +1, m] Push a new unfired Deferred with no canceller. */
 void sp_deferred_new(lua_State *L);
 
+/* [-0, +1, m] Push the Deferred metatable of L, for a C function that
+** makes many Deferreds to keep as an upvalue (sp_deferred_new_meta). */
+void sp_deferred_meta(lua_State *L);
+
+/* [-0, +1, m] sp_deferred_new with the metatable sp_deferred_meta pushed
+** at index mt (an upvalue index, say): no registry lookup (pool.c's
+** deferToThread, once per call). */
+void sp_deferred_new_meta(lua_State *L, int mt);
+
 /* [-0, +0, -] Is the value at idx a Deferred? */
 int sp_deferred_is(lua_State *L, int idx);
 

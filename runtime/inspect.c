@@ -62,16 +62,23 @@ static int src_count = 0;
 static _Thread_local struct {
   const char *key;
   const char *copy;
+  int spindle; /* the file is under lua/spindle/ */
 } src_cache[SRC_SLOTS];
 
 /* The process-long copy of short_src, found through key (the source
-** string's address) in this thread's cache, else in the list. */
-static const char *src_intern(const char *key, const char *shortsrc) {
+** string's address) in this thread's cache, else in the list; NULL when
+** none can be kept. *spindle: whether the file is spindle's own (under
+** lua/spindle/), remembered with the copy so a cache hit costs no strstr. */
+static const char *src_intern(const char *key, const char *shortsrc,
+                              int *spindle) {
   size_t h = ((uintptr_t)key >> 4) & (SRC_SLOTS - 1);
   src_copy *c;
   size_t n;
-  if (src_cache[h].key == key && strcmp(src_cache[h].copy, shortsrc) == 0)
+  if (src_cache[h].key == key && strcmp(src_cache[h].copy, shortsrc) == 0) {
+    *spindle = src_cache[h].spindle;
     return src_cache[h].copy;
+  }
+  *spindle = strstr(shortsrc, "lua/spindle/") != NULL;
   pthread_mutex_lock(&src_lock);
   for (c = src_all; c != NULL; c = c->next)
     if (strcmp(c->s, shortsrc) == 0) break;
@@ -89,20 +96,24 @@ static const char *src_intern(const char *key, const char *shortsrc) {
   if (c == NULL) return NULL;
   src_cache[h].key = key;
   src_cache[h].copy = c->s;
+  src_cache[h].spindle = *spindle;
   return c->s;
 }
 
 void sp_inspect_where(lua_State *L, sp_where *w) {
   lua_Debug ar;
+  const char *src;
+  int spindle;
   w->src = NULL;
   w->line = 0;
   w->born = uv_now(uv_default_loop());
   for (int level = 1; level <= WHERE_DEPTH; level++) {
     if (!lua_getstack(L, level, &ar)) return;
     lua_getinfo(L, "Sl", &ar);
-    if (ar.currentline < 0 || strstr(ar.short_src, "lua/spindle/") != NULL)
-      continue;
-    w->src = src_intern(ar.source, ar.short_src);
+    if (ar.currentline < 0) continue;
+    src = src_intern(ar.source, ar.short_src, &spindle);
+    if (spindle) continue;
+    w->src = src;
     w->line = ar.currentline;
     return;
   }

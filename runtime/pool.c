@@ -1279,7 +1279,7 @@ static int threads_deferToThread(lua_State *L) {
     lua_pushboolean(L, 1);
     spare_refs[spare_n++] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  sp_deferred_new(L);
+  sp_deferred_new_meta(L, lua_upvalueindex(1));
   job = job_pack(L, 1, n, 1);
   if (spares.replies != NULL) { /* a block for the result's reply */
     job->spare = spares.replies;
@@ -1366,7 +1366,8 @@ int luaopen_spindle__pool(lua_State *L) {
   return 1;
 }
 
-/* spindle._threads: the C half of spindle.threads. */
+/* spindle._threads: the C half of spindle.threads. Its functions'
+** upvalue 1 is the Deferred metatable (sp_deferred_new_meta). */
 int luaopen_spindle__threads(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"deferToThread", threads_deferToThread},
@@ -1374,6 +1375,8 @@ int luaopen_spindle__threads(lua_State *L) {
       {"callMultiple", threads_callMultiple},
       {NULL, NULL}};
   pool_init(L);
-  luaL_newlib(L, funcs);
+  luaL_newlibtable(L, funcs);
+  sp_deferred_meta(L);
+  luaL_setfuncs(L, funcs, 1);
   return 1;
 }

@@ -1790,3 +1790,97 @@ describe("defer.gatherResults arguments", function()
       "bad argument #1 to 'gatherResults' (table expected, got number)")
   end)
 end)
+
+-- A Deferred with one plain callback fired with a value takes a short
+-- way in defer.c (run_one); what the callback does there must come out
+-- as on the general path.
+describe("a Deferred with one plain callback", function()
+  it("runs a step the callback adds to its own Deferred", function()
+    local d, order = Deferred(), {}
+    d:addCallback(function(r)
+      order[#order + 1] = r
+      d:addCallback(function(r2) order[#order + 1] = r2 .. "!"; return 3 end)
+      return "two"
+    end)
+    d:callback("one")
+    assert.same({"one", "two!"}, order)
+    assert.equal(3, d.result)
+    d:addCallback(function(r) return r + 1 end)
+    assert.equal(4, d.result)
+  end)
+
+  it("stops when the callback pauses its Deferred, goes on at unpause",
+    function()
+      local d, seen = Deferred(), nil
+      d:addCallback(function(r) d:pause(); return r * 2 end)
+      d:callback(21)
+      d:addCallback(function(r) seen = r; return r end)
+      assert.is_nil(seen)
+      assert.equal(1, d.paused)
+      d:unpause()
+      assert.equal(42, seen)
+    end)
+
+  it("waits on an unfired Deferred the callback returns", function()
+    local d, inner, seen = Deferred(), Deferred(), nil
+    d:addCallback(function() return inner end)
+    d:callback(1)
+    assert.equal(1, d.paused)
+    d:addCallback(function(r) seen = r; return r end)
+    inner:callback("late")
+    assert.equal("late", seen)
+    assert.equal(0, d.paused)
+  end)
+
+  it("takes the result of a fired Deferred the callback returns", function()
+    local d, inner = Deferred(), Deferred()
+    inner:callback("now")
+    d:addCallback(function() return inner end)
+    d:callback(1)
+    assert.equal("now", d.result)
+    assert.is_nil(inner.result)
+  end)
+
+  it("holds the error the callback raises, logged once if unhandled",
+    function()
+      local events = captureLog(function()
+        local d = Deferred()
+        d:addCallback(function() error("in callback", 0) end)
+        d:callback(1)
+        assert.is_true(failure.isFailure(d.result))
+        d = nil -- luacheck: ignore 311
+        collectgarbage(); collectgarbage()
+      end)
+      local found = 0
+      for _, e in ipairs(events) do
+        if e.isError and e.why == "Unhandled error in Deferred:" then
+          found = found + 1
+          assert.equal("in callback", e.failure.value)
+        end
+      end
+      assert.equal(1, found)
+    end)
+
+  it("passes a Failure over the callback to a later errback", function()
+    local d, called, got = Deferred(), false, nil
+    d:addCallback(function() called = true end)
+    d:errback("bad")
+    assert.is_false(called)
+    d:addErrback(function(f) got = f.value end)
+    assert.equal("bad", got)
+  end)
+
+  it("lets go of the callback once it has run", function()
+    local d = Deferred()
+    local weak = setmetatable({}, {__mode = "v"})
+    do
+      local cb = function(r) return r end
+      weak[1] = cb
+      d:addCallback(cb)
+    end
+    d:callback(1)
+    collectgarbage(); collectgarbage()
+    assert.is_nil(weak[1])
+    assert.equal(1, d.result)
+  end)
+end)
