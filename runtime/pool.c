@@ -552,6 +552,24 @@ static void held_flush(void) {
 
 static void reply_hold(reply *r);
 
+/* Fill r as a reply of `kind` carrying p (taken: p->data is cleared),
+** for the Deferred at registry ref, with job's block given back (spare,
+** may be NULL), and hold it (reply_hold). */
+static void reply_fill(reply *r, reply_kind kind, sp_packed *p, int ref, int ok,
+                       bcall *bc, work *spare) {
+  r->m.run = reply_run;
+  r->m.next = NULL;
+  r->more = NULL;
+  r->kind = kind;
+  r->p = *p;
+  r->ref = ref;
+  r->ok = ok;
+  r->bc = bc;
+  r->spare = spare;
+  p->data = NULL;
+  reply_hold(r);
+}
+
 /* Post a reply of `kind` with packed values p (taken), after the ones
 ** held: R_RESULT is held (the worker loop flushes), the others go at
 ** once. 0 if out of memory (p is then freed). A pool thread. */
@@ -562,17 +580,7 @@ static int reply_post(reply_kind kind, sp_packed *p, int ref, int ok,
     sp_marshal_free(p);
     return 0;
   }
-  r->m.run = reply_run;
-  r->m.next = NULL;
-  r->more = NULL;
-  r->kind = kind;
-  r->p = *p;
-  r->ref = ref;
-  r->ok = ok;
-  r->bc = bc;
-  r->spare = NULL;
-  p->data = NULL;
-  reply_hold(r);
+  reply_fill(r, kind, p, ref, ok, bc, NULL);
   return 1;
 }
 
@@ -593,17 +601,7 @@ static int reply_post_result(work *job, sp_packed *p, int ok) {
     sp_marshal_free(p);
     return 0;
   }
-  r->m.run = reply_run;
-  r->m.next = NULL;
-  r->more = NULL;
-  r->kind = R_RESULT;
-  r->p = *p;
-  r->ref = job->ref;
-  r->ok = ok;
-  r->bc = NULL;
-  r->spare = job;
-  p->data = NULL;
-  reply_hold(r);
+  reply_fill(r, R_RESULT, p, job->ref, ok, NULL, job);
   return 1;
 }
 
@@ -611,21 +609,14 @@ static int reply_post_result(work *job, sp_packed *p, int ok) {
 ** m (sp_marshal_scalar's, copied into the reply). */
 static int reply_post_scalar(work *job, const char *m, size_t len) {
   reply *r = reply_for(job);
+  sp_packed p;
   if (r == NULL) return 0;
-  r->m.run = reply_run;
-  r->m.next = NULL;
-  r->more = NULL;
-  r->kind = R_RESULT;
   memcpy(r->inl, m, len);
-  r->p.data = r->inl;
-  r->p.len = len;
-  r->p.n = 1;
-  r->p.refs = 0;
-  r->ref = job->ref;
-  r->ok = 1;
-  r->bc = NULL;
-  r->spare = job;
-  reply_hold(r);
+  p.data = r->inl;
+  p.len = len;
+  p.n = 1;
+  p.refs = 0;
+  reply_fill(r, R_RESULT, &p, job->ref, 1, NULL, job);
   return 1;
 }
 
