@@ -258,7 +258,7 @@ local function sessionIO(out, err)
   return sio
 end
 
---- repl.Session(out, err[, onExit[, ownIO]]) -> session: one prompt's
+--- repl.Session(out, err[, onExit[, ownIO[, watch]]]) -> session: one prompt's
 -- state (an unfinished statement, the entry being awaited). out(text)
 -- and err(text) write its output and errors; onExit() is what `.exit`
 -- does. Entries see the program's globals, the PRELOAD modules and a
@@ -266,8 +266,10 @@ end
 -- stderr and output() write to out and err (an attached session: its
 -- output goes to its own terminal, not the program's). The local prompt
 -- is one session (repl.line etc.); each attached client (repl.listen)
--- is another.
-function M.Session(out, err, onExit, ownIO)
+-- is another. watch(), if given, is called at the start of each entry,
+-- inside the coroutine that runs it (an attached session watches its
+-- socket there, so its client's Ctrl-C or hang-up interrupts it).
+function M.Session(out, err, onExit, ownIO, watch)
   local self = {}
   local pending, waiting, editor = nil, nil, nil
   local locals = {} -- names declared `local` at the prompt
@@ -345,6 +347,7 @@ function M.Session(out, err, onExit, ownIO)
       end
     end
     local d = defer.inlineCallbacks(function()
+      if watch then watch() end
       return table.pack(fn())
     end)()
     entry.deferred = d
@@ -857,7 +860,11 @@ local function sessionProtocol()
     self.send = send
     self.session = M.Session(function(t) send("O", t) end,
       function(t) send("R", t) end,
-      function() transport:loseConnection() end, true)
+      function() transport:loseConnection() end, true, function()
+        local C = require("spindle._repl")
+        local okTLS, tls = pcall(transport.getHandle, transport)
+        C.watch(transport, okTLS and tls ~= nil)
+      end)
     sessionCount = sessionCount + 1
     self.id = tostring(sessionCount)
     sessions[self.id] = self.session
@@ -873,7 +880,12 @@ local function sessionProtocol()
           end)
           if r ~= "waiting" then self.send("D") end
         elseif kind == "I" then
-          if self.session.interrupt() == "resume" then self.send("D") end
+          -- An I after the entry ended (its watch already interrupted
+          -- it, or it finished meanwhile) has nothing left to stop.
+          if self.session.waiting() and
+            self.session.interrupt() == "resume" then
+            self.send("D")
+          end
         elseif kind == "C" then
           -- "id\0word\0line": complete in session id (or this one).
           local id, word, line = payload:match("^(%Z*)%z(%Z*)%z(.*)$")
