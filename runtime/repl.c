@@ -47,6 +47,7 @@ static struct {
   int waiting;         /* an entry awaits a Deferred: input is held */
   int done;            /* the session has ended */
   int prompting;       /* a prompt and the line being typed are on screen */
+  int typed;           /* a key was read since the prompt was drawn */
   uv_poll_t *poll;     /* standard input, if pollable (tty, pipe) */
   uv_idle_t *idle;     /* reads of a regular file, one chunk a turn */
   uv_timer_t *starter; /* shows the first prompt once the reactor runs */
@@ -115,6 +116,7 @@ static void line_done(int status) {
   if (repl.tty && !repl.done) {
     /* Reinstalling puts libedit back in raw mode with a fresh prompt. */
     rl_callback_handler_remove();
+    repl.typed = 0;
     rl_callback_handler_install(status == R_MORE ? PROMPT_MORE : PROMPT,
                                 tty_line);
     repl.prompting = 1;
@@ -218,6 +220,7 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   if (repl.tty) {
     unsigned long taken = lines_taken;
     last_key = -1;
+    repl.typed = 1;
     rl_callback_read_char();
     /* Enter that ends a Ctrl-R search is pushed back by libedit and
     ** would wait for the next key: take it now. */
@@ -236,6 +239,7 @@ static void idle_cb(uv_idle_t *h) {
 
 static void input_start(void) {
   if (repl.done || repl.eof) return;
+  repl.typed = 0;
   if (repl.tty) rl_callback_handler_install(PROMPT, tty_line);
   repl.prompting = repl.tty;
   if (repl.poll != NULL) uv_poll_start(repl.poll, UV_READABLE, poll_cb);
@@ -288,17 +292,23 @@ static int repl_resume(lua_State *L) {
   return 0;
 }
 
-/* SIGINT while the REPL runs: stop waiting, or clear the line. */
+/* SIGINT while the REPL runs: stop waiting, or clear the line. What the
+** Lua side writes meanwhile (the hint on an empty line) goes after the
+** "^C" the terminal echoed, not over a cleared and redrawn prompt. */
 static int repl_interrupt(lua_State *L) {
-  int status;
+  int status, prompting = repl.prompting;
   (void)L;
   if (repl.done) return 0;
-  status = repl_call("interrupt", repl.tty ? rl_line_buffer : "");
+  repl.prompting = 0;
+  /* libedit keeps the last line in rl_line_buffer until a key is read. */
+  status = repl_call("interrupt", repl.tty && repl.typed ? rl_line_buffer : "");
+  repl.prompting = prompting;
   if (status == R_RESUME) {
     repl_resume(repl.L);
   } else if (status != R_IGNORE && repl.tty) {
     fputc('\n', stdout);
     rl_callback_handler_remove();
+    repl.typed = 0;
     rl_callback_handler_install(PROMPT, tty_line);
   }
   return 1;

@@ -264,6 +264,15 @@ describe("spindle --attach", function()
       term:line("6 * 7")
       term:waitFor("\n42\n", 5, true)
       assert.truthy(alive(srv.pid))
+      -- The hint is for a Ctrl-C at an empty prompt only, on its own line
+      -- (newuser-report #6); .exit draws no prompt after detaching.
+      assert.not_matches("To detach", term:screen(), 1, true)
+      term:keys("C-c")
+      term:waitFor("\n(To detach, press Ctrl-D or type .exit)\n>", 5,
+        true)
+      term:line(".exit")
+      local screen = term:waitFor("[exited 0]", 5, true)
+      assert.matches("closed)\n[exited 0]", screen, 1, true)
     end)
 
   it("interrupts a busy entry whose client hangs up (newuser-report #1)",

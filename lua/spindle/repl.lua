@@ -150,6 +150,7 @@ end
 local HELP = [[
 .help      this text
 .exit      leave (on an attached REPL: detach; the program goes on)
+.editor    type or paste a block; Ctrl-D or a line .end runs it
 .pending   pending Deferreds: where made, what each waits on
 .timers    pending DelayedCalls
 .conns     ports, connections and libuv handles
@@ -272,6 +273,9 @@ end
 function M.Session(out, err, onExit, ownIO, watch)
   local self = {}
   local pending, waiting, editor = nil, nil, nil
+  -- The last entry ended in "interrupted!" (Ctrl-C stopped it running):
+  -- the Ctrl-C that did it is not also a Ctrl-C at an empty prompt.
+  local stopped = false
   local locals = {} -- names declared `local` at the prompt
   local env = setmetatable({}, {
     __index = function(_, k) return lookup(k) end,
@@ -355,6 +359,7 @@ function M.Session(out, err, onExit, ownIO, watch)
       if not entry.abandoned then show(results) end
       finish()
     end, function(f)
+      stopped = f.value == "interrupted!"
       if not entry.abandoned then err(M.errorText(f) .. "\n") end
       finish()
     end)
@@ -366,6 +371,7 @@ function M.Session(out, err, onExit, ownIO, watch)
   --- session.line(text, resume) -> "more" | "ready" | "waiting": as
   -- repl.line.
   function self.line(text, resume)
+    stopped = false
     if editor then
       if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
       editor[#editor + 1] = text
@@ -418,6 +424,10 @@ function M.Session(out, err, onExit, ownIO, watch)
   function self.interrupt(line)
     local wasEmpty = pending == nil and editor == nil and
       (line == nil or line == "")
+    if stopped and wasEmpty and not waiting then
+      stopped = false
+      return "ignore"
+    end
     pending, editor = nil, nil
     if waiting then
       local entry = waiting
@@ -1169,7 +1179,11 @@ function M.client(path)
     end
     local src = pending and (pending .. "\n" .. text) or text
     if not pending and text:match("^%s*%.exit%s*$") then
-      if conn then conn.transport:loseConnection() end
+      -- No prompt again: the session ends when the connection does.
+      if conn then
+        conn.transport:loseConnection()
+        return "waiting"
+      end
       return "ready"
     elseif not pending and text:match("^%s*%.editor%s*$") then
       editor = {}
