@@ -78,6 +78,17 @@ describe("the REPL", function()
     assert.matches("\nfired\ntrue\n$", r.stdout)
   end)
 
+  it("shows an awaited Deferred with what it fired with, fired before " ..
+    "or after the await (newuser-report #4)", function()
+      local r = repl("d = defer.succeed(42)\nawait(d)\nd\n" ..
+        "e = defer.Deferred(); reactor.callLater(0.05, e.callback, e, 7)\n" ..
+        "await(e)\ne\nf = defer.fail('boom')\nawait(f)\nf\n")
+      assert.matches("\n42\nDeferred <fired: 42>\n7\nDeferred <fired: 7>\n",
+        r.stdout, 1, true)
+      assert.matches("\nDeferred <failed: boom>\n", r.stdout, 1, true)
+      assert.not_matches("Unhandled", r.stdout .. r.stderr, 1, true)
+    end)
+
   it("raises the Failure of an awaited Deferred", function()
     local r = repl("defer = require('spindle.defer')\n" ..
       "await(defer.fail(defer.errorType('Oops')('bad')))\n'next'\n")
@@ -320,6 +331,9 @@ describe("the REPL on a tmux terminal", function()
         5, true)
       term:line("n, d.called")
       term:waitFor("\n0%s+true\n", 5)
+      -- The awaited Deferred shows how it ended (newuser-report #4).
+      term:line("d")
+      term:waitFor("Deferred <failed: CancelledError", 5, true)
     end)
 
   it("completes a string literal's methods with Tab", function()

@@ -31,6 +31,24 @@ end
 
 local repr
 
+-- What each Deferred awaited at the prompt fired with, kept as {result}:
+-- defer.await takes the result away from the Deferred it waits on, as
+-- Twisted's inlineCallbacks leaves None in it, but a Deferred awaited at
+-- the prompt should go on showing what it fired with (or its Failure,
+-- CancelledError after a Ctrl-C) when typed afterwards.
+local awaitedResults = setmetatable({}, {__mode = "k"})
+
+-- The prompt's await(d): defer.await, noting d's result first.
+local function promptAwait(d)
+  if isDeferred(d) then
+    d:addBoth(function(r)
+      awaitedResults[d] = {r}
+      return r
+    end)
+  end
+  return defer.await(d)
+end
+
 local function keyRepr(k, depth, seen)
   if isIdentifier(k) then return k end
   return "[" .. repr(k, depth, seen, false) .. "]"
@@ -120,6 +138,7 @@ function repr(v, depth, seen, top, indent)
     if not called then return "Deferred <pending>" end
     if waiting then return "Deferred <waiting on another Deferred>" end
     local r = v.result
+    if r == nil and awaitedResults[v] then r = awaitedResults[v][1] end
     if isFailure(r) then
       return "Deferred <failed: " .. tostring(r.value) .. ">"
     end
@@ -283,7 +302,7 @@ function M.Session(out, err, onExit, ownIO, watch)
       if locals[k] then rawset(t, k, v) else _G[k] = v end
     end,
   })
-  rawset(env, "await", defer.await)
+  rawset(env, "await", promptAwait)
   if ownIO then rawset(env, "io", sessionIO(out, err)) end
   rawset(env, "print", function(...)
     local n, parts = select("#", ...), {}
