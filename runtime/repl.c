@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@
 #include "loop.h"
 #include "repl.h"
 #include "ssl.h"
+#include "stream.h"
 
 #define PROMPT "> "
 #define PROMPT_MORE ">> "
@@ -44,6 +47,7 @@ static struct {
   int waiting;         /* an entry awaits a Deferred: input is held */
   int done;            /* the session has ended */
   int prompting;       /* a prompt and the line being typed are on screen */
+  int typed;           /* a key was read since the prompt was drawn */
   uv_poll_t *poll;     /* standard input, if pollable (tty, pipe) */
   uv_idle_t *idle;     /* reads of a regular file, one chunk a turn */
   uv_timer_t *starter; /* shows the first prompt once the reactor runs */
@@ -112,6 +116,7 @@ static void line_done(int status) {
   if (repl.tty && !repl.done) {
     /* Reinstalling puts libedit back in raw mode with a fresh prompt. */
     rl_callback_handler_remove();
+    repl.typed = 0;
     rl_callback_handler_install(status == R_MORE ? PROMPT_MORE : PROMPT,
                                 tty_line);
     repl.prompting = 1;
@@ -215,6 +220,7 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   if (repl.tty) {
     unsigned long taken = lines_taken;
     last_key = -1;
+    repl.typed = 1;
     rl_callback_read_char();
     /* Enter that ends a Ctrl-R search is pushed back by libedit and
     ** would wait for the next key: take it now. */
@@ -233,6 +239,7 @@ static void idle_cb(uv_idle_t *h) {
 
 static void input_start(void) {
   if (repl.done || repl.eof) return;
+  repl.typed = 0;
   if (repl.tty) rl_callback_handler_install(PROMPT, tty_line);
   repl.prompting = repl.tty;
   if (repl.poll != NULL) uv_poll_start(repl.poll, UV_READABLE, poll_cb);
@@ -285,17 +292,23 @@ static int repl_resume(lua_State *L) {
   return 0;
 }
 
-/* SIGINT while the REPL runs: stop waiting, or clear the line. */
+/* SIGINT while the REPL runs: stop waiting, or clear the line. What the
+** Lua side writes meanwhile (the hint on an empty line) goes after the
+** "^C" the terminal echoed, not over a cleared and redrawn prompt. */
 static int repl_interrupt(lua_State *L) {
-  int status;
+  int status, prompting = repl.prompting;
   (void)L;
   if (repl.done) return 0;
-  status = repl_call("interrupt", repl.tty ? rl_line_buffer : "");
+  repl.prompting = 0;
+  /* libedit keeps the last line in rl_line_buffer until a key is read. */
+  status = repl_call("interrupt", repl.tty && repl.typed ? rl_line_buffer : "");
+  repl.prompting = prompting;
   if (status == R_RESUME) {
     repl_resume(repl.L);
   } else if (status != R_IGNORE && repl.tty) {
     fputc('\n', stdout);
     rl_callback_handler_remove();
+    repl.typed = 0;
     rl_callback_handler_install(PROMPT, tty_line);
   }
   return 1;
@@ -707,7 +720,63 @@ static int repl_output(lua_State *L) {
   return n;
 }
 
+/* An attached session's entry is watched while it runs: a count hook on
+** its coroutine looks at the session's socket every WATCH_COUNT VM
+** instructions (a poll(2) with no wait: well under 1% of the time of
+** the Lua code it interrupts) and raises "interrupted!" there when the
+** client has hung up, or, on a plain Unix socket, when an interrupt
+** frame ("I0:", the client's Ctrl-C) waits unread (seen with MSG_PEEK,
+** so the loop still reads it later). Over TLS only the hang-up can be
+** seen: the bytes are encrypted. Which socket is kept in the
+** coroutine's extra space (LUA_EXTRASPACE, unused elsewhere), so a
+** suspended entry needs no table and a dead one leaves nothing behind.
+** The hook is the coroutine's own: loop.c's Ctrl-C and watchdog hooks
+** go on the thread the reactor resumes; if one of them replaces this
+** one while the entry runs, the entry is no longer watched. */
+#define WATCH_COUNT 100000
+
+/* Does the peer at fd ask to stop the entry (hang-up, or on a plain
+** socket an unread interrupt frame)? */
+static int watch_asks(int fd, int tls) {
+  struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+  char buf[4096];
+  ssize_t n;
+  if (poll(&p, 1, 0) <= 0) return 0;
+  if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) return 1;
+  if (tls || !(p.revents & POLLIN)) return 0;
+  n = recv(fd, buf, sizeof buf - 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return 1;
+  if (n < 0) return 0;
+  buf[n] = '\0';
+  return memmem(buf, (size_t)n, "I0:", 3) != NULL;
+}
+
+static void watch_hook(lua_State *L, lua_Debug *ar) {
+  intptr_t w;
+  (void)ar;
+  memcpy(&w, lua_getextraspace(L), sizeof w);
+  if (w <= 0 || !watch_asks((int)((w - 1) >> 1), (int)((w - 1) & 1))) return;
+  lua_pushliteral(L, "interrupted!");
+  lua_error(L);
+}
+
+/* _repl.watch(transport, tls): watch the running coroutine (an attached
+** session's entry, from inside it) as said above: transport is the
+** session's; tls says its bytes are encrypted (only a hang-up counts).
+** A closed transport is not watched. Loop thread. */
+static int repl_watch(lua_State *L) {
+  sp_stream *s = sp_stream_check(L, 1);
+  uv_os_fd_t fd;
+  intptr_t w;
+  if (s == NULL || sp_stream_fileno(s, &fd) != 0 || fd < 0) return 0;
+  w = ((intptr_t)fd << 1 | (lua_toboolean(L, 2) ? 1 : 0)) + 1;
+  memcpy(lua_getextraspace(L), &w, sizeof w);
+  lua_sethook(L, watch_hook, LUA_MASKCOUNT, WATCH_COUNT);
+  return 0;
+}
+
 static const luaL_Reg repl_funcs[] = {{"umask", repl_umask},
+                                      {"watch", repl_watch},
                                       {"request", repl_request},
                                       {"output", repl_output},
                                       {NULL, NULL}};

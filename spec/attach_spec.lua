@@ -221,6 +221,81 @@ describe("spindle --attach", function()
       other:stop()
     end)
 
+  -- What the echo server answers to "ping\n" (bounded: 30 s).
+  local function ping(port)
+    local p = assert(io.popen(("printf 'ping\\n' | timeout 30 nc -q1 " ..
+      "127.0.0.1 %d"):format(port)))
+    local text = p:read("a")
+    p:close()
+    return text
+  end
+
+  -- An entry that writes the file marker (so the spec knows it runs:
+  -- its own output waits for the loop), then never returns.
+  local function spinner(marker)
+    return ('local f = io.open(%q, "w"); f:write("x"); f:close(); ' ..
+      'while true do end'):format(marker)
+  end
+
+  local function waitFile(path)
+    for _ = 1, 600 do
+      local f = io.open(path)
+      if f then
+        f:close()
+        return
+      end
+      os.execute("sleep 0.05")
+    end
+    error("the entry never ran (no " .. path .. ")")
+  end
+
+  it("interrupts a busy entry on Ctrl-C in the client (newuser-report " ..
+    "#1); the program goes on serving", function()
+      local marker = tmpname()
+      term = tmux.start(process.quote(process.bin) .. " --attach " ..
+        process.quote(srv.sock), {HOME = "/tmp"})
+      term:waitFor("> ", 5, true)
+      term:line(spinner(marker))
+      waitFile(marker)
+      os.remove(marker)
+      term:keys("C-c")
+      term:waitFor("interrupted!", 5, true)
+      assert.equal("ping\n", ping(srv.port))
+      term:line("6 * 7")
+      term:waitFor("\n42\n", 5, true)
+      assert.truthy(alive(srv.pid))
+      -- The hint is for a Ctrl-C at an empty prompt only, on its own line
+      -- (newuser-report #6); .exit draws no prompt after detaching.
+      assert.not_matches("To detach", term:screen(), 1, true)
+      term:keys("C-c")
+      term:waitFor("\n(To detach, press Ctrl-D or type .exit)\n>", 5,
+        true)
+      term:line(".exit")
+      local screen = term:waitFor("[exited 0]", 5, true)
+      assert.matches("closed)\n[exited 0]", screen, 1, true)
+    end)
+
+  it("interrupts a busy entry whose client hangs up (newuser-report #1)",
+    function()
+      local marker, entry = tmpname(), tmpname()
+      local f = assert(io.open(entry, "w"))
+      f:write(spinner(marker), "\n")
+      f:close()
+      local pidf = assert(io.popen(("(cat %s; sleep 60) | %s --attach %s " ..
+        ">/dev/null 2>&1 & echo $!"):format(entry,
+        process.quote(process.bin), process.quote(srv.sock))))
+      local pid = pidf:read("l")
+      pidf:close()
+      waitFile(marker)
+      os.remove(marker)
+      os.remove(entry)
+      os.execute("kill -9 " .. pid)
+      assert.equal("ping\n", ping(srv.port))
+      local r = process.run({"--attach", srv.sock}, {stdin = "6 * 7\n",
+        env = {SPINDLE_REPL = "rich"}})
+      assert.matches("42", r.stdout)
+    end)
+
   it("says why it cannot attach", function()
     local r = process.run({"--attach", srv.sock .. ".missing"},
       {stdin = "", env = {SPINDLE_REPL = "rich"}})

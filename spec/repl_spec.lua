@@ -78,6 +78,17 @@ describe("the REPL", function()
     assert.matches("\nfired\ntrue\n$", r.stdout)
   end)
 
+  it("shows an awaited Deferred with what it fired with, fired before " ..
+    "or after the await (newuser-report #4)", function()
+      local r = repl("d = defer.succeed(42)\nawait(d)\nd\n" ..
+        "e = defer.Deferred(); reactor.callLater(0.05, e.callback, e, 7)\n" ..
+        "await(e)\ne\nf = defer.fail('boom')\nawait(f)\nf\n")
+      assert.matches("\n42\nDeferred <fired: 42>\n7\nDeferred <fired: 7>\n",
+        r.stdout, 1, true)
+      assert.matches("\nDeferred <failed: boom>\n", r.stdout, 1, true)
+      assert.not_matches("Unhandled", r.stdout .. r.stderr, 1, true)
+    end)
+
   it("raises the Failure of an awaited Deferred", function()
     local r = repl("defer = require('spindle.defer')\n" ..
       "await(defer.fail(defer.errorType('Oops')('bad')))\n'next'\n")
@@ -140,6 +151,7 @@ describe("the REPL", function()
       local r = repl(".help\nd = defer.Deferred()\n.pending\n.timers\n" ..
         ".threads\n.conns\n")
       assert.matches(".pending   pending Deferreds", r.stdout, 1, true)
+      assert.matches(".editor    type or paste a block", r.stdout, 1, true)
       assert.matches("Deferred made at stdin:1, [%d.]+ s ago, unfired",
         r.stdout)
       assert.matches("no pending DelayedCalls", r.stdout, 1, true)
@@ -281,10 +293,33 @@ describe("the REPL on a tmux terminal", function()
 
   it("says how to leave on Ctrl-C at an empty prompt", function()
     term:keys("C-c")
-    term:waitFor("(To exit, press Ctrl-D or type .exit)", 5, true)
+    -- On a line of its own, the prompt on the next (newuser-report #6).
+    term:waitFor("\n(To exit, press Ctrl-D or type .exit)\n>", 5, true)
     term:line(".exit")
     term:waitFor("[exited 0]", 5, true)
   end)
+
+  it("gives no hint for the Ctrl-C that stops a running entry " ..
+    "(newuser-report #6)", function()
+      local marker = os.tmpname()
+      os.remove(marker)
+      term:line(('local f = io.open(%q, "w"); f:write("x"); f:close(); ' ..
+        'while true do end'):format(marker))
+      for _ = 1, 600 do
+        local f = io.open(marker)
+        if f then
+          f:close()
+          break
+        end
+        os.execute("sleep 0.05")
+      end
+      os.remove(marker)
+      term:keys("C-c")
+      term:waitFor("interrupted!", 5, true)
+      term:line("6 * 7")
+      local screen = term:waitFor("\n42\n", 5, true)
+      assert.not_matches("To exit", screen, 1, true)
+    end)
 
   it("cancels the awaited Deferred on Ctrl-C and drops the entry's rest",
     function()
@@ -296,6 +331,9 @@ describe("the REPL on a tmux terminal", function()
         5, true)
       term:line("n, d.called")
       term:waitFor("\n0%s+true\n", 5)
+      -- The awaited Deferred shows how it ended (newuser-report #4).
+      term:line("d")
+      term:waitFor("Deferred <failed: CancelledError", 5, true)
     end)
 
   it("completes a string literal's methods with Tab", function()

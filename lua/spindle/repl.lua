@@ -31,6 +31,24 @@ end
 
 local repr
 
+-- What each Deferred awaited at the prompt fired with, kept as {result}:
+-- defer.await takes the result away from the Deferred it waits on, as
+-- Twisted's inlineCallbacks leaves None in it, but a Deferred awaited at
+-- the prompt should go on showing what it fired with (or its Failure,
+-- CancelledError after a Ctrl-C) when typed afterwards.
+local awaitedResults = setmetatable({}, {__mode = "k"})
+
+-- The prompt's await(d): defer.await, noting d's result first.
+local function promptAwait(d)
+  if isDeferred(d) then
+    d:addBoth(function(r)
+      awaitedResults[d] = {r}
+      return r
+    end)
+  end
+  return defer.await(d)
+end
+
 local function keyRepr(k, depth, seen)
   if isIdentifier(k) then return k end
   return "[" .. repr(k, depth, seen, false) .. "]"
@@ -120,6 +138,7 @@ function repr(v, depth, seen, top, indent)
     if not called then return "Deferred <pending>" end
     if waiting then return "Deferred <waiting on another Deferred>" end
     local r = v.result
+    if r == nil and awaitedResults[v] then r = awaitedResults[v][1] end
     if isFailure(r) then
       return "Deferred <failed: " .. tostring(r.value) .. ">"
     end
@@ -150,6 +169,7 @@ end
 local HELP = [[
 .help      this text
 .exit      leave (on an attached REPL: detach; the program goes on)
+.editor    type or paste a block; Ctrl-D or a line .end runs it
 .pending   pending Deferreds: where made, what each waits on
 .timers    pending DelayedCalls
 .conns     ports, connections and libuv handles
@@ -258,7 +278,7 @@ local function sessionIO(out, err)
   return sio
 end
 
---- repl.Session(out, err[, onExit[, ownIO]]) -> session: one prompt's
+--- repl.Session(out, err[, onExit[, ownIO[, watch]]]) -> session: one prompt's
 -- state (an unfinished statement, the entry being awaited). out(text)
 -- and err(text) write its output and errors; onExit() is what `.exit`
 -- does. Entries see the program's globals, the PRELOAD modules and a
@@ -266,10 +286,15 @@ end
 -- stderr and output() write to out and err (an attached session: its
 -- output goes to its own terminal, not the program's). The local prompt
 -- is one session (repl.line etc.); each attached client (repl.listen)
--- is another.
-function M.Session(out, err, onExit, ownIO)
+-- is another. watch(), if given, is called at the start of each entry,
+-- inside the coroutine that runs it (an attached session watches its
+-- socket there, so its client's Ctrl-C or hang-up interrupts it).
+function M.Session(out, err, onExit, ownIO, watch)
   local self = {}
   local pending, waiting, editor = nil, nil, nil
+  -- The last entry ended in "interrupted!" (Ctrl-C stopped it running):
+  -- the Ctrl-C that did it is not also a Ctrl-C at an empty prompt.
+  local stopped = false
   local locals = {} -- names declared `local` at the prompt
   local env = setmetatable({}, {
     __index = function(_, k) return lookup(k) end,
@@ -277,7 +302,7 @@ function M.Session(out, err, onExit, ownIO)
       if locals[k] then rawset(t, k, v) else _G[k] = v end
     end,
   })
-  rawset(env, "await", defer.await)
+  rawset(env, "await", promptAwait)
   if ownIO then rawset(env, "io", sessionIO(out, err)) end
   rawset(env, "print", function(...)
     local n, parts = select("#", ...), {}
@@ -345,6 +370,7 @@ function M.Session(out, err, onExit, ownIO)
       end
     end
     local d = defer.inlineCallbacks(function()
+      if watch then watch() end
       return table.pack(fn())
     end)()
     entry.deferred = d
@@ -352,6 +378,7 @@ function M.Session(out, err, onExit, ownIO)
       if not entry.abandoned then show(results) end
       finish()
     end, function(f)
+      stopped = f.value == "interrupted!"
       if not entry.abandoned then err(M.errorText(f) .. "\n") end
       finish()
     end)
@@ -363,6 +390,7 @@ function M.Session(out, err, onExit, ownIO)
   --- session.line(text, resume) -> "more" | "ready" | "waiting": as
   -- repl.line.
   function self.line(text, resume)
+    stopped = false
     if editor then
       if text:match("^%s*%.end%s*$") then return self.eof(nil, resume) end
       editor[#editor + 1] = text
@@ -415,6 +443,10 @@ function M.Session(out, err, onExit, ownIO)
   function self.interrupt(line)
     local wasEmpty = pending == nil and editor == nil and
       (line == nil or line == "")
+    if stopped and wasEmpty and not waiting then
+      stopped = false
+      return "ignore"
+    end
     pending, editor = nil, nil
     if waiting then
       local entry = waiting
@@ -857,7 +889,11 @@ local function sessionProtocol()
     self.send = send
     self.session = M.Session(function(t) send("O", t) end,
       function(t) send("R", t) end,
-      function() transport:loseConnection() end, true)
+      function() transport:loseConnection() end, true, function()
+        local C = require("spindle._repl")
+        local okTLS, tls = pcall(transport.getHandle, transport)
+        C.watch(transport, okTLS and tls ~= nil)
+      end)
     sessionCount = sessionCount + 1
     self.id = tostring(sessionCount)
     sessions[self.id] = self.session
@@ -873,7 +909,12 @@ local function sessionProtocol()
           end)
           if r ~= "waiting" then self.send("D") end
         elseif kind == "I" then
-          if self.session.interrupt() == "resume" then self.send("D") end
+          -- An I after the entry ended (its watch already interrupted
+          -- it, or it finished meanwhile) has nothing left to stop.
+          if self.session.waiting() and
+            self.session.interrupt() == "resume" then
+            self.send("D")
+          end
         elseif kind == "C" then
           -- "id\0word\0line": complete in session id (or this one).
           local id, word, line = payload:match("^(%Z*)%z(%Z*)%z(.*)$")
@@ -1157,7 +1198,11 @@ function M.client(path)
     end
     local src = pending and (pending .. "\n" .. text) or text
     if not pending and text:match("^%s*%.exit%s*$") then
-      if conn then conn.transport:loseConnection() end
+      -- No prompt again: the session ends when the connection does.
+      if conn then
+        conn.transport:loseConnection()
+        return "waiting"
+      end
       return "ready"
     elseif not pending and text:match("^%s*%.editor%s*$") then
       editor = {}
