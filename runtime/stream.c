@@ -477,9 +477,9 @@ size_t sp_stream_queued(const sp_stream *s) {
 }
 
 /* [-0, +1, m] The transports of the open streams, in a new array at the
-** top: streams_shutdown and the inspector find them through their
-** registry references (nothing else lists them), in the registry's
-** order. */
+** top: the inspector finds them through their registry references
+** (nothing else lists them; streams_shutdown walks the registry itself,
+** without allocating), in the registry's order. */
 static void push_open_streams(lua_State *L);
 
 /* ------------------------------------------------------ Lua helpers */
@@ -696,17 +696,27 @@ static void push_open_streams(lua_State *L) {
 ** disconnectAll); an attempt still connecting is dropped by its
 ** connector. One entry in loop.c's live registry stands for every
 ** stream, moved to the newest place each time one opens (sp_stream_open),
-** so that streams close before the ports and connectors made earlier. */
+** so that streams close before the ports and connectors made earlier.
+** Runs unprotected (sp_shutdown), so it allocates nothing itself: the
+** registry is walked with lua_next (a loss adds no key: the reference
+** goes in closed_cb, later), each loss runs protected, and a stream whose
+** loss hit a memory error is closed with no reason for connectionLost. */
 static void streams_shutdown(lua_State *L, sp_live *n) {
-  int top = lua_gettop(L);
   (void)n;
-  push_open_streams(L);
-  for (lua_Integer i = 1; lua_rawgeti(L, top + 1, i) != LUA_TNIL; i++) {
-    const transport_ud *t = lua_touserdata(L, -1);
-    if (t->s != NULL && t->s->state == ST_OPEN) sp_stream_lose(L, t->s, 0, 0);
+  lua_pushnil(L);
+  while (lua_next(L, LUA_REGISTRYINDEX)) {
+    const transport_ud *t = sp_transport_test(L, -1);
+    if (t != NULL && t->s != NULL && t->s->state == ST_OPEN &&
+        lua_type(L, -2) == LUA_TNUMBER) {
+      sp_stream *s = t->s;
+      sp_stream_lose_protected(L, s);
+      if (s->state == ST_OPEN) {
+        s->state = ST_CLOSING;
+        uv_close(&s->h.handle, closed_cb);
+      }
+    }
     lua_pop(L, 1);
   }
-  lua_settop(L, top);
 }
 
 static sp_live streams_live = {NULL, NULL, streams_shutdown, SP_LIVE_HANDLE};

@@ -155,10 +155,23 @@ local function finish()
   -- more than 32 MiB on top of it over the run is a leak.
   local ok = counts.errors == 0 and counts.sent == counts.echoed and
     s.after.fds == s.idle.fds and s.after.rss - s.warm.rss <= 32768
-  print(ok and "soak: ok" or "soak: FAILED")
-  reactor.stop()
-  reactor.callWhenRunning(function() end)
-  os.exit(ok and 0 or 1, true)
+  local function done()
+    print(ok and "soak: ok" or "soak: FAILED")
+    reactor.stop()
+    reactor.callWhenRunning(function() end)
+    os.exit(ok and 0 or 1, true)
+  end
+  if s.after.fds == s.idle.fds then return done() end
+  -- A descriptor count that does not match: show what the server holds.
+  local Open = basic.LineReceiver:extend({delimiter = "\n"})
+  function Open:connectionMade() self:sendLine("open") end
+  function Open:lineReceived(line)
+    if line == "end" then return self.transport:loseConnection() end
+    print("soak: server " .. line:sub(3))
+  end
+  Open.connectionLost = done
+  reactor.connectTCP("127.0.0.1", ports.pool,
+    protocol.ClientFactory.forProtocol(Open))
 end
 
 reactor.callWhenRunning(function()

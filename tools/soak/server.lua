@@ -39,6 +39,17 @@ end
 local Pool = basic.LineReceiver:extend({delimiter = "\n"})
 function Pool:lineReceived(line)
   if line == "stats" then return self:sendLine(stats()) end
+  if line == "open" then -- what is open, when a count does not match
+    local f = assert(io.open("/proc/self/stat"))
+    local pid = f:read("a"):match("^(%d+)")
+    f:close()
+    local p = assert(io.popen("ls -l /proc/" .. pid .. "/fd"))
+    local fds = p:read("a")
+    p:close()
+    local text = require("spindle.inspect").connectionsText() .. "\n" .. fds
+    for l in text:gmatch("[^\n]+") do self:sendLine("| " .. l) end
+    return self:sendLine("end")
+  end
   local n = tonumber(line)
   threads.deferToThread(sum, n):addCallbacks(function(r)
     self:sendLine(n .. " " .. r)
