@@ -4,7 +4,9 @@
 -- when the values have the same shape (numbered objects in a traversal
 -- with sorted keys, so shared references and cycles show; functions as
 -- stripped bytecode and their upvalues, shared upvalues numbered too;
--- module values and error types by name).
+-- module values and error types by name). The harness runs the same
+-- canon written in C (faster); this one is its reference, compared with
+-- it on every input when FZ_CANON_CHECK is set.
 local failure = require("spindle.failure")
 local FuzzError = failure.errorType("FuzzError")
 local FailureMT = debug.getregistry()["spindle.Failure"]
@@ -124,8 +126,10 @@ function gen(s) -- luacheck: ignore 111 (called by the harness)
   return table.unpack(stack, 1, math.min(top, 8))
 end
 
+-- Module values by name: what canon writes for them (fuzz/marshal_copy.c's
+-- canon calls this once per state).
 local rev
-local function reverse()
+function canon_names() -- luacheck: ignore 111 (called by the harness)
   if rev then return rev end
   rev = {}
   local function add(v, name)
@@ -169,7 +173,7 @@ local out = {}
 
 function canon(...) -- luacheck: ignore 111 (called by the harness)
   local n, ids, nid, upids, nup = 0, {}, 0, {}, 0
-  local names = reverse()
+  local names = canon_names() -- luacheck: ignore 113 (defined above)
   local function w(s)
     n = n + 1
     out[n] = s
