@@ -88,6 +88,24 @@ local function alive(pid)
   return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
 end
 
+-- A `spindle --attach TARGET` client in tmux, at its first prompt.
+local function attachTerm(target)
+  local t = tmux.start(process.quote(process.bin) .. " --attach " ..
+    process.quote(target), {HOME = "/tmp"})
+  t:waitFor("> ", 5, true)
+  return t
+end
+
+-- Leave with Ctrl-D once the client is idle at its prompt again (an
+-- entry whose answer shows it), so that Ctrl-D is not read while the
+-- empty line is still going; the client must exit 0.
+local function detachIdle(t)
+  t:line("'idle'")
+  t:waitFor("\nidle\n", 5, true)
+  t:keys("C-d")
+  t:waitFor("[exited 0]", 5, true)
+end
+
 describe("spindle --attach", function()
   local srv, term
   before_each(function() srv = start() end)
@@ -107,9 +125,7 @@ describe("spindle --attach", function()
       -- A client stays connected to the echo server meanwhile.
       local nc = assert(io.popen(("(echo hello; sleep 3) | " ..
         "timeout 5 nc 127.0.0.1 %d"):format(srv.port)))
-      term = tmux.start(process.quote(process.bin) .. " --attach " ..
-        process.quote(srv.sock), {HOME = "/tmp"})
-      term:waitFor("> ", 5, true)
+      term = attachTerm(srv.sock)
       term:line(".conns")
       term:waitFor("tcp connection Echo 127%.0%.0%.1:" .. srv.port ..
         " <%-> 127%.0%.0%.1:%d+ [%d.]+ s old in 6 B, out 6 B, queued 0 B")
@@ -150,26 +166,17 @@ describe("spindle --attach", function()
     end)
 
   it("completes names from the server with Tab", function()
-    term = tmux.start(process.quote(process.bin) .. " --attach " ..
-      process.quote(srv.sock), {HOME = "/tmp"})
-    term:waitFor("> ", 5, true)
+    term = attachTerm(srv.sock)
     term:type("stuck:addCallb")
     term:keys("Tab")
     term:waitFor("stuck:addCallback", 5, true)
     term:keys("C-u")
-    -- An entry whose answer shows the client idle at its prompt again,
-    -- so that Ctrl-D is not read while the empty line is still going.
-    term:line("'idle'")
-    term:waitFor("\nidle\n", 5, true)
-    term:keys("C-d")
-    term:waitFor("[exited 0]", 5, true)
+    detachIdle(term)
   end)
 
   it("completes what a chain of fields reaches, with the session's own " ..
     "variables", function()
-      term = tmux.start(process.quote(process.bin) .. " --attach " ..
-        process.quote(srv.sock), {HOME = "/tmp"})
-      term:waitFor("> ", 5, true)
+      term = attachTerm(srv.sock)
       term:line("local mine = {deep = {field = 1}}")
       term:line("'typed'")
       term:waitFor("\ntyped\n", 5, true)
@@ -181,17 +188,12 @@ describe("spindle --attach", function()
       term:keys("Tab")
       term:waitFor('> ("ab"):upper', 5, true)
       term:keys("C-u")
-      term:line("'idle'")
-      term:waitFor("\nidle\n", 5, true)
-      term:keys("C-d")
-      term:waitFor("[exited 0]", 5, true)
+      detachIdle(term)
     end)
 
   it("writes io.write, io.stdout:write and print of the session's entries " ..
     "to the session, the program's own output to its stdout", function()
-      term = tmux.start(process.quote(process.bin) .. " --attach " ..
-        process.quote(srv.sock), {HOME = "/tmp"})
-      term:waitFor("> ", 5, true)
+      term = attachTerm(srv.sock)
       -- A second session at the same time gets its own output only.
       local other = tmux.start(process.quote(process.bin) .. " --attach " ..
         process.quote(srv.sock), {HOME = "/tmp"})
@@ -252,9 +254,7 @@ describe("spindle --attach", function()
   it("interrupts a busy entry on Ctrl-C in the client (newuser-report " ..
     "#1); the program goes on serving", function()
       local marker = tmpname()
-      term = tmux.start(process.quote(process.bin) .. " --attach " ..
-        process.quote(srv.sock), {HOME = "/tmp"})
-      term:waitFor("> ", 5, true)
+      term = attachTerm(srv.sock)
       term:line(spinner(marker))
       waitFile(marker)
       os.remove(marker)
@@ -411,10 +411,7 @@ describe("spindle --attach over TLS", function()
       term:keys("Tab")
       term:waitFor("> mine.deep.field", 5, true)
       term:keys("C-u")
-      term:line("'idle'")
-      term:waitFor("\nidle\n", 5, true)
-      term:keys("C-d")
-      term:waitFor("[exited 0]", 5, true)
+      detachIdle(term)
       term:stop()
       assert.is_true(alive(srv.pid))
     end)
