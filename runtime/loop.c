@@ -229,8 +229,12 @@ static void timers_arm(void) {
     ms = UINT64_C(1000000000000000);
   else
     ms = (uint64_t)ceil(dt * 1000.0);
-  uv_update_time(sp_loop());
-  uv_timer_start(timers.handle, timer_cb, ms, 0);
+  sp_timer_start(timers.handle, timer_cb, ms);
+}
+
+void sp_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms) {
+  uv_update_time(t->loop);
+  uv_timer_start(t, cb, ms, 0);
 }
 
 /* ---------------------------------------------------------------- */
@@ -629,6 +633,47 @@ static struct sigaction outer_action[NSIGNALS];
 static void (*volatile request_fn)(lua_State *L) = NULL;
 static volatile sig_atomic_t request_pending = 0;
 
+static void interrupt_lhook(lua_State *L, lua_Debug *ar);
+
+/* The hook a thread had when interrupt_lhook took its place (an attached
+** session's watch, repl.c), one per thread that can be interrupted
+** (interrupt_L's, interrupt_co's), put back when interrupt_lhook is done:
+** Lua has one hook per thread. */
+#define HOOK_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
+static struct {
+  lua_State *volatile L;
+  lua_Hook hook;
+  int mask, count;
+} hook_saved[2];
+
+/* Put interrupt_lhook on L (slot 0: interrupt_L, 1: interrupt_co), run
+** every count instructions, keeping the hook it replaces. Signal-safe. */
+static void hook_arm(int slot, lua_State *L, int count) {
+  lua_Hook h = lua_gethook(L);
+  if (h != interrupt_lhook) {
+    hook_saved[slot].L = NULL;
+    hook_saved[slot].hook = h;
+    hook_saved[slot].mask = lua_gethookmask(L);
+    hook_saved[slot].count = lua_gethookcount(L);
+    hook_saved[slot].L = L;
+  }
+  lua_sethook(L, interrupt_lhook, HOOK_MASK, count);
+}
+
+/* Take interrupt_lhook off L, putting back the hook it replaced. A hook
+** other than interrupt_lhook is left alone. Signal-safe. */
+static void hook_disarm(lua_State *L) {
+  if (L == NULL || lua_gethook(L) != interrupt_lhook) return;
+  for (int i = 0; i < 2; i++)
+    if (hook_saved[i].L == L) {
+      hook_saved[i].L = NULL;
+      lua_sethook(L, hook_saved[i].hook, hook_saved[i].mask,
+                  hook_saved[i].count);
+      return;
+    }
+  lua_sethook(L, NULL, 0, 0);
+}
+
 static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
   struct timespec now;
   double dt;
@@ -639,7 +684,7 @@ static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
     if (fn != NULL) fn(L);
   }
   if (!interrupt_pending) {
-    lua_sethook(L, NULL, 0, 0);
+    hook_disarm(L);
     return;
   }
   clock_gettime(CLOCK_MONOTONIC, &now);
@@ -647,7 +692,7 @@ static void interrupt_lhook(lua_State *L, lua_Debug *ar) {
        (double)(now.tv_nsec - interrupt_at.tv_nsec) / 1e9;
   if (dt < INTERRUPT_GRACE) return;
   interrupt_pending = 0;
-  lua_sethook(L, NULL, 0, 0);
+  hook_disarm(L);
   lua_pushliteral(L, "interrupted!");
   lua_error(L);
 }
@@ -659,13 +704,9 @@ static void interrupt_handler(int signum, siginfo_t *info, void *ctx) {
     clock_gettime(CLOCK_MONOTONIC, &interrupt_at);
     interrupt_pending = 1;
   }
-  if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                1000);
+  if (L != NULL) hook_arm(0, L, 1000);
   L = interrupt_co;
-  if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                1000);
+  if (L != NULL) hook_arm(1, L, 1000);
   if (libuv_action[i].sa_flags & SA_SIGINFO)
     libuv_action[i].sa_sigaction(signum, info, ctx);
   else if (libuv_action[i].sa_handler != SIG_DFL &&
@@ -677,20 +718,16 @@ void sp_loop_request_hook(void (*fn)(lua_State *L)) {
   lua_State *L = interrupt_L;
   request_fn = fn;
   request_pending = 1;
-  if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                100);
+  if (L != NULL) hook_arm(0, L, 100);
   L = interrupt_co;
-  if (L != NULL)
-    lua_sethook(L, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                100);
+  if (L != NULL) hook_arm(1, L, 100);
 }
 
 /* The loop has the signal: no need to interrupt Lua code any more. */
 static void interrupt_clear(void) {
   interrupt_pending = 0;
-  if (interrupt_L != NULL) lua_sethook(interrupt_L, NULL, 0, 0);
-  if (interrupt_co != NULL) lua_sethook(interrupt_co, NULL, 0, 0);
+  hook_disarm(interrupt_L);
+  hook_disarm(interrupt_co);
 }
 
 /* spindle._interrupt.resume(co, ...) -> coroutine.resume(co, ...)
@@ -702,9 +739,7 @@ static int interrupt_resume(lua_State *L) {
   int n;
   luaL_argexpected(L, co != NULL, 1, "coroutine");
   interrupt_co = co;
-  if (interrupt_pending)
-    lua_sethook(co, interrupt_lhook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                1000);
+  if (interrupt_pending) hook_arm(1, co, 1000);
   lua_pushvalue(L, lua_upvalueindex(1)); /* coroutine.resume */
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);

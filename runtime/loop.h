@@ -22,6 +22,13 @@ lua_State *sp_loop_state(void);
 ** and of DelayedCall times. Any thread. */
 double sp_loop_seconds(void);
 
+/* uv_timer_start of t (initialised, on any loop) to call cb once, ms
+** milliseconds from now rather than from the loop's last turn: the loop's
+** cached clock is refreshed first (uv_update_time), since the caller may
+** have run for long since then (a script's set-up, a blocking call).
+** Every timer in the runtime is started with it. Loop thread only. */
+void sp_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms);
+
 /* Is the reactor running (reactor.running)? Loop thread only. */
 int sp_loop_running(void);
 

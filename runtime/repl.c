@@ -451,7 +451,7 @@ static void input_start_later(void) {
     return;
   }
   uv_timer_init(sp_loop(), repl.starter);
-  uv_timer_start(repl.starter, starter_cb, 0, 0);
+  sp_timer_start(repl.starter, starter_cb, 0);
 }
 
 void sp_repl_attach(const char *path) {

@@ -478,8 +478,8 @@ size_t sp_stream_queued(const sp_stream *s) {
 
 /* [-0, +1, m] The transports of the open streams, in a new array at the
 ** top: the inspector finds them through their registry references
-** (nothing else lists them; streams_shutdown walks the registry itself,
-** without allocating), in the registry's order. */
+** (nothing else lists them; registry_next_open, which streams_shutdown
+** shares), in the registry's order. */
 static void push_open_streams(lua_State *L);
 
 /* ------------------------------------------------------ Lua helpers */
@@ -677,19 +677,27 @@ static void closed_cb(uv_handle_t *h) {
   stream_free(s);
 }
 
+/* [-1, +(2|0), -] lua_next over the registry from the key on top,
+** stepping over everything but the transports of open streams: pushes
+** the next one's key and transport and returns its stream, or returns
+** NULL with nothing pushed at the end. Allocates nothing (streams_shutdown
+** runs unprotected); the caller pops the transport before the next step. */
+static sp_stream *registry_next_open(lua_State *L) {
+  while (lua_next(L, LUA_REGISTRYINDEX)) {
+    const transport_ud *t = sp_transport_test(L, -1);
+    if (t != NULL && t->s != NULL && t->s->state == ST_OPEN &&
+        lua_type(L, -2) == LUA_TNUMBER)
+      return t->s;
+    lua_pop(L, 1);
+  }
+  return NULL;
+}
+
 static void push_open_streams(lua_State *L) {
   lua_Integer n = 0;
   lua_newtable(L);
   lua_pushnil(L);
-  while (lua_next(L, LUA_REGISTRYINDEX)) {
-    const transport_ud *t = sp_transport_test(L, -1);
-    if (t != NULL && t->s != NULL && t->s->state == ST_OPEN &&
-        lua_type(L, -2) == LUA_TNUMBER) {
-      lua_pushvalue(L, -1);
-      lua_rawseti(L, -4, ++n);
-    }
-    lua_pop(L, 1);
-  }
+  while (registry_next_open(L) != NULL) lua_rawseti(L, -3, ++n);
 }
 
 /* At exit every open connection is lost (twisted's reactor
@@ -702,18 +710,14 @@ static void push_open_streams(lua_State *L) {
 ** goes in closed_cb, later), each loss runs protected, and a stream whose
 ** loss hit a memory error is closed with no reason for connectionLost. */
 static void streams_shutdown(lua_State *L, sp_live *n) {
+  sp_stream *s;
   (void)n;
   lua_pushnil(L);
-  while (lua_next(L, LUA_REGISTRYINDEX)) {
-    const transport_ud *t = sp_transport_test(L, -1);
-    if (t != NULL && t->s != NULL && t->s->state == ST_OPEN &&
-        lua_type(L, -2) == LUA_TNUMBER) {
-      sp_stream *s = t->s;
-      sp_stream_lose_protected(L, s);
-      if (s->state == ST_OPEN) {
-        s->state = ST_CLOSING;
-        uv_close(&s->h.handle, closed_cb);
-      }
+  while ((s = registry_next_open(L)) != NULL) {
+    sp_stream_lose_protected(L, s);
+    if (s->state == ST_OPEN) {
+      s->state = ST_CLOSING;
+      uv_close(&s->h.handle, closed_cb);
     }
     lua_pop(L, 1);
   }

@@ -367,8 +367,7 @@ static void worker_died(worker *w, const char *how) {
   delay = backoff(++sv.fails[w->slot]);
   say("worker %d (pid %d) %s; restarting in %.1f s", w->slot, w->pid, how,
       delay);
-  uv_timer_start(&sv.restarts[w->slot], restart_cb, (uint64_t)(delay * 1000),
-                 0);
+  sp_timer_start(&sv.restarts[w->slot], restart_cb, (uint64_t)(delay * 1000));
 }
 
 static void exit_cb(uv_process_t *p, int64_t status, int signum) {
@@ -530,8 +529,8 @@ static void shutdown_all(void) {
   held_close_all();
   for (int i = 1; i <= sv.n; i++) uv_timer_stop(&sv.restarts[i]);
   for (worker *w = sv.workers; w != NULL; w = w->next) worker_stop(w);
-  uv_timer_start(&sv.deadline, deadline_cb,
-                 (uint64_t)((drain_period + KILL_GRACE) * 1000), 0);
+  sp_timer_start(&sv.deadline, deadline_cb,
+                 (uint64_t)((drain_period + KILL_GRACE) * 1000));
   maybe_done();
 }
 

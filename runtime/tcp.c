@@ -859,7 +859,7 @@ static void conn_fail_later(connector *c, int code) {
   op->code = code;
   op->u.timer.data = op;
   uv_timer_init(sp_loop(), &op->u.timer);
-  uv_timer_start(&op->u.timer, failop_cb, 0, 0);
+  sp_timer_start(&op->u.timer, failop_cb, 0);
   c->failop = op;
 }
 
@@ -1081,11 +1081,8 @@ static void conn_arm_timeout(connector *c) {
   op->c = c;
   op->u.timer.data = op;
   uv_timer_init(sp_loop(), &op->u.timer);
-  /* From now, not from the loop's last turn (the caller may have run
-  ** for longer than the timeout since). */
-  uv_update_time(sp_loop());
-  uv_timer_start(&op->u.timer, timeout_cb,
-                 (uint64_t)(c->timeout * 1000.0 + 0.5), 0);
+  sp_timer_start(&op->u.timer, timeout_cb,
+                 (uint64_t)(c->timeout * 1000.0 + 0.5));
   c->timer = op;
 }
 

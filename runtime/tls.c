@@ -409,7 +409,7 @@ static int timer_start(tls_conn *c, double secs) {
   c->timeout = secs;
   c->tlive.shutdown = timer_shutdown;
   sp_live_add(&c->tlive);
-  uv_timer_start(c->timer, timer_fired, (uint64_t)(secs * 1000 + 0.5), 0);
+  sp_timer_start(c->timer, timer_fired, (uint64_t)(secs * 1000 + 0.5));
   return 0;
 }
 

@@ -275,6 +275,26 @@ describe("spindle --attach", function()
       assert.matches("closed)\n[exited 0]", screen, 1, true)
     end)
 
+  -- Lua has one hook per thread: the stall watchdog's hook took the
+  -- session's watch off the entry, and Ctrl-C did nothing after it.
+  it("interrupts a busy entry on Ctrl-C after the stall watchdog has " ..
+    "logged it", function()
+      local marker = tmpname()
+      term = attachTerm(srv.sock)
+      term:line("reactor.setStallWarning(0.2)")
+      term:waitFor("> ", 5, true)
+      term:line(spinner(marker))
+      waitFile(marker)
+      os.remove(marker)
+      waitOutput(srv, "stall warning: the reactor has been busy")
+      term:keys("C-c")
+      term:waitFor("interrupted!", 5, true)
+      term:line("reactor.setStallWarning(nil); 6 * 7")
+      term:waitFor("\n42\n", 5, true)
+      assert.equal("ping\n", ping(srv.port))
+      detachIdle(term)
+    end)
+
   it("interrupts a busy entry whose client hangs up (newuser-report #1)",
     function()
       local marker, entry = tmpname(), tmpname()
