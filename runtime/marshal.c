@@ -109,6 +109,17 @@ typedef struct buf {
   char inl[BUF_INLINE];
 } buf;
 
+/* Where a pack is, for its error messages: one segment per level
+** entered, made into text only when an error is raised (path_text), so
+** that a pack formats nothing while it succeeds. */
+enum { SEG_KEY, SEG_VALUE, SEG_METATABLE, SEG_UPVALUE };
+#define PATH_SEGS 64 /* more would not fit the message's 200 bytes */
+typedef struct pathseg {
+  int kind;
+  int idx;          /* SEG_VALUE: stack index of the key */
+  const char *name; /* SEG_UPVALUE: the upvalue's name, held by its function */
+} pathseg;
+
 typedef struct enc {
   lua_State *L;
   buf b[1];
@@ -126,7 +137,9 @@ typedef struct enc {
   int rebuilt; /* the index was rebuilt during this pack */
   const char *what;
   int argn;
-  size_t pathlen;
+  int nsegs; /* may pass PATH_SEGS: those past it are not kept */
+  pathseg seg[PATH_SEGS];
+  size_t pathlen; /* of path, made by path_text */
   char path[200];
 } enc;
 
@@ -161,6 +174,7 @@ static void enc_init(enc *e, lua_State *L) {
   e->index = e->indexed = e->nextid = e->depth = e->rebuilt = 0;
   e->what = NULL;
   e->argn = 0;
+  e->nsegs = 0;
   e->pathlen = 0;
 }
 
@@ -266,6 +280,42 @@ static void path_key(enc *e, int idx) {
   }
 }
 
+/* Enter a level of the value being packed (a SEG_ kind); the caller
+** puts e->nsegs back when it leaves. */
+static void seg_push(enc *e, int kind, int idx, const char *name) {
+  if (e->nsegs < PATH_SEGS) {
+    e->seg[e->nsegs].kind = kind;
+    e->seg[e->nsegs].idx = idx;
+    e->seg[e->nsegs].name = name;
+  }
+  e->nsegs++;
+}
+
+/* [-0, +0, -] Write e's segments as text into e->path (the keys are
+** still on the stack where the segments say). */
+static void path_text(enc *e) {
+  int n = e->nsegs < PATH_SEGS ? e->nsegs : PATH_SEGS;
+  e->pathlen = 0;
+  for (int i = 0; i < n; i++) {
+    const pathseg *g = &e->seg[i];
+    switch (g->kind) {
+      case SEG_KEY:
+        path_add(e, "%s", "<key>");
+        break;
+      case SEG_VALUE:
+        path_key(e, g->idx);
+        break;
+      case SEG_METATABLE:
+        path_add(e, "%s", " <metatable>");
+        break;
+      default:
+        path_add(e, " upvalue '%s'", *g->name ? g->name : "?");
+    }
+  }
+  if (e->nsegs > PATH_SEGS) path_add(e, "%s", "...");
+  e->path[e->pathlen] = '\0';
+}
+
 /* [-0, +0, e] Raise TransferError for the value at idx. */
 static void transfer_error(enc *e, int idx, const char *why) {
   lua_State *L = e->L;
@@ -279,7 +329,7 @@ static void transfer_error(enc *e, int idx, const char *why) {
     t = tname;
     lua_pop(L, 1);
   }
-  e->path[e->pathlen] = '\0';
+  path_text(e);
   sp_errortype_raise(L, "threads.TransferError", NULL,
                      "cannot copy %s to another thread%s: %s #%d%s%s", t, why,
                      e->what, e->argn,
@@ -547,25 +597,25 @@ static int put_ref(enc *e, int idx, int tag) {
 static void put_table(enc *e, int idx) {
   lua_State *L = e->L;
   int isfailure = has_registered_mt(L, idx, FAILURE_MT);
-  size_t saved = e->pathlen;
+  int saved = e->nsegs;
   if (put_ref(e, idx, isfailure ? T_FAILURE : T_TABLE)) return;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     int k = lua_gettop(L) - 1;
-    path_add(e, "%s", "<key>");
+    seg_push(e, SEG_KEY, k, NULL);
     put_value(e, k);
-    e->pathlen = saved;
-    path_key(e, k);
+    e->nsegs = saved;
+    seg_push(e, SEG_VALUE, k, NULL);
     put_value(e, k + 1);
-    e->pathlen = saved;
+    e->nsegs = saved;
     lua_pop(L, 1);
   }
   put_tag(e, T_END);
   if (isfailure) return;
   if (lua_getmetatable(L, idx)) {
-    path_add(e, "%s", " <metatable>");
+    seg_push(e, SEG_METATABLE, 0, NULL);
     put_value(e, lua_gettop(L));
-    e->pathlen = saved;
+    e->nsegs = saved;
     lua_pop(L, 1);
   } else {
     put_tag(e, T_NIL);
@@ -632,7 +682,8 @@ static void dump_push(enc *e, int idx) {
 ** stack when `dumped`, popped), then its upvalues. */
 static void put_function(enc *e, int idx, int dumped) {
   lua_State *L = e->L;
-  size_t n, saved = e->pathlen;
+  size_t n;
+  int saved = e->nsegs;
   const char *s;
   lua_Integer myid;
   int i;
@@ -666,9 +717,9 @@ static void put_function(enc *e, int idx, int dumped) {
       e->backrefs = 1;
     } else {
       seen_set(e, upid, myid * 256 + i);
-      path_add(e, " upvalue '%s'", *name ? name : "?");
+      seg_push(e, SEG_UPVALUE, 0, name);
       put_value(e, lua_gettop(L));
-      e->pathlen = saved;
+      e->nsegs = saved;
     }
     lua_pop(L, 1);
   }
@@ -819,7 +870,7 @@ void *sp_marshal_pack_room(lua_State *L, int idx, int n, const char *what,
   e.index = lua_gettop(L);
   for (int i = 0; i < n; i++) {
     e.argn = first + i;
-    e.pathlen = 0;
+    e.nsegs = 0;
     put_value(&e, idx + i);
   }
   need = room + (e.b->len ? e.b->len : 1);

@@ -166,6 +166,34 @@ describe("marshal", function()
         function() return out end))
     end)
 
+    -- The path is written only when the error is raised, from where the
+    -- pack was: keys, metatables and upvalues, through functions.
+    it("writes the whole path, nested through keys, metatables and " ..
+      "upvalues", function()
+        local function message(...)
+          local ok, e = pcall(roundtrip, ...)
+          assert.is_false(ok)
+          return tostring(e)
+        end
+        local out = io.stdout
+        local f = function() return out end
+        assert.matches(": arg #1 .a%[3%]%[\"x y\"%]%[true%]%[2.5%]$",
+          message({a = {1, 2, {["x y"] = {[true] = {[2.5] = io.stdout}}}}}))
+        assert.matches(": arg #1 <key>$", message({[io.stdout] = 1}))
+        assert.matches(": arg #1 .t <metatable>.__index$",
+          message({t = setmetatable({}, {__index = io.stdout})}))
+        assert.matches(": arg #2 .k upvalue 'out'$", message(1, {k = f}))
+        assert.matches(": arg #1 %[1%]%[<string>%]$",
+          message({{[("z"):rep(50)] = io.stdout}}))
+        -- Deeper than the message has room for: cut with "...".
+        local t = {v = io.stdout}
+        for _ = 1, 100 do t = {t} end
+        local m = message(t)
+        assert.matches(": arg #1 %[1%]%[1%]", m)
+        assert.matches("%.%.%.$", m)
+        assert.is_true(#m < 400)
+      end)
+
     it("refuses coroutines and C functions that are no module's", function()
       H.assertErrorType(TE, "cannot copy thread", pcall(roundtrip,
         coroutine.create(print)))
