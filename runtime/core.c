@@ -326,6 +326,18 @@ static int strict_newindex(lua_State *L) {
   return 0;
 }
 
+void sp_registry_weak(lua_State *L, const void *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
 void sp_strict(lua_State *L, int idx, const char *name) {
   idx = lua_absindex(L, idx);
   if (!lua_getmetatable(L, idx)) lua_newtable(L);

@@ -90,6 +90,11 @@ void sp_log_failure(lua_State *L, int idx, const char *why);
 ** line is dropped (it is a notice, not an error). */
 void sp_log_msg(lua_State *L, const char *text);
 
+/* [-0, +1, m] Push the registry's table under key (the address of a
+** static), made on first use with weak references of `mode` ("k", "v" or
+** "kv", Lua's __mode). */
+void sp_registry_weak(lua_State *L, const void *key, const char *mode);
+
 /* [-0, +0, m] Make the module table at idx strict: reading a missing field
 ** raises "<name> has no field 'x' (did you mean 'y'?)". */
 void sp_strict(lua_State *L, int idx, const char *name);

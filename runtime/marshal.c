@@ -645,16 +645,7 @@ static void dump_push(enc *e, int idx) {
   lua_State *L = e->L;
   enc tmp;
   uint64_t h;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dumps_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &dumps_key);
-  }
+  sp_registry_weak(L, &dumps_key, "k");
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) == LUA_TSTRING) {
     lua_remove(L, -2);

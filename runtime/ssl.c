@@ -548,15 +548,7 @@ SSL_CTX *sp_ssl_tocontext(lua_State *L, int idx) {
 
 /* [-0, +1, m] Push the weak registry table SSL_CTX -> Context. */
 static void push_contexts(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &contexts_key) == LUA_TTABLE) return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &contexts_key);
+  sp_registry_weak(L, &contexts_key, "v");
 }
 
 /* [-0, +1, m] Push the Context of ctx: the userdata that owns it, or a new

@@ -49,6 +49,7 @@
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "core.h"
 #include "loop.h"
 #include "stream.h"
 #include "supervisor.h"
@@ -822,14 +823,7 @@ static const luaL_Reg supervisor_funcs[] = {
 ** opening it installs tcp.c's hooks. Loop thread only. */
 int luaopen_spindle__supervisor(lua_State *L) {
   worker_init();
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &ports_key) == LUA_TNIL) {
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &ports_key);
-  }
+  sp_registry_weak(L, &ports_key, "k");
   lua_pop(L, 1);
   sp_tcp_set_listen_hooks(chan >= 0 ? worker_listen : NULL, port_listening);
   luaL_newlib(L, supervisor_funcs);
