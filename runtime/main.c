@@ -5,6 +5,8 @@
 ** `lua` (busted --lua) run under it. The spindle modules are preloaded;
 ** their Lua parts are compiled into the binary.
 */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -646,10 +648,32 @@ static int pmain(lua_State *L) {
   return 0;
 }
 
+/* Started with standard input, output or error closed (`<&-`, a daemon's
+** habit), the first descriptors opened would take their numbers: libuv's
+** epoll descriptor as 0, which it then refuses to close (it asserts
+** fd > STDERR_FILENO), and a socket as 1 that print() would write into.
+** So each closed one is opened on /dev/null first, as daemons and
+** OpenSSH's sanitise_stdfd do. Returns 0, or -1 if /dev/null could not be
+** opened. */
+static int stdfds_open(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    int nfd;
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (nfd < 0) return -1;
+    if (nfd != fd) { /* not the lowest free number: cannot happen */
+      dup2(nfd, fd);
+      close(nfd);
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct pmain_args a = {argc, argv, 0};
   int status, workers = 0;
   lua_State *L;
+  if (stdfds_open() != 0) return EXIT_FAILURE;
   /* A peer that vanishes mid-write must give connectionLost, not kill us. */
   signal(SIGPIPE, SIG_IGN);
   if (argv[0] != NULL && argv[0][0]) progname = argv[0];

@@ -117,11 +117,21 @@ local function python(path, ...)
   return table.concat(args, " ")
 end
 
--- The output of `client` against a server started with `serverCmd`.
-local function against(serverCmd, port, client)
+-- The output of `client` against a server started with `serverCmd`,
+-- and the server's. With `settled` (the server's output so far ->
+-- boolean), the server is stopped only once it says so (a bound, not a
+-- delay: 10 s), so that what it does after the client ends (seeing the
+-- connections close) is in its output rather than racing the SIGTERM.
+local function against(serverCmd, port, client, settled)
   local srv = start(serverCmd)
   waitForPort(port)
   local out = run(client)
+  if settled then
+    for _ = 1, 200 do
+      if settled(read(srv.out)) then break end
+      os.execute("sleep 0.05")
+    end
+  end
   return out, stop(srv)
 end
 
@@ -192,7 +202,10 @@ a.close(); b.close()
     local cpath = dir() .. "/chatclient.py"
     write(cpath, client)
     local out, log = against(spindle("chatserver.lua", port), port,
-      python(cpath, port))
+      python(cpath, port), function(sofar)
+        return sofar:find('received\t"hello"\n.*Lost a client!\n.*' ..
+          "Lost a client!\n") ~= nil
+      end)
     assert.equal("b'hello\\n'\nb'hello\\n'\n", out)
     -- (waitForPort's probe came and went first)
     log = log:gsub("^Got new client!\nLost a client!\n", "")

@@ -21,6 +21,36 @@ describe("spindle binary", function()
     assert.equal("print(arg[-1], arg[-2], arg[-4])\t-e\t-e\n-\n", r.stdout)
   end)
 
+  -- Before: libuv's epoll descriptor took number 0 and uv__close
+  -- asserted at exit (SIGABRT, status 134); a socket could take 1.
+  it("runs with standard input, output and error closed, each on " ..
+    "/dev/null", function()
+      local out = os.tmpname()
+      local code = ([[
+local r = require("spindle.reactor")
+r.callLater(0.05, r.stop)
+r.run()
+local f = assert(io.open("/proc/self/stat"))
+local pid = f:read("a"):match("^(%%d+)")
+f:close()
+local p = assert(io.popen("readlink /proc/" .. pid .. "/fd/0 " ..
+  "/proc/" .. pid .. "/fd/1 /proc/" .. pid .. "/fd/2"))
+local links = p:read("a")
+p:close()
+print("not seen")
+f = assert(io.open(%q, "w"))
+f:write(links)
+f:close()]]):format(out)
+      local ok, how, status = os.execute(("%s -e %s <&- >&- 2>&-"):format(
+        process.quote(process.bin), process.quote(code)))
+      local f = assert(io.open(out))
+      local links = f:read("a")
+      f:close()
+      os.remove(out)
+      assert.same({true, "exit", 0}, {ok, how, status})
+      assert.equal("/dev/null\n/dev/null\n/dev/null\n", links)
+    end)
+
   it("runs -e chunks in order", function()
     local r = run({"-e", "x = 40", "-e", "print(x + 2)"})
     assert.equal(0, r.status)
