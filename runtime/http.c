@@ -92,6 +92,7 @@ typedef struct hparser {
   size_t pstart;
   field *fields;
   size_t nfields, fcap;
+  size_t nhead; /* fields of the head; those after it are trailer fields */
   uint32_t tlen;   /* target/reason: head[0, tlen) */
   int in_value;    /* the last field callback was a value */
   size_t max_head; /* bytes of target, names and values */
@@ -184,6 +185,7 @@ static int on_message_begin(llhttp_t *p) {
   h->head.len = 0;
   h->body.len = 0;
   h->nfields = 0;
+  h->nhead = 0;
   h->tlen = 0;
   h->in_value = 0;
   h->headbytes = 0;
@@ -278,6 +280,7 @@ static int on_header_value_complete(llhttp_t *p) {
 static int on_headers_complete(llhttp_t *p) {
   hparser *h = hp_of(p);
   h->hdr_ms = uv_now(sp_loop());
+  h->nhead = h->nfields;
   if (h->side == SIDE_CLIENT) {
     /* No pause here: with no body to come, llhttp completes the message
     ** only on its next execute, which may have no bytes to run on. The
@@ -374,10 +377,13 @@ static size_t opt_size(lua_State *L, int idx, size_t def) {
 /* ---- pushing a message to Lua ------------------------------------------- */
 
 /* [-0, +1, m] The header fields as a table: lowercase name -> value, or a
-** list of values when a name came more than once (in order). */
+** list of values when a name came more than once (in order). The trailer
+** fields of a chunked body are parsed (within the limits) and left out,
+** as Twisted's _ChunkedTransferDecoder drops them: the head is the same
+** whether it goes to Lua before the body or at the message's end. */
 static void push_headers(lua_State *L, hparser *h) {
-  lua_createtable(L, 0, (int)h->nfields);
-  for (size_t i = 0; i < h->nfields; i++) {
+  lua_createtable(L, 0, (int)h->nhead);
+  for (size_t i = 0; i < h->nhead; i++) {
     const field *f = &h->fields[i];
     lua_pushlstring(L, h->head.p + f->noff, f->nlen);
     lua_pushvalue(L, -1);

@@ -948,6 +948,19 @@ describe("spindle._http's request parser", function()
     check(ch)
   end)
 
+  it("leaves a chunked body's trailer fields out of the headers", function()
+    -- fuzz/http.c: they were added to the request's headers.
+    for _, step in ipairs({1, 1000}) do
+      local ch = channel()
+      local req = "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" ..
+        "X: 1\r\n\r\n3\r\nabc\r\n0\r\nX: 2\r\nTrailer-Y: t\r\n\r\n"
+      for i = 1, #req, step do C.dataReceived(ch, req:sub(i, i + step - 1)) end
+      assert.same({}, ch.errors)
+      assert.same({"POST", "/t", {["transfer-encoding"] = "chunked",
+        x = "1"}, "abc"}, ch.seen[1])
+    end
+  end)
+
   it("fails with 400 past maxHeaderBytes, however split", function()
     local big = "GET / HTTP/1.1\r\nX: " .. string.rep("y", 5000) ..
       "\r\n\r\n"
@@ -1011,6 +1024,19 @@ describe("spindle._http's response parser", function()
       end
       assert.is_false(p:finish(obj))
       assert.same(expected, obj.events)
+    end
+  end)
+
+  it("gives the head without the trailer fields, however split", function()
+    -- fuzz/http.c: fed at once, the head came at the message's end with
+    -- the trailer fields among its headers; fed byte by byte, without.
+    local resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "2\r\nhi\r\n0\r\nContent-Type: late\r\n\r\n"
+    for _, step in ipairs({#resp, 1}) do
+      local p, obj = C.ResponseParser(), client()
+      for i = 1, #resp, step do p:feed(obj, resp:sub(i, i + step - 1)) end
+      assert.same({"head 200 OK 1.1 nil", "body hi", "done true"},
+        obj.events)
     end
   end)
 
