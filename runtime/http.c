@@ -92,7 +92,7 @@ typedef struct hparser {
   size_t pstart;
   field *fields;
   size_t nfields, fcap;
-  size_t nhead; /* fields of the head; those after it are trailer fields */
+  size_t nhead;    /* fields of the head (then trailer fields) */
   uint32_t tlen;   /* target/reason: head[0, tlen) */
   int in_value;    /* the last field callback was a value */
   size_t max_head; /* bytes of target, names and values */
