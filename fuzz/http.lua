@@ -234,6 +234,56 @@ local function serve(r, site, data, ncuts)
     tostring(t.aborted)) .. t.producerState
 end
 
+-- The reference, for plain input: HTTP/1.1 requests of a common
+-- method, a path of letters, digits and slashes whose second byte asks
+-- for a string answer (or "/"), and "Name: value" fields of letters,
+-- digits and dashes (no framing, Connection, Expect or Upgrade field),
+-- under the default limits: the answers a server must give. nil when the
+-- input is anything else.
+local SPECIAL = {["content-length"] = true, ["transfer-encoding"] = true,
+  connection = true, expect = true, upgrade = true}
+local METHODS = {GET = true, HEAD = true, POST = true, PUT = true,
+  DELETE = true, OPTIONS = true, PATCH = true}
+local modelFields, modelOut = {}, {}
+local function model(data)
+  local pos, nout = 1, 0
+  while pos <= #data do
+    local method, path, e = data:match("^(%u+) (/[%w/]*) HTTP/1%.1\r\n()",
+      pos)
+    if not METHODS[method] then return nil end
+    local how = byte(path, 2)
+    if how ~= nil and how ~= 115 then return nil end
+    pos = e
+    for k in pairs(modelFields) do modelFields[k] = nil end
+    while true do
+      local name, value, e2 = data:match("^([%w%-]+): ([%w%-]*)\r\n()", pos)
+      if name == nil then break end
+      name = name:lower()
+      if SPECIAL[name] then return nil end
+      local old = modelFields[name]
+      modelFields[name] = old and old .. "," .. value or value
+      pos = e2
+    end
+    if sub(data, pos, pos + 1) ~= "\r\n" then return nil end
+    pos = pos + 2
+    local k = 0
+    for name, v in pairs(modelFields) do
+      k = k + 1
+      lines[k] = name .. ": " .. v
+    end
+    for i = #lines, k + 1, -1 do lines[i] = nil end
+    sort(lines)
+    local body = format("%s %s HTTP/1.1 0\n%s\n", method, path,
+      concat(lines, "\n"))
+    nout = nout + 1
+    -- HEAD: no default Content-Type (runtime/http.c's writeHead flags).
+    modelOut[nout] = format("HTTP/1.1 200 OK\r\nDate: -\r\n%s" ..
+      "Content-Length: %d\r\n\r\n%s", method == "HEAD" and "" or
+      "Content-Type: text/html\r\n", #body, method == "HEAD" and "" or body)
+  end
+  return concat(modelOut, "", 1, nout) .. "false false\nproducing"
+end
+
 -- ------------------------------------------------------------- client side
 
 local ev, nev
@@ -323,6 +373,11 @@ function check(s) -- luacheck: ignore 111 (the harness's entry point)
     local chunked = serve(2, site, data, ncuts)
     local single = serve(3, site, data, nil)
     if SHOW then io.stderr:write(whole, "\n") end
+    local want = limits == 0 and model(data)
+    if want and want ~= whole then
+      error(format("server (stream %d) differs from the model:\n" ..
+        "model: %q\ngot:   %q", mode, want, whole))
+    end
     if whole ~= chunked or whole ~= single then
       error(format("server (stream %d, limits %d) differs:\n" ..
         "whole:   %q\nchunked: %q\nbytes:   %q", mode, limits, whole, chunked,
