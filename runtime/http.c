@@ -544,11 +544,17 @@ static void client_event(lua_State *L, hparser *h, int obj, int ev) {
 }
 
 /* [-0, +0, e] A parse error: obj:_onParseError(status, name, reason);
-** parsing stops for good. */
+** parsing stops for good. A client gets the head and body bytes parsed
+** before the error first (the head is given at the end of a feed, and the
+** error may come in the same feed). */
 static void parse_error(lua_State *L, hparser *h, int obj, int err) {
   const char *reason = llhttp_get_error_reason(&h->p);
   h->stopped = 1;
-  if (h->side == SIDE_CLIENT) client_body(L, h, obj);
+  if (h->side == SIDE_CLIENT) {
+    int ev = h->event & EV_HEADERS;
+    h->event = EV_NONE;
+    client_event(L, h, obj, ev);
+  }
   lua_getfield(L, obj, "_onParseError");
   lua_pushvalue(L, obj);
   lua_pushinteger(L, h->errstatus ? h->errstatus : 400);

@@ -1040,6 +1040,18 @@ describe("spindle._http's response parser", function()
     end
   end)
 
+  it("gives the head before an error in the body, however split", function()
+    -- fuzz/http.c: fed at once, the head was lost (only the error came).
+    local resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "2\r\nhi\r\nzz\r\n"
+    for _, step in ipairs({#resp, 1}) do
+      local p, obj = C.ResponseParser(), client()
+      for i = 1, #resp, step do p:feed(obj, resp:sub(i, i + step - 1)) end
+      assert.same({"head 200 OK 1.1 nil", "body hi",
+        "error 400 HPE_INVALID_CHUNK_SIZE"}, obj.events)
+    end
+  end)
+
   it("knows a HEAD answer has no body, and a cut body is cut", function()
     local p, obj = C.ResponseParser(), client()
     p:setNoBody(true)
