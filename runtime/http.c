@@ -144,7 +144,10 @@ static int buf_reserve(buf *b, size_t n) {
   return 1;
 }
 
+/* Append n bytes; 0 when memory is short. n may be 0 with b still
+** unallocated (llhttp gives empty spans): nothing is copied then. */
 static int buf_add(buf *b, const char *s, size_t n) {
+  if (n == 0) return 1;
   if (!buf_reserve(b, n)) return 0;
   memcpy(b->p + b->len, s, n);
   b->len += n;
@@ -282,6 +285,9 @@ static int on_headers_complete(llhttp_t *p) {
   h->hdr_ms = uv_now(sp_loop());
   h->nhead = h->nfields;
   if (h->side == SIDE_CLIENT) {
+    /* llhttp 8.1 takes a status line without its code ("HTTP/1.1 \r\n")
+    ** as code 0 (found by fuzz/http.c): not a response. */
+    if (p->status_code < 100) return limit_error(h, 400, "Invalid status code");
     /* No pause here: with no body to come, llhttp completes the message
     ** only on its next execute, which may have no bytes to run on. The
     ** head goes to Lua at the message's end or the feed's, whichever is

@@ -1063,5 +1063,14 @@ describe("spindle._http's response parser", function()
     p, obj = C.ResponseParser(), client()
     p:feed(obj, "HTTP/1.1 2x0 OK\r\n\r\n")
     assert.same({"error 400 HPE_INVALID_STATUS"}, obj.events)
+    -- fuzz/http.c: llhttp took a status line without a code as code 0.
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 \r\nContent-Length: 0\r\n\r\n")
+    assert.same({"error 400 HPE_CB_HEADERS_COMPLETE"}, obj.events)
+    -- ... and gave an empty span, which was copied from a NULL buffer
+    -- (UBSan, make test-asan).
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 \r\x8a:\r\xff\xff")
+    assert.same({"error 400 HPE_INVALID_HEADER_TOKEN"}, obj.events)
   end)
 end)
