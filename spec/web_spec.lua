@@ -961,6 +961,17 @@ describe("spindle._http's request parser", function()
     end
   end)
 
+  it("refuses a header field with an empty name", function()
+    -- fuzz/http.c: llhttp 8.1 took ": x" as a field named "".
+    for _, req in ipairs({"GET / HTTP/1.1\r\n: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nA: b\r\n:\r\n\r\n"}) do
+      local ch = channel()
+      C.dataReceived(ch, req)
+      assert.same({{400, "HPE_CB_HEADER_VALUE_COMPLETE"}}, ch.errors)
+      assert.same({}, ch.seen)
+    end
+  end)
+
   it("fails with 400 past maxHeaderBytes, however split", function()
     local big = "GET / HTTP/1.1\r\nX: " .. string.rep("y", 5000) ..
       "\r\n\r\n"
@@ -1071,6 +1082,11 @@ describe("spindle._http's response parser", function()
     -- (UBSan, make test-asan).
     p, obj = C.ResponseParser(), client()
     p:feed(obj, "HTTP/1.1 \r\x8a:\r\xff\xff")
-    assert.same({"error 400 HPE_INVALID_HEADER_TOKEN"}, obj.events)
+    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
+    -- ... and a field with an empty name (the empty head computed
+    -- NULL + 0 too).
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 200\r\n:\r\n\r\n")
+    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
   end)
 end)
