@@ -92,6 +92,7 @@ typedef struct hparser {
   size_t pstart;
   field *fields;
   size_t nfields, fcap;
+  size_t nhead;    /* fields of the head (then trailer fields) */
   uint32_t tlen;   /* target/reason: head[0, tlen) */
   int in_value;    /* the last field callback was a value */
   size_t max_head; /* bytes of target, names and values */
@@ -143,7 +144,10 @@ static int buf_reserve(buf *b, size_t n) {
   return 1;
 }
 
+/* Append n bytes; 0 when memory is short. n may be 0 with b still
+** unallocated (llhttp gives empty spans): nothing is copied then. */
 static int buf_add(buf *b, const char *s, size_t n) {
+  if (n == 0) return 1;
   if (!buf_reserve(b, n)) return 0;
   memcpy(b->p + b->len, s, n);
   b->len += n;
@@ -184,6 +188,7 @@ static int on_message_begin(llhttp_t *p) {
   h->head.len = 0;
   h->body.len = 0;
   h->nfields = 0;
+  h->nhead = 0;
   h->tlen = 0;
   h->in_value = 0;
   h->headbytes = 0;
@@ -261,11 +266,16 @@ static int on_header_value_complete(llhttp_t *p) {
   hparser *h = hp_of(p);
   field *f = &h->fields[h->nfields - 1];
   const char *v;
+  /* llhttp 8.1 takes ": value" as a field with an empty name (found by
+  ** fuzz/http.c); a name is a token, one character at least (RFC 9110
+  ** 5.1): a bad request, as Twisted answers it. */
+  if (f->nlen == 0) return limit_error(h, 400, "Empty header name");
   if (!h->in_value) {
     f->voff = (uint32_t)h->head.len;
     h->in_value = 1;
   }
-  /* Trailing whitespace is not part of the value (RFC 9110 5.5). */
+  /* Trailing whitespace is not part of the value (RFC 9110 5.5). The
+  ** name's bytes are in head, so head.p is not NULL. */
   v = h->head.p + f->voff;
   while (f->vlen > 0 && (v[f->vlen - 1] == ' ' || v[f->vlen - 1] == '\t'))
     f->vlen--;
@@ -278,7 +288,11 @@ static int on_header_value_complete(llhttp_t *p) {
 static int on_headers_complete(llhttp_t *p) {
   hparser *h = hp_of(p);
   h->hdr_ms = uv_now(sp_loop());
+  h->nhead = h->nfields;
   if (h->side == SIDE_CLIENT) {
+    /* llhttp 8.1 takes a status line without its code ("HTTP/1.1 \r\n")
+    ** as code 0 (found by fuzz/http.c): not a response. */
+    if (p->status_code < 100) return limit_error(h, 400, "Invalid status code");
     /* No pause here: with no body to come, llhttp completes the message
     ** only on its next execute, which may have no bytes to run on. The
     ** head goes to Lua at the message's end or the feed's, whichever is
@@ -374,10 +388,13 @@ static size_t opt_size(lua_State *L, int idx, size_t def) {
 /* ---- pushing a message to Lua ------------------------------------------- */
 
 /* [-0, +1, m] The header fields as a table: lowercase name -> value, or a
-** list of values when a name came more than once (in order). */
+** list of values when a name came more than once (in order). The trailer
+** fields of a chunked body are parsed (within the limits) and left out,
+** as Twisted's _ChunkedTransferDecoder drops them: the head is the same
+** whether it goes to Lua before the body or at the message's end. */
 static void push_headers(lua_State *L, hparser *h) {
-  lua_createtable(L, 0, (int)h->nfields);
-  for (size_t i = 0; i < h->nfields; i++) {
+  lua_createtable(L, 0, (int)h->nhead);
+  for (size_t i = 0; i < h->nhead; i++) {
     const field *f = &h->fields[i];
     lua_pushlstring(L, h->head.p + f->noff, f->nlen);
     lua_pushvalue(L, -1);
@@ -538,11 +555,17 @@ static void client_event(lua_State *L, hparser *h, int obj, int ev) {
 }
 
 /* [-0, +0, e] A parse error: obj:_onParseError(status, name, reason);
-** parsing stops for good. */
+** parsing stops for good. A client gets the head and body bytes parsed
+** before the error first (the head is given at the end of a feed, and the
+** error may come in the same feed). */
 static void parse_error(lua_State *L, hparser *h, int obj, int err) {
   const char *reason = llhttp_get_error_reason(&h->p);
   h->stopped = 1;
-  if (h->side == SIDE_CLIENT) client_body(L, h, obj);
+  if (h->side == SIDE_CLIENT) {
+    int ev = h->event & EV_HEADERS;
+    h->event = EV_NONE;
+    client_event(L, h, obj, ev);
+  }
   lua_getfield(L, obj, "_onParseError");
   lua_pushvalue(L, obj);
   lua_pushinteger(L, h->errstatus ? h->errstatus : 400);

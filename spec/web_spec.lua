@@ -948,6 +948,30 @@ describe("spindle._http's request parser", function()
     check(ch)
   end)
 
+  it("leaves a chunked body's trailer fields out of the headers", function()
+    -- fuzz/http.c: they were added to the request's headers.
+    for _, step in ipairs({1, 1000}) do
+      local ch = channel()
+      local req = "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n" ..
+        "X: 1\r\n\r\n3\r\nabc\r\n0\r\nX: 2\r\nTrailer-Y: t\r\n\r\n"
+      for i = 1, #req, step do C.dataReceived(ch, req:sub(i, i + step - 1)) end
+      assert.same({}, ch.errors)
+      assert.same({"POST", "/t", {["transfer-encoding"] = "chunked",
+        x = "1"}, "abc"}, ch.seen[1])
+    end
+  end)
+
+  it("refuses a header field with an empty name", function()
+    -- fuzz/http.c: llhttp 8.1 took ": x" as a field named "".
+    for _, req in ipairs({"GET / HTTP/1.1\r\n: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nA: b\r\n:\r\n\r\n"}) do
+      local ch = channel()
+      C.dataReceived(ch, req)
+      assert.same({{400, "HPE_CB_HEADER_VALUE_COMPLETE"}}, ch.errors)
+      assert.same({}, ch.seen)
+    end
+  end)
+
   it("fails with 400 past maxHeaderBytes, however split", function()
     local big = "GET / HTTP/1.1\r\nX: " .. string.rep("y", 5000) ..
       "\r\n\r\n"
@@ -1014,6 +1038,31 @@ describe("spindle._http's response parser", function()
     end
   end)
 
+  it("gives the head without the trailer fields, however split", function()
+    -- fuzz/http.c: fed at once, the head came at the message's end with
+    -- the trailer fields among its headers; fed byte by byte, without.
+    local resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "2\r\nhi\r\n0\r\nContent-Type: late\r\n\r\n"
+    for _, step in ipairs({#resp, 1}) do
+      local p, obj = C.ResponseParser(), client()
+      for i = 1, #resp, step do p:feed(obj, resp:sub(i, i + step - 1)) end
+      assert.same({"head 200 OK 1.1 nil", "body hi", "done true"},
+        obj.events)
+    end
+  end)
+
+  it("gives the head before an error in the body, however split", function()
+    -- fuzz/http.c: fed at once, the head was lost (only the error came).
+    local resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "2\r\nhi\r\nzz\r\n"
+    for _, step in ipairs({#resp, 1}) do
+      local p, obj = C.ResponseParser(), client()
+      for i = 1, #resp, step do p:feed(obj, resp:sub(i, i + step - 1)) end
+      assert.same({"head 200 OK 1.1 nil", "body hi",
+        "error 400 HPE_INVALID_CHUNK_SIZE"}, obj.events)
+    end
+  end)
+
   it("knows a HEAD answer has no body, and a cut body is cut", function()
     local p, obj = C.ResponseParser(), client()
     p:setNoBody(true)
@@ -1025,5 +1074,19 @@ describe("spindle._http's response parser", function()
     p, obj = C.ResponseParser(), client()
     p:feed(obj, "HTTP/1.1 2x0 OK\r\n\r\n")
     assert.same({"error 400 HPE_INVALID_STATUS"}, obj.events)
+    -- fuzz/http.c: llhttp took a status line without a code as code 0.
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 \r\nContent-Length: 0\r\n\r\n")
+    assert.same({"error 400 HPE_CB_HEADERS_COMPLETE"}, obj.events)
+    -- ... and gave an empty span, which was copied from a NULL buffer
+    -- (UBSan, make test-asan).
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 \r\x8a:\r\xff\xff")
+    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
+    -- ... and a field with an empty name (the empty head computed
+    -- NULL + 0 too).
+    p, obj = C.ResponseParser(), client()
+    p:feed(obj, "HTTP/1.1 200\r\n:\r\n\r\n")
+    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
   end)
 end)

@@ -35,7 +35,9 @@ run)
     # The Lua-level harnesses do work in proportion to the input: smaller
     # (marshal_copy: ~14,000 inputs/s of a core at 64 bytes, ~3,900 at
     # 256).
-    case "$n" in marshal_copy) max=64 ;; framers) max=256 ;; *) max=1024 ;; esac
+    case "$n" in
+      marshal_copy) max=64 ;; framers) max=256 ;; http) max=128 ;; *) max=1024 ;;
+    esac
     fork=
     [ "$jobs" -gt 1 ] && fork=-fork=$jobs
     start=$(date +%s)
