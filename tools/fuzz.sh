@@ -10,11 +10,13 @@
 #   shared corpus, stopped by the first crash); 1 runs the harness in
 #   this process. FUZZ_RUNS=N stops a harness after N executions, in one
 #   process (SECONDS still bounds it).
-#   Inputs are at most 1 KiB (256 bytes for framers; 64 for
-#   marshal_copy, whose cost is per object made, packed and unpacked
-#   twice: 64 bytes are 30-60 of gen's ops, enough for sharing, cycles,
-#   shared upvalues, metatables and nesting, and its corpus's longer
-#   inputs are still replayed whole by make test-replay). Leak checks
+#   Inputs are at most 1 KiB (256 bytes for framers; 128 for http, fed
+#   three times through a web.Site and a ResponseParser, the third byte
+#   by byte; 64 for marshal_copy, whose cost is per object made, packed
+#   and unpacked twice: 64 bytes are 30-60 of gen's ops, enough for
+#   sharing, cycles, shared upvalues, metatables and nesting). Longer
+#   corpus inputs are cut to that while fuzzing, and replayed whole by
+#   make test-replay. Leak checks
 #   are off (the harnesses keep their Lua states for the whole run; the
 #   ASan suite checks leaks).
 # tools/fuzz.sh replay BIN...: run each BIN (linked with fuzz/replay.c)
@@ -36,7 +38,8 @@ run)
     # (marshal_copy: ~14,000 inputs/s of a core at 64 bytes, ~3,900 at
     # 256).
     case "$n" in
-      marshal_copy) max=64 ;; framers) max=256 ;; http) max=128 ;; *) max=1024 ;;
+      marshal_copy) max=64 ;; framers) max=256 ;; http) max=128 ;;
+      *) max=1024 ;;
     esac
     fork=
     [ "$jobs" -gt 1 ] && fork=-fork=$jobs
