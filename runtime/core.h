@@ -56,8 +56,7 @@ int sp_fnargerror(lua_State *L, int arg, const char *extramsg,
                   const char *fname);
 
 /* [-0, +0, v] sp_typeerror's message through sp_fnargerror. */
-int sp_fntypeerror(lua_State *L, int arg, const char *tname,
-                   const char *fname);
+int sp_fntypeerror(lua_State *L, int arg, const char *tname, const char *fname);
 
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
 ** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on

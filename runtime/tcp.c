@@ -606,10 +606,10 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
     ** "5", then fail as CannotListenError. listenSSL's interface is its
     ** argument 5 (tls.c removed its contextFactory, argument 3). */
     if (!lua_isnoneornil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
-      sp_fnargerror(L, setup != NULL ? 5 : 4,
-                    lua_pushfstring(L, "string expected, got %s",
-                                    luaL_typename(L, 4)),
-                    setup != NULL ? "listenSSL" : "listenTCP");
+      sp_fnargerror(
+          L, setup != NULL ? 5 : 4,
+          lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 4)),
+          setup != NULL ? "listenSSL" : "listenTCP");
     iface = luaL_optstring(L, 4, "");
   }
   if (opts != 0) {

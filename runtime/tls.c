@@ -459,15 +459,13 @@ static int getcontext_tramp(lua_State *L) {
 /* The handshake timeout at idx: nil (0: not given) or seconds > 0;
 ** anything else raises naming argument arg of fname (listenSSL,
 ** connectSSL), through pcall too. */
-static double check_timeout(lua_State *L, int idx, int arg,
-                            const char *fname) {
+static double check_timeout(lua_State *L, int idx, int arg, const char *fname) {
   double t;
   if (lua_isnil(L, idx)) return 0;
   t = lua_tonumber(L, idx);
   if (lua_type(L, idx) != LUA_TNUMBER || !(t > 0))
-    sp_fnargerror(L, arg,
-                  "handshakeTimeout must be a number of seconds above 0",
-                  fname);
+    sp_fnargerror(
+        L, arg, "handshakeTimeout must be a number of seconds above 0", fname);
   return t;
 }
 

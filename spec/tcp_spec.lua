@@ -194,9 +194,8 @@ s.close()
         ": bad argument #4 to 'listenTCP' (string expected, got number)",
         err)
       -- through pcall: no position, the public name
-      ok, err = pcall(reactor.listenTCP, 0, f, 50, true)
-      assert.equal("bad argument #4 to 'listenTCP' (string expected, got " ..
-        "boolean)", err)
+      assert.same({false, "bad argument #4 to 'listenTCP' (string " ..
+        "expected, got boolean)"}, {pcall(reactor.listenTCP, 0, f, 50, true)})
     end)
 
   it("calls startFactory once for two ports and stopFactory after both",
