@@ -100,7 +100,9 @@ int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls) {
                     extramsg);
 }
 
-int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls) {
+/* [-0, +1 or +2, m] Push "<tname> expected, got <type>" (and the __name
+** it read), as luaL_typeerror words it; returns the message. */
+static const char *typemsg(lua_State *L, int arg, const char *tname) {
   const char *got;
   if (luaL_getmetafield(L, arg, "__name") == LUA_TSTRING)
     got = lua_tostring(L, -1);
@@ -108,8 +110,24 @@ int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls) {
     got = "light userdata";
   else
     got = luaL_typename(L, arg);
-  return sp_argerror(
-      L, arg, lua_pushfstring(L, "%s expected, got %s", tname, got), cls);
+  return lua_pushfstring(L, "%s expected, got %s", tname, got);
+}
+
+int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls) {
+  return sp_argerror(L, arg, typemsg(L, arg, tname), cls);
+}
+
+int sp_fnargerror(lua_State *L, int arg, const char *extramsg,
+                  const char *fname) {
+  lua_Debug ar;
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name != NULL)
+    return luaL_argerror(L, arg, extramsg); /* Lua knows how it was called */
+  return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, fname, extramsg);
+}
+
+int sp_fntypeerror(lua_State *L, int arg, const char *tname,
+                   const char *fname) {
+  return sp_fnargerror(L, arg, typemsg(L, arg, tname), fname);
 }
 
 void *sp_class_check(lua_State *L, int idx, const char *name) {
@@ -240,13 +258,22 @@ void sp_log_msg(lua_State *L, const char *text) {
   lua_settop(L, top);
 }
 
-void sp_checkcallable(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TFUNCTION) return;
+/* Is idx a function or a value whose metatable has __call? */
+static int iscallable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
   if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
     lua_pop(L, 1);
-    return;
+    return 1;
   }
-  luaL_typeerror(L, idx, "callable");
+  return 0;
+}
+
+void sp_checkcallable(lua_State *L, int idx) {
+  if (!iscallable(L, idx)) luaL_typeerror(L, idx, "callable");
+}
+
+void sp_fncheckcallable(lua_State *L, int idx, const char *fname) {
+  if (!iscallable(L, idx)) sp_fntypeerror(L, idx, "callable", fname);
 }
 
 /* Edit distance between a and b, ignoring case, capped at 8. */

@@ -46,6 +46,18 @@ int sp_argerror(lua_State *L, int arg, const char *extramsg, const char *cls);
 ** <type>" (the __name of a userdata's metatable, as Lua's). */
 int sp_typeerror(lua_State *L, int arg, const char *tname, const char *cls);
 
+/* [-0, +0, v] luaL_argerror for the module function fname (its public
+** name: "deferToThread"): when Lua knows how the function was called it
+** is luaL_argerror itself. When it does not (through pcall or a tail
+** call), luaL_argerror would name it from package.loaded, often by an
+** internal module ("spindle._threads.deferToThread"); this names it
+** fname. Never returns. */
+int sp_fnargerror(lua_State *L, int arg, const char *extramsg,
+                  const char *fname);
+
+/* [-0, +0, v] sp_typeerror's message through sp_fnargerror. */
+int sp_fntypeerror(lua_State *L, int arg, const char *tname, const char *fname);
+
 /* [-(nargs+1), +(nresults|1), -] lua_pcall with the message handler set
 ** by sp_pcall_set_handler (failure.c's sp_errhandler in the binary): on
 ** error the one value left is a Failure whose traceback was taken where
@@ -102,6 +114,10 @@ void sp_strict(lua_State *L, int idx, const char *name);
 /* [-0, +0, e] Raise a bad-argument error unless idx is callable (a function
 ** or a value whose metatable has __call). */
 void sp_checkcallable(lua_State *L, int idx);
+
+/* [-0, +0, v] sp_checkcallable for argument idx of the module function
+** fname, named through sp_fntypeerror. */
+void sp_fncheckcallable(lua_State *L, int idx, const char *fname);
 
 /* [-0, +0, e] Open the standard libraries, preload the C modules of
 ** `cmodules` (embed.h's generated sp_cmodules: main.c passes it, so that

@@ -381,16 +381,26 @@ static void dcall_move(dcall *c, double time) {
   timers_arm();
 }
 
+/* [-0, +0, v] The seconds of reset/delay (argument 2): a number, not
+** NaN (a numeric string converted, as luaL_checknumber); the errors name
+** the method through pcall too (sp_argerror). */
+static double dcall_checkseconds(lua_State *L) {
+  int isnum;
+  double s = lua_tonumberx(L, 2, &isnum);
+  if (!isnum) sp_typeerror(L, 2, "number", DCALL_MT);
+  if (s != s) sp_argerror(L, 2, "number expected, got NaN", DCALL_MT);
+  return s;
+}
+
 /* dc:reset(secondsFromNow): run the call secondsFromNow seconds from now
 ** instead. Raises as cancel() does, and a bad-argument error when
 ** secondsFromNow is NaN. twisted DelayedCall.reset. */
 static int dcall_reset(lua_State *L) {
   dcall *c = dcall_check(L);
-  double s = luaL_checknumber(L, 2), t;
-  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
+  double s = dcall_checkseconds(L), t;
   dcall_checkpending(L, c, "reset");
   t = sp_loop_seconds() + s;
-  luaL_argcheck(L, t == t, 2, "the new due time would be NaN");
+  if (t != t) sp_argerror(L, 2, "the new due time would be NaN", DCALL_MT);
   dcall_move(c, t);
   return 0;
 }
@@ -401,11 +411,10 @@ static int dcall_reset(lua_State *L) {
 ** -math.huge). twisted DelayedCall.delay. */
 static int dcall_delay(lua_State *L) {
   dcall *c = dcall_check(L);
-  double s = luaL_checknumber(L, 2), t;
-  luaL_argcheck(L, s == s, 2, "number expected, got NaN");
+  double s = dcall_checkseconds(L), t;
   dcall_checkpending(L, c, "delay");
   t = c->time + s;
-  luaL_argcheck(L, t == t, 2, "the new due time would be NaN");
+  if (t != t) sp_argerror(L, 2, "the new due time would be NaN", DCALL_MT);
   dcall_move(c, t);
   return 0;
 }

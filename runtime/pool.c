@@ -1263,7 +1263,7 @@ static int pool_getThreadPool(lua_State *L) {
 static int threads_deferToThread(lua_State *L) {
   int n = lua_gettop(L), ref;
   work *job;
-  sp_checkcallable(L, 1);
+  sp_fncheckcallable(L, 1, "deferToThread");
   pool_checkopen(L);
   sp_worker_snapshot(L);
   if (spare_n == 0) {

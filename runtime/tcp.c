@@ -602,6 +602,14 @@ int sp_tcp_listen(lua_State *L, sp_tcp_setup_fn setup, int arg) {
                   "interface must be a string");
     iface = t == LUA_TNIL ? "" : lua_tostring(L, -1);
   } else {
+    /* A string or nil only: luaL_optstring would take the number 5 as
+    ** "5", then fail as CannotListenError. listenSSL's interface is its
+    ** argument 5 (tls.c removed its contextFactory, argument 3). */
+    if (!lua_isnoneornil(L, 4) && lua_type(L, 4) != LUA_TSTRING)
+      sp_fnargerror(
+          L, setup != NULL ? 5 : 4,
+          lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 4)),
+          setup != NULL ? "listenSSL" : "listenTCP");
     iface = luaL_optstring(L, 4, "");
   }
   if (opts != 0) {

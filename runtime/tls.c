@@ -457,14 +457,15 @@ static int getcontext_tramp(lua_State *L) {
 }
 
 /* The handshake timeout at idx: nil (0: not given) or seconds > 0;
-** anything else raises naming argument arg of listenSSL. */
-static double check_timeout(lua_State *L, int idx, int arg) {
+** anything else raises naming argument arg of fname (listenSSL,
+** connectSSL), through pcall too. */
+static double check_timeout(lua_State *L, int idx, int arg, const char *fname) {
   double t;
   if (lua_isnil(L, idx)) return 0;
   t = lua_tonumber(L, idx);
   if (lua_type(L, idx) != LUA_TNUMBER || !(t > 0))
-    luaL_argerror(L, arg,
-                  "handshakeTimeout must be a number of seconds above 0");
+    sp_fnargerror(
+        L, arg, "handshakeTimeout must be a number of seconds above 0", fname);
   return t;
 }
 
@@ -609,14 +610,15 @@ static int setup_client(lua_State *L, sp_stream *s, int argidx) {
 /* [-0, +0, e] Check the context factory at idx: it must have getContext,
 ** and getContext() must give a Context now (Twisted asks it once when
 ** listening or connecting, so a bad key file fails at the call); its
-** handshakeTimeout, if any, must be a number above 0. */
-static void check_factory(lua_State *L, int idx) {
-  luaL_argexpected(L, lua_istable(L, idx) || lua_isuserdata(L, idx), idx,
-                   "context factory");
+** handshakeTimeout, if any, must be a number above 0. fname names the
+** function (listenSSL, connectSSL) in argument errors. */
+static void check_factory(lua_State *L, int idx, const char *fname) {
+  if (!lua_istable(L, idx) && !lua_isuserdata(L, idx))
+    sp_fntypeerror(L, idx, "context factory", fname);
   lua_pushcfunction(L, getcontext_tramp);
   lua_pushvalue(L, idx);
   lua_call(L, 1, 3);
-  check_timeout(L, -1, idx);
+  check_timeout(L, -1, idx, fname);
   lua_pop(L, 3);
 }
 
@@ -639,11 +641,11 @@ static void check_factory(lua_State *L, int idx) {
 static int tls_listenSSL(lua_State *L) {
   double timeout = 0;
   lua_settop(L, 6);
-  check_factory(L, 3);
+  check_factory(L, 3, "listenSSL");
   if (!lua_isnil(L, 6)) {
-    luaL_checktype(L, 6, LUA_TTABLE);
+    if (!lua_istable(L, 6)) sp_fntypeerror(L, 6, "table", "listenSSL");
     lua_getfield(L, 6, "handshakeTimeout");
-    timeout = check_timeout(L, -1, 6);
+    timeout = check_timeout(L, -1, 6, "listenSSL");
     lua_pop(L, 1);
   }
   lua_createtable(L, 2, 0); /* {contextFactory, timeout} for setup_server */
@@ -667,7 +669,7 @@ static int tls_listenSSL(lua_State *L) {
 ** table with getContext. twisted IReactorSSL.connectSSL. */
 static int tls_connectSSL(lua_State *L) {
   lua_settop(L, 6);
-  check_factory(L, 4);
+  check_factory(L, 4, "connectSSL");
   lua_pushvalue(L, 4);
   lua_remove(L, 4); /* host, port, factory, timeout, bind, cf */
   return sp_tcp_connect(L, setup_client, 6);

@@ -55,3 +55,27 @@ describe("check", function()
     assert.is_false(check.isCallable(nil))
   end)
 end)
+
+describe("check.where and check.locate", function()
+  it("give the position of the caller's caller, as luaL_where", function()
+    local function f()
+      local w = check.where() -- not a tail call: f keeps its frame
+      return w
+    end
+    local line = debug.getinfo(1, "l").currentline + 1
+    local w = f()
+    assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line .. ": ", w)
+    -- called by pcall (a C function): no position
+    assert.equal("", select(2, pcall(check.where, 1)))
+    local e = {message = "m"}
+    local function g()
+      local r = check.locate(e)
+      return r
+    end
+    line = debug.getinfo(1, "l").currentline + 1
+    local _ = g()
+    assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line .. ": m",
+      e.message)
+    assert.equal("s", check.locate("s"))
+  end)
+end)

@@ -1789,6 +1789,24 @@ describe("defer.gatherResults arguments", function()
     assert.has_error(function() defer.gatherResults(5) end,
       "bad argument #1 to 'gatherResults' (table expected, got number)")
   end)
+
+  it("names gatherResults, at the caller's line, for a non-Deferred item",
+    function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() defer.gatherResults({1, 2}) end)
+      assert.is_false(ok)
+      assert.equal(1, err:find(debug.getinfo(1, "S").short_src .. ":" ..
+        line .. ":", 1, true), err)
+      assert.truthy(err:find("bad argument #1 to 'gatherResults' " ..
+        "(element 1 is a number, not a Deferred)", 1, true), err)
+      line = debug.getinfo(1, "l").currentline + 1
+      ok, err = pcall(function() defer.DeferredList({defer.succeed(1), 2}) end)
+      assert.is_false(ok)
+      assert.equal(1, err:find(debug.getinfo(1, "S").short_src .. ":" ..
+        line .. ":", 1, true), err)
+      assert.truthy(err:find("bad argument #1 to 'DeferredList' " ..
+        "(element 2 is a number, not a Deferred)", 1, true), err)
+    end)
 end)
 
 -- A Deferred with one plain callback fired with a value takes a short

@@ -84,6 +84,44 @@ describe("endpoints.serverFromString", function()
       endpoints.serverFromString(nil, "tcp:0")
     end, "bad argument #1 to 'serverFromString' (reactor expected, got nil)")
   end)
+
+  it("raises a bad or missing value at the caller's line", function()
+    local src = debug.getinfo(1, "S").short_src
+    local line = debug.getinfo(1, "l").currentline + 2
+    local ok, err = pcall(function()
+      endpoints.serverFromString(reactor, "tcp:abc") end)
+    assert.is_false(ok)
+    assert.equal(src .. ":" .. line .. ': bad port "abc" in endpoint ' ..
+      'description "tcp:abc"', err)
+    line = debug.getinfo(1, "l").currentline + 2
+    ok, err = pcall(function()
+      endpoints.serverFromString(reactor, "tcp:") end)
+    assert.is_false(ok)
+    assert.equal(src .. ":" .. line .. ': missing port in endpoint ' ..
+      'description "tcp:"', err)
+    -- an ssl: key file that cannot be read: its ssl.Error, located
+    line = debug.getinfo(1, "l").currentline + 2
+    ok, err = pcall(function()
+      endpoints.serverFromString(reactor, "ssl:0:privateKey=/nonexist.key")
+    end)
+    H.assertErrorType(require("spindle.ssl").Error, "/nonexist.key", ok, err)
+    assert.equal(1, err.message:find(src .. ":" .. line .. ": ", 1, true),
+      err.message)
+  end)
+
+  it("blames the caller for an endpoint made without a reactor", function()
+    local src = debug.getinfo(1, "S").short_src
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() endpoints.TCP4ServerEndpoint(nil, 0) end)
+    assert.is_false(ok)
+    assert.equal(src .. ":" .. line .. ": bad argument #1 to " ..
+      "'TCP4ServerEndpoint' (reactor expected, got nil)", err)
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() endpoints.TCP6ServerEndpoint(nil, 0) end)
+    assert.is_false(ok)
+    assert.equal(src .. ":" .. line .. ": bad argument #1 to " ..
+      "'TCP6ServerEndpoint' (reactor expected, got nil)", err)
+  end)
 end)
 
 describe("endpoints.clientFromString", function()
@@ -119,6 +157,34 @@ describe("endpoints.clientFromString", function()
       endpoints.clientFromString(reactor, "tcp:port=80")
     end, 'missing host in "tcp:port=80"')
   end)
+
+  it("raises a missing port at the caller's line, saying it is missing",
+    function()
+      local src = debug.getinfo(1, "S").short_src
+      local line = debug.getinfo(1, "l").currentline + 2
+      local ok, err = pcall(function()
+        endpoints.clientFromString(reactor, "tcp:host=x") end)
+      assert.is_false(ok)
+      assert.equal(src .. ":" .. line .. ': missing port in endpoint ' ..
+        'description "tcp:host=x"', err)
+      -- also inside a tls: description's endpoint=
+      line = debug.getinfo(1, "l").currentline + 2
+      ok, err = pcall(function()
+        endpoints.clientFromString(reactor, "tls:h:443:endpoint=tcp\\:h")
+      end)
+      assert.is_false(ok)
+      assert.equal(src .. ":" .. line .. ': missing port in endpoint ' ..
+        'description "tcp:h"', err)
+      line = debug.getinfo(1, "l").currentline + 2
+      ok, err = pcall(function()
+        endpoints.clientFromString(reactor,
+          "tls:h:443:trustRoots=/nonexist.crt")
+      end)
+      H.assertErrorType(require("spindle.ssl").Error, "/nonexist.crt", ok,
+        err)
+      assert.equal(1, err.message:find(src .. ":" .. line .. ": ", 1, true),
+        err.message)
+    end)
 end)
 
 describe("endpoint:listen and endpoint:connect", function()

@@ -113,4 +113,29 @@ describe("IReactorFDSet", function()
       reactor.addReader({fileno = function() return -1 end})
     end)
   end)
+
+  it("blames a descriptor libuv refuses on the caller's line", function()
+    local src = debug.getinfo(1, "S").short_src
+    local bad = {fileno = function() return 9999 end, doRead = print,
+      doWrite = print}
+    local line = debug.getinfo(1, "l").currentline + 1
+    local ok, err = pcall(function() reactor.addReader(bad) end)
+    assert.is_false(ok)
+    assert.equal(1, err:find(src .. ":" .. line .. ": cannot watch " ..
+      "descriptor 9999: bad file descriptor (EBADF)", 1, true), err)
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() reactor.addWriter(bad) end)
+    assert.is_false(ok)
+    assert.equal(1, err:find(src .. ":" .. line .. ": cannot watch " ..
+      "descriptor 9999", 1, true), err)
+    assert.same({}, reactor.getReaders())
+    assert.same({}, reactor.getWriters())
+    -- argument errors too
+    line = debug.getinfo(1, "l").currentline + 1
+    ok, err = pcall(function() reactor.addReader(5) end)
+    assert.is_false(ok)
+    assert.equal(1, err:find(src .. ":" .. line .. ": bad argument #1 " ..
+      "to 'addReader' (object with fileno() expected, got number)", 1,
+      true), err)
+  end)
 end)

@@ -713,6 +713,29 @@ describe("DelayedCall", function()
     dc:cancel()
   end)
 
+  it("names reset() and delay() and count from their first argument " ..
+    "through pcall", function()
+      local dc = reactor.callLater(1, print)
+      assert.same({false, "bad argument #1 to 'reset' (number expected, " ..
+        "got NaN)"}, {pcall(dc.reset, dc, 0 / 0)})
+      assert.same({false, "bad argument #1 to 'reset' (number expected, " ..
+        "got string)"}, {pcall(dc.reset, dc, "x")})
+      assert.same({false, "bad argument #1 to 'delay' (number expected, " ..
+        "got table)"}, {pcall(dc.delay, dc, {})})
+      dc:delay(math.huge)
+      assert.same({false, "bad argument #1 to 'delay' (the new due time " ..
+        "would be NaN)"}, {pcall(dc.delay, dc, -math.huge)})
+      -- at the caller's line when called as a method
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() dc:reset("x") end)
+      assert.is_false(ok)
+      assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line ..
+        ": bad argument #1 to 'reset' (number expected, got string)", err)
+      dc:reset("5") -- a numeric string, as luaL_checknumber takes it
+      assert.is_true(dc:getTime() - reactor.seconds() > 4)
+      dc:cancel()
+    end)
+
   it("delay() and reset() refuse to make the due time NaN", function()
     local dc = reactor.callLater(1, print)
     dc:delay(math.huge)

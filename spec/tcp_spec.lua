@@ -184,6 +184,20 @@ s.close()
       "bad argument #3 to 'listenTCP' (backlog must be positive)")
   end)
 
+  it("refuses an interface that is not a string, at the caller's line",
+    function()
+      local f = echoFactory()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() reactor.listenTCP(0, f, 50, 5) end)
+      assert.is_false(ok)
+      assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line ..
+        ": bad argument #4 to 'listenTCP' (string expected, got number)",
+        err)
+      -- through pcall: no position, the public name
+      assert.same({false, "bad argument #4 to 'listenTCP' (string " ..
+        "expected, got boolean)"}, {pcall(reactor.listenTCP, 0, f, 50, true)})
+    end)
+
   it("calls startFactory once for two ports and stopFactory after both",
     function()
       local f = echoFactory()

@@ -152,6 +152,18 @@ describe("threads.deferToThread", function()
       end
     end)
 
+  it("names deferToThread in an argument error, through pcall too",
+    function()
+      assert.same({false, "bad argument #1 to 'deferToThread' (callable " ..
+        "expected, got number)"}, {pcall(threads.deferToThread, 42)})
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() threads.deferToThread(42) end)
+      assert.is_false(ok)
+      assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line ..
+        ": bad argument #1 to 'deferToThread' (callable expected, got " ..
+        "number)", err)
+    end)
+
   it("fails with f's error message and traceback", function()
     local f = H.waitForFailure(threads.deferToThread(function()
       error("boom in thread")

@@ -206,6 +206,30 @@ describe("listenSSL's handshakeTimeout (issue 7 item 8)", function()
     end
   end)
 
+  it("names listenSSL and the argument through pcall", function()
+    local f = protocol.Factory.forProtocol(protocol.Protocol)
+    local msg = "handshakeTimeout must be a number of seconds above 0"
+    assert.same({false, "bad argument #6 to 'listenSSL' (" .. msg .. ")"},
+      {pcall(reactor.listenSSL, 0, f, serverCF(), 50, "127.0.0.1",
+        {handshakeTimeout = -1})})
+    local cf = serverCF()
+    cf.handshakeTimeout = -1
+    assert.same({false, "bad argument #3 to 'listenSSL' (" .. msg .. ")"},
+      {pcall(reactor.listenSSL, 0, f, cf)})
+    assert.same({false, "bad argument #3 to 'listenSSL' (context factory " ..
+      "expected, got number)"}, {pcall(reactor.listenSSL, 0, f, 5)})
+    assert.same({false, "bad argument #4 to 'connectSSL' (context " ..
+      "factory expected, got number)"},
+      {pcall(reactor.connectSSL, "127.0.0.1", 1, f, 5)})
+    -- an interface that is not a string is argument #5
+    local line = debug.getinfo(1, "l").currentline + 2
+    local ok, err = pcall(function()
+      reactor.listenSSL(0, f, serverCF(), 50, 5) end)
+    assert.is_false(ok)
+    assert.equal(debug.getinfo(1, "S").short_src .. ":" .. line ..
+      ": bad argument #5 to 'listenSSL' (string expected, got number)", err)
+  end)
+
   it("frees what 1000 stalled clients held", function()
     local port, n, f = echo(serverCF(), {handshakeTimeout = 0.05})
     local batch, rounds = 100, 10

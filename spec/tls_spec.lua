@@ -744,6 +744,41 @@ describe("spindle.ssl", function()
         H.assertErrorType(ssl.Error, "key values mismatch", pcall(
           ssl.DefaultOpenSSLContextFactory, certs.clientKey, certs.server))
       end)
+
+    it("locates a missing file at the caller's line, certificate first " ..
+      "(as Twisted's cacheContext)", function()
+        local line = debug.getinfo(1, "l").currentline + 2
+        local ok, err = pcall(function()
+          local _ = ssl.DefaultOpenSSLContextFactory("/nonexist.key",
+            "/nonexist.crt")
+        end)
+        H.assertErrorType(ssl.Error, nil, ok, err)
+        local src = debug.getinfo(1, "S").short_src
+        assert.equal(1, err.message:find(src .. ":" .. line .. ": " ..
+          "use_certificate_chain_file('/nonexist.crt'): No such file", 1,
+          true), err.message)
+        line = debug.getinfo(1, "l").currentline + 2
+        ok, err = pcall(function()
+          local _ = ssl.DefaultOpenSSLContextFactory:new("/nonexist.key",
+            certs.server)
+        end)
+        H.assertErrorType(ssl.Error, "/nonexist.key", ok, err)
+        assert.equal(1, err.message:find(src .. ":" .. line .. ": ", 1,
+          true), err.message)
+      end)
+  end)
+
+  describe("optionsForClientTLS", function()
+    it("locates an unreadable trustRoot at the caller's line", function()
+      local line = debug.getinfo(1, "l").currentline + 2
+      local ok, err = pcall(function()
+        local _ = ssl.optionsForClientTLS("h", {trustRoot = "/nonexist.crt"})
+      end)
+      H.assertErrorType(ssl.Error, nil, ok, err)
+      assert.equal(1, err.message:find(debug.getinfo(1, "S").short_src ..
+        ":" .. line .. ": load_verify_locations('/nonexist.crt')", 1, true),
+        err.message)
+    end)
   end)
 
   describe("ClientContextFactory", function()

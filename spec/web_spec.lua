@@ -1090,3 +1090,56 @@ describe("spindle._http's response parser", function()
     assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
   end)
 end)
+
+-- Argument errors of the client (web_client.lua) name the public function
+-- and blame the caller's line, not request's checks inside web_client.lua.
+describe("web client argument errors", function()
+  -- f must make the call on the line after the one calling blamedAt.
+  local function blamedAt(f)
+    local line = debug.getinfo(2, "l").currentline + 1
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.equal(1, err:find(debug.getinfo(1, "S").short_src .. ":" ..
+      line .. ":", 1, true), err)
+    return err
+  end
+  local function has(err, s) assert.truthy(err:find(s, 1, true), err) end
+
+  it("names get and request and their own argument numbers", function()
+    has(blamedAt(function()
+      local _ = web.get(5) end),
+      "bad argument #1 to 'get' (string expected, got number)")
+    has(blamedAt(function()
+      local _ = web.get("http://127.0.0.1:1/", 5) end),
+      "bad argument #2 to 'get' (table expected, got number)")
+    has(blamedAt(function()
+      local _ = web.request(5) end),
+      "bad argument #1 to 'request' (string expected, got number)")
+    has(blamedAt(function()
+      local _ = web.request("GET", 5) end),
+      "bad argument #2 to 'request' (string expected, got number)")
+    has(blamedAt(function()
+      local _ = web.Agent(reactor):request("GET", nil) end),
+      "bad argument #2 to 'request' (string expected, got nil)")
+    has(blamedAt(function()
+      local _ = web.RedirectAgent(web.Agent(reactor)):request(5) end),
+      "bad argument #1 to 'request' (string expected, got number)")
+  end)
+
+  it("refuses an Agent of something that is not a reactor", function()
+    has(blamedAt(function()
+      local _ = web.Agent(5) end),
+      "bad argument #1 to 'Agent' (reactor expected, got number)")
+    has(blamedAt(function()
+      local _ = web.Agent:new({}) end),
+      "bad argument #1 to 'Agent' (reactor expected, got table)")
+    has(blamedAt(function()
+      local _ = web.Agent(reactor, 5) end),
+      "bad argument #2 to 'Agent' (table expected, got number)")
+    has(blamedAt(function()
+      local _ = web.RedirectAgent(5) end),
+      "bad argument #1 to 'RedirectAgent' (agent expected, got number)")
+    -- nil is the default reactor, as before.
+    assert.equal(reactor, web.Agent()._reactor)
+  end)
+end)

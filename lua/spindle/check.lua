@@ -104,4 +104,29 @@ function M.string(v, n, fname, level)
   return v
 end
 
+--- check.where([level]) -> string: "chunk:line: " of the function at
+-- `level` as error()'s level would mean it where check.where is called
+-- (default 2: the caller of the function calling it), or "" when that
+-- function has no line (a C function such as pcall). luaL_where.
+function M.where(level)
+  local info = debug.getinfo((level or 2) + 1, "Sl")
+  if info ~= nil and info.currentline > 0 then
+    return ("%s:%d: "):format(info.short_src, info.currentline)
+  end
+  return ""
+end
+
+--- check.locate(e[, level]) -> e: an error value (a table with a string
+-- `message`, such as an ssl.Error) gets check.where(level)'s position in
+-- front of its message, as error(string, level) would give a string; any
+-- other value is returned as it is. Used where an error value made deep
+-- inside (an OpenSSL failure reading a file) is about the caller's
+-- arguments.
+function M.locate(e, level)
+  if type(e) == "table" and type(rawget(e, "message")) == "string" then
+    e.message = M.where((level or 2) + 1) .. e.message
+  end
+  return e
+end
+
 return M

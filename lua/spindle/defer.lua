@@ -155,6 +155,8 @@ local ListMeta = {__index = function(t, k)
   if k == "n" then return listLength[t] end
 end}
 
+local newDeferredList
+
 --- defer.DeferredList(list[, options]) -> Deferred
 -- Fires when every Deferred in list has fired, with a list of
 -- {success, value} pairs in list order (each pair has p.n == 2, so a nil
@@ -169,11 +171,23 @@ end}
 function M.DeferredList(list, options)
   check.table(list, 1, "DeferredList")
   options = check.optTable(options, 2, "DeferredList") or {}
+  -- Not a tail call: newDeferredList blames the caller of this frame.
+  local dl = newDeferredList(list, options, "DeferredList")
+  return dl
+end
+
+-- newDeferredList(list, options, fname) -> Deferred: DeferredList once its
+-- arguments' types are checked; a non-Deferred element is a bad argument
+-- #1 to fname (the public function: DeferredList or gatherResults),
+-- blamed on that function's caller. (Twisted raises AttributeError from
+-- inside DeferredList for one: ``'int' object has no attribute
+-- 'addCallbacks'``.)
+function newDeferredList(list, options, fname)
   local n = list.n or #list
   for i = 1, n do
     if not isDeferred(list[i]) then
-      check.argError(1, "DeferredList", ("element %d is a %s, not a " ..
-        "Deferred"):format(i, check.typeName(list[i])))
+      check.argError(1, fname, ("element %d is a %s, not a " ..
+        "Deferred"):format(i, check.typeName(list[i])), 3)
     end
   end
   local fireOnOneCallback = options.fireOnOneCallback
@@ -224,8 +238,8 @@ end
 function M.gatherResults(list, consumeErrors)
   check.table(list, 1, "gatherResults")
   local n = list.n or #list
-  local dl = M.DeferredList(list, {fireOnOneErrback = true,
-    consumeErrors = consumeErrors})
+  local dl = newDeferredList(list, {fireOnOneErrback = true,
+    consumeErrors = consumeErrors}, "gatherResults")
   return dl:addCallback(function(resultList)
     local values = setmetatable({}, ListMeta)
     for i = 1, n do values[i] = resultList[i][2] end

@@ -20,8 +20,13 @@ local check = require("spindle.check")
 
 local M = {}
 
-local function checkReactor(reactor, fname)
-  if reactor == nil then check.typeError(1, fname, "reactor", nil, 3) end
+-- checkReactor(reactor, fname[, level]): level as check's, where
+-- checkReactor is called (default 2: the caller of serverFromString...);
+-- an endpoint's __init passes 3 (it is called by Class:new).
+local function checkReactor(reactor, fname, level)
+  if reactor == nil then
+    check.typeError(1, fname, "reactor", nil, (level or 2) + 1)
+  end
 end
 
 --- _WrappingFactory: the ClientFactory an endpoint's connect() hands to
@@ -98,7 +103,7 @@ end
 local TCP4ServerEndpoint = Object:extend({__name = "TCP4ServerEndpoint"})
 
 function TCP4ServerEndpoint:__init(reactor, port, backlog, interface)
-  checkReactor(reactor, "TCP4ServerEndpoint")
+  checkReactor(reactor, "TCP4ServerEndpoint", 3)
   self.reactor, self.port = reactor, port
   self.backlog, self.interface = backlog or 50, interface or ""
 end
@@ -115,6 +120,7 @@ local TCP6ServerEndpoint = TCP4ServerEndpoint:extend({
   __name = "TCP6ServerEndpoint"})
 
 function TCP6ServerEndpoint:__init(reactor, port, backlog, interface)
+  checkReactor(reactor, "TCP6ServerEndpoint", 3)
   TCP4ServerEndpoint.__init(self, reactor, port, backlog, interface or "::")
 end
 
@@ -123,7 +129,7 @@ end
 local TCP4ClientEndpoint = Object:extend({__name = "TCP4ClientEndpoint"})
 
 function TCP4ClientEndpoint:__init(reactor, host, port, timeout, bindAddress)
-  checkReactor(reactor, "TCP4ClientEndpoint")
+  checkReactor(reactor, "TCP4ClientEndpoint", 3)
   self.reactor, self.host, self.port = reactor, host, port
   self.timeout, self.bindAddress = timeout or 30, bindAddress
 end
@@ -166,7 +172,7 @@ local HostnameEndpoint = TCP4ClientEndpoint:extend({
 
 function HostnameEndpoint:__init(reactor, host, port, timeout, bindAddress,
     attemptDelay)
-  checkReactor(reactor, "HostnameEndpoint")
+  checkReactor(reactor, "HostnameEndpoint", 3)
   TCP4ClientEndpoint.__init(self, reactor, host, port, timeout, bindAddress)
   self.attemptDelay = attemptDelay or self._DEFAULT_ATTEMPT_DELAY
 end
@@ -347,7 +353,7 @@ end
 local UNIXServerEndpoint = Object:extend({__name = "UNIXServerEndpoint"})
 
 function UNIXServerEndpoint:__init(reactor, address, backlog)
-  checkReactor(reactor, "UNIXServerEndpoint")
+  checkReactor(reactor, "UNIXServerEndpoint", 3)
   self.reactor, self.address, self.backlog = reactor, address, backlog or 50
 end
 
@@ -364,7 +370,7 @@ end
 local UNIXClientEndpoint = Object:extend({__name = "UNIXClientEndpoint"})
 
 function UNIXClientEndpoint:__init(reactor, path, timeout)
-  checkReactor(reactor, "UNIXClientEndpoint")
+  checkReactor(reactor, "UNIXClientEndpoint", 3)
   self.reactor, self.path, self.timeout = reactor, path, timeout or 30
 end
 
@@ -386,7 +392,7 @@ local SSL4ServerEndpoint = Object:extend({__name = "SSL4ServerEndpoint"})
 
 function SSL4ServerEndpoint:__init(reactor, port, sslContextFactory, backlog,
     interface)
-  checkReactor(reactor, "SSL4ServerEndpoint")
+  checkReactor(reactor, "SSL4ServerEndpoint", 3)
   self.reactor, self.port = reactor, port
   self.sslContextFactory = sslContextFactory
   self.backlog, self.interface = backlog or 50, interface or ""
@@ -408,7 +414,7 @@ local SSL4ClientEndpoint = Object:extend({__name = "SSL4ClientEndpoint"})
 
 function SSL4ClientEndpoint:__init(reactor, host, port, sslContextFactory,
     timeout, bindAddress)
-  checkReactor(reactor, "SSL4ClientEndpoint")
+  checkReactor(reactor, "SSL4ClientEndpoint", 3)
   self.reactor, self.host, self.port = reactor, host, port
   self.sslContextFactory = sslContextFactory
   self.timeout, self.bindAddress = timeout or 30, bindAddress
@@ -436,7 +442,7 @@ local AdoptedStreamServerEndpoint = Object:extend({
 
 function AdoptedStreamServerEndpoint:__init(reactor, fileDescriptor,
     addressFamily)
-  checkReactor(reactor, "AdoptedStreamServerEndpoint")
+  checkReactor(reactor, "AdoptedStreamServerEndpoint", 3)
   self.reactor, self.fileDescriptor = reactor, fileDescriptor
   self.addressFamily = addressFamily
 end
@@ -495,28 +501,68 @@ end
 
 local supported = "supported: tcp, tcp6, unix, ssl, tls, systemd"
 
+-- A description that cannot be used: serverFrom/clientFrom and their
+-- helpers raise DescError values (a message, or the error value made
+-- while building the endpoint, such as ssl.Error for a key file), and
+-- fromString raises them at the public function's caller, however deep
+-- the helper. (Twisted raises ValueError; spindle's error is a string.)
+local DescError = {}
+
+local function descError(fmt, ...)
+  error(setmetatable({message = fmt:format(...)}, DescError), 0)
+end
+
+-- pcall(f, ...), an error turned into a DescError carrying it.
+local function orDescError(f, ...)
+  local ok, v = pcall(f, ...)
+  if not ok then error(setmetatable({value = v}, DescError), 0) end
+  return v
+end
+
 local function badType(kind, description)
-  error(("Unknown endpoint type: '%s' in %q (%s)"):format(
-    tostring(kind), description, supported), 3)
+  descError("Unknown endpoint type: '%s' in %q (%s)", tostring(kind),
+    description, supported)
+end
+
+local function missing(value, what, description)
+  if value == nil or value == "" then
+    descError("missing %s in endpoint description %q", what, description)
+  end
 end
 
 local function toint(value, what, description)
+  missing(value, what, description)
   local v = tonumber(value)
   if v == nil or v ~= math.floor(v) then
-    error(("bad %s %q in endpoint description %q"):format(what,
-      tostring(value), description), 4)
+    descError("bad %s %q in endpoint description %q", what, tostring(value),
+      description)
   end
   return math.tointeger(v)
 end
 
 local function tonum(value, what, description)
+  missing(value, what, description)
   local v = tonumber(value)
   if v == nil then
-    error(("bad %s %q in endpoint description %q"):format(what,
-      tostring(value), description), 4)
+    descError("bad %s %q in endpoint description %q", what, tostring(value),
+      description)
   end
   return v
 end
+
+-- fromString(make, reactor, description) -> make(reactor, description),
+-- its DescError raised at the caller of fromString's caller (level 3).
+local function fromString(make, reactor, description)
+  local ok, ep = pcall(make, reactor, description)
+  if ok then return ep end
+  if getmetatable(ep) == DescError then
+    if ep.message == nil then error(check.locate(ep.value, 3), 0) end
+    error(ep.message, 3)
+  end
+  error(ep, 0)
+end
+
+local serverFrom, clientFrom
 
 local function checkDescription(description, fname)
   check.string(description, 2, fname, 3)
@@ -529,11 +575,21 @@ end
 -- [:interface=IP][:backlog=N]" (certKey defaults to privateKey: one PEM
 -- file with both), "systemd:domain=INET:index=N" (the Nth socket systemd
 -- passed by socket activation, LISTEN_FDS; domain INET, INET6 or UNIX);
--- a bare "PORT" means tcp. Raises on an unknown type or a bad value,
--- naming it. twisted endpoints.serverFromString.
+-- a bare "PORT" means tcp. Raises on an unknown type or a bad or
+-- missing value, naming it, at the caller's line (Twisted raises
+-- ValueError; spindle a string); a key or certificate file that cannot
+-- be read raises its ssl.Error, the caller's position in front of its
+-- message. twisted endpoints.serverFromString.
 function M.serverFromString(reactor, description)
   checkReactor(reactor, "serverFromString")
   checkDescription(description, "serverFromString")
+  local ep = fromString(serverFrom, reactor, description)
+  return ep -- not a tail call: fromString blames this function's caller
+end
+
+-- serverFrom(reactor, description) -> endpoint: serverFromString's work,
+-- raising DescError values.
+function serverFrom(reactor, description)
   if description:match("^%d+$") or description:match("^%d+:") then
     description = "tcp:" .. description
   end
@@ -546,10 +602,10 @@ function M.serverFromString(reactor, description)
   elseif kind == "ssl" then
     local port = toint(kw.port or args[1], "port", description)
     if kw.privateKey == nil then
-      error(("missing privateKey in %q"):format(description), 2)
+      descError("missing privateKey in %q", description)
     end
     local ssl = require("spindle.ssl")
-    local cf = ssl.DefaultOpenSSLContextFactory(kw.privateKey,
+    local cf = orDescError(ssl.DefaultOpenSSLContextFactory, kw.privateKey,
       kw.certKey or kw.privateKey)
     return SSL4ServerEndpoint(reactor, port, cf,
       toint(kw.backlog or 50, "backlog", description), kw.interface)
@@ -557,19 +613,19 @@ function M.serverFromString(reactor, description)
     local index = toint(kw.index or 0, "index", description)
     local domain = kw.domain or "INET"
     if domain ~= "INET" and domain ~= "INET6" and domain ~= "UNIX" then
-      error(("bad domain %q in %q (INET, INET6 or UNIX)"):format(domain,
-        description), 2)
+      descError("bad domain %q in %q (INET, INET6 or UNIX)", domain,
+        description)
     end
     local fds = require("spindle._supervisor").listenFds()
     if fds[index + 1] == nil then
-      error(("no socket %d from systemd in %q (LISTEN_FDS gives %d)")
-        :format(index, description, #fds), 2)
+      descError("no socket %d from systemd in %q (LISTEN_FDS gives %d)",
+        index, description, #fds)
     end
     return AdoptedStreamServerEndpoint(reactor, fds[index + 1], domain)
   elseif kind == "unix" then
     local address = kw.address or args[1]
     if address == nil or address == "" then
-      error(("missing socket path in %q"):format(description), 2)
+      descError("missing socket path in %q", description)
     end
     return UNIXServerEndpoint(reactor, address,
       toint(kw.backlog or 50, "backlog", description))
@@ -586,7 +642,7 @@ local function tlsClient(reactor, kind, args, kw, description)
   local ssl = require("spindle.ssl")
   local host = kw.host or args[1]
   if host == nil or host == "" then
-    error(("missing host in %q"):format(description), 3)
+    descError("missing host in %q", description)
   end
   local port = toint(kw.port or args[2], "port", description)
   local timeout = tonum(kw.timeout or 30, "timeout", description)
@@ -594,8 +650,8 @@ local function tlsClient(reactor, kind, args, kw, description)
   local cert = kind == "tls" and kw.certificate or kw.certKey
   local key = kw.privateKey
   if (cert == nil) ~= (key == nil) and not (kind == "ssl" and key) then
-    error(("a client certificate needs both its certificate and " ..
-      "privateKey in %q"):format(description), 3)
+    descError("a client certificate needs both its certificate and " ..
+      "privateKey in %q", description)
   end
   cert = cert or key
   local trust = kind == "tls" and kw.trustRoots or kw.caCerts
@@ -603,17 +659,17 @@ local function tlsClient(reactor, kind, args, kw, description)
   if kind == "tls" then
     -- Twisted 25: TLS over a HostnameEndpoint, or over the endpoint
     -- described by endpoint= (host and port then only name the server).
-    cf = ssl.optionsForClientTLS(host, {trustRoot = trust,
+    cf = orDescError(ssl.optionsForClientTLS, host, {trustRoot = trust,
       clientCertificate = cert and {certificate = cert, privateKey = key}})
     local wrapped
     if kw.endpoint then
-      wrapped = M.clientFromString(reactor, kw.endpoint)
+      wrapped = clientFrom(reactor, kw.endpoint)
     else
       wrapped = HostnameEndpoint(reactor, host, port, timeout, bind)
     end
     return M.wrapClientTLS(cf, wrapped)
   elseif trust then
-    cf = ssl.optionsForClientTLS(host, {trustRoot = trust,
+    cf = orDescError(ssl.optionsForClientTLS, host, {trustRoot = trust,
       clientCertificate = cert and {certificate = cert, privateKey = key}})
   elseif cert then
     local C = ssl.ClientContextFactory:extend({})
@@ -641,15 +697,23 @@ end
 -- [:certificate=CERT:privateKey=KEY][:timeout=S][:bindAddress=IP]
 -- [:endpoint=DESC]" (verifies the server's chain and name:
 -- wrapClientTLS(ssl.optionsForClientTLS(HOST, ...), HostnameEndpoint or
--- DESC's endpoint), as Twisted 25). twisted endpoints.clientFromString.
+-- DESC's endpoint), as Twisted 25). Errors as serverFromString's.
+-- twisted endpoints.clientFromString.
 function M.clientFromString(reactor, description)
   checkReactor(reactor, "clientFromString")
   checkDescription(description, "clientFromString")
+  local ep = fromString(clientFrom, reactor, description)
+  return ep -- not a tail call: fromString blames this function's caller
+end
+
+-- clientFrom(reactor, description) -> endpoint: clientFromString's work,
+-- raising DescError values (also for the endpoint= of a tls: one).
+function clientFrom(reactor, description)
   local kind, args, kw = parse(description)
   if kind == "tcp" or kind == "tcp6" then
     local host = kw.host or args[1]
     if host == nil or host == "" then
-      error(("missing host in %q"):format(description), 2)
+      descError("missing host in %q", description)
     end
     local port = toint(kw.port or args[2], "port", description)
     local timeout = tonum(kw.timeout or 30, "timeout", description)
@@ -663,7 +727,7 @@ function M.clientFromString(reactor, description)
   elseif kind == "unix" then
     local path = kw.path or args[1]
     if path == nil or path == "" then
-      error(("missing socket path in %q"):format(description), 2)
+      descError("missing socket path in %q", description)
     end
     return UNIXClientEndpoint(reactor, path,
       tonum(kw.timeout or 30, "timeout", description))

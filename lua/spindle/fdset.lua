@@ -115,10 +115,19 @@ local function onEvent(fd, readable, writable, err)
   end
 end
 
+-- entry(fd) -> the entry watching fd, made if need be. Called by
+-- addReader/addWriter only: a descriptor libuv refuses ("cannot watch
+-- descriptor 9999: bad file descriptor (EBADF)") is raised at their
+-- caller's line (level 3), not here.
 local function entry(fd)
   local e = watched[fd]
   if e == nil then
-    e = {poll = C.poll(fd, function(r, w, err) onEvent(fd, r, w, err) end)}
+    -- Called by pcall, C.poll's error has no position of its own.
+    local ok, poll = pcall(C.poll, fd, function(r, w, err)
+      onEvent(fd, r, w, err)
+    end)
+    if not ok then error(poll, 3) end
+    e = {poll = poll}
     watched[fd] = e
   end
   return e

@@ -42,7 +42,8 @@ end
 --- DefaultOpenSSLContextFactory(keyFile, certFile[, method]): a server's
 -- context factory, from a PEM private key file and certificate file.
 -- Its Context is made (and the files read) at once: a missing or bad
--- file raises ssl.Error here. getContext() returns that same Context each
+-- file raises ssl.Error here, its message starting with the caller's
+-- "chunk:line: ". getContext() returns that same Context each
 -- time, so changes made to it (set_verify, load_verify_locations) apply
 -- to later connections. Setting f.handshakeTimeout (seconds) changes the
 -- server-side handshake timeout of listenSSL (default 30).
@@ -58,10 +59,15 @@ function DefaultOpenSSLContextFactory:__init(keyFile, certFile, method)
   self.privateKeyFileName = keyFile
   self.certificateFileName = certFile
   self.sslmethod = method or C.TLS_METHOD
-  self:cacheContext()
+  -- A file that cannot be read is the caller's: its ssl.Error gets the
+  -- caller's position (level 3: __init is called by Class:new, which the
+  -- user calls or the class's __call tail-calls), as an argument error.
+  local ok, e = pcall(self.cacheContext, self)
+  if not ok then error(check.locate(e, 3), 0) end
 end
 
---- f:cacheContext(): make the Context now (twisted does it in __init__).
+--- f:cacheContext(): make the Context now (twisted does it in __init__):
+-- the certificate file is read first, then the key, as Twisted does.
 function DefaultOpenSSLContextFactory:cacheContext()
   if self._context == nil then
     local ctx = C.Context(self.sslmethod)
@@ -271,7 +277,10 @@ function M.optionsForClientTLS(hostname, opts)
   local o = ClientTLSOptions()
   o._hostname = hostname
   o._options = opts
-  o:getContext() -- read the files now, so that errors raise here
+  -- Read the files now, so that errors raise here, at the caller's line
+  -- (spindle.certificates' wrapper tail-calls this function).
+  local ok, e = pcall(o.getContext, o)
+  if not ok then error(check.locate(e, 2), 0) end
   return o
 end
 

@@ -575,8 +575,21 @@ return function(M, shared)
   local Agent = Object:extend({__name = "Agent"})
   M.Agent = Agent
 
+  -- Has r a callable connectTCP (indexing a userdata may raise)?
+  local function hasConnectTCP(r)
+    local t = type(r)
+    if t ~= "table" and t ~= "userdata" then return false end
+    local ok, f = pcall(function() return r.connectTCP end)
+    return ok and check.isCallable(f)
+  end
+
   function Agent:__init(reactor_, options)
-    check.optTable(options, 2, "Agent")
+    -- Level 3 is the user's call: __init is called by Class:new, called
+    -- by the user or tail-called by the class's __call (see web.Site).
+    if reactor_ ~= nil and not hasConnectTCP(reactor_) then
+      check.typeError(1, "Agent", "reactor", reactor_, 3)
+    end
+    check.optTable(options, 2, "Agent", 3)
     options = options or {}
     self._reactor = reactor_ or reactor
     self._pool = options.pool or HTTPConnectionPool(self._reactor, false)
@@ -606,6 +619,17 @@ return function(M, shared)
       self._connectTimeout, self._bindAddress)
   end
 
+  -- checkRequest(method, url, headers, fname, n): the checks of the
+  -- arguments request takes, for fname (request or a helper forwarding to
+  -- it: get), whose argument #n is the method (0: it takes none, GET) and
+  -- the URL #n + 1; blames fname's caller. headers: nil, a Headers or a
+  -- table.
+  local function checkRequest(method, url, headers, fname, n)
+    if n > 0 then check.string(method, n, fname, 3) end
+    check.string(url, n + 1, fname, 3)
+    check.optTable(headers, n + 2, fname, 3)
+  end
+
   --- agent:request(method, url[, headers[, bodyProducer]]) ->
   -- Deferred(Response): headers is a Headers or a table name -> value(s);
   -- bodyProducer an IBodyProducer (length, startProducing(consumer) ->
@@ -616,8 +640,7 @@ return function(M, shared)
   -- stops the attempt or aborts the connection.
   -- twisted.web.client.Agent.request.
   function Agent:request(method, url, headers, bodyProducer)
-    check.string(method, 1, "request")
-    check.string(url, 2, "request")
+    checkRequest(method, url, headers, "request", 1)
     local u, err = M.urlparse(url)
     if u == nil then return defer.fail(M.SchemeNotSupported(err)) end
     if u.scheme ~= "http" and u.scheme ~= "https" then
@@ -651,6 +674,13 @@ return function(M, shared)
   M.RedirectAgent = RedirectAgent
 
   function RedirectAgent:__init(agent, redirectLimit)
+    -- Level 3: the user's call (see Agent:__init).
+    if type(agent) ~= "table" or not check.isCallable(agent.request) then
+      check.typeError(1, "RedirectAgent", "agent", agent, 3)
+    end
+    if redirectLimit ~= nil then
+      check.nonNegative(redirectLimit, 2, "RedirectAgent", "redirectLimit", 3)
+    end
     self._agent = agent
     self._redirectLimit = redirectLimit or 20
   end
@@ -697,6 +727,7 @@ return function(M, shared)
   --- ra:request(method, url[, headers[, bodyProducer]]) ->
   -- Deferred(Response): as Agent's, following redirects.
   function RedirectAgent:request(method, url, headers, bodyProducer)
+    checkRequest(method, url, headers, "request", 1)
     return self._agent:request(method, url, headers, bodyProducer)
       :addCallback(function(r)
         return self:_handle(r, method, url, headers, 0)
@@ -730,6 +761,7 @@ return function(M, shared)
   -- response.body set): a one-off request on its own connection,
   -- following redirects, body read.
   function M.request(method, url, headers, body)
+    checkRequest(method, url, headers, "request", 1)
     local agent = RedirectAgent(Agent(reactor))
     return agent:request(method, url, headers, body):addCallback(function(r)
       return M.readBody(r):addCallback(function(b)
@@ -744,6 +776,7 @@ return function(M, shared)
   -- or more fails with web.Error (code, response and body fields). The
   -- response is also at web.request's Deferred.
   function M.get(url, headers)
+    checkRequest("GET", url, headers, "get", 0)
     return M.request("GET", url, headers):addCallback(function(r)
       if r.code >= 400 then
         local e = M.Error(format("%d %s", r.code, r.phrase))
