@@ -9,18 +9,7 @@
 */
 #include "harness.h"
 
-static lua_State *L;
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (L == NULL) {
-    L = fz_newstate(1);
-    fz_dostring(L, "package.path = './?.lua;' .. package.path", "=path");
-    if (luaL_dofile(L, "fuzz/framers.lua") != LUA_OK)
-      fz_fail("fuzz/framers.lua: %s", lua_tostring(L, -1));
-  }
-  lua_getglobal(L, "check");
-  lua_pushlstring(L, (const char *)data, size);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) fz_fail("%s", lua_tostring(L, -1));
-  lua_settop(L, 0);
+  fz_check_lua("fuzz/framers.lua", data, size);
   return 0;
 }

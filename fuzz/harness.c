@@ -38,6 +38,20 @@ void fz_dostring(lua_State *L, const char *code, const char *name) {
     fz_fail("%s: %s", name, lua_tostring(L, -1));
 }
 
+void fz_check_lua(const char *path, const uint8_t *data, size_t size) {
+  static lua_State *L;
+  if (L == NULL) {
+    L = fz_newstate(1);
+    fz_dostring(L, "package.path = './?.lua;' .. package.path", "=path");
+    if (luaL_dofile(L, path) != LUA_OK)
+      fz_fail("%s: %s", path, lua_tostring(L, -1));
+  }
+  lua_getglobal(L, "check");
+  lua_pushlstring(L, (const char *)data, size);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) fz_fail("%s", lua_tostring(L, -1));
+  lua_settop(L, 0);
+}
+
 void fz_fail(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -29,6 +29,13 @@ lua_State *fz_newstate(int spindle);
 ** abort with its error if it fails. */
 void fz_dostring(lua_State *L, const char *code, const char *name);
 
+/* The whole of a harness whose check is in Lua: call the global
+** check(bytes) that the Lua file `path` (from the repository's top
+** folder) defines, in one state made on the first call (with spindle's
+** modules, and ./?.lua on package.path for spec/support); abort with its
+** error if it raises. */
+void fz_check_lua(const char *path, const uint8_t *data, size_t size);
+
 /* Print what went wrong (printf-style) and abort, so libFuzzer keeps the
 ** input as a crash and replay fails. */
 void fz_fail(const char *fmt, ...);
