@@ -115,6 +115,10 @@ typedef struct hparser {
   uint64_t last_ms; /* uv_now at the last read */
   uint64_t msg_ms;  /* uv_now at the first byte of the message; 0: idle */
   uint64_t hdr_ms;  /* uv_now when its headers completed; 0: not yet */
+
+  /* The reason of a limit error: llhttp replaces the one limit_error sets
+  ** when on_headers_complete returns it. */
+  const char *errwhy;
 } hparser;
 
 static llhttp_settings_t settings;
@@ -179,6 +183,7 @@ static hparser *hp_of(llhttp_t *p) {
 /* A limit was passed: llhttp stops with HPE_USER and this reason. */
 static int limit_error(hparser *h, int status, const char *why) {
   h->errstatus = status;
+  h->errwhy = why;
   llhttp_set_error_reason(&h->p, why);
   return HPE_USER;
 }
@@ -194,6 +199,7 @@ static int on_message_begin(llhttp_t *p) {
   h->headbytes = 0;
   h->expect = 0;
   h->errstatus = 0;
+  h->errwhy = NULL;
   h->streaming = 0;
   h->bodytotal = 0;
   h->msg_ms = uv_now(sp_loop());
@@ -560,6 +566,10 @@ static void client_event(lua_State *L, hparser *h, int obj, int ev) {
 ** error may come in the same feed). */
 static void parse_error(lua_State *L, hparser *h, int obj, int err) {
   const char *reason = llhttp_get_error_reason(&h->p);
+  if (h->errwhy != NULL) { /* ours, from any callback */
+    reason = h->errwhy;
+    err = HPE_USER;
+  }
   h->stopped = 1;
   if (h->side == SIDE_CLIENT) {
     int ev = h->event & EV_HEADERS;

@@ -854,10 +854,14 @@ static int loop_seconds(lua_State *L) {
 ** twisted IReactorTime.callLater. */
 static int loop_callLater(lua_State *L) {
   double delay;
+  int isnum;
   drop_self(L);
-  delay = luaL_checknumber(L, 1);
-  luaL_argcheck(L, delay >= 0, 1, "delay must be >= 0");
-  sp_checkcallable(L, 2);
+  delay = lua_tonumberx(L, 1, &isnum);
+  if (!isnum) sp_fntypeerror(L, 1, "number", "callLater");
+  if (!(delay >= 0))
+    sp_fnargerror(L, 1, delay != delay ? "delay is NaN" : "delay must be >= 0",
+                  "callLater");
+  sp_fncheckcallable(L, 2, "callLater");
   dcall_schedule(L, delay, 2, lua_gettop(L) - 2);
   return 1;
 }

@@ -616,17 +616,22 @@ describe("reactor.callLater", function()
   end)
 
   it("raises on bad arguments", function()
+    -- Through pcall Lua cannot see the call: the public name, not
+    -- 'spindle._loop.callLater' (newuser3 #2).
     local ok, err = pcall(reactor.callLater, nil, print)
     assert.is_false(ok)
-    assert.truthy(err:find("bad argument #1 to '", 1, true), err)
-    assert.truthy(err:find("callLater' (number expected, got nil)", 1, true),
+    assert.equal("bad argument #1 to 'callLater' (number expected, got nil)",
       err)
     ok, err = pcall(reactor.callLater, -1, print)
     assert.is_false(ok)
-    assert.truthy(err:find("delay must be >= 0", 1, true), err)
+    assert.equal("bad argument #1 to 'callLater' (delay must be >= 0)", err)
+    ok, err = pcall(reactor.callLater, 0 / 0, print)
+    assert.is_false(ok)
+    assert.equal("bad argument #1 to 'callLater' (delay is NaN)", err)
     ok, err = pcall(reactor.callLater, 1, "nope")
     assert.is_false(ok)
-    assert.truthy(err:find("callable expected", 1, true), err)
+    assert.equal("bad argument #2 to 'callLater' (callable expected, " ..
+      "got string)", err)
   end)
 end)
 

@@ -967,7 +967,7 @@ describe("spindle._http's request parser", function()
         "GET / HTTP/1.1\r\nA: b\r\n:\r\n\r\n"}) do
       local ch = channel()
       C.dataReceived(ch, req)
-      assert.same({{400, "HPE_CB_HEADER_VALUE_COMPLETE"}}, ch.errors)
+      assert.same({{400, "HPE_USER"}}, ch.errors)
       assert.same({}, ch.seen)
     end
   end)
@@ -1006,8 +1006,10 @@ describe("spindle._http's response parser", function()
     function obj._onDone(self, keep)
       self.events[#self.events + 1] = "done " .. tostring(keep)
     end
-    function obj._onParseError(self, status, name)
-      self.events[#self.events + 1] = "error " .. status .. " " .. name
+    function obj._onParseError(self, status, name, reason)
+      -- HPE_USER: a limit or check of http.c's own, whose reason counts.
+      self.events[#self.events + 1] = "error " .. status .. " " .. name ..
+        (name == "HPE_USER" and ": " .. reason or "")
     end
     return obj
   end
@@ -1076,18 +1078,20 @@ describe("spindle._http's response parser", function()
     assert.same({"error 400 HPE_INVALID_STATUS"}, obj.events)
     -- fuzz/http.c: llhttp took a status line without a code as code 0.
     p, obj = C.ResponseParser(), client()
+    -- Its reason is http.c's, which llhttp used to replace with "User
+    -- callback error" (newuser3 #1).
     p:feed(obj, "HTTP/1.1 \r\nContent-Length: 0\r\n\r\n")
-    assert.same({"error 400 HPE_CB_HEADERS_COMPLETE"}, obj.events)
+    assert.same({"error 400 HPE_USER: Invalid status code"}, obj.events)
     -- ... and gave an empty span, which was copied from a NULL buffer
     -- (UBSan, make test-asan).
     p, obj = C.ResponseParser(), client()
     p:feed(obj, "HTTP/1.1 \r\x8a:\r\xff\xff")
-    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
+    assert.same({"error 400 HPE_USER: Empty header name"}, obj.events)
     -- ... and a field with an empty name (the empty head computed
     -- NULL + 0 too).
     p, obj = C.ResponseParser(), client()
     p:feed(obj, "HTTP/1.1 200\r\n:\r\n\r\n")
-    assert.same({"error 400 HPE_CB_HEADER_VALUE_COMPLETE"}, obj.events)
+    assert.same({"error 400 HPE_USER: Empty header name"}, obj.events)
   end)
 end)
 

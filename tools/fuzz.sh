@@ -62,8 +62,8 @@ run)
     rate=$((execs / took))
     if [ $rc -eq 0 ]; then
       echo "fuzz: $n: $execs executions in ${took}s ($rate/s, $jobs" \
-        "process$([ "$jobs" -gt 1 ] && echo es)), corpus" \
-        "$(ls "$dir/corpus/$n" | wc -l), no crash"
+        "process$([ "$jobs" -gt 1 ] && echo es)), $(ls "$dir/corpus/$n" |
+        wc -l) new corpus inputs, no crash"
     else
       echo "fuzz: $n: FAILED after $execs executions (log: $log):"
       grep -E -A12 'ERROR|harness:|Test unit written' "$log" | head -40
