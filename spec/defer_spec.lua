@@ -44,6 +44,17 @@ local function captureLog(fn)
   return events
 end
 
+-- The "Unhandled error in Deferred:" events among captureLog's, in order.
+local function unhandled(events)
+  local found = {}
+  for _, e in ipairs(events) do
+    if e.isError and e.why == "Unhandled error in Deferred:" then
+      found[#found + 1] = e
+    end
+  end
+  return found
+end
+
 -- The message of an error (or of a Failure's value) as a string.
 local function message(e)
   if failure.isFailure(e) then e = e.value end
@@ -739,15 +750,10 @@ describe("chain rule 6: unhandled errors", function()
       d = nil -- luacheck: ignore 311
       collectgarbage(); collectgarbage()
     end)
-    local found = 0
-    for _, e in ipairs(events) do
-      if e.isError and e.why == "Unhandled error in Deferred:" then
-        found = found + 1
-        assert.equal("lost error", e.failure.value)
-        assert.matches("lost error", log.textFromEventDict(e))
-      end
-    end
-    assert.equal(1, found)
+    local found = unhandled(events)
+    assert.equal(1, #found)
+    assert.equal("lost error", found[1].failure.value)
+    assert.matches("lost error", log.textFromEventDict(found[1]))
   end)
 
   it("logs nothing when the failure was handled", function()
@@ -823,11 +829,7 @@ describe("chain rule 6: unhandled errors", function()
       collectgarbage(); collectgarbage()
     end)
     local found = {}
-    for _, e in ipairs(events) do
-      if e.isError and e.why == "Unhandled error in Deferred:" then
-        found[#found + 1] = e.failure.value
-      end
-    end
+    for i, e in ipairs(unhandled(events)) do found[i] = e.failure.value end
     assert.same({"second"}, found)
   end)
 
@@ -1869,14 +1871,9 @@ describe("a Deferred with one plain callback", function()
         d = nil -- luacheck: ignore 311
         collectgarbage(); collectgarbage()
       end)
-      local found = 0
-      for _, e in ipairs(events) do
-        if e.isError and e.why == "Unhandled error in Deferred:" then
-          found = found + 1
-          assert.equal("in callback", e.failure.value)
-        end
-      end
-      assert.equal(1, found)
+      local found = unhandled(events)
+      assert.equal(1, #found)
+      assert.equal("in callback", found[1].failure.value)
     end)
 
   it("passes a Failure over the callback to a later errback", function()
